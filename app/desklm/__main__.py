@@ -1,0 +1,3 @@
+from desklm.cli import main
+
+raise SystemExit(main())

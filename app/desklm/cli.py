@@ -1,0 +1,221 @@
+"""Command line: ``desklm`` (the window), ``desklm chat`` (terminal chat), and friends.
+
+Every failure a user can cause prints one line ``desklm: error: <reason>`` to stderr and exits 2.
+No traceback reaches the user; unexpected errors are logged to the log file and summarised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from desklm import __version__
+from desklm.errors import DeskLMError
+
+log = logging.getLogger("desklm")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 1
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and settings")
+    g.add_argument("--model", metavar="PATH", help="GGUF file to load (default: the embedded model)")
+    g.add_argument("--ctx", type=str, metavar="N", help="context length in tokens")
+    g.add_argument("--threads", type=str, metavar="N", help="CPU threads")
+    g.add_argument("--gpu-layers", type=str, metavar="N", help="layers on the GPU (-1 or 'all')")
+    g.add_argument("--max-tokens", type=str, metavar="N", help="longest reply in tokens")
+    g.add_argument("--temperature", type=str, metavar="T", help="sampling temperature")
+    g.add_argument("--seed", type=str, metavar="S", help="sampling seed (-1 = random)")
+    g.add_argument("--system", type=str, metavar="TEXT", help="system prompt")
+
+
+ARG_TO_SETTING = {"ctx": "n_ctx", "gpu_layers": "n_gpu_layers", "max_tokens": "max_tokens",
+                  "temperature": "temperature", "seed": "seed", "system": "system_prompt"}
+
+
+def settings_from_args(args: argparse.Namespace, base: Any = None) -> Any:
+    from desklm.engine.settings import Settings
+
+    s = base.copy() if base is not None else Settings()
+    if getattr(args, "threads", None) is not None:
+        s.set("n_threads", args.threads)
+        s.set("n_threads_batch", args.threads)
+    for arg, name in ARG_TO_SETTING.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            s.set(name, value)
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="desklm",
+        description="Private desktop chat with local GGUF models. With no command, opens the window.",
+    )
+    p.add_argument("--version", action="version", version=f"desklm {__version__}")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="keep conversations, settings and logs under DIR (also DESKLM_DATA_DIR)")
+    p.add_argument("--debug", action="store_true", help="log debug detail to the log file")
+    p.add_argument("--self-test", action="store_true",
+                   help="open the window, chat once on the model, /reset, print a JSON summary")
+    p.add_argument("--screenshot", metavar="PATH", help="with --self-test: save a PNG of the window")
+    _add_model_args(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser("gui", help="open the window (the default)")
+    _add_model_args(gui)
+
+    chat = sub.add_parser("chat", help="chat in the terminal; reads one message per line from stdin")
+    _add_model_args(chat)
+    chat.add_argument("--json", action="store_true",
+                      help="print one JSON object per turn (and per command) instead of text")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data_dir:
+        os.environ["DESKLM_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
+    from desklm.logs import install_excepthooks, setup_logging
+
+    setup_logging(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        if args.command == "chat":
+            install_excepthooks()
+            return cmd_chat(args)
+        return cmd_gui(args)
+    except DeskLMError as e:
+        _err(str(e))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: log the traceback, show one line
+        log.exception("internal error")
+        _err(f"internal error: {type(e).__name__}: {e} (details in the log file)")
+        return EXIT_INTERNAL
+
+
+def gui_main() -> int:
+    """Entry point for the windowed launcher (no console on Windows)."""
+    return main(sys.argv[1:])
+
+
+def _err(msg: str) -> None:
+    if sys.stderr is not None:
+        print(f"desklm: error: {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from desklm.ui.app import run_gui
+
+    return run_gui(args)
+
+
+# --- terminal chat ----------------------------------------------------------------------------
+def cmd_chat(args: argparse.Namespace) -> int:
+    from desklm.engine.models import resolve_model
+    from desklm.engine.session import ChatSession
+
+    settings = settings_from_args(args)
+    session = ChatSession(resolve_model(args.model), settings)
+    info = session.load()
+    out = sys.stdout
+    tty = sys.stdin.isatty() and out.isatty()
+    for note in info.notes:
+        print(f"desklm: note: {note}", file=sys.stderr)
+    if not args.json and tty:
+        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
+              f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+    _install_sigint(session)
+    return chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
+
+
+def _install_sigint(session: Any) -> None:
+    """Ctrl+C during a reply stops the reply; at the prompt it quits."""
+    state = {"busy": False}
+    session._sigint_state = state
+
+    def handler(signum: int, frame: Any) -> None:
+        if state["busy"]:
+            session.stop()
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
+              interactive: bool = False) -> int:
+    from desklm.engine import commands
+    from desklm.engine.session import fmt_rate, fmt_secs
+
+    state = getattr(session, "_sigint_state", {"busy": False})
+
+    def emit(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.flush()
+
+    while True:
+        if interactive:
+            out.write("> ")
+            out.flush()
+        line = inp.readline()
+        if not line:
+            break
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        try:
+            if commands.is_command(text):
+                res = session.run_command(text)
+                if as_json:
+                    emit(res.to_dict())
+                else:
+                    out.write(res.message + "\n")
+                    out.flush()
+                continue
+            stream: Callable[[str], None] | None = None
+            if not as_json:
+                def stream(piece: str) -> None:
+                    out.write(piece)
+                    out.flush()
+            state["busy"] = True
+            try:
+                result = session.send(text, stream)
+            finally:
+                state["busy"] = False
+            if as_json:
+                emit(result.to_dict())
+            else:
+                s = result.stats
+                out.write("\n")
+                if s.trimmed:
+                    out.write(f"[dropped {len(s.trimmed)} earlier message(s) to fit the context: "
+                              + "; ".join(f"{d['role']}: {d['preview']}" for d in s.trimmed)
+                              + "]\n")
+                out.write(f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
+                          f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
+                          f"{s.finish_reason}]\n")
+                out.flush()
+        except DeskLMError as e:
+            if as_json:
+                emit({"error": str(e)})
+            else:
+                _err(str(e))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

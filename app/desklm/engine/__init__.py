@@ -1,0 +1,1 @@
+"""DeskLM's engine: everything that runs and is tested without a display. No Qt imports here."""

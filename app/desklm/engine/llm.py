@@ -1,0 +1,445 @@
+"""ChatEngine: one loaded model over ``llama_cpp.Llama``; load, stream, stop, reset, threads.
+
+Not thread safe by design: exactly one thread (the CLI's main thread, or the GUI's
+``InferenceWorker`` thread) calls into an engine. The one exception is :meth:`ChatEngine.stop`,
+which only sets a ``threading.Event`` and may be called from any thread. The event is checked
+between tokens, and during prompt evaluation through ``llama_set_abort_callback`` so that a long
+prefill is cut short too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from desklm.engine.chat_format import ChatTemplate, choose_template
+from desklm.engine.gguf_info import GGUFInfo, read_gguf
+from desklm.engine.settings import Settings
+from desklm.errors import DeskLMError
+
+log = logging.getLogger("desklm.engine")
+llama_log = logging.getLogger("desklm.llama")
+
+KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+            "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+
+
+# --- llama.cpp's own log ----------------------------------------------------------------------
+class _LlamaLogCapture:
+    """Routes llama.cpp's log into the ``desklm.llama`` logger and keeps the recent lines.
+
+    Replaces llama-cpp-python's default callback, which prints to ``sys.stderr`` (``None`` in a
+    windowed build). The recent error and warning lines give a failed load its real reason.
+    """
+
+    # ggml_log_level as of the bundled llama.cpp (llama-cpp-python's own table is out of date)
+    DEBUG, INFO, WARN, ERROR, CONT = 1, 2, 3, 4, 5
+    LEVELS = {0: logging.DEBUG, DEBUG: logging.DEBUG, INFO: logging.DEBUG,
+              WARN: logging.WARNING, ERROR: logging.ERROR}
+
+    def __init__(self) -> None:
+        self.lines: deque[tuple[int, str]] = deque(maxlen=200)
+        self._partial = ""
+        self._level = 1
+        self._lock = threading.Lock()
+        self._cb = llama_cpp.llama_log_callback(self._callback)
+        llama_cpp.llama_log_set(self._cb, ctypes.c_void_p(0))
+
+    def _callback(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        try:
+            s = text.decode("utf-8", errors="replace") if text else ""
+            with self._lock:
+                if level != self.CONT:
+                    self._level = level
+                self._partial += s
+                while "\n" in self._partial:
+                    line, self._partial = self._partial.split("\n", 1)
+                    if line.strip():
+                        self.lines.append((self._level, line.strip()))
+                        llama_log.log(self.LEVELS.get(self._level, logging.DEBUG), "%s", line)
+        except Exception:  # never raise into C
+            pass
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def problems_since(self, lines_before: list[tuple[int, str]]) -> list[str]:
+        with self._lock:
+            now = list(self.lines)
+        fresh = now[len(lines_before):] if now[: len(lines_before)] == lines_before else now
+        return [t for lvl, t in fresh if lvl in (self.WARN, self.ERROR)]
+
+    def snapshot(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return list(self.lines)
+
+
+LLAMA_LOG = _LlamaLogCapture()
+
+
+def _reason_from_log(lines: list[str], fallback: str) -> str:
+    """Pick the most telling llama.cpp line: an allocation failure first, then the last error."""
+    for needle in ("failed to allocate", "out of memory", "unable to allocate", "cannot allocate"):
+        for line in lines:
+            if needle in line.lower():
+                return f"out of memory: {line}"
+    for line in reversed(lines):
+        low = line.lower()
+        if any(w in low for w in ("error", "failed", "invalid", "unknown", "not supported",
+                                  "corrupt", "wrong")):
+            return line
+    return lines[-1] if lines else fallback
+
+
+# --- results --------------------------------------------------------------------------------
+@dataclass
+class TurnStats:
+    """What one reply cost. Rates are None where nothing was measured (e.g. 0 tokens)."""
+
+    prompt_tokens: int = 0
+    prompt_tokens_reused: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+    gen_tokens_per_s: float | None = None
+    finish_reason: str = "stop"  # stop | length | cancelled
+    context_used: int = 0
+    n_ctx: int = 0
+    total_s: float = 0.0
+    trimmed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def prompt_tokens_evaluated(self) -> int:
+        return self.prompt_tokens - self.prompt_tokens_reused
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("ttft_s", "prompt_tokens_per_s", "gen_tokens_per_s", "total_s"):
+            if d[k] is not None:
+                d[k] = round(d[k], 4)
+        return d
+
+
+@dataclass
+class LoadInfo:
+    path: Path
+    name: str
+    architecture: str
+    n_ctx: int
+    n_ctx_train: int
+    n_layers: int
+    load_s: float
+    chat_format: str
+    gpu_offload_supported: bool
+    file_size: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
+    """Apply the model's limits to ``settings``; raise with a reason for impossible values.
+
+    Returns notes (e.g. GPU layers > 0 without GPU support) that are warnings, not errors.
+    """
+    if info.context_length:
+        settings.limits["n_ctx"] = info.context_length
+    if info.block_count:
+        settings.limits["n_gpu_layers"] = info.block_count + 1  # +1: the output layer
+    for name in ("n_ctx", "n_gpu_layers"):
+        settings.check(name, settings[name])
+    notes = []
+    if settings["kv_cache_type"] != "f16" and not settings["flash_attn"]:
+        raise DeskLMError(
+            f"kv_cache_type {settings['kv_cache_type']} needs flash attention: turn flash_attn "
+            "on, or use kv_cache_type f16"
+        )
+    if settings["n_gpu_layers"] != 0 and not llama_cpp.llama_supports_gpu_offload():
+        notes.append("GPU layers requested, but this llama.cpp build has no GPU support: "
+                     "running on CPU")
+    return notes
+
+
+# --- the engine -------------------------------------------------------------------------------
+class ChatEngine:
+    def __init__(self) -> None:
+        self.llm: llama_cpp.Llama | None = None
+        self.info: GGUFInfo | None = None
+        self.load_info: LoadInfo | None = None
+        self.settings: Settings | None = None  # the load settings in effect
+        self.template: ChatTemplate | None = None
+        self._stop = threading.Event()
+        self._abort_armed = False
+        self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_check)
+        self._stop_token_ids: set[int] = set()
+
+    # -- lifecycle --
+    @property
+    def loaded(self) -> bool:
+        return self.llm is not None
+
+    def _abort_check(self, _data: ctypes.c_void_p) -> bool:
+        return self._abort_armed and self._stop.is_set()
+
+    def load(self, path: str | Path, settings: Settings) -> LoadInfo:
+        """Load a model; on failure the previously loaded model (if any) is kept."""
+        info = read_gguf(path)  # raises with the reason before llama.cpp sees a bad file
+        settings = settings.copy()
+        notes = check_load_settings(settings, info)
+        previous = (self.info.path, self.settings) if self.info and self.settings else None
+        self.unload()
+        try:
+            self._load(info, settings, notes)
+        except DeskLMError:
+            if previous is not None:
+                try:
+                    self._load(read_gguf(previous[0]), previous[1], [])
+                except DeskLMError:
+                    log.exception("could not restore the previous model")
+            raise
+        assert self.load_info is not None
+        return self.load_info
+
+    def _load(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
+        before = LLAMA_LOG.snapshot()
+        t0 = time.perf_counter()
+        kv = KV_TYPES[s["kv_cache_type"]]
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(info.path),
+                n_ctx=s["n_ctx"],
+                n_threads=s["n_threads"],
+                n_threads_batch=s["n_threads_batch"],
+                n_gpu_layers=s["n_gpu_layers"],
+                n_batch=s["n_batch"],
+                n_ubatch=min(512, s["n_batch"]),
+                flash_attn=s["flash_attn"],
+                use_mmap=s["use_mmap"],
+                use_mlock=s["use_mlock"],
+                type_k=kv,
+                type_v=kv,
+                swa_full=True,  # a sliding-window cache could not roll back: no prefix reuse
+                verbose=False,
+            )
+        except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
+            reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
+            raise DeskLMError(f"{info.path.name}: could not load: {reason}") from e
+        load_s = time.perf_counter() - t0
+        self.llm, self.info, self.settings = llm, info, s
+        model = llm._model.model
+        vocab = llama_cpp.llama_model_get_vocab(model)
+
+        def single_token(text: str) -> int | None:
+            toks = llm.tokenize(text.encode(), add_bos=False, special=True)
+            return toks[0] if len(toks) == 1 else None
+
+        def token_text(tid: int) -> str:
+            if tid < 0:
+                return ""
+            return llm._model.token_get_text(tid)
+
+        self.template = choose_template(
+            info.architecture, info.chat_template,
+            bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()),
+            vocab_has=lambda t: single_token(t) is not None,
+        )
+        self._stop_token_ids = {
+            t for t in (single_token(x) for x in self.template.stop) if t is not None
+        }
+        self._stop_token_ids |= {
+            t for t in self._stop_token_ids if llama_cpp.llama_vocab_is_eog(vocab, t)
+        }
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
+        self.load_info = LoadInfo(
+            path=info.path, name=info.name, architecture=info.architecture,
+            n_ctx=llm.n_ctx(), n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+            n_layers=llama_cpp.llama_model_n_layer(model), load_s=load_s,
+            chat_format=self.template.name,
+            gpu_offload_supported=bool(llama_cpp.llama_supports_gpu_offload()),
+            file_size=info.file_size, notes=notes,
+        )
+        log.info("loaded %s in %.2fs (n_ctx=%d, format=%s)", info.path, load_s,
+                 self.load_info.n_ctx, self.template.name)
+
+    def unload(self) -> None:
+        llm, self.llm = self.llm, None
+        self.load_info = None
+        self.template = None
+        if llm is not None:
+            llm.close()
+
+    def _need(self) -> llama_cpp.Llama:
+        if self.llm is None:
+            raise DeskLMError("no model is loaded")
+        return self.llm
+
+    # -- state --
+    @property
+    def n_ctx(self) -> int:
+        return self._need().n_ctx()
+
+    @property
+    def context_used(self) -> int:
+        return self.llm.n_tokens if self.llm is not None else 0
+
+    def kv_cache_pos_max(self) -> int:
+        """Highest position held in the KV cache for sequence 0 (-1 when empty)."""
+        llm = self._need()
+        mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
+        return int(llama_cpp.llama_memory_seq_pos_max(mem, 0))
+
+    def tokenize(self, text: str) -> list[int]:
+        llm = self._need()
+        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        add_bos = llama_cpp.llama_vocab_get_add_bos(
+            llama_cpp.llama_model_get_vocab(llm._model.model))
+        if bos and text.startswith(bos):
+            add_bos = False  # the template already wrote it
+        return llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bool(add_bos),
+                            special=True)
+
+    def reset(self) -> None:
+        """Forget everything: clear the KV memory itself, not only the token counter."""
+        llm = self._need()
+        llm._ctx.kv_cache_clear()
+        llm.reset()
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        llm = self._need()
+        llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads_batch)
+        llm.n_threads, llm.n_threads_batch = n_threads, n_threads_batch
+        if self.settings is not None:
+            self.settings.update({"n_threads": n_threads, "n_threads_batch": n_threads_batch})
+
+    def threads(self) -> tuple[int, int]:
+        llm = self._need()
+        return (llama_cpp.llama_n_threads(llm._ctx.ctx),
+                llama_cpp.llama_n_threads_batch(llm._ctx.ctx))
+
+    def stop(self) -> None:
+        """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
+        self._stop.set()
+
+    # -- generation --
+    def generate(
+        self,
+        tokens: list[int],
+        sampling: Settings,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[str, TurnStats]:
+        """Stream a reply to ``tokens``; returns the reply text and its stats.
+
+        ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
+        held back until they are ruled out).
+        """
+        llm = self._need()
+        assert self.template is not None
+        self._stop.clear()
+        n_ctx = llm.n_ctx()
+        stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
+        if len(tokens) >= n_ctx:
+            raise DeskLMError(f"prompt needs {len(tokens)} tokens but the context holds {n_ctx}")
+        # what Llama.generate will reuse from the KV cache (it replays one token on a full hit)
+        cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
+        lcp = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            lcp += 1
+        stats.prompt_tokens_reused = min(lcp, len(tokens) - 1)
+        max_new = min(int(sampling["max_tokens"]), n_ctx - len(tokens))
+        seed = int(sampling["seed"])
+        llm.set_seed(seed if seed >= 0 else random.randrange(2**31 - 1))
+        vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        stops = [s for s in self.template.stop if s]
+        hold = max((len(s) for s in stops), default=1) - 1
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        reply, emitted = "", 0
+        finish = "length"
+        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+        t0 = time.perf_counter()
+        self._abort_armed = True
+        try:
+            gen = llm.generate(
+                tokens, top_k=int(sampling["top_k"]), top_p=float(sampling["top_p"]),
+                min_p=float(sampling["min_p"]), temp=float(sampling["temperature"]),
+                repeat_penalty=float(sampling["repeat_penalty"]), reset=True,
+            )
+            for tok in gen:
+                if stats.completion_tokens == 0:
+                    stats.ttft_s = time.perf_counter() - t0
+                    self._abort_armed = False  # per-token checks from here: no GIL per node
+                if self._stop.is_set():
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids:
+                    finish = "stop"
+                    break
+                stats.completion_tokens += 1
+                reply += decoder.decode(llm.detokenize([tok]))
+                cut = _find_stop(reply, stops, max(0, emitted - hold))
+                if cut is not None:
+                    reply = reply[:cut]
+                    finish = "stop"
+                    break
+                safe = len(reply) - _partial_stop_len(reply, stops, hold)
+                if on_text is not None and safe > emitted:
+                    on_text(reply[emitted:safe])
+                emitted = max(emitted, safe)
+                if stats.completion_tokens >= max_new:
+                    finish = "length"
+                    break
+            else:
+                finish = "length"
+        except RuntimeError as e:  # llama_decode returned 2: aborted by our callback
+            if self._stop.is_set():
+                finish = "cancelled"
+            else:
+                raise DeskLMError(f"generation failed: {e}") from e
+        finally:
+            self._abort_armed = False
+        reply += decoder.decode(b"", final=True)
+        if on_text is not None and len(reply) > emitted:
+            on_text(reply[emitted:])
+        stats.total_s = time.perf_counter() - t0
+        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+        if perf.n_p_eval > 0 and perf.t_p_eval_ms > 0:
+            stats.prompt_tokens_per_s = perf.n_p_eval / (perf.t_p_eval_ms / 1000.0)
+        if perf.n_eval > 0 and perf.t_eval_ms > 0:
+            stats.gen_tokens_per_s = perf.n_eval / (perf.t_eval_ms / 1000.0)
+        stats.finish_reason = finish
+        stats.context_used = llm.n_tokens
+        return reply, stats
+
+
+def _find_stop(text: str, stops: list[str], start: int) -> int | None:
+    best = None
+    for s in stops:
+        i = text.find(s, start)
+        if i != -1 and (best is None or i < best):
+            best = i
+    return best
+
+
+def _partial_stop_len(text: str, stops: list[str], hold: int) -> int:
+    """Length of the longest suffix of ``text`` that could begin a stop string."""
+    for n in range(min(hold, len(text)), 0, -1):
+        tail = text[-n:]
+        if any(s.startswith(tail) for s in stops):
+            return n
+    return 0

