@@ -7,6 +7,7 @@ No traceback reaches the user; unexpected errors are logged to the log file and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,8 @@ EXIT_INTERNAL = 1
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and settings")
-    g.add_argument("--model", metavar="PATH", help="GGUF file to load (default: the embedded model)")
+    g.add_argument("--model", metavar="PATH",
+                   help="GGUF file to load (default: the embedded model)")
     g.add_argument("--ctx", type=str, metavar="N", help="context length in tokens")
     g.add_argument("--threads", type=str, metavar="N", help="CPU threads")
     g.add_argument("--gpu-layers", type=str, metavar="N", help="layers on the GPU (-1 or 'all')")
@@ -58,7 +60,8 @@ def settings_from_args(args: argparse.Namespace, base: Any = None) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="desklm",
-        description="Private desktop chat with local GGUF models. With no command, opens the window.",
+        description="Private desktop chat with local GGUF models. "
+        "With no command, opens the window.",
     )
     p.add_argument("--version", action="version", version=f"desklm {__version__}")
     p.add_argument("--data-dir", metavar="DIR",
@@ -66,14 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="log debug detail to the log file")
     p.add_argument("--self-test", action="store_true",
                    help="open the window, chat once on the model, /reset, print a JSON summary")
-    p.add_argument("--screenshot", metavar="PATH", help="with --self-test: save a PNG of the window")
+    p.add_argument("--screenshot", metavar="PATH",
+                   help="with --self-test: save a PNG of the window")
     _add_model_args(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     gui = sub.add_parser("gui", help="open the window (the default)")
     _add_model_args(gui)
 
-    chat = sub.add_parser("chat", help="chat in the terminal; reads one message per line from stdin")
+    chat = sub.add_parser(
+        "chat", help="chat in the terminal; reads one message per line from stdin")
     _add_model_args(chat)
     chat.add_argument("--json", action="store_true",
                       help="print one JSON object per turn (and per command) instead of text")
@@ -150,10 +155,8 @@ def _install_sigint(session: Any) -> None:
         else:
             raise KeyboardInterrupt
 
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        pass
 
 
 def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,

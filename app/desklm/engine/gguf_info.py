@@ -25,16 +25,18 @@ DEFAULT_ALIGNMENT = 32
 
 # Architectures llama.cpp (as bundled with llama-cpp-python 0.3.x) can run.
 SUPPORTED_ARCHITECTURES = frozenset(
-    """llama llama4 deci falcon falcon-h1 grok gpt2 gptj gptneox mpt baichuan starcoder starcoder2
-    refact bert modern-bert nomic-bert nomic-bert-moe neo-bert jina-bert-v2 jina-bert-v3 bloom
-    stablelm qwen qwen2 qwen2moe qwen2vl qwen3 qwen3moe qwen3next qwen3vl qwen3vlmoe phi2 phi3
-    phimoe plamo plamo2 codeshell orion internlm2 minicpm minicpm3 gemma gemma2 gemma3 gemma3n
-    gemma-embedding mamba mamba2 jamba xverse command-r cohere2 dbrx olmo olmo2 olmoe openelm
-    arctic deepseek deepseek2 chatglm glm4 glm4moe bitnet t5 t5encoder jais nemotron nemotron_h
-    exaone exaone4 rwkv6 rwkv6qwen2 rwkv7 arwkv7 granite granitemoe granitehybrid chameleon plm
-    bailingmoe bailingmoe2 dots1 arcee ernie4_5 ernie4_5-moe hunyuan-moe hunyuan-dense smollm3
-    gpt-oss lfm2 lfm2moe dream smallthinker llada llada-moe seed_oss grovemoe apertus minimax-m2
-    cogvlm afmoe mistral3 pangu-embedded""".split()
+    """llama llama4 deci falcon falcon-h1 grok gpt2 gptj gptneox mpt baichuan starcoder
+    starcoder2 refact bert modern-bert nomic-bert nomic-bert-moe neo-bert jina-bert-v2
+    jina-bert-v3 bloom stablelm qwen qwen2 qwen2moe qwen2vl qwen3 qwen3moe qwen3next qwen3vl
+    qwen3vlmoe phi2 phi3 phimoe plamo plamo2 codeshell orion internlm2 minicpm minicpm3
+    gemma gemma2 gemma3 gemma3n gemma-embedding mamba mamba2 jamba xverse command-r cohere2
+    dbrx olmo olmo2 olmoe openelm arctic deepseek deepseek2 chatglm glm4 glm4moe bitnet t5
+    t5encoder jais nemotron nemotron_h exaone exaone4 rwkv6 rwkv6qwen2 rwkv7 arwkv7 granite
+    granitemoe granitehybrid chameleon plm bailingmoe bailingmoe2 dots1 arcee ernie4_5
+    ernie4_5-moe hunyuan-moe hunyuan-dense smollm3 gpt-oss lfm2 lfm2moe dream smallthinker
+    llada llada-moe seed_oss grovemoe apertus minimax-m2 cogvlm afmoe mistral3
+    pangu-embedded"""
+    .split()
 )
 
 _SCALAR = {  # GGUFValueType -> struct format
@@ -257,13 +259,13 @@ def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> G
         raise DeskLMError(f"architecture '{arch}' is not supported by this version of llama.cpp")
     if n_tensors == 0:
         raise DeskLMError("file holds no tensors (a vocabulary-only or adapter file?)")
-    name = meta.get("general.name")
+    general_name = meta.get("general.name")
     return GGUFInfo(
         path=p,
         file_size=size,
         version=version,
         architecture=arch,
-        name=name if isinstance(name, str) and name else p.stem,
+        name=general_name if isinstance(general_name, str) and general_name else p.stem,
         metadata=meta,
         tensor_count=n_tensors,
         tensor_data_end=data_end,

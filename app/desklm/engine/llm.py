@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import llama_cpp
 
@@ -45,7 +45,7 @@ class _LlamaLogCapture:
 
     # ggml_log_level as of the bundled llama.cpp (llama-cpp-python's own table is out of date)
     DEBUG, INFO, WARN, ERROR, CONT = 1, 2, 3, 4, 5
-    LEVELS = {0: logging.DEBUG, DEBUG: logging.DEBUG, INFO: logging.DEBUG,
+    LEVELS: ClassVar[dict[int, int]] = {0: logging.DEBUG, DEBUG: logging.DEBUG, INFO: logging.DEBUG,
               WARN: logging.WARNING, ERROR: logging.ERROR}
 
     def __init__(self) -> None:

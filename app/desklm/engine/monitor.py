@@ -9,6 +9,7 @@ a function the driver lacks, per-process VRAM under Windows WDDM) is :data:`NA`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -96,10 +97,8 @@ class ResourceSampler:
         self._nvml_tried = False
         self.gpu_status = ""
         self._hinted: set[str] = set()
-        try:
+        with contextlib.suppress(psutil.Error):
             self._proc.cpu_percent(None)  # prime: the first call always returns 0
-        except psutil.Error:
-            pass
 
     def _hint(self, key: str, msg: str) -> None:
         if key not in self._hinted:
@@ -111,9 +110,11 @@ class ResourceSampler:
             return self._nvml
         self._nvml_tried = True
         try:
-            mod = self._nvml_mod
+            mod: Any = self._nvml_mod
             if mod is None:
-                import pynvml as mod  # nvidia-ml-py
+                import pynvml  # nvidia-ml-py
+
+                mod = pynvml
             mod.nvmlInit()
             if mod.nvmlDeviceGetCount() == 0:
                 self.gpu_status = "No NVIDIA GPU"
@@ -157,7 +158,8 @@ class ResourceSampler:
 
     def _process_vram(self, nv: Any, handle: Any) -> Any:
         total, known = 0, False
-        for key in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        for key in ("nvmlDeviceGetComputeRunningProcesses",
+                    "nvmlDeviceGetGraphicsRunningProcesses"):
             fn = getattr(nv, key, None)
             procs = NA if fn is None else self._call(key, fn, handle)
             if procs is NA:
@@ -196,10 +198,8 @@ class ResourceSampler:
 
     def close(self) -> None:
         if self._nvml is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
-            except Exception:
-                pass
             self._nvml = None
 
 

@@ -128,7 +128,8 @@ class ChatSession:
                                  {"context_used": self.engine.context_used}, reset=True)
         if cmd.name == "help":
             return CommandResult("help", commands.help_text(),
-                                 {"commands": {f"/{k}": v[1] for k, v in commands.COMMANDS.items()}})
+                                 {"commands": {f"/{k}": h for k, (_, h) in
+                                               commands.COMMANDS.items()}})
         if cmd.name == "system":
             if not cmd.arg:
                 return CommandResult("system", f"system prompt: {self.settings['system_prompt']}",
@@ -179,7 +180,8 @@ class ChatSession:
             lines.append(f"context: {d['context_used']} / {d['n_ctx']} tokens ({pct:.0f}%)")
         if self.load_info:
             lines.append(f"model: {self.load_info.name} ({self.load_info.path})")
-        lines.append("load settings: " + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
+        lines.append("load settings: "
+                     + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
         return "\n".join(lines)
 
 

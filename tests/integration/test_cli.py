@@ -1,0 +1,56 @@
+"""The real CLI as a subprocess, on the real model."""
+
+import json
+
+from desklm import __version__
+from tests.conftest import run_cli
+
+KEYS = {"reply", "prompt_tokens", "prompt_tokens_reused", "completion_tokens", "ttft_s",
+        "prompt_tokens_per_s", "gen_tokens_per_s", "finish_reason", "context_used", "n_ctx",
+        "trimmed"}
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"desklm {__version__}"
+
+
+def test_json_chat_piped(model_path):
+    r = run_cli("chat", "--json", "--max-tokens", "12", "--ctx", "1024", "--seed", "3",
+                stdin="Hello!\n/stats\nHow are you?\n/reset\n/bogus\nAgain?\n")
+    assert r.returncode == 0, r.stderr
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    turns = [o for o in objs if "reply" in o]
+    cmds = [o for o in objs if "command" in o]
+    assert len(turns) == 3 and [c["command"] for c in cmds] == ["stats", "reset"]
+    for t in turns:
+        assert t.keys() >= KEYS
+        assert t["n_ctx"] == 1024 and t["trimmed"] == []
+        assert 0 < t["completion_tokens"] <= 12
+    assert turns[1]["prompt_tokens_reused"] >= turns[0]["prompt_tokens"]
+    assert turns[2]["prompt_tokens_reused"] == 0  # after /reset
+    errors = [o for o in objs if "error" in o]
+    assert len(errors) == 1 and "unknown command '/bogus'" in errors[0]["error"]
+    assert "Traceback" not in r.stderr
+
+
+def test_text_chat_streams_and_prints_stats(model_path):
+    r = run_cli("chat", "--max-tokens", "8", stdin="Hi\n")
+    assert r.returncode == 0
+    assert "tok/s" in r.stdout and "first token" in r.stdout
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path):
+    for args, needle in [
+        (["chat", "--model", str(tmp_path / "none.gguf")], "no such file"),
+        (["chat", "--ctx", "0"], "n_ctx = 0 is out of range"),
+        (["chat", "--threads", "abc"], "not a valid int"),
+        (["chat", "--model", str(tmp_path)], "is a directory"),
+        (["chat", "--ctx", "65536"], "512 to 32768"),
+    ]:
+        r = run_cli(*args, stdin="hi\n")
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("desklm: error: "), r.stderr
+        assert needle in lines[0]
+        assert "Traceback" not in r.stderr
