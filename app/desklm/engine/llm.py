@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import llama_cpp
+import llama_cpp.llama_cpp as _llama_lowlevel
 
 from desklm.engine.chat_format import ChatTemplate, choose_template
 from desklm.engine.gguf_info import GGUFInfo, read_gguf
@@ -103,6 +104,10 @@ def _reason_from_log(lines: list[str], fallback: str) -> str:
     return lines[-1] if lines else fallback
 
 
+class LoadCancelled(DeskLMError):
+    """A load stopped on request (for example by quitting while it ran)."""
+
+
 # --- results --------------------------------------------------------------------------------
 @dataclass
 class TurnStats:
@@ -175,6 +180,39 @@ def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
     return notes
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
+class _model_params_with_progress:
+    """Give ``Llama()`` model params that carry our progress callback, for one load.
+
+    ``Llama.__init__`` takes no progress callback, but builds its params from
+    ``llama_cpp.llama_cpp.llama_model_default_params()`` at call time; this wraps that function
+    for the duration of one load (under a lock). The callback reports real load progress and,
+    by returning False, lets a load be cancelled (quitting during a load returns promptly).
+    """
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+
+    def __enter__(self) -> None:
+        _PARAMS_LOCK.acquire()
+        self.orig = _llama_lowlevel.llama_model_default_params
+        orig, cb = self.orig, self.callback
+
+        def params() -> Any:
+            p = orig()
+            p.progress_callback = cb
+            p.progress_callback_user_data = None
+            return p
+
+        _llama_lowlevel.llama_model_default_params = params
+
+    def __exit__(self, *exc: object) -> None:
+        _llama_lowlevel.llama_model_default_params = self.orig
+        _PARAMS_LOCK.release()
+
+
 # --- the engine -------------------------------------------------------------------------------
 class ChatEngine:
     def __init__(self) -> None:
@@ -187,6 +225,9 @@ class ChatEngine:
         self._abort_armed = False
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_check)
         self._stop_token_ids: set[int] = set()
+        self._progress_fn: Callable[[float], None] | None = None
+        self._progress_cb = llama_cpp.llama_progress_callback(self._on_progress)
+        self.live_tokens = 0  # completion tokens of the running reply, readable from any thread
 
     # -- lifecycle --
     @property
@@ -196,22 +237,41 @@ class ChatEngine:
     def _abort_check(self, _data: ctypes.c_void_p) -> bool:
         return self._abort_armed and self._stop.is_set()
 
-    def load(self, path: str | Path, settings: Settings) -> LoadInfo:
-        """Load a model; on failure the previously loaded model (if any) is kept."""
+    def _on_progress(self, progress: float, _data: ctypes.c_void_p) -> bool:
+        try:
+            if self._progress_fn is not None:
+                self._progress_fn(float(progress))
+        except Exception:  # never raise into C
+            log.exception("progress callback failed")
+        return not self._stop.is_set()
+
+    def load(self, path: str | Path, settings: Settings,
+             progress: Callable[[float], None] | None = None) -> LoadInfo:
+        """Load a model; on failure the previously loaded model (if any) is kept.
+
+        ``progress(fraction)`` is called during the load. :meth:`stop` cancels a load in
+        progress (raises :class:`LoadCancelled`; the previous model is not restored then).
+        """
         info = read_gguf(path)  # raises with the reason before llama.cpp sees a bad file
         settings = settings.copy()
         notes = check_load_settings(settings, info)
         previous = (self.info.path, self.settings) if self.info and self.settings else None
         self.unload()
+        self._stop.clear()
+        self._progress_fn = progress
         try:
             self._load(info, settings, notes)
         except DeskLMError:
+            if self._stop.is_set():
+                raise LoadCancelled("loading cancelled") from None
             if previous is not None:
                 try:
                     self._load(read_gguf(previous[0]), previous[1], [])
                 except DeskLMError:
                     log.exception("could not restore the previous model")
             raise
+        finally:
+            self._progress_fn = None
         assert self.load_info is not None
         return self.load_info
 
@@ -220,22 +280,23 @@ class ChatEngine:
         t0 = time.perf_counter()
         kv = KV_TYPES[s["kv_cache_type"]]
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(info.path),
-                n_ctx=s["n_ctx"],
-                n_threads=s["n_threads"],
-                n_threads_batch=s["n_threads_batch"],
-                n_gpu_layers=s["n_gpu_layers"],
-                n_batch=s["n_batch"],
-                n_ubatch=min(512, s["n_batch"]),
-                flash_attn=s["flash_attn"],
-                use_mmap=s["use_mmap"],
-                use_mlock=s["use_mlock"],
-                type_k=kv,
-                type_v=kv,
-                swa_full=True,  # a sliding-window cache could not roll back: no prefix reuse
-                verbose=False,
-            )
+            with _model_params_with_progress(self._progress_cb):
+                llm = llama_cpp.Llama(
+                    model_path=str(info.path),
+                    n_ctx=s["n_ctx"],
+                    n_threads=s["n_threads"],
+                    n_threads_batch=s["n_threads_batch"],
+                    n_gpu_layers=s["n_gpu_layers"],
+                    n_batch=s["n_batch"],
+                    n_ubatch=min(512, s["n_batch"]),
+                    flash_attn=s["flash_attn"],
+                    use_mmap=s["use_mmap"],
+                    use_mlock=s["use_mlock"],
+                    type_k=kv,
+                    type_v=kv,
+                    swa_full=True,  # a sliding-window cache could not roll back: no prefix reuse
+                    verbose=False,
+                )
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
             reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
             raise DeskLMError(f"{info.path.name}: could not load: {reason}") from e
@@ -331,6 +392,19 @@ class ChatEngine:
         return (llama_cpp.llama_n_threads(llm._ctx.ctx),
                 llama_cpp.llama_n_threads_batch(llm._ctx.ctx))
 
+    def reusable_prefix(self, tokens: list[int]) -> int:
+        """How many of ``tokens`` the KV cache already holds (Llama.generate replays one token
+        when the whole prompt is cached, so at most ``len(tokens) - 1``)."""
+        llm = self._need()
+        n = llm.n_tokens
+        cached = llm._input_ids[:n]
+        lcp = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            lcp += 1
+        return max(0, min(lcp, len(tokens) - 1))
+
     def stop(self) -> None:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
@@ -350,18 +424,12 @@ class ChatEngine:
         llm = self._need()
         assert self.template is not None
         self._stop.clear()
+        self.live_tokens = 0
         n_ctx = llm.n_ctx()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
         if len(tokens) >= n_ctx:
             raise DeskLMError(f"prompt needs {len(tokens)} tokens but the context holds {n_ctx}")
-        # what Llama.generate will reuse from the KV cache (it replays one token on a full hit)
-        cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
-        lcp = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            lcp += 1
-        stats.prompt_tokens_reused = min(lcp, len(tokens) - 1)
+        stats.prompt_tokens_reused = self.reusable_prefix(tokens)
         max_new = min(int(sampling["max_tokens"]), n_ctx - len(tokens))
         seed = int(sampling["seed"])
         llm.set_seed(seed if seed >= 0 else random.randrange(2**31 - 1))
@@ -381,7 +449,7 @@ class ChatEngine:
                 repeat_penalty=float(sampling["repeat_penalty"]), reset=True,
             )
             for tok in gen:
-                if stats.completion_tokens == 0:
+                if stats.completion_tokens == 0 and stats.ttft_s is None:
                     stats.ttft_s = time.perf_counter() - t0
                     self._abort_armed = False  # per-token checks from here: no GIL per node
                 if self._stop.is_set():
@@ -391,6 +459,7 @@ class ChatEngine:
                     finish = "stop"
                     break
                 stats.completion_tokens += 1
+                self.live_tokens = stats.completion_tokens
                 reply += decoder.decode(llm.detokenize([tok]))
                 cut = _find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:

@@ -185,7 +185,7 @@ class ResourceSampler:
                     anon = max(0, mi.rss - mi.shared)
                 elif hasattr(mi, "private"):  # Windows: private bytes
                     anon = mi.private
-                cpu = self._proc.cpu_percent(None) / self._ncpu
+                cpu = min(100.0, self._proc.cpu_percent(None) / self._ncpu)
         except psutil.Error as e:
             self._hint("proc", f"process readings unavailable: {e}")
         try:

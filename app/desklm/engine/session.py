@@ -14,7 +14,7 @@ from typing import Any
 
 from desklm.engine import commands
 from desklm.engine.commands import CommandResult
-from desklm.engine.conversation import Conversation
+from desklm.engine.conversation import Conversation, PromptPlan
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.errors import DeskLMError
@@ -41,10 +41,11 @@ class ChatSession:
         self.last_stats: TurnStats | None = None
 
     # -- model --
-    def load(self, path: Path | None = None) -> LoadInfo:
+    def load(self, path: Path | None = None,
+             progress: Callable[[float], None] | None = None) -> LoadInfo:
         """Load (or switch to) a model. On failure the old model and settings stay."""
         target = Path(path) if path is not None else self.model_path
-        info = self.engine.load(target, self.settings)
+        info = self.engine.load(target, self.settings, progress=progress)
         self.model_path = target
         assert self.engine.settings is not None
         self.settings.limits = dict(self.engine.settings.limits)
@@ -55,7 +56,8 @@ class ChatSession:
         return self.engine.load_info
 
     # -- turns --
-    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> TurnResult:
+    def send(self, text: str, on_text: Callable[[str], None] | None = None,
+             on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
         """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
@@ -69,6 +71,8 @@ class ChatSession:
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
+        if on_start is not None:
+            on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
             reply, stats = eng.generate(plan.tokens, self.settings, on_text)
         except BaseException:  # leave the conversation as it was before this turn

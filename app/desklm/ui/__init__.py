@@ -1,0 +1,1 @@
+"""DeskLM's Qt window. Reaches the engine only through workers on their own threads."""

@@ -1,0 +1,143 @@
+"""Starting the GUI, and the ``--self-test`` run that drives the real window end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QApplication
+
+from desklm.engine.settings import Settings
+from desklm.logs import install_excepthooks
+from desklm.ui.main_window import MainWindow, make_thread_safe_reporter, window_icon
+
+log = logging.getLogger("desklm.ui")
+
+SELF_TEST_MESSAGE = "Hello! In one sentence, what can you do?"
+SELF_TEST_TIMEOUT_S = 240
+
+
+def make_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(argv or [sys.argv[0]])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("DeskLM")
+    app.setOrganizationName("DeskLM")
+    app.setDesktopFileName("desklm")
+    app.setWindowIcon(window_icon())
+    return app
+
+
+def run_gui(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from desklm.cli import settings_from_args
+
+    settings = settings_from_args(args, settings)
+    app = make_app()
+    model = str(Path(args.model).expanduser()) if getattr(args, "model", None) else ""
+    window = MainWindow(settings, model, show_dialogs=not args.self_test)
+    install_excepthooks(make_thread_safe_reporter(window))
+    if args.self_test:
+        test = SelfTest(window, app, args.screenshot)
+        window.start()
+        rc = app.exec()
+        window.shutdown()
+        return rc if rc else test.rc
+    window.start()
+    rc = app.exec()
+    window.shutdown()
+    return rc
+
+
+class SelfTest(QObject):
+    """Drives the real window like a user: wait for the model, send a message, wait for the
+    streamed reply, screenshot, /reset, then print a JSON summary and quit."""
+
+    def __init__(self, window: MainWindow, app: QApplication, screenshot: str | None) -> None:
+        super().__init__(window)
+        self.w, self.app, self.screenshot = window, app, screenshot
+        self.rc = 1
+        self.t0 = time.perf_counter()
+        self.summary: dict[str, Any] = {"ok": False}
+        self.tokens_seen = 0
+        window.worker.loaded.connect(self._loaded)
+        window.worker.loadFailed.connect(lambda r: self._fail(f"load failed: {r}"))
+        window.worker.token.connect(self._token)
+        window.replyFinished.connect(self._replied)
+        window.commandFinished.connect(self._command)
+        window.failed.connect(lambda r: self._fail(r))
+        QTimer.singleShot(SELF_TEST_TIMEOUT_S * 1000,
+                          lambda: self._fail(f"timed out after {SELF_TEST_TIMEOUT_S} s"))
+        QTimer.singleShot(0, self._shown)
+
+    def _shown(self) -> None:
+        self.summary["window_visible_s"] = round(time.perf_counter() - self.t0, 3)
+
+    def _loaded(self, info: Any) -> None:
+        if "model" in self.summary:
+            return
+        self.summary["model"] = info.name
+        self.summary["model_path"] = str(info.path)
+        self.summary["chat_format"] = info.chat_format
+        self.summary["load_s"] = round(info.load_s, 3)
+        QTimer.singleShot(0, lambda: self.w.submit(SELF_TEST_MESSAGE))
+
+    def _token(self, _piece: str) -> None:
+        self.tokens_seen += 1
+
+    def _replied(self, result: Any) -> None:
+        s = result.stats
+        self.summary.update(
+            reply_chars=len(result.reply), reply_preview=result.reply[:80],
+            completion_tokens=s.completion_tokens, tokens_per_s=s.gen_tokens_per_s,
+            ttft_s=s.ttft_s, finish_reason=s.finish_reason, streamed_pieces=self.tokens_seen,
+            transcript_flushes=self.w.chat.flush_count,
+        )
+        self.summary["gauges"] = self.w.gauges.readings()
+        if self.screenshot:
+            path = Path(self.screenshot).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.w.grab().save(str(path)):
+                self._fail(f"could not save the screenshot to {path}")
+                return
+            self.summary["screenshot"] = str(path)
+        QTimer.singleShot(0, lambda: self.w.submit("/reset"))
+
+    def _command(self, res: Any) -> None:
+        if not res.reset:
+            return
+        ctx = self.w.gauges.ctx.value_text
+        if self.w.chat.toPlainText().strip() or not ctx.startswith("0 /"):
+            self._fail("/reset left the transcript or the context gauge non-empty")
+            return
+        self.summary["reset_ok"] = True
+        if not self.summary.get("reply_chars") and not self.tokens_seen:
+            self._fail("the model streamed no reply")
+            return
+        self.summary["ok"] = True
+        self.summary["total_s"] = round(time.perf_counter() - self.t0, 3)
+        self._finish(0)
+
+    def _fail(self, reason: str) -> None:
+        if self.summary.get("ok") is True or "error" in self.summary:
+            return
+        self.summary["error"] = reason
+        self._finish(1)
+
+    def _finish(self, rc: int) -> None:
+        self.rc = rc
+        out = json.dumps(self.summary, ensure_ascii=False)
+        if sys.stdout is not None:
+            print(out, flush=True)
+        if rc and sys.stderr is not None:
+            print(f"desklm: error: self-test failed: {self.summary.get('error')}",
+                  file=sys.stderr, flush=True)
+        self.w.close()
+        self.app.exit(rc)
+

@@ -1,0 +1,490 @@
+"""The main window: transcript and input in the middle, settings and gauges in docks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desklm import __version__
+from desklm.engine import commands
+from desklm.engine.llm import LoadInfo
+from desklm.engine.monitor import Snapshot
+from desklm.engine.session import TurnResult
+from desklm.engine.settings import Settings
+from desklm.ui.chat_view import ChatInput, ChatView
+from desklm.ui.gauges import GaugePanel
+from desklm.ui.settings_panel import SettingsPanel
+from desklm.ui.workers import InferenceWorker, SamplerWorker, start_thread
+
+log = logging.getLogger("desklm.ui")
+
+JOIN_TIMEOUT_MS = 2000
+
+
+class MainWindow(QMainWindow):
+    """Signals (requests to the inference worker, queued to its thread):
+    requestLoad(str), requestSend(str), requestCommand(str), requestSettings(object).
+    Signals for observers (self-test, tests):
+    replyFinished(object), commandFinished(object), failed(str).
+    """
+
+    requestLoad = Signal(str)
+    requestSend = Signal(str)
+    requestCommand = Signal(str)
+    requestSettings = Signal(object)
+    replyFinished = Signal(object)
+    commandFinished = Signal(object)
+    failed = Signal(str)
+    samplerStart = Signal()
+    samplerStop = Signal()
+
+    def __init__(self, settings: Settings, model_path: str = "", *,
+                 show_dialogs: bool = True) -> None:
+        super().__init__()
+        self.setObjectName("DeskLM")
+        self.setWindowTitle("DeskLM")
+        self.setAcceptDrops(True)
+        self.show_dialogs = show_dialogs
+        self.initial_model = model_path
+        self.load_info: LoadInfo | None = None
+        self.loading = False
+        self.generating = False
+        self.queue: list[str] = []
+        self.errors: list[str] = []
+        self.last_dialog: QMessageBox | None = None
+        self._turn_t0 = 0.0
+        self._first_token_t: float | None = None
+        self._prompt_tokens = 0
+        self._n_ctx = 0
+        self._closing = False
+
+        # --- central: transcript + input ---
+        self.chat = ChatView()
+        self.input = ChatInput()
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("send")
+        self.send_button.setMinimumWidth(90)
+        self.send_button.clicked.connect(self._send_or_stop)
+        self.input.submitted.connect(self.submit)
+        row = QHBoxLayout()
+        row.addWidget(self.input, 1)
+        row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(6, 6, 6, 6)
+        cl.addWidget(self.chat, 1)
+        cl.addLayout(row)
+        self.setCentralWidget(central)
+
+        # --- docks ---
+        self.settings_panel = SettingsPanel(settings)
+        self.gauges = GaugePanel()
+        self.settings_dock = self._dock("Settings", self.settings_panel,
+                                        Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.gauges_dock = self._dock("Gauges", self.gauges, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.settings_panel.changed.connect(self.requestSettings.emit)
+        self.settings_panel.applyRequested.connect(self._apply_reload)
+
+        # --- status bar ---
+        self.status = QLabel("Starting…")
+        self.status.setObjectName("status")
+        self.model_label = QLabel("no model")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setMaximumWidth(180)
+        self.progress.hide()
+        self.statusBar().addWidget(self.status, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.model_label)
+
+        self._build_actions()
+
+        # --- workers ---
+        self.worker = InferenceWorker(settings)
+        self.thread = start_thread(self.worker, "inference")
+        self.sampler = SamplerWorker()
+        self.sampler_thread = start_thread(self.sampler, "sampler")
+        w = self.worker
+        self.requestLoad.connect(w.load)
+        self.requestSend.connect(w.send)
+        self.requestCommand.connect(w.command)
+        self.requestSettings.connect(w.applySettings)
+        w.loadStarted.connect(self._on_load_started)
+        w.loadProgress.connect(self._on_load_progress)
+        w.loaded.connect(self._on_loaded)
+        w.loadFailed.connect(self._on_load_failed)
+        w.turnStarted.connect(self._on_turn_started)
+        w.token.connect(self._on_token)
+        w.turnFinished.connect(self._on_turn_finished)
+        w.turnFailed.connect(self._on_turn_failed)
+        w.commandDone.connect(self._on_command_done)
+        w.commandFailed.connect(self._on_command_failed)
+        w.settingsChanged.connect(self.settings_panel.sync)
+        w.errored.connect(self.report_error)
+        self.sampler.sampled.connect(self._on_snapshot)
+        self.samplerStart.connect(self.sampler.start)
+        self.samplerStop.connect(self.sampler.stop)
+        self.samplerStart.emit()
+        self.live_timer = QTimer(self)
+        self.live_timer.setInterval(250)
+        self.live_timer.timeout.connect(self._update_live)
+        self.chat.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
+        self.resize(1280, 800)
+        self._set_busy_ui()
+
+    # --- construction helpers ---
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(widget)
+        scroll.setMinimumWidth(270)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock:{title}")
+        dock.setWidget(scroll)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        file = mb.addMenu("&File")
+        self.open_action = QAction("&Open model…", self)
+        self.open_action.setShortcut(QKeySequence.StandardKey.Open)
+        self.open_action.triggered.connect(self.open_model_dialog)
+        file.addAction(self.open_action)
+        file.addSeparator()
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file.addAction(quit_action)
+        chat = mb.addMenu("&Chat")
+        self.reset_action = QAction("&Reset conversation (/reset)", self)
+        self.reset_action.setShortcut(QKeySequence("Ctrl+R"))
+        self.reset_action.triggered.connect(lambda: self.submit("/reset"))
+        self.stop_action = QAction("&Stop reply", self)
+        self.stop_action.setShortcut(QKeySequence("Esc"))
+        self.stop_action.triggered.connect(self.stop)
+        chat.addAction(self.reset_action)
+        chat.addAction(self.stop_action)
+        view = mb.addMenu("&View")
+        view.addAction(self.settings_dock.toggleViewAction())
+        view.addAction(self.gauges_dock.toggleViewAction())
+        helpm = mb.addMenu("&Help")
+        cmds = QAction("Slash &commands", self)
+        cmds.triggered.connect(lambda: self.submit("/help"))
+        helpm.addAction(cmds)
+        about = QAction("&About DeskLM", self)
+        about.triggered.connect(self._about)
+        helpm.addAction(about)
+        tb = self.addToolBar("Main")
+        tb.setObjectName("toolbar")
+        tb.setMovable(False)
+        tb.addAction(self.open_action)
+        tb.addAction(self.reset_action)
+        tb.addAction(self.stop_action)
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        """Show first, then load: the window appears before the model is ready."""
+        self.show()
+        QTimer.singleShot(0, lambda: self.load_model(self.initial_model))
+
+    def load_model(self, path: str) -> None:
+        if self.generating:
+            self.stop()
+        self.loading = True
+        self._set_busy_ui()
+        self.requestLoad.emit(path)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> float:
+        """Stop work, join both threads (within 2 s each), free the model. Returns seconds."""
+        if self._closing:
+            return 0.0
+        self._closing = True
+        t0 = time.perf_counter()
+        self.queue.clear()
+        self.worker.stop()  # a direct Event: not queued behind a running reply or load
+        self.live_timer.stop()
+        self.samplerStop.emit()
+        for th in (self.thread, self.sampler_thread):
+            th.quit()
+        ok = all(th.wait(JOIN_TIMEOUT_MS) for th in (self.thread, self.sampler_thread))
+        if ok:
+            self.worker.shutdown()  # the worker thread has ended: safe to free the model here
+        else:
+            log.error("worker threads did not stop within %d ms", JOIN_TIMEOUT_MS)
+        return time.perf_counter() - t0
+
+    # --- user actions ---
+    def submit(self, text: str) -> None:
+        """Send a message or run a slash command (queued while the model is busy)."""
+        if not text.strip():
+            return
+        if self.loading or self.generating:
+            self.queue.append(text)
+            if not commands.is_command(text):
+                self.chat.add_user(text, queued=True)
+            self.statusBar().showMessage(f"{len(self.queue)} queued", 2000)
+            return
+        self._dispatch(text, shown=False)
+
+    def _dispatch(self, text: str, shown: bool) -> None:
+        if commands.is_command(text):
+            self.requestCommand.emit(text)
+            return
+        if self.load_info is None:
+            self._restore_input(text)
+            self.report_error("no model is loaded: open one with File > Open model")
+            return
+        if not shown:
+            self.chat.add_user(text)
+        self.generating = True
+        self._pending_text = text
+        self._set_busy_ui()
+        self._turn_t0 = time.perf_counter()
+        self.requestSend.emit(text)
+
+    def _drain_queue(self) -> None:
+        if self.queue and not (self.loading or self.generating):
+            text = self.queue.pop(0)
+            self._dispatch(text, shown=not commands.is_command(text))
+
+    def stop(self) -> None:
+        if self.generating or self.loading:
+            self.worker.stop()
+            self.status.setText("Stopping…")
+
+    def _send_or_stop(self) -> None:
+        if self.generating:
+            self.stop()
+        else:
+            self.input.submit()
+
+    def _apply_reload(self, values: dict[str, Any]) -> None:
+        if self.generating:
+            self.stop()
+        self.loading = True
+        self._set_busy_ui()
+        self.status.setText("Reloading the model with new settings…")
+        self.requestSettings.emit(values)
+
+    def open_model_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()),
+                                              "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def dragEnterEvent(self, e: QDragEnterEvent) -> None:
+        urls = e.mimeData().urls() if e.mimeData().hasUrls() else []
+        if any(u.toLocalFile().lower().endswith(".gguf") for u in urls):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e: QDropEvent) -> None:
+        for u in e.mimeData().urls():
+            if u.toLocalFile().lower().endswith(".gguf"):
+                self.load_model(u.toLocalFile())
+                e.acceptProposedAction()
+                return
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About DeskLM",
+                          f"DeskLM {__version__}\nPrivate chat with local GGUF models.\n"
+                          "Nothing leaves this machine.")
+
+    # --- worker events ---
+    def _on_load_started(self, path: str) -> None:
+        self.loading = True
+        self.progress.setValue(0)
+        self.progress.show()
+        self.status.setText(f"Loading {Path(path).name if path else 'the embedded model'}…")
+        self._set_busy_ui()
+
+    def _on_load_progress(self, p: float) -> None:
+        self.progress.setValue(int(p * 100))
+
+    def _on_loaded(self, info: LoadInfo) -> None:
+        self.loading = False
+        self.load_info = info
+        self._n_ctx = info.n_ctx
+        self.progress.hide()
+        self.setWindowTitle(f"DeskLM — {info.name}")
+        self.model_label.setText(f"{info.name} · {info.architecture} · {info.chat_format} format")
+        self.model_label.setToolTip(str(info.path))
+        self.status.setText(f"Ready — loaded in {info.load_s:.1f} s")
+        self.settings_panel.set_model(info.n_ctx_train, info.n_layers, info.gpu_offload_supported)
+        self.gauges.set_context(0, info.n_ctx)
+        for note in info.notes:
+            self.chat.add_notice(note)
+        self._set_busy_ui()
+        self._drain_queue()
+
+    def _on_load_failed(self, reason: str) -> None:
+        self.loading = False
+        self.progress.hide()
+        self.status.setText("Ready" if self.load_info else "No model loaded")
+        self._set_busy_ui()
+        if not self._closing:
+            self.report_error(f"Could not load the model: {reason}")
+        self._drain_queue()
+
+    def _on_turn_started(self, info: dict[str, Any]) -> None:
+        self._prompt_tokens = info["prompt_tokens"]
+        self._n_ctx = info["n_ctx"]
+        self._first_token_t = None
+        dropped = info["dropped"]
+        if dropped:
+            self.chat.add_notice(
+                f"Dropped {len(dropped)} earlier message(s) to fit the {self._n_ctx}-token "
+                "context: " + "; ".join(f"{d['role']}: “{d['preview']}”" for d in dropped))
+        self.chat.begin_reply(self.load_info.name if self.load_info else "Model")
+        self.gauges.set_context(self._prompt_tokens, self._n_ctx)
+        self.status.setText(f"Reading the prompt ({info['prompt_tokens'] - info['reused']} "
+                            f"new tokens, {info['reused']} reused)…")
+        self.live_timer.start()
+
+    def _on_token(self, piece: str) -> None:
+        if self._first_token_t is None:
+            self._first_token_t = time.perf_counter()
+            self.gauges.set_ttft(self._first_token_t - self._turn_t0)
+            self.status.setText("Generating…")
+        self.chat.append_stream(piece)
+
+    def _update_live(self) -> None:
+        if not self.generating or self._first_token_t is None:
+            return
+        n = self.worker.engine.live_tokens  # an int, documented as readable from any thread
+        dt = time.perf_counter() - self._first_token_t
+        if dt > 0.2 and n > 1:
+            self.gauges.set_speed((n - 1) / dt, live=True)
+        self.gauges.set_context(self._prompt_tokens + n, self._n_ctx)
+
+    def _on_turn_finished(self, result: TurnResult) -> None:
+        s = result.stats
+        self.live_timer.stop()
+        self.generating = False
+        self.chat.finish_reply(result.reply, s.to_dict())
+        self.gauges.set_speed(s.gen_tokens_per_s, live=False)
+        self.gauges.set_ttft(s.ttft_s)
+        self.gauges.set_context(s.context_used, s.n_ctx)
+        self.status.setText("Stopped" if s.finish_reason == "cancelled" else "Ready")
+        self._set_busy_ui()
+        self.replyFinished.emit(result)
+        self._drain_queue()
+
+    def _on_turn_failed(self, reason: str) -> None:
+        self.live_timer.stop()
+        self.generating = False
+        if self.chat.streaming:
+            self.chat.abandon_reply()
+        self.chat.add_notice(f"Not sent: {reason}", "#e05050")
+        self._restore_input(getattr(self, "_pending_text", ""))
+        self.status.setText("Ready")
+        self._set_busy_ui()
+        self.failed.emit(reason)
+        self._drain_queue()
+
+    def _restore_input(self, text: str) -> None:
+        """A message that could not be sent goes back into an empty input box: nothing lost."""
+        if text and not self.input.toPlainText().strip():
+            self.input.setPlainText(text)
+
+    def _on_command_done(self, res: commands.CommandResult) -> None:
+        if res.reset:
+            self.chat.clear_all()
+            self.gauges.set_context(0, self._n_ctx)
+            self.status.setText("Conversation and KV cache cleared")
+        elif res.message:
+            self.chat.add_output(res.message)
+        if res.reloaded:
+            self.loading = False
+            self.status.setText("Reloaded — the conversation is kept and re-read on the next turn")
+        self._set_busy_ui()
+        self.commandFinished.emit(res)
+        self._drain_queue()
+
+    def _on_command_failed(self, reason: str) -> None:
+        if self.loading:
+            self.loading = False
+            self.status.setText("Ready")
+        self.chat.add_notice(reason, "#e05050")
+        self._set_busy_ui()
+        self.failed.emit(reason)
+        self._drain_queue()
+
+    def _on_snapshot(self, snap: Snapshot) -> None:
+        self.gauges.on_snapshot(snap)
+        self.settings_panel.set_gpu_available(bool(snap.gpus) and bool(
+            self.load_info and self.load_info.gpu_offload_supported))
+
+    # --- errors ---
+    def report_error(self, reason: str) -> None:
+        """Show a one-line reason in a dialog (non-blocking) and keep running."""
+        self.errors.append(reason)
+        log.warning("shown to the user: %s", reason)
+        self.failed.emit(reason)
+        if self.show_dialogs and not self._closing:
+            box = QMessageBox(QMessageBox.Icon.Warning, "DeskLM", reason,
+                              QMessageBox.StandardButton.Ok, self)
+            box.setObjectName("error_dialog")
+            box.open()
+            self.last_dialog = box
+
+    # --- state ---
+    def _set_busy_ui(self) -> None:
+        busy = self.generating
+        self.send_button.setText("Stop" if busy else "Send")
+        self.send_button.setToolTip("Stop the reply (Esc)" if busy else "Send (Enter)")
+        self.stop_action.setEnabled(busy or self.loading)
+        self.open_action.setEnabled(not self.loading)
+        self.settings_panel.apply_button.setEnabled(
+            bool(self.settings_panel.pending) and not self.loading)
+
+
+class ErrorBridge(QObject):
+    """Carries exceptions from any thread to the UI thread (queued signal)."""
+
+    raised = Signal(str)
+
+
+def window_icon() -> QIcon:
+    from desklm.resources import icon_path
+
+    p = icon_path()
+    return QIcon(str(p)) if p else QIcon()
+
+
+def make_thread_safe_reporter(window: MainWindow) -> Any:
+    bridge = ErrorBridge()
+    bridge.raised.connect(window.report_error, Qt.ConnectionType.QueuedConnection)
+    window._error_bridge = bridge  # keep it alive
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        bridge.raised.emit(f"Unexpected error: {exc_type.__name__}: {exc} "
+                           "(the details are in the log file)")
+
+    return on_error
+

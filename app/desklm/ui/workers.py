@@ -1,0 +1,197 @@
+"""Workers that own the engine and the sampler, each on its own QThread.
+
+The UI never calls the engine: it emits request signals that are queued to the worker's thread,
+and gets results back as signals. The one direct call is :meth:`InferenceWorker.stop`, which
+only sets a ``threading.Event`` so that it is not queued behind the running reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from desklm.engine.conversation import PromptPlan
+from desklm.engine.llm import ChatEngine, LoadCancelled
+from desklm.engine.models import embedded_model_path
+from desklm.engine.monitor import ResourceSampler
+from desklm.engine.session import ChatSession
+from desklm.engine.settings import Settings
+from desklm.errors import DeskLMError
+
+log = logging.getLogger("desklm.ui")
+
+
+class InferenceWorker(QObject):
+    """Owns the ChatSession (and so the Llama) on the inference thread.
+
+    Signals:
+        loadStarted(str): path being loaded.
+        loadProgress(float): 0..1 while loading.
+        loaded(object): LoadInfo of the model now loaded.
+        loadFailed(str): one-line reason; the previous model (if any) is still loaded.
+        turnStarted(object): dict with prompt_tokens, prompt_tokens_reused, n_ctx, dropped.
+        token(str): a piece of the reply text.
+        turnFinished(object): TurnResult.
+        turnFailed(str): one-line reason; nothing was added to the conversation.
+        commandDone(object): CommandResult of a slash command or settings change.
+        commandFailed(str): one-line reason.
+        settingsChanged(object): a copy of the Settings in effect, after a load or a change.
+        errored(str): an unexpected error in the worker (logged with its traceback).
+    """
+
+    loadStarted = Signal(str)
+    loadProgress = Signal(float)
+    loaded = Signal(object)
+    loadFailed = Signal(str)
+    turnStarted = Signal(object)
+    token = Signal(str)
+    turnFinished = Signal(object)
+    turnFailed = Signal(str)
+    commandDone = Signal(object)
+    commandFailed = Signal(str)
+    settingsChanged = Signal(object)
+    errored = Signal(str)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.engine = ChatEngine()
+        self.settings = settings.copy()
+        self.session: ChatSession | None = None
+        self._last_progress = 0.0
+
+    # Called directly from the UI thread: only sets an Event.
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def _fail(self, signal: Any, e: BaseException) -> None:
+        if isinstance(e, DeskLMError):
+            signal.emit(str(e))
+        else:
+            log.error("worker error", exc_info=e)
+            self.errored.emit(f"internal error: {type(e).__name__}: {e}")
+
+    def _progress(self, p: float) -> None:
+        now = time.monotonic()
+        if p >= 1.0 or now - self._last_progress > 0.05:  # at most ~20 updates a second
+            self._last_progress = now
+            self.loadProgress.emit(p)
+
+    def _settings_changed(self) -> None:
+        if self.session is not None:
+            self.settingsChanged.emit(self.session.settings.copy())
+
+    @Slot(str)
+    def load(self, path: str) -> None:
+        """Load ``path`` ("" = the embedded model, assembled on first use)."""
+        self.loadStarted.emit(path)
+        try:
+            if not path:
+                path = str(embedded_model_path())
+            if self.session is None:
+                self.session = ChatSession(Path(path), self.settings, engine=self.engine)
+            self.session.load(Path(path), progress=self._progress)
+            self.loaded.emit(self.engine.load_info)
+            self._settings_changed()
+        except LoadCancelled as e:
+            self.loadFailed.emit(str(e))
+        except Exception as e:
+            self._fail(self.loadFailed, e)
+
+    @Slot(str)
+    def send(self, text: str) -> None:
+        if self.session is None or not self.engine.loaded:
+            self.turnFailed.emit("no model is loaded yet")
+            return
+        try:
+            def started(plan: PromptPlan, reused: int) -> None:
+                self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
+                                       "n_ctx": self.engine.n_ctx, "dropped": plan.dropped})
+
+            result = self.session.send(text, self.token.emit, on_start=started)
+            self.turnFinished.emit(result)
+        except Exception as e:
+            self._fail(self.turnFailed, e)
+
+    @Slot(str)
+    def command(self, text: str) -> None:
+        if self.session is None:
+            self.commandFailed.emit("no model is loaded yet")
+            return
+        try:
+            self.commandDone.emit(self.session.run_command(text))
+            self._settings_changed()
+        except Exception as e:
+            self._fail(self.commandFailed, e)
+
+    @Slot(object)
+    def applySettings(self, values: dict[str, Any]) -> None:
+        try:
+            if self.session is None:
+                self.settings.update(values)
+                return
+            result = self.session.apply_settings(values)
+            self.commandDone.emit(result)
+            if result.reloaded and self.engine.load_info is not None:
+                self.loaded.emit(self.engine.load_info)  # n_ctx etc. changed
+        except Exception as e:
+            self._fail(self.commandFailed, e)
+        self._settings_changed()  # in effect now: the new values, or the old ones on failure
+
+    @Slot()
+    def shutdown(self) -> None:
+        self.engine.unload()
+
+
+class SamplerWorker(QObject):
+    """Samples resources about twice a second on its own thread.
+
+    Signals:
+        sampled(object): a monitor.Snapshot.
+    """
+
+    sampled = Signal(object)
+
+    def __init__(self, interval_ms: int = 500) -> None:
+        super().__init__()
+        self.interval_ms = interval_ms
+        self.sampler: ResourceSampler | None = None
+        self.timer: QTimer | None = None
+        self.cpu_seconds = 0.0  # CPU time spent sampling, for the benchmark
+        self.samples = 0
+
+    @Slot()
+    def start(self) -> None:
+        self.sampler = ResourceSampler()
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.interval_ms)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+        self.tick()
+
+    @Slot()
+    def tick(self) -> None:
+        assert self.sampler is not None
+        t0 = time.thread_time()
+        snap = self.sampler.sample()
+        self.cpu_seconds += time.thread_time() - t0
+        self.samples += 1
+        self.sampled.emit(snap)
+
+    @Slot()
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
+        if self.sampler is not None:
+            self.sampler.close()
+
+
+def start_thread(worker: QObject, name: str) -> QThread:
+    thread = QThread()
+    thread.setObjectName(name)
+    worker.moveToThread(thread)
+    thread.start()
+    return thread
