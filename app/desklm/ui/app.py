@@ -65,13 +65,12 @@ class SelfTest(QObject):
         self.rc = 1
         self.t0 = time.perf_counter()
         self.summary: dict[str, Any] = {"ok": False}
-        self.tokens_seen = 0
-        window.worker.loaded.connect(self._loaded)
-        window.worker.loadFailed.connect(lambda r: self._fail(f"load failed: {r}"))
-        window.worker.token.connect(self._token)
+        # only the window's own (UI-thread) signals: see MainWindow's docstring
+        window.modelLoaded.connect(self._loaded)
+        window.firstToken.connect(self._first_token)
         window.replyFinished.connect(self._replied)
         window.commandFinished.connect(self._command)
-        window.failed.connect(lambda r: self._fail(r))
+        window.failed.connect(self._fail)
         QTimer.singleShot(SELF_TEST_TIMEOUT_S * 1000,
                           lambda: self._fail(f"timed out after {SELF_TEST_TIMEOUT_S} s"))
         QTimer.singleShot(0, self._shown)
@@ -88,15 +87,16 @@ class SelfTest(QObject):
         self.summary["load_s"] = round(info.load_s, 3)
         QTimer.singleShot(0, lambda: self.w.submit(SELF_TEST_MESSAGE))
 
-    def _token(self, _piece: str) -> None:
-        self.tokens_seen += 1
+    def _first_token(self) -> None:
+        self.summary["first_token_s"] = round(time.perf_counter() - self.t0, 3)
 
     def _replied(self, result: Any) -> None:
         s = result.stats
         self.summary.update(
             reply_chars=len(result.reply), reply_preview=result.reply[:80],
             completion_tokens=s.completion_tokens, tokens_per_s=s.gen_tokens_per_s,
-            ttft_s=s.ttft_s, finish_reason=s.finish_reason, streamed_pieces=self.tokens_seen,
+            ttft_s=s.ttft_s, finish_reason=s.finish_reason,
+            streamed_pieces=self.w.chat.streamed_pieces,
             transcript_flushes=self.w.chat.flush_count,
         )
         self.summary["gauges"] = self.w.gauges.readings()
@@ -117,7 +117,7 @@ class SelfTest(QObject):
             self._fail("/reset left the transcript or the context gauge non-empty")
             return
         self.summary["reset_ok"] = True
-        if not self.summary.get("reply_chars") and not self.tokens_seen:
+        if not self.summary.get("streamed_pieces"):
             self._fail("the model streamed no reply")
             return
         self.summary["ok"] = True

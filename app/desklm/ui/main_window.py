@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QMetaObject, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -42,19 +42,23 @@ JOIN_TIMEOUT_MS = 2000
 class MainWindow(QMainWindow):
     """Signals (requests to the inference worker, queued to its thread):
     requestLoad(str), requestSend(str), requestCommand(str), requestSettings(object).
-    Signals for observers (self-test, tests):
-    replyFinished(object), commandFinished(object), failed(str).
+    Signals for observers (self-test, tests), always emitted on the UI thread:
+    modelLoaded(object), firstToken(), replyFinished(object), commandFinished(object),
+    settingsSynced(object), failed(str). Observers use these, never the worker's signals:
+    a worker signal runs a plain callable on the worker's thread.
     """
 
     requestLoad = Signal(str)
     requestSend = Signal(str)
     requestCommand = Signal(str)
     requestSettings = Signal(object)
+    modelLoaded = Signal(object)
+    firstToken = Signal()
+    settingsSynced = Signal(object)
     replyFinished = Signal(object)
     commandFinished = Signal(object)
     failed = Signal(str)
     samplerStart = Signal()
-    samplerStop = Signal()
 
     def __init__(self, settings: Settings, model_path: str = "", *,
                  show_dialogs: bool = True) -> None:
@@ -137,11 +141,10 @@ class MainWindow(QMainWindow):
         w.turnFailed.connect(self._on_turn_failed)
         w.commandDone.connect(self._on_command_done)
         w.commandFailed.connect(self._on_command_failed)
-        w.settingsChanged.connect(self.settings_panel.sync)
+        w.settingsChanged.connect(self._on_settings_changed)
         w.errored.connect(self.report_error)
         self.sampler.sampled.connect(self._on_snapshot)
         self.samplerStart.connect(self.sampler.start)
-        self.samplerStop.connect(self.sampler.stop)
         self.samplerStart.emit()
         self.live_timer = QTimer(self)
         self.live_timer.setInterval(250)
@@ -206,6 +209,9 @@ class MainWindow(QMainWindow):
     # --- lifecycle ---
     def start(self) -> None:
         """Show first, then load: the window appears before the model is ready."""
+        self.loading = True
+        self.status.setText("Loading the model…")
+        self._set_busy_ui()
         self.show()
         QTimer.singleShot(0, lambda: self.load_model(self.initial_model))
 
@@ -229,7 +235,11 @@ class MainWindow(QMainWindow):
         self.queue.clear()
         self.worker.stop()  # a direct Event: not queued behind a running reply or load
         self.live_timer.stop()
-        self.samplerStop.emit()
+        if self.sampler_thread.isRunning():
+            # run stop() in the sampler's own thread and wait for it: its QTimer must be
+            # stopped by the thread that owns it, before that thread ends
+            QMetaObject.invokeMethod(self.sampler, "stop",
+                                     Qt.ConnectionType.BlockingQueuedConnection)
         for th in (self.thread, self.sampler_thread):
             th.quit()
         ok = all(th.wait(JOIN_TIMEOUT_MS) for th in (self.thread, self.sampler_thread))
@@ -340,7 +350,13 @@ class MainWindow(QMainWindow):
         for note in info.notes:
             self.chat.add_notice(note)
         self._set_busy_ui()
+        self.modelLoaded.emit(info)
         self._drain_queue()
+
+    def _on_settings_changed(self, settings: Settings) -> None:
+        self.settings_panel.sync(settings)
+        self._set_busy_ui()
+        self.settingsSynced.emit(settings)
 
     def _on_load_failed(self, reason: str) -> None:
         self.loading = False
@@ -371,6 +387,7 @@ class MainWindow(QMainWindow):
             self._first_token_t = time.perf_counter()
             self.gauges.set_ttft(self._first_token_t - self._turn_t0)
             self.status.setText("Generating…")
+            self.firstToken.emit()
         self.chat.append_stream(piece)
 
     def _update_live(self) -> None:

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import small_settings
+
+LOAD_TIMEOUT_MS = 120_000
+REPLY_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def make_window(qtbot, model_path):
+    """Build a real MainWindow on the embedded model; every window is shut down afterwards."""
+    from desklm.ui.main_window import MainWindow
+
+    made = []
+
+    def make(wait_loaded: bool = True, **over):
+        w = MainWindow(small_settings(**over), str(model_path))
+        qtbot.addWidget(w)
+        made.append(w)
+        if wait_loaded:
+            with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+                w.start()
+        else:
+            w.start()
+        return w
+
+    yield make
+    for w in made:
+        w.shutdown()
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()
+
+
+def send_and_wait(qtbot, w, text: str):
+    with qtbot.waitSignal(w.replyFinished, timeout=REPLY_TIMEOUT_MS) as blocker:
+        w.submit(text)
+    return blocker.args[0]

@@ -1,0 +1,258 @@
+"""The real window (offscreen), the real worker thread, the real model."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent, QGuiApplication
+
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+
+
+def test_window_appears_before_the_model_is_loaded(make_window, qtbot):
+    w = make_window(wait_loaded=False)
+    assert w.isVisible() and w.load_info is None and w.loading
+    with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert w.load_info.name == "Gemma 3 270m"
+    assert "Gemma 3 270m" in w.windowTitle()
+
+
+def test_a_message_streams_into_the_transcript(window, qtbot):
+    result = send_and_wait(qtbot, window, "Say hello.")
+    text = window.chat.toPlainText()
+    assert "Say hello." in text
+    assert " ".join(result.reply.split()[:4]) in " ".join(text.split())  # rendered Markdown
+    assert window.chat.streamed_pieces >= 2  # it arrived in pieces, not all at once
+    # under the reply: tokens, tok/s, first token, finish reason
+    assert f"{result.stats.completion_tokens} tokens" in text and "tok/s" in text
+    assert "finish: " in text
+    assert window.gauges.tps.value_text == f"{result.stats.gen_tokens_per_s:.1f}"
+    assert window.gauges.ctx.value_text.startswith(f"{result.stats.context_used:,} /")
+    assert window.send_button.text() == "Send"
+
+
+def test_stop_ends_a_reply_as_cancelled(make_window, qtbot):
+    w = make_window(max_tokens=4000)
+    with qtbot.waitSignal(w.firstToken, timeout=REPLY_TIMEOUT_MS):
+        w.submit("Tell me a very long story.")
+    assert w.send_button.text() == "Stop"
+    with qtbot.waitSignal(w.replyFinished, timeout=REPLY_TIMEOUT_MS) as b:
+        w.send_button.click()
+    s = b.args[0].stats
+    assert s.finish_reason == "cancelled" and s.completion_tokens < 4000
+    assert w.send_button.text() == "Send"
+    assert "finish: cancelled" in w.chat.toPlainText()
+
+
+def test_reset_empties_transcript_context_gauge_and_kv_cache(window, qtbot):
+    send_and_wait(qtbot, window, "Hi there")
+    assert not window.gauges.ctx.value_text.startswith("0 /")
+    with qtbot.waitSignal(window.commandFinished, timeout=REPLY_TIMEOUT_MS):
+        window.reset_action.trigger()
+    assert window.chat.toPlainText().strip() == ""
+    assert window.gauges.ctx.value_text.startswith("0 /")
+    assert window.worker.engine.kv_cache_pos_max() == -1
+    assert window.worker.session.conversation.messages == []
+
+
+def test_slider_change_marks_reload_and_apply_reloads_keeping_the_chat(window, qtbot):
+    send_and_wait(qtbot, window, "Remember: blue.")
+    panel = window.settings_panel
+    assert window.load_info.n_ctx == 2048
+    row = panel.editors["n_ctx"]
+    row.slider.setValue(row.values.index(1024))
+    assert "reload needed" in panel.labels["n_ctx"].text()
+    assert panel.apply_button.isEnabled()
+    with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
+        panel.apply_button.click()
+    assert b.args[0].n_ctx == 1024
+    qtbot.waitUntil(lambda: not panel.pending, timeout=5000)
+    assert "reload needed" not in panel.labels["n_ctx"].text()
+    assert len(window.worker.session.conversation.messages) == 2  # the conversation is kept
+    r = send_and_wait(qtbot, window, "Which colour?")
+    assert r.stats.n_ctx == 1024
+
+
+def test_sampling_and_thread_changes_apply_without_reload(window, qtbot):
+    llm = window.worker.engine.llm
+    panel = window.settings_panel
+    with qtbot.waitSignal(window.settingsSynced, timeout=10000):
+        panel.editors["n_threads"].slider.setValue(0)  # 1 thread
+    with qtbot.waitSignal(window.settingsSynced, timeout=10000):
+        panel.editors["temperature"].slider.setValue(4)  # 0.20
+    assert window.worker.engine.threads()[0] == 1
+    assert window.worker.session.settings["temperature"] == 0.2
+    assert window.worker.engine.llm is llm  # no reload
+    assert not panel.apply_button.isEnabled()
+
+
+def test_gauges_say_no_gpu_plainly_and_warn_on_gpu_layers(window, qtbot):
+    qtbot.waitUntil(lambda: window.gauges.last_snapshot is not None, timeout=5000)
+    readings = window.gauges.readings()
+    assert readings["vram"].startswith("No NVIDIA GPU") and "running on CPU" in readings["vram"]
+    assert readings["gpu"].startswith("No NVIDIA GPU")
+    assert "n/a" not in readings["ram"] and readings["ram"].endswith("GB")
+    assert window.gauges.cpu.value_text.endswith("%")
+    panel = window.settings_panel
+    assert panel.gpu_warning.isHidden()
+    panel.editors["n_gpu_layers"].slider.setValue(3)
+    assert not panel.gpu_warning.isHidden()
+    assert "run on the CPU" in panel.gpu_warning.text()
+
+
+def test_ui_stays_responsive_during_a_reply(make_window, qtbot):
+    w = make_window(max_tokens=200)
+    gaps, last = [], [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    hb = QTimer()
+    hb.setInterval(10)
+    hb.timeout.connect(beat)
+    hb.start()
+    send_and_wait(qtbot, w, "Write a paragraph about rivers.")
+    hb.stop()
+    assert len(gaps) > 20
+    # gross stalls only; the 50 ms target is measured by the benchmark
+    assert max(gaps) < 1.0, f"event loop stalled for {max(gaps):.3f} s"
+
+
+def test_quitting_during_a_reply_returns_promptly(make_window, qtbot):
+    w = make_window(max_tokens=4000)
+    with qtbot.waitSignal(w.firstToken, timeout=REPLY_TIMEOUT_MS):
+        w.submit("Tell me a very long story.")
+    took = w.shutdown()
+    assert took < 2.0
+    assert w.thread.isFinished() and w.sampler_thread.isFinished()
+    assert not w.worker.engine.loaded
+
+
+def test_quitting_during_a_load_returns_promptly(make_window, qtbot):
+    w = make_window(wait_loaded=False, use_mmap=False)
+    qtbot.waitUntil(lambda: w.progress.isVisible(), timeout=10000)
+    took = w.shutdown()
+    assert took < 2.0 and w.thread.isFinished()
+
+
+def test_enter_sends_and_shift_enter_adds_a_newline(window, qtbot):
+    window.input.setFocus()
+    qtbot.keyClicks(window.input, "line one")
+    qtbot.keyClick(window.input, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(window.input, "line two")
+    assert window.input.toPlainText() == "line one\nline two"
+    with qtbot.waitSignal(window.replyFinished, timeout=REPLY_TIMEOUT_MS):
+        qtbot.keyClick(window.input, Qt.Key.Key_Return)
+    assert window.input.toPlainText() == ""
+    assert window.worker.session.conversation.messages[0].content == "line one\nline two"
+
+
+def test_sending_while_a_reply_runs_is_queued_not_lost(window, qtbot):
+    finished = []
+    window.replyFinished.connect(finished.append)
+    window.submit("First question?")
+    window.submit("Second question?")  # while the first reply runs
+    assert "queued" in window.chat.toPlainText()
+    qtbot.waitUntil(lambda: len(finished) == 2, timeout=REPLY_TIMEOUT_MS)
+    msgs = [m.content for m in window.worker.session.conversation.messages if m.role == "user"]
+    assert msgs == ["First question?", "Second question?"]
+
+
+def test_a_bad_model_file_shows_its_reason_and_keeps_the_model(window, qtbot, tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_text("this is not a model")
+    with qtbot.waitSignal(window.failed, timeout=LOAD_TIMEOUT_MS) as b:
+        window.load_model(str(bad))
+    assert "not a GGUF model file" in b.args[0]
+    assert window.last_dialog is not None and window.last_dialog.isVisible()
+    assert "not a GGUF model file" in window.last_dialog.text()
+    window.last_dialog.accept()
+    assert window.worker.engine.loaded and window.load_info.name == "Gemma 3 270m"
+    send_and_wait(qtbot, window, "Still there?")
+
+
+def test_dropping_a_gguf_file_loads_it(window, qtbot, model_path):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(model_path))])
+    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                    Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
+        window.dropEvent(ev)
+    assert b.args[0].path == model_path
+
+
+def test_a_message_too_long_is_refused_visibly_and_kept_in_the_box(window, qtbot):
+    huge = "word " * 5000
+    with qtbot.waitSignal(window.failed, timeout=REPLY_TIMEOUT_MS) as b:
+        window.submit(huge)
+    assert "message too long" in b.args[0] and "holds 2048" in b.args[0]
+    assert "Not sent: message too long" in window.chat.toPlainText()
+    assert window.input.toPlainText() == huge
+    assert window.worker.session.conversation.messages == []
+
+
+def test_slash_commands_in_the_box(window, qtbot):
+    with qtbot.waitSignal(window.commandFinished, timeout=10000):
+        window.submit("/help")
+    assert "/reset" in window.chat.toPlainText()
+    with qtbot.waitSignal(window.failed, timeout=10000) as b:
+        window.submit("/nope")
+    assert "known commands" in b.args[0]
+    with qtbot.waitSignal(window.settingsSynced, timeout=10000):
+        window.submit("/set temperature 0.3")
+    qtbot.waitUntil(lambda: window.settings_panel.value("temperature") == 0.3, timeout=5000)
+
+
+def test_a_worker_error_is_shown_and_the_app_continues(window, qtbot, monkeypatch):
+    def boom(text):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(window.worker.session, "run_command", boom)
+    with qtbot.waitSignal(window.failed, timeout=10000) as b:
+        window.submit("/stats")
+    assert "internal error: RuntimeError: simulated bug" in b.args[0]
+    monkeypatch.undo()
+    send_and_wait(qtbot, window, "Still working?")
+
+
+def test_copy_links_copy_the_reply_and_its_code_blocks(qtbot):
+    from desklm.ui.chat_view import ChatView
+
+    v = ChatView()
+    qtbot.addWidget(v)
+    v.begin_reply("M")
+    reply = "Here:\n\n```python\nprint('hi')\n```\n\nDone."
+    for ch in reply:
+        v.append_stream(ch)
+    v.finish_reply(reply, {"completion_tokens": 5, "finish_reason": "stop"})
+    assert "Copy code 1" in v.toPlainText()
+    v.anchorClicked.emit(QUrl("code:0:0"))
+    assert QGuiApplication.clipboard().text() == "print('hi')"
+    v.anchorClicked.emit(QUrl("copy:0"))
+    assert QGuiApplication.clipboard().text() == reply
+    # the code block is rendered in a fixed-pitch font
+    doc = v.document()
+    block = doc.findBlock(v.toPlainText().index("print('hi')"))
+    assert block.charFormat().fontFixedPitch() or "mono" in block.charFormat().fontFamilies()[0].lower()
+
+
+def test_streaming_updates_are_batched_not_per_token(qtbot):
+    from desklm.ui.chat_view import ChatView
+
+    v = ChatView()
+    qtbot.addWidget(v)
+    v.begin_reply("M")
+    t0 = time.perf_counter()
+    for i in range(2000):
+        v.append_stream(f"tok{i} ")
+        if i % 100 == 0:
+            qtbot.wait(5)
+    elapsed = time.perf_counter() - t0
+    qtbot.wait(120)
+    # one repaint per 50 ms tick at most, not one per token
+    assert 1 <= v.flush_count <= elapsed / 0.05 + 3
+    assert "tok1999" in v.toPlainText()
