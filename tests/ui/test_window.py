@@ -237,7 +237,8 @@ def test_copy_links_copy_the_reply_and_its_code_blocks(qtbot):
     # the code block is rendered in a fixed-pitch font
     doc = v.document()
     block = doc.findBlock(v.toPlainText().index("print('hi')"))
-    assert block.charFormat().fontFixedPitch() or "mono" in block.charFormat().fontFamilies()[0].lower()
+    fmt = block.charFormat()
+    assert fmt.fontFixedPitch() or "mono" in fmt.fontFamilies()[0].lower()
 
 
 def test_streaming_updates_are_batched_not_per_token(qtbot):

@@ -81,6 +81,7 @@ class SelfTest(QObject):
     def _loaded(self, info: Any) -> None:
         if "model" in self.summary:
             return
+        self.summary["loaded_at_s"] = round(time.perf_counter() - self.t0, 3)
         self.summary["model"] = info.name
         self.summary["model_path"] = str(info.path)
         self.summary["chat_format"] = info.chat_format
