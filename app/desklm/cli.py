@@ -82,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(chat)
     chat.add_argument("--json", action="store_true",
                       help="print one JSON object per turn (and per command) instead of text")
+    chat.add_argument("--no-save", action="store_true",
+                      help="do not save this conversation")
+
+    hist = sub.add_parser("history", help="saved conversations")
+    hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    hl = hsub.add_parser("list", help="list saved conversations, newest first")
+    hl.add_argument("--json", action="store_true", help="print JSON")
+    hs = hsub.add_parser("show", help="print a conversation as Markdown")
+    hs.add_argument("id")
+    he = hsub.add_parser("export", help="export a conversation")
+    he.add_argument("id")
+    he.add_argument("--format", choices=("md", "json"), default="md")
+    he.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
     return p
 
 
@@ -97,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             install_excepthooks()
             return cmd_chat(args)
+        if args.command == "history":
+            return cmd_history(args)
         return cmd_gui(args)
     except DeskLMError as e:
         _err(str(e))
@@ -129,9 +144,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from desklm.engine.models import resolve_model
     from desklm.engine.session import ChatSession
+    from desklm.engine.store import ConversationStore
 
     settings = settings_from_args(args)
-    session = ChatSession(resolve_model(args.model), settings)
+    store = None if args.no_save else ConversationStore()
+    session = ChatSession(resolve_model(args.model), settings, store=store)
     info = session.load()
     out = sys.stdout
     tty = sys.stdin.isatty() and out.isatty()
@@ -141,7 +158,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
     _install_sigint(session)
-    return chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
+    rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
+    if store is not None and session.save() and tty:
+        print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
+              file=sys.stderr)
+    return rc
 
 
 def _install_sigint(session: Any) -> None:
@@ -199,8 +220,10 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                 result = session.send(text, stream)
             finally:
                 state["busy"] = False
+            if session.save_error:
+                _err(session.save_error)
             if as_json:
-                emit(result.to_dict())
+                emit({**result.to_dict(), "conversation_id": session.conv_id})
             else:
                 s = result.stats
                 out.write("\n")
@@ -217,6 +240,48 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                 emit({"error": str(e)})
             else:
                 _err(str(e))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from desklm.engine.store import ConversationStore, StoreError, to_markdown
+
+    store = ConversationStore()
+    try:
+        if args.history_command == "list":
+            items = store.list_all()
+            for problem in store.problems:
+                _err(problem)
+            if args.json:
+                print(json.dumps(items, ensure_ascii=False))
+            elif not items:
+                print("no saved conversations")
+            else:
+                import datetime as dt
+
+                for it in items:
+                    when = dt.datetime.fromtimestamp(it["updated"]).strftime("%Y-%m-%d %H:%M")
+                    print(f"{it['id']}  {when}  {it['messages']:3d} msgs  {it['title']}")
+            return 0
+        rec = store.load(args.id)
+    except StoreError as e:
+        raise DeskLMError(str(e)) from None
+    if args.history_command == "show":
+        print(to_markdown(rec), end="")
+        return 0
+    text = (json.dumps(rec, ensure_ascii=False, indent=2) + "\n" if args.format == "json"
+            else to_markdown(rec))
+    if args.output:
+        from desklm.engine.store import atomic_write_bytes
+
+        out = Path(args.output).expanduser()
+        try:
+            atomic_write_bytes(out, text.encode("utf-8"))
+        except OSError as e:
+            raise DeskLMError(f"could not write {out}: {e.strerror or e}") from None
+        print(f"written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -54,3 +54,31 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("desklm: error: "), r.stderr
         assert needle in lines[0]
         assert "Traceback" not in r.stderr
+
+
+def test_chat_is_saved_and_history_lists_shows_and_exports_it(tmp_path):
+    r = run_cli("chat", "--json", "--max-tokens", "6", stdin="Remember the word pineapple\n")
+    assert r.returncode == 0, r.stderr
+    conv_id = json.loads(r.stdout.splitlines()[0])["conversation_id"]
+    listed = json.loads(run_cli("history", "list", "--json").stdout)
+    assert [c["id"] for c in listed] == [conv_id] and listed[0]["messages"] == 2
+    assert listed[0]["title"] == "Remember the word pineapple"
+    shown = run_cli("history", "show", conv_id)
+    assert shown.returncode == 0 and "## You\n\nRemember the word pineapple" in shown.stdout
+    out = tmp_path / "c.json"
+    ex = run_cli("history", "export", conv_id, "--format", "json", "-o", str(out))
+    assert ex.returncode == 0 and json.loads(out.read_text("utf-8"))["id"] == conv_id
+    missing = run_cli("history", "show", "nope")
+    assert missing.returncode == 2 and missing.stderr.startswith("desklm: error: no conversation")
+
+
+def test_no_save_leaves_no_file(data_dir):
+    r = run_cli("chat", "--no-save", "--max-tokens", "4", stdin="Hi\n")
+    assert r.returncode == 0
+    assert not list(data_dir.glob("**/*.json"))
+
+
+def test_data_dir_flag_moves_the_store(tmp_path):
+    d = tmp_path / "elsewhere"
+    run_cli("--data-dir", str(d), "chat", "--max-tokens", "4", stdin="Hi\n")
+    assert len(list((d / "data" / "conversations").glob("*.json"))) == 1

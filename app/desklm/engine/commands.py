@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "system": ("/system [text]", "show or set the system prompt (takes effect next turn)"),
     "set": ("/set [setting value]", "show all settings, or change one (reloads if needed)"),
     "stats": ("/stats", "last turn's speed, context fill, and the load settings"),
+    "export": ("/export PATH", "write the conversation to PATH (.md Markdown, .json JSON)"),
 }
 
 

@@ -17,6 +17,7 @@ from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, PromptPlan
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
+from desklm.engine.store import ConversationStore, StoreError, title_from, to_markdown
 from desklm.errors import DeskLMError
 
 log = logging.getLogger("desklm.engine")
@@ -32,13 +33,103 @@ class TurnResult:
 
 
 class ChatSession:
+    """A conversation, its settings and an engine.
+
+    With a ``store``, the conversation is saved (atomically) after every completed turn, and
+    can be switched with :meth:`new_conversation` / :meth:`open_conversation`.
+    """
+
     def __init__(self, model_path: Path, settings: Settings | None = None,
-                 engine: ChatEngine | None = None) -> None:
+                 engine: ChatEngine | None = None,
+                 store: ConversationStore | None = None) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
         self.engine = engine or ChatEngine()
         self.conversation = Conversation(self.settings["system_prompt"])
         self.last_stats: TurnStats | None = None
+        self.store = store
+        self.save_error: str | None = None  # the last save failure, for the UI to report
+        self._new_ids()
+
+    def _new_ids(self) -> None:
+        import time
+        import uuid
+
+        self.conv_id = uuid.uuid4().hex[:16]
+        self.title = ""
+        self.created = time.time()
+
+    # -- persistence --
+    def record(self) -> dict[str, Any]:
+        """The conversation as the versioned JSON record the store writes."""
+        msgs = self.conversation.messages
+        title = self.title or (title_from(msgs[0].content) if msgs else "New chat")
+        return {
+            "id": self.conv_id, "title": title, "created": self.created,
+            "model": self.model_path.name, "settings": self.settings.to_dict(),
+            "context_start": self.conversation.context_start,
+            "messages": [m.to_dict() for m in msgs],
+        }
+
+    def save(self) -> bool:
+        """Save now (if there is a store and something to save). Never raises: a failure is
+        kept in ``save_error`` and logged, and the conversation stays in memory."""
+        if self.store is None or not self.conversation.messages:
+            return False
+        try:
+            self.store.save(self.record())
+            self.save_error = None
+            return True
+        except (StoreError, OSError) as e:
+            self.save_error = f"could not save the conversation: {e}"
+            log.error("%s", self.save_error)
+            return False
+
+    def new_conversation(self) -> None:
+        self.save()
+        self.reset()
+        self._new_ids()
+
+    def open_conversation(self, conv_id: str) -> dict[str, Any]:
+        """Switch to a saved conversation; the KV cache is cleared, not reused across chats."""
+        if self.store is None:
+            raise DeskLMError("conversations are not being saved in this session")
+        try:
+            rec = self.store.load(conv_id)
+        except StoreError as e:
+            raise DeskLMError(str(e)) from None
+        self.save()
+        from desklm.engine.conversation import Message
+
+        msgs = [Message.from_dict(m) for m in rec["messages"]]
+        self.reset()
+        self.conversation.messages = msgs
+        start = rec.get("context_start", 0)
+        self.conversation.context_start = start if isinstance(start, int) and \
+            0 <= start <= len(msgs) else 0
+        self.conv_id, self.title = rec["id"], rec.get("title") or ""
+        self.created = rec.get("created") or self.created
+        system = (rec.get("settings") or {}).get("system_prompt")
+        if isinstance(system, str) and "\x00" not in system:
+            self.settings.set("system_prompt", system)
+            self.conversation.system_prompt = system
+        return rec
+
+    def export(self, path: Path, fmt: str | None = None) -> Path:
+        import json
+
+        from desklm.engine.store import atomic_write_bytes
+
+        path = Path(path).expanduser()
+        fmt = fmt or ("json" if path.suffix.lower() == ".json" else "md")
+        rec = self.record()
+        data = (json.dumps(rec, ensure_ascii=False, indent=2) if fmt == "json"
+                else to_markdown(rec))
+        try:
+            atomic_write_bytes(path, data.encode("utf-8"))
+        except OSError as e:
+            raise DeskLMError(f"could not write {path}: {e.strerror or e}") from None
+        return path
 
     # -- model --
     def load(self, path: Path | None = None,
@@ -82,6 +173,7 @@ class ChatSession:
         stats.trimmed = plan.dropped
         self.conversation.add_assistant(reply.strip(), stats.to_dict())
         self.last_stats = stats
+        self.save()
         if plan.dropped:
             log.info("trimmed %d message(s) to fit n_ctx=%d", len(plan.dropped), stats.n_ctx)
         return TurnResult(reply, stats)
@@ -154,6 +246,11 @@ class ChatSession:
             return self.apply_settings({name: value})
         if cmd.name == "stats":
             return CommandResult("stats", self.stats_text(), self.stats_data())
+        if cmd.name == "export":
+            if not cmd.arg:
+                raise DeskLMError("usage: /export PATH (.md for Markdown, .json for JSON)")
+            out = self.export(Path(cmd.arg))
+            return CommandResult("export", f"conversation written to {out}", {"path": str(out)})
         raise DeskLMError(f"command /{cmd.name} is not available here")  # pragma: no cover
 
     def stats_data(self) -> dict[str, Any]:

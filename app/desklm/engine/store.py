@@ -76,3 +76,138 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=2).encode("utf-8"))
+
+
+# --- conversations ------------------------------------------------------------------------------
+SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """A conversation file that cannot be used; ``reason`` is one line for the user."""
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def title_from(text: str, n: int = 48) -> str:
+    one = " ".join(text.split())
+    return (one[: n - 1] + "…") if len(one) > n else (one or "New chat")
+
+
+class ConversationStore:
+    """One versioned JSON file per conversation under ``<data>/conversations``.
+
+    * Written atomically (temp file, fsync, ``os.replace``): a crash leaves the old or new file.
+    * A file that fails to parse is renamed ``<id>.json.corrupt`` and reported; others still load.
+    * A file from a newer schema is refused with a reason and never overwritten.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else app_dirs().data / "conversations"
+        self.problems: list[str] = []  # reasons collected by list_all(), for the user
+
+    def path(self, conv_id: str) -> Path:
+        if not conv_id or any(c in conv_id for c in "/\\.") or len(conv_id) > 64:
+            raise StoreError(f"invalid conversation id '{conv_id}'")
+        return self.root / f"{conv_id}.json"
+
+    def _read(self, p: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(p.read_text("utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"no conversation '{p.stem}'") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            aside = p.with_name(p.name + ".corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(p, aside)
+            raise StoreError(f"conversation file {p.name} is damaged ({type(e).__name__}); "
+                             f"moved aside to {aside.name}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            aside = p.with_name(p.name + ".corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(p, aside)
+            raise StoreError(f"conversation file {p.name} is not a DeskLM conversation; "
+                             f"moved aside to {aside.name}")
+        version = data.get("schema")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM (schema "
+                             f"{version}, this version reads {SCHEMA_VERSION}); left untouched")
+        return data
+
+    def load(self, conv_id: str) -> dict[str, Any]:
+        return self._read(self.path(conv_id))
+
+    def save(self, record: dict[str, Any]) -> Path:
+        p = self.path(record["id"])
+        if p.exists():
+            try:
+                on_disk = json.loads(p.read_text("utf-8"))
+                v = on_disk.get("schema") if isinstance(on_disk, dict) else None
+                if isinstance(v, int) and v > SCHEMA_VERSION:
+                    raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM; "
+                                     "not overwriting it")
+            except (OSError, ValueError):
+                pass  # a damaged file may be replaced by a good one
+        rec = dict(record)
+        rec["schema"] = SCHEMA_VERSION
+        rec["updated"] = _now()
+        atomic_write_json(p, rec)
+        return p
+
+    def list_all(self) -> list[dict[str, Any]]:
+        """Summaries, newest first. Damaged files are moved aside and noted in ``problems``."""
+        self.problems = []
+        out = []
+        if not self.root.exists():
+            return out
+        for p in sorted(self.root.glob("*.json")):
+            try:
+                d = self._read(p)
+            except StoreError as e:
+                self.problems.append(str(e))
+                continue
+            out.append({"id": d.get("id", p.stem), "title": d.get("title") or "New chat",
+                        "created": d.get("created", 0), "updated": d.get("updated", 0),
+                        "model": d.get("model"), "messages": len(d["messages"])})
+        out.sort(key=lambda d: d["updated"], reverse=True)
+        return out
+
+    def delete(self, conv_id: str) -> None:
+        p = self.path(conv_id)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            raise StoreError(f"no conversation '{conv_id}'") from None
+
+    def rename(self, conv_id: str, title: str) -> None:
+        d = self.load(conv_id)
+        d["title"] = " ".join(title.split())[:200] or d.get("title", "New chat")
+        self.save(d)
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    """A conversation as Markdown, stats under each reply."""
+    import datetime as dt
+
+    lines = [f"# {record.get('title') or 'Conversation'}", ""]
+    created = record.get("created")
+    if created:
+        lines.append(f"*{dt.datetime.fromtimestamp(created).strftime('%Y-%m-%d %H:%M')}"
+                     f"{' · ' + str(record['model']) if record.get('model') else ''}*")
+        lines.append("")
+    system = (record.get("settings") or {}).get("system_prompt")
+    if system:
+        lines += ["> **System:** " + system.replace("\n", "\n> "), ""]
+    for m in record.get("messages", []):
+        who = "You" if m.get("role") == "user" else "Model"
+        lines += [f"## {who}", "", str(m.get("content", "")), ""]
+        st = m.get("stats")
+        if st:
+            rate = st.get("gen_tokens_per_s")
+            lines += [f"*{st.get('completion_tokens', 0)} tokens"
+                      + (f" · {rate:.1f} tok/s" if isinstance(rate, int | float) else "")
+                      + f" · {st.get('finish_reason', '')}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
