@@ -211,3 +211,32 @@ def to_markdown(record: dict[str, Any]) -> str:
                       + (f" · {rate:.1f} tok/s" if isinstance(rate, int | float) else "")
                       + f" · {st.get('finish_reason', '')}*", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+# --- app settings -------------------------------------------------------------------------------
+class AppConfig:
+    """App settings (last model, setting values, window geometry) in the config dir, as JSON
+    written atomically. A damaged file is moved aside and defaults are used."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else app_dirs().config / "settings.json"
+        self.problem: str | None = None
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)
+            self.problem = f"settings file was damaged ({type(e).__name__}); using defaults"
+            return {}
+        if not isinstance(data, dict):
+            self.problem = "settings file was not a JSON object; using defaults"
+            return {}
+        return data
+
+    def save(self, data: dict[str, Any]) -> None:
+        atomic_write_json(self.path, {"schema": SCHEMA_VERSION, **data})

@@ -35,23 +35,52 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def run_gui(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    from desklm.cli import settings_from_args
+def build_window(args: argparse.Namespace, settings: Settings | None = None) -> MainWindow:
+    """The window as ``desklm`` starts it: saved app settings, then command-line overrides.
 
-    settings = settings_from_args(args, settings)
-    app = make_app()
-    model = str(Path(args.model).expanduser()) if getattr(args, "model", None) else ""
-    window = MainWindow(settings, model, show_dialogs=not args.self_test)
-    install_excepthooks(make_thread_safe_reporter(window))
+    The self-test keeps its chat and settings in a throw-away folder: it never touches the
+    user's history or saved settings.
+    """
+    import tempfile
+
+    from desklm.cli import settings_from_args
+    from desklm.engine.store import AppConfig, ConversationStore
+
     if args.self_test:
-        test = SelfTest(window, app, args.screenshot)
-        window.start()
-        rc = app.exec()
-        window.shutdown()
-        return rc if rc else test.rc
+        scratch = Path(tempfile.mkdtemp(prefix="desklm-self-test-"))
+        store, config = ConversationStore(scratch / "conversations"), AppConfig(
+            scratch / "settings.json")
+    else:
+        store, config = ConversationStore(), AppConfig()
+    saved = config.load()
+    if settings is None:
+        settings = Settings()
+        for problem in settings.load_dict(saved.get("settings") or {}):
+            log.warning("ignored a saved setting: %s", problem)
+    settings = settings_from_args(args, settings)
+    make_app()
+    model = str(Path(args.model).expanduser()) if getattr(args, "model", None) else ""
+    last = saved.get("last_model")
+    if not model and isinstance(last, str) and last and Path(last).exists():
+        model = last
+    window = MainWindow(settings, model, show_dialogs=not args.self_test, store=store,
+                        config=config, saved=saved)
+    if config.problem:
+        window.chat.add_notice(config.problem)
+    return window
+
+
+def run_gui(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    window = build_window(args, settings)
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    install_excepthooks(make_thread_safe_reporter(window))
+    test = SelfTest(window, app, args.screenshot) if args.self_test else None
     window.start()
     rc = app.exec()
     window.shutdown()
+    if test is not None:
+        return rc if rc else test.rc
     return rc
 
 
@@ -101,6 +130,12 @@ class SelfTest(QObject):
             transcript_flushes=self.w.chat.flush_count,
         )
         self.summary["gauges"] = self.w.gauges.readings()
+        # the sidebar refreshes right after the reply is saved: screenshot once it has
+        self.w.conversationsRefreshed.connect(self._after_save)
+
+    def _after_save(self, items: Any) -> None:
+        self.w.conversationsRefreshed.disconnect(self._after_save)
+        self.summary["saved_conversations"] = len(items)
         if self.screenshot:
             path = Path(self.screenshot).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)

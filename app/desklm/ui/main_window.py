@@ -29,7 +29,9 @@ from desklm.engine.llm import LoadInfo
 from desklm.engine.monitor import Snapshot
 from desklm.engine.session import TurnResult
 from desklm.engine.settings import Settings
+from desklm.engine.store import AppConfig, ConversationStore
 from desklm.ui.chat_view import ChatInput, ChatView
+from desklm.ui.conversations import ConversationList
 from desklm.ui.gauges import GaugePanel
 from desklm.ui.settings_panel import SettingsPanel
 from desklm.ui.workers import InferenceWorker, SamplerWorker, start_thread
@@ -52,6 +54,14 @@ class MainWindow(QMainWindow):
     requestSend = Signal(str)
     requestCommand = Signal(str)
     requestSettings = Signal(object)
+    requestList = Signal()
+    requestNew = Signal()
+    requestOpen = Signal(str)
+    requestDelete = Signal(str)
+    requestRename = Signal(str, str)
+    requestExport = Signal(str)
+    conversationShown = Signal(object)
+    conversationsRefreshed = Signal(object)
     modelLoaded = Signal(object)
     firstToken = Signal()
     settingsSynced = Signal(object)
@@ -61,8 +71,12 @@ class MainWindow(QMainWindow):
     samplerStart = Signal()
 
     def __init__(self, settings: Settings, model_path: str = "", *,
-                 show_dialogs: bool = True) -> None:
+                 show_dialogs: bool = True, store: ConversationStore | None = None,
+                 config: AppConfig | None = None, saved: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.store = store if store is not None else ConversationStore()
+        self.config = config if config is not None else AppConfig()
+        self._loading_path = model_path
         self.setObjectName("DeskLM")
         self.setWindowTitle("DeskLM")
         self.setAcceptDrops(True)
@@ -104,6 +118,13 @@ class MainWindow(QMainWindow):
         self.settings_dock = self._dock("Settings", self.settings_panel,
                                         Qt.DockWidgetArea.LeftDockWidgetArea)
         self.gauges_dock = self._dock("Gauges", self.gauges, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.chats = ConversationList()
+        self.chats_dock = self._dock("Chats", self.chats, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.splitDockWidget(self.chats_dock, self.settings_dock, Qt.Orientation.Vertical)
+        self.resizeDocks([self.chats_dock, self.settings_dock], [150, 600],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.chats_dock, self.gauges_dock], [340, 270],
+                         Qt.Orientation.Horizontal)
         self.settings_panel.changed.connect(self.requestSettings.emit)
         self.settings_panel.applyRequested.connect(self._apply_reload)
 
@@ -122,7 +143,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
 
         # --- workers ---
-        self.worker = InferenceWorker(settings)
+        self.worker = InferenceWorker(settings, self.store)
         self.thread = start_thread(self.worker, "inference")
         self.sampler = SamplerWorker()
         self.sampler_thread = start_thread(self.sampler, "sampler")
@@ -143,6 +164,19 @@ class MainWindow(QMainWindow):
         w.commandFailed.connect(self._on_command_failed)
         w.settingsChanged.connect(self._on_settings_changed)
         w.errored.connect(self.report_error)
+        w.conversationsListed.connect(self._on_conversations)
+        w.conversationOpened.connect(self._on_conversation_opened)
+        self.requestList.connect(w.listConversations)
+        self.requestNew.connect(w.newConversation)
+        self.requestOpen.connect(w.openConversation)
+        self.requestDelete.connect(w.deleteConversation)
+        self.requestRename.connect(w.renameConversation)
+        self.requestExport.connect(w.export)
+        self.chats.newRequested.connect(self.new_conversation)
+        self.chats.openRequested.connect(self.open_conversation)
+        self.chats.deleteRequested.connect(self.requestDelete.emit)
+        self.chats.renameRequested.connect(self.requestRename.emit)
+        self.chats.current_id = w.session.conv_id
         self.sampler.sampled.connect(self._on_snapshot)
         self.samplerStart.connect(self.sampler.start)
         self.samplerStart.emit()
@@ -151,7 +185,10 @@ class MainWindow(QMainWindow):
         self.live_timer.timeout.connect(self._update_live)
         self.chat.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         self.resize(1280, 800)
+        self._restore_layout(saved or {})
         self._set_busy_ui()
+        self._list_problems_shown: set[str] = set()
+        self.requestList.emit()
 
     # --- construction helpers ---
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -175,6 +212,10 @@ class MainWindow(QMainWindow):
         self.open_action.setShortcut(QKeySequence.StandardKey.Open)
         self.open_action.triggered.connect(self.open_model_dialog)
         file.addAction(self.open_action)
+        self.export_action = QAction("&Export conversation…", self)
+        self.export_action.setShortcut(QKeySequence("Ctrl+E"))
+        self.export_action.triggered.connect(self.export_dialog)
+        file.addAction(self.export_action)
         file.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -190,6 +231,7 @@ class MainWindow(QMainWindow):
         chat.addAction(self.reset_action)
         chat.addAction(self.stop_action)
         view = mb.addMenu("&View")
+        view.addAction(self.chats_dock.toggleViewAction())
         view.addAction(self.settings_dock.toggleViewAction())
         view.addAction(self.gauges_dock.toggleViewAction())
         helpm = mb.addMenu("&Help")
@@ -218,6 +260,7 @@ class MainWindow(QMainWindow):
     def load_model(self, path: str) -> None:
         if self.generating:
             self.stop()
+        self._loading_path = path
         self.loading = True
         self._set_busy_ui()
         self.requestLoad.emit(path)
@@ -244,10 +287,79 @@ class MainWindow(QMainWindow):
             th.quit()
         ok = all(th.wait(JOIN_TIMEOUT_MS) for th in (self.thread, self.sampler_thread))
         if ok:
-            self.worker.shutdown()  # the worker thread has ended: safe to free the model here
+            self.worker.shutdown()  # its thread has ended: save the chat, free the model
         else:
             log.error("worker threads did not stop within %d ms", JOIN_TIMEOUT_MS)
+        self.save_app_settings()
         return time.perf_counter() - t0
+
+    # --- persistence ---
+    def save_app_settings(self) -> None:
+        """Last model, setting values and window layout, written atomically."""
+        info = self.load_info
+        embedded = info is not None and info.path.name == "gemma-3-270m-q4_k_m.gguf" and \
+            "DeskLM" in str(info.path)
+        data = {
+            "last_model": "" if info is None or embedded else str(info.path),
+            "settings": self.settings_panel.settings.to_dict(),
+            "geometry": bytes(self.saveGeometry().toBase64().data()).decode("ascii"),
+            "window_state": bytes(self.saveState().toBase64().data()).decode("ascii"),
+        }
+        try:
+            self.config.save(data)
+        except OSError as e:
+            log.error("could not save app settings: %s", e)
+
+    def _restore_layout(self, saved: dict[str, Any]) -> None:
+        from PySide6.QtCore import QByteArray
+
+        for key, fn in (("geometry", self.restoreGeometry), ("window_state", self.restoreState)):
+            v = saved.get(key)
+            if isinstance(v, str) and v:
+                fn(QByteArray.fromBase64(v.encode("ascii")))
+
+    # --- conversations ---
+    def new_conversation(self) -> None:
+        if self.generating:
+            self.stop()
+        self.queue.clear()
+        self.requestNew.emit()
+
+    def open_conversation(self, conv_id: str) -> None:
+        if self.generating:
+            self.stop()
+        self.queue.clear()
+        self.requestOpen.emit(conv_id)
+
+    def export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export conversation", str(Path.home() / "conversation.md"),
+            "Markdown (*.md);;JSON (*.json)")
+        if path:
+            self.requestExport.emit(path)
+
+    def _on_conversations(self, items: list[dict[str, Any]], problems: list[str]) -> None:
+        self.chats.set_items(items)
+        self.conversationsRefreshed.emit(items)
+        for p in problems:
+            if p not in self._list_problems_shown:
+                self._list_problems_shown.add(p)
+                self.chat.add_notice(p, "#e05050")
+
+    def _on_conversation_opened(self, record: dict[str, Any]) -> None:
+        self.chat.clear_all()
+        name = self.load_info.name if self.load_info else "Model"
+        for m in record["messages"]:
+            if m["role"] == "user":
+                self.chat.add_user(m["content"])
+            else:
+                self.chat.begin_reply(name)
+                self.chat.finish_reply(m["content"], m.get("stats") or {})
+        self.chats.set_current(record["id"])
+        self.gauges.set_context(0, self._n_ctx)
+        self.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
+                            f"DeskLM — {name}")
+        self.conversationShown.emit(record)
 
     # --- user actions ---
     def submit(self, text: str) -> None:
@@ -363,8 +475,14 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.status.setText("Ready" if self.load_info else "No model loaded")
         self._set_busy_ui()
-        if not self._closing:
-            self.report_error(f"Could not load the model: {reason}")
+        if self._closing:
+            return
+        self.report_error(f"Could not load the model: {reason}")
+        if self.load_info is None and self._loading_path:
+            # the remembered model is gone or broken: fall back to the embedded one
+            self.chat.add_notice("Loading the embedded model instead.")
+            self.load_model("")
+            return
         self._drain_queue()
 
     def _on_turn_started(self, info: dict[str, Any]) -> None:

@@ -14,15 +14,21 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
+from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import PromptPlan
 from desklm.engine.llm import ChatEngine, LoadCancelled
 from desklm.engine.models import embedded_model_path
 from desklm.engine.monitor import ResourceSampler
 from desklm.engine.session import ChatSession
 from desklm.engine.settings import Settings
+from desklm.engine.store import ConversationStore
 from desklm.errors import DeskLMError
 
 log = logging.getLogger("desklm.ui")
+
+
+class StoreProblem(DeskLMError):
+    """A conversation file operation that failed (shown as its one-line reason)."""
 
 
 class InferenceWorker(QObject):
@@ -40,6 +46,8 @@ class InferenceWorker(QObject):
         commandDone(object): CommandResult of a slash command or settings change.
         commandFailed(str): one-line reason.
         settingsChanged(object): a copy of the Settings in effect, after a load or a change.
+        conversationsListed(object, object): summaries (newest first), and problems found.
+        conversationOpened(object): the record of the conversation now shown (new or opened).
         errored(str): an unexpected error in the worker (logged with its traceback).
     """
 
@@ -54,13 +62,15 @@ class InferenceWorker(QObject):
     commandDone = Signal(object)
     commandFailed = Signal(str)
     settingsChanged = Signal(object)
+    conversationsListed = Signal(object, object)
+    conversationOpened = Signal(object)
     errored = Signal(str)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: ConversationStore | None = None) -> None:
         super().__init__()
         self.engine = ChatEngine()
-        self.settings = settings.copy()
-        self.session: ChatSession | None = None
+        self.store = store
+        self.session = ChatSession(Path(""), settings, engine=self.engine, store=store)
         self._last_progress = 0.0
 
     # Called directly from the UI thread: only sets an Event.
@@ -81,8 +91,7 @@ class InferenceWorker(QObject):
             self.loadProgress.emit(p)
 
     def _settings_changed(self) -> None:
-        if self.session is not None:
-            self.settingsChanged.emit(self.session.settings.copy())
+        self.settingsChanged.emit(self.session.settings.copy())
 
     @Slot(str)
     def load(self, path: str) -> None:
@@ -91,8 +100,6 @@ class InferenceWorker(QObject):
         try:
             if not path:
                 path = str(embedded_model_path())
-            if self.session is None:
-                self.session = ChatSession(Path(path), self.settings, engine=self.engine)
             self.session.load(Path(path), progress=self._progress)
             self.loaded.emit(self.engine.load_info)
             self._settings_changed()
@@ -103,7 +110,7 @@ class InferenceWorker(QObject):
 
     @Slot(str)
     def send(self, text: str) -> None:
-        if self.session is None or not self.engine.loaded:
+        if not self.engine.loaded:
             self.turnFailed.emit("no model is loaded yet")
             return
         try:
@@ -115,12 +122,13 @@ class InferenceWorker(QObject):
             self.turnFinished.emit(result)
         except Exception as e:
             self._fail(self.turnFailed, e)
+            return
+        if self.session.save_error:
+            self.errored.emit(self.session.save_error)
+        self.listConversations()
 
     @Slot(str)
     def command(self, text: str) -> None:
-        if self.session is None:
-            self.commandFailed.emit("no model is loaded yet")
-            return
         try:
             self.commandDone.emit(self.session.run_command(text))
             self._settings_changed()
@@ -130,9 +138,6 @@ class InferenceWorker(QObject):
     @Slot(object)
     def applySettings(self, values: dict[str, Any]) -> None:
         try:
-            if self.session is None:
-                self.settings.update(values)
-                return
             result = self.session.apply_settings(values)
             self.commandDone.emit(result)
             if result.reloaded and self.engine.load_info is not None:
@@ -141,8 +146,75 @@ class InferenceWorker(QObject):
             self._fail(self.commandFailed, e)
         self._settings_changed()  # in effect now: the new values, or the old ones on failure
 
+    # -- conversations --
     @Slot()
+    def listConversations(self) -> None:
+        if self.store is not None:
+            items = self.store.list_all()
+            self.conversationsListed.emit(items, list(self.store.problems))
+
+    def _opened(self) -> None:
+        self.conversationOpened.emit(self.session.record())
+        self.listConversations()
+
+    @Slot()
+    def newConversation(self) -> None:
+        try:
+            self.session.new_conversation()
+            self._opened()
+        except Exception as e:
+            self._fail(self.commandFailed, e)
+
+    @Slot(str)
+    def openConversation(self, conv_id: str) -> None:
+        try:
+            if conv_id != self.session.conv_id:
+                self.session.open_conversation(conv_id)
+                self._settings_changed()
+            self._opened()
+        except Exception as e:
+            self._fail(self.commandFailed, e)
+            self.listConversations()
+
+    @Slot(str)
+    def deleteConversation(self, conv_id: str) -> None:
+        try:
+            if self.store is not None:
+                if conv_id == self.session.conv_id:
+                    self.session.reset()  # the shown chat is gone: start an empty one
+                    self.session.new_conversation()
+                    self.conversationOpened.emit(self.session.record())
+                self.store.delete(conv_id)
+        except Exception as e:
+            self._fail(self.commandFailed, StoreProblem(str(e)) if not
+                       isinstance(e, DeskLMError) else e)
+        self.listConversations()
+
+    @Slot(str, str)
+    def renameConversation(self, conv_id: str, title: str) -> None:
+        try:
+            if conv_id == self.session.conv_id:
+                self.session.title = " ".join(title.split())[:200]
+                self.session.save()  # an empty chat has no file yet: the title waits for it
+            elif self.store is not None:
+                self.store.rename(conv_id, title)
+        except Exception as e:
+            self._fail(self.commandFailed, StoreProblem(str(e)) if not
+                       isinstance(e, DeskLMError) else e)
+        self.listConversations()
+
+    @Slot(str)
+    def export(self, path: str) -> None:
+        try:
+            out = self.session.export(Path(path))
+            self.commandDone.emit(CommandResult("export", f"conversation written to {out}",
+                                                {"path": str(out)}))
+        except Exception as e:
+            self._fail(self.commandFailed, e)
+
     def shutdown(self) -> None:
+        """Called from the UI thread after this worker's thread has ended: save, then free."""
+        self.session.save()
         self.engine.unload()
 
 

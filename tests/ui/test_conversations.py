@@ -1,0 +1,129 @@
+"""The Chats sidebar, saving, export, and app settings that survive a restart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from PySide6.QtWidgets import QMessageBox
+
+from desklm.engine.store import AppConfig, ConversationStore
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+
+
+def shown(qtbot, w, action, *args):
+    with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS) as b:
+        action(*args)
+    return b.args[0]
+
+
+def test_new_switch_rename_delete(window, qtbot, data_dir):
+    send_and_wait(qtbot, window, "Chat A says apples")
+    first = window.worker.session.conv_id
+    shown(qtbot, window, window.chats.new_button.click)
+    assert window.chat.toPlainText().strip() == ""
+    send_and_wait(qtbot, window, "Chat B says bananas")
+    qtbot.waitUntil(lambda: window.chats.list.count() == 2, timeout=5000)
+    assert [i["title"] for i in window.chats.items] == ["Chat B says bananas",
+                                                        "Chat A says apples"]
+    # switch back to A: its transcript, and an empty KV cache (no reuse across chats)
+    rec = shown(qtbot, window, window.chats._activated, window.chats.list.item(1))
+    assert rec["id"] == first
+    assert "Chat A says apples" in window.chat.toPlainText()
+    assert "bananas" not in window.chat.toPlainText()
+    assert window.worker.engine.kv_cache_pos_max() == -1
+    r = send_and_wait(qtbot, window, "Back in A")
+    assert r.stats.prompt_tokens_reused == 0
+    # rename
+    window.requestRename.emit(first, "Fruit talk")
+    qtbot.waitUntil(lambda: any(i["title"] == "Fruit talk" for i in window.chats.items),
+                    timeout=10000)
+    # delete B, confirming in the dialog
+    window.chats.list.setCurrentRow([i["id"] for i in window.chats.items].index(
+        next(i["id"] for i in window.chats.items if i["id"] != first)))
+    window.chats.delete_button.click()
+    box = window.chats.confirm
+    assert box is not None and box.isVisible() and "cannot be undone" in box.text()
+    box.button(QMessageBox.StandardButton.Yes).click()
+    qtbot.waitUntil(lambda: [i["id"] for i in window.chats.items] == [first], timeout=10000)
+    files = list((data_dir / "data" / "conversations").glob("*.json"))
+    assert [f.stem for f in files] == [first]
+    assert len(json.loads(files[0].read_text("utf-8"))["messages"]) == 4
+
+
+def test_cancelling_a_delete_keeps_the_chat(window, qtbot):
+    send_and_wait(qtbot, window, "Keep me")
+    qtbot.waitUntil(lambda: window.chats.list.count() == 1, timeout=5000)
+    window.chats.list.setCurrentRow(0)
+    window.chats.delete_button.click()
+    window.chats.confirm.button(QMessageBox.StandardButton.Cancel).click()
+    qtbot.wait(200)
+    assert len(ConversationStore().list_all()) == 1
+
+
+def test_export_and_a_damaged_file_notice(make_window, qtbot, tmp_path, data_dir):
+    conv = data_dir / "data" / "conversations"
+    conv.mkdir(parents=True)
+    (conv / "broken.json").write_text("{not json", "utf-8")
+    w = make_window()
+    qtbot.waitUntil(lambda: "damaged" in w.chat.toPlainText(), timeout=5000)
+    assert (conv / "broken.json.corrupt").exists()
+    send_and_wait(qtbot, w, "Export me")
+    out = tmp_path / "out.md"
+    with qtbot.waitSignal(w.commandFinished, timeout=10000):
+        w.requestExport.emit(str(out))
+    assert "## You\n\nExport me" in out.read_text("utf-8")
+
+
+def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir):
+    from desklm.ui.app import build_window
+
+    args = argparse.Namespace(model=str(model_path), self_test=False, screenshot=None,
+                              ctx="1024", threads=None, gpu_layers=None, max_tokens="8",
+                              temperature=None, seed=None, system=None)
+    w = build_window(args)
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        w.start()
+    with qtbot.waitSignal(w.settingsSynced, timeout=10000):
+        w.settings_panel.editors["temperature"].slider.setValue(6)  # 0.30
+    send_and_wait(qtbot, w, "Persist me")
+    w.resize(760, 560)  # within the offscreen screen (800x600): restoring clamps to it
+    w.shutdown()
+    saved = AppConfig().load()
+    assert saved["settings"]["temperature"] == 0.3 and saved["settings"]["n_ctx"] == 1024
+    assert saved["last_model"] == str(model_path) and saved["geometry"]
+    # start again with no command-line settings: the saved ones come back
+    args2 = argparse.Namespace(model=None, self_test=False, screenshot=None, ctx=None,
+                               threads=None, gpu_layers=None, max_tokens=None,
+                               temperature=None, seed=None, system=None)
+    w2 = build_window(args2)
+    qtbot.addWidget(w2)
+    with qtbot.waitSignal(w2.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
+        w2.start()
+    try:
+        assert b.args[0].path == model_path and b.args[0].n_ctx == 1024
+        assert w2.settings_panel.value("temperature") == 0.3
+        assert (w2.width(), w2.height()) == (760, 560)
+        qtbot.waitUntil(lambda: w2.chats.list.count() == 1, timeout=5000)
+        assert w2.chats.items[0]["title"] == "Persist me"
+    finally:
+        w2.shutdown()
+
+
+def test_a_damaged_settings_file_falls_back_to_defaults(qtbot, data_dir, model_path):
+    from desklm.ui.app import build_window
+
+    cfg = data_dir / "config" / "settings.json"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("{{{", "utf-8")
+    args = argparse.Namespace(model=str(model_path), self_test=False, screenshot=None, ctx=None,
+                              threads=None, gpu_layers=None, max_tokens=None, temperature=None,
+                              seed=None, system=None)
+    w = build_window(args)
+    qtbot.addWidget(w)
+    try:
+        assert "damaged" in w.chat.toPlainText()
+        assert w.settings_panel.value("temperature") == 0.7
+    finally:
+        w.shutdown()
