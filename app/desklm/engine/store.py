@@ -160,7 +160,7 @@ class ConversationStore:
     def list_all(self) -> list[dict[str, Any]]:
         """Summaries, newest first. Damaged files are moved aside and noted in ``problems``."""
         self.problems = []
-        out = []
+        out: list[dict[str, Any]] = []
         if not self.root.exists():
             return out
         for p in sorted(self.root.glob("*.json")):
