@@ -257,3 +257,21 @@ def test_streaming_updates_are_batched_not_per_token(qtbot):
     # one repaint per 50 ms tick at most, not one per token
     assert 1 <= v.flush_count <= elapsed / 0.05 + 3
     assert "tok1999" in v.toPlainText()
+
+
+def test_fit_estimate_in_the_panel_and_auto(window, qtbot):
+    from desklm.engine.fit import MB, NA
+
+    panel = window.settings_panel
+    qtbot.waitUntil(lambda: panel.fit is not None, timeout=5000)
+    assert panel.fit_label.text().startswith("Memory: fits: needs")
+    before = panel.fit.ram
+    row = panel.editors["n_ctx"]
+    row.slider.setValue(row.values.index(8192))
+    assert panel.fit.ram > before and panel.fit.n_ctx == 8192  # follows the slider, pre-load
+    panel.set_free(450 * MB, NA)  # as if the machine had little memory left
+    panel.update_fit()
+    assert "won't fit" in panel.fit_label.text()
+    panel.auto_button.click()
+    assert panel.pending["n_ctx"] < 8192 and panel.fit.verdict == "fits"
+    assert "reload needed" in panel.labels["n_ctx"].text()

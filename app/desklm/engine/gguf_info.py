@@ -57,6 +57,8 @@ class GGUFInfo:
     tensor_count: int
     tensor_data_end: int
     arrays: dict[str, int] = field(default_factory=dict)  # array key -> element count
+    layer_bytes: dict[int, int] = field(default_factory=dict)  # blk.N tensors' bytes by N
+    other_bytes: int = 0  # embeddings, output head and other tensors outside the blocks
 
     def arch_value(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(f"{self.architecture}.{key}", default)
@@ -228,6 +230,8 @@ def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> G
         meta[key] = _value(cur, vtype, key, arrays)
     cur.where = "tensor information"
     ends: list[int] = []
+    layer_bytes: dict[int, int] = {}
+    other_bytes = 0
     for _ in range(n_tensors):
         name = cur.string()
         n_dims = cur.unpack("I")
@@ -242,7 +246,13 @@ def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> G
             block, type_size = quant_sizes[qtype(ttype)]
         except (ValueError, KeyError):
             raise DeskLMError(f"tensor '{name}' has an unknown data type {ttype}") from None
-        ends.append(offset + n_el * type_size // block)
+        nbytes = n_el * type_size // block
+        ends.append(offset + nbytes)
+        parts = name.split(".")
+        if len(parts) > 2 and parts[0] == "blk" and parts[1].isdigit():
+            layer_bytes[int(parts[1])] = layer_bytes.get(int(parts[1]), 0) + nbytes
+        else:
+            other_bytes += nbytes
     align = meta.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(align, int) or align <= 0 or align & (align - 1):
         raise DeskLMError(f"metadata is corrupted (alignment {align!r})")
@@ -270,4 +280,6 @@ def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> G
         tensor_count=n_tensors,
         tensor_data_end=data_end,
         arrays=arrays,
+        layer_bytes=layer_bytes,
+        other_bytes=other_bytes,
     )

@@ -228,6 +228,8 @@ class ChatEngine:
         self._progress_fn: Callable[[float], None] | None = None
         self._progress_cb = llama_cpp.llama_progress_callback(self._on_progress)
         self.live_tokens = 0  # completion tokens of the running reply, readable from any thread
+        self.check_fit = True  # refuse loads the memory estimate says cannot fit
+        self.last_fit: Any = None
 
     # -- lifecycle --
     @property
@@ -275,7 +277,21 @@ class ChatEngine:
         assert self.load_info is not None
         return self.load_info
 
+    def _check_fit(self, info: GGUFInfo, s: Settings) -> None:
+        """Refuse a load the memory estimate says cannot fit, with the numbers."""
+        from desklm.engine.fit import NO_FIT, estimate
+
+        est = estimate(info, s["n_ctx"], s["n_gpu_layers"], s["kv_cache_type"],
+                       n_ubatch=min(512, s["n_batch"]), flash_attn=s["flash_attn"],
+                       gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+        self.last_fit = est
+        if est.verdict == NO_FIT:
+            raise DeskLMError(f"{info.path.name} will not fit: " + "; ".join(est.reasons)
+                              + "; lower the context length or GPU layers (or press Auto)")
+
     def _load(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
+        if self.check_fit:
+            self._check_fit(info, s)
         before = LLAMA_LOG.snapshot()
         t0 = time.perf_counter()
         kv = KV_TYPES[s["kv_cache_type"]]

@@ -163,6 +163,7 @@ class MainWindow(QMainWindow):
         w.commandDone.connect(self._on_command_done)
         w.commandFailed.connect(self._on_command_failed)
         w.settingsChanged.connect(self._on_settings_changed)
+        w.modelInfo.connect(self.settings_panel.set_model_info)
         w.errored.connect(self.report_error)
         w.conversationsListed.connect(self._on_conversations)
         w.conversationOpened.connect(self._on_conversation_opened)
@@ -571,7 +572,13 @@ class MainWindow(QMainWindow):
         self._drain_queue()
 
     def _on_snapshot(self, snap: Snapshot) -> None:
+        from desklm.engine.monitor import NA, is_na
+
         self.gauges.on_snapshot(snap)
+        free_ram = NA if is_na(snap.ram_total) else snap.ram_total - snap.ram_used
+        free_vram = [g.vram_total - g.vram_used for g in snap.gpus
+                     if not is_na(g.vram_total) and not is_na(g.vram_used)]
+        self.settings_panel.set_free(free_ram, sum(free_vram) if free_vram else NA)
         self.settings_panel.set_gpu_available(bool(snap.gpus) and bool(
             self.load_info and self.load_info.gpu_offload_supported))
 

@@ -116,6 +116,9 @@ class SettingsPanel(QWidget):
         self.editors: dict[str, Any] = {}
         self.gpu_available = False
         self.n_layers = 0
+        self.model_info: Any = None  # GGUFInfo of the loaded model
+        self.free: tuple[Any, Any] | None = None  # (free RAM, free VRAM) from the sampler
+        self.fit: Any = None  # the last FitEstimate shown
         cores = logical_cores()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -141,11 +144,26 @@ class SettingsPanel(QWidget):
             cb.setChecked(bool(settings[name]))
             cb.toggled.connect(lambda v, n=name: self._edited(n, v))
             self._row(mform, name, cb)
+        self.fit_label = QLabel("Memory: load a model to estimate")
+        self.fit_label.setObjectName("fit")
+        self.fit_label.setWordWrap(True)
+        self.fit_label.setToolTip("Estimated from the model file before loading: weights, KV "
+                                  "cache and working memory, against free RAM and VRAM.")
+        mform.addRow(self.fit_label)
+        self.auto_button = QPushButton("Auto")
+        self.auto_button.setObjectName("auto")
+        self.auto_button.setToolTip("Pick the most GPU layers, then the longest context, that "
+                                    "fit with a safety margin")
+        self.auto_button.setEnabled(False)
+        self.auto_button.clicked.connect(self.auto)
         self.apply_button = QPushButton("Apply && reload")
         self.apply_button.setObjectName("apply")
         self.apply_button.setEnabled(False)
         self.apply_button.clicked.connect(self.apply)
-        mform.addRow(self.apply_button)
+        brow = QHBoxLayout()
+        brow.addWidget(self.auto_button)
+        brow.addWidget(self.apply_button, 1)
+        mform.addRow(brow)
         outer.addWidget(model)
 
         live = QGroupBox("Threads (live)")
@@ -212,6 +230,46 @@ class SettingsPanel(QWidget):
             self.changed.emit({name: value})
         self._update_gpu_warning()
 
+    def pending_or_current(self, name: str) -> Any:
+        return self.pending.get(name, self.settings[name])
+
+    def set_model_info(self, info: Any) -> None:
+        self.model_info = info
+        self.auto_button.setEnabled(True)
+        self.update_fit()
+
+    def set_free(self, free_ram: Any, free_vram: Any) -> None:
+        self.free = (free_ram, free_vram)
+        if self.fit is None and self.model_info is not None:
+            self.update_fit()
+
+    def update_fit(self) -> None:
+        from desklm.engine.fit import FITS, TIGHT, estimate
+
+        if self.model_info is None:
+            return
+        v = self.pending_or_current
+        self.fit = estimate(self.model_info, v("n_ctx"), v("n_gpu_layers"), v("kv_cache_type"),
+                            n_ubatch=min(512, v("n_batch")), flash_attn=v("flash_attn"),
+                            gpu_offload=self.gpu_available, free=self.free)
+        color = {FITS: "#3fb68b", TIGHT: "#e0a030"}.get(self.fit.verdict, "#e05050")
+        self.fit_label.setText(f"Memory: {self.fit.summary()}")
+        self.fit_label.setStyleSheet(f"color: {color};")
+
+    def auto(self) -> None:
+        from desklm.engine.fit import auto_fit
+
+        if self.model_info is None:
+            return
+        v = self.pending_or_current
+        best = auto_fit(self.model_info, v("kv_cache_type"), v("flash_attn"),
+                        gpu_offload=self.gpu_available, free=self.free)
+        self.editors["n_ctx"].set_values(self.editors["n_ctx"].values + (
+            [] if best.n_ctx in self.editors["n_ctx"].values else [best.n_ctx]), best.n_ctx)
+        self.editors["n_gpu_layers"].set_value(best.n_gpu_layers)
+        self._edited("n_ctx", best.n_ctx)
+        self._edited("n_gpu_layers", best.n_gpu_layers)
+
     def _mark(self) -> None:
         for name, label in self.labels.items():
             if SCHEMA[name].needs_reload:
@@ -219,6 +277,7 @@ class SettingsPanel(QWidget):
                 label.setText(SCHEMA[name].label + (" • reload needed" if pend else ""))
                 label.setStyleSheet(RELOAD_STYLE if pend else "")
         self.apply_button.setEnabled(bool(self.pending))
+        self.update_fit()
 
     def apply(self) -> None:
         if self.pending:

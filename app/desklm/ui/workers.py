@@ -46,6 +46,7 @@ class InferenceWorker(QObject):
         commandDone(object): CommandResult of a slash command or settings change.
         commandFailed(str): one-line reason.
         settingsChanged(object): a copy of the Settings in effect, after a load or a change.
+        modelInfo(object): the loaded model's GGUFInfo (read-only), for the fit estimate.
         conversationsListed(object, object): summaries (newest first), and problems found.
         conversationOpened(object): the record of the conversation now shown (new or opened).
         errored(str): an unexpected error in the worker (logged with its traceback).
@@ -62,6 +63,7 @@ class InferenceWorker(QObject):
     commandDone = Signal(object)
     commandFailed = Signal(str)
     settingsChanged = Signal(object)
+    modelInfo = Signal(object)
     conversationsListed = Signal(object, object)
     conversationOpened = Signal(object)
     errored = Signal(str)
@@ -101,6 +103,7 @@ class InferenceWorker(QObject):
             if not path:
                 path = str(embedded_model_path())
             self.session.load(Path(path), progress=self._progress)
+            self.modelInfo.emit(self.engine.info)
             self.loaded.emit(self.engine.load_info)
             self._settings_changed()
         except LoadCancelled as e:

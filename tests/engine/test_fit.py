@@ -1,0 +1,91 @@
+"""The memory-fit estimate against real measurements, and the verdicts it gives."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import desklm.engine.fit as fit
+from desklm.engine.fit import FITS, MB, NO_FIT, TIGHT, auto_fit, estimate
+from desklm.engine.gguf_info import read_gguf
+from desklm.engine.llm import ChatEngine
+from desklm.errors import DeskLMError
+from tests.conftest import small_settings
+
+MEASURE = """
+import json, sys, psutil
+from desklm.engine.llm import ChatEngine
+from desklm.engine.settings import Settings
+n_ctx = int(sys.argv[2])
+p = psutil.Process(); before = p.memory_info().rss
+e = ChatEngine(); e.load(sys.argv[1], Settings({"n_ctx": n_ctx}))
+tokens = e.tokenize("word " * n_ctx)[: int(n_ctx * 0.9)]  # fill 90% of the context
+e.generate(tokens, Settings({"max_tokens": 2}))
+print(json.dumps({"growth": p.memory_info().rss - before}))
+"""
+
+
+@pytest.mark.parametrize("n_ctx", [2048, 4096])
+def test_estimate_matches_measured_memory_growth_within_25_percent(model_path, n_ctx):
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(model_path), str(n_ctx)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    growth = json.loads(r.stdout.strip().splitlines()[-1])["growth"]
+    est = estimate(read_gguf(model_path), n_ctx, free=(10**12, fit.NA)).ram
+    assert abs(est - growth) / growth < 0.25, (est / MB, growth / MB)
+
+
+def test_the_parts_scale_as_they_should(model_path):
+    info = read_gguf(model_path)
+    free = (64 * 1024 * MB, 16 * 1024 * MB)
+    a = estimate(info, 4096, free=free)
+    b = estimate(info, 8192, free=free)
+    assert b.kv_ram == 2 * a.kv_ram and b.weights_ram == a.weights_ram
+    # Gemma 3 270M: 18 layers x 1 KV head x (256 + 256) x 2 bytes per token
+    assert a.kv_ram == 4096 * 18 * 512 * 2
+    q8 = estimate(info, 4096, kv_cache_type="q8_0", free=free)
+    assert q8.kv_ram < 0.55 * a.kv_ram
+    fa = estimate(info, 4096, flash_attn=True, free=free)
+    assert fa.compute_ram < a.compute_ram
+    gpu = estimate(info, 4096, n_gpu_layers=-1, free=free)
+    assert gpu.kv_ram == 0 and gpu.kv_vram == a.kv_ram
+    assert gpu.weights_vram >= sum(info.layer_bytes.values())
+    half = estimate(info, 4096, n_gpu_layers=9, free=free)
+    assert 0 < half.weights_vram < gpu.weights_vram and half.kv_vram == a.kv_ram // 2
+    assert estimate(info, 4096, n_gpu_layers=5, gpu_offload=False, free=free).vram == 0
+
+
+def test_verdicts(model_path):
+    info = read_gguf(model_path)
+    need = estimate(info, 4096, free=(10**12, fit.NA)).ram
+    assert estimate(info, 4096, free=(int(need * 2), fit.NA)).verdict == FITS
+    assert estimate(info, 4096, free=(int(need * 1.05), fit.NA)).verdict == TIGHT
+    small = estimate(info, 4096, free=(int(need * 0.5), fit.NA))
+    assert small.verdict == NO_FIT and "RAM: needs" in small.reasons[0]
+    gpu = estimate(info, 4096, n_gpu_layers=-1, free=(10**12, 10 * MB))
+    assert gpu.verdict == NO_FIT and "VRAM" in gpu.reasons[0]
+
+
+def test_auto_picks_the_longest_context_that_fits(model_path):
+    info = read_gguf(model_path)
+    free = (700 * MB, fit.NA)
+    best = auto_fit(info, free=free)
+    assert best.verdict == FITS and best.n_gpu_layers == 0
+    assert estimate(info, best.n_ctx * 2, free=free).verdict != FITS
+    roomy = auto_fit(info, free=(10**12, fit.NA))
+    assert roomy.n_ctx == info.context_length
+    # with a GPU that has room for everything at 4096, all layers go to it
+    gpu = auto_fit(info, free=(10**12, 8 * 1024 * MB))
+    assert gpu.n_gpu_layers == -1
+
+
+def test_a_load_that_cannot_fit_is_refused_with_the_numbers(model_path, monkeypatch):
+    # this machine has 24 GB: pretend only 200 MB are free (the one thing we cannot do for real)
+    monkeypatch.setattr(fit, "free_memory", lambda sampler=None: (200 * MB, fit.NA))
+    eng = ChatEngine()
+    with pytest.raises(DeskLMError) as e:
+        eng.load(model_path, small_settings())
+    msg = str(e.value)
+    assert "will not fit" in msg and "200 MB free" in msg and "needs" in msg
+    assert not eng.loaded
