@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--no-save", action="store_true",
                       help="do not save this conversation")
 
+    models = sub.add_parser("models", help="models on this machine, and downloads")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ml = msub.add_parser("list", help="the embedded model, models opened before, and GGUF "
+                         "files in the Hugging Face cache")
+    ml.add_argument("--json", action="store_true", help="print JSON")
+    mp = msub.add_parser("pull", help="download a GGUF file from Hugging Face")
+    mp.add_argument("repo", help="repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF")
+    mp.add_argument("file", nargs="?", help="which .gguf file (lists them when omitted)")
+
     hist = sub.add_parser("history", help="saved conversations")
     hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hl = hsub.add_parser("list", help="list saved conversations, newest first")
@@ -112,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_chat(args)
         if args.command == "history":
             return cmd_history(args)
+        if args.command == "models":
+            return cmd_models(args)
         return cmd_gui(args)
     except DeskLMError as e:
         _err(str(e))
@@ -150,6 +162,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     store = None if args.no_save else ConversationStore()
     session = ChatSession(resolve_model(args.model), settings, store=store)
     info = session.load()
+    if args.model:
+        from desklm.engine.models import remember_model
+
+        remember_model(info.path)
     out = sys.stdout
     tty = sys.stdin.isatty() and out.isatty()
     for note in info.notes:
@@ -240,6 +256,59 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                 emit({"error": str(e)})
             else:
                 _err(str(e))
+    return 0
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.models_command == "list":
+        from desklm.engine.models import catalog
+
+        items = catalog()
+        if args.json:
+            print(json.dumps(items, ensure_ascii=False))
+        else:
+            for it in items:
+                print(f"{_mb(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
+        return 0
+    from desklm.engine import hub
+
+    files = hub.list_gguf_files(args.repo)
+    if args.file is None:
+        if len(files) != 1:
+            print(f"{args.repo} has {len(files)} GGUF files; pick one:", file=sys.stderr)
+            for f in files:
+                print(f"{_mb(f.size):>10}  {f.path}")
+            return 0 if files else 2
+        chosen = files[0]
+    else:
+        match = [f for f in files if f.path == args.file or Path(f.path).name == args.file]
+        if not match:
+            raise DeskLMError(f"{args.repo} has no file '{args.file}'; it has: "
+                              + ", ".join(f.path for f in files))
+        chosen = match[0]
+    t0 = time.monotonic()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if sys.stderr is None or (now - last[0] < 0.2 and done < total):
+            return
+        last[0] = now
+        speed = done / max(1e-6, now - t0)
+        eta = (total - done) / speed if speed > 0 and total else 0
+        pct = 100 * done / total if total else 0
+        print(f"\r{chosen.path}: {pct:5.1f}%  {_mb(done)} / {_mb(total)}  {_mb(speed)}/s  "
+              f"ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
+
+    path = hub.download(chosen, progress)
+    if sys.stderr is not None:
+        print(file=sys.stderr)
+    print(path)
+    print(f"verified sha256; chat with it: desklm chat --model '{path}'", file=sys.stderr)
     return 0
 
 

@@ -211,7 +211,23 @@ def _looks_like_text(data: bytes) -> bool:
     return all(b >= 9 for b in data)
 
 
-def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> GGUFInfo:
+def read_gguf_header(data: bytes, file_size: int, name: str = "remote.gguf") -> GGUFInfo:
+    """Parse the header from the first bytes of a file (e.g. a ranged download).
+
+    Raises DeskLMError "truncated in the metadata/tensor information" when ``data`` is too
+    short: fetch more and try again.
+    """
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    if data[:4] != GGUF_MAGIC:
+        raise DeskLMError(f"{name}: not a GGUF model file")
+    return _parse(Path(name), data, len(data), GGML_QUANT_SIZES, GGMLQuantizationType,
+                  file_size=file_size)
+
+
+def _parse(p: Path, mm: mmap.mmap | bytes, size: int, quant_sizes: Any, qtype: Any,
+           file_size: int | None = None) -> GGUFInfo:
+    file_size = size if file_size is None else file_size
     cur = _Cursor(mm, size)
     cur.pos = 4
     version = cur.unpack("I")
@@ -258,9 +274,9 @@ def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> G
         raise DeskLMError(f"metadata is corrupted (alignment {align!r})")
     data_start = (cur.pos + align - 1) // align * align
     data_end = data_start + (max(ends) if ends else 0)
-    if data_end > size:
+    if data_end > file_size:
         raise DeskLMError(
-            f"file is truncated in the tensor data ({size:,} bytes, needs {data_end:,})"
+            f"file is truncated in the tensor data ({file_size:,} bytes, needs {data_end:,})"
         )
     arch = meta.get("general.architecture")
     if not isinstance(arch, str) or not arch:
@@ -272,7 +288,7 @@ def _parse(p: Path, mm: mmap.mmap, size: int, quant_sizes: Any, qtype: Any) -> G
     general_name = meta.get("general.name")
     return GGUFInfo(
         path=p,
-        file_size=size,
+        file_size=file_size,
         version=version,
         architecture=arch,
         name=general_name if isinstance(general_name, str) and general_name else p.stem,

