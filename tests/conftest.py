@@ -68,3 +68,46 @@ def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None,
         [sys.executable, "-m", "desklm", *args], input=stdin, capture_output=True, text=True,
         timeout=timeout, env=e,
     )
+
+
+# --- a local stand-in for the Hugging Face endpoints (see tests/hubserver.py) ---------------
+REPO = "someone/Tiny-GGUF"
+
+
+def big_gguf(path: Path, mb: int = 6) -> Path:
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(2048)
+    w.add_block_count(1)
+    w.add_tensor("blk.0.ffn_up.weight", np.ones((mb * 1024, 256), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """Network allowed (the test session is offline by default), cache in a temp dir."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path
+
+
+@pytest.fixture
+def server(online, monkeypatch, tmp_path, model_path):
+    from tests.hubserver import HubFiles, HubServer
+
+    files = HubFiles(files={REPO: {"tiny.gguf": big_gguf(tmp_path / "tiny.gguf"),
+                                   "gemma.gguf": model_path}})
+    with HubServer(files) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        yield srv
+
+

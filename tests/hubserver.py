@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,7 @@ class HubFiles:
     break_times: int = 0
     corrupt: bool = False
     gated: bool = False
+    chunk_delay: float = 0.0  # seconds per 1 MB sent: a slow link
     requests: list[str] = field(default_factory=list)
     _sha: dict[Path, str] = field(default_factory=dict)
 
@@ -127,6 +129,8 @@ def make_handler(hub: HubFiles) -> type[BaseHTTPRequestHandler]:
                         self.close_connection = True
                         return
                     self.wfile.write(chunk)
+                    if hub.chunk_delay:
+                        time.sleep(hub.chunk_delay)
                     sent += len(chunk)
                     left -= len(chunk)
 

@@ -4,51 +4,13 @@ import itertools
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from desklm.engine import hub
 from desklm.engine.fit import estimate
 from desklm.engine.llm import ChatEngine
 from desklm.errors import DeskLMError
-from tests.conftest import small_settings
-from tests.hubserver import HubFiles, HubServer
-
-REPO = "someone/Tiny-GGUF"
-
-
-def big_gguf(path: Path, mb: int = 6) -> Path:
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(2048)
-    w.add_block_count(1)
-    w.add_tensor("blk.0.ffn_up.weight", np.ones((mb * 1024, 256), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    """Network allowed (the test session is offline by default), cache in a temp dir."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    return tmp_path
-
-
-@pytest.fixture
-def server(online, monkeypatch, tmp_path, model_path):
-    files = HubFiles(files={REPO: {"tiny.gguf": big_gguf(tmp_path / "tiny.gguf"),
-                                   "gemma.gguf": model_path}})
-    with HubServer(files) as srv:
-        monkeypatch.setenv("HF_ENDPOINT", srv.url)
-        yield srv
+from tests.conftest import REPO, small_settings
 
 
 def remote(name="tiny.gguf"):

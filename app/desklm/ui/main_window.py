@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.queue: list[str] = []
         self.errors: list[str] = []
         self.last_dialog: QMessageBox | None = None
+        self.models_dialog: Any = None
         self._turn_t0 = 0.0
         self._first_token_t: float | None = None
         self._prompt_tokens = 0
@@ -209,7 +210,12 @@ class MainWindow(QMainWindow):
     def _build_actions(self) -> None:
         mb = self.menuBar()
         file = mb.addMenu("&File")
-        self.open_action = QAction("&Open model…", self)
+        self.models_action = QAction("&Models…", self)
+        self.models_action.setShortcut(QKeySequence("Ctrl+M"))
+        self.models_action.setToolTip("Models on this machine, and downloads from Hugging Face")
+        self.models_action.triggered.connect(self.show_models)
+        file.addAction(self.models_action)
+        self.open_action = QAction("&Open model file…", self)
         self.open_action.setShortcut(QKeySequence.StandardKey.Open)
         self.open_action.triggered.connect(self.open_model_dialog)
         file.addAction(self.open_action)
@@ -245,6 +251,7 @@ class MainWindow(QMainWindow):
         tb = self.addToolBar("Main")
         tb.setObjectName("toolbar")
         tb.setMovable(False)
+        tb.addAction(self.models_action)
         tb.addAction(self.open_action)
         tb.addAction(self.reset_action)
         tb.addAction(self.stop_action)
@@ -277,6 +284,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         t0 = time.perf_counter()
         self.queue.clear()
+        if self.models_dialog is not None:
+            self.models_dialog.shutdown()
         self.worker.stop()  # a direct Event: not queued behind a running reply or load
         self.live_timer.stop()
         if self.sampler_thread.isRunning():
@@ -300,12 +309,14 @@ class MainWindow(QMainWindow):
         info = self.load_info
         embedded = info is not None and info.path.name == "gemma-3-270m-q4_k_m.gguf" and \
             "DeskLM" in str(info.path)
-        data = {
+        data = self.config.load()  # keep what others wrote (the recent models list)
+        data.pop("schema", None)
+        data.update({
             "last_model": "" if info is None or embedded else str(info.path),
             "settings": self.settings_panel.settings.to_dict(),
             "geometry": bytes(self.saveGeometry().toBase64().data()).decode("ascii"),
             "window_state": bytes(self.saveState().toBase64().data()).decode("ascii"),
-        }
+        })
         try:
             self.config.save(data)
         except OSError as e:
@@ -415,6 +426,19 @@ class MainWindow(QMainWindow):
         self.status.setText("Reloading the model with new settings…")
         self.requestSettings.emit(values)
 
+    def show_models(self) -> Any:
+        """The Models dialog (non-modal): local models and Hugging Face downloads."""
+        from desklm.ui.model_dialog import ModelDialog
+
+        if self.models_dialog is not None:
+            self.models_dialog.shutdown()
+        dlg = ModelDialog(self, free=self.settings_panel.free,
+                          gpu_offload=self.settings_panel.gpu_available)
+        dlg.loadRequested.connect(self.load_model)
+        dlg.show()
+        self.models_dialog = dlg
+        return dlg
+
     def open_model_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()),
                                               "GGUF models (*.gguf);;All files (*)")
@@ -462,6 +486,9 @@ class MainWindow(QMainWindow):
         self.gauges.set_context(0, info.n_ctx)
         for note in info.notes:
             self.chat.add_notice(note)
+        from desklm.engine.models import remember_model
+
+        remember_model(info.path)
         self._set_busy_ui()
         self.modelLoaded.emit(info)
         self._drain_queue()
@@ -602,6 +629,7 @@ class MainWindow(QMainWindow):
         self.send_button.setToolTip("Stop the reply (Esc)" if busy else "Send (Enter)")
         self.stop_action.setEnabled(busy or self.loading)
         self.open_action.setEnabled(not self.loading)
+        self.models_action.setEnabled(not self.loading)
         self.settings_panel.apply_button.setEnabled(
             bool(self.settings_panel.pending) and not self.loading)
 

@@ -1,0 +1,313 @@
+"""The Models dialog: models on this machine, and downloads from Hugging Face.
+
+Network work runs in a :class:`HubWorker` on its own thread; Cancel sets an Event directly.
+Nothing touches the network until the user presses "List files" or "Download".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desklm.engine import hub
+from desklm.errors import DeskLMError
+
+
+def human(n: float) -> str:
+    return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
+
+
+class HubWorker(QObject):
+    """Signals:
+    filesListed(object): list of RemoteFile.
+    fitReady(str, str, str): file path, verdict, summary.
+    progress(int, int): bytes done, bytes total.
+    downloaded(str): local path, checksum verified.
+    failed(str): one-line reason.
+    """
+
+    filesListed = Signal(object)
+    fitReady = Signal(str, str, str)
+    progress = Signal(int, int)
+    downloaded = Signal(str)
+    failed = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancel = threading.Event()
+        self.free: tuple[Any, Any] | None = None
+        self.gpu_offload = False
+        self._last = 0.0
+
+    @Slot(str)
+    def listFiles(self, repo: str) -> None:
+        from desklm.engine.fit import auto_fit
+
+        self.cancel.clear()
+        try:
+            files = hub.list_gguf_files(repo)
+        except DeskLMError as e:
+            self.failed.emit(str(e))
+            return
+        self.filesListed.emit(files)
+        for f in files:  # then the fit of each, from its header alone
+            if self.cancel.is_set():
+                return
+            try:
+                info = hub.remote_header(f)
+                est = auto_fit(info, gpu_offload=self.gpu_offload, free=self.free,
+                               max_ctx=8192)
+                summary = f"{est.verdict} at {est.n_ctx} tokens" + (
+                    " on the GPU" if est.n_gpu_layers else "")
+                self.fitReady.emit(f.path, est.verdict, f"{summary} — {est.summary()}")
+            except DeskLMError as e:
+                self.fitReady.emit(f.path, "unknown", str(e))
+
+    @Slot(object)
+    def download(self, f: hub.RemoteFile) -> None:
+        self.cancel.clear()
+        try:
+            path = hub.download(f, self._progress, self.cancel)
+        except DeskLMError as e:
+            self.failed.emit(str(e))
+            return
+        self.downloaded.emit(str(path))
+
+    def _progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last > 0.1 or done >= total:
+            self._last = now
+            self.progress.emit(done, total)
+
+
+class ModelDialog(QDialog):
+    """Signals:
+    loadRequested(str): a model file to load.
+    """
+
+    loadRequested = Signal(str)
+    requestList = Signal(str)
+    requestDownload = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None, free: tuple[Any, Any] | None = None,
+                 gpu_offload: bool = False) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.setObjectName("models_dialog")
+        self.resize(760, 560)
+        self.files: list[hub.RemoteFile] = []
+        self.load_box: QMessageBox | None = None
+        self.last_error = ""
+        self._t0 = 0.0
+
+        local = QGroupBox("On this machine")
+        self.local_list = QListWidget()
+        self.local_list.setObjectName("local_models")
+        self.local_list.itemDoubleClicked.connect(lambda _i: self._load_local())
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(self._load_local)
+        ll = QVBoxLayout(local)
+        ll.addWidget(self.local_list)
+        ll.addWidget(self.load_button, 0, Qt.AlignmentFlag.AlignRight)
+
+        remote = QGroupBox("Download from Hugging Face")
+        self.repo = QComboBox()
+        self.repo.setEditable(True)
+        self.repo.setObjectName("repo")
+        for repo_id, label in hub.CURATED:
+            self.repo.addItem(f"{repo_id}", repo_id)
+            self.repo.setItemData(self.repo.count() - 1, label, Qt.ItemDataRole.ToolTipRole)
+        self.repo.setCurrentText("")
+        self.repo.lineEdit().setPlaceholderText("owner/repo, or pick a suggestion")
+        self.list_button = QPushButton("List files")
+        self.list_button.clicked.connect(self.list_files)
+        top = QHBoxLayout()
+        top.addWidget(self.repo, 1)
+        top.addWidget(self.list_button)
+        self.table = QTableWidget(0, 3)
+        self.table.setObjectName("remote_files")
+        self.table.setHorizontalHeaderLabels(["File", "Size", "Fit on this machine"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.download_button = QPushButton("Download")
+        self.download_button.clicked.connect(self.download_selected)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress_label = QLabel("Nothing is sent anywhere until you list or download.")
+        self.progress_label.setObjectName("download_status")
+        self.progress_label.setWordWrap(True)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.progress, 1)
+        bottom.addWidget(self.download_button)
+        bottom.addWidget(self.cancel_button)
+        rl = QVBoxLayout(remote)
+        rl.addLayout(top)
+        rl.addWidget(self.table, 1)
+        rl.addLayout(bottom)
+        rl.addWidget(self.progress_label)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(local, 1)
+        lay.addWidget(remote, 2)
+
+        self.worker = HubWorker()
+        self.worker.free = free
+        self.worker.gpu_offload = gpu_offload
+        self.thread = QThread()
+        self.thread.setObjectName("hub")
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+        self.requestList.connect(self.worker.listFiles)
+        self.requestDownload.connect(self.worker.download)
+        self.worker.filesListed.connect(self._on_files)
+        self.worker.fitReady.connect(self._on_fit)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.downloaded.connect(self._on_downloaded)
+        self.worker.failed.connect(self._on_failed)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.refresh_local()
+
+    # -- local --
+    def refresh_local(self) -> None:
+        from desklm.engine.models import catalog
+
+        self.local_list.clear()
+        for m in catalog():
+            item = QListWidgetItem(f"{m['name']}   ·   {human(float(str(m['size'])))}   ·   "
+                                   f"{m['source']}")
+            item.setData(Qt.ItemDataRole.UserRole, m["path"])
+            item.setToolTip(str(m["path"]))
+            self.local_list.addItem(item)
+
+    def _load_local(self) -> None:
+        item = self.local_list.currentItem()
+        if item is not None:
+            path = item.data(Qt.ItemDataRole.UserRole)
+            embedded = "DeskLM" in path and Path(path).name == "gemma-3-270m-q4_k_m.gguf"
+            self.loadRequested.emit("" if embedded else path)
+
+    # -- remote --
+    def list_files(self) -> None:
+        repo = self.repo.currentData() if self.repo.currentText() == self.repo.itemText(
+            self.repo.currentIndex()) and self.repo.currentData() else self.repo.currentText()
+        repo = str(repo).strip()
+        self.table.setRowCount(0)
+        self.progress_label.setText(f"Listing {repo}…")
+        self.list_button.setEnabled(False)
+        self.requestList.emit(repo)
+
+    def _on_files(self, files: list[hub.RemoteFile]) -> None:
+        self.files = files
+        self.list_button.setEnabled(True)
+        self.table.setRowCount(len(files))
+        for r, f in enumerate(files):
+            self.table.setItem(r, 0, QTableWidgetItem(f.path))
+            size = QTableWidgetItem(human(f.size))
+            size.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.table.setItem(r, 1, size)
+            self.table.setItem(r, 2, QTableWidgetItem("estimating…"))
+        if files:
+            self.table.selectRow(0)
+        self.progress_label.setText(f"{len(files)} GGUF file(s). Pick one and press Download.")
+
+    def _on_fit(self, path: str, verdict: str, summary: str) -> None:
+        colors = {"fits": "#3fb68b", "tight": "#e0a030", "won't fit": "#e05050"}
+        for r, f in enumerate(self.files):
+            if f.path == path:
+                item = QTableWidgetItem(summary.split(" — ")[0])
+                item.setToolTip(summary)
+                if verdict in colors:
+                    from PySide6.QtGui import QColor
+
+                    item.setForeground(QColor(colors[verdict]))
+                self.table.setItem(r, 2, item)
+
+    def selected_file(self) -> hub.RemoteFile | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        return self.files[rows[0].row()] if rows else None
+
+    def download_selected(self) -> None:
+        f = self.selected_file()
+        if f is None:
+            return
+        self._t0 = time.monotonic()
+        self.progress.setValue(0)
+        self.progress_label.setText(f"Downloading {f.path}…")
+        self.download_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.requestDownload.emit(f)
+
+    def cancel(self) -> None:
+        self.worker.cancel.set()  # direct: not queued behind the running download
+        self.progress_label.setText("Cancelling…")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if total:
+            self.progress.setValue(int(1000 * done / total))
+        dt = max(1e-6, time.monotonic() - self._t0)
+        speed = done / dt
+        eta = (total - done) / speed if speed > 0 and total else 0
+        self.progress_label.setText(f"{human(done)} / {human(total)} · {human(speed)}/s · "
+                                    f"ETA {eta:,.0f} s")
+
+    def _on_downloaded(self, path: str) -> None:
+        self.download_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setValue(1000)
+        self.progress_label.setText(f"Downloaded and verified (sha256): {path}")
+        self.refresh_local()
+        box = QMessageBox(QMessageBox.Icon.Question, "Download complete",
+                          f"{Path(path).name} is ready. Load it now?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setObjectName("load_now")
+
+        def done(result: int) -> None:
+            if result == QMessageBox.StandardButton.Yes:
+                self.loadRequested.emit(path)
+
+        box.finished.connect(done)
+        box.open()
+        self.load_box = box
+
+    def _on_failed(self, reason: str) -> None:
+        self.last_error = reason
+        self.list_button.setEnabled(True)
+        self.download_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress_label.setText(reason)
+
+    def done(self, result: int) -> None:  # closing the dialog stops its work
+        self.shutdown()
+        super().done(result)
+
+    def shutdown(self) -> None:
+        self.worker.cancel.set()
+        self.thread.quit()
+        self.thread.wait(5000)
