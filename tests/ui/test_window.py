@@ -275,3 +275,17 @@ def test_fit_estimate_in_the_panel_and_auto(window, qtbot):
     panel.auto_button.click()
     assert panel.pending["n_ctx"] < 8192 and panel.fit.verdict == "fits"
     assert "reload needed" in panel.labels["n_ctx"].text()
+
+
+def test_a_visible_notice_when_earlier_turns_are_dropped(make_window, qtbot):
+    w = make_window(n_ctx=512, max_tokens=16)
+    para = " ".join(["The quick brown fox jumps over the lazy dog."] * 10)
+    for i in range(6):
+        r = send_and_wait(qtbot, w, f"Note {i}: {para}")
+        if r.stats.trimmed:
+            break
+    assert r.stats.trimmed, "a 512-token context must overflow"
+    text = w.chat.toPlainText()
+    assert f"Dropped {len(r.stats.trimmed)} earlier message(s) to fit the 512-token context" \
+        in text
+    assert "Note 0" in text.split("Dropped")[1]  # it names what was dropped
