@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="log debug detail to the log file")
     p.add_argument("--self-test", action="store_true",
                    help="open the window, chat once on the model, /reset, print a JSON summary")
+    p.add_argument("--probe-model", metavar="PATH", help=argparse.SUPPRESS)
     p.add_argument("--screenshot", metavar="PATH",
                    help="with --self-test: save a PNG of the window")
     _add_model_args(p)
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.probe_model:  # internal: the child process of engine.probe
+        from desklm.engine.probe import child_main
+
+        return child_main(args.probe_model)
     if args.data_dir:
         os.environ["DESKLM_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from desklm.logs import install_excepthooks, setup_logging

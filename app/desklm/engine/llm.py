@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import llama_cpp
 import llama_cpp.llama_cpp as _llama_lowlevel
 
-from desklm.engine.chat_format import ChatTemplate, choose_template
+from desklm.engine.chat_format import ChatTemplate, builtin_template, choose_template, format_for
 from desklm.engine.gguf_info import GGUFInfo, read_gguf
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
@@ -157,6 +157,26 @@ class LoadInfo:
         return d
 
 
+def _suggest(reason: str) -> str:
+    low = reason.lower()
+    if "flash_attn" in low or "flash attention" in low:
+        return "; turn flash attention on, or use kv_cache_type f16"
+    if "out of memory" in low or "allocate" in low:
+        return "; lower the context length or GPU layers, or use a smaller KV cache type"
+    if "context" in low:
+        return "; try a smaller context length"
+    return ""
+
+
+def _is_embedded(path: Path) -> bool:
+    """The embedded model is verified by sha256 when assembled: no probe needed."""
+    from desklm.engine.models import EMBEDDED_NAME
+    from desklm.engine.store import app_dirs
+
+    return path.name == EMBEDDED_NAME and path.resolve().parent == (
+        app_dirs().cache / "models").resolve()
+
+
 def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
@@ -229,6 +249,8 @@ class ChatEngine:
         self._progress_cb = llama_cpp.llama_progress_callback(self._on_progress)
         self.live_tokens = 0  # completion tokens of the running reply, readable from any thread
         self.check_fit = True  # refuse loads the memory estimate says cannot fit
+        self.probe = True  # load unknown files in a child process first (engine.probe)
+        self.last_probe_s = 0.0
         self.last_fit: Any = None
 
     # -- lifecycle --
@@ -292,6 +314,10 @@ class ChatEngine:
     def _load(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
         if self.check_fit:
             self._check_fit(info, s)
+        if self.probe and not _is_embedded(info.path):
+            from desklm.engine.probe import probe
+
+            self.last_probe_s = probe(info.path)
         before = LLAMA_LOG.snapshot()
         t0 = time.perf_counter()
         kv = KV_TYPES[s["kv_cache_type"]]
@@ -315,7 +341,8 @@ class ChatEngine:
                 )
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
             reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-            raise DeskLMError(f"{info.path.name}: could not load: {reason}") from e
+            raise DeskLMError(f"{info.path.name}: could not load: {reason}{_suggest(reason)}"
+                              ) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
         model = llm._model.model
@@ -330,11 +357,26 @@ class ChatEngine:
                 return ""
             return llm._model.token_get_text(tid)
 
+        vocab_has = lambda t: single_token(t) is not None  # noqa: E731
         self.template = choose_template(
             info.architecture, info.chat_template,
             bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()),
-            vocab_has=lambda t: single_token(t) is not None,
+            vocab_has=vocab_has,
         )
+        if self.template.name == "gguf":
+            # A template that fails on a plain conversation (broken, or hostile: the sandbox
+            # stops it) must not make the model unusable: fall back to the built-in format.
+            try:
+                self.template.render([{"role": "system", "content": "s"},
+                                      {"role": "user", "content": "u"},
+                                      {"role": "assistant", "content": "a"},
+                                      {"role": "user", "content": "u"}])
+            except DeskLMError as e:
+                fallback = builtin_template(format_for(info.architecture, vocab_has))
+                notes.append(f"the model's own chat template failed ({e}); using the "
+                             f"{fallback.name} format instead")
+                log.warning("chat template rejected: %s", e)
+                self.template = fallback
         self._stop_token_ids = {
             t for t in (single_token(x) for x in self.template.stop) if t is not None
         }

@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         w.loadProgress.connect(self._on_load_progress)
         w.loaded.connect(self._on_loaded)
         w.loadFailed.connect(self._on_load_failed)
+        w.loadCancelled.connect(self._on_load_cancelled)
         w.turnStarted.connect(self._on_turn_started)
         w.token.connect(self._on_token)
         w.turnFinished.connect(self._on_turn_finished)
@@ -231,7 +232,7 @@ class MainWindow(QMainWindow):
         chat = mb.addMenu("&Chat")
         self.reset_action = QAction("&Reset conversation (/reset)", self)
         self.reset_action.setShortcut(QKeySequence("Ctrl+R"))
-        self.reset_action.triggered.connect(lambda: self.submit("/reset"))
+        self.reset_action.triggered.connect(self.reset_conversation)
         self.stop_action = QAction("&Stop reply", self)
         self.stop_action.setShortcut(QKeySequence("Esc"))
         self.stop_action.triggered.connect(self.stop)
@@ -332,15 +333,15 @@ class MainWindow(QMainWindow):
 
     # --- conversations ---
     def new_conversation(self) -> None:
+        self._requeue_to_input()
         if self.generating:
             self.stop()
-        self.queue.clear()
         self.requestNew.emit()
 
     def open_conversation(self, conv_id: str) -> None:
+        self._requeue_to_input()
         if self.generating:
             self.stop()
-        self.queue.clear()
         self.requestOpen.emit(conv_id)
 
     def export_dialog(self) -> None:
@@ -378,6 +379,9 @@ class MainWindow(QMainWindow):
         """Send a message or run a slash command (queued while the model is busy)."""
         if not text.strip():
             return
+        if self.generating and text.strip().lower() == "/reset":
+            self.reset_conversation()
+            return
         if self.loading or self.generating:
             self.queue.append(text)
             if not commands.is_command(text):
@@ -406,6 +410,25 @@ class MainWindow(QMainWindow):
         if self.queue and not (self.loading or self.generating):
             text = self.queue.pop(0)
             self._dispatch(text, shown=not commands.is_command(text))
+
+    def reset_conversation(self) -> None:
+        """/reset from the menu: a running reply is stopped first, then everything cleared."""
+        if self.generating:
+            self._requeue_to_input()
+            self.stop()
+            self.queue.insert(0, "/reset")
+        else:
+            self.submit("/reset")
+
+    def _requeue_to_input(self) -> None:
+        """Messages waiting in the queue go back into the input box instead of being lost."""
+        waiting = [t for t in self.queue if not commands.is_command(t)]
+        self.queue.clear()
+        if waiting:
+            current = self.input.toPlainText().strip()
+            self.input.setPlainText("\n\n".join([*waiting, current] if current else waiting))
+            self.chat.add_notice(f"{len(waiting)} queued message(s) not sent: back in the "
+                                 "input box")
 
     def stop(self) -> None:
         if self.generating or self.loading:
@@ -497,6 +520,16 @@ class MainWindow(QMainWindow):
         self.settings_panel.sync(settings)
         self._set_busy_ui()
         self.settingsSynced.emit(settings)
+
+    def _on_load_cancelled(self) -> None:
+        self.loading = False
+        self.progress.hide()
+        self.status.setText("Loading stopped" + ("" if self.load_info else
+                                                  " — open a model with File > Models"))
+        if not self._closing:
+            self.chat.add_notice("Loading stopped.")
+        self._set_busy_ui()
+        self._drain_queue()
 
     def _on_load_failed(self, reason: str) -> None:
         self.loading = False

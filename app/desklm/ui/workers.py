@@ -39,6 +39,7 @@ class InferenceWorker(QObject):
         loadProgress(float): 0..1 while loading.
         loaded(object): LoadInfo of the model now loaded.
         loadFailed(str): one-line reason; the previous model (if any) is still loaded.
+        loadCancelled(): the load was stopped on request (Stop, or quitting).
         turnStarted(object): dict with prompt_tokens, prompt_tokens_reused, n_ctx, dropped.
         token(str): a piece of the reply text.
         turnFinished(object): TurnResult.
@@ -56,6 +57,7 @@ class InferenceWorker(QObject):
     loadProgress = Signal(float)
     loaded = Signal(object)
     loadFailed = Signal(str)
+    loadCancelled = Signal()
     turnStarted = Signal(object)
     token = Signal(str)
     turnFinished = Signal(object)
@@ -106,8 +108,8 @@ class InferenceWorker(QObject):
             self.modelInfo.emit(self.engine.info)
             self.loaded.emit(self.engine.load_info)
             self._settings_changed()
-        except LoadCancelled as e:
-            self.loadFailed.emit(str(e))
+        except LoadCancelled:
+            self.loadCancelled.emit()
         except Exception as e:
             self._fail(self.loadFailed, e)
 
