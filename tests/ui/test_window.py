@@ -156,7 +156,8 @@ def test_sending_while_a_reply_runs_is_queued_not_lost(window, qtbot):
     window.replyFinished.connect(finished.append)
     window.submit("First question?")
     window.submit("Second question?")  # while the first reply runs
-    assert "queued" in window.chat.toPlainText()
+    assert window.queue_label.isVisible() and "Second question?" in window.queue_label.text()
+    assert "Second question?" not in window.chat.toPlainText()  # shown when really sent
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=REPLY_TIMEOUT_MS)
     msgs = [m.content for m in window.worker.session.conversation.messages if m.role == "user"]
     assert msgs == ["First question?", "Second question?"]

@@ -219,9 +219,11 @@ class ChatSession:
     def run_command(self, text: str) -> CommandResult:
         cmd = commands.parse(text)
         if cmd.name == "reset":
-            self.reset()
+            # like "New chat": the previous chat stays saved in history, untouched
+            self.new_conversation()
             return CommandResult("reset", "conversation and KV cache cleared",
-                                 {"context_used": self.engine.context_used}, reset=True)
+                                 {"context_used": self.engine.context_used,
+                                  "conversation_id": self.conv_id}, reset=True)
         if cmd.name == "help":
             return CommandResult("help", commands.help_text(),
                                  {"commands": {f"/{k}": h for k, (_, h) in

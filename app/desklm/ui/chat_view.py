@@ -51,6 +51,7 @@ class ChatView(QTextBrowser):
             " a { color: #4f8cff; text-decoration: none; }"
         )
         self.replies: list[str] = []  # finished assistant texts, for Copy links
+        self.shown: list[tuple[str, str]] = []  # (role, text) of every message on screen
         self._stream_start: int | None = None
         self._stream_text = ""
         self._dirty = False
@@ -91,15 +92,15 @@ class ChatView(QTextBrowser):
         self._new_block(c)
         self._scroll(bottom)
 
-    def add_user(self, text: str, queued: bool = False) -> None:
-        self._header("You", "#3fb68b", "(queued: sends when the current reply ends)"
-                     if queued else "")
+    def add_user(self, text: str) -> None:
+        self._header("You", "#3fb68b")
         c = self._end_cursor()
         fmt = QTextBlockFormat()
         fmt.setBackground(QColor("#eef6f1"))
         fmt.setLeftMargin(4)
         c.setBlockFormat(fmt)
         c.insertText(text)  # the user's words, verbatim (no Markdown surprises)
+        self.shown.append(("user", text))
 
     def add_notice(self, text: str, color: str = "#e0a030") -> None:
         bottom = self._at_bottom()
@@ -156,6 +157,7 @@ class ChatView(QTextBrowser):
         self._timer.stop()
         self._stream_start = None
         self.replies.append(reply)
+        self.shown.append(("assistant", reply))
         idx = len(self.replies) - 1
         parts = [
             f"{stats.get('completion_tokens', 0)} tokens",
@@ -182,6 +184,7 @@ class ChatView(QTextBrowser):
         self.abandon_reply()
         self.clear()
         self.replies.clear()
+        self.shown.clear()
 
     def _on_anchor(self, url: QUrl) -> None:
         parts = url.toString().split(":")

@@ -85,6 +85,7 @@ class MainWindow(QMainWindow):
         self.load_info: LoadInfo | None = None
         self.loading = False
         self.generating = False
+        self.switching = False  # a new/open conversation request is on its way to the worker
         self.queue: list[str] = []
         self.errors: list[str] = []
         self.last_dialog: QMessageBox | None = None
@@ -103,6 +104,11 @@ class MainWindow(QMainWindow):
         self.send_button.setMinimumWidth(90)
         self.send_button.clicked.connect(self._send_or_stop)
         self.input.submitted.connect(self.submit)
+        self.queue_label = QLabel("")
+        self.queue_label.setObjectName("queued")
+        self.queue_label.setStyleSheet("color: #8a93a3;")
+        self.queue_label.setWordWrap(True)
+        self.queue_label.hide()
         row = QHBoxLayout()
         row.addWidget(self.input, 1)
         row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
@@ -110,6 +116,7 @@ class MainWindow(QMainWindow):
         cl = QVBoxLayout(central)
         cl.setContentsMargins(6, 6, 6, 6)
         cl.addWidget(self.chat, 1)
+        cl.addWidget(self.queue_label)
         cl.addLayout(row)
         self.setCentralWidget(central)
 
@@ -336,12 +343,14 @@ class MainWindow(QMainWindow):
         self._requeue_to_input()
         if self.generating:
             self.stop()
+        self.switching = True  # sends wait until the new chat is on screen
         self.requestNew.emit()
 
     def open_conversation(self, conv_id: str) -> None:
         self._requeue_to_input()
         if self.generating:
             self.stop()
+        self.switching = True
         self.requestOpen.emit(conv_id)
 
     def export_dialog(self) -> None:
@@ -372,7 +381,9 @@ class MainWindow(QMainWindow):
         self.gauges.set_context(0, self._n_ctx)
         self.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
                             f"DeskLM — {name}")
+        self.switching = False
         self.conversationShown.emit(record)
+        self._drain_queue()
 
     # --- user actions ---
     def submit(self, text: str) -> None:
@@ -382,15 +393,21 @@ class MainWindow(QMainWindow):
         if self.generating and text.strip().lower() == "/reset":
             self.reset_conversation()
             return
-        if self.loading or self.generating:
+        if self.loading or self.generating or self.switching:
+            # shown above the input box, and in the transcript once it is really sent
             self.queue.append(text)
-            if not commands.is_command(text):
-                self.chat.add_user(text, queued=True)
-            self.statusBar().showMessage(f"{len(self.queue)} queued", 2000)
+            self._show_queue()
             return
-        self._dispatch(text, shown=False)
+        self._dispatch(text)
 
-    def _dispatch(self, text: str, shown: bool) -> None:
+    def _show_queue(self) -> None:
+        if self.queue:
+            items = " · ".join(f"“{' '.join(t.split())[:40]}”" for t in self.queue)
+            self.queue_label.setText(f"Queued ({len(self.queue)}), sent when the model is "
+                                     f"free: {items}")
+        self.queue_label.setVisible(bool(self.queue))
+
+    def _dispatch(self, text: str) -> None:
         if commands.is_command(text):
             self.requestCommand.emit(text)
             return
@@ -398,8 +415,7 @@ class MainWindow(QMainWindow):
             self._restore_input(text)
             self.report_error("no model is loaded: open one with File > Open model")
             return
-        if not shown:
-            self.chat.add_user(text)
+        self.chat.add_user(text)
         self.generating = True
         self._pending_text = text
         self._set_busy_ui()
@@ -407,9 +423,10 @@ class MainWindow(QMainWindow):
         self.requestSend.emit(text)
 
     def _drain_queue(self) -> None:
-        if self.queue and not (self.loading or self.generating):
+        if self.queue and not (self.loading or self.generating or self.switching):
             text = self.queue.pop(0)
-            self._dispatch(text, shown=not commands.is_command(text))
+            self._show_queue()
+            self._dispatch(text)
 
     def reset_conversation(self) -> None:
         """/reset from the menu: a running reply is stopped first, then everything cleared."""
@@ -424,6 +441,7 @@ class MainWindow(QMainWindow):
         """Messages waiting in the queue go back into the input box instead of being lost."""
         waiting = [t for t in self.queue if not commands.is_command(t)]
         self.queue.clear()
+        self._show_queue()
         if waiting:
             current = self.input.toPlainText().strip()
             self.input.setPlainText("\n\n".join([*waiting, current] if current else waiting))
@@ -611,6 +629,7 @@ class MainWindow(QMainWindow):
     def _on_command_done(self, res: commands.CommandResult) -> None:
         if res.reset:
             self.chat.clear_all()
+            self.chats.set_current(res.data.get("conversation_id", ""))
             self.gauges.set_context(0, self._n_ctx)
             self.status.setText("Conversation and KV cache cleared")
         elif res.message:
@@ -623,6 +642,7 @@ class MainWindow(QMainWindow):
         self._drain_queue()
 
     def _on_command_failed(self, reason: str) -> None:
+        self.switching = False
         if self.loading:
             self.loading = False
             self.status.setText("Ready")

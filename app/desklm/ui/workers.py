@@ -135,7 +135,10 @@ class InferenceWorker(QObject):
     @Slot(str)
     def command(self, text: str) -> None:
         try:
-            self.commandDone.emit(self.session.run_command(text))
+            result = self.session.run_command(text)
+            self.commandDone.emit(result)
+            if result.reset:
+                self.listConversations()  # a fresh chat: the sidebar follows
             self._settings_changed()
         except Exception as e:
             self._fail(self.commandFailed, e)
