@@ -96,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("repo", help="repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF")
     mp.add_argument("file", nargs="?", help="which .gguf file (lists them when omitted)")
 
+    bench = sub.add_parser("bench", help="measure speed against raw llama-cpp-python, or "
+                           "--tune: find the fastest settings for this machine")
+    _add_model_args(bench)
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--runs", type=int, default=3, metavar="N",
+                       help="interleaved runs per path (default 3)")
+    bench.add_argument("--gen-tokens", type=int, default=128, metavar="N",
+                       help="tokens generated per run (default 128)")
+    bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
+    bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
+    bench.add_argument("--tune", action="store_true",
+                       help="sweep threads (and GPU layers) and remember the fastest")
+
     hist = sub.add_parser("history", help="saved conversations")
     hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hl = hsub.add_parser("list", help="list saved conversations, newest first")
@@ -129,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_history(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         return cmd_gui(args)
     except DeskLMError as e:
         _err(str(e))
@@ -171,6 +186,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         from desklm.engine.models import remember_model
 
         remember_model(info.path)
+    if args.threads is None:  # threads found by `desklm bench --tune`, if any
+        from desklm.engine.bench import tuned_for
+
+        tuned = tuned_for(info.path)
+        if tuned:
+            session.apply_settings({"n_threads": tuned["n_threads"],
+                                    "n_threads_batch": tuned["n_threads_batch"]})
     out = sys.stdout
     tty = sys.stdin.isatty() and out.isatty()
     for note in info.notes:
@@ -314,6 +336,35 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     print(path)
     print(f"verified sha256; chat with it: desklm chat --model '{path}'", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from desklm import benchrun
+    from desklm.engine.models import resolve_model
+
+    model = resolve_model(args.model)
+    settings = settings_from_args(args)
+    if args.runs < 1 or args.gen_tokens < 8:
+        raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    if args.tune:
+        r = benchrun.run_tune(model, settings, say=benchrun._stderr)
+        if args.json:
+            print(benchrun.dump(r))
+        else:
+            for t in r.trials:
+                print(f"GPU layers {t['n_gpu_layers']:>3}  threads {t['threads']:>2}  "
+                      f"generation {t['gen_tps']:7.1f} tok/s  prompt {t['prompt_tps']:8.1f} tok/s")
+            print(f"fastest: n_threads {r.n_threads}, n_threads_batch {r.n_threads_batch}, "
+                  f"GPU layers {r.n_gpu_layers}; remembered for this model on this machine")
+        return 0
+    if not args.no_gui:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    out = benchrun.run(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
+                       gui=not args.no_gui, say=benchrun._stderr)
+    if args.plot:
+        out["plot"] = str(benchrun.plot(out, Path(args.plot)))
+    print(benchrun.dump(out) if args.json else benchrun.table(out))
     return 0
 
 

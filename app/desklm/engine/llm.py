@@ -248,6 +248,7 @@ class ChatEngine:
         self._progress_fn: Callable[[float], None] | None = None
         self._progress_cb = llama_cpp.llama_progress_callback(self._on_progress)
         self.live_tokens = 0  # completion tokens of the running reply, readable from any thread
+        self.ignore_eos = False  # benchmarks only: generate exactly max_tokens
         self.check_fit = True  # refuse loads the memory estimate says cannot fit
         self.probe = True  # load unknown files in a child process first (engine.probe)
         self.last_probe_s = 0.0
@@ -513,13 +514,14 @@ class ChatEngine:
                 if self._stop.is_set():
                     finish = "cancelled"
                     break
-                if llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids:
+                if (llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids) \
+                        and not self.ignore_eos:
                     finish = "stop"
                     break
                 stats.completion_tokens += 1
                 self.live_tokens = stats.completion_tokens
                 reply += decoder.decode(llm.detokenize([tok]))
-                cut = _find_stop(reply, stops, max(0, emitted - hold))
+                cut = None if self.ignore_eos else _find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:
                     reply = reply[:cut]
                     finish = "stop"

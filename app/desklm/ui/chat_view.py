@@ -1,8 +1,10 @@
 """The transcript and the input box.
 
 The transcript is one QTextBrowser. A streaming reply is buffered and flushed at most 20 times a
-second; a flush re-renders only the reply being streamed (from where it starts to the end of the
-document), never the whole transcript, so the cost per token stays flat however long the chat.
+second. A flush never re-renders the transcript, nor even the whole reply: Markdown blocks that
+are finished (a blank line outside an open code fence) are rendered once and committed, and only
+the block still growing is re-rendered. So the cost per token stays flat however long the reply
+and the chat. The finished reply is rendered once more, whole, for exact formatting.
 """
 
 from __future__ import annotations
@@ -54,12 +56,15 @@ class ChatView(QTextBrowser):
         self.shown: list[tuple[str, str]] = []  # (role, text) of every message on screen
         self._stream_start: int | None = None
         self._stream_text = ""
+        self._committed_pos = 0  # document position after the committed (finished) blocks
+        self._committed_chars = 0  # how much of _stream_text those blocks cover
         self._dirty = False
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_MS)
         self._timer.timeout.connect(self.flush)
         self.flush_count = 0
         self.flush_seconds = 0.0
+        self.flush_log: list[tuple[int, float]] = []  # (reply length, seconds) per flush
         self.streamed_pieces = 0
 
     # -- building blocks --
@@ -125,6 +130,8 @@ class ChatView(QTextBrowser):
     def begin_reply(self, model_name: str = "Model") -> None:
         self._header(model_name, "#4f8cff")
         self._stream_start = self._end_cursor().position()
+        self._committed_pos = self._stream_start
+        self._committed_chars = 0
         self._stream_text = ""
         self._dirty = False
         self._timer.start()
@@ -140,21 +147,36 @@ class ChatView(QTextBrowser):
             return
         t0 = time.perf_counter()
         bottom = self._at_bottom()
-        c = QTextCursor(self.document())
-        c.setPosition(self._stream_start)
-        c.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
-        c.removeSelectedText()
-        c.insertMarkdown(self._stream_text)
+        text = self._stream_text
+        boundary = _last_block_boundary(text, self._committed_chars)
+        if boundary > self._committed_chars:  # newly finished blocks: render them once
+            self._replace_tail(text[self._committed_chars:boundary])
+            self._committed_pos = self._end_cursor().position()
+            self._committed_chars = boundary
+        self._replace_tail(text[self._committed_chars:])  # only the growing block
         self._dirty = False
         self._scroll(bottom)
+        dt = time.perf_counter() - t0
         self.flush_count += 1
-        self.flush_seconds += time.perf_counter() - t0
+        self.flush_seconds += dt
+        self.flush_log.append((len(text), dt))
+
+    def _replace_tail(self, markdown: str) -> None:
+        c = QTextCursor(self.document())
+        c.setPosition(self._committed_pos)
+        c.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        c.removeSelectedText()
+        if markdown:
+            c.insertMarkdown(markdown)
 
     def finish_reply(self, reply: str, stats: dict[str, Any]) -> None:
-        self._stream_text = reply
-        self._dirty = True
-        self.flush()
         self._timer.stop()
+        if self._stream_start is None:  # a saved reply being shown, not streamed
+            self._stream_start = self._end_cursor().position()
+        self._committed_pos, self._committed_chars = self._stream_start, 0
+        bottom = self._at_bottom()
+        self._replace_tail(reply)  # the whole reply, once, for exact formatting
+        self._scroll(bottom)
         self._stream_start = None
         self.replies.append(reply)
         self.shown.append(("assistant", reply))
@@ -196,6 +218,18 @@ class ChatView(QTextBrowser):
             return
         QGuiApplication.clipboard().setText(text)
         self.copied.emit(text)
+
+
+def _last_block_boundary(text: str, start: int) -> int:
+    """End of the last finished Markdown block after ``start``: a blank line that is not
+    inside an open ``` fence. Returns ``start`` when there is none."""
+    best = start
+    i = text.find("\n\n", start)
+    while i != -1:
+        if text.count("```", start, i) % 2 == 0:  # start is outside any fence
+            best = i + 2
+        i = text.find("\n\n", i + 2)
+    return best
 
 
 class ChatInput(QPlainTextEdit):

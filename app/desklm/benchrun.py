@@ -1,0 +1,243 @@
+"""``desklm bench``: run the paths interleaved, print medians, ratios and targets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from desklm.engine import bench
+from desklm.engine.settings import Settings
+
+TARGETS = [
+    ("engine generation tok/s vs raw", "engine_gen_ratio", ">=", 0.97),
+    ("GUI generation tok/s vs raw", "gui_gen_ratio", ">=", 0.95),
+    ("turn 20 time to first token vs turn 1", "turn20_ttft_ratio", "<=", 1.5),
+    ("longest UI event-loop stall while streaming (ms)", "max_stall_ms", "<=", 50.0),
+    ("gauge sampling cost (% of one core)", "sampler_core_percent", "<", 1.0),
+    ("window visible after launch (s)", "launch_to_window_s", "<=", 1.5),
+    ("memory above raw llama-cpp-python, engine (MB)", "engine_mem_over_raw_mb", "<=", 150.0),
+    ("memory above raw llama-cpp-python, GUI (MB)", "gui_mem_over_raw_mb", "<=", 150.0),
+    ("long reply: render cost per flush, last fifth vs first", "render_ratio", "<=", 1.5),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {psutil.cpu_count(logical=False)} cores / {psutil.cpu_count()} threads, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GB RAM, {platform.system()}")
+
+
+def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
+        gui: bool = True, long_tokens: int = 1200, say: Any = print) -> dict[str, Any]:
+    s = bench.bench_settings(settings)
+    paths = ["raw", "engine", *(["gui"] if gui else [])]
+    results: dict[str, list[bench.PathRun]] = {p: [] for p in paths}
+    if gui:
+        from desklm.ui import bench_gui
+    for i in range(runs):  # interleaved, so drift in the machine hits every path alike
+        order = paths[i % len(paths):] + paths[: i % len(paths)]
+        for p in order:
+            say(f"run {i + 1}/{runs}: {p}…")
+            if p == "raw":
+                results[p].append(bench.run_raw(model, s, gen_tokens))
+            elif p == "engine":
+                results[p].append(bench.run_engine(model, s, gen_tokens))
+            else:
+                results[p].append(bench_gui.run_gui(model, s, gen_tokens))
+    med: dict[str, dict[str, Any]] = {}
+    for p, rs in results.items():
+        med[p] = {k: bench.median([getattr(r, k) for r in rs])
+                  for k in ("load_s", "ttft_s", "prompt_tps", "gen_tps", "memory_mb")}
+    out: dict[str, Any] = {"model": str(model), "machine": machine(), "runs": runs,
+                           "gen_tokens": gen_tokens, "settings": s.load_values(),
+                           "median": med}
+    m = out["summary"] = {}
+    m["engine_gen_ratio"] = bench.ratio(med["engine"]["gen_tps"], med["raw"]["gen_tps"])
+    m["engine_prompt_ratio"] = bench.ratio(med["engine"]["prompt_tps"], med["raw"]["prompt_tps"])
+    m["engine_mem_over_raw_mb"] = med["engine"]["memory_mb"] - med["raw"]["memory_mb"]
+    say("multi-turn: 20 turns…")
+    turns = bench.multi_turn(model, s, 20)
+    out["multi_turn"] = turns
+    m["turn20_ttft_ratio"] = bench.ratio(turns[-1]["ttft_s"], turns[0]["ttft_s"])
+    if gui:
+        g = results["gui"]
+        m["gui_gen_ratio"] = bench.ratio(med["gui"]["gen_tps"], med["raw"]["gen_tps"])
+        m["gui_mem_over_raw_mb"] = med["gui"]["memory_mb"] - med["raw"]["memory_mb"]
+        m["max_stall_ms"] = max(r.extra["max_stall_ms"] or 0 for r in g)
+        m["sampler_core_percent"] = bench.median([r.extra["sampler_core_percent"] for r in g])
+        say(f"long reply: {long_tokens} tokens into the window…")
+        long = bench_gui.run_gui(model, s, long_tokens)
+        prof = bench_gui.flush_profile(long.extra["flushes"])
+        out["long_reply"] = {"tokens": long.completion_tokens, "gen_tps": long.gen_tps,
+                             "max_stall_ms": long.extra["max_stall_ms"], **prof}
+        m["render_ratio"] = prof.get("ratio")
+        m["max_stall_ms"] = max(m["max_stall_ms"], long.extra["max_stall_ms"] or 0)
+        say("launch to window…")
+        m["launch_to_window_s"] = bench.median(bench_gui.launch_time(max(1, min(runs, 3))))
+    for r in results.values():
+        for x in r:
+            x.extra.pop("flushes", None)
+    out["runs_detail"] = {p: [x.__dict__ for x in rs] for p, rs in results.items()}
+    out["targets"] = [{"target": name, "value": m.get(key), "op": op, "limit": lim,
+                       "met": _met(m.get(key), op, lim)} for name, key, op, lim in TARGETS
+                      if key in m]
+    return out
+
+
+def _met(v: float | None, op: str, lim: float) -> bool | None:
+    if v is None:
+        return None
+    return {">=": v >= lim, "<=": v <= lim, "<": v < lim}[op]
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def table(out: dict[str, Any]) -> str:
+    med = out["median"]
+    paths = list(med)
+    lines = [f"DeskLM bench — {Path(out['model']).name}",
+             f"machine: {out['machine']}",
+             f"settings: n_ctx {out['settings']['n_ctx']}, threads {out['settings']['n_threads']}"
+             f", GPU layers {out['settings']['n_gpu_layers']}; {out['runs']} interleaved runs, "
+             f"{out['gen_tokens']} generated tokens, medians", ""]
+    head = f"{'':22}" + "".join(f"{p:>11}" for p in paths) + "".join(
+        f"{p + '/raw':>12}" for p in paths if p != "raw")
+    lines.append(head)
+    rows = [("load (s)", "load_s", 2), ("first token (ms)", "ttft_s", 0),
+            ("prompt tok/s", "prompt_tps", 1), ("generation tok/s", "gen_tps", 1),
+            ("memory (MB)", "memory_mb", 1)]
+    for label, key, d in rows:
+        vals = [med[p][key] for p in paths]
+        if key == "ttft_s":
+            vals = [None if v is None else v * 1000 for v in vals]
+        row = f"{label:22}" + "".join(f"{_f(v, d):>11}" for v in vals)
+        for p in paths:
+            if p != "raw":
+                r = bench.ratio(med[p][key], med["raw"][key])
+                row += f"{_f(r, 3) + 'x':>12}"
+        lines.append(row)
+    t = out["multi_turn"]
+    lines += ["", "multi-turn (20 turns): first token "
+              f"{t[0]['ttft_s'] * 1000:.0f} ms on turn 1, {t[-1]['ttft_s'] * 1000:.0f} ms on turn"
+              f" 20; prompt tokens evaluated per turn: "
+              + ", ".join(str(x["evaluated"]) for x in t)]
+    if "long_reply" in out:
+        lr = out["long_reply"]
+        lines.append(f"long reply ({lr['tokens']} tokens, {lr.get('chars', 0):,} chars): "
+                     f"{lr.get('flushes')} repaints, {_f(lr.get('first_fifth_ms'), 2)} ms each in "
+                     f"the first fifth, {_f(lr.get('last_fifth_ms'), 2)} ms in the last; "
+                     f"{_f(lr.get('total_ms'), 0)} ms rendering in all")
+    lines += ["", "targets:"]
+    for tg in out["targets"]:
+        mark = {True: "met ", False: "MISS", None: "n/a "}[tg["met"]]
+        lines.append(f"  [{mark}] {tg['target']}: {_f(tg['value'], 3)} ({tg['op']} {tg['limit']})")
+    return "\n".join(lines)
+
+
+def plot(out: dict[str, Any], path: Path) -> Path:
+    """A PNG chart (QPainter, offscreen): generation and prompt speed per path, and turns."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QRectF, Qt
+    from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+
+    from desklm.ui.app import make_app
+
+    make_app()
+    w, h = 1000, 520
+    img = QImage(w, h, QImage.Format.Format_ARGB32)
+    img.fill(QColor("white"))
+    p = QPainter(img)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    title = QFont()
+    title.setPointSize(13)
+    title.setBold(True)
+    p.setFont(title)
+    p.drawText(20, 30, f"DeskLM bench — {Path(out['model']).name}")
+    small = QFont()
+    small.setPointSize(8)
+    p.setFont(small)
+    p.drawText(20, 48, out["machine"])
+    colors = {"raw": QColor("#8a93a3"), "engine": QColor("#4f8cff"), "gui": QColor("#3fb68b")}
+
+    def bars(x0: float, title_: str, key: str) -> None:
+        med = out["median"]
+        vals = {k: v[key] or 0.0 for k, v in med.items()}
+        top = max(vals.values()) * 1.15 or 1.0
+        area = QRectF(x0, 80, 280, 360)
+        p.setPen(QColor("black"))
+        p.drawText(QRectF(x0, 60, 280, 18), Qt.AlignmentFlag.AlignCenter, title_)
+        bw = area.width() / (len(vals) * 1.5)
+        for i, (k, v) in enumerate(vals.items()):
+            bh = area.height() * v / top
+            r = QRectF(area.left() + bw * (0.25 + 1.5 * i), area.bottom() - bh, bw, bh)
+            p.fillRect(r, colors.get(k, QColor("gray")))
+            p.drawText(QRectF(r.left() - 10, r.top() - 16, r.width() + 20, 14),
+                       Qt.AlignmentFlag.AlignCenter, f"{v:.1f}")
+            p.drawText(QRectF(r.left() - 10, area.bottom() + 4, r.width() + 20, 14),
+                       Qt.AlignmentFlag.AlignCenter, k)
+
+    bars(20, "generation tokens/s", "gen_tps")
+    bars(340, "prompt tokens/s", "prompt_tps")
+    # multi-turn: first token per turn
+    turns = out["multi_turn"]
+    area = QRectF(680, 80, 290, 360)
+    p.setPen(QColor("black"))
+    p.drawText(QRectF(680, 60, 290, 18), Qt.AlignmentFlag.AlignCenter,
+               "first token per turn (ms), 20 turns")
+    top = max(t["ttft_s"] for t in turns) * 1000 * 1.2
+    p.setPen(QPen(colors["engine"], 2))
+    pts = [(area.left() + area.width() * i / (len(turns) - 1),
+            area.bottom() - area.height() * t["ttft_s"] * 1000 / top) for i, t in enumerate(turns)]
+    for (x1, y1), (x2, y2) in itertools.pairwise(pts):
+        p.drawLine(int(x1), int(y1), int(x2), int(y2))
+    p.setPen(QColor("black"))
+    p.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 14),
+               Qt.AlignmentFlag.AlignCenter, f"turn 1: {turns[0]['ttft_s'] * 1000:.0f} ms  ·  "
+               f"turn 20: {turns[-1]['ttft_s'] * 1000:.0f} ms")
+    met = sum(1 for t in out["targets"] if t["met"])
+    p.drawText(20, h - 20, f"targets met: {met} of {len(out['targets'])}")
+    p.end()
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not img.save(str(path)):
+        from desklm.errors import DeskLMError
+
+        raise DeskLMError(f"could not write {path}")
+    return path
+
+
+def run_tune(model: Path, settings: Settings, say: Any = print) -> bench.TuneResult:
+    from desklm.engine.session import ChatSession
+
+    sess = ChatSession(model, settings)
+    sess.load()
+    t0 = time.perf_counter()
+    r = bench.tune(sess, progress=lambda i, n, what: say(f"[{i}/{n}] {what}"))
+    say(f"tuned in {time.perf_counter() - t0:.1f} s")
+    sess.engine.unload()
+    return r
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, default=lambda o: o.__dict__, indent=2)
+
+
+def _stderr(msg: str) -> None:
+    if sys.stderr is not None:
+        print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,259 @@
+"""Benchmark and auto-tuner.
+
+``desklm bench`` measures, in one process and interleaved, the same model and settings through
+three paths: raw llama-cpp-python (a plain ``Llama.create_chat_completion`` stream), DeskLM's
+engine (``ChatSession.send``), and the GUI (offscreen window, worker thread, gauges on; in
+``desklm.ui.bench_gui``). Generation is greedy and runs to exactly ``gen_tokens`` (EOS is
+masked in the raw path and ignored in DeskLM's), so every path does the same work.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from desklm.engine.settings import Settings
+from desklm.errors import DeskLMError
+
+SYSTEM = "You are a helpful assistant."
+PROMPT = ("Here are some notes about rivers, mountains and the sea. " * 24
+          + "\nSummarise the notes above in a long, detailed answer.")
+MB = 2**20
+
+
+def rss() -> int:
+    gc.collect()
+    return int(psutil.Process().memory_info().rss)
+
+
+def bench_settings(base: Settings | None = None, **over: Any) -> Settings:
+    s = base.copy() if base is not None else Settings()
+    s.update({"temperature": 0.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+              "repeat_penalty": 1.0, "seed": 1, "system_prompt": SYSTEM, **over})
+    return s
+
+
+@dataclass
+class PathRun:
+    path: str  # raw | engine | gui
+    load_s: float
+    ttft_s: float
+    prompt_tps: float | None
+    gen_tps: float | None
+    memory_mb: float  # process RSS growth from before the load to after the reply
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _perf_rates(ctx: Any) -> tuple[float | None, float | None]:
+    import llama_cpp
+
+    p = llama_cpp.llama_perf_context(ctx)
+    prompt = p.n_p_eval / (p.t_p_eval_ms / 1000) if p.n_p_eval and p.t_p_eval_ms else None
+    gen = p.n_eval / (p.t_eval_ms / 1000) if p.n_eval and p.t_eval_ms else None
+    return prompt, gen
+
+
+def run_raw(model: Path, s: Settings, gen_tokens: int) -> PathRun:
+    """Plain llama-cpp-python, the way its README shows: create_chat_completion, streamed."""
+    import llama_cpp
+
+    from desklm.engine.llm import KV_TYPES
+
+    before = rss()
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(
+        model_path=str(model), n_ctx=s["n_ctx"], n_threads=s["n_threads"],
+        n_threads_batch=s["n_threads_batch"], n_gpu_layers=s["n_gpu_layers"],
+        n_batch=s["n_batch"], flash_attn=s["flash_attn"], use_mmap=s["use_mmap"],
+        type_k=KV_TYPES[s["kv_cache_type"]], type_v=KV_TYPES[s["kv_cache_type"]],
+        chat_format="gemma", verbose=False,
+    )
+    load_s = time.perf_counter() - t0
+    eog = [t for t in range(llm.n_vocab())
+           if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm._model.model), t)]
+    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+    t1 = time.perf_counter()
+    ttft = None
+    chunks = 0
+    for chunk in llm.create_chat_completion(
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
+        stream=True, max_tokens=gen_tokens, temperature=0.0, top_k=40, top_p=0.95, min_p=0.05,
+        repeat_penalty=1.0, seed=1, logit_bias={t: -1e9 for t in eog},
+    ):
+        choice: Any = chunk["choices"][0]  # type: ignore[index]
+        delta = choice.get("delta", {})
+        if delta.get("content"):
+            if ttft is None:
+                ttft = time.perf_counter() - t1
+            chunks += 1
+    prompt_tps, gen_tps = _perf_rates(llm._ctx.ctx)
+    mem = (rss() - before) / MB
+    llm.close()
+    del llm
+    gc.collect()
+    return PathRun("raw", load_s, ttft or float("nan"), prompt_tps, gen_tps, mem,
+                   completion_tokens=chunks)
+
+
+def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
+    from desklm.engine.session import ChatSession
+
+    before = rss()
+    sess = ChatSession(model, bench_settings(s, max_tokens=gen_tokens))
+    sess.engine.probe = False  # measured separately: probing is a first-load cost only
+    t0 = time.perf_counter()
+    sess.load()
+    load_s = time.perf_counter() - t0
+    sess.engine.ignore_eos = True
+    r = sess.send(PROMPT)
+    mem = (rss() - before) / MB
+    sess.engine.unload()
+    del sess
+    gc.collect()
+    st = r.stats
+    return PathRun("engine", load_s, st.ttft_s or float("nan"), st.prompt_tokens_per_s,
+                   st.gen_tokens_per_s, mem, st.prompt_tokens, st.completion_tokens)
+
+
+def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]]:
+    """A conversation of ``turns`` turns: time to first token and prompt tokens evaluated."""
+    from desklm.engine.session import ChatSession
+
+    sess = ChatSession(model, bench_settings(s, max_tokens=32, n_ctx=max(4096, s["n_ctx"])))
+    sess.engine.probe = False
+    sess.load()
+    sess.engine.ignore_eos = True
+    out = []
+    for i in range(turns):
+        st = sess.send(f"Question {i + 1}: tell me one more thing about rivers.").stats
+        out.append({"turn": i + 1, "ttft_s": st.ttft_s, "prompt_tokens": st.prompt_tokens,
+                    "evaluated": st.prompt_tokens_evaluated, "reused": st.prompt_tokens_reused})
+    sess.engine.unload()
+    return out
+
+
+def median(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None and x == x]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+# --- auto-tune -------------------------------------------------------------------------------
+@dataclass
+class TuneResult:
+    n_threads: int
+    n_threads_batch: int
+    n_gpu_layers: int
+    gen_tps: float
+    prompt_tps: float
+    trials: list[dict[str, Any]]
+
+
+def machine_key() -> str:
+    return f"{platform.node()}|{platform.machine()}|{psutil.cpu_count()}"
+
+
+def model_key(path: Path) -> str:
+    p = Path(path).resolve()
+    return f"{p.name}|{p.stat().st_size}"
+
+
+def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
+         cancelled: Callable[[], bool] | None = None,
+         gpu_layer_options: list[int] | None = None) -> TuneResult:
+    """Sweep threads (live, no reload) and GPU layers (reload) on the loaded model; apply and
+    return the fastest. Generation speed decides ``n_threads``, prompt speed ``n_threads_batch``.
+    """
+    from desklm.engine.settings import logical_cores
+
+    eng = session.engine
+    if not eng.loaded:
+        raise DeskLMError("load a model before tuning")
+    cores = logical_cores()
+    threads = sorted({1, max(1, cores // 2), max(1, cores - 1), cores})
+    layers = gpu_layer_options or [session.settings["n_gpu_layers"]]
+    steps = len(layers) * len(threads)
+    trials: list[dict[str, Any]] = []
+    prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n")
+    s = bench_settings(session.settings, max_tokens=32)
+    old_ignore, eng.ignore_eos = eng.ignore_eos, True
+    try:
+        step = 0
+        for ngl in layers:
+            if ngl != session.settings["n_gpu_layers"]:
+                session.apply_settings({"n_gpu_layers": ngl})
+            for t in threads:
+                if cancelled is not None and cancelled():
+                    raise DeskLMError("tuning cancelled")
+                step += 1
+                if progress is not None:
+                    progress(step, steps, f"GPU layers {ngl}, {t} threads")
+                eng.set_threads(t, t)
+                eng.reset()  # evaluate the whole prompt every time
+                _, st = eng.generate(prompt, s)
+                trials.append({"n_gpu_layers": ngl, "threads": t,
+                               "gen_tps": st.gen_tokens_per_s or 0.0,
+                               "prompt_tps": st.prompt_tokens_per_s or 0.0})
+    finally:
+        eng.ignore_eos = old_ignore
+        eng.reset()
+    best_ngl = max(layers, key=lambda g: max(x["gen_tps"] for x in trials
+                                             if x["n_gpu_layers"] == g))
+    mine = [x for x in trials if x["n_gpu_layers"] == best_ngl]
+    gen_best = max(mine, key=lambda x: x["gen_tps"])
+    prompt_best = max(mine, key=lambda x: x["prompt_tps"])
+    result = TuneResult(gen_best["threads"], prompt_best["threads"], best_ngl,
+                        gen_best["gen_tps"], prompt_best["prompt_tps"], trials)
+    values = {"n_threads": result.n_threads, "n_threads_batch": result.n_threads_batch}
+    if best_ngl != session.settings["n_gpu_layers"]:
+        values["n_gpu_layers"] = best_ngl
+    session.apply_settings(values)
+    remember_tuned(session.model_path, result)
+    return result
+
+
+def remember_tuned(model: Path, r: TuneResult) -> None:
+    from desklm.engine.store import AppConfig
+
+    cfg = AppConfig()
+    data = cfg.load()
+    data.pop("schema", None)
+    old = data.get("tuned")
+    tuned: dict[str, Any] = old if isinstance(old, dict) else {}
+    tuned[f"{machine_key()}::{model_key(model)}"] = {
+        "n_threads": r.n_threads, "n_threads_batch": r.n_threads_batch,
+        "n_gpu_layers": r.n_gpu_layers, "gen_tps": round(r.gen_tps, 2),
+        "prompt_tps": round(r.prompt_tps, 2), "when": time.time()}
+    data["tuned"] = tuned
+    cfg.save(data)
+
+
+def tuned_for(model: Path) -> dict[str, Any] | None:
+    from desklm.engine.store import AppConfig
+
+    try:
+        tuned = AppConfig().load().get("tuned") or {}
+        return tuned.get(f"{machine_key()}::{model_key(model)}")
+    except OSError:
+        return None
+
+
+def to_json(obj: Any) -> str:
+    def default(o: Any) -> Any:
+        return o.__dict__ if hasattr(o, "__dict__") else str(o)
+
+    return json.dumps(obj, default=default, indent=2)
