@@ -47,6 +47,9 @@ class ChatView(QTextBrowser):
         self.setObjectName("transcript")
         self.setOpenLinks(False)
         self.setOpenExternalLinks(False)
+        # A read-only transcript needs no undo history; left on, every streaming flush
+        # (remove + insert) pushed undo commands, so flushes got slower and memory grew.
+        self.document().setUndoRedoEnabled(False)
         self.anchorClicked.connect(self._on_anchor)
         self.document().setDefaultStyleSheet(
             "pre, code { font-family: monospace; background: #f0f2f5; }"
@@ -58,6 +61,7 @@ class ChatView(QTextBrowser):
         self._stream_text = ""
         self._committed_pos = 0  # document position after the committed (finished) blocks
         self._committed_chars = 0  # how much of _stream_text those blocks cover
+        self._carry = ""  # a code fence's opening line, re-opened for the growing tail
         self._dirty = False
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_MS)
@@ -132,6 +136,7 @@ class ChatView(QTextBrowser):
         self._stream_start = self._end_cursor().position()
         self._committed_pos = self._stream_start
         self._committed_chars = 0
+        self._carry = ""
         self._stream_text = ""
         self._dirty = False
         self._timer.start()
@@ -148,12 +153,13 @@ class ChatView(QTextBrowser):
         t0 = time.perf_counter()
         bottom = self._at_bottom()
         text = self._stream_text
-        boundary = _last_block_boundary(text, self._committed_chars)
-        if boundary > self._committed_chars:  # newly finished blocks: render them once
-            self._replace_tail(text[self._committed_chars:boundary])
+        cut = _commit_point(text, self._committed_chars, self._carry)
+        if cut is not None:  # finished text: render it once and never again
+            end, closing, carry, joiner = cut
+            self._replace_tail(self._carry + text[self._committed_chars:end] + closing, joiner)
             self._committed_pos = self._end_cursor().position()
-            self._committed_chars = boundary
-        self._replace_tail(text[self._committed_chars:])  # only the growing block
+            self._committed_chars, self._carry = end, carry
+        self._replace_tail(self._carry + text[self._committed_chars:])  # the growing block
         self._dirty = False
         self._scroll(bottom)
         dt = time.perf_counter() - t0
@@ -161,13 +167,19 @@ class ChatView(QTextBrowser):
         self.flush_seconds += dt
         self.flush_log.append((len(text), dt))
 
-    def _replace_tail(self, markdown: str) -> None:
+    def _replace_tail(self, markdown: str, joiner: str = "") -> None:
+        """Replace everything after the committed part with ``markdown``; ``joiner`` is what
+        follows a committed chunk: "block" (a new paragraph) or "space" (same paragraph)."""
         c = QTextCursor(self.document())
         c.setPosition(self._committed_pos)
         c.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
         c.removeSelectedText()
         if markdown:
             c.insertMarkdown(markdown)
+        if joiner == "block":
+            c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+        elif joiner == "space":
+            c.insertText(" ")
 
     def finish_reply(self, reply: str, stats: dict[str, Any]) -> None:
         self._timer.stop()
@@ -220,16 +232,62 @@ class ChatView(QTextBrowser):
         self.copied.emit(text)
 
 
-def _last_block_boundary(text: str, start: int) -> int:
-    """End of the last finished Markdown block after ``start``: a blank line that is not
-    inside an open ``` fence. Returns ``start`` when there is none."""
-    best = start
-    i = text.find("\n\n", start)
-    while i != -1:
-        if text.count("```", start, i) % 2 == 0:  # start is outside any fence
-            best = i + 2
-        i = text.find("\n\n", i + 2)
-    return best
+TAIL_LIMIT = 600  # characters: past this, the growing block is committed at a line break
+
+
+def _commit_point(text: str, start: int, carry: str) -> tuple[int, str, str, str] | None:
+    """Where to commit the streamed text: (end, closing, new carry, joiner), or None.
+
+    Preferred: the last blank line outside a code fence (a finished Markdown block). When the
+    growing block passes TAIL_LIMIT characters without one, the last line break: inside an open
+    fence the committed part is closed with a fence and the tail re-opened with the same
+    opening line. A single line longer than that (some models never break lines) is cut at a
+    space where inline `code` and **bold** markers are balanced; while streaming it continues
+    in a new block. A flush then costs ~TAIL_LIMIT characters of rendering, however long the
+    reply.
+    """
+    tail = text[start:]
+    fence_open = bool(carry)
+    opener = carry.rstrip("\n")
+    best_blank = best_line = -1
+    line_state: tuple[bool, str] = (False, "")
+    i = 0
+    while True:
+        j = tail.find("\n", i)
+        if j == -1:
+            break
+        line = tail[i:j]
+        if line.lstrip().startswith("```"):
+            fence_open = not fence_open
+            opener = line.strip() if fence_open else ""
+        if not fence_open and tail.startswith("\n", j + 1):
+            best_blank = j + 2
+        best_line, line_state = j + 1, (fence_open, opener)
+        i = j + 1
+    if best_blank > 0:
+        return start + best_blank, "", "", "block"
+    if len(tail) <= TAIL_LIMIT:
+        return None
+    if best_line > 0 and len(tail) - best_line <= TAIL_LIMIT:
+        still_open, open_line = line_state
+        if still_open:
+            return start + best_line, "```\n", open_line + "\n", "block"
+        return start + best_line, "", "", "block"
+    if fence_open:  # one enormous line inside a code block: leave it whole
+        return None
+    lo = max(best_line, 0)
+    k = tail.rfind(" ", lo, len(tail) - 40)
+    while k > lo:
+        chunk = tail[lo:k]
+        if chunk.count("`") % 2 == 0 and chunk.count("**") % 2 == 0 and chunk.strip():
+            if best_line > 0:  # first the finished lines before this one, as a block
+                return start + best_line, "", "", "block"
+            # a new block, not the same paragraph: Qt lays out a whole paragraph on every
+            # change, so one that keeps growing costs more each flush. The final render joins
+            # the pieces again.
+            return start + k + 1, "", "", "block"
+        k = tail.rfind(" ", lo, k)
+    return None
 
 
 class ChatInput(QPlainTextEdit):
