@@ -290,3 +290,21 @@ def test_a_visible_notice_when_earlier_turns_are_dropped(make_window, qtbot):
     assert f"Dropped {len(r.stats.trimmed)} earlier message(s) to fit the 512-token context" \
         in text
     assert "Note 0" in text.split("Dropped")[1]  # it names what was dropped
+
+
+def test_tune_button_applies_and_remembers(window, qtbot, model_path):
+    panel = window.settings_panel
+    qtbot.waitUntil(lambda: panel.tune_button.isEnabled(), timeout=5000)
+    with qtbot.waitSignal(window.tuned, timeout=REPLY_TIMEOUT_MS) as b:
+        panel.tune_button.click()
+    r = b.args[0]
+    qtbot.waitUntil(lambda: panel.value("n_threads") == r.n_threads, timeout=5000)
+    assert window.worker.engine.threads() == (r.n_threads, r.n_threads_batch)
+    assert "Tuned for this machine" in window.chat.toPlainText()
+    send_and_wait(qtbot, window, "Fast now?")
+    # the next load of this model uses the tuned threads
+    window.worker.session.apply_settings({"n_threads": 1, "n_threads_batch": 1})
+    with qtbot.waitSignal(window.commandFinished, timeout=LOAD_TIMEOUT_MS) as c:
+        window.load_model(str(model_path))
+    assert "using the threads tuned for this model" in c.args[0].message
+    assert window.worker.engine.threads()[0] == r.n_threads

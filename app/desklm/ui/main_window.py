@@ -60,6 +60,8 @@ class MainWindow(QMainWindow):
     requestDelete = Signal(str)
     requestRename = Signal(str, str)
     requestExport = Signal(str)
+    requestTune = Signal()
+    tuned = Signal(object)
     conversationShown = Signal(object)
     conversationsRefreshed = Signal(object)
     modelLoaded = Signal(object)
@@ -135,6 +137,7 @@ class MainWindow(QMainWindow):
                          Qt.Orientation.Horizontal)
         self.settings_panel.changed.connect(self.requestSettings.emit)
         self.settings_panel.applyRequested.connect(self._apply_reload)
+        self.settings_panel.tuneRequested.connect(self.tune)
 
         # --- status bar ---
         self.status = QLabel("Starting…")
@@ -182,6 +185,9 @@ class MainWindow(QMainWindow):
         self.requestDelete.connect(w.deleteConversation)
         self.requestRename.connect(w.renameConversation)
         self.requestExport.connect(w.export)
+        self.requestTune.connect(w.tune)
+        w.tuneProgress.connect(self._on_tune_progress)
+        w.tuneFinished.connect(self._on_tuned)
         self.chats.newRequested.connect(self.new_conversation)
         self.chats.openRequested.connect(self.open_conversation)
         self.chats.deleteRequested.connect(self.requestDelete.emit)
@@ -480,6 +486,36 @@ class MainWindow(QMainWindow):
         self.models_dialog = dlg
         return dlg
 
+    def tune(self) -> None:
+        """Sweep thread counts (and GPU layers) in the worker; Stop cancels."""
+        if self.generating:
+            self.stop()
+        self.loading = True  # the model is busy: sends queue until the sweep ends
+        self.progress.setValue(0)
+        self.progress.show()
+        self.status.setText("Tuning: measuring speed…")
+        self._set_busy_ui()
+        self.requestTune.emit()
+
+    def _on_tune_progress(self, step: int, steps: int, what: str) -> None:
+        self.progress.setValue(int(100 * (step - 1) / max(1, steps)))
+        self.status.setText(f"Tuning ({step}/{steps}): {what}…")
+
+    def _on_tuned(self, r: Any) -> None:
+        self.loading = False
+        self.progress.hide()
+        best = max(r.trials, key=lambda t: t["gen_tps"])
+        self.status.setText(f"Tuned: {r.n_threads} threads generating ({r.gen_tps:.1f} tok/s), "
+                            f"{r.n_threads_batch} reading prompts")
+        self.chat.add_notice(
+            "Tuned for this machine: " + ", ".join(
+                f"{t['threads']} thread(s) {t['gen_tps']:.1f} tok/s" for t in r.trials
+                if t["n_gpu_layers"] == best["n_gpu_layers"])
+            + f". Using {r.n_threads} (remembered for this model).", "#3fb68b")
+        self._set_busy_ui()
+        self.tuned.emit(r)
+        self._drain_queue()
+
     def open_model_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()),
                                               "GGUF models (*.gguf);;All files (*)")
@@ -643,6 +679,7 @@ class MainWindow(QMainWindow):
 
     def _on_command_failed(self, reason: str) -> None:
         self.switching = False
+        self.progress.hide()
         if self.loading:
             self.loading = False
             self.status.setText("Ready")
@@ -685,6 +722,8 @@ class MainWindow(QMainWindow):
         self.models_action.setEnabled(not self.loading)
         self.settings_panel.apply_button.setEnabled(
             bool(self.settings_panel.pending) and not self.loading)
+        self.settings_panel.tune_button.setEnabled(
+            self.load_info is not None and not self.loading and not self.generating)
 
 
 class ErrorBridge(QObject):

@@ -103,10 +103,12 @@ class SettingsPanel(QWidget):
     """Signals:
     changed(object): {name: value} for settings that apply without reload.
     applyRequested(object): {name: value} of the pending reload settings (Apply pressed).
+    tuneRequested(): the Tune button was pressed.
     """
 
     changed = Signal(object)
     applyRequested = Signal(object)
+    tuneRequested = Signal()
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -170,6 +172,14 @@ class SettingsPanel(QWidget):
         lform = QFormLayout(live)
         self._slider(lform, "n_threads", list(range(1, cores + 1)))
         self._slider(lform, "n_threads_batch", list(range(1, cores + 1)))
+        self.tune_button = QPushButton("Tune for this machine")
+        self.tune_button.setObjectName("tune")
+        self.tune_button.setToolTip("Measure speed at several thread counts (and GPU layers, "
+                                    "with a GPU), apply the fastest and remember it for this "
+                                    "model. Stop cancels.")
+        self.tune_button.setEnabled(False)
+        self.tune_button.clicked.connect(self.tuneRequested.emit)
+        lform.addRow(self.tune_button)
         outer.addWidget(live)
 
         samp = QGroupBox("Sampling (next reply)")
@@ -236,6 +246,7 @@ class SettingsPanel(QWidget):
     def set_model_info(self, info: Any) -> None:
         self.model_info = info
         self.auto_button.setEnabled(True)
+        self.tune_button.setEnabled(True)
         self.update_fit()
 
     def set_free(self, free_ram: Any, free_vram: Any) -> None:

@@ -8,6 +8,7 @@ only sets a ``threading.Event`` so that it is not queued behind the running repl
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ class InferenceWorker(QObject):
         commandFailed(str): one-line reason.
         settingsChanged(object): a copy of the Settings in effect, after a load or a change.
         modelInfo(object): the loaded model's GGUFInfo (read-only), for the fit estimate.
+        tuneProgress(int, int, str): step, steps, what is being measured.
+        tuneFinished(object): the TuneResult, already applied and remembered.
         conversationsListed(object, object): summaries (newest first), and problems found.
         conversationOpened(object): the record of the conversation now shown (new or opened).
         errored(str): an unexpected error in the worker (logged with its traceback).
@@ -66,6 +69,8 @@ class InferenceWorker(QObject):
     commandFailed = Signal(str)
     settingsChanged = Signal(object)
     modelInfo = Signal(object)
+    tuneProgress = Signal(int, int, str)
+    tuneFinished = Signal(object)
     conversationsListed = Signal(object, object)
     conversationOpened = Signal(object)
     errored = Signal(str)
@@ -76,9 +81,11 @@ class InferenceWorker(QObject):
         self.store = store
         self.session = ChatSession(Path(""), settings, engine=self.engine, store=store)
         self._last_progress = 0.0
+        self._tune_cancel = threading.Event()
 
-    # Called directly from the UI thread: only sets an Event.
+    # Called directly from the UI thread: only sets Events.
     def stop(self) -> None:
+        self._tune_cancel.set()
         self.engine.stop()
 
     def _fail(self, signal: Any, e: BaseException) -> None:
@@ -107,6 +114,7 @@ class InferenceWorker(QObject):
             self.session.load(Path(path), progress=self._progress)
             self.modelInfo.emit(self.engine.info)
             self.loaded.emit(self.engine.load_info)
+            self._apply_tuned(Path(path))
             self._settings_changed()
         except LoadCancelled:
             self.loadCancelled.emit()
@@ -153,6 +161,42 @@ class InferenceWorker(QObject):
         except Exception as e:
             self._fail(self.commandFailed, e)
         self._settings_changed()  # in effect now: the new values, or the old ones on failure
+
+    def _apply_tuned(self, path: Path) -> None:
+        """Threads found by an earlier Tune for this model on this machine: applied live."""
+        from desklm.engine.bench import tuned_for
+
+        t = tuned_for(path)
+        if not t:
+            return
+        values = {k: t[k] for k in ("n_threads", "n_threads_batch")}
+        if any(self.session.settings[k] != v for k, v in values.items()):
+            res = self.session.apply_settings(values)
+            res.message = (f"using the threads tuned for this model: {values['n_threads']} "
+                           f"generating, {values['n_threads_batch']} reading the prompt")
+            self.commandDone.emit(res)
+
+    @Slot()
+    def tune(self) -> None:
+        from desklm.engine import bench
+
+        self._tune_cancel.clear()
+        self.engine._stop.clear()
+        try:
+            gpu = None
+            li = self.engine.load_info
+            if li is not None and li.gpu_offload_supported:
+                from desklm.engine.monitor import ResourceSampler
+
+                if ResourceSampler().sample().gpus:
+                    gpu = [0, max(1, li.n_layers // 2), -1]
+            result = bench.tune(self.session,
+                                progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
+                                cancelled=self._tune_cancel.is_set, gpu_layer_options=gpu)
+            self.tuneFinished.emit(result)
+        except Exception as e:
+            self._fail(self.commandFailed, e)
+        self._settings_changed()
 
     # -- conversations --
     @Slot()

@@ -1,0 +1,73 @@
+"""The auto-tuner and the benchmark command, on the real model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from desklm.engine import bench
+from desklm.engine.session import ChatSession
+from desklm.engine.settings import logical_cores
+from desklm.errors import DeskLMError
+from tests.conftest import run_cli, small_settings
+
+
+def test_tune_measures_applies_and_remembers(model_path):
+    s = ChatSession(model_path, small_settings(n_threads=1, n_threads_batch=1))
+    s.load()
+    try:
+        steps = []
+        r = bench.tune(s, progress=lambda i, n, what: steps.append((i, n, what)))
+        expected = sorted({1, max(1, logical_cores() // 2), max(1, logical_cores() - 1),
+                           logical_cores()})
+        assert [t["threads"] for t in r.trials] == expected
+        assert [i for i, _, _ in steps] == list(range(1, len(expected) + 1))
+        assert all(t["gen_tps"] > 0 and t["prompt_tps"] > 0 for t in r.trials)
+        fastest = max(r.trials, key=lambda t: t["gen_tps"])
+        assert r.n_threads == fastest["threads"]
+        assert s.engine.threads() == (r.n_threads, r.n_threads_batch)  # applied, live
+        assert s.engine.kv_cache_pos_max() == -1  # the sweep leaves no tokens behind
+        assert bench.tuned_for(model_path)["n_threads"] == r.n_threads  # remembered
+        with pytest.raises(DeskLMError, match="tuning cancelled"):
+            bench.tune(s, cancelled=lambda: True)
+    finally:
+        s.engine.unload()
+
+
+def test_the_cli_uses_tuned_threads(model_path):
+    r = run_cli("bench", "--tune", "--json")
+    assert r.returncode == 0, r.stderr[-500:]
+    tuned = json.loads(r.stdout)
+    assert "[1/" in r.stderr  # progress
+    chat = run_cli("chat", "--json", "--max-tokens", "4", stdin="/stats\n")
+    stats = json.loads(chat.stdout.splitlines()[0])
+    assert stats["load_settings"]["n_threads"] == tuned["n_threads"]
+
+
+def test_bench_engine_paths_json():
+    r = run_cli("bench", "--runs", "1", "--gen-tokens", "16", "--no-gui", "--json")
+    assert r.returncode == 0, r.stderr[-800:]
+    out = json.loads(r.stdout)
+    med = out["median"]
+    assert set(med) == {"raw", "engine"}
+    for p in med.values():
+        assert p["gen_tps"] > 1 and p["prompt_tps"] > 1 and p["load_s"] > 0
+    assert out["summary"]["engine_gen_ratio"] > 0.5
+    assert len(out["multi_turn"]) == 20
+    later = [t["evaluated"] for t in out["multi_turn"][1:]]
+    assert max(later) < out["multi_turn"][-1]["prompt_tokens"] / 4  # the prefix is reused
+    names = [t["target"] for t in out["targets"]]
+    assert "engine generation tok/s vs raw" in names
+
+
+def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
+    png = tmp_path / "bench.png"
+    r = run_cli("bench", "--runs", "1", "--gen-tokens", "16", "--plot", str(png),
+                env={"QT_QPA_PLATFORM": "offscreen"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-800:]
+    for needle in ("generation tok/s", "gui/raw", "multi-turn (20 turns)", "long reply",
+                   "longest UI event-loop stall", "window visible after launch", "targets:"):
+        assert needle in r.stdout
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
