@@ -122,7 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def ensure_std_streams() -> None:
+    """A windowed build (no console) has sys.stdout/stderr = None and may have no valid file
+    descriptors 1 and 2, which llama-cpp-python duplicates while loading: point them at the
+    null device so nothing that writes there can fail."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    ensure_std_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.probe_model:  # internal: the child process of engine.probe

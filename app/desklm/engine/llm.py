@@ -10,6 +10,7 @@ prefill is cut short too.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import random
@@ -155,6 +156,18 @@ class LoadInfo:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
+
+
+def _release_freed_memory() -> None:
+    """Give a freed model's buffers back to the OS. glibc keeps freed heap for reuse: measured
+    here, each reload grew RSS ~8 MB for good; with malloc_trim it returns to the baseline."""
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to do
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _suggest(reason: str) -> str:
@@ -402,6 +415,8 @@ class ChatEngine:
         self.template = None
         if llm is not None:
             llm.close()
+            del llm
+            _release_freed_memory()
 
     def _need(self) -> llama_cpp.Llama:
         if self.llm is None:

