@@ -1,0 +1,66 @@
+"""The packaging inputs: icons made from the SVG master, and files that agree with each other.
+(Building the bundle itself is minutes of compiling: see the README's Installers section.)"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_icons_writes_pngs_ico_and_icns(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "packaging"))
+    try:
+        import make_icons
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(make_icons, "OUT", tmp_path)
+    assert make_icons.main() == 0
+    for s in make_icons.SIZES:
+        png = (tmp_path / f"desklm-{s}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        w, h = struct.unpack(">II", png[16:24])
+        assert (w, h) == (s, s)
+    ico = (tmp_path / "desklm.ico").read_bytes()
+    reserved, kind, count = struct.unpack("<HHH", ico[:6])
+    assert (reserved, kind, count) == (0, 1, 7)
+    for i in range(count):  # every entry points at a PNG inside the file
+        size, offset = struct.unpack("<II", ico[6 + 16 * i + 8: 6 + 16 * i + 16])
+        assert ico[offset: offset + 8] == b"\x89PNG\r\n\x1a\n" and offset + size <= len(ico)
+    icns = (tmp_path / "desklm.icns").read_bytes()
+    assert icns[:4] == b"icns" and struct.unpack(">I", icns[4:8])[0] == len(icns)
+    assert b"ic10" in icns and b"icp4" in icns
+
+
+def test_desktop_entry_matches_the_bundle():
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str
+    entry.read(ROOT / "packaging" / "linux" / "desklm.desktop")
+    d = entry["Desktop Entry"]
+    spec = (ROOT / "packaging" / "desklm.spec").read_text()
+    exe = Path(d["Exec"].split()[0])
+    assert exe.parent == Path("/opt/desklm") and f'name="{exe.name}"' in spec
+    assert d["Icon"] == "desklm" and d["Terminal"] == "false" and d["Type"] == "Application"
+    deb = (ROOT / "packaging" / "linux" / "make_deb.sh").read_text()
+    assert "/opt/desklm" in deb and "hicolor" in deb and "metainfo" in deb
+    iss = (ROOT / "packaging" / "windows" / "desklm.iss").read_text()
+    assert re.search(r'Filename: "\{app\}\\desklm-gui\.exe"', iss)
+
+
+def test_metainfo_is_valid_xml_with_the_desktop_id():
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(ROOT / "packaging" / "linux" / "io.desklm.DeskLM.metainfo.xml")
+    assert tree.getroot().find("launchable").text == "desklm.desktop"
+
+
+def test_build_scripts_are_valid_shell():
+    for script in ("build_linux.sh", "build_macos.sh", "linux/make_deb.sh"):
+        r = subprocess.run(["bash", "-n", str(ROOT / "packaging" / script)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
