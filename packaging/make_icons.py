@@ -1,6 +1,6 @@
 """Make the app icons from the SVG master: PNG sizes, a Windows .ico and a macOS .icns.
 
-    python packaging/make_icons.py          # writes into resources/icons/
+    python packaging/make_icons.py [--out DIR]     # writes into resources/icons/ by default
 
 Rendered with Qt's SVG renderer (PySide6, already a dependency); .ico and .icns are written
 directly (both formats are containers of PNG images), so no other tool is needed.
@@ -59,19 +59,25 @@ def write_icns(path: Path, pngs: dict[int, bytes]) -> None:
     path.write_bytes(b"icns" + struct.pack(">I", 8 + len(chunks)) + chunks)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Make the app icons from the SVG master.")
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder")
+    args = parser.parse_args(argv)
+    out = args.out
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtGui import QGuiApplication
 
     _app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     pngs = {s: render(s) for s in SIZES}
     for s, data in pngs.items():
-        (OUT / f"desklm-{s}.png").write_bytes(data)
-    write_ico(OUT / "desklm.ico", pngs)
-    write_icns(OUT / "desklm.icns", pngs)
-    (OUT / "desklm.svg").write_bytes(MASTER.read_bytes())
-    print(f"icons written to {OUT}")
+        (out / f"desklm-{s}.png").write_bytes(data)
+    write_ico(out / "desklm.ico", pngs)
+    write_icns(out / "desklm.icns", pngs)
+    (out / "desklm.svg").write_bytes(MASTER.read_bytes())
+    print(f"icons written to {out}")
     return 0
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import struct
 import subprocess
@@ -13,15 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_make_icons_writes_pngs_ico_and_icns(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "packaging"))
-    try:
-        import make_icons
-    finally:
-        sys.path.pop(0)
-    monkeypatch.setattr(make_icons, "OUT", tmp_path)
-    assert make_icons.main() == 0
-    for s in make_icons.SIZES:
+def test_make_icons_writes_pngs_ico_and_icns(tmp_path):
+    # a subprocess, as a user runs it (a QGuiApplication made in this process would break the
+    # widget tests that follow)
+    r = subprocess.run([sys.executable, str(ROOT / "packaging" / "make_icons.py"), "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr
+    for s in (16, 24, 32, 48, 64, 128, 256, 512, 1024):
         png = (tmp_path / f"desklm-{s}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         w, h = struct.unpack(">II", png[16:24])
