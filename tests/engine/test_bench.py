@@ -29,8 +29,13 @@ def test_tune_measures_applies_and_remembers(model_path):
         assert s.engine.threads() == (r.n_threads, r.n_threads_batch)  # applied, live
         assert s.engine.kv_cache_pos_max() == -1  # the sweep leaves no tokens behind
         assert bench.tuned_for(model_path)["n_threads"] == r.n_threads  # remembered
+        # cancelled after the first trial (1 thread): the user's threads come back
+        top = logical_cores()
+        s.apply_settings({"n_threads": top, "n_threads_batch": top})
+        checks = []
         with pytest.raises(DeskLMError, match="tuning cancelled"):
-            bench.tune(s, cancelled=lambda: True)
+            bench.tune(s, cancelled=lambda: len(checks) >= 1 or bool(checks.append(1)))
+        assert s.engine.threads() == (top, top)
     finally:
         s.engine.unload()
 

@@ -191,6 +191,8 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
     prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n")
     s = bench_settings(session.settings, max_tokens=32)
     old_ignore, eng.ignore_eos = eng.ignore_eos, True
+    before = (session.settings["n_threads"], session.settings["n_threads_batch"])
+    done = False
     try:
         step = 0
         for ngl in layers:
@@ -208,9 +210,12 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
                 trials.append({"n_gpu_layers": ngl, "threads": t,
                                "gen_tps": st.gen_tokens_per_s or 0.0,
                                "prompt_tps": st.prompt_tokens_per_s or 0.0})
+        done = True
     finally:
         eng.ignore_eos = old_ignore
         eng.reset()
+        if not done:  # cancelled or failed: the threads the user had
+            eng.set_threads(*before)
     best_ngl = max(layers, key=lambda g: max(x["gen_tps"] for x in trials
                                              if x["n_gpu_layers"] == g))
     mine = [x for x in trials if x["n_gpu_layers"] == best_ngl]
@@ -218,6 +223,9 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
     prompt_best = max(mine, key=lambda x: x["prompt_tps"])
     result = TuneResult(gen_best["threads"], prompt_best["threads"], best_ngl,
                         gen_best["gen_tps"], prompt_best["prompt_tps"], trials)
+    # the sweep moved the engine's threads behind the session's back: set the winners on the
+    # engine itself (apply_settings only acts on values that differ from the session's)
+    eng.set_threads(result.n_threads, result.n_threads_batch)
     values = {"n_threads": result.n_threads, "n_threads_batch": result.n_threads_batch}
     if best_ngl != session.settings["n_gpu_layers"]:
         values["n_gpu_layers"] = best_ngl
