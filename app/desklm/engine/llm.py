@@ -360,7 +360,6 @@ class ChatEngine:
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
         model = llm._model.model
-        vocab = llama_cpp.llama_model_get_vocab(model)
 
         def single_token(text: str) -> int | None:
             toks = llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -393,9 +392,6 @@ class ChatEngine:
                 self.template = fallback
         self._stop_token_ids = {
             t for t in (single_token(x) for x in self.template.stop) if t is not None
-        }
-        self._stop_token_ids |= {
-            t for t in self._stop_token_ids if llama_cpp.llama_vocab_is_eog(vocab, t)
         }
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(

@@ -55,6 +55,35 @@ def _wait(signal: Any, timeout_s: float, failed: Any = None) -> list[Any]:
     return got
 
 
+class Heartbeat:
+    """A 10 ms timer on the UI thread; the longest gap between its ticks is the longest time
+    the event loop was stalled (less the 10 ms interval)."""
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        self.interval_ms = interval_ms
+        self.gaps: list[float] = []
+        self._last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._beat)
+
+    def _beat(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self._last)
+        self._last = now
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    @property
+    def max_stall_ms(self) -> float | None:
+        return 1000 * max(self.gaps) - self.interval_ms if self.gaps else None
+
+
 class GuiBench:
     """One window (one inference thread) for every GUI run, as in the real app.
 
@@ -99,23 +128,12 @@ class GuiBench:
         if not first:
             w.new_conversation()
             _wait(w.conversationShown, 60, w.failed)
-        gaps: list[float] = []
-        last = [time.perf_counter()]
-
-        def beat() -> None:  # the longest gap between 10 ms ticks while the reply streams
-            now = time.perf_counter()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        hb = QTimer()
-        hb.setInterval(10)
-        hb.timeout.connect(beat)
+        hb = Heartbeat()
         w.chat.flush_log.clear()
         t_send = time.perf_counter()
         w.submit(PROMPT)
         _wait(w.firstToken, 300, w.failed)
         ttft = time.perf_counter() - t_send
-        last[0] = time.perf_counter()
         hb.start()
         ui_cpu0, wall0 = time.thread_time(), time.perf_counter()
         result = _wait(w.replyFinished, 600, w.failed)[0]
@@ -127,7 +145,7 @@ class GuiBench:
         self.runs += 1
         return PathRun("gui", info.load_s, ttft, st.prompt_tokens_per_s, st.gen_tokens_per_s,
                        (rss() - self.baseline) / MB, st.prompt_tokens, st.completion_tokens,
-                       extra={"max_stall_ms": 1000 * max(gaps) - 10 if gaps else None,
+                       extra={"max_stall_ms": hb.max_stall_ms,
                               "sampler_core_percent": 100 * w.sampler.cpu_seconds / elapsed,
                               "ui_thread_core_percent": 100 * ui_cpu / ui_wall
                               if ui_wall else None,

@@ -275,8 +275,8 @@ class SettingsPanel(QWidget):
         v = self.pending_or_current
         best = auto_fit(self.model_info, v("kv_cache_type"), v("flash_attn"),
                         gpu_offload=self.gpu_available, free=self.free)
-        self.editors["n_ctx"].set_values(self.editors["n_ctx"].values + (
-            [] if best.n_ctx in self.editors["n_ctx"].values else [best.n_ctx]), best.n_ctx)
+        self.editors["n_ctx"].set_values(
+            sorted({*self.editors["n_ctx"].values, best.n_ctx}), best.n_ctx)
         self.editors["n_gpu_layers"].set_value(best.n_gpu_layers)
         self._edited("n_ctx", best.n_ctx)
         self._edited("n_gpu_layers", best.n_gpu_layers)
