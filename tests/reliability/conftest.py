@@ -70,6 +70,8 @@ def bad_files(tmp_path_factory, model_path) -> dict[str, Path]:
     os.symlink(loop, loop)
     files["symlink loop"] = loop
     files["llama.cpp abort"] = patch_u32(model_path, d / "abort.gguf", "gemma3.block_count", 0)
+    files["llama.cpp refusal"] = patch_u32(model_path, d / "refused.gguf",
+                                           "gemma3.attention.head_count_kv", 3)
     return files
 
 
@@ -86,6 +88,8 @@ REASONS = {
     "unknown architecture": "architecture 'zzzzz3' is not supported",
     "symlink loop": "symbolic link loop",
     "llama.cpp abort": "llama.cpp crashed reading this file (SIGABRT)",
+    # header checks pass; llama.cpp's own reason is shown, not "Failed to load model"
+    "llama.cpp refusal": "tensor 'blk.0.attn_k.weight' has wrong shape",
 }
 
 

@@ -91,17 +91,26 @@ class _LlamaLogCapture:
 LLAMA_LOG = _LlamaLogCapture()
 
 
+# llama.cpp follows the specific cause with generic lines; these never explain anything
+_GENERIC = ("failed to load model", "failed to initialize", "failed to create", "failed to init",
+            "unable to load model")
+
+
 def _reason_from_log(lines: list[str], fallback: str) -> str:
-    """Pick the most telling llama.cpp line: an allocation failure first, then the last error."""
+    """The most telling llama.cpp line: an allocation failure first, else the first specific
+    error (llama.cpp prints the cause, then generic 'failed to load model' lines)."""
     for needle in ("failed to allocate", "out of memory", "unable to allocate", "cannot allocate"):
         for line in lines:
             if needle in line.lower():
                 return f"out of memory: {line}"
-    for line in reversed(lines):
+    for line in lines:
         low = line.lower()
+        if any(g in low for g in _GENERIC):
+            continue
         if any(w in low for w in ("error", "failed", "invalid", "unknown", "not supported",
-                                  "corrupt", "wrong")):
-            return line
+                                  "corrupt", "wrong", "requires")):
+            text = line.split("error loading model: ", 1)[-1]
+            return " ".join(text.split())
     return lines[-1] if lines else fallback
 
 
