@@ -81,10 +81,14 @@ def _online() -> None:
 def _reason(e: BaseException) -> str:
     name = type(e).__name__
     msg = " ".join(str(e).split())
-    if "RepositoryNotFound" in name or "404" in msg:
-        return "repository or file not found (check the name; private repos need a token)"
-    if "GatedRepo" in name or "401" in msg or "403" in msg:
+    # the HTTP status decides: huggingface_hub turns some 401s into RepositoryNotFoundError
+    # (the Hub answers 401 for private repos), so the exception class alone is ambiguous
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status in (401, 403) or "GatedRepo" in name or (status is None and (
+            "401" in msg or "403" in msg)):
         return "access denied: this repo is gated or private (log in with `hf auth login`)"
+    if status == 404 or "NotFound" in name or "404" in msg:
+        return "repository or file not found (check the name; private repos need a token)"
     if isinstance(e, urllib.error.URLError | ConnectionError | TimeoutError | OSError) or \
             "Connect" in name or "Timeout" in name or "Network" in name:
         return f"cannot reach Hugging Face ({msg[:160] or name})"
