@@ -41,3 +41,21 @@ def test_a_bad_assembly_fails_its_checksum(tmp_path, monkeypatch):
     with pytest.raises(DeskLMError, match="sha256"):
         embedded_model_path(tmp_path)
     assert not list(tmp_path.glob("*.gguf"))  # no half-verified file left behind
+
+
+def test_one_rule_says_which_file_is_the_embedded_model(model_path, tmp_path, monkeypatch):
+    import shutil
+
+    from desklm.engine.models import EMBEDDED_NAME, catalog, is_embedded
+
+    assert is_embedded(model_path)  # the copy assembled in the cache dir
+    lookalike = tmp_path / EMBEDDED_NAME
+    lookalike.write_bytes(b"GGUF")
+    assert not is_embedded(lookalike)  # same name elsewhere: a user's file, probed like any
+    # an installer's bundle ships the model inside it (sys._MEIPASS/models/...)
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    shutil.copyfile(lookalike, bundle / "models" / EMBEDDED_NAME)
+    monkeypatch.setattr("sys._MEIPASS", str(bundle), raising=False)
+    assert is_embedded(bundle / "models" / EMBEDDED_NAME)
+    assert catalog()[0]["path"] == str(bundle / "models" / EMBEDDED_NAME)

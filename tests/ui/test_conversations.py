@@ -92,7 +92,8 @@ def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir
     w.shutdown()
     saved = AppConfig().load()
     assert saved["settings"]["temperature"] == 0.3 and saved["settings"]["n_ctx"] == 1024
-    assert saved["last_model"] == str(model_path) and saved["geometry"]
+    # the embedded model is the default, stored as "" (any other file is stored by path)
+    assert saved["last_model"] == "" and saved["geometry"]
     # start again with no command-line settings: the saved ones come back
     args2 = argparse.Namespace(model=None, self_test=False, screenshot=None, ctx=None,
                                threads=None, gpu_layers=None, max_tokens=None,
@@ -125,5 +126,22 @@ def test_a_damaged_settings_file_falls_back_to_defaults(qtbot, data_dir, model_p
     try:
         assert "damaged" in w.chat.toPlainText()
         assert w.settings_panel.value("temperature") == 0.7
+    finally:
+        w.shutdown()
+
+
+def test_a_remembered_model_file_is_opened_at_start(qtbot, data_dir, tmp_path):
+    from desklm.ui.app import build_window
+
+    other = tmp_path / "my-model.gguf"
+    other.write_bytes(b"GGUF")
+    AppConfig().save({"last_model": str(other)})
+    args = argparse.Namespace(model=None, self_test=False, screenshot=None, ctx=None,
+                              threads=None, gpu_layers=None, max_tokens=None, temperature=None,
+                              seed=None, system=None)
+    w = build_window(args)
+    qtbot.addWidget(w)
+    try:
+        assert w.initial_model == str(other)
     finally:
         w.shutdown()

@@ -190,15 +190,6 @@ def _suggest(reason: str) -> str:
     return ""
 
 
-def _is_embedded(path: Path) -> bool:
-    """The embedded model is verified by sha256 when assembled: no probe needed."""
-    from desklm.engine.models import EMBEDDED_NAME
-    from desklm.engine.store import app_dirs
-
-    return path.name == EMBEDDED_NAME and path.resolve().parent == (
-        app_dirs().cache / "models").resolve()
-
-
 def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
@@ -337,7 +328,9 @@ class ChatEngine:
     def _load(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
         if self.check_fit:
             self._check_fit(info, s)
-        if self.probe and not _is_embedded(info.path):
+        from desklm.engine.models import is_embedded
+
+        if self.probe and not is_embedded(info.path):  # sha256-verified instead
             from desklm.engine.probe import probe
 
             self.last_probe_s = probe(info.path)

