@@ -20,6 +20,8 @@ def test_real_readings_and_the_no_gpu_path(caplog):
     hints = [r for r in caplog.records if "no NVIDIA GPU readings" in r.getMessage()]
     assert len(hints) == 1  # logged once, not every tick
     assert snap.to_dict()["gpus"] == []
+    free_ram, free_vram = snap.free()
+    assert free_ram == snap.ram_total - snap.ram_used > 0 and free_vram is NA
 
 
 def test_na_formats_as_na_and_is_falsy():
@@ -75,7 +77,7 @@ def test_gpu_readings_through_nvml():
     assert g.name == "NVIDIA Test GPU"
     assert (g.vram_used, g.vram_total, g.vram_process, g.util_percent) == (
         3 * 2**30, 8 * 2**30, 512 * 2**20, 42.0)
-    s.sample()
+    assert s.sample().free()[1] == 5 * 2**30  # 8 GiB total - 3 GiB used
     assert nv.inits == 1  # initialised lazily, once
 
 

@@ -91,15 +91,7 @@ def gpu_layer_split(n_layers: int, n_gpu_layers: int) -> tuple[int, bool]:
 
 def free_memory(sampler: ResourceSampler | None = None) -> tuple[Any, Any]:
     """(free RAM, free VRAM summed over NVIDIA GPUs); NA where unknown."""
-    import psutil
-
-    free_ram: Any = psutil.virtual_memory().available
-    snap = (sampler or ResourceSampler()).sample()
-    if not snap.gpus:
-        return free_ram, NA
-    free = [g.vram_total - g.vram_used for g in snap.gpus
-            if not is_na(g.vram_total) and not is_na(g.vram_used)]
-    return free_ram, (sum(free) if free else NA)
+    return (sampler or ResourceSampler()).sample().free()
 
 
 def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: str = "f16",

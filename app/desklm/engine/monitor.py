@@ -73,6 +73,15 @@ class Snapshot:
     gpus: list[GpuReading] = field(default_factory=list)
     gpu_status: str = ""  # "" when NVML works, else why there are no GPU readings
 
+    def free(self) -> tuple[Any, Any]:
+        """(free RAM, free VRAM summed over the NVIDIA GPUs), NA where unknown: what the
+        memory-fit estimate compares with."""
+        ram = NA if is_na(self.ram_total) or is_na(self.ram_used) else \
+            self.ram_total - self.ram_used  # ram_used is total - available
+        vram = [g.vram_total - g.vram_used for g in self.gpus
+                if not is_na(g.vram_total) and not is_na(g.vram_used)]
+        return ram, (sum(vram) if vram else NA)
+
     def to_dict(self) -> dict[str, Any]:
         def v(x: Any) -> Any:
             return None if x is NA else x

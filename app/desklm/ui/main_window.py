@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.models_dialog: Any = None
         self._turn_t0 = 0.0
         self._first_token_t: float | None = None
+        self._pending_text = ""  # the message in flight, put back in the box if refused
         self._prompt_tokens = 0
         self._n_ctx = 0
         self._closing = False
@@ -652,7 +653,7 @@ class MainWindow(QMainWindow):
         if self.chat.streaming:
             self.chat.abandon_reply()
         self.chat.add_notice(f"Not sent: {reason}", "#e05050")
-        self._restore_input(getattr(self, "_pending_text", ""))
+        self._restore_input(self._pending_text)
         self.status.setText("Ready")
         self._set_busy_ui()
         self.failed.emit(reason)
@@ -690,13 +691,8 @@ class MainWindow(QMainWindow):
         self._drain_queue()
 
     def _on_snapshot(self, snap: Snapshot) -> None:
-        from desklm.engine.monitor import NA, is_na
-
         self.gauges.on_snapshot(snap)
-        free_ram = NA if is_na(snap.ram_total) else snap.ram_total - snap.ram_used
-        free_vram = [g.vram_total - g.vram_used for g in snap.gpus
-                     if not is_na(g.vram_total) and not is_na(g.vram_used)]
-        self.settings_panel.set_free(free_ram, sum(free_vram) if free_vram else NA)
+        self.settings_panel.set_free(*snap.free())
         self.settings_panel.set_gpu_available(bool(snap.gpus) and bool(
             self.load_info and self.load_info.gpu_offload_supported))
 
