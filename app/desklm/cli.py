@@ -411,19 +411,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.history_command == "show":
         print(to_markdown(rec), end="")
         return 0
-    text = (json.dumps(rec, ensure_ascii=False, indent=2) + "\n" if args.format == "json"
-            else to_markdown(rec))
     if args.output:
-        from desklm.engine.store import atomic_write_bytes
+        from desklm.engine.store import export_record
 
-        out = Path(args.output).expanduser()
-        try:
-            atomic_write_bytes(out, text.encode("utf-8"))
-        except OSError as e:
-            raise DeskLMError(f"could not write {out}: {e.strerror or e}") from None
+        out = export_record(rec, Path(args.output), args.format)
         print(f"written to {out}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        from desklm.engine.store import export_text
+
+        sys.stdout.write(export_text(rec, args.format))
     return 0
 
 

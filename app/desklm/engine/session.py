@@ -17,7 +17,7 @@ from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, PromptPlan
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
-from desklm.engine.store import ConversationStore, StoreError, title_from, to_markdown
+from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
 from desklm.errors import DeskLMError
 
 log = logging.getLogger("desklm.engine")
@@ -116,20 +116,7 @@ class ChatSession:
         return rec
 
     def export(self, path: Path, fmt: str | None = None) -> Path:
-        import json
-
-        from desklm.engine.store import atomic_write_bytes
-
-        path = Path(path).expanduser()
-        fmt = fmt or ("json" if path.suffix.lower() == ".json" else "md")
-        rec = self.record()
-        data = (json.dumps(rec, ensure_ascii=False, indent=2) if fmt == "json"
-                else to_markdown(rec))
-        try:
-            atomic_write_bytes(path, data.encode("utf-8"))
-        except OSError as e:
-            raise DeskLMError(f"could not write {path}: {e.strerror or e}") from None
-        return path
+        return export_record(self.record(), path, fmt)
 
     # -- model --
     def load(self, path: Path | None = None,

@@ -240,3 +240,24 @@ class AppConfig:
 
     def save(self, data: dict[str, Any]) -> None:
         atomic_write_json(self.path, {"schema": SCHEMA_VERSION, **data})
+
+
+def export_text(record: dict[str, Any], fmt: str) -> str:
+    """A conversation as ``md`` (Markdown) or ``json`` text."""
+    if fmt == "json":
+        return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+    return to_markdown(record)
+
+
+def export_record(record: dict[str, Any], path: Path, fmt: str | None = None) -> Path:
+    """Write a conversation to ``path`` (format from ``fmt``, else the suffix: .json or md),
+    atomically; a write that fails is a DeskLMError with the reason."""
+    from desklm.errors import DeskLMError
+
+    path = Path(path).expanduser()
+    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "md")
+    try:
+        atomic_write_bytes(path, export_text(record, fmt).encode("utf-8"))
+    except OSError as e:
+        raise DeskLMError(f"could not write {path}: {e.strerror or e}") from None
+    return path
