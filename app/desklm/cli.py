@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from desklm import __version__
+from desklm.engine.settings import settings_from_args
 from desklm.errors import DeskLMError
 
 log = logging.getLogger("desklm")
@@ -28,34 +29,12 @@ EXIT_INTERNAL = 1
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and settings")
+    from desklm.engine.settings import add_arguments
+
+    g = p.add_argument_group("model and settings (a flag for every setting)")
     g.add_argument("--model", metavar="PATH",
                    help="GGUF file to load (default: the embedded model)")
-    g.add_argument("--ctx", type=str, metavar="N", help="context length in tokens")
-    g.add_argument("--threads", type=str, metavar="N", help="CPU threads")
-    g.add_argument("--gpu-layers", type=str, metavar="N", help="layers on the GPU (-1 or 'all')")
-    g.add_argument("--max-tokens", type=str, metavar="N", help="longest reply in tokens")
-    g.add_argument("--temperature", type=str, metavar="T", help="sampling temperature")
-    g.add_argument("--seed", type=str, metavar="S", help="sampling seed (-1 = random)")
-    g.add_argument("--system", type=str, metavar="TEXT", help="system prompt")
-
-
-ARG_TO_SETTING = {"ctx": "n_ctx", "gpu_layers": "n_gpu_layers", "max_tokens": "max_tokens",
-                  "temperature": "temperature", "seed": "seed", "system": "system_prompt"}
-
-
-def settings_from_args(args: argparse.Namespace, base: Any = None) -> Any:
-    from desklm.engine.settings import Settings
-
-    s = base.copy() if base is not None else Settings()
-    if getattr(args, "threads", None) is not None:
-        s.set("n_threads", args.threads)
-        s.set("n_threads_batch", args.threads)
-    for arg, name in ARG_TO_SETTING.items():
-        value = getattr(args, arg, None)
-        if value is not None:
-            s.set(name, value)
-    return s
+    add_arguments(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,7 +182,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         from desklm.engine.models import remember_model
 
         remember_model(info.path)
-    if args.threads is None:  # threads found by `desklm bench --tune`, if any
+    if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
         from desklm.engine.bench import tuned_for
 
         tuned = tuned_for(info.path)

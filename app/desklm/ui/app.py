@@ -43,7 +43,7 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
     """
     import tempfile
 
-    from desklm.cli import settings_from_args
+    from desklm.engine.settings import settings_from_args
     from desklm.engine.store import AppConfig, ConversationStore
 
     if args.self_test:
