@@ -177,7 +177,8 @@ _SETTINGS: list[Setting] = [
             minimum=1, maximum=logical_cores(), flag="--prompt-threads", widget="slider"),
     Setting("n_gpu_layers", "int", 0, "Model layers offloaded to the GPU (-1 = all). More is "
             "faster and uses VRAM instead of RAM.", "load", "GPU layers", needs_reload=True,
-            minimum=0, maximum=1000, special={-1: "all"}, flag="--gpu-layers", widget="slider"),
+            minimum=0, maximum=1000, special={-1: "all"}, flag="--gpu-layers",
+            widget="slider"),
     Setting("n_batch", "int", 512, "Tokens evaluated per step while reading the prompt.",
             "load", "Batch size", needs_reload=True, minimum=8, maximum=8192, flag="--batch",
             widget="pow2"),
@@ -193,14 +194,17 @@ _SETTINGS: list[Setting] = [
             needs_reload=True, choices=KV_CACHE_TYPES),
     # --- sampling settings ---------------------------------------------------------------
     Setting("temperature", "float", 0.7, "Randomness of the reply; 0 always picks the most "
-            "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider", step=0.05),
+            "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider",
+            step=0.05),
     Setting("top_p", "float", 0.95, "Sample only from the most likely tokens whose "
-            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0, widget="slider", step=0.01),
+            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0, widget="slider",
+            step=0.01),
     Setting("top_k", "int", 40, "Sample only from this many most likely tokens (0 = no limit).",
             "sampling", "Top-k", minimum=0, maximum=1000, widget="steps",
             steps=(0, 1, 5, 10, 20, 40, 60, 80, 100, 200, 500, 1000)),
     Setting("min_p", "float", 0.05, "Drop tokens less likely than this fraction of the best one.",
-            "sampling", "Min-p", minimum=0.0, maximum=1.0, widget="slider", step=0.01),
+            "sampling", "Min-p", minimum=0.0, maximum=1.0, widget="slider",
+            step=0.01),
     Setting("repeat_penalty", "float", 1.1, "Penalty for repeating recent tokens (1 = none).",
             "sampling", "Repeat penalty", minimum=0.5, maximum=2.0, widget="slider",
             step=0.05),
