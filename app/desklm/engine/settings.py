@@ -170,7 +170,8 @@ _SETTINGS: list[Setting] = [
             "Context length", needs_reload=True, minimum=512, maximum=131072, flag="--ctx",
             widget="pow2"),
     Setting("n_threads", "int", default_threads, "CPU threads used while generating. "
-            "Applied live, no reload.", "load", "CPU threads", minimum=1, maximum=logical_cores(), flag="--threads",
+            "Applied live, no reload.", "load", "CPU threads", minimum=1, maximum=logical_cores(),
+            flag="--threads",
             widget="slider"),
     Setting("n_threads_batch", "int", default_threads, "CPU threads used while reading the "
             "prompt (prompt evaluation). Applied live, no reload.", "load", "Prompt threads",
@@ -197,8 +198,8 @@ _SETTINGS: list[Setting] = [
             "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider",
             step=0.05),
     Setting("top_p", "float", 0.95, "Sample only from the most likely tokens whose "
-            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0, widget="slider",
-            step=0.01),
+            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0,
+            widget="slider",            step=0.01),
     Setting("top_k", "int", 40, "Sample only from this many most likely tokens (0 = no limit).",
             "sampling", "Top-k", minimum=0, maximum=1000, widget="steps",
             steps=(0, 1, 5, 10, 20, 40, 60, 80, 100, 200, 500, 1000)),
