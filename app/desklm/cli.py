@@ -38,10 +38,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=str, metavar="T", help="sampling temperature")
     g.add_argument("--seed", type=str, metavar="S", help="sampling seed (-1 = random)")
     g.add_argument("--system", type=str, metavar="TEXT", help="system prompt")
+    g.add_argument("--chat-format", type=str, metavar="NAME", help="auto, gguf, dialogue, ...")
 
 
 ARG_TO_SETTING = {"ctx": "n_ctx", "gpu_layers": "n_gpu_layers", "max_tokens": "max_tokens",
-                  "temperature": "temperature", "seed": "seed", "system": "system_prompt"}
+                  "temperature": "temperature", "seed": "seed", "system": "system_prompt",
+                  "chat_format": "chat_format"}
 
 
 def settings_from_args(args: argparse.Namespace, base: Any = None) -> Any:

@@ -26,8 +26,8 @@ def test_gemma_family_without_template_gets_the_gemma_turn_format(arch):
 
 def test_architecture_table():
     assert format_for("qwen2") == "chatml"
-    assert format_for("llama", vocab_has=lambda tok: tok == "<|eot_id|>") == "llama-3"
-    assert format_for("llama", vocab_has=lambda tok: False) == "llama-2"
+    assert format_for("llama", vocab_has=lambda tok: tok == "<|eot_id|>") == "llama3"
+    assert format_for("llama", vocab_has=lambda tok: False) == "llama2-sys-strip"
     assert format_for("phi3") == "phi3"
     assert format_for("somethingnew") == "chatml"
 
