@@ -421,8 +421,8 @@ class ChatEngine:
                                  {"role": "assistant", "content": "a"},
                                  {"role": "user", "content": "u"}])
         except DeskLMError as e:
-            if chat_format not in ("auto", "gguf"):
-                raise
+            if chat_format not in ("auto", "gguf") or not info.chat_template:
+                raise  # not the file's template failing: the user's choice cannot be used
             template = fallback_template(info.architecture, info.chat_template, self._vocab_has)
             notes.append(f"the model's own chat template failed ({e}); using the "
                          f"{template.name} format instead")
