@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +44,18 @@ def app_dirs() -> AppDirs:
     )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that ``path`` is always either the old or the new file.
 
     A temp file in the same directory is written, flushed and fsynced, then ``os.replace``d over
-    the target; the directory is fsynced too where the platform allows it.
+    the target; the directory is fsynced too where the platform allows it. ``mode`` sets the
+    new file's permissions (default: the temp file's, 0600).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -250,14 +254,149 @@ def export_text(record: dict[str, Any], fmt: str) -> str:
 
 
 def export_record(record: dict[str, Any], path: Path, fmt: str | None = None) -> Path:
-    """Write a conversation to ``path`` (format from ``fmt``, else the suffix: .json or md),
-    atomically; a write that fails is a DeskLMError with the reason."""
-    from desklm.errors import DeskLMError
-
+    """Write a conversation to ``path`` (format from ``fmt``, else the suffix: .json or md)
+    by the rules of :func:`write_user_file`; a write that fails is a DeskLMError."""
     path = Path(path).expanduser()
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "md")
-    try:
-        atomic_write_bytes(path, export_text(record, fmt).encode("utf-8"))
-    except OSError as e:
-        raise DeskLMError(f"could not write {path}: {e.strerror or e}") from None
+    write_user_file(path, export_text(record, fmt).encode("utf-8"))
     return path
+
+
+# --- files the user points at -------------------------------------------------------------------
+_FD_DIRS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
+
+
+def _is_fd_path(p: str) -> bool:
+    """``/dev/stdout``, ``/dev/fd/1``, ``/proc/<pid>/fd/1``: a name for an open descriptor."""
+    if p in ("/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty"):
+        return True
+    if p.startswith(_FD_DIRS):
+        return True
+    parts = p.split("/")
+    return len(parts) == 5 and parts[1] == "proc" and parts[3] == "fd"
+
+
+def _own_fd(chain: list[str]) -> int | None:
+    """The descriptor number when ``chain`` names one of this process's open descriptors."""
+    names = {"/dev/stdout": 1, "/dev/stderr": 2}
+    for c in chain:
+        if c in names:
+            return names[c]
+        for d in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+            if c.startswith(d) and c[len(d):].isdigit():
+                return int(c[len(d):])
+    return None
+
+
+def _link_chain(path: str) -> list[str]:
+    """``path`` and every name its symbolic links lead to, one hop at a time (at most 40)."""
+    chain = [path]
+    cur = path
+    for _ in range(40):
+        try:
+            target = os.readlink(cur)
+        except OSError:  # not a link (or gone): the chain ends here
+            return chain
+        cur = os.path.normpath(os.path.join(os.path.dirname(cur), target))
+        chain.append(cur)
+    return chain
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    finally:
+        os.close(fd)
+
+
+def write_user_file(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` where the user pointed, never replacing something that is not a file.
+
+    * a regular file or a new name: atomically (temp file, fsync, rename), keeping the old
+      file's permissions; a file with other hard links is written in place instead, so the
+      other names keep seeing it;
+    * a symbolic link: written through to its target by the same rules (the link stays);
+    * ``/dev/stdout`` and other names of open descriptors, a character device (``/dev/null``,
+      a terminal) or a named pipe: opened and written, never renamed over (a pipe with no
+      reader is refused rather than waited on);
+    * a directory, a block device or a socket: refused.
+
+    Every refusal and failure is a :class:`~desklm.errors.DeskLMError` with a one-line reason.
+    """
+    import errno
+    import stat
+
+    from desklm.errors import DeskLMError
+
+    shown = str(path)
+    if "\x00" in shown:
+        raise DeskLMError(f"cannot write to {shown!r}: a file name may not contain a NUL "
+                          "character")
+    p = os.path.expanduser(shown)
+    try:
+        chain = _link_chain(os.path.abspath(p))
+        own = _own_fd(chain)
+        if own is not None:  # /dev/stdout: write to the descriptor itself, whatever it is
+            if own in (1, 2):
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+            _write_fd(os.dup(own), data)
+            return Path(p)
+        through = any(_is_fd_path(c) for c in chain)
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            if os.path.islink(p):  # a dangling link: create its target, keep the link
+                target = Path(os.path.realpath(p))
+                if not target.parent.is_dir():
+                    raise DeskLMError(f"cannot write to {shown}: it is a link to {target}, "
+                                      "whose folder does not exist") from None
+                atomic_write_bytes(target, data)
+                return Path(p)
+            parent = Path(p).parent
+            if not parent.is_dir():
+                raise DeskLMError(f"cannot write to {shown}: folder {parent} does not "
+                                  "exist") from None
+            atomic_write_bytes(Path(p), data)
+            return Path(p)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            raise DeskLMError(f"cannot write to {shown}: it is a folder; give a file name")
+        if stat.S_ISBLK(mode):
+            raise DeskLMError(f"refusing to write to {shown}: it is a block device (a disk)")
+        if stat.S_ISSOCK(mode):
+            raise DeskLMError(f"cannot write to {shown}: it is a socket")
+        if stat.S_ISFIFO(mode):
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    raise DeskLMError(f"cannot write to {shown}: it is a named pipe and no "
+                                      "program is reading from it") from None
+                raise
+            os.set_blocking(fd, True)
+            _write_fd(fd, data)
+            return Path(p)
+        if stat.S_ISCHR(mode) or not stat.S_ISREG(mode):
+            _write_fd(os.open(p, os.O_WRONLY), data)
+            return Path(p)
+        if through:  # e.g. -o /dev/stdout with stdout redirected to a file: append, like >>
+            _write_fd(os.open(p, os.O_WRONLY | os.O_APPEND), data)
+            return Path(p)
+        target = Path(os.path.realpath(p))
+        if st.st_nlink > 1:
+            _write_fd(os.open(target, os.O_WRONLY | os.O_TRUNC), data)
+            return Path(p)
+        atomic_write_bytes(target, data, mode=stat.S_IMODE(mode))
+        return Path(p)
+    except DeskLMError:
+        raise
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, OSError) and e.errno == errno.ELOOP:
+            why = "symbolic link loop"
+        raise DeskLMError(f"could not write {shown}: {why}") from None
