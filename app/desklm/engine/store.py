@@ -110,8 +110,9 @@ class ConversationStore:
     """
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else app_dirs().data / "conversations"
+        self.root = Path(root) if root is not None else app_dirs().data / "conversations"
         self.problems: list[str] = []  # reasons collected by list_all(), for the user
+        self.last_notes: list[str] = []  # what the last read dropped or repaired, and why
 
     def path(self, conv_id: str) -> Path:
         if not conv_id or any(c in conv_id for c in "/\\.") or len(conv_id) > 64:
@@ -119,27 +120,41 @@ class ConversationStore:
         return self.root / f"{conv_id}.json"
 
     def _read(self, p: Path) -> dict[str, Any]:
+        """The record in ``p``, every field checked (:mod:`desklm.engine.records`); notes on
+        what was dropped are in ``last_notes``. A file whose content is unusable is moved
+        aside; one that cannot be read (permissions, a folder) is left alone."""
+        from desklm.engine.records import Unusable, clean_conversation, parse_json
+
+        self.last_notes = []
         try:
-            data = json.loads(p.read_text("utf-8"))
+            raw = p.read_bytes()
         except FileNotFoundError:
             raise StoreError(f"no conversation '{p.stem}'") from None
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+        except OSError as e:
+            raise StoreError(f"could not read conversation file {p.name}: "
+                             f"{e.strerror or e}; left untouched") from None
+        try:
+            data = parse_json(raw.decode("utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+                raise Unusable("not a DeskLM conversation")
+        except (Unusable, UnicodeDecodeError) as e:
+            why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
             aside = p.with_name(p.name + ".corrupt")
-            with contextlib.suppress(OSError):
+            try:
                 os.replace(p, aside)
-            raise StoreError(f"conversation file {p.name} is damaged ({type(e).__name__}); "
-                             f"moved aside to {aside.name}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-            aside = p.with_name(p.name + ".corrupt")
-            with contextlib.suppress(OSError):
-                os.replace(p, aside)
-            raise StoreError(f"conversation file {p.name} is not a DeskLM conversation; "
-                             f"moved aside to {aside.name}")
+                where = f"moved aside to {aside.name}"
+            except OSError as oe:
+                where = f"could not move it aside ({oe.strerror or oe})"
+            raise StoreError(f"conversation file {p.name} is damaged ({why}); {where}") from None
         version = data.get("schema")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, int) and version > SCHEMA_VERSION:
             raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM (schema "
                              f"{version}, this version reads {SCHEMA_VERSION}); left untouched")
-        return data
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise StoreError(f"conversation {p.stem} has no valid schema version "
+                             f"({str(version)[:20]!r}); left untouched")
+        rec, self.last_notes = clean_conversation(data, p.stem)
+        return rec
 
     def load(self, conv_id: str) -> dict[str, Any]:
         return self._read(self.path(conv_id))
@@ -153,7 +168,7 @@ class ConversationStore:
                 if isinstance(v, int) and v > SCHEMA_VERSION:
                     raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM; "
                                      "not overwriting it")
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 pass  # a damaged file may be replaced by a good one
         rec = dict(record)
         rec["schema"] = SCHEMA_VERSION
@@ -165,17 +180,26 @@ class ConversationStore:
         """Summaries, newest first. Damaged files are moved aside and noted in ``problems``."""
         self.problems = []
         out: list[dict[str, Any]] = []
-        if not self.root.exists():
+        try:
+            names = sorted(e.name for e in os.scandir(self.root) if e.name.endswith(".json"))
+        except FileNotFoundError:
             return out
-        for p in sorted(self.root.glob("*.json")):
+        except OSError as e:
+            self.problems.append(f"could not read the conversations folder {self.root}: "
+                                 f"{e.strerror or e}")
+            return out
+        for name in names:
+            p = self.root / name
             try:
                 d = self._read(p)
             except StoreError as e:
                 self.problems.append(str(e))
                 continue
-            out.append({"id": d.get("id", p.stem), "title": d.get("title") or "New chat",
-                        "created": d.get("created", 0), "updated": d.get("updated", 0),
-                        "model": d.get("model"), "messages": len(d["messages"])})
+            if self.last_notes:
+                self.problems.append(f"conversation {p.stem}: " + "; ".join(self.last_notes))
+            out.append({"id": d["id"], "title": d["title"], "created": d["created"],
+                        "updated": d["updated"], "model": d["model"],
+                        "messages": len(d["messages"])})
         out.sort(key=lambda d: d["updated"], reverse=True)
         return out
 
@@ -220,30 +244,61 @@ def to_markdown(record: dict[str, Any]) -> str:
 # --- app settings -------------------------------------------------------------------------------
 class AppConfig:
     """App settings (last model, setting values, window geometry) in the config dir, as JSON
-    written atomically. A damaged file is moved aside and defaults are used."""
+    written atomically.
+
+    :meth:`load` returns what is valid (checked in :mod:`desklm.engine.records`) and lists in
+    ``problems`` what was skipped and why. A file whose content is unusable (not JSON, not an
+    object) is moved aside to ``settings.json.corrupt``; one that cannot be read (permission
+    denied, the config dir being a file) is left alone, and :meth:`save` will not overwrite it.
+    """
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else app_dirs().config / "settings.json"
-        self.problem: str | None = None
+        self.problems: list[str] = []
+        self._unreadable: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """All of ``problems`` as one line (None when there were none)."""
+        return "settings file: " + "; ".join(self.problems) if self.problems else None
 
     def load(self) -> dict[str, Any]:
+        from desklm.engine.records import Unusable, clean_app_config, parse_json
+
+        self.problems = []
+        self._unreadable = None
         try:
-            data = json.loads(self.path.read_text("utf-8"))
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            self._unreadable = f"{e.strerror or e}"
+            self.problems.append(f"could not read {self.path} ({self._unreadable}); using "
+                                 "defaults and leaving it as it is")
+            return {}
+        try:
+            data = parse_json(raw.decode("utf-8"))
+            if not isinstance(data, dict):
+                raise Unusable(f"a JSON {type(data).__name__}, not an object")
+        except (Unusable, UnicodeDecodeError) as e:
+            why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
             aside = self.path.with_name(self.path.name + ".corrupt")
-            with contextlib.suppress(OSError):
+            try:
                 os.replace(self.path, aside)
-            self.problem = f"settings file was damaged ({type(e).__name__}); using defaults"
+                where = f"moved aside to {aside.name}"
+            except OSError as oe:
+                where = f"could not move it aside ({oe.strerror or oe})"
+            self.problems.append(f"it was damaged ({why}); {where}; using defaults")
             return {}
-        if not isinstance(data, dict):
-            self.problem = "settings file was not a JSON object; using defaults"
-            return {}
+        data, notes = clean_app_config(data)
+        self.problems += notes
         return data
 
     def save(self, data: dict[str, Any]) -> None:
-        atomic_write_json(self.path, {"schema": SCHEMA_VERSION, **data})
+        if self._unreadable is not None and self.path.exists():
+            raise OSError(f"not overwriting {self.path}: it could not be read "
+                          f"({self._unreadable})")
+        atomic_write_json(self.path, {**data, "schema": SCHEMA_VERSION})
 
 
 def export_text(record: dict[str, Any], fmt: str) -> str:
