@@ -137,9 +137,9 @@ class ChatSession:
     def send(self, text: str, on_text: Callable[[str], None] | None = None,
              on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
         """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+        text = text.replace("\x00", "")  # before the check: NULs alone are an empty message
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
-        text = text.replace("\x00", "")
         eng = self.engine
         if eng.template is None:
             raise DeskLMError("no model is loaded")
