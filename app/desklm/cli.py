@@ -392,12 +392,10 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
         if line is None:
             break
         text = line.rstrip("\r\n")
-        if "\x00" in text:
-            text = text.replace("\x00", "")
-            if not text.strip():
-                print("desklm: note: skipped a message that held only NUL characters",
-                      file=sys.stderr, flush=True)
-                continue
+        if "\x00" in text and not text.replace("\x00", "").strip():
+            print("desklm: note: skipped a message that held only NUL characters",
+                  file=sys.stderr, flush=True)
+            continue
         if not text.strip():
             continue
         try:
