@@ -190,6 +190,74 @@ def _suggest(reason: str) -> str:
     return ""
 
 
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _limit_note() -> str:
+    """Which limit the process is under, when it is tighter than the machine's free RAM."""
+    try:
+        import psutil
+
+        from desklm.engine.memlimit import memory_limits, tightest
+
+        lim = tightest(memory_limits())
+        if lim is not None and lim.available < psutil.virtual_memory().available:
+            return f" (this process is limited by its {lim.source} to {_mib(lim.limit)})"
+    except Exception:  # a note, never a second failure
+        pass
+    return ""
+
+
+def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
+                      s: Settings) -> str | None:
+    """Name what an allocation that failed during a load was for, and what to lower.
+
+    Measured on this llama.cpp: a batch's logits (n_batch x vocabulary x 4 bytes) are both
+    llama-cpp-python's own score array (a numpy MemoryError) and most of llama.cpp's compute
+    buffer; with a 262,144-token vocabulary that is 512 MiB at n_batch 512, more than the
+    model and its KV cache. The KV cache grows with the context length instead.
+    """
+    import re
+
+    n_vocab = int(info.arrays.get("tokenizer.ggml.tokens", 0) or 0)
+    n_ubatch = min(512, int(s["n_batch"]))
+    text = " ".join([*problems, str(exc)])
+    low = text.lower()
+    m = re.search(r"unable to allocate .* for an array with shape \((\d+), (\d+)\)", text,
+                  re.IGNORECASE)
+    if isinstance(exc, MemoryError) or m:
+        if m and n_vocab and int(m.group(2)) == n_vocab:
+            rows = int(m.group(1))
+            smaller = max(8, rows // 8)
+            return (f"out of memory: the logits buffer for a batch of {rows} tokens x a "
+                    f"vocabulary of {n_vocab:,} tokens ({_mib(rows * n_vocab * 4)}) could not be "
+                    "allocated"
+                    f"{_limit_note()}; lower the batch size (n_batch {smaller} needs "
+                    f"{_mib(smaller * n_vocab * 4)})")
+        return f"out of memory while loading ({exc}){_limit_note()}"
+    if not any(w in low for w in ("failed to allocate", "insufficient memory",
+                                  "out of memory", "unable to allocate")):
+        return None
+    size = re.search(r"buffer of size (\d+)", text)
+    nbytes = int(size.group(1)) if size else 0
+    what = f" of {_mib(nbytes)}" if nbytes else ""
+    if "kv cache" in low:
+        return (f"out of memory: the KV cache{what} for a context of {s['n_ctx']} tokens could "
+                f"not be allocated{_limit_note()}; lower the context length, or use "
+                "kv_cache_type q8_0 with flash attention")
+    if "compute" in low or "output buffer" in low:
+        logits = n_ubatch * n_vocab * 4
+        if nbytes and logits >= nbytes / 2:
+            return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated; "
+                    f"{_mib(logits)} of it are the logits of a {n_ubatch}-token batch x a "
+                    f"{n_vocab:,}-token vocabulary{_limit_note()}; lower the batch size "
+                    f"(n_batch)")
+        return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated"
+                f"{_limit_note()}; lower the batch size (n_batch) or the context length")
+    return None
+
+
 def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
@@ -356,9 +424,11 @@ class ChatEngine:
                     verbose=False,
                 )
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
-            reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-            raise DeskLMError(f"{info.path.name}: could not load: {reason}{_suggest(reason)}"
-                              ) from e
+            problems = LLAMA_LOG.problems_since(before)
+            mem = allocation_reason(problems, e, info, s)
+            reason = _reason_from_log(problems, str(e))
+            raise DeskLMError(f"{info.path.name}: could not load: "
+                              + (mem or f"{reason}{_suggest(reason)}")) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
         model = llm._model.model
