@@ -334,6 +334,7 @@ class ChatEngine:
         self.probe = True  # load unknown files in a child process first (engine.probe)
         self.last_probe_s = 0.0
         self.last_fit: Any = None
+        self._file_stamp: tuple[int, int, int, int] | None = None  # the model file at load
 
     # -- lifecycle --
     @property
@@ -431,6 +432,7 @@ class ChatEngine:
                               + (mem or f"{reason}{_suggest(reason)}")) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
+        self._file_stamp = _file_stamp(info.path)
         model = llm._model.model
 
         def single_token(text: str) -> int | None:
@@ -547,6 +549,29 @@ class ChatEngine:
             lcp += 1
         return max(0, min(lcp, len(tokens) - 1))
 
+    def check_model_file(self) -> None:
+        """Raise (a DeskLMError) if the loaded model's file changed on disk since the load.
+
+        llama.cpp maps the file into memory; a file truncated or rewritten in place under the
+        mapping kills the process with SIGBUS at the next read of a missing page. Checked
+        before every turn; what cannot be caught is a change during a turn. A file read into
+        RAM (use_mmap off) and a deleted file (its data live on while mapped) are safe.
+        """
+        if self.info is None or self._file_stamp is None or self.settings is None \
+                or not self.settings["use_mmap"]:
+            return
+        now = _file_stamp(self.info.path)
+        if now is None or now == self._file_stamp:
+            return
+        name = self.info.path.name
+        dev, ino, size, _mtime = self._file_stamp
+        if (now[0], now[1]) != (dev, ino):
+            raise DeskLMError(f"the model file {name} was replaced on disk after it was loaded; "
+                              "reload the model to use the new file")
+        change = f"size {size:,} -> {now[2]:,} bytes" if now[2] != size else "rewritten"
+        raise DeskLMError(f"the model file {name} changed on disk while loaded ({change}); "
+                          "reading it now could crash DeskLM: reload the model")
+
     def stop(self) -> None:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
@@ -565,6 +590,7 @@ class ChatEngine:
         """
         llm = self._need()
         assert self.template is not None
+        self.check_model_file()
         self._stop.clear()
         self.live_tokens = 0
         n_ctx = llm.n_ctx()
@@ -637,6 +663,17 @@ class ChatEngine:
         stats.finish_reason = finish
         stats.context_used = llm.n_tokens
         return reply, stats
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of a file; None if it cannot be read (e.g. deleted)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:
