@@ -258,18 +258,20 @@ def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
     return None
 
 
-def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
+def check_load_settings(settings: Settings, info: GGUFInfo, clamp: bool = False) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
+    With ``clamp`` (settings saved earlier, e.g. for a model with a longer context), values
+    above the model's limits are lowered to them with a note instead of refused.
     Returns notes (e.g. GPU layers > 0 without GPU support) that are warnings, not errors.
     """
     if info.context_length:
         settings.limits["n_ctx"] = info.context_length
     if info.block_count:
         settings.limits["n_gpu_layers"] = info.block_count + 1  # +1: the output layer
+    notes = settings.clamp_to_limits() if clamp else []
     for name in ("n_ctx", "n_gpu_layers"):
         settings.check(name, settings[name])
-    notes = []
     if settings["kv_cache_type"] != "f16" and not settings["flash_attn"]:
         raise DeskLMError(
             f"kv_cache_type {settings['kv_cache_type']} needs flash attention: turn flash_attn "
@@ -353,15 +355,17 @@ class ChatEngine:
         return not self._stop.is_set()
 
     def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
         """Load a model; on failure the previously loaded model (if any) is kept.
 
         ``progress(fraction)`` is called during the load. :meth:`stop` cancels a load in
         progress (raises :class:`LoadCancelled`; the previous model is not restored then).
+        ``clamp``: lower settings above the model's limits (with a note) instead of refusing;
+        for saved settings. ``self.settings`` then holds the values used.
         """
         info = read_gguf(path)  # raises with the reason before llama.cpp sees a bad file
         settings = settings.copy()
-        notes = check_load_settings(settings, info)
+        notes = check_load_settings(settings, info, clamp=clamp)
         previous = (self.info.path, self.settings) if self.info and self.settings else None
         self.unload()
         self._stop.clear()
