@@ -207,6 +207,11 @@ def _err(msg: str) -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from desklm.ui.preflight import check_display
+
+    problem = check_display()  # before Qt: no display or missing X libraries is one line
+    if problem:
+        raise DeskLMError(problem)
     from desklm.ui.app import run_gui
 
     return run_gui(args)
@@ -372,7 +377,7 @@ def _install_sigint(session: Any) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
+def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: bool,
               interactive: bool = False) -> int:
     from desklm.engine import commands
     from desklm.engine.session import fmt_rate, fmt_secs
