@@ -211,3 +211,18 @@ def test_history_export_to_dev_stdout_and_odd_targets(data_dir, tmp_path):
     assert r.returncode == 0 and stat.S_ISCHR(os.lstat(null).st_mode)
     r = run_cli("history", "export", "abc123", "-o", str(tmp_path))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is a folder" in r.stderr
+
+
+def test_the_bench_chart_follows_the_same_rule(tmp_path):
+    from desklm import benchrun
+
+    out = {"model": "m.gguf", "machine": "test", "targets": [{"met": True}],
+           "median": {"raw": {"gen_tps": 10.0, "prompt_tps": 50.0},
+                      "engine": {"gen_tps": 9.5, "prompt_tps": 49.0}},
+           "multi_turn": [{"ttft_s": 0.05 + i / 1000} for i in range(20)]}
+    link = tmp_path / "chart.png"
+    link.symlink_to(tmp_path / "real.png")
+    benchrun.plot(out, link)
+    assert link.is_symlink() and (tmp_path / "real.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(DeskLMError, match="is a folder"):
+        benchrun.plot(out, tmp_path)
