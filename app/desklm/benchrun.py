@@ -217,12 +217,21 @@ def plot(out: dict[str, Any], path: Path) -> Path:
     met = sum(1 for t in out["targets"] if t["met"])
     p.drawText(20, h - 20, f"targets met: {met} of {len(out['targets'])}")
     p.end()
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not img.save(str(path)):
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+
+    from desklm.engine.store import write_user_file
+
+    data = QByteArray()
+    buf = QBuffer(data)
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not img.save(buf, "PNG"):
         from desklm.errors import DeskLMError
 
-        raise DeskLMError(f"could not write {path}")
+        raise DeskLMError("could not draw the chart")
+    buf.close()
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_user_file(path, bytes(data.data()))  # a link is written through, a device opened
     return path
 
 

@@ -246,7 +246,12 @@ def remember_tuned(model: Path, r: TuneResult) -> None:
             "prompt_tps": round(r.prompt_tps, 2), "when": time.time()}
         data["tuned"] = tuned
 
-    AppConfig().update(add)
+    try:
+        AppConfig().update(add)
+    except OSError as e:  # e.g. a settings file that could not be read is never overwritten
+        from desklm.errors import DeskLMError
+
+        raise DeskLMError(f"could not remember the tuned settings: {e}") from None
 
 
 def tuned_for(model: Path) -> dict[str, Any] | None:

@@ -214,18 +214,88 @@ def _suggest(reason: str) -> str:
     return ""
 
 
-def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _limit_note() -> str:
+    """Which limit the process is under, when it is tighter than the machine's free RAM."""
+    try:
+        import psutil
+
+        from desklm.engine.memlimit import memory_limits, tightest
+
+        lim = tightest(memory_limits())
+        if lim is not None and lim.available < psutil.virtual_memory().available:
+            return f" (this process is limited by its {lim.source} to {_mib(lim.limit)})"
+    except Exception:  # a note, never a second failure
+        pass
+    return ""
+
+
+def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
+                      s: Settings) -> str | None:
+    """Name what an allocation that failed during a load was for, and what to lower.
+
+    Measured on this llama.cpp: a batch's logits (n_batch x vocabulary x 4 bytes) are both
+    llama-cpp-python's own score array (a numpy MemoryError) and most of llama.cpp's compute
+    buffer; with a 262,144-token vocabulary that is 512 MiB at n_batch 512, more than the
+    model and its KV cache. The KV cache grows with the context length instead.
+    """
+    import re
+
+    n_vocab = int(info.arrays.get("tokenizer.ggml.tokens", 0) or 0)
+    n_ubatch = min(512, int(s["n_batch"]))
+    text = " ".join([*problems, str(exc)])
+    low = text.lower()
+    m = re.search(r"unable to allocate .* for an array with shape \((\d+), (\d+)\)", text,
+                  re.IGNORECASE)
+    if isinstance(exc, MemoryError) or m:
+        if m and n_vocab and int(m.group(2)) == n_vocab:
+            rows = int(m.group(1))
+            smaller = max(8, rows // 8)
+            return (f"out of memory: the logits buffer for a batch of {rows} tokens x a "
+                    f"vocabulary of {n_vocab:,} tokens ({_mib(rows * n_vocab * 4)}) could not be "
+                    "allocated"
+                    f"{_limit_note()}; lower the batch size (n_batch {smaller} needs "
+                    f"{_mib(smaller * n_vocab * 4)})")
+        return f"out of memory while loading ({exc}){_limit_note()}"
+    if not any(w in low for w in ("failed to allocate", "insufficient memory",
+                                  "out of memory", "unable to allocate")):
+        return None
+    size = re.search(r"buffer of size (\d+)", text)
+    nbytes = int(size.group(1)) if size else 0
+    what = f" of {_mib(nbytes)}" if nbytes else ""
+    if "kv cache" in low:
+        return (f"out of memory: the KV cache{what} for a context of {s['n_ctx']} tokens could "
+                f"not be allocated{_limit_note()}; lower the context length, or use "
+                "kv_cache_type q8_0 with flash attention")
+    if "compute" in low or "output buffer" in low:
+        logits = n_ubatch * n_vocab * 4
+        if nbytes and logits >= nbytes / 2:
+            return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated; "
+                    f"{_mib(logits)} of it are the logits of a {n_ubatch}-token batch x a "
+                    f"{n_vocab:,}-token vocabulary{_limit_note()}; lower the batch size "
+                    f"(n_batch)")
+        return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated"
+                f"{_limit_note()}; lower the batch size (n_batch) or the context length")
+    return None
+
+
+def check_load_settings(settings: Settings, info: GGUFInfo, clamp: bool = False) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
+    With ``clamp`` (settings saved earlier, e.g. for a model with a longer context), values
+    above the model's limits are lowered to them with a note instead of refused.
     Returns notes (e.g. GPU layers > 0 without GPU support) that are warnings, not errors.
     """
     if info.context_length:
         settings.limits["n_ctx"] = info.context_length
     if info.block_count:
         settings.limits["n_gpu_layers"] = info.block_count + 1  # +1: the output layer
+    notes = settings.clamp_to_limits() if clamp else []
     for name in ("n_ctx", "n_gpu_layers"):
         settings.check(name, settings[name])
-    notes = []
     if settings["kv_cache_type"] != "f16" and not settings["flash_attn"]:
         raise DeskLMError(
             f"kv_cache_type {settings['kv_cache_type']} needs flash attention: turn flash_attn "
@@ -296,6 +366,7 @@ class ChatEngine:
         self.base_model = False
         self._vocab_has: Callable[[str], bool] = lambda t: False
         self._special_text = ("", "")
+        self._file_stamp: tuple[int, int, int, int] | None = None  # the model file at load
 
     # -- lifecycle --
     @property
@@ -317,15 +388,17 @@ class ChatEngine:
         return not self._stopping()
 
     def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
         """Load a model; on failure the previously loaded model (if any) is kept.
 
         ``progress(fraction)`` is called during the load. :meth:`stop` cancels a load in
         progress (raises :class:`LoadCancelled`; the previous model is not restored then).
+        ``clamp``: lower settings above the model's limits (with a note) instead of refusing;
+        for saved settings. ``self.settings`` then holds the values used.
         """
         info = read_gguf(path)  # raises with the reason before llama.cpp sees a bad file
         settings = settings.copy()
-        notes = check_load_settings(settings, info)
+        notes = check_load_settings(settings, info, clamp=clamp)
         previous = (self.info.path, self.settings) if self.info and self.settings else None
         self.unload()
         self._stop.clear()
@@ -389,11 +462,14 @@ class ChatEngine:
                     verbose=False,
                 )
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
-            reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-            raise DeskLMError(f"{info.path.name}: could not load: {reason}{_suggest(reason)}"
-                              ) from e
+            problems = LLAMA_LOG.problems_since(before)
+            mem = allocation_reason(problems, e, info, s)
+            reason = _reason_from_log(problems, str(e))
+            raise DeskLMError(f"{info.path.name}: could not load: "
+                              + (mem or f"{reason}{_suggest(reason)}")) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
+        self._file_stamp = _file_stamp(info.path)
         model = llm._model.model
 
         def single_token(text: str) -> int | None:
@@ -564,6 +640,29 @@ class ChatEngine:
             lcp += 1
         return max(0, min(lcp, len(tokens) - 1))
 
+    def check_model_file(self) -> None:
+        """Raise (a DeskLMError) if the loaded model's file changed on disk since the load.
+
+        llama.cpp maps the file into memory; a file truncated or rewritten in place under the
+        mapping kills the process with SIGBUS at the next read of a missing page. Checked
+        before every turn; what cannot be caught is a change during a turn. A file read into
+        RAM (use_mmap off) and a deleted file (its data live on while mapped) are safe.
+        """
+        if self.info is None or self._file_stamp is None or self.settings is None \
+                or not self.settings["use_mmap"]:
+            return
+        now = _file_stamp(self.info.path)
+        if now is None or now == self._file_stamp:
+            return
+        name = self.info.path.name
+        dev, ino, size, _mtime = self._file_stamp
+        if (now[0], now[1]) != (dev, ino):
+            raise DeskLMError(f"the model file {name} was replaced on disk after it was loaded; "
+                              "reload the model to use the new file")
+        change = f"size {size:,} -> {now[2]:,} bytes" if now[2] != size else "rewritten"
+        raise DeskLMError(f"the model file {name} changed on disk while loaded ({change}); "
+                          "reading it now could crash DeskLM: reload the model")
+
     def stop(self) -> None:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
@@ -585,6 +684,7 @@ class ChatEngine:
         """
         llm = self._need()
         assert self.template is not None
+        self.check_model_file()
         self._stop.clear()
         self.live_tokens = 0
         n_ctx = llm.n_ctx()
@@ -702,6 +802,17 @@ class _ReasoningClock:
         if self.t_first is None or self.t_last is None:
             return None
         return self.t_last - self.t_first
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of a file; None if it cannot be read (e.g. deleted)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:

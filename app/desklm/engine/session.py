@@ -135,13 +135,19 @@ class ChatSession:
 
     # -- model --
     def load(self, path: Path | None = None,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
-        """Load (or switch to) a model. On failure the old model and settings stay."""
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
+        """Load (or switch to) a model. On failure the old model and settings stay.
+
+        ``clamp=True`` is for settings saved earlier: values above this model's limits (an
+        n_ctx of 131072 on a 32k model) are lowered, and ``info.notes`` says so, instead of
+        the load failing at every start."""
         target = Path(path) if path is not None else self.model_path
-        info = self.engine.load(target, self.settings, progress=progress)
+        info = self.engine.load(target, self.settings, progress=progress, clamp=clamp)
         self.model_path = target
         assert self.engine.settings is not None
         self.settings.limits = dict(self.engine.settings.limits)
+        if clamp:
+            self.settings.update(self.engine.settings.load_values())
         return info
 
     @property
@@ -152,9 +158,9 @@ class ChatSession:
     def send(self, text: str, on_text: Callable[[str], None] | None = None,
              on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
         """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+        text = text.replace("\x00", "")  # before the check: NULs alone are an empty message
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
-        text = text.replace("\x00", "")
         eng = self.engine
         if eng.template is None:
             raise DeskLMError("no model is loaded")

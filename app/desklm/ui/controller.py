@@ -266,7 +266,7 @@ class ChatController(QObject):
         self.loadStarted.emit(path)
         try:
             target = Path(path) if path else embedded_model_path()
-            info = self.session.load(target, progress=self._progress)
+            info = self.session.load(target, progress=self._progress, clamp=True)
         except LoadCancelled:
             self._load_stopped()
             return
