@@ -481,21 +481,32 @@ class ChatEngine:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
 
+    def begin_turn(self) -> None:
+        """A turn starts: forget a Stop pressed before it; a Stop from now on ends it (also
+        while the prompt is still being planned, before :meth:`generate`)."""
+        self._stop.clear()
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
     # -- generation --
     def generate(
         self,
         tokens: list[int],
         sampling: Settings,
         on_text: Callable[[str], None] | None = None,
+        clear_stop: bool = True,
     ) -> tuple[str, TurnStats]:
         """Stream a reply to ``tokens``; returns the reply text and its stats.
 
         ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
-        held back until they are ruled out).
+        held back until they are ruled out). With ``clear_stop=False`` a Stop pressed since
+        :meth:`begin_turn` still counts.
         """
         llm = self._need()
         assert self.template is not None
-        self._stop.clear()
+        if clear_stop:
+            self._stop.clear()
         self.live_tokens = 0
         n_ctx = llm.n_ctx()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)

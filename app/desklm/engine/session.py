@@ -14,7 +14,7 @@ from typing import Any
 
 from desklm.engine import commands
 from desklm.engine.commands import CommandResult
-from desklm.engine.conversation import Conversation, PromptPlan
+from desklm.engine.conversation import Conversation, PlanCancelled, PromptPlan
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
@@ -143,16 +143,22 @@ class ChatSession:
         eng = self.engine
         if eng.template is None:
             raise DeskLMError("no model is loaded")
-        plan = self.conversation.plan(
-            text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"])
-        )
+        eng.begin_turn()  # a Stop from here on (planning included) ends this turn
+        try:
+            plan = self.conversation.plan(
+                text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"]),
+                cancelled=eng.stop_requested,
+            )
+        except PlanCancelled:  # nothing was added; the turn simply ends as cancelled
+            return TurnResult("", TurnStats(finish_reason="cancelled", n_ctx=eng.n_ctx,
+                                            context_used=eng.context_used))
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
-            reply, stats = eng.generate(plan.tokens, self.settings, on_text)
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text, clear_stop=False)
         except BaseException:  # leave the conversation as it was before this turn
             conv.messages.remove(user)
             conv.context_start = start
