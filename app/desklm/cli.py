@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object per turn (and per command) instead of text")
     chat.add_argument("--no-save", action="store_true",
                       help="do not save this conversation")
+    chat.add_argument("--resume", metavar="ID",
+                      help="continue a saved conversation (see desklm history list)")
 
     models = sub.add_parser("models", help="models on this machine, and downloads")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -197,6 +199,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     store = None if args.no_save else ConversationStore()
+    if args.resume and store is None:
+        raise DeskLMError("--resume continues a saved conversation; drop --no-save")
     session = ChatSession(resolve_model(args.model), settings, store=store)
     info = session.load()
     if args.model:
@@ -217,12 +221,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.json and tty:
         print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+    if args.resume:
+        print(resume_recap(session.open_conversation(args.resume)), file=sys.stderr)
     _install_sigint(session)
     rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
-    if store is not None and session.save() and tty:
+    if session.close() and tty:
         print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
               file=sys.stderr)
     return rc
+
+
+def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
+    """One line: which conversation goes on, and its last messages."""
+    from desklm.engine.conversation import preview
+
+    msgs = rec.get("messages") or []
+    tail = " | ".join(f"{'you' if m.get('role') == 'user' else 'model'}: "
+                      f"{preview(str(m.get('content', '')), 50)}" for m in msgs[-last:])
+    return (f"resuming \"{rec.get('title') or 'New chat'}\" ({len(msgs)} messages)"
+            + (f"; last: {tail}" if tail else ""))
 
 
 def _install_sigint(session: Any) -> None:
@@ -293,7 +310,9 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                               + "]\n")
                 out.write(f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                           f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
-                          f"{s.finish_reason}]\n")
+                          f"{s.finish_reason}"
+                          + (f", restored {s.restored_tokens} tokens from cache"
+                             if s.restored_tokens else "") + "]\n")
                 out.flush()
         except DeskLMError as e:
             if as_json:

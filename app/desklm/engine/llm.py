@@ -134,6 +134,7 @@ class TurnStats:
     n_ctx: int = 0
     total_s: float = 0.0
     trimmed: list[dict[str, Any]] = field(default_factory=list)
+    restored_tokens: int = 0  # prompt tokens restored from this chat's KV snapshot this turn
 
     @property
     def prompt_tokens_evaluated(self) -> int:

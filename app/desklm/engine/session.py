@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desklm.engine import commands
+from desklm.engine import commands, kvcache
 from desklm.engine.commands import CommandResult
-from desklm.engine.conversation import Conversation, PlanCancelled, PromptPlan
+from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
@@ -41,7 +41,8 @@ class ChatSession:
 
     def __init__(self, model_path: Path, settings: Settings | None = None,
                  engine: ChatEngine | None = None,
-                 store: ConversationStore | None = None) -> None:
+                 store: ConversationStore | None = None,
+                 kv: kvcache.SnapshotCache | None = None) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
         self.engine = engine or ChatEngine()
@@ -49,6 +50,9 @@ class ChatSession:
         self.last_stats: TurnStats | None = None
         self.store = store
         self.save_error: str | None = None  # the last save failure, for the UI to report
+        self.kv = kv  # KV snapshots of chats left (created on first use when saving chats)
+        self._kv_conv: str | None = None  # the chat whose tokens the model's KV cache holds
+        self._kv_pending = False  # the open chat may have a snapshot to restore on its next turn
         self._new_ids()
 
     def _new_ids(self) -> None:
@@ -108,6 +112,7 @@ class ChatSession:
         self.conversation.context_start = start if isinstance(start, int) and \
             0 <= start <= len(msgs) else 0
         self.conv_id, self.title = rec["id"], rec.get("title") or ""
+        self._kv_pending = True  # restored on the next turn if its snapshot still matches
         self.created = rec.get("created") or self.created
         system = (rec.get("settings") or {}).get("system_prompt")
         if isinstance(system, str) and "\x00" not in system:
@@ -155,6 +160,8 @@ class ChatSession:
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
+        restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
+        self._kv_conv = self.conv_id
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
@@ -164,6 +171,7 @@ class ChatSession:
             conv.context_start = start
             raise
         stats.trimmed = plan.dropped
+        stats.restored_tokens = min(restored, stats.prompt_tokens_reused)
         self.conversation.add_assistant(reply.strip(), stats.to_dict())
         self.last_stats = stats
         self.save()
@@ -175,10 +183,63 @@ class ChatSession:
         self.engine.stop()
 
     def reset(self) -> None:
+        self._keep_kv()
         self.conversation.clear()
         self.last_stats = None
         if self.engine.loaded:
             self.engine.reset()
+
+    def close(self) -> bool:
+        """Quitting: save the chat (returns whether it was saved), and write its KV snapshot (and
+        any kept in RAM) to disk so that reopening it after a restart evaluates only what is
+        new."""
+        saved = self.save()
+        self._keep_kv()
+        if self.kv is not None:
+            self.kv.flush()
+        return saved
+
+    # -- KV snapshots (engine.kvcache) --
+    def _snapshots(self) -> kvcache.SnapshotCache | None:
+        if self.kv is None and self.store is not None:
+            self.kv = kvcache.SnapshotCache(ram_bytes=self.settings["kv_snapshot_ram_mb"] * 2**20,
+                                            disk_bytes=self.settings["kv_snapshot_disk_mb"]
+                                            * 2**20)
+        return self.kv
+
+    def _keep_kv(self) -> None:
+        """Leaving a chat: snapshot the part of the KV cache its next prompt will start with."""
+        cache, eng = self._snapshots(), self.engine
+        if cache is None or self._kv_conv != self.conv_id or eng.template is None:
+            return
+        self._kv_conv = None
+        try:
+            conv = self.conversation
+            probe = conv.as_msgs([*conv.in_context(), Message("user", "…")])
+            snap = kvcache.capture(eng, self.conv_id,
+                                   eng.reusable_prefix(eng.tokenize(eng.template.render(probe))))
+            if snap is not None:
+                cache.put(snap)
+        except DeskLMError as e:
+            log.warning("no KV snapshot for %s: %s", self.conv_id, e)
+
+    def _restore_kv(self, tokens: list[int]) -> int:
+        self._kv_pending = False
+        cache, eng = self._snapshots(), self.engine
+        snap = cache.get(self.conv_id, kvcache.fingerprint(eng)) if cache is not None else None
+        if snap is None or not snap.matches(tokens) or \
+                eng.reusable_prefix(tokens) >= len(snap.tokens):
+            return 0
+        n = kvcache.restore(eng, snap)
+        log.info("restored %d tokens of %s from its KV snapshot", n, self.conv_id)
+        return n
+
+    def kv_usage(self) -> dict[str, int]:
+        """Bytes the KV snapshots use in RAM and on disk, and the budgets."""
+        cache = self._snapshots()
+        return cache.usage() if cache is not None else {
+            "ram_bytes": 0, "ram_snapshots": 0, "ram_budget": 0, "disk_bytes": 0,
+            "disk_snapshots": 0, "disk_budget": 0}
 
     # -- settings --
     def apply_settings(self, values: dict[str, Any]) -> CommandResult:
@@ -189,6 +250,9 @@ class ChatSession:
         old = self.settings
         self.settings = new
         self.conversation.system_prompt = new["system_prompt"]
+        if self.kv is not None and {"kv_snapshot_ram_mb", "kv_snapshot_disk_mb"} & set(changed):
+            self.kv.set_budgets(new["kv_snapshot_ram_mb"] * 2**20,
+                                new["kv_snapshot_disk_mb"] * 2**20)
         notes = []
         if self.engine.loaded and ("n_threads" in changed or "n_threads_batch" in changed):
             self.engine.set_threads(new["n_threads"], new["n_threads_batch"])
