@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 
-import pytest
-
 from desklm.engine import kvcache
 from desklm.engine.kvcache import MB, Snapshot, SnapshotCache
 from desklm.engine.llm import ChatEngine

@@ -124,7 +124,7 @@ class Conversation:
                 probes[s] = (text, tokenize(text))
             return len(probes[s][1])
 
-        weights = self._weights(candidate, template, tokenize, check)
+        weights = self._weights(candidate, template, tokenize, check, budget)
         starts = turn_starts([m.role for m in candidate])
         # Far over budget (the estimate is twice the budget): the whole history is not
         # rendered at all; the search anchors on the new message alone instead.
@@ -154,25 +154,39 @@ class Conversation:
         )
 
     def _weights(self, candidate: list[Message], template: ChatTemplate,
-                 tokenize: Callable[[str], list[int]], check: Callable[[], bool]) -> list[int]:
+                 tokenize: Callable[[str], list[int]], check: Callable[[], bool],
+                 budget: int) -> list[int]:
         """Estimated tokens per message as rendered: its text's tokens (cached, keyed by the
         tokenizer, template, message id, role and content) plus the template's per-message
-        markup. Only a guide for the search: the cut is always confirmed by real renders."""
+        markup. Only a guide for the search: the cut is always confirmed by real renders.
+
+        Counted from the newest message back; once the newer ones alone are twice the budget,
+        the older ones (certain to be dropped) are estimated from their length instead, so
+        the tokenizer sees about two contexts' worth of text however long the history.
+        """
         sig = (template.name, tuple(tokenize(_SIGNATURE_TEXT)))
         if self._count_sig != sig:
             self._count_sig, self._counts = sig, {}
             self._markup = _markup_per_message(template, tokenize)
         counts = self._counts
         empty = len(tokenize(""))  # the BOS a bare tokenization adds
-        out = []
-        for i, m in enumerate(candidate):
+        out = [0] * len(candidate)
+        total = chars = tokens = 0
+        for i in range(len(candidate) - 1, -1, -1):
+            if i % 64 == 0 and check():
+                raise PlanCancelled("stopped while preparing the prompt")
+            m = candidate[i]
             key = (m.id, m.role, m.content)
             n = counts.get(key)
             if n is None:
-                if i % 64 == 0 and check():
-                    raise PlanCancelled("stopped while preparing the prompt")
-                n = counts[key] = max(0, len(tokenize(m.content)) - empty)
-            out.append(n + self._markup)
+                if total > 2 * budget:  # far beyond the cut: an estimate will do
+                    n = len(m.content) * tokens // max(1, chars)
+                else:
+                    n = counts[key] = max(0, len(tokenize(m.content)) - empty)
+            chars += len(m.content)
+            tokens += n
+            out[i] = n + self._markup
+            total += out[i]
         return out
 
     def commit_user(self, user_text: str, plan: PromptPlan) -> Message:
