@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens generated per run (default 128)")
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
+    bench.add_argument("--long-chats", action="store_true",
+                       help="also time turns on 50 / 500 / 5,000-message histories and switching "
+                       "back to a chat with and without its KV snapshot")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
 
@@ -397,7 +400,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = benchrun.run(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
-                       gui=not args.no_gui, say=benchrun._stderr)
+                       gui=not args.no_gui, say=benchrun._stderr, long_chats=args.long_chats)
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))
