@@ -132,6 +132,12 @@ def test_leaving_and_coming_back_restores_the_kv_and_replies_the_same(engine, mo
     assert st.prompt_tokens_evaluated < 60
     # and the chat it left (B) now has its snapshot kept
     assert s.kv_usage()["ram_snapshots"] == 2
+    text = s.run_command("/stats").message
+    assert f"{st.restored_tokens} of them restored from cache" in text
+    assert "chat caches: 2 in RAM" in text
+    # a deleted chat's snapshot goes with it
+    s.forget_kv(a_id)
+    assert s.kv.get(a_id, kvcache.fingerprint(engine)) is None
 
 
 def test_edited_history_is_not_restored_but_evaluated_in_full(engine, model_path, tmp_path):

@@ -157,11 +157,11 @@ class ChatSession:
         except PlanCancelled:  # nothing was added; the turn simply ends as cancelled
             return TurnResult("", TurnStats(finish_reason="cancelled", n_ctx=eng.n_ctx,
                                             context_used=eng.context_used))
+        restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
+        self._kv_conv = self.conv_id
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
-        restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
-        self._kv_conv = self.conv_id
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
@@ -233,6 +233,12 @@ class ChatSession:
         n = kvcache.restore(eng, snap)
         log.info("restored %d tokens of %s from its KV snapshot", n, self.conv_id)
         return n
+
+    def forget_kv(self, conv_id: str) -> None:
+        """A chat was deleted: delete its KV snapshot too (it encodes the chat's text)."""
+        cache = self._snapshots()
+        if cache is not None:
+            cache.drop(conv_id)
 
     def kv_usage(self) -> dict[str, int]:
         """Bytes the KV snapshots use in RAM and on disk, and the budgets."""
@@ -320,6 +326,7 @@ class ChatSession:
             "n_ctx": li.n_ctx if li else None,
             "model": li.to_dict() if li else None,
             "load_settings": self.settings.load_values(),
+            "kv_snapshots": self.kv_usage(),
         }
 
     def stats_text(self) -> str:
@@ -330,7 +337,9 @@ class ChatSession:
             lines.append(
                 f"last turn: {s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                 f"first token {fmt_secs(s.ttft_s)}, prompt {s.prompt_tokens} tokens "
-                f"({s.prompt_tokens_reused} reused, {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
+                f"({s.prompt_tokens_reused} reused"
+                + (f", {s.restored_tokens} of them restored from cache" if s.restored_tokens
+                   else "") + f", {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
                 f"finish: {s.finish_reason}"
             )
         else:
@@ -340,6 +349,12 @@ class ChatSession:
             lines.append(f"context: {d['context_used']} / {d['n_ctx']} tokens ({pct:.0f}%)")
         if self.load_info:
             lines.append(f"model: {self.load_info.name} ({self.load_info.path})")
+        kv = d["kv_snapshots"]
+        if kv["ram_budget"] or kv["disk_budget"]:
+            lines.append(f"chat caches: {kv['ram_snapshots']} in RAM "
+                         f"({kv['ram_bytes'] / 2**20:.1f} of {kv['ram_budget'] / 2**20:.0f} MB), "
+                         f"{kv['disk_snapshots']} on disk ({kv['disk_bytes'] / 2**20:.1f} of "
+                         f"{kv['disk_budget'] / 2**20:.0f} MB)")
         lines.append("load settings: "
                      + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
         return "\n".join(lines)
