@@ -175,7 +175,9 @@ def long_chats_lines(lc: dict[str, Any]) -> list[str]:
         r = lc[key]
         lines.append(f"  switch back to a {r['prompt_tokens']:,}-token chat {label}: first token "
                      f"{r['ttft_s'] * 1000:,.0f} ms ({r['restored']:,} restored, "
-                     f"{r['evaluated']:,.0f} evaluated)")
+                     f"{r['evaluated']:,.0f} evaluated; planning"
+                     + (" and restoring " if r["restored"] else " ")
+                     + f"{(r.get('prepare_s') or 0) * 1000:,.0f} ms)")
     per = lc.get("snapshot_bytes_per_1000_tokens")
     if per:
         lines.append(f"  snapshot size: {per / 2**20:.2f} MB per 1,000 tokens")

@@ -244,6 +244,7 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
             out["snapshot_bytes_per_1000_tokens"] = snap.nbytes * 1000 / len(snap.tokens)
         for how, rs in runs.items():
             out[how] = {"ttft_s": median([r["ttft_s"] for r in rs]),
+                        "prepare_s": median([r["plan_s"] for r in rs]),  # plan (+ restore)
                         "restored": max(r["restored"] for r in rs),
                         "evaluated": median([r["evaluated"] for r in rs]),
                         "prompt_tokens": rs[-1]["prompt_tokens"]}
