@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object per turn (and per command) instead of text")
     chat.add_argument("--no-save", action="store_true",
                       help="do not save this conversation")
+    chat.add_argument("--resume", metavar="ID",
+                      help="continue a saved conversation (see desklm history list)")
 
     models = sub.add_parser("models", help="models on this machine, and downloads")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens generated per run (default 128)")
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
+    bench.add_argument("--long-chats", action="store_true",
+                       help="also time turns on 50 / 500 / 5,000-message histories and switching "
+                       "back to a chat with and without its KV snapshot")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
 
@@ -206,6 +211,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     store = None if args.no_save else ConversationStore()
+    if args.resume and store is None:
+        raise DeskLMError("--resume continues a saved conversation; drop --no-save")
     session = ChatSession(resolve_model(args.model), settings, store=store)
     state = _chat_state(session)
     _install_sigint(session)
@@ -232,13 +239,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.json and tty:
         print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+    if args.resume:
+        print(resume_recap(session.open_conversation(args.resume)), file=sys.stderr)
     safe_out = _SafeOut(out, on_broken=session.stop)
     try:
         rc = chat_loop(session, sys.stdin, safe_out, as_json=args.json, interactive=tty)
     except _Quit:
         rc = 0
-    finally:  # whatever ends the loop, the conversation so far is saved
-        saved = store is not None and session.save()
+    finally:  # whatever ends the loop, the conversation so far (and its KV cache) is saved
+        saved = store is not None and session.close()
     if session.save_error:
         _err(session.save_error)
     if saved and tty and not state["quit"]:
@@ -343,6 +352,17 @@ def read_lines(inp: Any) -> Any:
             yield raw.decode("utf-8", errors="replace")
 
 
+def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
+    """One line: which conversation goes on, and its last messages."""
+    from desklm.engine.conversation import preview
+
+    msgs = rec.get("messages") or []
+    tail = " | ".join(f"{'you' if m.get('role') == 'user' else 'model'}: "
+                      f"{preview(str(m.get('content', '')), 50)}" for m in msgs[-last:])
+    return (f"resuming \"{rec.get('title') or 'New chat'}\" ({len(msgs)} messages)"
+            + (f"; last: {tail}" if tail else ""))
+
+
 def _install_sigint(session: Any) -> None:
     """Ctrl+C during a reply stops the reply; at the prompt it quits."""
     state = _chat_state(session)
@@ -416,7 +436,9 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                               + "]\n")
                 out.write(f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                           f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
-                          f"{s.finish_reason}]\n")
+                          f"{s.finish_reason}"
+                          + (f", restored {s.restored_tokens} tokens from cache"
+                             if s.restored_tokens else "") + "]\n")
                 out.flush()
         except DeskLMError as e:
             if as_json:
@@ -497,7 +519,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = benchrun.run(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
-                       gui=not args.no_gui, say=benchrun._stderr)
+                       gui=not args.no_gui, say=benchrun._stderr, long_chats=args.long_chats)
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))

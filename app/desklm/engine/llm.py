@@ -156,6 +156,7 @@ class TurnStats:
     trimmed: list[dict[str, Any]] = field(default_factory=list)
     reasoning_tokens: int = 0  # of completion_tokens, those inside <think>...</think>
     reasoning_s: float | None = None  # time spent generating them
+    restored_tokens: int = 0  # prompt tokens restored from this chat's KV snapshot this turn
 
     @property
     def prompt_tokens_evaluated(self) -> int:
@@ -667,6 +668,14 @@ class ChatEngine:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
 
+    def begin_turn(self) -> None:
+        """A turn starts: forget a Stop pressed before it; a Stop from now on ends it (also
+        while the prompt is still being planned, before :meth:`generate`)."""
+        self._stop.clear()
+
+    def stop_requested(self) -> bool:
+        return self._stopping()
+
     # -- generation --
     def generate(
         self,
@@ -674,18 +683,21 @@ class ChatEngine:
         sampling: Settings,
         on_text: Callable[[str], None] | None = None,
         reasoning_open: bool = False,
+        clear_stop: bool = True,
     ) -> tuple[str, TurnStats]:
         """Stream a reply to ``tokens``; returns the reply text (stripped) and its stats.
 
         ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
         and surrounding whitespace held back until they are ruled out); the pieces add up to the
         reply. ``reasoning_open``: the prompt ended inside ``<think>`` (the template opened it),
-        so the reply starts with reasoning. Reasoning tokens and time are counted apart.
+        so the reply starts with reasoning. Reasoning tokens and time are counted apart. With
+        ``clear_stop=False`` a Stop pressed since :meth:`begin_turn` still counts.
         """
         llm = self._need()
         assert self.template is not None
         self.check_model_file()
-        self._stop.clear()
+        if clear_stop:
+            self._stop.clear()
         self.live_tokens = 0
         n_ctx = llm.n_ctx()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)

@@ -198,6 +198,12 @@ _SETTINGS: list[Setting] = [
     Setting("kv_cache_type", "choice", "f16", "Precision of the KV cache. q8_0 halves its memory, "
             "q4_0 quarters it; a quantized cache needs flash attention.", "load", "KV cache type",
             needs_reload=True, choices=KV_CACHE_TYPES),
+    Setting("kv_snapshot_ram_mb", "int", 512, "RAM kept for the KV caches of chats you left, "
+            "so switching back is instant (0 = none). Older ones go to disk.", "load",
+            "Chat cache in RAM (MB)", minimum=0, maximum=65536),
+    Setting("kv_snapshot_disk_mb", "int", 2048, "Disk space for KV caches of chats you left "
+            "(in the cache folder; also used to resume after a restart; 0 = none).", "load",
+            "Chat cache on disk (MB)", minimum=0, maximum=1048576),
     # --- sampling settings ---------------------------------------------------------------
     Setting("temperature", "float", 0.7, "Randomness of the reply; 0 always picks the most "
             "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider",
