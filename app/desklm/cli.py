@@ -241,24 +241,34 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
         if not text.strip():
             continue
         try:
-            if commands.is_command(text):
-                res = session.run_command(text)
-                if as_json:
-                    emit(res.to_dict())
-                else:
-                    out.write(res.message + "\n")
-                    out.flush()
-                continue
             stream: Callable[[str], None] | None = None
             if not as_json:
                 def stream(piece: str) -> None:
                     out.write(piece)
                     out.flush()
-            state["busy"] = True
-            try:
-                result = session.send(text, stream)
-            finally:
-                state["busy"] = False
+            if commands.is_command(text):
+                # /regen and /edit run a turn: Ctrl+C stops it
+                state["busy"] = text.split()[0].lower() in ("/regen", "/edit")
+                try:
+                    res = session.run_command(text, stream)
+                finally:
+                    state["busy"] = False
+                if as_json:
+                    emit(res.to_dict())
+                elif res.turn is None:
+                    out.write(res.message + "\n")
+                    out.flush()
+                if res.turn is None or as_json:
+                    continue
+                result = res.turn
+                if res.data.get("versions", 1) > 1:
+                    out.write(f"\n[version {res.data['version']}/{res.data['versions']}]")
+            else:
+                state["busy"] = True
+                try:
+                    result = session.send(text, stream)
+                finally:
+                    state["busy"] = False
             if session.save_error:
                 _err(session.save_error)
             if as_json:

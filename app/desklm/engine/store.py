@@ -80,7 +80,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 # --- conversations ------------------------------------------------------------------------------
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: message versions and branches (desklm.engine.branches)
+CONFIG_SCHEMA = 1  # settings.json
 
 
 class StoreError(Exception):
@@ -136,6 +137,10 @@ class ConversationStore:
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM (schema "
                              f"{version}, this version reads {SCHEMA_VERSION}); left untouched")
+        if version < SCHEMA_VERSION:  # an older file is read as the current schema
+            from desklm.engine.branches import migrate
+
+            data = migrate(data)
         return data
 
     def load(self, conv_id: str) -> dict[str, Any]:
@@ -240,7 +245,7 @@ class AppConfig:
         return data
 
     def save(self, data: dict[str, Any]) -> None:
-        atomic_write_json(self.path, {"schema": SCHEMA_VERSION, **data})
+        atomic_write_json(self.path, {"schema": CONFIG_SCHEMA, **data})
 
     def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """The one way to change the app settings: read, ``change(data)`` in place, write, all
