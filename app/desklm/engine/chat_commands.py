@@ -66,6 +66,8 @@ def run_chat_command(session: Any, cmd: Command,
                               "reply": shown.content})
     if cmd.name == "preset":
         return _preset(session, cmd.arg)
+    if cmd.name == "attach":
+        return _attach(session, cmd.arg)
     raise DeskLMError(f"command /{cmd.name} is not available here")  # pragma: no cover
 
 
@@ -97,3 +99,30 @@ def _preset(session: Any, arg: str) -> CommandResult:
         store.delete(name)
         return CommandResult("preset", f"preset '{name}' deleted", {"preset": name})
     return apply_preset(session, arg, store)
+
+
+def _attach(session: Any, arg: str) -> CommandResult:
+    from desklm.engine.attachments import context_room, read_attachment
+
+    pending = session.pending_attachments
+    if arg:
+        eng = session.engine
+        tokenize = eng.tokenize if eng.template is not None else None
+        room = context_room(session) if tokenize is not None else None
+        if room is not None:  # the files already queued take their share
+            used = sum(a.tokens or 0 for a in pending)
+            room = (max(0, room[0] - used), max(0, room[1] - used), room[2])
+        att = read_attachment(arg.strip().strip("'\""), tokenize, room)
+        pending.append(att)
+        msg = (f"attached {att.name}: {att.chars:,} characters"
+               + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
+               + (f" ({att.note})" if att.note else "") + "; it goes with your next message")
+        return CommandResult("attach", msg, {"attachment": att.to_dict(),
+                                             "pending": [a.meta() for a in pending]})
+    if not pending:
+        return CommandResult("attach", "nothing attached; /attach PATH adds a file",
+                             {"pending": []})
+    return CommandResult("attach", "\n".join(f"{a.name}: {a.chars:,} characters"
+                                             + (f", {a.tokens:,} tokens" if a.tokens else "")
+                                             for a in pending),
+                         {"pending": [a.meta() for a in pending]})

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alt": ("/alt [N]", "show version N of the last reply (lists the versions without N)"),
     "edit": ("/edit TEXT", "replace your last message with TEXT and resend (the old branch "
                            "is kept)"),
+    "attach": ("/attach [PATH]", "attach a text file or PDF to your next message (lists "
+                                 "what is attached without PATH)"),
     "preset": ("/preset [NAME | save NAME | delete NAME]",
                "list presets, load one, save the current settings as one, or delete one"),
 }

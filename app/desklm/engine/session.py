@@ -7,12 +7,13 @@ budgeting, slash commands and settings behave the same in both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from desklm.engine import branches, commands
+from desklm.engine.attachments import Attachment, compose
 from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, Message, PromptPlan
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
@@ -49,6 +50,7 @@ class ChatSession:
         self.last_stats: TurnStats | None = None
         self.store = store
         self.save_error: str | None = None  # the last save failure, for the UI to report
+        self.pending_attachments: list[Attachment] = []  # queued by /attach for the next turn
         self._new_ids()
 
     def _new_ids(self) -> None:
@@ -133,8 +135,13 @@ class ChatSession:
 
     # -- turns --
     def send(self, text: str, on_text: Callable[[str], None] | None = None,
-             on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
-        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+             on_start: Callable[[PromptPlan, int], None] | None = None,
+             attachments: Sequence[Attachment] | None = None) -> TurnResult:
+        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run.
+        ``attachments`` (and any queued by /attach) go into the message before ``text``."""
+        files = [*(attachments or []), *self.pending_attachments]
+        if files:
+            text = compose(text, files)
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
         text = text.replace("\x00", "")
@@ -147,6 +154,7 @@ class ChatSession:
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
+        user.attachments = [a.meta() for a in files]
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
@@ -156,6 +164,7 @@ class ChatSession:
             conv.context_start = start
             raise
         stats.trimmed = plan.dropped
+        self.pending_attachments = []
         self.conversation.add_assistant(reply.strip(), stats.to_dict())
         self.last_stats = stats
         self.save()
@@ -307,7 +316,7 @@ class ChatSession:
                     on_text: Callable[[str], None] | None = None) -> CommandResult:
         """Run a slash command; ``on_text`` streams the reply of /regen and /edit."""
         cmd = commands.parse(text)
-        if cmd.name in ("regen", "alt", "edit", "preset"):
+        if cmd.name in ("regen", "alt", "edit", "preset", "attach"):
             from desklm.engine.chat_commands import run_chat_command
 
             return run_chat_command(self, cmd, on_text)
