@@ -114,7 +114,7 @@ def _open_regular(path: Path, limit: int) -> tuple[bytes, int]:
     if not stat.S_ISREG(st.st_mode):
         raise DeskLMError(f"cannot attach {name}: not a regular file (a pipe, socket or device)")
     if st.st_size > limit:
-        raise DeskLMError(f"cannot attach {name}: {st.st_size / 2**20:,.1f} MB is more than "
+        raise DeskLMError(f"cannot attach {name}: {st.st_size / 2**20:,.2f} MB is more than "
                           f"the {limit / 2**20:,.0f} MB limit")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
