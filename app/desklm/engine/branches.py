@@ -26,12 +26,13 @@ Functions here are pure list-and-object operations with no model: the session ru
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from desklm.errors import DeskLMError
 
-if TYPE_CHECKING:
-    from desklm.engine.conversation import Message
+# desklm.engine.conversation.Message: not imported, since conversation imports this module
+# (messages are made with type(msg) of the message at hand)
+Message = Any
 
 SCHEMA_VERSION = 2
 MAX_DEPTH = 64  # nesting of versions inside continuations kept when reading a file
@@ -49,9 +50,7 @@ def tree_fields_to_dict(msg: Message) -> dict[str, Any]:
     return d
 
 
-def _messages_from(items: Any, depth: int) -> list[Message]:
-    from desklm.engine.conversation import Message
-
+def _messages_from(cls: Any, items: Any, depth: int) -> list[Message]:
     out: list[Message] = []
     if not isinstance(items, list) or depth > MAX_DEPTH:
         return out
@@ -60,7 +59,7 @@ def _messages_from(items: Any, depth: int) -> list[Message]:
                 or not isinstance(raw.get("content"), str):
             continue
         try:
-            out.append(Message.from_dict(raw, depth + 1))
+            out.append(cls.from_dict(raw, depth + 1))
         except (TypeError, ValueError, OverflowError):
             continue
     return out
@@ -88,7 +87,8 @@ def tree_fields_from_dict(msg: Message, d: dict[str, Any], depth: int = 0) -> No
     Anything of the wrong type is dropped (a version whose role differs from ``msg``'s too);
     nesting deeper than MAX_DEPTH is cut there."""
     msg.attachments = clean_attachments(d.get("attachments"))
-    alts = [a for a in _messages_from(d.get("alternatives"), depth) if a.role == msg.role]
+    alts = [a for a in _messages_from(type(msg), d.get("alternatives"), depth)
+            if a.role == msg.role]
     alts = alts[:MAX_VERSIONS]
     for a in alts:  # only the active version holds the list
         a.alternatives, a.alt_index = [], 0
@@ -96,7 +96,7 @@ def tree_fields_from_dict(msg: Message, d: dict[str, Any], depth: int = 0) -> No
     idx = d.get("alt_index", len(alts))
     ok = isinstance(idx, int) and not isinstance(idx, bool) and 0 <= idx <= len(alts)
     msg.alt_index = idx if ok else len(alts)
-    msg.continuation = _messages_from(d.get("continuation"), depth)
+    msg.continuation = _messages_from(type(msg), d.get("continuation"), depth)
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
