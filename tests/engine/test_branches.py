@@ -114,3 +114,25 @@ def test_migrate_stamps_version_2_and_keeps_everything():
     v1 = {"schema": 1, "id": "c", "messages": [{"role": "user", "content": "hi"}]}
     v2 = branches.migrate(v1)
     assert v2["schema"] == 2 and v2["messages"] == v1["messages"] and v1["schema"] == 1
+
+
+def test_clean_tree_fields_for_a_record_checker():
+    def clean_one(m):  # the shape of records.clean_message: (message or None, why)
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            return None, "bad"
+        out = {"id": m.get("id", "x"), "role": m.get("role"), "content": m["content"]}
+        branches.clean_tree_fields(m, out, clean_one)
+        return out, ""
+
+    raw = {"id": "a", "role": "assistant", "content": "new", "alt_index": 7,
+           "attachments": [{"name": "f.txt", "chars": 3}],
+           "alternatives": [{"id": "o", "role": "assistant", "content": "old", "junk": 1,
+                             "continuation": [{"role": "user", "content": "q"}, 5]},
+                            {"role": "user", "content": "wrong role"}, "junk"]}
+    out, _ = clean_one(raw)
+    assert out["alt_index"] == 1 and out["attachments"] == [{"name": "f.txt", "chars": 3}]
+    assert out["alternatives"] == [{"id": "o", "role": "assistant", "content": "old",
+                                    "continuation": [{"id": "x", "role": "user",
+                                                      "content": "q"}]}]
+    m = Message.from_dict(out)
+    assert branches.version_label(m) == "2/2"

@@ -25,7 +25,7 @@ Functions here are pure list-and-object operations with no model: the session ru
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from desklm.errors import DeskLMError
@@ -97,6 +97,40 @@ def tree_fields_from_dict(msg: Message, d: dict[str, Any], depth: int = 0) -> No
     ok = isinstance(idx, int) and not isinstance(idx, bool) and 0 <= idx <= len(alts)
     msg.alt_index = idx if ok else len(alts)
     msg.continuation = _messages_from(type(msg), d.get("continuation"), depth)
+
+
+def clean_tree_fields(raw: dict[str, Any], out: dict[str, Any],
+                      clean_one: Callable[[Any], tuple[dict[str, Any] | None, str]],
+                      depth: int = 0) -> None:
+    """For a checker of stored messages (``records.clean_message``): copy ``raw``'s version
+    fields and attachments into the cleaned message ``out``, each version checked with
+    ``clean_one`` (which should call this function in turn). Wrong types are dropped."""
+    if depth > MAX_DEPTH:
+        return
+    atts = clean_attachments(raw.get("attachments"))
+    if atts:
+        out["attachments"] = atts
+    for key in ("alternatives", "continuation"):
+        items = raw.get(key)
+        if not isinstance(items, list):
+            continue
+        kept = []
+        for item in items[:MAX_VERSIONS]:
+            good, _why = clean_one(item)
+            if good is None:
+                continue
+            if key == "alternatives" and good.get("role") != raw.get("role"):
+                continue
+            if isinstance(item, dict):
+                clean_tree_fields(item, good, clean_one, depth + 1)
+            kept.append(good)
+        if kept:
+            out[key] = kept
+    if "alternatives" in out:
+        idx = raw.get("alt_index")
+        n = len(out["alternatives"])
+        ok = isinstance(idx, int) and not isinstance(idx, bool) and 0 <= idx <= n
+        out["alt_index"] = idx if ok else n
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
