@@ -53,7 +53,10 @@ def test_regenerate_keeps_every_reply_and_switches(engine, model_path, tmp_path)
     msgs = s.conversation.messages
     assert len(msgs) == 2 and msgs[-1].content == r.reply.strip()
     assert branches.version_label(msgs[-1]) == "2/2"
-    s.regenerate()
+    seen = []
+    r3 = s.regenerate(on_start=lambda plan, reused: seen.append((len(plan.tokens), reused)))
+    [(n, reused)] = seen
+    assert reused == n - 1 == r3.stats.prompt_tokens_reused  # the same prompt: all from cache
     last = s.conversation.messages[-1]
     assert branches.version_label(last) == "3/3"
     shown = s.select_alternative(last.id, 0)

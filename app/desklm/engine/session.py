@@ -189,7 +189,9 @@ class ChatSession:
 
     # -- versions and branches (desklm.engine.branches) --
     def _turn_after(self, prefix: list[Message], user_text: str,
-                    on_text: Callable[[str], None] | None) -> tuple[str, TurnStats, int]:
+                    on_text: Callable[[str], None] | None,
+                    on_start: Callable[[PromptPlan, int], None] | None = None,
+                    ) -> tuple[str, TurnStats, int]:
         """Generate a reply to ``user_text`` as if the conversation were ``prefix``; the
         conversation is left exactly as it was (the caller applies the result). Returns the
         reply, its stats and the context start to use after it."""
@@ -205,6 +207,8 @@ class ChatSession:
             plan = conv.plan(user_text, eng.template, eng.tokenize, eng.n_ctx,
                              int(self.settings["max_tokens"]))
             start = conv.context_start + len(plan.dropped)
+            if on_start is not None:
+                on_start(plan, eng.reusable_prefix(plan.tokens))
             reply, stats = eng.generate(plan.tokens, self.settings, on_text)
         finally:
             conv.messages, conv.context_start = orig, orig_start
@@ -219,7 +223,8 @@ class ChatSession:
         self.save()
         return TurnResult(reply, stats)
 
-    def regenerate(self, on_text: Callable[[str], None] | None = None) -> TurnResult:
+    def regenerate(self, on_text: Callable[[str], None] | None = None,
+                   on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
         """A new reply to the last user message. The new reply becomes the active version;
         the earlier replies stay as versions of it (``select_alternative`` switches)."""
         msgs = self.conversation.messages
@@ -227,14 +232,16 @@ class ChatSession:
         if not users:
             raise DeskLMError("nothing to regenerate: no message has been sent yet")
         u = users[-1]
-        reply, stats, start = self._turn_after(msgs[:u], msgs[u].content, on_text)
+        reply, stats, start = self._turn_after(msgs[:u], msgs[u].content, on_text, on_start)
         new = Message("assistant", reply, stats=stats.to_dict())
         # the earlier reply (and anything after it) becomes a version; none yet: just append
         path = branches.add_version(msgs, u + 1, new) if u + 1 < len(msgs) else [*msgs, new]
         return self._finish_branch_turn(path, reply, stats, start)
 
     def edit_and_resend(self, message_id: str, new_text: str,
-                        on_text: Callable[[str], None] | None = None) -> TurnResult:
+                        on_text: Callable[[str], None] | None = None,
+                        on_start: Callable[[PromptPlan, int], None] | None = None,
+                        ) -> TurnResult:
         """Replace a sent user message with ``new_text`` and answer it: the conversation
         branches there; the old text and everything that followed it stay as a version."""
         msgs = self.conversation.messages
@@ -242,7 +249,7 @@ class ChatSession:
         if msgs[i].role != "user":
             raise DeskLMError("only your own messages can be edited; use regenerate for a reply")
         new_text = new_text.replace("\x00", "")
-        reply, stats, start = self._turn_after(msgs[:i], new_text, on_text)
+        reply, stats, start = self._turn_after(msgs[:i], new_text, on_text, on_start)
         user = Message("user", new_text)
         user.attachments = [a for a in msgs[i].attachments
                             if f"Attached file {a.get('name')}" in new_text]
