@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from desklm.engine.chat_format import ChatTemplate, Msg
+from desklm.engine.chat_format import ChatTemplate, Msg, Part
 from desklm.errors import DeskLMError
 
 
@@ -102,7 +102,7 @@ class Conversation:
         self,
         user_text: str,
         template: ChatTemplate,
-        tokenize: Callable[[str], list[int]],
+        tokenize: Callable[[list[Part]], list[int]],
         n_ctx: int,
         max_tokens: int,
     ) -> PromptPlan:
@@ -116,12 +116,13 @@ class Conversation:
         candidate = [*self.in_context(), new]
         dropped: list[Message] = []
         while True:
-            text = template.render(self.as_msgs(candidate))
-            tokens = tokenize(text)
+            parts = template.render_parts(self.as_msgs(candidate))
+            text = "".join(p.text for p in parts)
+            tokens = tokenize(parts)
             if len(tokens) + reserve <= n_ctx:
                 break
             if len(candidate) == 1:
-                alone = len(tokenize(template.render(self.as_msgs([new]))))
+                alone = len(tokenize(template.render_parts(self.as_msgs([new]))))
                 raise DeskLMError(
                     f"message too long: it needs {alone} tokens (with the system prompt and "
                     f"{reserve} tokens kept for the reply: {alone + reserve}), but the context "

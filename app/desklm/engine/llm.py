@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,16 @@ from typing import Any, ClassVar
 import llama_cpp
 import llama_cpp.llama_cpp as _llama_lowlevel
 
-from desklm.engine.chat_format import ChatTemplate, builtin_template, choose_template, format_for
+from desklm.engine.chat_format import (
+    BASE_MODEL_NOTE,
+    THINK_CLOSE,
+    THINK_OPEN,
+    ChatTemplate,
+    Part,
+    choose_template,
+    fallback_template,
+    model_kind,
+)
 from desklm.engine.gguf_info import GGUFInfo, read_gguf
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
@@ -145,6 +154,8 @@ class TurnStats:
     n_ctx: int = 0
     total_s: float = 0.0
     trimmed: list[dict[str, Any]] = field(default_factory=list)
+    reasoning_tokens: int = 0  # of completion_tokens, those inside <think>...</think>
+    reasoning_s: float | None = None  # time spent generating them
 
     @property
     def prompt_tokens_evaluated(self) -> int:
@@ -152,7 +163,7 @@ class TurnStats:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("ttft_s", "prompt_tokens_per_s", "gen_tokens_per_s", "total_s"):
+        for k in ("ttft_s", "prompt_tokens_per_s", "gen_tokens_per_s", "total_s", "reasoning_s"):
             if d[k] is not None:
                 d[k] = round(d[k], 4)
         return d
@@ -171,6 +182,8 @@ class LoadInfo:
     gpu_offload_supported: bool
     file_size: int
     notes: list[str] = field(default_factory=list)
+    base_model: bool = False  # no sign of instruction tuning (see chat_format.model_kind)
+    format_note: str = ""  # one line for the window: what the format means for this model
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -280,6 +293,9 @@ class ChatEngine:
         # Set by the runner: True once the running job was cancelled. Checked with the stop
         # Event, so a cancel that lands before load()/generate() clear the Event is not lost.
         self.cancel_hook: Callable[[], bool] | None = None
+        self.base_model = False
+        self._vocab_has: Callable[[str], bool] = lambda t: False
+        self._special_text = ("", "")
 
     # -- lifecycle --
     @property
@@ -389,29 +405,11 @@ class ChatEngine:
                 return ""
             return llm._model.token_get_text(tid)
 
-        vocab_has = lambda t: single_token(t) is not None  # noqa: E731
-        self.template = choose_template(
-            info.architecture, info.chat_template,
-            bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()),
-            vocab_has=vocab_has,
-        )
-        if self.template.name == "gguf":
-            # A template that fails on a plain conversation (broken, or hostile: the sandbox
-            # stops it) must not make the model unusable: fall back to the built-in format.
-            try:
-                self.template.render([{"role": "system", "content": "s"},
-                                      {"role": "user", "content": "u"},
-                                      {"role": "assistant", "content": "a"},
-                                      {"role": "user", "content": "u"}])
-            except DeskLMError as e:
-                fallback = builtin_template(format_for(info.architecture, vocab_has))
-                notes.append(f"the model's own chat template failed ({e}); using the "
-                             f"{fallback.name} format instead")
-                log.warning("chat template rejected: %s", e)
-                self.template = fallback
-        self._stop_token_ids = {
-            t for t in (single_token(x) for x in self.template.stop) if t is not None
-        }
+        self._vocab_has = lambda t: single_token(t) is not None
+        self._special_text = (token_text(llm.token_bos()), token_text(llm.token_eos()))
+        kind = model_kind(info.metadata, info.chat_template)
+        self.base_model = kind.base
+        self.template = self._pick_template(info, s["chat_format"], notes)
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(
             path=info.path, name=info.name, architecture=info.architecture,
@@ -419,10 +417,65 @@ class ChatEngine:
             n_layers=llama_cpp.llama_model_n_layer(model), load_s=load_s,
             chat_format=self.template.name,
             gpu_offload_supported=bool(llama_cpp.llama_supports_gpu_offload()),
-            file_size=info.file_size, notes=notes,
+            file_size=info.file_size, notes=notes, base_model=kind.base,
+            format_note=self._format_note(),
         )
         log.info("loaded %s in %.2fs (n_ctx=%d, format=%s)", info.path, load_s,
                  self.load_info.n_ctx, self.template.name)
+
+    def _pick_template(self, info: GGUFInfo, chat_format: str, notes: list[str]
+                       ) -> ChatTemplate:
+        """The template for ``chat_format``; a GGUF template that fails on a plain
+        conversation (broken, or hostile: the sandbox stops it) falls back to the family its
+        text names, else to the architecture's built-in format."""
+        bos, eos = self._special_text
+        try:
+            template = choose_template(info.architecture, info.chat_template, bos_token=bos,
+                                       eos_token=eos, vocab_has=self._vocab_has,
+                                       chat_format=chat_format, base=self.base_model)
+            if template.name == "gguf":  # only roles a user's chat has: no invented system
+                template.render([{"role": "user", "content": "u"},
+                                 {"role": "assistant", "content": "a"},
+                                 {"role": "user", "content": "u"}])
+        except DeskLMError as e:
+            if chat_format not in ("auto", "gguf") or not info.chat_template:
+                raise  # not the file's template failing: the user's choice cannot be used
+            template = fallback_template(info.architecture, info.chat_template, self._vocab_has)
+            notes.append(f"the model's own chat template failed ({e}); using the "
+                         f"{template.name} format instead")
+            log.warning("chat template rejected: %s", e)
+        self._stop_token_ids = {
+            t for t in (self._single_token(x) for x in template.stop) if t is not None
+        }
+        return template
+
+    def _single_token(self, text: str) -> int | None:
+        toks = self._need().tokenize(text.encode(), add_bos=False, special=True)
+        return toks[0] if len(toks) == 1 else None
+
+    def _format_note(self) -> str:
+        name = self.template.name if self.template else ""
+        if self.base_model:
+            if name == "dialogue":
+                return BASE_MODEL_NOTE + "; shown a plain dialogue to continue"
+            return BASE_MODEL_NOTE
+        if name == "dialogue":
+            return "plain dialogue format (the model's own chat format is not used)"
+        return ""
+
+    def set_chat_format(self, chat_format: str) -> str:
+        """Switch the chat format live (the next turn renders with it); returns its name.
+        Raises with the reason (the previous format stays) when it cannot be used."""
+        if self.info is None or self.load_info is None:
+            raise DeskLMError("no model is loaded")
+        notes: list[str] = []
+        self.template = self._pick_template(self.info, chat_format, notes)
+        self.load_info.chat_format = self.template.name
+        self.load_info.format_note = self._format_note()
+        self.load_info.notes.extend(notes)
+        if self.settings is not None:
+            self.settings.set("chat_format", chat_format)
+        return self.template.name
 
     def unload(self) -> None:
         llm, self.llm = self.llm, None
@@ -453,15 +506,32 @@ class ChatEngine:
         mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
         return int(llama_cpp.llama_memory_seq_pos_max(mem, 0))
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str | Sequence[Part], special: bool = False) -> list[int]:
+        """Tokens for a prompt, with the model's BOS where its vocabulary wants one.
+
+        ``text`` is a rendered prompt's parts (:meth:`ChatTemplate.render_parts`): the
+        template's markup is tokenized with control tokens parsed, message text as plain text,
+        so a message cannot forge a turn marker. Each part is tokenized on its own, so a
+        conversation's history gives the same tokens every turn (the KV prefix is reused). A
+        plain string is one part, plain text unless ``special``.
+        """
         llm = self._need()
+        parts = [Part(text, special)] if isinstance(text, str) else list(text)
         bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-        add_bos = llama_cpp.llama_vocab_get_add_bos(
-            llama_cpp.llama_model_get_vocab(llm._model.model))
-        if bos and text.startswith(bos):
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(
+            llama_cpp.llama_model_get_vocab(llm._model.model)))
+        first = next((p for p in parts if p.text), None)
+        if bos and first is not None and first.special and first.text.startswith(bos):
             add_bos = False  # the template already wrote it
-        return llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bool(add_bos),
-                            special=True)
+        out: list[int] = []
+        for p in parts:
+            if not p.text:
+                continue
+            out += llm.tokenize(p.text.encode("utf-8", errors="replace"),
+                                add_bos=add_bos and not out, special=p.special)
+        if add_bos and not out and llm.token_bos() >= 0:
+            out = [llm.token_bos()]
+        return out
 
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
@@ -504,11 +574,14 @@ class ChatEngine:
         tokens: list[int],
         sampling: Settings,
         on_text: Callable[[str], None] | None = None,
+        reasoning_open: bool = False,
     ) -> tuple[str, TurnStats]:
-        """Stream a reply to ``tokens``; returns the reply text and its stats.
+        """Stream a reply to ``tokens``; returns the reply text (stripped) and its stats.
 
         ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
-        held back until they are ruled out).
+        and surrounding whitespace held back until they are ruled out); the pieces add up to the
+        reply. ``reasoning_open``: the prompt ended inside ``<think>`` (the template opened it),
+        so the reply starts with reasoning. Reasoning tokens and time are counted apart.
         """
         llm = self._need()
         assert self.template is not None
@@ -530,6 +603,7 @@ class ChatEngine:
         finish = FinishReason.LENGTH
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
         t0 = time.perf_counter()
+        reasoning = _ReasoningClock(reasoning_open)
         self._abort_armed = True
         try:
             gen = llm.generate(
@@ -551,12 +625,19 @@ class ChatEngine:
                 stats.completion_tokens += 1
                 self.live_tokens = stats.completion_tokens
                 reply += decoder.decode(llm.detokenize([tok]))
+                reasoning.token(reply)
                 cut = None if self.ignore_eos else _find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:
                     reply = reply[:cut]
                     finish = FinishReason.STOP
                     break
+                if emitted == 0:  # never show leading whitespace
+                    emitted = len(reply) - len(reply.lstrip())
+                    if emitted == len(reply):
+                        emitted = 0
+                        continue
                 safe = len(reply) - _partial_stop_len(reply, stops, hold)
+                safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
                 if on_text is not None and safe > emitted:
                     on_text(reply[emitted:safe])
                 emitted = max(emitted, safe)
@@ -573,8 +654,13 @@ class ChatEngine:
         finally:
             self._abort_armed = False
         reply += decoder.decode(b"", final=True)
-        if on_text is not None and len(reply) > emitted:
-            on_text(reply[emitted:])
+        if emitted == 0:
+            emitted = len(reply) - len(reply.lstrip())
+        end = len(reply.rstrip())
+        if on_text is not None and end > emitted:
+            on_text(reply[emitted:end])
+        reply = reply.strip()
+        stats.reasoning_tokens, stats.reasoning_s = reasoning.tokens, reasoning.seconds
         stats.total_s = time.perf_counter() - t0
         perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
         if perf.n_p_eval > 0 and perf.t_p_eval_ms > 0:
@@ -584,6 +670,38 @@ class ChatEngine:
         stats.finish_reason = finish
         stats.context_used = llm.n_tokens
         return reply, stats
+
+
+class _ReasoningClock:
+    """Counts the reply's tokens inside ``<think>...</think>`` and the time they took."""
+
+    def __init__(self, opened: bool) -> None:
+        self.opened = opened
+        self.tokens = 0
+        # when the previous token arrived: a token's time ends with it (the first token's time
+        # is the prompt's, not counted)
+        self.t_prev: float | None = None
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.closed = False
+
+    def token(self, reply: str) -> None:
+        now = time.perf_counter()
+        prev, self.t_prev = (now if self.t_prev is None else self.t_prev), now
+        if self.closed or not (self.opened or THINK_OPEN in reply):
+            return
+        if self.t_first is None:
+            self.t_first = prev
+        self.tokens += 1
+        self.t_last = now
+        if THINK_CLOSE in reply:
+            self.closed = True
+
+    @property
+    def seconds(self) -> float | None:
+        if self.t_first is None or self.t_last is None:
+            return None
+        return self.t_last - self.t_first
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:

@@ -173,7 +173,8 @@ class ChatSession:
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
-            reply, stats = eng.generate(plan.tokens, self.settings, on_text)
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
+                                        reasoning_open=reasoning_opened(plan.text))
         except BaseException:  # leave the conversation as it was before this turn
             conv.messages.remove(user)
             conv.context_start = start
@@ -321,6 +322,14 @@ class ChatSession:
         self.settings = new
         self.conversation.system_prompt = new["system_prompt"]
         notes = []
+        if self.engine.loaded and "chat_format" in changed:
+            try:
+                used = self.engine.set_chat_format(new["chat_format"])
+            except DeskLMError:
+                self.settings = old
+                self.conversation.system_prompt = old["system_prompt"]
+                raise
+            notes.append(f"chat format now {used} (from the next turn)")
         if self.engine.loaded and ("n_threads" in changed or "n_threads_batch" in changed):
             self.engine.set_threads(new["n_threads"], new["n_threads_batch"])
             notes.append(f"threads now {new['n_threads']} / {new['n_threads_batch']} (live)")
@@ -417,3 +426,11 @@ class ChatSession:
         lines.append("load settings: "
                      + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
         return "\n".join(lines)
+
+
+def reasoning_opened(prompt: str) -> bool:
+    """Whether the prompt ends inside an open ``<think>`` (the template opened the reasoning,
+    so the reply starts with it and holds only the closing tag)."""
+    from desklm.engine.chat_format import THINK_OPEN
+
+    return prompt.rstrip().endswith(THINK_OPEN)

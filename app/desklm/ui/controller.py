@@ -65,7 +65,7 @@ from desklm.ui.workers import SamplerWorker, start_thread
 
 log = logging.getLogger("desklm.ui")
 
-JOIN_TIMEOUT_S = 2.0
+JOIN_TIMEOUT_S = 10.0  # only reached if a job will not stop; a clean quit takes well under 1 s
 
 
 class State(enum.Enum):
