@@ -265,7 +265,7 @@ def context_room(session: Any, typed: str = "") -> tuple[int, int, int]:
     probe = Message("user", typed or ".")
 
     def used(msgs: list[Any]) -> int:
-        return len(eng.tokenize(eng.template.render(conv.as_msgs(msgs))))
+        return len(eng.tokenize(eng.template.render_parts(conv.as_msgs(msgs))))
 
     now = n_ctx - reserve - used([*conv.in_context(), probe])
     most = n_ctx - reserve - used([probe])

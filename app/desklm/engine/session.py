@@ -210,7 +210,8 @@ class ChatSession:
             start = conv.context_start + len(plan.dropped)
             if on_start is not None:
                 on_start(plan, eng.reusable_prefix(plan.tokens))
-            reply, stats = eng.generate(plan.tokens, self.settings, on_text)
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
+                                        reasoning_open=reasoning_opened(plan.text))
         finally:
             conv.messages, conv.context_start = orig, orig_start
         stats.trimmed = plan.dropped
