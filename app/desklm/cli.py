@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "back to a chat with and without its KV snapshot")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
+    bench.add_argument("--search", action="store_true",
+                       help="time chat search per keystroke on 2,000 generated saved chats")
 
     hist = sub.add_parser("history", help="saved conversations")
     hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
@@ -104,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("id")
     he.add_argument("--format", choices=("md", "json"), default="md")
     he.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+    hq = hsub.add_parser("search", help="search titles and messages of every saved chat")
+    hq.add_argument("query", nargs="+", help="words to find (case and accents ignored; the "
+                    "last word also matches as a prefix)")
+    hq.add_argument("--json", action="store_true", help="print JSON")
+    hq.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results")
     return p
 
 
@@ -404,25 +411,35 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
         if not text.strip():
             continue
         try:
-            if commands.is_command(text):
-                res = session.run_command(text)
-                if as_json:
-                    emit(res.to_dict())
-                else:
-                    out.write(res.message + "\n")
-                    out.flush()
-                continue
             def stream(piece: str) -> None:
                 if state.get("quit"):  # a SIGTERM that came before the reply began
                     session.stop()
                 if not as_json:
                     out.write(piece)
                     out.flush()
-            state["busy"] = True
-            try:
-                result = session.send(text, stream)
-            finally:
-                state["busy"] = False
+            if commands.is_command(text):
+                # /regen and /edit run a turn: Ctrl+C stops it
+                state["busy"] = text.split()[0].lower() in ("/regen", "/edit")
+                try:
+                    res = session.run_command(text, stream)
+                finally:
+                    state["busy"] = False
+                if as_json:
+                    emit(res.to_dict())
+                elif res.turn is None:
+                    out.write(res.message + "\n")
+                    out.flush()
+                if res.turn is None or as_json:
+                    continue
+                result = res.turn
+                if res.data.get("versions", 1) > 1:
+                    out.write(f"\n[version {res.data['version']}/{res.data['versions']}]")
+            else:
+                state["busy"] = True
+                try:
+                    result = session.send(text, stream)
+                finally:
+                    state["busy"] = False
             if session.save_error:
                 _err(session.save_error)
             if as_json:
@@ -501,6 +518,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from desklm import benchrun
     from desklm.engine.models import resolve_model
 
+    if args.search:
+        from desklm.engine.search import bench_search, bench_table
+
+        r = bench_search(2000, say=benchrun._stderr)
+        print(json.dumps(r) if args.json else bench_table(r))
+        return 0
     model = resolve_model(args.model)
     settings = settings_from_args(args)
     if args.runs < 1 or args.gen_tokens < 8:
@@ -530,6 +553,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from desklm.engine.store import ConversationStore, StoreError, to_markdown
 
     store = ConversationStore()
+    if args.history_command == "search":
+        return _history_search(store, " ".join(args.query), args.limit, args.json)
     try:
         if args.history_command == "list":
             items = store.list_all()
@@ -561,6 +586,30 @@ def cmd_history(args: argparse.Namespace) -> int:
         from desklm.engine.store import export_text
 
         sys.stdout.write(export_text(rec, args.format))
+    return 0
+
+
+def _history_search(store: Any, query: str, limit: int, as_json: bool) -> int:
+    from desklm.engine.search import SearchIndex
+
+    if limit < 1:
+        raise DeskLMError("--limit must be at least 1")
+    index = SearchIndex(store)
+    try:
+        r = index.search(query, limit=limit)
+    finally:
+        index.close()
+    if as_json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        return 0
+    tty = sys.stdout.isatty()
+    for h in r.hits:
+        where = "title" if h.message_id is None else \
+            f"{h.role} {h.message_id}{'' if h.active else ' (older version)'}"
+        snippet = h.marked("\x1b[1m", "\x1b[0m") if tty else h.marked("«", "»")
+        print(f"{h.conversation_id}  {h.title}  [{where}]\n    {snippet}")
+    if not r.hits:
+        print("no matches", file=sys.stderr)
     return 0
 
 
