@@ -138,6 +138,11 @@ def test_stop_mid_reply_returns_quickly_and_keeps_the_text(backend: RemoteBacken
     assert time.perf_counter() - stopped_at[0] < 1.0
     assert reply and reply == "".join(got)
     assert "partial reply is kept" in st.note
+    # the server saw the disconnect and stopped generating: the next request is served at
+    # once (llama_cpp.server runs one request at a time; 400 tokens here take far longer)
+    t0 = time.perf_counter()
+    _, st2 = backend.generate(toks, _settings(max_tokens=2))
+    assert st2.completion_tokens >= 1 and time.perf_counter() - t0 < 8
 
 
 def test_stop_while_the_server_is_silent() -> None:
