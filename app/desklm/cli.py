@@ -38,6 +38,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_arguments(g)
 
 
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a model on a server (vLLM, llama-server, Ollama, any "
+                             "OpenAI-compatible API)")
+    g.add_argument("--server", metavar="URL|NAME",
+                   help="chat with a model served at URL (e.g. http://127.0.0.1:8000/v1), or a "
+                   "saved connection's NAME; --model then names the served model")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="read the server's API key from environment variable VAR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="desklm",
@@ -68,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not save this conversation")
     chat.add_argument("--resume", metavar="ID",
                       help="continue a saved conversation (see desklm history list)")
+    _add_server_args(chat)
 
     models = sub.add_parser("models", help="models on this machine, and downloads")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -95,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sweep threads (and GPU layers) and remember the fastest")
     bench.add_argument("--search", action="store_true",
                        help="time chat search per keystroke on 2,000 generated saved chats")
+    _add_server_args(bench)
 
     hist = sub.add_parser("history", help="saved conversations")
     hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
@@ -211,6 +223,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 # --- terminal chat ----------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        return cmd_chat_remote(args)
     from desklm.engine.llm import LoadCancelled
     from desklm.engine.models import resolve_model
     from desklm.engine.session import ChatSession
@@ -370,6 +384,44 @@ def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
             + (f"; last: {tail}" if tail else ""))
 
 
+def _connect(args: argparse.Namespace) -> Any:
+    """A RemoteBackend connected as ``--server``/``--api-key-env``/``--model`` say."""
+    from desklm.engine.backends.remote import RemoteBackend
+    from desklm.engine.connections import resolve_server
+
+    url, key, model = resolve_server(args.server, args.api_key_env, args.model)
+    backend = RemoteBackend()
+    backend.connect(url, key, model, settings_from_args(args))
+    return backend
+
+
+def cmd_chat_remote(args: argparse.Namespace) -> int:
+    """``desklm chat --server URL``: the same chat, on a model served elsewhere."""
+    from desklm.engine.session import ChatSession
+    from desklm.engine.store import ConversationStore
+
+    backend = _connect(args)
+    store = None if args.no_save else ConversationStore()
+    session = ChatSession(Path(backend.model), settings_from_args(args), engine=backend,
+                          store=store)
+    session.settings.limits = dict(backend.settings.limits)
+    info = backend.load_info
+    out = sys.stdout
+    tty = sys.stdin.isatty() and out.isatty()
+    for note in info.notes:
+        print(f"desklm: note: {note}", file=sys.stderr)
+    if not args.json and tty:
+        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, on the server "
+              f"{backend.where}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+    _install_sigint(session)
+    rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
+    if store is not None and session.save() and tty:
+        print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
+              file=sys.stderr)
+    backend.close()
+    return rc
+
+
 def _install_sigint(session: Any) -> None:
     """Ctrl+C during a reply stops the reply; at the prompt it quits."""
     state = _chat_state(session)
@@ -457,6 +509,8 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                           + (f", restored {s.restored_tokens} tokens from cache"
                              if s.restored_tokens else "") + "]\n")
                 out.flush()
+                if getattr(s, "note", "") and s.finish_reason == "error":
+                    _err(s.note)  # a reply cut short by a server: kept, and the reason said
         except DeskLMError as e:
             if as_json:
                 emit({"error": str(e)})
@@ -515,6 +569,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        return cmd_bench_remote(args)
     from desklm import benchrun
     from desklm.engine.models import resolve_model
 
@@ -546,6 +602,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))
+    return 0
+
+
+def cmd_bench_remote(args: argparse.Namespace) -> int:
+    """``desklm bench --server URL``: DeskLM's remote path against the bare openai client."""
+    from desklm.engine.remote_bench import bench_remote, table
+
+    if args.runs < 1 or args.gen_tokens < 8:
+        raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    backend = _connect(args)
+    try:
+        out = bench_remote(backend, runs=args.runs, gen_tokens=args.gen_tokens,
+                           say=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        backend.close()
+    print(json.dumps(out, ensure_ascii=False) if args.json else table(out))
     return 0
 
 

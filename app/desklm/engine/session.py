@@ -14,6 +14,7 @@ from typing import Any
 
 from desklm.engine import branches, commands, kvcache
 from desklm.engine.attachments import Attachment, compose
+from desklm.engine.backends.base import Backend
 from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
 from desklm.engine.fmt import fmt_rate, fmt_secs
@@ -42,12 +43,12 @@ class ChatSession:
     """
 
     def __init__(self, model_path: Path, settings: Settings | None = None,
-                 engine: ChatEngine | None = None,
+                 engine: Backend | None = None,
                  store: ConversationStore | None = None,
                  kv: kvcache.SnapshotCache | None = None) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
-        self.engine = engine or ChatEngine()
+        self.engine: Backend = engine or ChatEngine()
         self.conversation = Conversation(self.settings["system_prompt"])
         self.last_stats: TurnStats | None = None
         self.store = store
@@ -85,7 +86,8 @@ class ChatSession:
         title = self.title or (title_from(msgs[0].content) if msgs else "New chat")
         return {
             "id": self.conv_id, "title": title, "created": self.created,
-            "model": self.model_path.name, "settings": self.settings.to_dict(),
+            "model": getattr(self.engine, "model_label", None) or self.model_path.name,
+            "settings": self.settings.to_dict(),
             "context_start": self.conversation.context_start,
             "messages": [m.to_dict() for m in msgs],
         }
@@ -154,6 +156,21 @@ class ChatSession:
         if clamp:
             self.settings.update(self.engine.settings.load_values())
         return info
+
+    def use_backend(self, backend: Backend, model_path: Path | None = None) -> None:
+        """Switch to another backend that is already loaded or connected (a local engine, a
+        server's model, e.g. ``RemoteBackend.connect(url, key, model, self.settings)``),
+        keeping the conversation: the new backend reads it whole on the next turn."""
+        if not backend.loaded:
+            raise DeskLMError("that model is not loaded or connected")
+        if backend is not self.engine:
+            self.engine.stop()
+        self.engine = backend
+        if model_path is not None:
+            self.model_path = Path(model_path)
+        if backend.settings is not None:
+            self.settings.limits = dict(backend.settings.limits)
+        self.last_stats = None
 
     @property
     def load_info(self) -> LoadInfo | None:
