@@ -369,14 +369,15 @@ class ChatSession:
     def _keep_kv(self) -> None:
         """Leaving a chat: snapshot the part of the KV cache its next prompt will start with."""
         cache, eng = self._snapshots(), self.engine
-        if cache is None or self._kv_conv != self.conv_id or eng.template is None:
+        if cache is None or self._kv_conv != self.conv_id or eng.template is None \
+                or not isinstance(eng, ChatEngine):  # a server keeps its own cache
             return
         self._kv_conv = None
         try:
             conv = self.conversation
             probe = conv.as_msgs([*conv.in_context(), Message("user", "…")])
             snap = kvcache.capture(eng, self.conv_id,
-                                   eng.reusable_prefix(eng.tokenize(eng.template.render(probe))))
+                                   eng.reusable_prefix(eng.tokenize(eng.template.render_parts(probe))))
             if snap is not None:
                 cache.put(snap)
         except DeskLMError as e:
@@ -385,6 +386,8 @@ class ChatSession:
     def _restore_kv(self, tokens: list[int]) -> int:
         self._kv_pending = False
         cache, eng = self._snapshots(), self.engine
+        if not isinstance(eng, ChatEngine):
+            return 0
         snap = cache.get(self.conv_id, kvcache.fingerprint(eng)) if cache is not None else None
         if snap is None or not snap.matches(tokens) or \
                 eng.reusable_prefix(tokens) >= len(snap.tokens):

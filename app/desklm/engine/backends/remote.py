@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 import openai
 
-from desklm.engine.chat_format import ChatTemplate, Msg
+from desklm.engine.chat_format import ChatTemplate, Msg, Part
 from desklm.engine.llm import LoadInfo, TurnStats
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
@@ -319,7 +319,7 @@ class RemoteBackend:
         entry = next(m for m in self.models if m.id == self.model)
         self.server_n_ctx = entry.n_ctx or self._props_n_ctx()
         self._probe_tokenizer()
-        self.template = ChatTemplate("server", render_fn=_to_json)
+        self.template = ChatTemplate("server", parts_fn=lambda msgs: [Part(_to_json(msgs), True)])
         self.load(Path(self.model), settings or Settings())
         log.info("connected to %s, model %s (n_ctx %s, tokens: %s)", self.where, self.model,
                  self.n_ctx, self.token_source)
@@ -451,8 +451,11 @@ class RemoteBackend:
             progress(1.0)
         return self.load_info
 
-    def tokenize(self, text: str) -> list[int]:
-        """Count the tokens of ``text`` as rendered by :attr:`template` (JSON messages)."""
+    def tokenize(self, text: str | Sequence[Part], special: bool = False) -> list[int]:
+        """Count the tokens of ``text`` as rendered by :attr:`template` (JSON messages; plain
+        text counts as one user message)."""
+        if not isinstance(text, str):
+            text = "".join(p.text for p in text)
         messages = _from_json(text)
         toks = PromptTokens(self._count(messages))
         toks.messages = messages
@@ -503,9 +506,18 @@ class RemoteBackend:
             if holder:
                 _shutdown(holder[0])
 
+    def begin_turn(self) -> None:
+        self._stop.clear()
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
     def generate(self, tokens: list[int], sampling: Settings,
-                 on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
-        """Stream a reply to the messages ``tokens`` were counted for (see ``tokenize``)."""
+                 on_text: Callable[[str], None] | None = None, reasoning_open: bool = False,
+                 clear_stop: bool = True) -> tuple[str, TurnStats]:
+        """Stream a reply to the messages ``tokens`` were counted for (see ``tokenize``).
+        (``reasoning_open`` and ``clear_stop`` are the local engine's; a server splits
+        reasoning itself.)"""
         messages = getattr(tokens, "messages", None)
         if messages is None:
             raise DeskLMError("a server model takes messages: budget the prompt with this "
