@@ -233,10 +233,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     state["busy"] = True  # SIGTERM during the load cancels it
     try:
         info = session.load()
-    except LoadCancelled:
-        if state["quit"]:
-            return 0
-        raise
+    except LoadCancelled:  # only a signal stops a load here: SIGTERM quits, Ctrl+C too
+        return 0 if state["quit"] else 130
     finally:
         state["busy"] = False
     if args.model:
@@ -405,7 +403,11 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
             continue
         try:
             if commands.is_command(text):
-                res = session.run_command(text)
+                state["busy"] = True  # a signal stops a reload instead of breaking into it
+                try:
+                    res = session.run_command(text)
+                finally:
+                    state["busy"] = False
                 if as_json:
                     emit(res.to_dict())
                 else:
