@@ -241,10 +241,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     state["busy"] = True  # SIGTERM during the load cancels it
     try:
         info = session.load()
-    except LoadCancelled:
-        if state["quit"]:
-            return 0
-        raise
+    except LoadCancelled:  # only a signal stops a load here: SIGTERM quits, Ctrl+C too
+        return 0 if state["quit"] else 130
     finally:
         state["busy"] = False
     if args.model:
@@ -470,8 +468,8 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                     out.write(piece)
                     out.flush()
             if commands.is_command(text):
-                # /regen and /edit run a turn: Ctrl+C stops it
-                state["busy"] = text.split()[0].lower() in ("/regen", "/edit")
+                # a signal stops a command (a reload, /regen, /edit) instead of breaking into it
+                state["busy"] = True
                 try:
                     res = session.run_command(text, stream)
                 finally:
