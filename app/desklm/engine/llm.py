@@ -446,6 +446,26 @@ class ChatEngine:
         return llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bool(add_bos),
                             special=True)
 
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt for a conversation (``[{"role", "content"}]`` + the generation prompt).
+
+        The one place a request's messages become tokens (the API server goes through here).
+        NOTE: for now this parses the rendered text with ``special=True``, so control-token text
+        inside a message would become a control token; the safe tokenization (message text as
+        plain text, only the format's own markers special) replaces this body at merge time.
+        """
+        assert self.template is not None, "no model is loaded"
+        return self.tokenize(self.template.render(messages))
+
+    def plain_tokens(self, text: str) -> list[int]:
+        """``text`` as plain text (no control tokens parsed), with BOS where the model wants it:
+        the prompt of a raw completion (``/v1/completions``)."""
+        llm = self._need()
+        add_bos = llama_cpp.llama_vocab_get_add_bos(
+            llama_cpp.llama_model_get_vocab(llm._model.model))
+        return llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bool(add_bos),
+                            special=False)
+
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
         llm = self._need()
@@ -487,11 +507,16 @@ class ChatEngine:
         tokens: list[int],
         sampling: Settings,
         on_text: Callable[[str], None] | None = None,
+        *,
+        stop: list[str] | None = None,
+        grammar: Any = None,
     ) -> tuple[str, TurnStats]:
         """Stream a reply to ``tokens``; returns the reply text and its stats.
 
         ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
-        held back until they are ruled out).
+        held back until they are ruled out). ``stop``: stop strings instead of the chat
+        format's (the API's ``stop``); ``grammar``: a ``llama_cpp.LlamaGrammar`` constraining
+        the reply (the API's ``response_format``).
         """
         llm = self._need()
         assert self.template is not None
@@ -506,7 +531,7 @@ class ChatEngine:
         seed = int(sampling["seed"])
         llm.set_seed(seed if seed >= 0 else random.randrange(2**31 - 1))
         vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
-        stops = [s for s in self.template.stop if s]
+        stops = [s for s in (self.template.stop if stop is None else stop) if s]
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reply, emitted = "", 0
@@ -518,7 +543,7 @@ class ChatEngine:
             gen = llm.generate(
                 tokens, top_k=int(sampling["top_k"]), top_p=float(sampling["top_p"]),
                 min_p=float(sampling["min_p"]), temp=float(sampling["temperature"]),
-                repeat_penalty=float(sampling["repeat_penalty"]), reset=True,
+                repeat_penalty=float(sampling["repeat_penalty"]), reset=True, grammar=grammar,
             )
             for tok in gen:
                 if stats.completion_tokens == 0 and stats.ttft_s is None:
