@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
+    bench.add_argument("--api", action="store_true",
+                       help="compare generation through the OpenAI API server with direct "
+                       "generation (tokens/s and added time to first token)")
 
     serve = sub.add_parser("serve", help="serve the model to other apps through an "
                            "OpenAI-compatible API (no window)")
@@ -362,6 +365,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.runs < 1 or args.gen_tokens < 8:
         raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    if args.api:
+        from desklm.server.bench import run_api_bench, table
+
+        res = run_api_bench(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
+                            say=benchrun._stderr)
+        print(benchrun.dump(res) if args.json else table(res))
+        return 0
     if args.tune:
         r = benchrun.run_tune(model, settings, say=benchrun._stderr)
         if args.json:
