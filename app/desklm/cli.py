@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from desklm import __version__
+from desklm.engine.fmt import fmt_bytes
 from desklm.engine.settings import settings_from_args
 from desklm.errors import DeskLMError
 
@@ -141,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.probe_model:  # internal: the child process of engine.probe
-        from desklm.engine.probe import child_main
+        from desklm.engine.llm import probe_child_main
 
-        return child_main(args.probe_model)
+        return probe_child_main(args.probe_model)
     if args.data_dir:
         os.environ["DESKLM_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from desklm.logs import install_excepthooks, setup_logging
@@ -244,7 +245,7 @@ def _install_sigint(session: Any) -> None:
 def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
               interactive: bool = False) -> int:
     from desklm.engine import commands
-    from desklm.engine.session import fmt_rate, fmt_secs
+    from desklm.engine.fmt import fmt_rate, fmt_secs
 
     state = getattr(session, "_sigint_state", {"busy": False})
 
@@ -304,10 +305,6 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
     return 0
 
 
-def _mb(n: float) -> str:
-    return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "list":
         from desklm.engine.models import catalog
@@ -317,7 +314,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(json.dumps(items, ensure_ascii=False))
         else:
             for it in items:
-                print(f"{_mb(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
+                print(f"{fmt_bytes(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
         return 0
     from desklm.engine import hub
 
@@ -326,7 +323,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if len(files) != 1:
             print(f"{args.repo} has {len(files)} GGUF files; pick one:", file=sys.stderr)
             for f in files:
-                print(f"{_mb(f.size):>10}  {f.path}")
+                print(f"{fmt_bytes(f.size):>10}  {f.path}")
             return 0 if files else 2
         chosen = files[0]
     else:
@@ -346,8 +343,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         speed = done / max(1e-6, now - t0)
         eta = (total - done) / speed if speed > 0 and total else 0
         pct = 100 * done / total if total else 0
-        print(f"\r{chosen.path}: {pct:5.1f}%  {_mb(done)} / {_mb(total)}  {_mb(speed)}/s  "
-              f"ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
+        print(f"\r{chosen.path}: {pct:5.1f}%  {fmt_bytes(done)} / {fmt_bytes(total)}  "
+              f"{fmt_bytes(speed)}/s  ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
 
     path = hub.download(chosen, progress)
     if sys.stderr is not None:

@@ -19,7 +19,7 @@ _configured = False
 
 
 def log_dir() -> Path:
-    from desklm.engine.store import app_dirs
+    from desklm.paths import app_dirs
 
     return app_dirs().log
 

@@ -19,7 +19,7 @@ def shown(qtbot, w, action, *args):
 
 def test_new_switch_rename_delete(window, qtbot, data_dir):
     send_and_wait(qtbot, window, "Chat A says apples")
-    first = window.worker.session.conv_id
+    first = window.controller.session.conv_id
     shown(qtbot, window, window.chats.new_button.click)
     assert window.chat.toPlainText().strip() == ""
     send_and_wait(qtbot, window, "Chat B says bananas")
@@ -31,11 +31,11 @@ def test_new_switch_rename_delete(window, qtbot, data_dir):
     assert rec["id"] == first
     assert "Chat A says apples" in window.chat.toPlainText()
     assert "bananas" not in window.chat.toPlainText()
-    assert window.worker.engine.kv_cache_pos_max() == -1
+    assert window.controller.engine.kv_cache_pos_max() == -1
     r = send_and_wait(qtbot, window, "Back in A")
     assert r.stats.prompt_tokens_reused == 0
     # rename
-    window.requestRename.emit(first, "Fruit talk")
+    window.controller.rename_conversation(first, "Fruit talk")
     qtbot.waitUntil(lambda: any(i["title"] == "Fruit talk" for i in window.chats.items),
                     timeout=10000)
     # delete B, confirming in the dialog
@@ -71,7 +71,7 @@ def test_export_and_a_damaged_file_notice(make_window, qtbot, tmp_path, data_dir
     send_and_wait(qtbot, w, "Export me")
     out = tmp_path / "out.md"
     with qtbot.waitSignal(w.commandFinished, timeout=10000):
-        w.requestExport.emit(str(out))
+        w.controller.export(str(out))
     assert "## You\n\nExport me" in out.read_text("utf-8")
 
 

@@ -17,6 +17,7 @@ of what is free, "tight" up to 100%, "won't fit" above.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,7 +26,15 @@ from desklm.engine.monitor import NA, ResourceSampler, is_na
 
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 MB = 2**20
-FITS, TIGHT, NO_FIT = "fits", "tight", "won't fit"
+class FitVerdict(enum.StrEnum):
+    """Whether a model fits: compared as plain strings too ("fits", "tight", "won't fit")."""
+
+    FITS = "fits"
+    TIGHT = "tight"
+    NO_FIT = "won't fit"
+
+
+FITS, TIGHT, NO_FIT = FitVerdict.FITS, FitVerdict.TIGHT, FitVerdict.NO_FIT
 MARGIN = 0.85
 
 
@@ -43,7 +52,7 @@ class FitEstimate:
     runtime_ram: int
     free_ram: Any = NA
     free_vram: Any = NA
-    verdict: str = FITS
+    verdict: FitVerdict = FITS
     reasons: list[str] = field(default_factory=list)
 
     @property

@@ -12,8 +12,10 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import enum
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -119,6 +121,15 @@ class LoadCancelled(DeskLMError):
 
 
 # --- results --------------------------------------------------------------------------------
+class FinishReason(enum.StrEnum):
+    """Why a reply ended (a str: JSON and comparisons see "stop", "length", ...)."""
+
+    STOP = "stop"            # the model ended its turn, or a stop string matched
+    LENGTH = "length"        # max_tokens, or the context was full
+    CANCELLED = "cancelled"  # Stop, Ctrl+C, a client that went away
+    ERROR = "error"          # the backend failed mid-reply (the partial reply is kept)
+
+
 @dataclass
 class TurnStats:
     """What one reply cost. Rates are None where nothing was measured (e.g. 0 tokens)."""
@@ -129,7 +140,7 @@ class TurnStats:
     ttft_s: float | None = None
     prompt_tokens_per_s: float | None = None
     gen_tokens_per_s: float | None = None
-    finish_reason: str = "stop"  # stop | length | cancelled
+    finish_reason: FinishReason = FinishReason.STOP
     context_used: int = 0
     n_ctx: int = 0
     total_s: float = 0.0
@@ -266,14 +277,20 @@ class ChatEngine:
         self.probe = True  # load unknown files in a child process first (engine.probe)
         self.last_probe_s = 0.0
         self.last_fit: Any = None
+        # Set by the runner: True once the running job was cancelled. Checked with the stop
+        # Event, so a cancel that lands before load()/generate() clear the Event is not lost.
+        self.cancel_hook: Callable[[], bool] | None = None
 
     # -- lifecycle --
     @property
     def loaded(self) -> bool:
         return self.llm is not None
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self.cancel_hook is not None and self.cancel_hook())
+
     def _abort_check(self, _data: ctypes.c_void_p) -> bool:
-        return self._abort_armed and self._stop.is_set()
+        return self._abort_armed and self._stopping()
 
     def _on_progress(self, progress: float, _data: ctypes.c_void_p) -> bool:
         try:
@@ -281,7 +298,7 @@ class ChatEngine:
                 self._progress_fn(float(progress))
         except Exception:  # never raise into C
             log.exception("progress callback failed")
-        return not self._stop.is_set()
+        return not self._stopping()
 
     def load(self, path: str | Path, settings: Settings,
              progress: Callable[[float], None] | None = None) -> LoadInfo:
@@ -300,7 +317,7 @@ class ChatEngine:
         try:
             self._load(info, settings, notes)
         except DeskLMError:
-            if self._stop.is_set():
+            if self._stopping():
                 raise LoadCancelled("loading cancelled") from None
             if previous is not None:
                 try:
@@ -535,7 +552,7 @@ class ChatEngine:
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reply, emitted = "", 0
-        finish = "length"
+        finish = FinishReason.LENGTH
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
         t0 = time.perf_counter()
         self._abort_armed = True
@@ -549,12 +566,12 @@ class ChatEngine:
                 if stats.completion_tokens == 0 and stats.ttft_s is None:
                     stats.ttft_s = time.perf_counter() - t0
                     self._abort_armed = False  # per-token checks from here: no GIL per node
-                if self._stop.is_set():
-                    finish = "cancelled"
+                if self._stopping():
+                    finish = FinishReason.CANCELLED
                     break
                 if (llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids) \
                         and not self.ignore_eos:
-                    finish = "stop"
+                    finish = FinishReason.STOP
                     break
                 stats.completion_tokens += 1
                 self.live_tokens = stats.completion_tokens
@@ -562,20 +579,20 @@ class ChatEngine:
                 cut = None if self.ignore_eos else _find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:
                     reply = reply[:cut]
-                    finish = "stop"
+                    finish = FinishReason.STOP
                     break
                 safe = len(reply) - _partial_stop_len(reply, stops, hold)
                 if on_text is not None and safe > emitted:
                     on_text(reply[emitted:safe])
                 emitted = max(emitted, safe)
                 if stats.completion_tokens >= max_new:
-                    finish = "length"
+                    finish = FinishReason.LENGTH
                     break
             else:
-                finish = "length"
+                finish = FinishReason.LENGTH
         except RuntimeError as e:  # llama_decode returned 2: aborted by our callback
-            if self._stop.is_set():
-                finish = "cancelled"
+            if self._stopping():
+                finish = FinishReason.CANCELLED
             else:
                 raise DeskLMError(f"generation failed: {e}") from e
         finally:
@@ -609,4 +626,27 @@ def _partial_stop_len(text: str, stops: list[str], hold: int) -> int:
         tail = text[-n:]
         if any(s.startswith(tail) for s in stops):
             return n
+    return 0
+
+
+# --- the child process of engine.probe ---------------------------------------------------------
+def probe_child_main(path: str) -> int:
+    """Runs in the child: load, exit 0 on success. A refusal is printed as one
+    ``desklm: error:`` line naming llama.cpp's own cause (its log is captured by this
+    module); an abort kills the process, and ggml's assertion text is left on stderr."""
+    try:
+        info = read_gguf(path)
+    except DeskLMError as e:
+        print(f"desklm: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    before = LLAMA_LOG.snapshot()
+    try:
+        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=64, n_gpu_layers=0,
+                              verbose=False)
+    except Exception as e:
+        reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
+        print(f"desklm: error: {info.path.name}: could not load: {reason}", file=sys.stderr,
+              flush=True)
+        return 2
+    llm.close()
     return 0

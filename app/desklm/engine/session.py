@@ -15,6 +15,7 @@ from typing import Any
 from desklm.engine import commands
 from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, PromptPlan
+from desklm.engine.fmt import fmt_rate, fmt_secs
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
@@ -49,7 +50,19 @@ class ChatSession:
         self.last_stats: TurnStats | None = None
         self.store = store
         self.save_error: str | None = None  # the last save failure, for the UI to report
+        self._setting_listeners: list[Callable[[str, Any], None]] = []
         self._new_ids()
+
+    # -- settings ownership --
+    def on_setting(self, listener: Callable[[str, Any], None]) -> None:
+        """Call ``listener(name, value)`` whenever a setting in effect changes. The session is
+        the one owner of the values: others send changes (:meth:`apply_settings`) and listen."""
+        self._setting_listeners.append(listener)
+
+    def _notify(self, names: list[str]) -> None:
+        for name in names:
+            for listener in self._setting_listeners:
+                listener(name, self.settings[name])
 
     def _new_ids(self) -> None:
         import time
@@ -111,7 +124,9 @@ class ChatSession:
         self.created = rec.get("created") or self.created
         system = (rec.get("settings") or {}).get("system_prompt")
         if isinstance(system, str) and "\x00" not in system:
-            self.settings.set("system_prompt", system)
+            if self.settings["system_prompt"] != system:
+                self.settings.set("system_prompt", system)
+                self._notify(["system_prompt"])
             self.conversation.system_prompt = system
         return rec
 
@@ -168,6 +183,12 @@ class ChatSession:
     def stop(self) -> None:
         self.engine.stop()
 
+    def close(self) -> None:
+        """Quit: save the conversation, then free the model."""
+        self.save()
+        if self.engine.loaded:
+            self.engine.unload()
+
     def reset(self) -> None:
         self.conversation.clear()
         self.last_stats = None
@@ -196,6 +217,7 @@ class ChatSession:
                 raise
             notes.append("model reloaded for " + ", ".join(reload)
                          + "; the conversation is kept and re-read on the next turn")
+        self._notify(changed)
         desc = ", ".join(f"{n} = {new[n]}" for n in changed) or "nothing changed"
         msg = desc + ("; " + "; ".join(notes) if notes else "")
         return CommandResult("set", msg, {"changed": {n: new[n] for n in changed},
@@ -273,11 +295,3 @@ class ChatSession:
         lines.append("load settings: "
                      + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
         return "\n".join(lines)
-
-
-def fmt_rate(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.1f}"
-
-
-def fmt_secs(v: float | None) -> str:
-    return "n/a" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")

@@ -11,36 +11,11 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-APP_NAME = "DeskLM"
-
-
-@dataclass(frozen=True)
-class AppDirs:
-    data: Path
-    config: Path
-    cache: Path
-    log: Path
-
-
-def app_dirs() -> AppDirs:
-    import platformdirs
-
-    base = os.environ.get("DESKLM_DATA_DIR")
-    cache_env = os.environ.get("DESKLM_CACHE_DIR")
-    cache = Path(cache_env) if cache_env else Path(platformdirs.user_cache_dir(APP_NAME, False))
-    if base:
-        b = Path(base).expanduser()
-        return AppDirs(b / "data", b / "config", cache, b / "logs")
-    return AppDirs(
-        data=Path(platformdirs.user_data_dir(APP_NAME, False)),
-        config=Path(platformdirs.user_config_dir(APP_NAME, False)),
-        cache=cache,
-        log=Path(platformdirs.user_log_dir(APP_NAME, False)),
-    )
+from desklm.paths import APP_NAME, AppDirs, app_dirs  # noqa: F401  (re-exported)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -240,6 +215,23 @@ class AppConfig:
 
     def save(self, data: dict[str, Any]) -> None:
         atomic_write_json(self.path, {"schema": SCHEMA_VERSION, **data})
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """The one way to change the app settings: read, ``change(data)`` in place, write, all
+        under a file lock, so two DeskLM processes (or two threads) never lose each other's
+        entries. Raises OSError when the file cannot be written."""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=10):
+                data = self.load()
+                data.pop("schema", None)
+                change(data)
+                self.save(data)
+        except Timeout:
+            raise OSError(f"{self.path} is locked by another DeskLM process") from None
+        return data
 
 
 def export_text(record: dict[str, Any], fmt: str) -> str:
