@@ -412,6 +412,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     engine = ChatEngine()
     runner = Runner(interrupt=engine.stop)
+    engine.cancel_hook = lambda: (j := runner.current) is not None and j.cancelled
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -133,6 +133,11 @@ class _Guard:
                    for k, v in scope.get("headers", [])}
         err = self._check(headers)
         if err is not None:
+            client = scope.get("client")
+            self.ctx.on_record(RequestRecord(
+                time=time.time(), client=f"{client[0]}:{client[1]}" if client else "?",
+                endpoint=f"{scope.get('method', '?')} {scope.get('path', '')}",
+                status=err.status, error=err.message))
             await _error_response(err)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -297,8 +302,30 @@ class Handlers:
         return {"id": mid, "object": "model", "created": created, "owned_by": "desklm",
                 "context_length": eng.load_info.n_ctx}
 
+    def _rejected(self, request: Request, t0: float, e: ApiError) -> None:
+        self.ctx.on_record(RequestRecord(
+            time=t0, client=_client(request), endpoint=f"{request.method} {request.url.path}",
+            status=e.status, duration_s=time.time() - t0, error=e.message))
+
     async def chat(self, request: Request) -> Response:
         t0 = time.time()
+        try:
+            return await self._chat(request, t0)
+        except ApiError as e:
+            if not getattr(e, "logged", False):
+                self._rejected(request, t0, e)
+            raise
+
+    async def completions(self, request: Request) -> Response:
+        t0 = time.time()
+        try:
+            return await self._completions(request, t0)
+        except ApiError as e:
+            if not getattr(e, "logged", False):
+                self._rejected(request, t0, e)
+            raise
+
+    async def _chat(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
         req = P.parse_request(P.ChatRequest, P.parse_json(body))
         messages = req.plain_messages()
@@ -312,8 +339,7 @@ class Handlers:
         return await self._run(request, req, t0, "chat", lambda eng: eng.prompt_tokens(messages),
                                sampling, stops, grammar)
 
-    async def completions(self, request: Request) -> Response:
-        t0 = time.time()
+    async def _completions(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
         req = P.parse_request(P.CompletionRequest, P.parse_json(body))
         prompt = req.prompt_text
@@ -413,6 +439,7 @@ class Handlers:
             return Response(status_code=499)
         except ApiError as e:
             finish(e.status, e.message)
+            e.logged = True  # type: ignore[attr-defined]
             raise
         except BaseException as e:
             finish(500, str(e))
@@ -428,6 +455,7 @@ class Handlers:
                 return Response(status_code=499)
             except ApiError as e:
                 finish(e.status, e.message)
+                e.logged = True  # type: ignore[attr-defined]
                 raise
             except BaseException as e:
                 finish(500, str(e))
