@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from desklm.engine.runner import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
+from desklm.engine import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
 from desklm.errors import DeskLMError
 from desklm.server import protocol as P
 from desklm.server.protocol import ApiError

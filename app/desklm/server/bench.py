@@ -81,8 +81,7 @@ def run_api_bench(model: Path, settings: Any, *, runs: int = 3, gen_tokens: int 
     """Measure both paths; returns medians, the ratio and the added time to first token."""
     import httpx
 
-    from desklm.engine.llm import ChatEngine
-    from desklm.engine.runner import Runner
+    from desklm.engine import ChatEngine, Runner
     from desklm.server.server import ApiServer
 
     say = say or (lambda _m: None)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from desklm.engine.runner import Runner
+from desklm.engine import Runner
 from desklm.errors import DeskLMError
 from desklm.server.app import ApiContext, RequestRecord, build_app
 
@@ -79,7 +79,7 @@ class ApiServer:
     def __init__(self, runner: Runner, engine: Callable[[], Any],
                  settings: Callable[[], Any] | None = None, *, max_waiting: int = 8,
                  log_size: int = 500) -> None:
-        from desklm.engine.settings import Settings
+        from desklm.engine import Settings
 
         self.runner = runner
         self.engine = engine
