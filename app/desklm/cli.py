@@ -426,6 +426,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         info = runner.call(lambda: engine.load(model, settings), "load")
         for note in info.notes:
             print(f"desklm: note: {note}", file=sys.stderr)
+        if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
+            from desklm.engine.bench import tuned_for
+
+            tuned = tuned_for(info.path)
+            if tuned:
+                runner.call(lambda: engine.set_threads(tuned["n_threads"],
+                                                       tuned["n_threads_batch"]))
         server.add_listener(lambda ev, rec: print(rec.line(), file=sys.stderr, flush=True)
                             if ev == "request" else None)
         url = server.start(args.host, args.port, key, args.cors_origin)
