@@ -76,11 +76,11 @@ def test_export_and_a_damaged_file_notice(make_window, qtbot, tmp_path, data_dir
 
 
 def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir):
+    from desklm.cli import build_parser
     from desklm.ui.app import build_window
 
-    args = argparse.Namespace(model=str(model_path), self_test=False, screenshot=None,
-                              ctx="1024", threads=None, gpu_layers=None, max_tokens="8",
-                              temperature=None, seed=None, system=None)
+    args = build_parser().parse_args(["--model", str(model_path), "--ctx", "1024",
+                                      "--max-tokens", "8"])
     w = build_window(args)
     qtbot.addWidget(w)
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
@@ -95,9 +95,7 @@ def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir
     # the embedded model is the default, stored as "" (any other file is stored by path)
     assert saved["last_model"] == "" and saved["geometry"]
     # start again with no command-line settings: the saved ones come back
-    args2 = argparse.Namespace(model=None, self_test=False, screenshot=None, ctx=None,
-                               threads=None, gpu_layers=None, max_tokens=None,
-                               temperature=None, seed=None, system=None)
+    args2 = build_parser().parse_args([])
     w2 = build_window(args2)
     qtbot.addWidget(w2)
     with qtbot.waitSignal(w2.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:

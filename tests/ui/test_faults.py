@@ -84,7 +84,7 @@ def test_quitting_during_a_reply_saves_what_was_said(make_window, qtbot):
     w = make_window(max_tokens=4000)
     long_reply_running(qtbot, w)
     conv = w.controller.session.conv_id
-    assert w.shutdown() < 2.0
+    assert w.shutdown() < 10.0
     msgs = saved(conv)
     assert [r for r, _ in msgs] == ["user", "assistant"] and msgs[1][1]
 

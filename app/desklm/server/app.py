@@ -389,7 +389,9 @@ class Handlers:
                 elif req.stream:
                     put(piece)
 
-            return eng.generate(tokens, sampling, on_text, stop=stops(eng), grammar=grammar)
+            # a raw completion continues its prompt exactly: its whitespace is kept
+            return eng.generate(tokens, sampling, on_text, stop=stops(eng), grammar=grammar,
+                                strip=kind == "chat")
 
         with ctx.submit_lock:
             waiting = sum(1 for j in ctx.runner.pending() if j.kind == "api")
@@ -481,6 +483,9 @@ class Handlers:
             if "no model is loaded" in str(e):
                 raise ApiError(503, str(e), "server_error", "model_not_loaded") from None
             raise ApiError(500, str(e), "server_error", "generation_failed") from None
+        if stats.finish_reason == "error":
+            raise ApiError(500, "generation failed mid-reply (details in DeskLM's log)",
+                           "server_error", "generation_failed")
         if stats.finish_reason == "cancelled":
             raise ApiError(503, "the request was cancelled (the server is stopping or the "
                            "model was stopped)", "server_error", "cancelled")

@@ -65,7 +65,7 @@ from desklm.ui.workers import SamplerWorker, start_thread
 
 log = logging.getLogger("desklm.ui")
 
-JOIN_TIMEOUT_S = 2.0
+JOIN_TIMEOUT_S = 10.0  # only reached if a job will not stop; a clean quit takes well under 1 s
 
 
 class State(enum.Enum):
@@ -266,7 +266,7 @@ class ChatController(QObject):
         self.loadStarted.emit(path)
         try:
             target = Path(path) if path else embedded_model_path()
-            info = self.session.load(target, progress=self._progress)
+            info = self.session.load(target, progress=self._progress, clamp=True)
         except LoadCancelled:
             self._load_stopped()
             return
