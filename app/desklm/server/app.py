@@ -483,6 +483,10 @@ class Handlers:
             if "no model is loaded" in str(e):
                 raise ApiError(503, str(e), "server_error", "model_not_loaded") from None
             raise ApiError(500, str(e), "server_error", "generation_failed") from None
+        except Exception as e:  # a bug: logged (by the runner too), answered in OpenAI's shape
+            log.error("API request failed", exc_info=e)
+            raise ApiError(500, f"internal error: {type(e).__name__} (details in DeskLM's log)",
+                           "server_error", "internal_error") from None
         if stats.finish_reason == "error":
             raise ApiError(500, "generation failed mid-reply (details in DeskLM's log)",
                            "server_error", "generation_failed")
