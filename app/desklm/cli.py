@@ -107,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--search", action="store_true",
                        help="time chat search per keystroke on 2,000 generated saved chats")
     _add_server_args(bench)
+    bench.add_argument("--api", action="store_true",
+                       help="compare generation through the OpenAI API server with direct "
+                       "generation (tokens/s and added time to first token)")
+
+    serve = sub.add_parser("serve", help="serve the model to other apps through an "
+                           "OpenAI-compatible API (no window)")
+    _add_model_args(serve)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; "
+                       "any other address needs --api-key-env)")
+    serve.add_argument("--port", type=int, default=8642, help="port (default 8642)")
+    serve.add_argument("--api-key-env", metavar="VAR",
+                       help="require the API key held in environment variable VAR "
+                       "(Authorization: Bearer KEY)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN (e.g. http://localhost:3000) call the "
+                       "API; repeatable (default: none)")
+    serve.add_argument("--max-queued", type=int, default=8, metavar="N",
+                       help="requests that may wait for the model before 429 (default 8)")
 
     hist = sub.add_parser("history", help="saved conversations")
     hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
@@ -165,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _flushed(cmd_models(args))
         if args.command == "bench":
             return _flushed(cmd_bench(args))
+        if args.command == "serve":
+            install_excepthooks()
+            return cmd_serve(args)
         return cmd_gui(args)
     except BrokenPipeError:  # `desklm history list | head -1`: the reader left; so do we
         return _stdout_gone()
@@ -582,6 +604,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.runs < 1 or args.gen_tokens < 8:
         raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    if args.api:
+        from desklm.server.bench import run_api_bench, table
+
+        res = run_api_bench(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
+                            say=benchrun._stderr)
+        print(benchrun.dump(res) if args.json else table(res))
+        return 0
     if args.tune:
         r = benchrun.run_tune(model, settings, say=benchrun._stderr)
         if args.json:
@@ -616,6 +645,63 @@ def cmd_bench_remote(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     print(json.dumps(out, ensure_ascii=False) if args.json else table(out))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``desklm serve``: load the model on the inference runner and serve it until Ctrl+C or
+    SIGTERM; one line per request on stderr."""
+    import threading
+
+    from desklm.engine.llm import ChatEngine
+    from desklm.engine.models import resolve_model
+    from desklm.engine.runner import Runner
+    from desklm.server import ApiServer
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env, "").strip()
+        if not key:
+            raise DeskLMError(f"--api-key-env {args.api_key_env}: that environment variable "
+                              "is not set or empty")
+    if args.max_queued < 1:
+        raise DeskLMError("--max-queued must be at least 1")
+    settings = settings_from_args(args)
+    model = resolve_model(args.model)
+    engine = ChatEngine()
+    runner = Runner(interrupt=engine.stop)
+    engine.cancel_hook = lambda: (j := runner.current) is not None and j.cancelled
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, on_signal)
+    server = ApiServer(runner, lambda: engine, lambda: settings, max_waiting=args.max_queued)
+    try:
+        info = runner.call(lambda: engine.load(model, settings), "load")
+        for note in info.notes:
+            print(f"desklm: note: {note}", file=sys.stderr)
+        if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
+            from desklm.engine.bench import tuned_for
+
+            tuned = tuned_for(info.path)
+            if tuned:
+                runner.call(lambda: engine.set_threads(tuned["n_threads"],
+                                                       tuned["n_threads_batch"]))
+        server.add_listener(lambda ev, rec: print(rec.line(), file=sys.stderr, flush=True)
+                            if ev == "request" else None)
+        url = server.start(args.host, args.port, key, args.cors_origin)
+        print(f"listening on {url} (model {info.path.stem}, context {info.n_ctx}); "
+              "Ctrl+C to stop", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop(timeout=1.5)
+        runner.shutdown(1.0)
+        engine.unload()
     return 0
 
 

@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "CommandResult": "commands", "PromptPlan": "conversation",
     # the inference thread and the local backend
     "Runner": "runner", "Job": "runner", "JobCancelled": "runner", "RunnerBusy": "runner",
+    "RunnerClosed": "runner",
     "ChatEngine": "llm", "LoadInfo": "llm", "LoadCancelled": "llm", "TurnStats": "llm",
     "FinishReason": "llm",
     # models

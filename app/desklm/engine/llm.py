@@ -610,6 +610,18 @@ class ChatEngine:
             out = [llm.token_bos()]
         return out
 
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt for a conversation (``[{"role", "content"}]`` + the generation prompt),
+        message text as plain text (only the format's own markers become control tokens).
+        The one place an API request's messages become tokens."""
+        assert self.template is not None, "no model is loaded"
+        return self.tokenize(self.template.render_parts(messages))
+
+    def plain_tokens(self, text: str) -> list[int]:
+        """``text`` as plain text (no control tokens parsed), with BOS where the model wants it:
+        the prompt of a raw completion (``/v1/completions``)."""
+        return self.tokenize(text)
+
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
         llm = self._need()
@@ -684,6 +696,10 @@ class ChatEngine:
         on_text: Callable[[str], None] | None = None,
         reasoning_open: bool = False,
         clear_stop: bool = True,
+        *,
+        stop: list[str] | None = None,
+        grammar: Any = None,
+        strip: bool = True,
     ) -> tuple[str, TurnStats]:
         """Stream a reply to ``tokens``; returns the reply text (stripped) and its stats.
 
@@ -692,6 +708,10 @@ class ChatEngine:
         reply. ``reasoning_open``: the prompt ended inside ``<think>`` (the template opened it),
         so the reply starts with reasoning. Reasoning tokens and time are counted apart. With
         ``clear_stop=False`` a Stop pressed since :meth:`begin_turn` still counts.
+        For the API server: ``stop``: stop strings instead of the chat format's (the API's
+        ``stop``); ``grammar``: a ``llama_cpp.LlamaGrammar`` constraining the reply (the API's
+        ``response_format``); ``strip=False`` keeps the text's surrounding whitespace (a raw
+        completion continues its prompt exactly: " Paris", an indented line).
         """
         llm = self._need()
         assert self.template is not None
@@ -708,7 +728,7 @@ class ChatEngine:
         seed = int(sampling["seed"])
         llm.set_seed(seed if seed >= 0 else random.randrange(2**31 - 1))
         vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
-        stops = [s for s in self.template.stop if s]
+        stops = [s for s in (self.template.stop if stop is None else stop) if s]
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reply, emitted = "", 0
@@ -721,7 +741,7 @@ class ChatEngine:
             gen = llm.generate(
                 tokens, top_k=int(sampling["top_k"]), top_p=float(sampling["top_p"]),
                 min_p=float(sampling["min_p"]), temp=float(sampling["temperature"]),
-                repeat_penalty=float(sampling["repeat_penalty"]), reset=True,
+                repeat_penalty=float(sampling["repeat_penalty"]), reset=True, grammar=grammar,
             )
             for tok in gen:
                 if stats.completion_tokens == 0 and stats.ttft_s is None:
@@ -743,13 +763,14 @@ class ChatEngine:
                     reply = reply[:cut]
                     finish = FinishReason.STOP
                     break
-                if emitted == 0:  # never show leading whitespace
+                if strip and emitted == 0:  # never show leading whitespace
                     emitted = len(reply) - len(reply.lstrip())
                     if emitted == len(reply):
                         emitted = 0
                         continue
                 safe = len(reply) - _partial_stop_len(reply, stops, hold)
-                safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
+                if strip:
+                    safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
                 if on_text is not None and safe > emitted:
                     on_text(reply[emitted:safe])
                 emitted = max(emitted, safe)
@@ -766,12 +787,13 @@ class ChatEngine:
         finally:
             self._abort_armed = False
         reply += decoder.decode(b"", final=True)
-        if emitted == 0:
+        if strip and emitted == 0:
             emitted = len(reply) - len(reply.lstrip())
-        end = len(reply.rstrip())
+        end = len(reply.rstrip()) if strip else len(reply)
         if on_text is not None and end > emitted:
             on_text(reply[emitted:end])
-        reply = reply.strip()
+        if strip:
+            reply = reply.strip()
         stats.reasoning_tokens, stats.reasoning_s = reasoning.tokens, reasoning.seconds
         stats.total_s = time.perf_counter() - t0
         perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
