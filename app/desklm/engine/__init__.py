@@ -59,6 +59,13 @@ _EXPORTS: dict[str, str] = {
     "SearchResult": "search", "Attachment": "attachments", "read_attachment": "attachments",
     "context_room": "attachments", "PresetStore": "presets", "Preset": "presets",
     "apply_preset": "presets",
+    # models on a server (OpenAI-compatible)
+    "RemoteBackend": "backends.remote", "probe_server": "backends.remote",
+    "check_url": "backends.remote", "Connection": "connections",
+    "list_connections": "connections", "save_connection": "connections",
+    "resolve_server": "connections",
+    # chat formats
+    "split_reasoning": "chat_format",
 }
 _SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store", "branches")
 

@@ -34,9 +34,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine.backends.remote import probe_server
-from desklm.engine.connections import Connection, list_connections, save_connection
-from desklm.engine.store import AppConfig
+from desklm.engine import (
+    AppConfig,
+    Connection,
+    list_connections,
+    probe_server,
+    save_connection,
+)
 from desklm.errors import DeskLMError
 
 log = logging.getLogger("desklm.ui")
@@ -218,7 +222,7 @@ class ConnectDialog(QDialog):
         text = f"{len(ids)} model(s) served." + (f" Note: {notice}." if notice else "")
         self.status.setText(text)
         if not self.name.text().strip():
-            from desklm.engine.backends.remote import check_url
+            from desklm.engine import check_url
 
             self.name.setText(check_url(url, resolve=False).host)
         self._busy(False)
