@@ -219,6 +219,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.json and tty:
         print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+        if info.format_note:
+            print(f"desklm: note: {info.format_note}", file=sys.stderr)
     _install_sigint(session)
     rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
     if store is not None and session.save() and tty:

@@ -212,3 +212,13 @@ def test_reasoning_opened_by_the_template():
     assert reasoning_opened("<｜Assistant｜><think>\n")
     assert not reasoning_opened("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not reasoning_opened("user wrote <think> here\n<|im_start|>assistant\n")
+
+
+def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
+    from desklm.engine.llm import _find_stop
+
+    stops = ["\nUser:", "\n\n"]
+    assert _find_stop(" Paris.\n\nUser:", stops, 0) == 7
+    assert _find_stop("\n\n Paris.", stops, 0) is None  # leading blank lines are not the end
+    assert _find_stop("\n\n Paris.\n\n", stops, 0) == 9
+    assert _find_stop("\nUser: hi", stops, 0) == 0  # an empty reply that starts a user turn

@@ -271,6 +271,7 @@ class ChatEngine:
         self._abort_armed = False
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_check)
         self._stop_token_ids: set[int] = set()
+        self._blank_stop_ids: set[int] = set()
         self._progress_fn: Callable[[float], None] | None = None
         self._progress_cb = llama_cpp.llama_progress_callback(self._on_progress)
         self.live_tokens = 0  # completion tokens of the running reply, readable from any thread
@@ -429,6 +430,11 @@ class ChatEngine:
             log.warning("chat template rejected: %s", e)
         self._stop_token_ids = {
             t for t in (self._single_token(x) for x in template.stop) if t is not None
+        }
+        # whitespace stops (the dialogue's blank line) end a reply, never open one
+        self._blank_stop_ids = {
+            t for t in (self._single_token(x) for x in template.stop if not x.strip())
+            if t is not None
         }
         return template
 
@@ -601,8 +607,9 @@ class ChatEngine:
                 if self._stop.is_set():
                     finish = "cancelled"
                     break
-                if (llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids) \
-                        and not self.ignore_eos:
+                stop_tok = tok in self._stop_token_ids and not (
+                    tok in self._blank_stop_ids and not reply.strip())
+                if (llama_cpp.llama_vocab_is_eog(vocab, tok) or stop_tok) and not self.ignore_eos:
                     finish = "stop"
                     break
                 stats.completion_tokens += 1
@@ -688,9 +695,12 @@ class _ReasoningClock:
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:
+    """Where the first stop string begins (at or after ``start``); a whitespace-only stop
+    counts only after the reply's leading whitespace (it ends a reply, never opens one)."""
     best = None
+    lead = len(text) - len(text.lstrip())
     for s in stops:
-        i = text.find(s, start)
+        i = text.find(s, start if s.strip() else max(start, lead))
         if i != -1 and (best is None or i < best):
             best = i
     return best
