@@ -281,6 +281,7 @@ class ChatEngine:
         self.last_probe_s = 0.0
         self.last_fit: Any = None
         self.base_model = False
+        self._space_prefix = False
         self._vocab_has: Callable[[str], bool] = lambda t: False
         self._special_text = ("", "")
 
@@ -393,6 +394,9 @@ class ChatEngine:
         self._special_text = (token_text(llm.token_bos()), token_text(llm.token_eos()))
         kind = model_kind(info.metadata, info.chat_template)
         self.base_model = kind.base
+        # SentencePiece vocabularies put a space before each tokenized text unless told not to
+        self._space_prefix = info.metadata.get("tokenizer.ggml.model") == "llama" and bool(
+            info.metadata.get("tokenizer.ggml.add_space_prefix", True))
         self.template = self._pick_template(info, s["chat_format"], notes)
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(
@@ -506,6 +510,10 @@ class ChatEngine:
         """
         llm = self._need()
         parts = [Part(text, special)] if isinstance(text, str) else list(text)
+        if self._space_prefix and len(parts) > 1 and self._plain_is_safe(parts):
+            # a vocabulary that puts a space before every tokenized text would get one at each
+            # part: tokenize the prompt whole, which is safe when no message holds marker text
+            parts = [Part("".join(p.text for p in parts), True)]
         bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(
             llama_cpp.llama_model_get_vocab(llm._model.model)))
@@ -521,6 +529,17 @@ class ChatEngine:
         if add_bos and not out and llm.token_bos() >= 0:
             out = [llm.token_bos()]
         return out
+
+    def _plain_is_safe(self, parts: Sequence[Part]) -> bool:
+        """No data part holds text that would parse as a control token."""
+        llm = self._need()
+        for p in parts:
+            if not p.special and p.text:
+                raw = p.text.encode("utf-8", errors="replace")
+                if llm.tokenize(raw, add_bos=False, special=True) != \
+                        llm.tokenize(raw, add_bos=False, special=False):
+                    return False
+        return True
 
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
