@@ -222,3 +222,20 @@ def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
     assert _find_stop("\n\n Paris.", stops, 0) is None  # leading blank lines are not the end
     assert _find_stop("\n\n Paris.\n\n", stops, 0) == 9
     assert _find_stop("\nUser: hi", stops, 0) == 0  # an empty reply that starts a user turn
+
+
+def test_reasoning_clock_counts_the_tokens_inside_think():
+    from desklm.engine.llm import _ReasoningClock
+
+    def run(pieces, opened):
+        c, reply = _ReasoningClock(opened), ""
+        for p in pieces:
+            reply += p
+            c.token(reply)
+        return c
+
+    c = run(["<think>", "a", "b", "</think>", "Paris", "."], False)
+    assert c.tokens == 4 and c.seconds is not None and c.seconds >= 0
+    assert run(["a", "</think>", "Paris"], True).tokens == 2
+    none = run(["Paris", "."], False)
+    assert none.tokens == 0 and none.seconds is None

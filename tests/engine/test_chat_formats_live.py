@@ -132,3 +132,15 @@ def test_a_space_prefix_vocabulary_tokenizes_the_prompt_whole_unless_a_message_f
         assert eng.tokenize(forged).count(start) == 2
     finally:
         eng.unload()
+
+
+def test_reasoning_tokens_are_counted_apart_in_the_turn_stats(session, engine):
+    plan = session.conversation.plan("Hi", engine.template, engine.tokenize, engine.n_ctx, 8)
+    _, plain = engine.generate(plan.tokens, small_settings(max_tokens=8, temperature=0.0))
+    assert plain.reasoning_tokens == 0 and plain.reasoning_s is None
+    # as after a template that opened <think> in the prompt: every token so far is reasoning
+    _, opened = engine.generate(plan.tokens, small_settings(max_tokens=8, temperature=0.0),
+                                reasoning_open=True)
+    assert opened.reasoning_tokens == opened.completion_tokens > 0
+    assert opened.reasoning_s is not None and 0 <= opened.reasoning_s <= opened.total_s
+    assert opened.to_dict()["reasoning_tokens"] == opened.reasoning_tokens
