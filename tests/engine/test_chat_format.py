@@ -152,7 +152,8 @@ def test_every_format_name_is_a_setting_choice():
 def test_dialogue_renders_plain_lines_with_the_system_prompt_in_the_preamble():
     t = builtin_template("dialogue")
     text = t.render(MSGS)
-    assert text.startswith("Be brief.\n")
+    assert text.startswith("Below is a conversation between a User and an Assistant.")
+    assert "answers each question correctly in one short sentence.\nBe brief.\n\nUser: " in text
     assert text.endswith("User: Hi\nAssistant: Hello!\nUser: Bye\nAssistant:")
     assert all(not p.special for p in t.render_parts(MSGS))  # no control tokens at all
     assert "\nUser:" in t.stop and "\n\n" in t.stop

@@ -641,10 +641,8 @@ class ChatEngine:
                     finish = "stop"
                     break
                 if emitted == 0:  # never show leading whitespace
-                    emitted = len(reply) - len(reply.lstrip())
-                    if emitted == len(reply):
-                        emitted = 0
-                        continue
+                    lead = len(reply) - len(reply.lstrip())
+                    emitted = lead if lead < len(reply) else 0
                 safe = len(reply) - _partial_stop_len(reply, stops, hold)
                 safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
                 if on_text is not None and safe > emitted:
