@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from desklm import __version__
+from desklm.engine.fmt import fmt_bytes
+from desklm.engine.settings import settings_from_args
 from desklm.errors import DeskLMError
 
 log = logging.getLogger("desklm")
@@ -28,36 +30,22 @@ EXIT_INTERNAL = 1
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and settings")
+    from desklm.engine.settings import add_arguments
+
+    g = p.add_argument_group("model and settings (a flag for every setting)")
     g.add_argument("--model", metavar="PATH",
                    help="GGUF file to load (default: the embedded model)")
-    g.add_argument("--ctx", type=str, metavar="N", help="context length in tokens")
-    g.add_argument("--threads", type=str, metavar="N", help="CPU threads")
-    g.add_argument("--gpu-layers", type=str, metavar="N", help="layers on the GPU (-1 or 'all')")
-    g.add_argument("--max-tokens", type=str, metavar="N", help="longest reply in tokens")
-    g.add_argument("--temperature", type=str, metavar="T", help="sampling temperature")
-    g.add_argument("--seed", type=str, metavar="S", help="sampling seed (-1 = random)")
-    g.add_argument("--system", type=str, metavar="TEXT", help="system prompt")
-    g.add_argument("--chat-format", type=str, metavar="NAME", help="auto, gguf, dialogue, ...")
+    add_arguments(g)
 
 
-ARG_TO_SETTING = {"ctx": "n_ctx", "gpu_layers": "n_gpu_layers", "max_tokens": "max_tokens",
-                  "temperature": "temperature", "seed": "seed", "system": "system_prompt",
-                  "chat_format": "chat_format"}
-
-
-def settings_from_args(args: argparse.Namespace, base: Any = None) -> Any:
-    from desklm.engine.settings import Settings
-
-    s = base.copy() if base is not None else Settings()
-    if getattr(args, "threads", None) is not None:
-        s.set("n_threads", args.threads)
-        s.set("n_threads_batch", args.threads)
-    for arg, name in ARG_TO_SETTING.items():
-        value = getattr(args, arg, None)
-        if value is not None:
-            s.set(name, value)
-    return s
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a model on a server (vLLM, llama-server, Ollama, any "
+                             "OpenAI-compatible API)")
+    g.add_argument("--server", metavar="URL|NAME",
+                   help="chat with a model served at URL (e.g. http://127.0.0.1:8000/v1), or a "
+                   "saved connection's NAME; --model then names the served model")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="read the server's API key from environment variable VAR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object per turn (and per command) instead of text")
     chat.add_argument("--no-save", action="store_true",
                       help="do not save this conversation")
+    chat.add_argument("--resume", metavar="ID",
+                      help="continue a saved conversation (see desklm history list)")
+    _add_server_args(chat)
 
     models = sub.add_parser("models", help="models on this machine, and downloads")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -108,8 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens generated per run (default 128)")
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
+    bench.add_argument("--long-chats", action="store_true",
+                       help="also time turns on 50 / 500 / 5,000-message histories and switching "
+                       "back to a chat with and without its KV snapshot")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
+    bench.add_argument("--search", action="store_true",
+                       help="time chat search per keystroke on 2,000 generated saved chats")
+    _add_server_args(bench)
 
     hist = sub.add_parser("history", help="saved conversations")
     hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
@@ -121,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("id")
     he.add_argument("--format", choices=("md", "json"), default="md")
     he.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+    hq = hsub.add_parser("search", help="search titles and messages of every saved chat")
+    hq.add_argument("query", nargs="+", help="words to find (case and accents ignored; the "
+                    "last word also matches as a prefix)")
+    hq.add_argument("--json", action="store_true", help="print JSON")
+    hq.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results")
     return p
 
 
@@ -145,9 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.probe_model:  # internal: the child process of engine.probe
-        from desklm.engine.probe import child_main
+        from desklm.engine.llm import probe_child_main
 
-        return child_main(args.probe_model)
+        return probe_child_main(args.probe_model)
     if args.data_dir:
         os.environ["DESKLM_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from desklm.logs import install_excepthooks, setup_logging
@@ -156,14 +158,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             install_excepthooks()
-            return cmd_chat(args)
+            return _flushed(cmd_chat(args))
         if args.command == "history":
-            return cmd_history(args)
+            return _flushed(cmd_history(args))
         if args.command == "models":
-            return cmd_models(args)
+            return _flushed(cmd_models(args))
         if args.command == "bench":
-            return cmd_bench(args)
+            return _flushed(cmd_bench(args))
         return cmd_gui(args)
+    except BrokenPipeError:  # `desklm history list | head -1`: the reader left; so do we
+        return _stdout_gone()
     except DeskLMError as e:
         _err(str(e))
         return EXIT_USER_ERROR
@@ -173,6 +177,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("internal error")
         _err(f"internal error: {type(e).__name__}: {e} (details in the log file)")
         return EXIT_INTERNAL
+
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+
+
+def _flushed(rc: int) -> int:
+    """Flush stdout now, so a reader that left shows up here (BrokenPipeError) and not as
+    "Exception ignored" noise at interpreter exit."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    return rc
+
+
+def _stdout_gone() -> int:
+    """Stdout's reader has gone: point fd 1 at the null device so the interpreter's own
+    flush at exit has nowhere to fail, and leave quietly, as other command-line tools do."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return EXIT_BROKEN_PIPE
 
 
 def gui_main() -> int:
@@ -186,6 +211,11 @@ def _err(msg: str) -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from desklm.ui.preflight import check_display
+
+    problem = check_display()  # before Qt: no display or missing X libraries is one line
+    if problem:
+        raise DeskLMError(problem)
     from desklm.ui.app import run_gui
 
     return run_gui(args)
@@ -193,25 +223,36 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 # --- terminal chat ----------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        return cmd_chat_remote(args)
+    from desklm.engine.llm import LoadCancelled
     from desklm.engine.models import resolve_model
     from desklm.engine.session import ChatSession
     from desklm.engine.store import ConversationStore
 
     settings = settings_from_args(args)
     store = None if args.no_save else ConversationStore()
+    if args.resume and store is None:
+        raise DeskLMError("--resume continues a saved conversation; drop --no-save")
     session = ChatSession(resolve_model(args.model), settings, store=store)
-    info = session.load()
+    state = _chat_state(session)
+    _install_sigint(session)
+    _install_sigterm(session)
+    state["busy"] = True  # SIGTERM during the load cancels it
+    try:
+        info = session.load()
+    except LoadCancelled:
+        if state["quit"]:
+            return 0
+        raise
+    finally:
+        state["busy"] = False
     if args.model:
         from desklm.engine.models import remember_model
 
         remember_model(info.path)
-    if args.threads is None:  # threads found by `desklm bench --tune`, if any
-        from desklm.engine.bench import tuned_for
-
-        tuned = tuned_for(info.path)
-        if tuned:
-            session.apply_settings({"n_threads": tuned["n_threads"],
-                                    "n_threads_batch": tuned["n_threads_batch"]})
+    if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
+        _apply_tuned(session, info.path)
     out = sys.stdout
     tty = sys.stdin.isatty() and out.isatty()
     for note in info.notes:
@@ -221,18 +262,171 @@ def cmd_chat(args: argparse.Namespace) -> int:
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
         if info.format_note:
             print(f"desklm: note: {info.format_note}", file=sys.stderr)
+    if args.resume:
+        print(resume_recap(session.open_conversation(args.resume)), file=sys.stderr)
+    safe_out = _SafeOut(out, on_broken=session.stop)
+    try:
+        rc = chat_loop(session, sys.stdin, safe_out, as_json=args.json, interactive=tty)
+    except _Quit:
+        rc = 0
+    finally:  # whatever ends the loop, the conversation so far (and its KV cache) is saved
+        saved = store is not None and session.close()
+    if session.save_error:
+        _err(session.save_error)
+    if saved and tty and not state["quit"]:
+        print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
+              file=sys.stderr)
+    if safe_out.broken:
+        return _stdout_gone()
+    return rc
+
+
+def _apply_tuned(session: Any, model: Path) -> None:
+    """Threads found by ``desklm bench --tune``; a stale result (fewer cores now) is a note."""
+    from desklm.engine.bench import tuned_for
+
+    tuned = tuned_for(model)
+    if not tuned:
+        return
+    try:
+        session.apply_settings({"n_threads": tuned["n_threads"],
+                                "n_threads_batch": tuned["n_threads_batch"]})
+    except (DeskLMError, KeyError) as e:
+        print(f"desklm: note: ignored the tuned threads for this model ({e})", file=sys.stderr)
+
+
+class _Quit(BaseException):
+    """SIGTERM or SIGHUP while waiting for input: leave the chat loop, save, exit 0."""
+
+
+def _chat_state(session: Any) -> dict[str, bool]:
+    state: dict[str, bool] = getattr(session, "_sigint_state", None) or {
+        "busy": False, "quit": False}
+    state.setdefault("quit", False)
+    session._sigint_state = state
+    return state
+
+
+def _install_sigterm(session: Any) -> None:
+    """SIGTERM (a logout, ``kill``) and SIGHUP (the terminal closed) end the chat like a quit:
+    a reply in flight is stopped and kept, marked cancelled; the conversation is saved."""
+    from desklm.engine.signals import install_quit_handlers
+
+    state = _chat_state(session)
+
+    def on_quit(signum: int) -> None:
+        state["quit"] = True
+        if state["busy"]:
+            session.stop()  # the reply ends at the next token; the loop then leaves
+        else:
+            raise _Quit
+
+    install_quit_handlers(on_quit)
+
+
+class _SafeOut:
+    """Stdout for the chat loop: when the reader goes away (a closed pipe), the output is
+    dropped and ``on_broken`` is called once (it stops the reply) instead of an exception
+    that would lose the turn."""
+
+    def __init__(self, out: TextIO, on_broken: Callable[[], None]) -> None:
+        self.out, self.on_broken, self.broken = out, on_broken, False
+
+    def _guard(self, fn: Callable[[], Any]) -> None:
+        if self.broken:
+            return
+        try:
+            fn()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.broken = True
+            self.on_broken()
+
+    def write(self, text: str) -> None:
+        self._guard(lambda: self.out.write(text))
+
+    def flush(self) -> None:
+        self._guard(self.out.flush)
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+
+def read_lines(inp: Any) -> Any:
+    """Lines of input as text, never failing on what arrives: bytes that are not UTF-8 become
+    U+FFFD (each such line is noted on stderr) instead of ending the chat."""
+    buf = getattr(inp, "buffer", None)
+    n = 0
+    while True:
+        n += 1
+        if buf is None:
+            line = inp.readline()
+            if not line:
+                return
+            yield line
+            continue
+        raw = buf.readline()
+        if not raw:
+            return
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            print(f"desklm: note: input line {n} is not valid UTF-8; the bytes that are not "
+                  "were replaced with \ufffd", file=sys.stderr, flush=True)
+            yield raw.decode("utf-8", errors="replace")
+
+
+def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
+    """One line: which conversation goes on, and its last messages."""
+    from desklm.engine.conversation import preview
+
+    msgs = rec.get("messages") or []
+    tail = " | ".join(f"{'you' if m.get('role') == 'user' else 'model'}: "
+                      f"{preview(str(m.get('content', '')), 50)}" for m in msgs[-last:])
+    return (f"resuming \"{rec.get('title') or 'New chat'}\" ({len(msgs)} messages)"
+            + (f"; last: {tail}" if tail else ""))
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    """A RemoteBackend connected as ``--server``/``--api-key-env``/``--model`` say."""
+    from desklm.engine.backends.remote import RemoteBackend
+    from desklm.engine.connections import resolve_server
+
+    url, key, model = resolve_server(args.server, args.api_key_env, args.model)
+    backend = RemoteBackend()
+    backend.connect(url, key, model, settings_from_args(args))
+    return backend
+
+
+def cmd_chat_remote(args: argparse.Namespace) -> int:
+    """``desklm chat --server URL``: the same chat, on a model served elsewhere."""
+    from desklm.engine.session import ChatSession
+    from desklm.engine.store import ConversationStore
+
+    backend = _connect(args)
+    store = None if args.no_save else ConversationStore()
+    session = ChatSession(Path(backend.model), settings_from_args(args), engine=backend,
+                          store=store)
+    session.settings.limits = dict(backend.settings.limits)
+    info = backend.load_info
+    out = sys.stdout
+    tty = sys.stdin.isatty() and out.isatty()
+    for note in info.notes:
+        print(f"desklm: note: {note}", file=sys.stderr)
+    if not args.json and tty:
+        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, on the server "
+              f"{backend.where}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
     _install_sigint(session)
     rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
     if store is not None and session.save() and tty:
         print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
               file=sys.stderr)
+    backend.close()
     return rc
 
 
 def _install_sigint(session: Any) -> None:
     """Ctrl+C during a reply stops the reply; at the prompt it quits."""
-    state = {"busy": False}
-    session._sigint_state = state
+    state = _chat_state(session)
 
     def handler(signum: int, frame: Any) -> None:
         if state["busy"]:
@@ -244,46 +438,62 @@ def _install_sigint(session: Any) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
+def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: bool,
               interactive: bool = False) -> int:
     from desklm.engine import commands
-    from desklm.engine.session import fmt_rate, fmt_secs
+    from desklm.engine.fmt import fmt_rate, fmt_secs
 
-    state = getattr(session, "_sigint_state", {"busy": False})
+    state = getattr(session, "_sigint_state", None) or {"busy": False, "quit": False}
 
     def emit(obj: dict[str, Any]) -> None:
         out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         out.flush()
 
-    while True:
+    lines = read_lines(inp)
+    while not state.get("quit") and not getattr(out, "broken", False):
         if interactive:
             out.write("> ")
             out.flush()
-        line = inp.readline()
-        if not line:
+        line = next(lines, None)
+        if line is None:
             break
         text = line.rstrip("\r\n")
+        if "\x00" in text and not text.replace("\x00", "").strip():
+            print("desklm: note: skipped a message that held only NUL characters",
+                  file=sys.stderr, flush=True)
+            continue
         if not text.strip():
             continue
         try:
-            if commands.is_command(text):
-                res = session.run_command(text)
-                if as_json:
-                    emit(res.to_dict())
-                else:
-                    out.write(res.message + "\n")
-                    out.flush()
-                continue
-            stream: Callable[[str], None] | None = None
-            if not as_json:
-                def stream(piece: str) -> None:
+            def stream(piece: str) -> None:
+                if state.get("quit"):  # a SIGTERM that came before the reply began
+                    session.stop()
+                if not as_json:
                     out.write(piece)
                     out.flush()
-            state["busy"] = True
-            try:
-                result = session.send(text, stream)
-            finally:
-                state["busy"] = False
+            if commands.is_command(text):
+                # /regen and /edit run a turn: Ctrl+C stops it
+                state["busy"] = text.split()[0].lower() in ("/regen", "/edit")
+                try:
+                    res = session.run_command(text, stream)
+                finally:
+                    state["busy"] = False
+                if as_json:
+                    emit(res.to_dict())
+                elif res.turn is None:
+                    out.write(res.message + "\n")
+                    out.flush()
+                if res.turn is None or as_json:
+                    continue
+                result = res.turn
+                if res.data.get("versions", 1) > 1:
+                    out.write(f"\n[version {res.data['version']}/{res.data['versions']}]")
+            else:
+                state["busy"] = True
+                try:
+                    result = session.send(text, stream)
+                finally:
+                    state["busy"] = False
             if session.save_error:
                 _err(session.save_error)
             if as_json:
@@ -297,18 +507,18 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                               + "]\n")
                 out.write(f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                           f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
-                          f"{s.finish_reason}]\n")
+                          f"{s.finish_reason}"
+                          + (f", restored {s.restored_tokens} tokens from cache"
+                             if s.restored_tokens else "") + "]\n")
                 out.flush()
+                if getattr(s, "note", "") and s.finish_reason == "error":
+                    _err(s.note)  # a reply cut short by a server: kept, and the reason said
         except DeskLMError as e:
             if as_json:
                 emit({"error": str(e)})
             else:
                 _err(str(e))
     return 0
-
-
-def _mb(n: float) -> str:
-    return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -320,7 +530,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(json.dumps(items, ensure_ascii=False))
         else:
             for it in items:
-                print(f"{_mb(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
+                print(f"{fmt_bytes(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
         return 0
     from desklm.engine import hub
 
@@ -329,7 +539,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if len(files) != 1:
             print(f"{args.repo} has {len(files)} GGUF files; pick one:", file=sys.stderr)
             for f in files:
-                print(f"{_mb(f.size):>10}  {f.path}")
+                print(f"{fmt_bytes(f.size):>10}  {f.path}")
             return 0 if files else 2
         chosen = files[0]
     else:
@@ -349,8 +559,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         speed = done / max(1e-6, now - t0)
         eta = (total - done) / speed if speed > 0 and total else 0
         pct = 100 * done / total if total else 0
-        print(f"\r{chosen.path}: {pct:5.1f}%  {_mb(done)} / {_mb(total)}  {_mb(speed)}/s  "
-              f"ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
+        print(f"\r{chosen.path}: {pct:5.1f}%  {fmt_bytes(done)} / {fmt_bytes(total)}  "
+              f"{fmt_bytes(speed)}/s  ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
 
     path = hub.download(chosen, progress)
     if sys.stderr is not None:
@@ -361,9 +571,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        return cmd_bench_remote(args)
     from desklm import benchrun
     from desklm.engine.models import resolve_model
 
+    if args.search:
+        from desklm.engine.search import bench_search, bench_table
+
+        r = bench_search(2000, say=benchrun._stderr)
+        print(json.dumps(r) if args.json else bench_table(r))
+        return 0
     model = resolve_model(args.model)
     settings = settings_from_args(args)
     if args.runs < 1 or args.gen_tokens < 8:
@@ -382,10 +600,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = benchrun.run(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
-                       gui=not args.no_gui, say=benchrun._stderr)
+                       gui=not args.no_gui, say=benchrun._stderr, long_chats=args.long_chats)
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))
+    return 0
+
+
+def cmd_bench_remote(args: argparse.Namespace) -> int:
+    """``desklm bench --server URL``: DeskLM's remote path against the bare openai client."""
+    from desklm.engine.remote_bench import bench_remote, table
+
+    if args.runs < 1 or args.gen_tokens < 8:
+        raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    backend = _connect(args)
+    try:
+        out = bench_remote(backend, runs=args.runs, gen_tokens=args.gen_tokens,
+                           say=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        backend.close()
+    print(json.dumps(out, ensure_ascii=False) if args.json else table(out))
     return 0
 
 
@@ -393,6 +627,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from desklm.engine.store import ConversationStore, StoreError, to_markdown
 
     store = ConversationStore()
+    if args.history_command == "search":
+        return _history_search(store, " ".join(args.query), args.limit, args.json)
     try:
         if args.history_command == "list":
             items = store.list_all()
@@ -424,6 +660,30 @@ def cmd_history(args: argparse.Namespace) -> int:
         from desklm.engine.store import export_text
 
         sys.stdout.write(export_text(rec, args.format))
+    return 0
+
+
+def _history_search(store: Any, query: str, limit: int, as_json: bool) -> int:
+    from desklm.engine.search import SearchIndex
+
+    if limit < 1:
+        raise DeskLMError("--limit must be at least 1")
+    index = SearchIndex(store)
+    try:
+        r = index.search(query, limit=limit)
+    finally:
+        index.close()
+    if as_json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        return 0
+    tty = sys.stdout.isatty()
+    for h in r.hits:
+        where = "title" if h.message_id is None else \
+            f"{h.role} {h.message_id}{'' if h.active else ' (older version)'}"
+        snippet = h.marked("\x1b[1m", "\x1b[0m") if tty else h.marked("«", "»")
+        print(f"{h.conversation_id}  {h.title}  [{where}]\n    {snippet}")
+    if not r.hits:
+        print("no matches", file=sys.stderr)
     return 0
 
 

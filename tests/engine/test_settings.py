@@ -63,3 +63,30 @@ def test_model_limits_lower_the_maximum():
 def test_nul_in_system_prompt_is_rejected():
     with pytest.raises(DeskLMError, match="NUL"):
         Settings().set("system_prompt", "a\x00b")
+
+
+def test_every_setting_has_a_flag_generated_from_the_schema() -> None:
+    """The CLI's flags come from the schema: one per setting, validated the same way as /set."""
+    import argparse
+
+    import pytest
+
+    from desklm.cli import build_parser
+    from desklm.engine.settings import settings_from_args
+    from desklm.errors import DeskLMError
+
+    for command in ("chat", "gui", "bench"):
+        sub = next(a for a in build_parser()._actions
+                   if isinstance(a, argparse._SubParsersAction)).choices[command]
+        flags = {o for a in sub._actions for o in a.option_strings}
+        missing = [s.cli_flag for s in SCHEMA.values() if s.cli_flag not in flags]
+        assert not missing, f"desklm {command} lacks {missing}"
+    args = build_parser().parse_args(
+        ["chat", "--ctx", "1024", "--top-k", "7", "--flash-attn", "on", "--threads", "1",
+         "--kv-cache-type", "q8_0", "--system", "Be brief."])
+    s = settings_from_args(args)
+    assert (s["n_ctx"], s["top_k"], s["flash_attn"], s["kv_cache_type"]) == (1024, 7, True, "q8_0")
+    assert s["n_threads"] == s["n_threads_batch"] == 1  # --threads alone sets both
+    assert s["system_prompt"] == "Be brief."
+    with pytest.raises(DeskLMError, match="n_ctx = 100 is out of range; allowed: 512 to"):
+        settings_from_args(build_parser().parse_args(["chat", "--ctx", "100"]))

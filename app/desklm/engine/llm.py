@@ -12,8 +12,10 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import enum
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -128,6 +130,15 @@ class LoadCancelled(DeskLMError):
 
 
 # --- results --------------------------------------------------------------------------------
+class FinishReason(enum.StrEnum):
+    """Why a reply ended (a str: JSON and comparisons see "stop", "length", ...)."""
+
+    STOP = "stop"            # the model ended its turn, or a stop string matched
+    LENGTH = "length"        # max_tokens, or the context was full
+    CANCELLED = "cancelled"  # Stop, Ctrl+C, a client that went away
+    ERROR = "error"          # the backend failed mid-reply (the partial reply is kept)
+
+
 @dataclass
 class TurnStats:
     """What one reply cost. Rates are None where nothing was measured (e.g. 0 tokens)."""
@@ -138,13 +149,14 @@ class TurnStats:
     ttft_s: float | None = None
     prompt_tokens_per_s: float | None = None
     gen_tokens_per_s: float | None = None
-    finish_reason: str = "stop"  # stop | length | cancelled
+    finish_reason: FinishReason = FinishReason.STOP
     context_used: int = 0
     n_ctx: int = 0
     total_s: float = 0.0
     trimmed: list[dict[str, Any]] = field(default_factory=list)
     reasoning_tokens: int = 0  # of completion_tokens, those inside <think>...</think>
     reasoning_s: float | None = None  # time spent generating them
+    restored_tokens: int = 0  # prompt tokens restored from this chat's KV snapshot this turn
 
     @property
     def prompt_tokens_evaluated(self) -> int:
@@ -203,18 +215,88 @@ def _suggest(reason: str) -> str:
     return ""
 
 
-def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _limit_note() -> str:
+    """Which limit the process is under, when it is tighter than the machine's free RAM."""
+    try:
+        import psutil
+
+        from desklm.engine.memlimit import memory_limits, tightest
+
+        lim = tightest(memory_limits())
+        if lim is not None and lim.available < psutil.virtual_memory().available:
+            return f" (this process is limited by its {lim.source} to {_mib(lim.limit)})"
+    except Exception:  # a note, never a second failure
+        pass
+    return ""
+
+
+def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
+                      s: Settings) -> str | None:
+    """Name what an allocation that failed during a load was for, and what to lower.
+
+    Measured on this llama.cpp: a batch's logits (n_batch x vocabulary x 4 bytes) are both
+    llama-cpp-python's own score array (a numpy MemoryError) and most of llama.cpp's compute
+    buffer; with a 262,144-token vocabulary that is 512 MiB at n_batch 512, more than the
+    model and its KV cache. The KV cache grows with the context length instead.
+    """
+    import re
+
+    n_vocab = int(info.arrays.get("tokenizer.ggml.tokens", 0) or 0)
+    n_ubatch = min(512, int(s["n_batch"]))
+    text = " ".join([*problems, str(exc)])
+    low = text.lower()
+    m = re.search(r"unable to allocate .* for an array with shape \((\d+), (\d+)\)", text,
+                  re.IGNORECASE)
+    if isinstance(exc, MemoryError) or m:
+        if m and n_vocab and int(m.group(2)) == n_vocab:
+            rows = int(m.group(1))
+            smaller = max(8, rows // 8)
+            return (f"out of memory: the logits buffer for a batch of {rows} tokens x a "
+                    f"vocabulary of {n_vocab:,} tokens ({_mib(rows * n_vocab * 4)}) could not be "
+                    "allocated"
+                    f"{_limit_note()}; lower the batch size (n_batch {smaller} needs "
+                    f"{_mib(smaller * n_vocab * 4)})")
+        return f"out of memory while loading ({exc}){_limit_note()}"
+    if not any(w in low for w in ("failed to allocate", "insufficient memory",
+                                  "out of memory", "unable to allocate")):
+        return None
+    size = re.search(r"buffer of size (\d+)", text)
+    nbytes = int(size.group(1)) if size else 0
+    what = f" of {_mib(nbytes)}" if nbytes else ""
+    if "kv cache" in low:
+        return (f"out of memory: the KV cache{what} for a context of {s['n_ctx']} tokens could "
+                f"not be allocated{_limit_note()}; lower the context length, or use "
+                "kv_cache_type q8_0 with flash attention")
+    if "compute" in low or "output buffer" in low:
+        logits = n_ubatch * n_vocab * 4
+        if nbytes and logits >= nbytes / 2:
+            return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated; "
+                    f"{_mib(logits)} of it are the logits of a {n_ubatch}-token batch x a "
+                    f"{n_vocab:,}-token vocabulary{_limit_note()}; lower the batch size "
+                    f"(n_batch)")
+        return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated"
+                f"{_limit_note()}; lower the batch size (n_batch) or the context length")
+    return None
+
+
+def check_load_settings(settings: Settings, info: GGUFInfo, clamp: bool = False) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
+    With ``clamp`` (settings saved earlier, e.g. for a model with a longer context), values
+    above the model's limits are lowered to them with a note instead of refused.
     Returns notes (e.g. GPU layers > 0 without GPU support) that are warnings, not errors.
     """
     if info.context_length:
         settings.limits["n_ctx"] = info.context_length
     if info.block_count:
         settings.limits["n_gpu_layers"] = info.block_count + 1  # +1: the output layer
+    notes = settings.clamp_to_limits() if clamp else []
     for name in ("n_ctx", "n_gpu_layers"):
         settings.check(name, settings[name])
-    notes = []
     if settings["kv_cache_type"] != "f16" and not settings["flash_attn"]:
         raise DeskLMError(
             f"kv_cache_type {settings['kv_cache_type']} needs flash attention: turn flash_attn "
@@ -280,18 +362,25 @@ class ChatEngine:
         self.probe = True  # load unknown files in a child process first (engine.probe)
         self.last_probe_s = 0.0
         self.last_fit: Any = None
+        # Set by the runner: True once the running job was cancelled. Checked with the stop
+        # Event, so a cancel that lands before load()/generate() clear the Event is not lost.
+        self.cancel_hook: Callable[[], bool] | None = None
         self.base_model = False
         self._space_prefix = False
         self._vocab_has: Callable[[str], bool] = lambda t: False
         self._special_text = ("", "")
+        self._file_stamp: tuple[int, int, int, int] | None = None  # the model file at load
 
     # -- lifecycle --
     @property
     def loaded(self) -> bool:
         return self.llm is not None
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self.cancel_hook is not None and self.cancel_hook())
+
     def _abort_check(self, _data: ctypes.c_void_p) -> bool:
-        return self._abort_armed and self._stop.is_set()
+        return self._abort_armed and self._stopping()
 
     def _on_progress(self, progress: float, _data: ctypes.c_void_p) -> bool:
         try:
@@ -299,18 +388,20 @@ class ChatEngine:
                 self._progress_fn(float(progress))
         except Exception:  # never raise into C
             log.exception("progress callback failed")
-        return not self._stop.is_set()
+        return not self._stopping()
 
     def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
         """Load a model; on failure the previously loaded model (if any) is kept.
 
         ``progress(fraction)`` is called during the load. :meth:`stop` cancels a load in
         progress (raises :class:`LoadCancelled`; the previous model is not restored then).
+        ``clamp``: lower settings above the model's limits (with a note) instead of refusing;
+        for saved settings. ``self.settings`` then holds the values used.
         """
         info = read_gguf(path)  # raises with the reason before llama.cpp sees a bad file
         settings = settings.copy()
-        notes = check_load_settings(settings, info)
+        notes = check_load_settings(settings, info, clamp=clamp)
         previous = (self.info.path, self.settings) if self.info and self.settings else None
         self.unload()
         self._stop.clear()
@@ -318,7 +409,7 @@ class ChatEngine:
         try:
             self._load(info, settings, notes)
         except DeskLMError:
-            if self._stop.is_set():
+            if self._stopping():
                 raise LoadCancelled("loading cancelled") from None
             if previous is not None:
                 try:
@@ -374,11 +465,14 @@ class ChatEngine:
                     verbose=False,
                 )
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
-            reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-            raise DeskLMError(f"{info.path.name}: could not load: {reason}{_suggest(reason)}"
-                              ) from e
+            problems = LLAMA_LOG.problems_since(before)
+            mem = allocation_reason(problems, e, info, s)
+            reason = _reason_from_log(problems, str(e))
+            raise DeskLMError(f"{info.path.name}: could not load: "
+                              + (mem or f"{reason}{_suggest(reason)}")) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
+        self._file_stamp = _file_stamp(info.path)
         model = llm._model.model
 
         def single_token(text: str) -> int | None:
@@ -572,9 +666,40 @@ class ChatEngine:
             lcp += 1
         return max(0, min(lcp, len(tokens) - 1))
 
+    def check_model_file(self) -> None:
+        """Raise (a DeskLMError) if the loaded model's file changed on disk since the load.
+
+        llama.cpp maps the file into memory; a file truncated or rewritten in place under the
+        mapping kills the process with SIGBUS at the next read of a missing page. Checked
+        before every turn; what cannot be caught is a change during a turn. A file read into
+        RAM (use_mmap off) and a deleted file (its data live on while mapped) are safe.
+        """
+        if self.info is None or self._file_stamp is None or self.settings is None \
+                or not self.settings["use_mmap"]:
+            return
+        now = _file_stamp(self.info.path)
+        if now is None or now == self._file_stamp:
+            return
+        name = self.info.path.name
+        dev, ino, size, _mtime = self._file_stamp
+        if (now[0], now[1]) != (dev, ino):
+            raise DeskLMError(f"the model file {name} was replaced on disk after it was loaded; "
+                              "reload the model to use the new file")
+        change = f"size {size:,} -> {now[2]:,} bytes" if now[2] != size else "rewritten"
+        raise DeskLMError(f"the model file {name} changed on disk while loaded ({change}); "
+                          "reading it now could crash DeskLM: reload the model")
+
     def stop(self) -> None:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
+
+    def begin_turn(self) -> None:
+        """A turn starts: forget a Stop pressed before it; a Stop from now on ends it (also
+        while the prompt is still being planned, before :meth:`generate`)."""
+        self._stop.clear()
+
+    def stop_requested(self) -> bool:
+        return self._stopping()
 
     # -- generation --
     def generate(
@@ -583,17 +708,21 @@ class ChatEngine:
         sampling: Settings,
         on_text: Callable[[str], None] | None = None,
         reasoning_open: bool = False,
+        clear_stop: bool = True,
     ) -> tuple[str, TurnStats]:
         """Stream a reply to ``tokens``; returns the reply text (stripped) and its stats.
 
         ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
         and surrounding whitespace held back until they are ruled out); the pieces add up to the
         reply. ``reasoning_open``: the prompt ended inside ``<think>`` (the template opened it),
-        so the reply starts with reasoning. Reasoning tokens and time are counted apart.
+        so the reply starts with reasoning. Reasoning tokens and time are counted apart. With
+        ``clear_stop=False`` a Stop pressed since :meth:`begin_turn` still counts.
         """
         llm = self._need()
         assert self.template is not None
-        self._stop.clear()
+        self.check_model_file()
+        if clear_stop:
+            self._stop.clear()
         self.live_tokens = 0
         n_ctx = llm.n_ctx()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
@@ -608,7 +737,7 @@ class ChatEngine:
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reply, emitted = "", 0
-        finish = "length"
+        finish = FinishReason.LENGTH
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
         t0 = time.perf_counter()
         reasoning = _ReasoningClock(reasoning_open)
@@ -623,13 +752,13 @@ class ChatEngine:
                 if stats.completion_tokens == 0 and stats.ttft_s is None:
                     stats.ttft_s = time.perf_counter() - t0
                     self._abort_armed = False  # per-token checks from here: no GIL per node
-                if self._stop.is_set():
-                    finish = "cancelled"
+                if self._stopping():
+                    finish = FinishReason.CANCELLED
                     break
                 stop_tok = tok in self._stop_token_ids and not (
                     tok in self._blank_stop_ids and not reply.strip())
                 if (llama_cpp.llama_vocab_is_eog(vocab, tok) or stop_tok) and not self.ignore_eos:
-                    finish = "stop"
+                    finish = FinishReason.STOP
                     break
                 stats.completion_tokens += 1
                 self.live_tokens = stats.completion_tokens
@@ -638,7 +767,7 @@ class ChatEngine:
                 cut = None if self.ignore_eos else _find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:
                     reply = reply[:cut]
-                    finish = "stop"
+                    finish = FinishReason.STOP
                     break
                 if emitted == 0:  # never show leading whitespace
                     lead = len(reply) - len(reply.lstrip())
@@ -649,13 +778,13 @@ class ChatEngine:
                     on_text(reply[emitted:safe])
                 emitted = max(emitted, safe)
                 if stats.completion_tokens >= max_new:
-                    finish = "length"
+                    finish = FinishReason.LENGTH
                     break
             else:
-                finish = "length"
+                finish = FinishReason.LENGTH
         except RuntimeError as e:  # llama_decode returned 2: aborted by our callback
-            if self._stop.is_set():
-                finish = "cancelled"
+            if self._stopping():
+                finish = FinishReason.CANCELLED
             else:
                 raise DeskLMError(f"generation failed: {e}") from e
         finally:
@@ -711,6 +840,17 @@ class _ReasoningClock:
         return self.t_last - self.t_first
 
 
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of a file; None if it cannot be read (e.g. deleted)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:
     """Where the first stop string begins (at or after ``start``); a whitespace-only stop
     counts only after the reply's leading whitespace (it ends a reply, never opens one)."""
@@ -729,4 +869,27 @@ def _partial_stop_len(text: str, stops: list[str], hold: int) -> int:
         tail = text[-n:]
         if any(s.startswith(tail) for s in stops):
             return n
+    return 0
+
+
+# --- the child process of engine.probe ---------------------------------------------------------
+def probe_child_main(path: str) -> int:
+    """Runs in the child: load, exit 0 on success. A refusal is printed as one
+    ``desklm: error:`` line naming llama.cpp's own cause (its log is captured by this
+    module); an abort kills the process, and ggml's assertion text is left on stderr."""
+    try:
+        info = read_gguf(path)
+    except DeskLMError as e:
+        print(f"desklm: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    before = LLAMA_LOG.snapshot()
+    try:
+        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=64, n_gpu_layers=0,
+                              verbose=False)
+    except Exception as e:
+        reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
+        print(f"desklm: error: {info.path.name}: could not load: {reason}", file=sys.stderr,
+              flush=True)
+        return 2
+    llm.close()
     return 0

@@ -7,14 +7,17 @@ budgeting, slash commands and settings behave the same in both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desklm.engine import commands
+from desklm.engine import branches, commands, kvcache
+from desklm.engine.attachments import Attachment, compose
+from desklm.engine.backends.base import Backend
 from desklm.engine.commands import CommandResult
-from desklm.engine.conversation import Conversation, PromptPlan
+from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
+from desklm.engine.fmt import fmt_rate, fmt_secs
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
@@ -40,16 +43,33 @@ class ChatSession:
     """
 
     def __init__(self, model_path: Path, settings: Settings | None = None,
-                 engine: ChatEngine | None = None,
-                 store: ConversationStore | None = None) -> None:
+                 engine: Backend | None = None,
+                 store: ConversationStore | None = None,
+                 kv: kvcache.SnapshotCache | None = None) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
-        self.engine = engine or ChatEngine()
+        self.engine: Backend = engine or ChatEngine()
         self.conversation = Conversation(self.settings["system_prompt"])
         self.last_stats: TurnStats | None = None
         self.store = store
         self.save_error: str | None = None  # the last save failure, for the UI to report
+        self.pending_attachments: list[Attachment] = []  # queued by /attach for the next turn
+        self._setting_listeners: list[Callable[[str, Any], None]] = []
+        self.kv = kv  # KV snapshots of chats left (created on first use when saving chats)
+        self._kv_conv: str | None = None  # the chat whose tokens the model's KV cache holds
+        self._kv_pending = False  # the open chat may have a snapshot to restore on its next turn
         self._new_ids()
+
+    # -- settings ownership --
+    def on_setting(self, listener: Callable[[str, Any], None]) -> None:
+        """Call ``listener(name, value)`` whenever a setting in effect changes. The session is
+        the one owner of the values: others send changes (:meth:`apply_settings`) and listen."""
+        self._setting_listeners.append(listener)
+
+    def _notify(self, names: list[str]) -> None:
+        for name in names:
+            for listener in self._setting_listeners:
+                listener(name, self.settings[name])
 
     def _new_ids(self) -> None:
         import time
@@ -66,7 +86,8 @@ class ChatSession:
         title = self.title or (title_from(msgs[0].content) if msgs else "New chat")
         return {
             "id": self.conv_id, "title": title, "created": self.created,
-            "model": self.model_path.name, "settings": self.settings.to_dict(),
+            "model": getattr(self.engine, "model_label", None) or self.model_path.name,
+            "settings": self.settings.to_dict(),
             "context_start": self.conversation.context_start,
             "messages": [m.to_dict() for m in msgs],
         }
@@ -99,8 +120,6 @@ class ChatSession:
         except StoreError as e:
             raise DeskLMError(str(e)) from None
         self.save()
-        from desklm.engine.conversation import Message
-
         msgs = [Message.from_dict(m) for m in rec["messages"]]
         self.reset()
         self.conversation.messages = msgs
@@ -108,10 +127,13 @@ class ChatSession:
         self.conversation.context_start = start if isinstance(start, int) and \
             0 <= start <= len(msgs) else 0
         self.conv_id, self.title = rec["id"], rec.get("title") or ""
+        self._kv_pending = True  # restored on the next turn if its snapshot still matches
         self.created = rec.get("created") or self.created
         system = (rec.get("settings") or {}).get("system_prompt")
         if isinstance(system, str) and "\x00" not in system:
-            self.settings.set("system_prompt", system)
+            if self.settings["system_prompt"] != system:
+                self.settings.set("system_prompt", system)
+                self._notify(["system_prompt"])
             self.conversation.system_prompt = system
         return rec
 
@@ -120,14 +142,35 @@ class ChatSession:
 
     # -- model --
     def load(self, path: Path | None = None,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
-        """Load (or switch to) a model. On failure the old model and settings stay."""
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
+        """Load (or switch to) a model. On failure the old model and settings stay.
+
+        ``clamp=True`` is for settings saved earlier: values above this model's limits (an
+        n_ctx of 131072 on a 32k model) are lowered, and ``info.notes`` says so, instead of
+        the load failing at every start."""
         target = Path(path) if path is not None else self.model_path
-        info = self.engine.load(target, self.settings, progress=progress)
+        info = self.engine.load(target, self.settings, progress=progress, clamp=clamp)
         self.model_path = target
         assert self.engine.settings is not None
         self.settings.limits = dict(self.engine.settings.limits)
+        if clamp:
+            self.settings.update(self.engine.settings.load_values())
         return info
+
+    def use_backend(self, backend: Backend, model_path: Path | None = None) -> None:
+        """Switch to another backend that is already loaded or connected (a local engine, a
+        server's model, e.g. ``RemoteBackend.connect(url, key, model, self.settings)``),
+        keeping the conversation: the new backend reads it whole on the next turn."""
+        if not backend.loaded:
+            raise DeskLMError("that model is not loaded or connected")
+        if backend is not self.engine:
+            self.engine.stop()
+        self.engine = backend
+        if model_path is not None:
+            self.model_path = Path(model_path)
+        if backend.settings is not None:
+            self.settings.limits = dict(backend.settings.limits)
+        self.last_stats = None
 
     @property
     def load_info(self) -> LoadInfo | None:
@@ -135,30 +178,47 @@ class ChatSession:
 
     # -- turns --
     def send(self, text: str, on_text: Callable[[str], None] | None = None,
-             on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
-        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+             on_start: Callable[[PromptPlan, int], None] | None = None,
+             attachments: Sequence[Attachment] | None = None) -> TurnResult:
+        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run.
+        ``attachments`` (and any queued by /attach) go into the message before ``text``."""
+        text = text.replace("\x00", "")  # before the check: NULs alone are an empty message
+        files = [*(attachments or []), *self.pending_attachments]
+        if files:
+            text = compose(text, files)
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
-        text = text.replace("\x00", "")
         eng = self.engine
         if eng.template is None:
             raise DeskLMError("no model is loaded")
-        plan = self.conversation.plan(
-            text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"])
-        )
+        eng.begin_turn()  # a Stop from here on (planning included) ends this turn
+        try:
+            plan = self.conversation.plan(
+                text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"]),
+                cancelled=eng.stop_requested,
+            )
+        except PlanCancelled:  # nothing was added; the turn simply ends as cancelled
+            return TurnResult("", TurnStats(finish_reason="cancelled", n_ctx=eng.n_ctx,
+                                            context_used=eng.context_used))
+        restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
+        self._kv_conv = self.conv_id
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
+        user.attachments = [a.meta() for a in files]
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
             reply, stats = eng.generate(plan.tokens, self.settings, on_text,
-                                        reasoning_open=reasoning_opened(plan.text))
+                                        reasoning_open=reasoning_opened(plan.text),
+                                        clear_stop=False)
         except BaseException:  # leave the conversation as it was before this turn
             conv.messages.remove(user)
             conv.context_start = start
             raise
         stats.trimmed = plan.dropped
+        stats.restored_tokens = min(restored, stats.prompt_tokens_reused)
+        self.pending_attachments = []
         self.conversation.add_assistant(reply.strip(), stats.to_dict())
         self.last_stats = stats
         self.save()
@@ -166,14 +226,185 @@ class ChatSession:
             log.info("trimmed %d message(s) to fit n_ctx=%d", len(plan.dropped), stats.n_ctx)
         return TurnResult(reply, stats)
 
+    # -- versions and branches (desklm.engine.branches) --
+    def _turn_after(self, prefix: list[Message], user_text: str,
+                    on_text: Callable[[str], None] | None,
+                    on_start: Callable[[PromptPlan, int], None] | None = None,
+                    ) -> tuple[str, TurnStats, int]:
+        """Generate a reply to ``user_text`` as if the conversation were ``prefix``; the
+        conversation is left exactly as it was (the caller applies the result). Returns the
+        reply, its stats and the context start to use after it."""
+        eng, conv = self.engine, self.conversation
+        if eng.template is None:
+            raise DeskLMError("no model is loaded")
+        if not user_text.strip():
+            raise DeskLMError("empty message: nothing to send")
+        orig, orig_start = conv.messages, conv.context_start
+        conv.messages = list(prefix)
+        conv.context_start = min(orig_start, len(prefix))
+        try:
+            plan = conv.plan(user_text, eng.template, eng.tokenize, eng.n_ctx,
+                             int(self.settings["max_tokens"]))
+            start = conv.context_start + len(plan.dropped)
+            if on_start is not None:
+                on_start(plan, eng.reusable_prefix(plan.tokens))
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
+                                        reasoning_open=reasoning_opened(plan.text))
+        finally:
+            conv.messages, conv.context_start = orig, orig_start
+        stats.trimmed = plan.dropped
+        return reply.strip(), stats, start
+
+    def _finish_branch_turn(self, path: list[Message], reply: str, stats: TurnStats,
+                            start: int) -> TurnResult:
+        self.conversation.messages = path
+        self.conversation.context_start = min(start, len(path))
+        self.last_stats = stats
+        self.save()
+        return TurnResult(reply, stats)
+
+    def regenerate(self, on_text: Callable[[str], None] | None = None,
+                   on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
+        """A new reply to the last user message. The new reply becomes the active version;
+        the earlier replies stay as versions of it (``select_alternative`` switches)."""
+        msgs = self.conversation.messages
+        users = [i for i, m in enumerate(msgs) if m.role == "user"]
+        if not users:
+            raise DeskLMError("nothing to regenerate: no message has been sent yet")
+        u = users[-1]
+        reply, stats, start = self._turn_after(msgs[:u], msgs[u].content, on_text, on_start)
+        new = Message("assistant", reply, stats=stats.to_dict())
+        # the earlier reply (and anything after it) becomes a version; none yet: just append
+        path = branches.add_version(msgs, u + 1, new) if u + 1 < len(msgs) else [*msgs, new]
+        return self._finish_branch_turn(path, reply, stats, start)
+
+    def edit_and_resend(self, message_id: str, new_text: str,
+                        on_text: Callable[[str], None] | None = None,
+                        on_start: Callable[[PromptPlan, int], None] | None = None,
+                        ) -> TurnResult:
+        """Replace a sent user message with ``new_text`` and answer it: the conversation
+        branches there; the old text and everything that followed it stay as a version."""
+        msgs = self.conversation.messages
+        i = branches.index_of(msgs, message_id)
+        if msgs[i].role != "user":
+            raise DeskLMError("only your own messages can be edited; use regenerate for a reply")
+        new_text = new_text.replace("\x00", "")
+        reply, stats, start = self._turn_after(msgs[:i], new_text, on_text, on_start)
+        user = Message("user", new_text)
+        user.attachments = [a for a in msgs[i].attachments
+                            if f"Attached file {a.get('name')}" in new_text]
+        path = branches.add_version(msgs, i, user)
+        path.append(Message("assistant", reply, stats=stats.to_dict()))
+        return self._finish_branch_turn(path, reply, stats, start)
+
+    def select_alternative(self, message_id: str, index: int) -> Message:
+        """Show version ``index`` (0-based) of a message; what followed each version is kept
+        with it. Returns the message now shown at that place."""
+        conv = self.conversation
+        i = branches.index_of(conv.messages, message_id)
+        conv.messages = branches.select(conv.messages, i, index)
+        conv.context_start = min(conv.context_start, i)
+        self.save()
+        return conv.messages[i]
+
+    def delete_message(self, message_id: str) -> None:
+        """Delete a message (only the version shown, when it has others; a user message takes
+        its replies with it)."""
+        conv = self.conversation
+        i = branches.index_of(conv.messages, message_id)
+        conv.messages = branches.delete(conv.messages, i)
+        conv.context_start = min(conv.context_start, i)
+        if conv.messages:
+            self.save()
+        elif self.store is not None:  # nothing left: keep the (empty) chat saved as empty
+            try:
+                self.store.save(self.record())
+            except (StoreError, OSError) as e:
+                self.save_error = f"could not save the conversation: {e}"
+
+    def reveal_message(self, message_id: str) -> int:
+        """Switch branches so that ``message_id`` (found in any branch, e.g. by search) is
+        shown; returns its index in ``conversation.messages``."""
+        conv = self.conversation
+        before = [m.id for m in conv.messages]
+        path, i = branches.reveal(conv.messages, message_id)
+        if [m.id for m in path] != before:
+            first = next((k for k, (a, b) in enumerate(zip(before, path, strict=False))
+                          if a != b.id), min(len(before), len(path)))
+            conv.messages = path
+            conv.context_start = min(conv.context_start, first)
+            self.save()
+        return i
+
     def stop(self) -> None:
         self.engine.stop()
 
     def reset(self) -> None:
+        self._keep_kv()
         self.conversation.clear()
         self.last_stats = None
         if self.engine.loaded:
             self.engine.reset()
+
+    def close(self) -> bool:
+        """Quitting: save the chat (returns whether it was saved), and write its KV snapshot (and
+        any kept in RAM) to disk so that reopening it after a restart evaluates only what is
+        new."""
+        saved = self.save()
+        self._keep_kv()
+        if self.kv is not None:
+            self.kv.flush()
+        if self.engine.loaded:  # then free the model
+            self.engine.unload()
+        return saved
+
+    # -- KV snapshots (engine.kvcache) --
+    def _snapshots(self) -> kvcache.SnapshotCache | None:
+        if self.kv is None and self.store is not None:
+            self.kv = kvcache.SnapshotCache(ram_bytes=self.settings["kv_snapshot_ram_mb"] * 2**20,
+                                            disk_bytes=self.settings["kv_snapshot_disk_mb"]
+                                            * 2**20)
+        return self.kv
+
+    def _keep_kv(self) -> None:
+        """Leaving a chat: snapshot the part of the KV cache its next prompt will start with."""
+        cache, eng = self._snapshots(), self.engine
+        if cache is None or self._kv_conv != self.conv_id or eng.template is None:
+            return
+        self._kv_conv = None
+        try:
+            conv = self.conversation
+            probe = conv.as_msgs([*conv.in_context(), Message("user", "…")])
+            snap = kvcache.capture(eng, self.conv_id,
+                                   eng.reusable_prefix(eng.tokenize(eng.template.render(probe))))
+            if snap is not None:
+                cache.put(snap)
+        except DeskLMError as e:
+            log.warning("no KV snapshot for %s: %s", self.conv_id, e)
+
+    def _restore_kv(self, tokens: list[int]) -> int:
+        self._kv_pending = False
+        cache, eng = self._snapshots(), self.engine
+        snap = cache.get(self.conv_id, kvcache.fingerprint(eng)) if cache is not None else None
+        if snap is None or not snap.matches(tokens) or \
+                eng.reusable_prefix(tokens) >= len(snap.tokens):
+            return 0
+        n = kvcache.restore(eng, snap)
+        log.info("restored %d tokens of %s from its KV snapshot", n, self.conv_id)
+        return n
+
+    def forget_kv(self, conv_id: str) -> None:
+        """A chat was deleted: delete its KV snapshot too (it encodes the chat's text)."""
+        cache = self._snapshots()
+        if cache is not None:
+            cache.drop(conv_id)
+
+    def kv_usage(self) -> dict[str, int]:
+        """Bytes the KV snapshots use in RAM and on disk, and the budgets."""
+        cache = self._snapshots()
+        return cache.usage() if cache is not None else {
+            "ram_bytes": 0, "ram_snapshots": 0, "ram_budget": 0, "disk_bytes": 0,
+            "disk_snapshots": 0, "disk_budget": 0}
 
     # -- settings --
     def apply_settings(self, values: dict[str, Any]) -> CommandResult:
@@ -184,6 +415,9 @@ class ChatSession:
         old = self.settings
         self.settings = new
         self.conversation.system_prompt = new["system_prompt"]
+        if self.kv is not None and {"kv_snapshot_ram_mb", "kv_snapshot_disk_mb"} & set(changed):
+            self.kv.set_budgets(new["kv_snapshot_ram_mb"] * 2**20,
+                                new["kv_snapshot_disk_mb"] * 2**20)
         notes = []
         if self.engine.loaded and "chat_format" in changed:
             try:
@@ -205,6 +439,7 @@ class ChatSession:
                 raise
             notes.append("model reloaded for " + ", ".join(reload)
                          + "; the conversation is kept and re-read on the next turn")
+        self._notify(changed)
         desc = ", ".join(f"{n} = {new[n]}" for n in changed) or "nothing changed"
         msg = desc + ("; " + "; ".join(notes) if notes else "")
         return CommandResult("set", msg, {"changed": {n: new[n] for n in changed},
@@ -212,8 +447,14 @@ class ChatSession:
                              reloaded=bool(reload and self.engine.loaded))
 
     # -- commands --
-    def run_command(self, text: str) -> CommandResult:
+    def run_command(self, text: str,
+                    on_text: Callable[[str], None] | None = None) -> CommandResult:
+        """Run a slash command; ``on_text`` streams the reply of /regen and /edit."""
         cmd = commands.parse(text)
+        if cmd.name in ("regen", "alt", "edit", "preset", "attach"):
+            from desklm.engine.chat_commands import run_chat_command
+
+            return run_chat_command(self, cmd, on_text)
         if cmd.name == "reset":
             # like "New chat": the previous chat stays saved in history, untouched
             self.new_conversation()
@@ -259,6 +500,7 @@ class ChatSession:
             "n_ctx": li.n_ctx if li else None,
             "model": li.to_dict() if li else None,
             "load_settings": self.settings.load_values(),
+            "kv_snapshots": self.kv_usage(),
         }
 
     def stats_text(self) -> str:
@@ -269,7 +511,9 @@ class ChatSession:
             lines.append(
                 f"last turn: {s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                 f"first token {fmt_secs(s.ttft_s)}, prompt {s.prompt_tokens} tokens "
-                f"({s.prompt_tokens_reused} reused, {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
+                f"({s.prompt_tokens_reused} reused"
+                + (f", {s.restored_tokens} of them restored from cache" if s.restored_tokens
+                   else "") + f", {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
                 f"finish: {s.finish_reason}"
             )
         else:
@@ -279,6 +523,12 @@ class ChatSession:
             lines.append(f"context: {d['context_used']} / {d['n_ctx']} tokens ({pct:.0f}%)")
         if self.load_info:
             lines.append(f"model: {self.load_info.name} ({self.load_info.path})")
+        kv = d["kv_snapshots"]
+        if kv["ram_budget"] or kv["disk_budget"]:
+            lines.append(f"chat caches: {kv['ram_snapshots']} in RAM "
+                         f"({kv['ram_bytes'] / 2**20:.1f} of {kv['ram_budget'] / 2**20:.0f} MB), "
+                         f"{kv['disk_snapshots']} on disk ({kv['disk_bytes'] / 2**20:.1f} of "
+                         f"{kv['disk_budget'] / 2**20:.0f} MB)")
         lines.append("load settings: "
                      + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
         return "\n".join(lines)
@@ -290,11 +540,3 @@ def reasoning_opened(prompt: str) -> bool:
     from desklm.engine.chat_format import THINK_OPEN
 
     return prompt.rstrip().endswith(THINK_OPEN)
-
-
-def fmt_rate(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.1f}"
-
-
-def fmt_secs(v: float | None) -> str:
-    return "n/a" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")

@@ -7,6 +7,7 @@ The CLI flags, ``/set``, the GUI's settings panel and the saved settings file al
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ class Setting:
         needs_reload: True when a change only takes effect after reloading the model.
         group: ``load`` or ``sampling``.
         label: short human label for the GUI.
+        flag: the command-line flag (``--ctx``); every setting has one (:func:`add_arguments`).
+        widget: how the settings panel edits it: ``pow2`` (a slider over powers of two),
+            ``slider`` (a slider from minimum to maximum in ``step``), ``steps`` (a slider over
+            ``steps``), ``spin``, ``check``, ``choice`` or ``text``.
+        step: the slider step for ``slider``; ``steps``: the values for ``steps``.
     """
 
     name: str
@@ -63,6 +69,21 @@ class Setting:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     special: Mapping[int, str] = field(default_factory=dict)
+    flag: str = ""
+    widget: str = ""
+    step: float = 1
+    steps: tuple[int, ...] = ()
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def editor(self) -> str:
+        """The panel's editor kind (``widget``, or one implied by the type)."""
+        if self.widget:
+            return self.widget
+        return {"bool": "check", "choice": "choice", "str": "text"}.get(self.kind, "spin")
 
     def default_value(self) -> Any:
         return self.default() if callable(self.default) else self.default
@@ -151,44 +172,60 @@ _SETTINGS: list[Setting] = [
     # --- load settings -------------------------------------------------------------------
     Setting("n_ctx", "int", 4096, "Context length in tokens: how much conversation the model "
             "sees at once. More costs memory (the KV cache grows linearly).", "load",
-            "Context length", needs_reload=True, minimum=512, maximum=131072),
+            "Context length", needs_reload=True, minimum=512, maximum=131072, flag="--ctx",
+            widget="pow2"),
     Setting("n_threads", "int", default_threads, "CPU threads used while generating. "
-            "Applied live, no reload.", "load", "CPU threads", minimum=1, maximum=logical_cores()),
+            "Applied live, no reload.", "load", "CPU threads", minimum=1, maximum=logical_cores(),
+            flag="--threads",
+            widget="slider"),
     Setting("n_threads_batch", "int", default_threads, "CPU threads used while reading the "
             "prompt (prompt evaluation). Applied live, no reload.", "load", "Prompt threads",
-            minimum=1, maximum=logical_cores()),
+            minimum=1, maximum=logical_cores(), flag="--prompt-threads", widget="slider"),
     Setting("n_gpu_layers", "int", 0, "Model layers offloaded to the GPU (-1 = all). More is "
             "faster and uses VRAM instead of RAM.", "load", "GPU layers", needs_reload=True,
-            minimum=0, maximum=1000, special={-1: "all"}),
+            minimum=0, maximum=1000, special={-1: "all"}, flag="--gpu-layers",
+            widget="slider"),
     Setting("n_batch", "int", 512, "Tokens evaluated per step while reading the prompt.",
-            "load", "Batch size", needs_reload=True, minimum=8, maximum=8192),
+            "load", "Batch size", needs_reload=True, minimum=8, maximum=8192, flag="--batch",
+            widget="pow2"),
     Setting("flash_attn", "bool", False, "Use flash attention (needed for a quantized V cache).",
             "load", "Flash attention", needs_reload=True),
     Setting("use_mmap", "bool", True, "Memory-map the model file instead of reading it into "
             "RAM: faster loads, pages shared with the OS cache.", "load", "Memory-map model",
-            needs_reload=True),
+            needs_reload=True, flag="--mmap"),
     Setting("use_mlock", "bool", False, "Lock the model in RAM so the OS never swaps it out.",
-            "load", "Lock in RAM", needs_reload=True),
+            "load", "Lock in RAM", needs_reload=True, flag="--mlock"),
     Setting("kv_cache_type", "choice", "f16", "Precision of the KV cache. q8_0 halves its memory, "
             "q4_0 quarters it; a quantized cache needs flash attention.", "load", "KV cache type",
             needs_reload=True, choices=KV_CACHE_TYPES),
+    Setting("kv_snapshot_ram_mb", "int", 512, "RAM kept for the KV caches of chats you left, "
+            "so switching back is instant (0 = none). Older ones go to disk.", "load",
+            "Chat cache in RAM (MB)", minimum=0, maximum=65536),
+    Setting("kv_snapshot_disk_mb", "int", 2048, "Disk space for KV caches of chats you left "
+            "(in the cache folder; also used to resume after a restart; 0 = none).", "load",
+            "Chat cache on disk (MB)", minimum=0, maximum=1048576),
     # --- sampling settings ---------------------------------------------------------------
     Setting("temperature", "float", 0.7, "Randomness of the reply; 0 always picks the most "
-            "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0),
+            "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider",
+            step=0.05),
     Setting("top_p", "float", 0.95, "Sample only from the most likely tokens whose "
-            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0),
+            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0,
+            widget="slider",            step=0.01),
     Setting("top_k", "int", 40, "Sample only from this many most likely tokens (0 = no limit).",
-            "sampling", "Top-k", minimum=0, maximum=1000),
+            "sampling", "Top-k", minimum=0, maximum=1000, widget="steps",
+            steps=(0, 1, 5, 10, 20, 40, 60, 80, 100, 200, 500, 1000)),
     Setting("min_p", "float", 0.05, "Drop tokens less likely than this fraction of the best one.",
-            "sampling", "Min-p", minimum=0.0, maximum=1.0),
+            "sampling", "Min-p", minimum=0.0, maximum=1.0, widget="slider",
+            step=0.01),
     Setting("repeat_penalty", "float", 1.1, "Penalty for repeating recent tokens (1 = none).",
-            "sampling", "Repeat penalty", minimum=0.5, maximum=2.0),
+            "sampling", "Repeat penalty", minimum=0.5, maximum=2.0, widget="slider",
+            step=0.05),
     Setting("max_tokens", "int", 512, "Longest reply, in tokens.", "sampling", "Max tokens",
-            minimum=1, maximum=32768),
+            minimum=1, maximum=32768, widget="pow2"),
     Setting("seed", "int", -1, "Random seed for sampling (-1 = random each reply).", "sampling",
             "Seed", minimum=0, maximum=2**31 - 1, special={-1: "random"}),
     Setting("system_prompt", "str", "You are a helpful assistant.", "Instructions the model "
-            "sees before the conversation.", "sampling", "System prompt"),
+            "sees before the conversation.", "sampling", "System prompt", flag="--system"),
     Setting("chat_format", "choice", "auto", "How the conversation is written for the model: "
             "auto (a plain dialogue for base models, else the model's own template), gguf (the "
             "model's own template), dialogue, or a built-in format. Applies from the next turn.",
@@ -286,3 +323,44 @@ class Settings:
                 self._values[name] = type(v)(lim)
                 notes.append(f"{name} lowered from {v} to {_fmt(lim)} (the model's maximum)")
         return notes
+
+
+# --- the command line, generated from the schema ------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """A flag for every setting (``--ctx N``, ``--flash-attn on``, ...), its help from the schema.
+
+    Values stay text here and are validated by :func:`settings_from_args`, so a bad value gets
+    the same one-line reason as ``/set``.
+    """
+    for s in _SETTINGS:
+        metavar = {"bool": "on|off", "choice": "|".join(s.choices), "str": "TEXT"}.get(
+            s.kind, "N")
+        parser.add_argument(s.cli_flag, dest=f"setting_{s.name}", metavar=metavar, default=None,
+                            help=f"{s.help} ({s.range_text()}; default "
+                                 f"{_fmt_default(s)})".replace("%", "%%"))
+
+
+def _fmt_default(s: Setting) -> str:
+    if callable(s.default):
+        return "this machine's physical cores"
+    v = s.default
+    if isinstance(v, int) and not isinstance(v, bool) and v in s.special:
+        return s.special[v]
+    return "on" if v is True else "off" if v is False else repr(v) if s.kind == "str" else str(v)
+
+
+def values_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """The settings given on the command line, as raw text by name. ``--threads`` alone sets
+    the prompt threads too (one number for both, as before ``--prompt-threads`` existed)."""
+    given = {s.name: v for s in _SETTINGS
+             if (v := getattr(args, f"setting_{s.name}", None)) is not None}
+    if "n_threads" in given and "n_threads_batch" not in given:
+        given["n_threads_batch"] = given["n_threads"]
+    return given
+
+
+def settings_from_args(args: argparse.Namespace, base: Settings | None = None) -> Settings:
+    """``base`` (or defaults) with the command line's settings applied; raises with the range."""
+    s = base.copy() if base is not None else Settings()
+    s.update(values_from_args(args))
+    return s

@@ -25,7 +25,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QPlainTextEdit, QTextBrowser, QWidget
 
-from desklm.engine.session import fmt_rate, fmt_secs
+from desklm.engine import fmt_rate, fmt_secs
 
 FLUSH_MS = 50  # at most ~20 repaints a second while streaming
 CODE_RE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)

@@ -63,7 +63,7 @@ class HubWorker(QObject):
 
     @Slot(str)
     def listFiles(self, repo: str) -> None:
-        from desklm.engine.fit import auto_fit
+        from desklm.engine import auto_fit
 
         self.cancel.clear()
         try:
@@ -196,7 +196,7 @@ class ModelDialog(QDialog):
 
     # -- local --
     def refresh_local(self) -> None:
-        from desklm.engine.models import catalog
+        from desklm.engine import catalog
 
         self.local_list.clear()
         for m in catalog():
@@ -209,7 +209,7 @@ class ModelDialog(QDialog):
     def _load_local(self) -> None:
         item = self.local_list.currentItem()
         if item is not None:
-            from desklm.engine.models import is_embedded
+            from desklm.engine import is_embedded
 
             path = item.data(Qt.ItemDataRole.UserRole)
             self.loadRequested.emit("" if is_embedded(path) else path)

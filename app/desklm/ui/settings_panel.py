@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine.settings import SCHEMA, Settings, logical_cores
+from desklm.engine import SCHEMA, Settings, logical_cores
 
 RELOAD_STYLE = "color: #e0a030; font-weight: 600;"
 
@@ -127,7 +127,9 @@ class SettingsPanel(QWidget):
 
         model = QGroupBox("Model (reload needed)")
         mform = QFormLayout(model)
-        self._slider(mform, "n_ctx", powers_of_two(512, 32768, settings["n_ctx"]), _tokens)
+        self._slider(mform, "n_ctx", powers_of_two(int(SCHEMA["n_ctx"].minimum or 512),
+                                                  int(SCHEMA["n_ctx"].maximum or 131072),
+                                                  settings["n_ctx"]), _tokens)
         self._slider(mform, "n_gpu_layers", [0, -1], _layers)
         self.gpu_warning = QLabel("")
         self.gpu_warning.setObjectName("gpu_warning")
@@ -255,7 +257,7 @@ class SettingsPanel(QWidget):
             self.update_fit()
 
     def update_fit(self) -> None:
-        from desklm.engine.fit import FITS, TIGHT, estimate
+        from desklm.engine import FITS, TIGHT, estimate
 
         if self.model_info is None:
             return
@@ -268,7 +270,7 @@ class SettingsPanel(QWidget):
         self.fit_label.setStyleSheet(f"color: {color};")
 
     def auto(self) -> None:
-        from desklm.engine.fit import auto_fit
+        from desklm.engine import auto_fit
 
         if self.model_info is None:
             return
@@ -338,6 +340,27 @@ class SettingsPanel(QWidget):
             ed.blockSignals(False)
         self._mark()
         self._update_gpu_warning()
+
+    def set_setting(self, name: str, value: Any) -> None:
+        """One setting now in effect (from the session, which owns the values)."""
+        if name not in self.editors:
+            return
+        self.settings.set(name, value)
+        self.pending.pop(name, None)
+        ed = self.editors[name]
+        ed.blockSignals(True)
+        if isinstance(ed, SliderRow):
+            ed.set_value(value)
+        elif isinstance(ed, QCheckBox):
+            ed.setChecked(bool(value))
+        elif isinstance(ed, QComboBox):
+            ed.setCurrentText(value)
+        elif isinstance(ed, QSpinBox):
+            ed.setValue(value)
+        elif ed.toPlainText() != value:
+            ed.setPlainText(value)
+        ed.blockSignals(False)
+        self._mark()
 
     def set_gpu_available(self, available: bool) -> None:
         if available != self.gpu_available:
