@@ -280,6 +280,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.json and tty:
         print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+        if info.format_note:
+            print(f"desklm: note: {info.format_note}", file=sys.stderr)
     if args.resume:
         print(resume_recap(session.open_conversation(args.resume)), file=sys.stderr)
     safe_out = _SafeOut(out, on_broken=session.stop)

@@ -152,7 +152,8 @@ def test_every_format_name_is_a_setting_choice():
 def test_dialogue_renders_plain_lines_with_the_system_prompt_in_the_preamble():
     t = builtin_template("dialogue")
     text = t.render(MSGS)
-    assert text.startswith("Be brief.\n")
+    assert text.startswith("Below is a conversation between a User and an Assistant.")
+    assert "answers each question correctly in one short sentence.\nBe brief.\n\nUser: " in text
     assert text.endswith("User: Hi\nAssistant: Hello!\nUser: Bye\nAssistant:")
     assert all(not p.special for p in t.render_parts(MSGS))  # no control tokens at all
     assert "\nUser:" in t.stop and "\n\n" in t.stop
@@ -212,3 +213,30 @@ def test_reasoning_opened_by_the_template():
     assert reasoning_opened("<｜Assistant｜><think>\n")
     assert not reasoning_opened("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not reasoning_opened("user wrote <think> here\n<|im_start|>assistant\n")
+
+
+def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
+    from desklm.engine.llm import _find_stop
+
+    stops = ["\nUser:", "\n\n"]
+    assert _find_stop(" Paris.\n\nUser:", stops, 0) == 7
+    assert _find_stop("\n\n Paris.", stops, 0) is None  # leading blank lines are not the end
+    assert _find_stop("\n\n Paris.\n\n", stops, 0) == 9
+    assert _find_stop("\nUser: hi", stops, 0) == 0  # an empty reply that starts a user turn
+
+
+def test_reasoning_clock_counts_the_tokens_inside_think():
+    from desklm.engine.llm import _ReasoningClock
+
+    def run(pieces, opened):
+        c, reply = _ReasoningClock(opened), ""
+        for p in pieces:
+            reply += p
+            c.token(reply)
+        return c
+
+    c = run(["<think>", "a", "b", "</think>", "Paris", "."], False)
+    assert c.tokens == 4 and c.seconds is not None and c.seconds >= 0
+    assert run(["a", "</think>", "Paris"], True).tokens == 2
+    none = run(["Paris", "."], False)
+    assert none.tokens == 0 and none.seconds is None

@@ -86,3 +86,61 @@ def test_dialogue_history_reuses_the_kv_prefix(session):
     for prev, cur in itertools.pairwise(stats):
         assert cur.prompt_tokens_reused >= prev.prompt_tokens
         assert cur.prompt_tokens_evaluated < 30 + prev.completion_tokens
+
+
+@pytest.fixture(scope="module")
+def space_prefix_model(tmp_path_factory, model_path):
+    """The embedded model with tokenizer.ggml.add_space_prefix = true (as Llama 2 / Mistral
+    v0.1 vocabularies have): every tokenized text gets a leading space."""
+    import shutil
+    import struct
+
+    key = b"tokenizer.ggml.add_space_prefix"
+    head = model_path.read_bytes()[: 8 << 20]
+    i = head.find(struct.pack("<Q", len(key)) + key)
+    assert i > 0
+    j = i + 8 + len(key)
+    assert struct.unpack_from("<I", head, j)[0] == 7 and head[j + 4] == 0  # bool false
+    out = tmp_path_factory.mktemp("prefix") / "space-prefix.gguf"
+    shutil.copyfile(model_path, out)
+    with open(out, "r+b") as f:
+        f.seek(j + 4)
+        f.write(b"\x01")
+    return out
+
+
+def test_a_space_prefix_vocabulary_tokenizes_the_prompt_whole_unless_a_message_forges(
+        space_prefix_model):
+    from desklm.engine.llm import ChatEngine
+
+    eng = ChatEngine()
+    eng.load(space_prefix_model, small_settings(chat_format="dialogue"))
+    try:
+        assert eng._space_prefix
+        t = eng.template
+        plain = t.render_parts([{"role": "user", "content": "Hello there"}])
+        whole = eng.tokenize("".join(p.text for p in plain), special=True)
+        assert eng.tokenize(plain) == whole  # no extra space at each part
+        apart = [tok for p in plain for tok in eng.llm.tokenize(p.text.encode(), add_bos=False,
+                                                                   special=p.special)]
+        # (the test can fail: part by part, this vocabulary adds a space token at each part)
+        assert apart != whole[1:]
+        eng.set_chat_format("gemma")
+        t = eng.template
+        forged = t.render_parts([{"role": "user", "content": FORGED}])
+        start = eng.tokenize("<start_of_turn>", special=True)[-1]
+        assert eng.tokenize(forged).count(start) == 2
+    finally:
+        eng.unload()
+
+
+def test_reasoning_tokens_are_counted_apart_in_the_turn_stats(session, engine):
+    plan = session.conversation.plan("Hi", engine.template, engine.tokenize, engine.n_ctx, 8)
+    _, plain = engine.generate(plan.tokens, small_settings(max_tokens=8, temperature=0.0))
+    assert plain.reasoning_tokens == 0 and plain.reasoning_s is None
+    # as after a template that opened <think> in the prompt: every token so far is reasoning
+    _, opened = engine.generate(plan.tokens, small_settings(max_tokens=8, temperature=0.0),
+                                reasoning_open=True)
+    assert opened.reasoning_tokens == opened.completion_tokens > 0
+    assert opened.reasoning_s is not None and 0 <= opened.reasoning_s <= opened.total_s
+    assert opened.to_dict()["reasoning_tokens"] == opened.reasoning_tokens

@@ -226,8 +226,9 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
         for m in synthetic_history(200, seed=2):  # grow A to about switch_tokens tokens
             history.append(m)
             if len(history) % 2 == 0:
-                text = eng.template.render(sess.conversation.as_msgs(history))  # type: ignore[union-attr]
-                if len(eng.tokenize(text)) >= switch_tokens:
+                parts = eng.template.render_parts(  # type: ignore[union-attr]
+                    sess.conversation.as_msgs(history))
+                if len(eng.tokenize(parts)) >= switch_tokens:
                     break
         say(f"long chats: switching back to a {switch_tokens:,}-token chat…")
         sess.conversation.messages = history
@@ -308,7 +309,8 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
     layers = gpu_layer_options or [session.settings["n_gpu_layers"]]
     steps = len(layers) * len(threads)
     trials: list[dict[str, Any]] = []
-    prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n")
+    prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n",
+                          special=True)
     s = bench_settings(session.settings, max_tokens=32)
     old_ignore, eng.ignore_eos = eng.ignore_eos, True
     before = (session.settings["n_threads"], session.settings["n_threads_batch"])

@@ -274,13 +274,17 @@ BUILTIN: dict[str, tuple[PartsFn, list[str]]] = {
 
 
 # --- the plain-text dialogue format for base models ------------------------------------------
+# Chosen by measurement (tests/benchmarks/first_chat.py and a held-out set of 12 other
+# questions, on the embedded Gemma 3 270M): the preamble, then the system prompt, then three
+# example exchanges did best; the system prompt first, or fewer examples, did worse.
 DIALOGUE_PREAMBLE = (
     "Below is a conversation between a User and an Assistant. The Assistant answers each "
     "question correctly in one short sentence."
 )
 DIALOGUE_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("What is the capital of Italy?", "The capital of Italy is Rome."),
-    ("How many minutes are in an hour?", "There are 60 minutes in an hour."),
+    ("How many wheels does a bicycle have?", "A bicycle has two wheels."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa."),
 )
 DIALOGUE_STOP = ["\nUser:", "\nAssistant:", "\n\n"]
 DIALOGUE_USER, DIALOGUE_ASSISTANT = "User:", "Assistant:"
@@ -296,7 +300,7 @@ def _dialogue(msgs: Sequence[Msg]) -> list[Part]:
     part, and parts are tokenized one by one, so history tokenizes identically every turn."""
     o: list[Part] = []
     system = "\n".join(m["content"].strip() for m in msgs if m["role"] == "system").strip()
-    head = (_line(system) + "\n" if system else "") + DIALOGUE_PREAMBLE + "\n\n"
+    head = DIALOGUE_PREAMBLE + "\n" + (_line(system) + "\n" if system else "") + "\n"
     for q, a in DIALOGUE_EXAMPLES:
         head += f"{DIALOGUE_USER} {q}\n{DIALOGUE_ASSISTANT} {a}\n"
     o.append(Part(head, False))

@@ -353,6 +353,7 @@ class ChatEngine:
         self._abort_armed = False
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_check)
         self._stop_token_ids: set[int] = set()
+        self._blank_stop_ids: set[int] = set()
         self._progress_fn: Callable[[float], None] | None = None
         self._progress_cb = llama_cpp.llama_progress_callback(self._on_progress)
         self.live_tokens = 0  # completion tokens of the running reply, readable from any thread
@@ -365,6 +366,7 @@ class ChatEngine:
         # Event, so a cancel that lands before load()/generate() clear the Event is not lost.
         self.cancel_hook: Callable[[], bool] | None = None
         self.base_model = False
+        self._space_prefix = False
         self._vocab_has: Callable[[str], bool] = lambda t: False
         self._special_text = ("", "")
         self._file_stamp: tuple[int, int, int, int] | None = None  # the model file at load
@@ -486,6 +488,9 @@ class ChatEngine:
         self._special_text = (token_text(llm.token_bos()), token_text(llm.token_eos()))
         kind = model_kind(info.metadata, info.chat_template)
         self.base_model = kind.base
+        # SentencePiece vocabularies put a space before each tokenized text unless told not to
+        self._space_prefix = info.metadata.get("tokenizer.ggml.model") == "llama" and bool(
+            info.metadata.get("tokenizer.ggml.add_space_prefix", True))
         self.template = self._pick_template(info, s["chat_format"], notes)
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(
@@ -523,6 +528,11 @@ class ChatEngine:
             log.warning("chat template rejected: %s", e)
         self._stop_token_ids = {
             t for t in (self._single_token(x) for x in template.stop) if t is not None
+        }
+        # whitespace stops (the dialogue's blank line) end a reply, never open one
+        self._blank_stop_ids = {
+            t for t in (self._single_token(x) for x in template.stop if not x.strip())
+            if t is not None
         }
         return template
 
@@ -594,6 +604,10 @@ class ChatEngine:
         """
         llm = self._need()
         parts = [Part(text, special)] if isinstance(text, str) else list(text)
+        if self._space_prefix and len(parts) > 1 and self._plain_is_safe(parts):
+            # a vocabulary that puts a space before every tokenized text would get one at each
+            # part: tokenize the prompt whole, which is safe when no message holds marker text
+            parts = [Part("".join(p.text for p in parts), True)]
         bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(
             llama_cpp.llama_model_get_vocab(llm._model.model)))
@@ -621,6 +635,17 @@ class ChatEngine:
         """``text`` as plain text (no control tokens parsed), with BOS where the model wants it:
         the prompt of a raw completion (``/v1/completions``)."""
         return self.tokenize(text)
+
+    def _plain_is_safe(self, parts: Sequence[Part]) -> bool:
+        """No data part holds text that would parse as a control token."""
+        llm = self._need()
+        for p in parts:
+            if not p.special and p.text:
+                raw = p.text.encode("utf-8", errors="replace")
+                if llm.tokenize(raw, add_bos=False, special=True) != \
+                        llm.tokenize(raw, add_bos=False, special=False):
+                    return False
+        return True
 
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
@@ -750,8 +775,9 @@ class ChatEngine:
                 if self._stopping():
                     finish = FinishReason.CANCELLED
                     break
-                if (llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids) \
-                        and not self.ignore_eos:
+                stop_tok = tok in self._stop_token_ids and not (
+                    tok in self._blank_stop_ids and not reply.strip())
+                if (llama_cpp.llama_vocab_is_eog(vocab, tok) or stop_tok) and not self.ignore_eos:
                     finish = FinishReason.STOP
                     break
                 stats.completion_tokens += 1
@@ -764,10 +790,8 @@ class ChatEngine:
                     finish = FinishReason.STOP
                     break
                 if strip and emitted == 0:  # never show leading whitespace
-                    emitted = len(reply) - len(reply.lstrip())
-                    if emitted == len(reply):
-                        emitted = 0
-                        continue
+                    lead = len(reply) - len(reply.lstrip())
+                    emitted = lead if lead < len(reply) else 0
                 safe = len(reply) - _partial_stop_len(reply, stops, hold)
                 if strip:
                     safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
@@ -850,9 +874,12 @@ def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:
+    """Where the first stop string begins (at or after ``start``); a whitespace-only stop
+    counts only after the reply's leading whitespace (it ends a reply, never opens one)."""
     best = None
+    lead = len(text) - len(text.lstrip())
     for s in stops:
-        i = text.find(s, start)
+        i = text.find(s, start if s.strip() else max(start, lead))
         if i != -1 and (best is None or i < best):
             best = i
     return best
