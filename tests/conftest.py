@@ -17,6 +17,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the network
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.remote_fixtures"]  # real OpenAI-compatible servers (remote backend)
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

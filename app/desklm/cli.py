@@ -38,6 +38,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     add_arguments(g)
 
 
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a model on a server (vLLM, llama-server, Ollama, any "
+                             "OpenAI-compatible API)")
+    g.add_argument("--server", metavar="URL|NAME",
+                   help="chat with a model served at URL (e.g. http://127.0.0.1:8000/v1), or a "
+                   "saved connection's NAME; --model then names the served model")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="read the server's API key from environment variable VAR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="desklm",
@@ -68,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not save this conversation")
     chat.add_argument("--resume", metavar="ID",
                       help="continue a saved conversation (see desklm history list)")
+    _add_server_args(chat)
 
     models = sub.add_parser("models", help="models on this machine, and downloads")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -93,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "back to a chat with and without its KV snapshot")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
+    bench.add_argument("--search", action="store_true",
+                       help="time chat search per keystroke on 2,000 generated saved chats")
+    _add_server_args(bench)
     bench.add_argument("--api", action="store_true",
                        help="compare generation through the OpenAI API server with direct "
                        "generation (tokens/s and added time to first token)")
@@ -123,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("id")
     he.add_argument("--format", choices=("md", "json"), default="md")
     he.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+    hq = hsub.add_parser("search", help="search titles and messages of every saved chat")
+    hq.add_argument("query", nargs="+", help="words to find (case and accents ignored; the "
+                    "last word also matches as a prefix)")
+    hq.add_argument("--json", action="store_true", help="print JSON")
+    hq.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results")
     return p
 
 
@@ -226,6 +245,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 # --- terminal chat ----------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        return cmd_chat_remote(args)
     from desklm.engine.llm import LoadCancelled
     from desklm.engine.models import resolve_model
     from desklm.engine.session import ChatSession
@@ -242,10 +263,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     state["busy"] = True  # SIGTERM during the load cancels it
     try:
         info = session.load()
-    except LoadCancelled:
-        if state["quit"]:
-            return 0
-        raise
+    except LoadCancelled:  # only a signal stops a load here: SIGTERM quits, Ctrl+C too
+        return 0 if state["quit"] else 130
     finally:
         state["busy"] = False
     if args.model:
@@ -385,6 +404,44 @@ def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
             + (f"; last: {tail}" if tail else ""))
 
 
+def _connect(args: argparse.Namespace) -> Any:
+    """A RemoteBackend connected as ``--server``/``--api-key-env``/``--model`` say."""
+    from desklm.engine.backends.remote import RemoteBackend
+    from desklm.engine.connections import resolve_server
+
+    url, key, model = resolve_server(args.server, args.api_key_env, args.model)
+    backend = RemoteBackend()
+    backend.connect(url, key, model, settings_from_args(args))
+    return backend
+
+
+def cmd_chat_remote(args: argparse.Namespace) -> int:
+    """``desklm chat --server URL``: the same chat, on a model served elsewhere."""
+    from desklm.engine.session import ChatSession
+    from desklm.engine.store import ConversationStore
+
+    backend = _connect(args)
+    store = None if args.no_save else ConversationStore()
+    session = ChatSession(Path(backend.model), settings_from_args(args), engine=backend,
+                          store=store)
+    session.settings.limits = dict(backend.settings.limits)
+    info = backend.load_info
+    out = sys.stdout
+    tty = sys.stdin.isatty() and out.isatty()
+    for note in info.notes:
+        print(f"desklm: note: {note}", file=sys.stderr)
+    if not args.json and tty:
+        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, on the server "
+              f"{backend.where}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
+    _install_sigint(session)
+    rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
+    if store is not None and session.save() and tty:
+        print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
+              file=sys.stderr)
+    backend.close()
+    return rc
+
+
 def _install_sigint(session: Any) -> None:
     """Ctrl+C during a reply stops the reply; at the prompt it quits."""
     state = _chat_state(session)
@@ -426,25 +483,35 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
         if not text.strip():
             continue
         try:
-            if commands.is_command(text):
-                res = session.run_command(text)
-                if as_json:
-                    emit(res.to_dict())
-                else:
-                    out.write(res.message + "\n")
-                    out.flush()
-                continue
             def stream(piece: str) -> None:
                 if state.get("quit"):  # a SIGTERM that came before the reply began
                     session.stop()
                 if not as_json:
                     out.write(piece)
                     out.flush()
-            state["busy"] = True
-            try:
-                result = session.send(text, stream)
-            finally:
-                state["busy"] = False
+            if commands.is_command(text):
+                # a signal stops a command (a reload, /regen, /edit) instead of breaking into it
+                state["busy"] = True
+                try:
+                    res = session.run_command(text, stream)
+                finally:
+                    state["busy"] = False
+                if as_json:
+                    emit(res.to_dict())
+                elif res.turn is None:
+                    out.write(res.message + "\n")
+                    out.flush()
+                if res.turn is None or as_json:
+                    continue
+                result = res.turn
+                if res.data.get("versions", 1) > 1:
+                    out.write(f"\n[version {res.data['version']}/{res.data['versions']}]")
+            else:
+                state["busy"] = True
+                try:
+                    result = session.send(text, stream)
+                finally:
+                    state["busy"] = False
             if session.save_error:
                 _err(session.save_error)
             if as_json:
@@ -462,6 +529,8 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                           + (f", restored {s.restored_tokens} tokens from cache"
                              if s.restored_tokens else "") + "]\n")
                 out.flush()
+                if getattr(s, "note", "") and s.finish_reason == "error":
+                    _err(s.note)  # a reply cut short by a server: kept, and the reason said
         except DeskLMError as e:
             if as_json:
                 emit({"error": str(e)})
@@ -520,9 +589,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        return cmd_bench_remote(args)
     from desklm import benchrun
     from desklm.engine.models import resolve_model
 
+    if args.search:
+        from desklm.engine.search import bench_search, bench_table
+
+        r = bench_search(2000, say=benchrun._stderr)
+        print(json.dumps(r) if args.json else bench_table(r))
+        return 0
     model = resolve_model(args.model)
     settings = settings_from_args(args)
     if args.runs < 1 or args.gen_tokens < 8:
@@ -552,6 +629,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))
+    return 0
+
+
+def cmd_bench_remote(args: argparse.Namespace) -> int:
+    """``desklm bench --server URL``: DeskLM's remote path against the bare openai client."""
+    from desklm.engine.remote_bench import bench_remote, table
+
+    if args.runs < 1 or args.gen_tokens < 8:
+        raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    backend = _connect(args)
+    try:
+        out = bench_remote(backend, runs=args.runs, gen_tokens=args.gen_tokens,
+                           say=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        backend.close()
+    print(json.dumps(out, ensure_ascii=False) if args.json else table(out))
     return 0
 
 
@@ -616,6 +709,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from desklm.engine.store import ConversationStore, StoreError, to_markdown
 
     store = ConversationStore()
+    if args.history_command == "search":
+        return _history_search(store, " ".join(args.query), args.limit, args.json)
     try:
         if args.history_command == "list":
             items = store.list_all()
@@ -647,6 +742,30 @@ def cmd_history(args: argparse.Namespace) -> int:
         from desklm.engine.store import export_text
 
         sys.stdout.write(export_text(rec, args.format))
+    return 0
+
+
+def _history_search(store: Any, query: str, limit: int, as_json: bool) -> int:
+    from desklm.engine.search import SearchIndex
+
+    if limit < 1:
+        raise DeskLMError("--limit must be at least 1")
+    index = SearchIndex(store)
+    try:
+        r = index.search(query, limit=limit)
+    finally:
+        index.close()
+    if as_json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+        return 0
+    tty = sys.stdout.isatty()
+    for h in r.hits:
+        where = "title" if h.message_id is None else \
+            f"{h.role} {h.message_id}{'' if h.active else ' (older version)'}"
+        snippet = h.marked("\x1b[1m", "\x1b[0m") if tty else h.marked("«", "»")
+        print(f"{h.conversation_id}  {h.title}  [{where}]\n    {snippet}")
+    if not r.hits:
+        print("no matches", file=sys.stderr)
     return 0
 
 

@@ -49,7 +49,10 @@ def _isolated(cmd: list[str], tmp: Path, stdin: str = "") -> subprocess.Complete
     guard = tmp / "guard"
     guard.mkdir(exist_ok=True)
     (guard / "sitecustomize.py").write_text(GUARD)
-    env = dict(os.environ, PYTHONPATH=str(guard), DESKLM_NET_LOG=str(tmp / "net.log"),
+    # keep a PYTHONPATH already set (a clone's app/ ahead of an editable install): the guard
+    # must watch the code under test
+    path = os.pathsep.join(p for p in (str(guard), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, DESKLM_NET_LOG=str(tmp / "net.log"),
                QT_QPA_PLATFORM="offscreen")
     env.pop("HF_HUB_OFFLINE", None)  # prove it by behaviour, not by the offline switch
     if os.geteuid() == 0 and shutil.which("unshare") and subprocess.run(

@@ -121,9 +121,9 @@ def start_chat(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE)
 
 
-def sigterm(p: subprocess.Popen) -> tuple[int, float, str]:
+def sigterm(p: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, float, str]:
     t0 = time.monotonic()
-    os.kill(p.pid, signal.SIGTERM)
+    os.kill(p.pid, sig)
     try:
         rc = p.wait(10)
     finally:
@@ -152,13 +152,14 @@ def test_sigterm_during_a_reply_keeps_it_marked_cancelled(data_dir, model_path):
     assert reply["stats"]["completion_tokens"] < 1500 and reply["content"]
 
 
-def test_sigterm_at_the_prompt_saves_and_exits_0(data_dir, model_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_at_the_prompt_saves_and_exits_0(data_dir, model_path, sig):
     p = start_chat(["--json", *SMALL])
     assert p.stdin and p.stdout
     p.stdin.write(b"hello\n")
     p.stdin.flush()
     assert "reply" in json.loads(p.stdout.readline())  # the turn is done; now it waits
-    rc, took, err = sigterm(p)
+    rc, took, err = sigterm(p, sig)
     assert rc == 0 and took < 2.0, (rc, took, err[-800:])
     (conv,) = saved(data_dir)
     assert len(conv["messages"]) == 2

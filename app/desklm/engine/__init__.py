@@ -17,6 +17,9 @@ Map of the modules behind it:
 - ``monitor``: ResourceSampler (psutil + NVML), NA
 - ``store``: conversations and app settings on disk
 - ``bench``: benchmark and auto-tuner; ``fmt``: bytes, seconds and rates for people
+- ``branches``, ``chat_commands``: message versions and branches (regenerate, edit), and the
+  /regen /alt /edit /attach /preset commands; ``search``: the full-text index of saved chats;
+  ``attachments``: files attached to a message; ``presets``: named settings
 """
 
 from __future__ import annotations
@@ -51,8 +54,13 @@ _EXPORTS: dict[str, str] = {
     "tuned_for": "bench", "TuneResult": "bench",
     # formatting
     "fmt_bytes": "fmt", "fmt_secs": "fmt", "fmt_rate": "fmt",
+    # working with chats: versions, search, attachments, presets
+    "version_label": "branches", "SearchIndex": "search", "SearchHit": "search",
+    "SearchResult": "search", "Attachment": "attachments", "read_attachment": "attachments",
+    "context_room": "attachments", "PresetStore": "presets", "Preset": "presets",
+    "apply_preset": "presets",
 }
-_SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store")
+_SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store", "branches")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "DeskLMError"])
 

@@ -110,15 +110,18 @@ def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     from desklm.engine.session import ChatSession
 
     before = rss()
-    sess = ChatSession(model, bench_settings(s, max_tokens=gen_tokens))
-    sess.engine.probe = False  # measured separately: probing is a first-load cost only
+    from desklm.engine.llm import ChatEngine
+
+    eng = ChatEngine()
+    sess = ChatSession(model, bench_settings(s, max_tokens=gen_tokens), engine=eng)
+    eng.probe = False  # measured separately: probing is a first-load cost only
     t0 = time.perf_counter()
     sess.load()
     load_s = time.perf_counter() - t0
-    sess.engine.ignore_eos = True
+    eng.ignore_eos = True
     r = sess.send(PROMPT)
     mem = (rss() - before) / MB
-    sess.engine.unload()
+    eng.unload()
     del sess
     gc.collect()
     st = r.stats
@@ -128,18 +131,21 @@ def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
 
 def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]]:
     """A conversation of ``turns`` turns: time to first token and prompt tokens evaluated."""
+    from desklm.engine.llm import ChatEngine
     from desklm.engine.session import ChatSession
 
-    sess = ChatSession(model, bench_settings(s, max_tokens=32, n_ctx=max(4096, s["n_ctx"])))
-    sess.engine.probe = False
+    eng = ChatEngine()
+    sess = ChatSession(model, bench_settings(s, max_tokens=32, n_ctx=max(4096, s["n_ctx"])),
+                       engine=eng)
+    eng.probe = False
     sess.load()
-    sess.engine.ignore_eos = True
+    eng.ignore_eos = True
     out = []
     for i in range(turns):
         st = sess.send(f"Question {i + 1}: tell me one more thing about rivers.").stats
         out.append({"turn": i + 1, "ttft_s": st.ttft_s, "prompt_tokens": st.prompt_tokens,
                     "evaluated": st.prompt_tokens_evaluated, "reused": st.prompt_tokens_reused})
-    sess.engine.unload()
+    eng.unload()
     return out
 
 

@@ -18,6 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "set": ("/set [setting value]", "show all settings, or change one (reloads if needed)"),
     "stats": ("/stats", "last turn's speed, context fill, and the load settings"),
     "export": ("/export PATH", "write the conversation to PATH (.md Markdown, .json JSON)"),
+    "regen": ("/regen", "a new reply to your last message; the earlier replies are kept"),
+    "alt": ("/alt [N]", "show version N of the last reply (lists the versions without N)"),
+    "edit": ("/edit TEXT", "replace your last message with TEXT and resend (the old branch "
+                           "is kept)"),
+    "attach": ("/attach [PATH]", "attach a text file or PDF to your next message (lists "
+                                 "what is attached without PATH)"),
+    "preset": ("/preset [NAME | save NAME | delete NAME]",
+               "list presets, load one, save the current settings as one, or delete one"),
 }
 
 
@@ -36,6 +44,7 @@ class CommandResult:
     data: dict[str, Any] = field(default_factory=dict)
     reset: bool = False  # the conversation was cleared
     reloaded: bool = False
+    turn: Any = None  # a TurnResult, for commands that run a turn (/regen, /edit)
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": self.command, "message": self.message, **self.data}

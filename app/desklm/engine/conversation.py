@@ -30,19 +30,36 @@ class Message:
     created: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     stats: dict[str, Any] | None = None  # per-turn stats, on assistant messages
+    # branches (see desklm.engine.branches): the other versions of this message, and this
+    # one's place among all of them; an inactive version keeps what followed it
+    alternatives: list[Message] = field(default_factory=list)
+    alt_index: int = 0
+    continuation: list[Message] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # [{name, chars, tokens}]
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "role": self.role, "content": self.content,
                              "created": self.created}
         if self.stats is not None:
             d["stats"] = self.stats
+        if self.attachments:
+            d["attachments"] = [dict(a) for a in self.attachments]
+        if self.alternatives or self.continuation:
+            from desklm.engine.branches import tree_fields_to_dict
+
+            d.update(tree_fields_to_dict(self))
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Message:
-        return cls(role=str(d["role"]), content=str(d["content"]),
-                   created=float(d.get("created", time.time())),
-                   id=str(d.get("id") or uuid.uuid4().hex[:12]), stats=d.get("stats"))
+    def from_dict(cls, d: dict[str, Any], _depth: int = 0) -> Message:
+        msg = cls(role=str(d["role"]), content=str(d["content"]),
+                  created=float(d.get("created", time.time())),
+                  id=str(d.get("id") or uuid.uuid4().hex[:12]), stats=d.get("stats"))
+        if "alternatives" in d or "continuation" in d or "attachments" in d:
+            from desklm.engine.branches import tree_fields_from_dict
+
+            tree_fields_from_dict(msg, d, _depth)
+        return msg
 
 
 class PlanCancelled(DeskLMError):

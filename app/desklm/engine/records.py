@@ -73,8 +73,9 @@ def _clean_stats(st: Any) -> dict[str, Any] | None:
     return out
 
 
-def clean_message(m: Any) -> tuple[dict[str, Any] | None, str]:
-    """(the message fit for use, "") or (None, why it was skipped)."""
+def clean_message(m: Any, _depth: int = 0) -> tuple[dict[str, Any] | None, str]:
+    """(the message fit for use, "") or (None, why it was skipped). Its versions and
+    attachments (schema 2, engine.branches) are checked the same way, to a bounded depth."""
     if not isinstance(m, dict):
         return None, f"not an object but {type(m).__name__}"
     role, content = m.get("role"), m.get("content")
@@ -91,6 +92,10 @@ def clean_message(m: Any) -> tuple[dict[str, Any] | None, str]:
     stats = _clean_stats(m.get("stats"))
     if stats is not None:
         out["stats"] = stats
+    from desklm.engine.branches import MAX_DEPTH, clean_tree_fields
+
+    if _depth < MAX_DEPTH:
+        clean_tree_fields(m, out, lambda x: clean_message(x, _depth + 1))
     return out, ""
 
 

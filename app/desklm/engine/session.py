@@ -7,12 +7,14 @@ budgeting, slash commands and settings behave the same in both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desklm.engine import commands, kvcache
+from desklm.engine import branches, commands, kvcache
+from desklm.engine.attachments import Attachment, compose
+from desklm.engine.backends.base import Backend
 from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
 from desklm.engine.fmt import fmt_rate, fmt_secs
@@ -41,16 +43,17 @@ class ChatSession:
     """
 
     def __init__(self, model_path: Path, settings: Settings | None = None,
-                 engine: ChatEngine | None = None,
+                 engine: Backend | None = None,
                  store: ConversationStore | None = None,
                  kv: kvcache.SnapshotCache | None = None) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
-        self.engine = engine or ChatEngine()
+        self.engine: Backend = engine or ChatEngine()
         self.conversation = Conversation(self.settings["system_prompt"])
         self.last_stats: TurnStats | None = None
         self.store = store
         self.save_error: str | None = None  # the last save failure, for the UI to report
+        self.pending_attachments: list[Attachment] = []  # queued by /attach for the next turn
         self._setting_listeners: list[Callable[[str, Any], None]] = []
         self.kv = kv  # KV snapshots of chats left (created on first use when saving chats)
         self._kv_conv: str | None = None  # the chat whose tokens the model's KV cache holds
@@ -83,7 +86,8 @@ class ChatSession:
         title = self.title or (title_from(msgs[0].content) if msgs else "New chat")
         return {
             "id": self.conv_id, "title": title, "created": self.created,
-            "model": self.model_path.name, "settings": self.settings.to_dict(),
+            "model": getattr(self.engine, "model_label", None) or self.model_path.name,
+            "settings": self.settings.to_dict(),
             "context_start": self.conversation.context_start,
             "messages": [m.to_dict() for m in msgs],
         }
@@ -116,8 +120,6 @@ class ChatSession:
         except StoreError as e:
             raise DeskLMError(str(e)) from None
         self.save()
-        from desklm.engine.conversation import Message
-
         msgs = [Message.from_dict(m) for m in rec["messages"]]
         self.reset()
         self.conversation.messages = msgs
@@ -155,15 +157,35 @@ class ChatSession:
             self.settings.update(self.engine.settings.load_values())
         return info
 
+    def use_backend(self, backend: Backend, model_path: Path | None = None) -> None:
+        """Switch to another backend that is already loaded or connected (a local engine, a
+        server's model, e.g. ``RemoteBackend.connect(url, key, model, self.settings)``),
+        keeping the conversation: the new backend reads it whole on the next turn."""
+        if not backend.loaded:
+            raise DeskLMError("that model is not loaded or connected")
+        if backend is not self.engine:
+            self.engine.stop()
+        self.engine = backend
+        if model_path is not None:
+            self.model_path = Path(model_path)
+        if backend.settings is not None:
+            self.settings.limits = dict(backend.settings.limits)
+        self.last_stats = None
+
     @property
     def load_info(self) -> LoadInfo | None:
         return self.engine.load_info
 
     # -- turns --
     def send(self, text: str, on_text: Callable[[str], None] | None = None,
-             on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
-        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+             on_start: Callable[[PromptPlan, int], None] | None = None,
+             attachments: Sequence[Attachment] | None = None) -> TurnResult:
+        """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run.
+        ``attachments`` (and any queued by /attach) go into the message before ``text``."""
         text = text.replace("\x00", "")  # before the check: NULs alone are an empty message
+        files = [*(attachments or []), *self.pending_attachments]
+        if files:
+            text = compose(text, files)
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
         eng = self.engine
@@ -183,6 +205,7 @@ class ChatSession:
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
+        user.attachments = [a.meta() for a in files]
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
@@ -195,12 +218,123 @@ class ChatSession:
             raise
         stats.trimmed = plan.dropped
         stats.restored_tokens = min(restored, stats.prompt_tokens_reused)
+        self.pending_attachments = []
         self.conversation.add_assistant(reply.strip(), stats.to_dict())
         self.last_stats = stats
         self.save()
         if plan.dropped:
             log.info("trimmed %d message(s) to fit n_ctx=%d", len(plan.dropped), stats.n_ctx)
         return TurnResult(reply, stats)
+
+    # -- versions and branches (desklm.engine.branches) --
+    def _turn_after(self, prefix: list[Message], user_text: str,
+                    on_text: Callable[[str], None] | None,
+                    on_start: Callable[[PromptPlan, int], None] | None = None,
+                    ) -> tuple[str, TurnStats, int]:
+        """Generate a reply to ``user_text`` as if the conversation were ``prefix``; the
+        conversation is left exactly as it was (the caller applies the result). Returns the
+        reply, its stats and the context start to use after it."""
+        eng, conv = self.engine, self.conversation
+        if eng.template is None:
+            raise DeskLMError("no model is loaded")
+        if not user_text.strip():
+            raise DeskLMError("empty message: nothing to send")
+        orig, orig_start = conv.messages, conv.context_start
+        conv.messages = list(prefix)
+        conv.context_start = min(orig_start, len(prefix))
+        try:
+            plan = conv.plan(user_text, eng.template, eng.tokenize, eng.n_ctx,
+                             int(self.settings["max_tokens"]))
+            start = conv.context_start + len(plan.dropped)
+            if on_start is not None:
+                on_start(plan, eng.reusable_prefix(plan.tokens))
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
+                                        reasoning_open=reasoning_opened(plan.text))
+        finally:
+            conv.messages, conv.context_start = orig, orig_start
+        stats.trimmed = plan.dropped
+        return reply.strip(), stats, start
+
+    def _finish_branch_turn(self, path: list[Message], reply: str, stats: TurnStats,
+                            start: int) -> TurnResult:
+        self.conversation.messages = path
+        self.conversation.context_start = min(start, len(path))
+        self.last_stats = stats
+        self.save()
+        return TurnResult(reply, stats)
+
+    def regenerate(self, on_text: Callable[[str], None] | None = None,
+                   on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
+        """A new reply to the last user message. The new reply becomes the active version;
+        the earlier replies stay as versions of it (``select_alternative`` switches)."""
+        msgs = self.conversation.messages
+        users = [i for i, m in enumerate(msgs) if m.role == "user"]
+        if not users:
+            raise DeskLMError("nothing to regenerate: no message has been sent yet")
+        u = users[-1]
+        reply, stats, start = self._turn_after(msgs[:u], msgs[u].content, on_text, on_start)
+        new = Message("assistant", reply, stats=stats.to_dict())
+        # the earlier reply (and anything after it) becomes a version; none yet: just append
+        path = branches.add_version(msgs, u + 1, new) if u + 1 < len(msgs) else [*msgs, new]
+        return self._finish_branch_turn(path, reply, stats, start)
+
+    def edit_and_resend(self, message_id: str, new_text: str,
+                        on_text: Callable[[str], None] | None = None,
+                        on_start: Callable[[PromptPlan, int], None] | None = None,
+                        ) -> TurnResult:
+        """Replace a sent user message with ``new_text`` and answer it: the conversation
+        branches there; the old text and everything that followed it stay as a version."""
+        msgs = self.conversation.messages
+        i = branches.index_of(msgs, message_id)
+        if msgs[i].role != "user":
+            raise DeskLMError("only your own messages can be edited; use regenerate for a reply")
+        new_text = new_text.replace("\x00", "")
+        reply, stats, start = self._turn_after(msgs[:i], new_text, on_text, on_start)
+        user = Message("user", new_text)
+        user.attachments = [a for a in msgs[i].attachments
+                            if f"Attached file {a.get('name')}" in new_text]
+        path = branches.add_version(msgs, i, user)
+        path.append(Message("assistant", reply, stats=stats.to_dict()))
+        return self._finish_branch_turn(path, reply, stats, start)
+
+    def select_alternative(self, message_id: str, index: int) -> Message:
+        """Show version ``index`` (0-based) of a message; what followed each version is kept
+        with it. Returns the message now shown at that place."""
+        conv = self.conversation
+        i = branches.index_of(conv.messages, message_id)
+        conv.messages = branches.select(conv.messages, i, index)
+        conv.context_start = min(conv.context_start, i)
+        self.save()
+        return conv.messages[i]
+
+    def delete_message(self, message_id: str) -> None:
+        """Delete a message (only the version shown, when it has others; a user message takes
+        its replies with it)."""
+        conv = self.conversation
+        i = branches.index_of(conv.messages, message_id)
+        conv.messages = branches.delete(conv.messages, i)
+        conv.context_start = min(conv.context_start, i)
+        if conv.messages:
+            self.save()
+        elif self.store is not None:  # nothing left: keep the (empty) chat saved as empty
+            try:
+                self.store.save(self.record())
+            except (StoreError, OSError) as e:
+                self.save_error = f"could not save the conversation: {e}"
+
+    def reveal_message(self, message_id: str) -> int:
+        """Switch branches so that ``message_id`` (found in any branch, e.g. by search) is
+        shown; returns its index in ``conversation.messages``."""
+        conv = self.conversation
+        before = [m.id for m in conv.messages]
+        path, i = branches.reveal(conv.messages, message_id)
+        if [m.id for m in path] != before:
+            first = next((k for k, (a, b) in enumerate(zip(before, path, strict=False))
+                          if a != b.id), min(len(before), len(path)))
+            conv.messages = path
+            conv.context_start = min(conv.context_start, first)
+            self.save()
+        return i
 
     def stop(self) -> None:
         self.engine.stop()
@@ -235,14 +369,15 @@ class ChatSession:
     def _keep_kv(self) -> None:
         """Leaving a chat: snapshot the part of the KV cache its next prompt will start with."""
         cache, eng = self._snapshots(), self.engine
-        if cache is None or self._kv_conv != self.conv_id or eng.template is None:
+        if cache is None or self._kv_conv != self.conv_id or eng.template is None \
+                or not isinstance(eng, ChatEngine):  # a server keeps its own cache
             return
         self._kv_conv = None
         try:
             conv = self.conversation
             probe = conv.as_msgs([*conv.in_context(), Message("user", "…")])
             snap = kvcache.capture(eng, self.conv_id,
-                                   eng.reusable_prefix(eng.tokenize(eng.template.render(probe))))
+                                   eng.reusable_prefix(eng.tokenize(eng.template.render_parts(probe))))
             if snap is not None:
                 cache.put(snap)
         except DeskLMError as e:
@@ -251,6 +386,8 @@ class ChatSession:
     def _restore_kv(self, tokens: list[int]) -> int:
         self._kv_pending = False
         cache, eng = self._snapshots(), self.engine
+        if not isinstance(eng, ChatEngine):
+            return 0
         snap = cache.get(self.conv_id, kvcache.fingerprint(eng)) if cache is not None else None
         if snap is None or not snap.matches(tokens) or \
                 eng.reusable_prefix(tokens) >= len(snap.tokens):
@@ -313,8 +450,14 @@ class ChatSession:
                              reloaded=bool(reload and self.engine.loaded))
 
     # -- commands --
-    def run_command(self, text: str) -> CommandResult:
+    def run_command(self, text: str,
+                    on_text: Callable[[str], None] | None = None) -> CommandResult:
+        """Run a slash command; ``on_text`` streams the reply of /regen and /edit."""
         cmd = commands.parse(text)
+        if cmd.name in ("regen", "alt", "edit", "preset", "attach"):
+            from desklm.engine.chat_commands import run_chat_command
+
+            return run_chat_command(self, cmd, on_text)
         if cmd.name == "reset":
             # like "New chat": the previous chat stays saved in history, untouched
             self.new_conversation()

@@ -58,7 +58,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 # --- conversations ------------------------------------------------------------------------------
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: message versions and branches (desklm.engine.branches)
+CONFIG_SCHEMA = 1  # settings.json
 
 
 class StoreError(Exception):
@@ -128,6 +129,10 @@ class ConversationStore:
         if not isinstance(version, int) or isinstance(version, bool):
             raise StoreError(f"conversation {p.stem} has no valid schema version "
                              f"({str(version)[:20]!r}); left untouched")
+        if version < SCHEMA_VERSION:  # an older file is read as the current schema
+            from desklm.engine.branches import migrate
+
+            data = migrate(data)
         rec, self.last_notes = clean_conversation(data, p.stem)
         return rec
 
@@ -273,7 +278,7 @@ class AppConfig:
         if self._unreadable is not None and self.path.exists():
             raise OSError(f"not overwriting {self.path}: it could not be read "
                           f"({self._unreadable})")
-        atomic_write_json(self.path, {**data, "schema": SCHEMA_VERSION})
+        atomic_write_json(self.path, {**data, "schema": CONFIG_SCHEMA})
 
     def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """The one way to change the app settings: read, ``change(data)`` in place, write, all
