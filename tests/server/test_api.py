@@ -348,17 +348,33 @@ def test_the_server_listens_only_on_the_address_asked(served) -> None:
 
 
 def test_100_sequential_requests_leak_nothing(served) -> None:
+    """Python objects (requests, queues, tasks, records) are traced exactly; RSS only loosely:
+    llama.cpp's own native memory moves by tens of MB from turn to turn (measured: direct
+    generation without the server goes 397 -> 505 -> 463 MB and stays) and is not a leak."""
+    import gc
+    import tracemalloc
+
     proc = psutil.Process()
     body = {"model": "m", "messages": HELLO, "max_tokens": 1, "temperature": 0}
     with httpx.Client(timeout=60) as h:
         for _ in range(10):
             assert h.post(served.url + "/chat/completions", json=body).status_code == 200
+        gc.collect()
         rss, threads = proc.memory_info().rss, threading.active_count()
-        for i in range(100):
-            r = h.post(served.url + "/chat/completions", json={**body, "stream": i % 2 == 1})
-            assert r.status_code == 200
+        tracemalloc.start()
+        try:
+            traced = tracemalloc.get_traced_memory()[0]
+            for i in range(100):
+                r = h.post(served.url + "/chat/completions", json={**body, "stream": i % 2 == 1})
+                assert r.status_code == 200
+            gc.collect()
+            grown_py = tracemalloc.get_traced_memory()[0] - traced
+        finally:
+            tracemalloc.stop()
+    # the request log keeps its last records (bounded): ~100 small objects at most
+    assert grown_py < 1 * 2**20, f"Python memory grew {grown_py / 2**10:.0f} KB"
     grown = proc.memory_info().rss - rss
-    assert grown < 16 * 2**20, f"RSS grew {grown / 2**20:.1f} MB over 100 requests"
+    assert grown < 64 * 2**20, f"RSS grew {grown / 2**20:.1f} MB over 100 requests"
     assert threading.active_count() == threads
     assert len(served.server.log) <= served.server.log.maxlen
 
