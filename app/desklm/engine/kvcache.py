@@ -181,8 +181,8 @@ class SnapshotCache:
 
     # -- store and fetch --
     def put(self, snap: Snapshot) -> None:
-        """Keep ``snap`` as its conversation's snapshot (replacing an older one)."""
-        self._unlink(snap.conv_id)
+        """Keep ``snap`` as its conversation's snapshot (replacing an older one in RAM; an older
+        one on disk stays until this one is written over it, so a crash still leaves that)."""
         snap.used = time.time()
         with self._lock:
             self._ram.pop(snap.conv_id, None)
