@@ -113,3 +113,28 @@ def test_a_save_failure_is_reported_and_the_turn_is_kept(engine, model_path, tmp
     s.send("Hello")
     assert s.save_error and "could not save" in s.save_error
     assert len(s.conversation.messages) == 2
+
+
+def test_two_processes_updating_app_settings_lose_nothing(tmp_path) -> None:
+    """settings.json has one writer (AppConfig.update) that holds a file lock: two processes
+    adding entries at the same time keep every entry (without the lock, about half are lost)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "settings.json"
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from desklm.engine.store import AppConfig\n"
+        "cfg = AppConfig(Path(sys.argv[1]))\n"
+        "def add(d, i):\n"
+        "    d.setdefault('entries', {})[f'{sys.argv[2]}{i}'] = i\n"
+        "for i in range(40):\n"
+        "    cfg.update(lambda d, i=i: add(d, i))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), tag]) for tag in "ab"]
+    assert all(p.wait(120) == 0 for p in procs)
+    import json
+
+    entries = json.loads(path.read_text())["entries"]
+    assert len(entries) == 80, f"lost {80 - len(entries)} of 80 entries"

@@ -237,17 +237,16 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
 def remember_tuned(model: Path, r: TuneResult) -> None:
     from desklm.engine.store import AppConfig
 
-    cfg = AppConfig()
-    data = cfg.load()
-    data.pop("schema", None)
-    old = data.get("tuned")
-    tuned: dict[str, Any] = old if isinstance(old, dict) else {}
-    tuned[f"{machine_key()}::{model_key(model)}"] = {
-        "n_threads": r.n_threads, "n_threads_batch": r.n_threads_batch,
-        "n_gpu_layers": r.n_gpu_layers, "gen_tps": round(r.gen_tps, 2),
-        "prompt_tps": round(r.prompt_tps, 2), "when": time.time()}
-    data["tuned"] = tuned
-    cfg.save(data)
+    def add(data: dict[str, Any]) -> None:
+        old = data.get("tuned")
+        tuned: dict[str, Any] = old if isinstance(old, dict) else {}
+        tuned[f"{machine_key()}::{model_key(model)}"] = {
+            "n_threads": r.n_threads, "n_threads_batch": r.n_threads_batch,
+            "n_gpu_layers": r.n_gpu_layers, "gen_tps": round(r.gen_tps, 2),
+            "prompt_tps": round(r.prompt_tps, 2), "when": time.time()}
+        data["tuned"] = tuned
+
+    AppConfig().update(add)
 
 
 def tuned_for(model: Path) -> dict[str, Any] | None:

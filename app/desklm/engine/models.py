@@ -127,13 +127,14 @@ def remember_model(path: str | os.PathLike[str]) -> None:
     p = str(Path(path).expanduser().resolve())
     if is_embedded(p):
         return
-    try:
-        cfg = AppConfig()
-        data = cfg.load()
-        recent = [r for r in data.get("recent_models", []) if isinstance(r, str) and r != p]
+
+    def add(data: dict[str, object]) -> None:
+        old = data.get("recent_models")
+        recent = [r for r in old if isinstance(r, str) and r != p] if isinstance(old, list) else []
         data["recent_models"] = [p, *recent][:MAX_RECENT]
-        data.pop("schema", None)
-        cfg.save(data)
+
+    try:
+        AppConfig().update(add)
     except OSError as e:  # never let bookkeeping break a load
         log.warning("could not remember the model: %s", e)
 

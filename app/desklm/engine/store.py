@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,23 @@ class AppConfig:
 
     def save(self, data: dict[str, Any]) -> None:
         atomic_write_json(self.path, {"schema": SCHEMA_VERSION, **data})
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """The one way to change the app settings: read, ``change(data)`` in place, write, all
+        under a file lock, so two DeskLM processes (or two threads) never lose each other's
+        entries. Raises OSError when the file cannot be written."""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=10):
+                data = self.load()
+                data.pop("schema", None)
+                change(data)
+                self.save(data)
+        except Timeout:
+            raise OSError(f"{self.path} is locked by another DeskLM process") from None
+        return data
 
 
 def export_text(record: dict[str, Any], fmt: str) -> str:
