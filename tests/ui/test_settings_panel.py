@@ -109,3 +109,20 @@ def test_fits_at_1024x640_sizes(qtbot):
     sp = panel.editors["system_prompt"]
     area.ensureWidgetVisible(sp)
     assert area.verticalScrollBar().value() > 0
+
+
+def test_any_choice_setting_gets_a_combo(qtbot, monkeypatch):
+    """A setting added to the schema later (e.g. chat_format) appears with no panel change."""
+    from desklm.engine import settings as settings_mod
+
+    s = settings_mod.Setting("chat_format", "choice", "auto", "How turns are written.",
+                             "sampling", "Chat format", needs_reload=True,
+                             choices=("auto", "gguf", "chatml", "plain dialogue"))
+    monkeypatch.setitem(settings_mod.SCHEMA, "chat_format", s)
+    panel, _ = make(qtbot)
+    combo = panel.editors["chat_format"]
+    assert isinstance(combo, QComboBox) and combo.count() == 4
+    combo.setCurrentText("chatml")
+    assert panel.pending == {"chat_format": "chatml"} and panel.reload_marked("chat_format")
+    assert "reload needed" in panel.groups["reload"].title()
+    assert combo.parent() is not None and panel.groups["reload"].isAncestorOf(combo)

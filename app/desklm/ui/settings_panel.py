@@ -63,9 +63,11 @@ def float_steps(lo: float, hi: float, step: float) -> list[float]:
 
 
 def group_of(s: Setting) -> str:
-    if s.group == "load":
-        return "reload" if s.needs_reload else "live"
-    return "sampling"
+    """"reload" (the Model group) for anything that needs a reload, "live" for other load
+    settings, "sampling" for the rest."""
+    if s.needs_reload:
+        return "reload"
+    return "live" if s.group == "load" else "sampling"
 
 
 def slider_values(s: Setting, maximum: float | None, current: Any) -> list[Any]:
