@@ -41,17 +41,25 @@ def test_every_schema_setting_has_its_editor(qtbot):
                                                                    SliderRow)
 
 
-def test_a_pending_reload_moves_nothing_and_titles_only_when_pending(qtbot):
-    panel, area = make(qtbot)
+def test_a_pending_reload_moves_nothing_and_titles_only_when_pending(qtbot, model_path):
+    from desklm.engine.gguf_info import read_gguf
+    from desklm.engine.monitor import NA
+
+    panel, area = make(qtbot, width=270)
+    panel.set_model(32768, 18, False)
+    panel.set_free(8 * 2**30, NA)
+    panel.set_model_info(read_gguf(model_path))  # the fit estimate changes with the slider
     box = panel.groups["reload"]
     assert box.title() == "Model"  # nothing pending, no "reload needed"
     qtbot.wait(20)
     before = geometries(panel)
     label_text = panel.labels["n_ctx"].text()
     row = panel.editors["n_ctx"]
-    row.slider.setValue(row.values.index(8192))
+    fit_before = panel.fit_label.text()
+    row.slider.setValue(row.values.index(32768))
     qtbot.wait(20)
-    assert panel.pending == {"n_ctx": 8192} and panel.reload_marked("n_ctx")
+    assert panel.pending == {"n_ctx": 32768} and panel.reload_marked("n_ctx")
+    assert panel.fit_label.text() != fit_before
     assert "reload needed" in box.title()
     after = geometries(panel)
     for name in before:

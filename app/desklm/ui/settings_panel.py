@@ -248,6 +248,9 @@ class SettingsPanel(QWidget):
         self.fit_label = QLabel("Memory: load a model to estimate")
         self.fit_label.setObjectName("fit")
         self.fit_label.setWordWrap(True)
+        # room for two lines from the start: a longer estimate never pushes the rows below
+        self.fit_label.setMinimumHeight(self.fit_label.fontMetrics().lineSpacing() * 2 + 2)
+        self.fit_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.fit_label.setToolTip("Estimated from the model file before loading: weights, KV "
                                   "cache and working memory, against free RAM and VRAM.")
         mform.addRow(self.fit_label)
@@ -281,6 +284,7 @@ class SettingsPanel(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         theme.notifier().themeChanged.connect(lambda _p: self._restyle())
         self._mark()
+        self._restyle()
 
     # -- construction --
     def _add(self, form: QFormLayout, s: Setting) -> None:
