@@ -129,3 +129,31 @@ def test_opening_5000_messages_never_stalls_the_ui(qtbot):
     # Copy on an old reply copies that reply
     v.anchorClicked.emit(QUrl(f"copy:{len(v.replies) - 1}"))
     assert QGuiApplication.clipboard().text() == msgs[-1]["content"]
+
+
+def test_theme_switch_reaches_every_widget_and_outlives_deleted_ones(qtbot):
+    import gc
+
+    from desklm.engine.monitor import NA
+    from desklm.engine.settings import Settings
+    from desklm.ui.conversations import ConversationList
+    from desklm.ui.gauges import GaugePanel
+    from desklm.ui.settings_panel import SettingsPanel
+    from desklm.ui.welcome import WelcomeWidget
+
+    made = [ChatView(), ConversationList(), GaugePanel(), SettingsPanel(Settings()),
+            WelcomeWidget(free=(8 * 2**30, NA), cores=4)]
+    made[-1].shutdown()
+    for w in made:
+        w.deleteLater()
+    qtbot.wait(10)
+    del made
+    gc.collect()
+    keep = SettingsPanel(Settings())
+    qtbot.addWidget(keep)
+    try:
+        theme.set_mode("dark")  # must not call into the deleted ones
+        assert QGuiApplication.palette().base().color().name() == theme.DARK.base
+        assert theme.DARK.warn in keep.marks["n_ctx"].styleSheet()
+    finally:
+        theme.set_mode("system")

@@ -142,7 +142,10 @@ class ConversationList(QWidget):
         lay.addLayout(buttons)
         lay.addWidget(self.list, 1)
         self.confirm: QMessageBox | None = None
-        theme.notifier().themeChanged.connect(lambda _p: self.list.viewport().update())
+        theme.notifier().themeChanged.connect(self._on_theme)
+
+    def _on_theme(self, _palette: object) -> None:
+        self.list.viewport().update()
 
     def row_height(self) -> int:
         return self.list.fontMetrics().height() * 2 + 2 * ChatDelegate.PAD + 2

@@ -158,6 +158,7 @@ class SliderRow(QWidget):
         self.slider.valueChanged.connect(self._moved)
         self.set_values(values, values[0])
 
+
     def set_values(self, values: list[Any], current: Any) -> None:
         self.values = list(values)
         self.slider.blockSignals(True)
@@ -282,8 +283,11 @@ class SettingsPanel(QWidget):
                 outer.addWidget(self.groups[key])
         outer.addStretch(1)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        theme.notifier().themeChanged.connect(lambda _p: self._restyle())
+        theme.notifier().themeChanged.connect(self._on_theme)
         self._mark()
+        self._restyle()
+
+    def _on_theme(self, _palette: object) -> None:
         self._restyle()
 
     # -- construction --

@@ -177,11 +177,15 @@ class WelcomeWidget(QWidget):
         self.worker.progress.connect(self._on_progress)
         self.worker.downloaded.connect(self._on_downloaded)
         self.worker.failed.connect(self._on_failed)
-        theme.notifier().themeChanged.connect(lambda _p: self._describe())
+        theme.notifier().themeChanged.connect(self._on_theme)
         self._describe()
         if hub.offline():
             self.download_button.setEnabled(False)
             self.status.setText(OFFLINE_NOTE + " (HF_HUB_OFFLINE is set.)")
+
+
+    def _on_theme(self, _palette: object) -> None:
+        self._describe()
 
     def _describe(self) -> None:
         m, r = self.model, self.rec
