@@ -14,7 +14,7 @@ re-rendered. So the cost per token stays flat however long the reply and the cha
 reply is rendered once more, whole, with highlighting.
 
 Long chats: :meth:`ChatView.show_conversation` renders the newest messages first, in slices of
-at most ~25 ms, then older ones a slice at a time from a zero-delay timer until about a screenful
+at most ~15 ms, then older ones a slice at a time from a zero-delay timer until about a screenful
 above is ready, and the rest as the user scrolls up. The UI thread is never blocked for long.
 """
 
@@ -46,7 +46,7 @@ from desklm.engine.session import fmt_rate, fmt_secs
 from desklm.ui import theme
 
 FLUSH_MS = 50  # at most ~20 repaints a second while streaming
-SLICE_S = 0.025  # longest time one slice of lazy rendering may take
+SLICE_S = 0.015  # a slice of lazy rendering stops adding items after this long
 EAGER_ABOVE = 2  # viewport heights rendered above what is visible before waiting for scrolls
 CODE_RE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
 FENCE_RE = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)(?:^[ \t]*```[ \t]*$\n?|\Z)", re.S | re.M)
@@ -103,6 +103,33 @@ class Item:
     reply: int = -1  # index into ChatView.replies (assistant messages)
     frame: QTextFrame | None = None
     expanded: bool = False  # reasoning shown
+
+
+_warmed = False
+
+
+def warm_up() -> None:
+    """Import Pygments' lexers and styles on a background thread, once: the first highlighted
+    code block would otherwise pay ~150 ms of imports on the UI thread."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+
+    def load() -> None:
+        try:
+            from pygments.lexers import get_lexer_by_name
+            from pygments.styles import get_style_by_name
+
+            get_lexer_by_name("python")
+            for p in theme.PALETTES.values():
+                get_style_by_name(p.pygments_style)
+        except Exception:  # only a warm-up: rendering imports what it needs anyway
+            pass
+
+    import threading
+
+    threading.Thread(target=load, name="pygments-warm-up", daemon=True).start()
 
 
 def _when(t: float) -> str:
@@ -165,6 +192,7 @@ class ChatView(QTextBrowser):
         self.slice_log: list[tuple[int, float]] = []  # (items rendered, seconds) per lazy slice
         self._apply_theme()
         theme.notifier().themeChanged.connect(self._on_theme)
+        warm_up()
 
     # -- theme --
     def _apply_theme(self) -> None:
@@ -425,7 +453,22 @@ class ChatView(QTextBrowser):
         """Show a saved chat (dicts with role, content, and optionally created / stats).
 
         Renders the newest messages first and the older ones in slices; returns at once."""
+        import gc
+
         self.clear_all()
+        # thousands of small objects would trigger full collections of the whole (large) heap
+        # right here, on the UI thread: defer them
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self._build(messages, model_name)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        self.first_rendered = len(self.items)
+        self._render_older_slice()
+
+    def _build(self, messages: list[dict[str, Any]], model_name: str) -> None:
         for m in messages:
             role = str(m.get("role", ""))
             text = str(m.get("content", ""))
@@ -440,8 +483,6 @@ class ChatView(QTextBrowser):
             else:
                 continue
             self.shown.append((role, text))
-        self.first_rendered = len(self.items)
-        self._render_older_slice()
 
     @property
     def pending_older(self) -> int:
