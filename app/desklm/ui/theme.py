@@ -81,6 +81,7 @@ class _Notifier(QObject):
 _mode = "system"
 _notifier: _Notifier | None = None
 _watching = False
+_signalled: str | None = None  # the scheme the last colorSchemeChanged carried
 
 
 def notifier() -> _Notifier:
@@ -101,6 +102,8 @@ def system_scheme() -> str:
     if app is None:
         return "light"
     scheme = QGuiApplication.styleHints().colorScheme()
+    if scheme == Qt.ColorScheme.Unknown and _signalled is not None:
+        return _signalled
     return "dark" if scheme == Qt.ColorScheme.Dark else "light"
 
 
@@ -127,9 +130,12 @@ def _apply_and_notify(before: Palette | None) -> None:
         notifier().themeChanged.emit(current())
 
 
-def _on_system_change(_scheme: object) -> None:
+def _on_system_change(scheme: object) -> None:
+    global _signalled
+    before = current()
+    _signalled = "dark" if scheme == Qt.ColorScheme.Dark else "light"
     if _mode == "system":
-        _apply_and_notify(None)
+        _apply_and_notify(before)
 
 
 def watch_system() -> None:
