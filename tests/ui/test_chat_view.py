@@ -157,3 +157,16 @@ def test_theme_switch_reaches_every_widget_and_outlives_deleted_ones(qtbot):
         assert theme.DARK.warn in keep.marks["n_ctx"].styleSheet()
     finally:
         theme.set_mode("system")
+
+
+def test_an_abandoned_reply_keeps_its_text_and_offers_no_copy(qtbot):
+    v = make(qtbot)
+    v.begin_reply("M")
+    v.append_stream("Half an ans")
+    v.flush()
+    v.abandon_reply()
+    v.add_notice("Not sent: the model stopped", "#e05050")
+    assert not v.streaming and v.replies == [] and v.shown == []
+    v.rerender()  # as after a theme change
+    text = v.toPlainText()
+    assert "Half an ans" in text and "Copy" not in text and "Not sent" in text

@@ -422,6 +422,9 @@ class ChatView(QTextBrowser):
                 parts.insert(1, f"{s['reasoning_tokens']} reasoning")
         small = self._small()
         c.setBlockFormat(QTextBlockFormat())
+        if it.reply < 0:  # an abandoned reply
+            c.insertText("not finished", self._char(p.muted, size=small))
+            return
         c.insertText(" · ".join(parts) + (" · " if parts else ""),
                      self._char(p.muted, size=small))
         c.insertText("Copy", self._char(anchor=f"copy:{it.reply}", size=small))
@@ -617,7 +620,10 @@ class ChatView(QTextBrowser):
         self._scroll(bottom)
 
     def abandon_reply(self) -> None:
+        """Stop streaming; what arrived stays on screen (and is not a reply: no Copy)."""
         self._timer.stop()
+        if self._stream_item is not None:
+            self._stream_item.text = self._stream_text
         self._stream_item = None
         self._stream_start = None
 
