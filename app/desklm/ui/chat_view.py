@@ -63,6 +63,8 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     """(reasoning, answer) of a reply. ``<think>...</think>`` at the start is reasoning; so is
     everything before a lone ``</think>`` (templates that open ``<think>`` in the prompt).
     While the reasoning is still open, the answer is empty."""
+    if THINK_CLOSE not in text and THINK_OPEN not in text[:256]:
+        return None, text  # the common case, without copying a long reply
     stripped = text.lstrip()
     if stripped.startswith(THINK_OPEN):
         body = stripped[len(THINK_OPEN):]
