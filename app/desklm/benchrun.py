@@ -25,6 +25,9 @@ TARGETS = [
     ("memory above raw llama-cpp-python, engine (MB)", "engine_mem_over_raw_mb", "<=", 150.0),
     ("memory above raw llama-cpp-python, GUI (MB)", "gui_mem_over_raw_mb", "<=", 150.0),
     ("long reply: render cost per repaint, last fifth vs second", "render_ratio", "<=", 1.5),
+    ("long chats: first token at 5,000 messages vs 50", "long_ttft_ratio", "<=", 1.5),
+    ("switch back to a 2,000-token chat: first token with snapshot vs re-evaluating",
+     "switch_ttft_ratio", "<=", 0.10),
 ]
 
 
@@ -40,7 +43,8 @@ def machine() -> str:
 
 
 def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
-        gui: bool = True, long_tokens: int = 1200, say: Any = print) -> dict[str, Any]:
+        gui: bool = True, long_tokens: int = 1200, say: Any = print,
+        long_chats: bool = False) -> dict[str, Any]:
     s = bench.bench_settings(settings)
     paths = ["raw", "engine", *(["gui"] if gui else [])]
     results: dict[str, list[bench.PathRun]] = {p: [] for p in paths}
@@ -90,6 +94,10 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
         m["max_stall_ms"] = max(m["max_stall_ms"], long.extra["max_stall_ms"] or 0)
         say("launch to window…")
         m["launch_to_window_s"] = bench.median(bench_gui.launch_time(max(1, min(runs, 3))))
+    if long_chats:
+        lc = out["long_chats"] = bench.long_chats(model, s, say=say)
+        m["long_ttft_ratio"] = lc["ttft_ratio"]
+        m["switch_ttft_ratio"] = lc["switch_ratio"]
     for r in results.values():
         for x in r:
             x.extra.pop("flushes", None)
@@ -145,11 +153,35 @@ def table(out: dict[str, Any]) -> str:
                      f"{lr.get('flushes')} repaints, {_f(lr.get('second_fifth_ms'), 2)} ms each in "
                      f"the second fifth, {_f(lr.get('last_fifth_ms'), 2)} ms in the last; "
                      f"{_f(lr.get('total_ms'), 0)} ms rendering in all")
+    if "long_chats" in out:
+        lines += ["", *long_chats_lines(out["long_chats"])]
     lines += ["", "targets:"]
     for tg in out["targets"]:
         mark = {True: "met ", False: "MISS", None: "n/a "}[tg["met"]]
         lines.append(f"  [{mark}] {tg['target']}: {_f(tg['value'], 3)} ({tg['op']} {tg['limit']})")
     return "\n".join(lines)
+
+
+def long_chats_lines(lc: dict[str, Any]) -> list[str]:
+    lines = [f"long chats (n_ctx {lc['n_ctx']}; opened cold, trimmed to fit, then one more turn):"]
+    for h in lc["histories"]:
+        lines.append(f"  {h['messages']:>6,} messages: first token {h['ttft_s'] * 1000:,.0f} ms "
+                     f"(planning {h['plan_s'] * 1000:,.0f} ms, {h['dropped']:,} dropped, "
+                     f"{h['evaluated']:,} tokens read); "
+                     f"next turn {h['next_ttft_s'] * 1000:,.0f} ms")
+    for key, label in (("snapshot_ram", "with its snapshot (RAM)"),
+                       ("snapshot_disk", "with its snapshot (disk)"),
+                       ("reevaluate", "re-evaluating it")):
+        r = lc[key]
+        lines.append(f"  switch back to a {r['prompt_tokens']:,}-token chat {label}: first token "
+                     f"{r['ttft_s'] * 1000:,.0f} ms ({r['restored']:,} restored, "
+                     f"{r['evaluated']:,.0f} evaluated; planning"
+                     + (" and restoring " if r["restored"] else " ")
+                     + f"{(r.get('prepare_s') or 0) * 1000:,.0f} ms)")
+    per = lc.get("snapshot_bytes_per_1000_tokens")
+    if per:
+        lines.append(f"  snapshot size: {per / 2**20:.2f} MB per 1,000 tokens")
+    return lines
 
 
 def plot(out: dict[str, Any], path: Path) -> Path:
@@ -163,7 +195,8 @@ def plot(out: dict[str, Any], path: Path) -> Path:
     from desklm.ui.app import make_app
 
     make_app()
-    w, h = 1000, 520
+    lc = out.get("long_chats")
+    w, h = 1000, 920 if lc else 520
     img = QImage(w, h, QImage.Format.Format_ARGB32)
     img.fill(QColor("white"))
     p = QPainter(img)
@@ -214,15 +247,49 @@ def plot(out: dict[str, Any], path: Path) -> Path:
     p.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 14),
                Qt.AlignmentFlag.AlignCenter, f"turn 1: {turns[0]['ttft_s'] * 1000:.0f} ms  ·  "
                f"turn 20: {turns[-1]['ttft_s'] * 1000:.0f} ms")
+    if lc:
+        def panel(x0: float, title_: str, vals: list[tuple[str, float]], color: QColor) -> None:
+            area = QRectF(x0, 560, 440, 300)
+            p.setPen(QColor("black"))
+            p.drawText(QRectF(x0, 535, 440, 18), Qt.AlignmentFlag.AlignCenter, title_)
+            top = max(v for _, v in vals) * 1.15 or 1.0
+            bw = area.width() / (len(vals) * 1.5)
+            for i, (k, v) in enumerate(vals):
+                bh = area.height() * v / top
+                r = QRectF(area.left() + bw * (0.25 + 1.5 * i), area.bottom() - bh, bw, bh)
+                p.fillRect(r, color)
+                p.drawText(QRectF(r.left() - 30, r.top() - 16, r.width() + 60, 14),
+                           Qt.AlignmentFlag.AlignCenter, f"{v:,.0f}")
+                p.drawText(QRectF(r.left() - 30, area.bottom() + 4, r.width() + 60, 14),
+                           Qt.AlignmentFlag.AlignCenter, k)
+
+        panel(20, f"long chats: first token of a new turn (ms), n_ctx {lc['n_ctx']}",
+              [(f"{x['messages']:,} msgs", x["ttft_s"] * 1000) for x in lc["histories"]],
+              colors["engine"])
+        per = lc.get("snapshot_bytes_per_1000_tokens") or 0
+        panel(520, f"switch back to a {lc['reevaluate']['prompt_tokens']:,}-token chat: first "
+              f"token (ms); snapshot {per / 2**20:.1f} MB / 1k tokens",
+              [("snapshot, RAM", lc["snapshot_ram"]["ttft_s"] * 1000),
+               ("snapshot, disk", lc["snapshot_disk"]["ttft_s"] * 1000),
+               ("re-evaluate", lc["reevaluate"]["ttft_s"] * 1000)], colors["gui"])
     met = sum(1 for t in out["targets"] if t["met"])
     p.drawText(20, h - 20, f"targets met: {met} of {len(out['targets'])}")
     p.end()
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not img.save(str(path)):
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+
+    from desklm.engine.store import write_user_file
+
+    data = QByteArray()
+    buf = QBuffer(data)
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not img.save(buf, "PNG"):
         from desklm.errors import DeskLMError
 
-        raise DeskLMError(f"could not write {path}")
+        raise DeskLMError("could not draw the chart")
+    buf.close()
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_user_file(path, bytes(data.data()))  # a link is written through, a device opened
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from desklm import __version__
+from desklm.engine.fmt import fmt_bytes
 from desklm.engine.settings import settings_from_args
 from desklm.errors import DeskLMError
 
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object per turn (and per command) instead of text")
     chat.add_argument("--no-save", action="store_true",
                       help="do not save this conversation")
+    chat.add_argument("--resume", metavar="ID",
+                      help="continue a saved conversation (see desklm history list)")
 
     models = sub.add_parser("models", help="models on this machine, and downloads")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens generated per run (default 128)")
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
+    bench.add_argument("--long-chats", action="store_true",
+                       help="also time turns on 50 / 500 / 5,000-message histories and switching "
+                       "back to a chat with and without its KV snapshot")
     bench.add_argument("--tune", action="store_true",
                        help="sweep threads (and GPU layers) and remember the fastest")
 
@@ -122,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.probe_model:  # internal: the child process of engine.probe
-        from desklm.engine.probe import child_main
+        from desklm.engine.llm import probe_child_main
 
-        return child_main(args.probe_model)
+        return probe_child_main(args.probe_model)
     if args.data_dir:
         os.environ["DESKLM_DATA_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from desklm.logs import install_excepthooks, setup_logging
@@ -133,14 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             install_excepthooks()
-            return cmd_chat(args)
+            return _flushed(cmd_chat(args))
         if args.command == "history":
-            return cmd_history(args)
+            return _flushed(cmd_history(args))
         if args.command == "models":
-            return cmd_models(args)
+            return _flushed(cmd_models(args))
         if args.command == "bench":
-            return cmd_bench(args)
+            return _flushed(cmd_bench(args))
         return cmd_gui(args)
+    except BrokenPipeError:  # `desklm history list | head -1`: the reader left; so do we
+        return _stdout_gone()
     except DeskLMError as e:
         _err(str(e))
         return EXIT_USER_ERROR
@@ -150,6 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("internal error")
         _err(f"internal error: {type(e).__name__}: {e} (details in the log file)")
         return EXIT_INTERNAL
+
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+
+
+def _flushed(rc: int) -> int:
+    """Flush stdout now, so a reader that left shows up here (BrokenPipeError) and not as
+    "Exception ignored" noise at interpreter exit."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    return rc
+
+
+def _stdout_gone() -> int:
+    """Stdout's reader has gone: point fd 1 at the null device so the interpreter's own
+    flush at exit has nowhere to fail, and leave quietly, as other command-line tools do."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return EXIT_BROKEN_PIPE
 
 
 def gui_main() -> int:
@@ -163,6 +192,11 @@ def _err(msg: str) -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from desklm.ui.preflight import check_display
+
+    problem = check_display()  # before Qt: no display or missing X libraries is one line
+    if problem:
+        raise DeskLMError(problem)
     from desklm.ui.app import run_gui
 
     return run_gui(args)
@@ -170,25 +204,34 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 # --- terminal chat ----------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace) -> int:
+    from desklm.engine.llm import LoadCancelled
     from desklm.engine.models import resolve_model
     from desklm.engine.session import ChatSession
     from desklm.engine.store import ConversationStore
 
     settings = settings_from_args(args)
     store = None if args.no_save else ConversationStore()
+    if args.resume and store is None:
+        raise DeskLMError("--resume continues a saved conversation; drop --no-save")
     session = ChatSession(resolve_model(args.model), settings, store=store)
-    info = session.load()
+    state = _chat_state(session)
+    _install_sigint(session)
+    _install_sigterm(session)
+    state["busy"] = True  # SIGTERM during the load cancels it
+    try:
+        info = session.load()
+    except LoadCancelled:
+        if state["quit"]:
+            return 0
+        raise
+    finally:
+        state["busy"] = False
     if args.model:
         from desklm.engine.models import remember_model
 
         remember_model(info.path)
     if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
-        from desklm.engine.bench import tuned_for
-
-        tuned = tuned_for(info.path)
-        if tuned:
-            session.apply_settings({"n_threads": tuned["n_threads"],
-                                    "n_threads_batch": tuned["n_threads_batch"]})
+        _apply_tuned(session, info.path)
     out = sys.stdout
     tty = sys.stdin.isatty() and out.isatty()
     for note in info.notes:
@@ -196,18 +239,133 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.json and tty:
         print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
               f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
-    _install_sigint(session)
-    rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
-    if store is not None and session.save() and tty:
+    if args.resume:
+        print(resume_recap(session.open_conversation(args.resume)), file=sys.stderr)
+    safe_out = _SafeOut(out, on_broken=session.stop)
+    try:
+        rc = chat_loop(session, sys.stdin, safe_out, as_json=args.json, interactive=tty)
+    except _Quit:
+        rc = 0
+    finally:  # whatever ends the loop, the conversation so far (and its KV cache) is saved
+        saved = store is not None and session.close()
+    if session.save_error:
+        _err(session.save_error)
+    if saved and tty and not state["quit"]:
         print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
               file=sys.stderr)
+    if safe_out.broken:
+        return _stdout_gone()
     return rc
+
+
+def _apply_tuned(session: Any, model: Path) -> None:
+    """Threads found by ``desklm bench --tune``; a stale result (fewer cores now) is a note."""
+    from desklm.engine.bench import tuned_for
+
+    tuned = tuned_for(model)
+    if not tuned:
+        return
+    try:
+        session.apply_settings({"n_threads": tuned["n_threads"],
+                                "n_threads_batch": tuned["n_threads_batch"]})
+    except (DeskLMError, KeyError) as e:
+        print(f"desklm: note: ignored the tuned threads for this model ({e})", file=sys.stderr)
+
+
+class _Quit(BaseException):
+    """SIGTERM or SIGHUP while waiting for input: leave the chat loop, save, exit 0."""
+
+
+def _chat_state(session: Any) -> dict[str, bool]:
+    state: dict[str, bool] = getattr(session, "_sigint_state", None) or {
+        "busy": False, "quit": False}
+    state.setdefault("quit", False)
+    session._sigint_state = state
+    return state
+
+
+def _install_sigterm(session: Any) -> None:
+    """SIGTERM (a logout, ``kill``) and SIGHUP (the terminal closed) end the chat like a quit:
+    a reply in flight is stopped and kept, marked cancelled; the conversation is saved."""
+    from desklm.engine.signals import install_quit_handlers
+
+    state = _chat_state(session)
+
+    def on_quit(signum: int) -> None:
+        state["quit"] = True
+        if state["busy"]:
+            session.stop()  # the reply ends at the next token; the loop then leaves
+        else:
+            raise _Quit
+
+    install_quit_handlers(on_quit)
+
+
+class _SafeOut:
+    """Stdout for the chat loop: when the reader goes away (a closed pipe), the output is
+    dropped and ``on_broken`` is called once (it stops the reply) instead of an exception
+    that would lose the turn."""
+
+    def __init__(self, out: TextIO, on_broken: Callable[[], None]) -> None:
+        self.out, self.on_broken, self.broken = out, on_broken, False
+
+    def _guard(self, fn: Callable[[], Any]) -> None:
+        if self.broken:
+            return
+        try:
+            fn()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.broken = True
+            self.on_broken()
+
+    def write(self, text: str) -> None:
+        self._guard(lambda: self.out.write(text))
+
+    def flush(self) -> None:
+        self._guard(self.out.flush)
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+
+def read_lines(inp: Any) -> Any:
+    """Lines of input as text, never failing on what arrives: bytes that are not UTF-8 become
+    U+FFFD (each such line is noted on stderr) instead of ending the chat."""
+    buf = getattr(inp, "buffer", None)
+    n = 0
+    while True:
+        n += 1
+        if buf is None:
+            line = inp.readline()
+            if not line:
+                return
+            yield line
+            continue
+        raw = buf.readline()
+        if not raw:
+            return
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            print(f"desklm: note: input line {n} is not valid UTF-8; the bytes that are not "
+                  "were replaced with \ufffd", file=sys.stderr, flush=True)
+            yield raw.decode("utf-8", errors="replace")
+
+
+def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
+    """One line: which conversation goes on, and its last messages."""
+    from desklm.engine.conversation import preview
+
+    msgs = rec.get("messages") or []
+    tail = " | ".join(f"{'you' if m.get('role') == 'user' else 'model'}: "
+                      f"{preview(str(m.get('content', '')), 50)}" for m in msgs[-last:])
+    return (f"resuming \"{rec.get('title') or 'New chat'}\" ({len(msgs)} messages)"
+            + (f"; last: {tail}" if tail else ""))
 
 
 def _install_sigint(session: Any) -> None:
     """Ctrl+C during a reply stops the reply; at the prompt it quits."""
-    state = {"busy": False}
-    session._sigint_state = state
+    state = _chat_state(session)
 
     def handler(signum: int, frame: Any) -> None:
         if state["busy"]:
@@ -219,25 +377,30 @@ def _install_sigint(session: Any) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
+def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: bool,
               interactive: bool = False) -> int:
     from desklm.engine import commands
-    from desklm.engine.session import fmt_rate, fmt_secs
+    from desklm.engine.fmt import fmt_rate, fmt_secs
 
-    state = getattr(session, "_sigint_state", {"busy": False})
+    state = getattr(session, "_sigint_state", None) or {"busy": False, "quit": False}
 
     def emit(obj: dict[str, Any]) -> None:
         out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         out.flush()
 
-    while True:
+    lines = read_lines(inp)
+    while not state.get("quit") and not getattr(out, "broken", False):
         if interactive:
             out.write("> ")
             out.flush()
-        line = inp.readline()
-        if not line:
+        line = next(lines, None)
+        if line is None:
             break
         text = line.rstrip("\r\n")
+        if "\x00" in text and not text.replace("\x00", "").strip():
+            print("desklm: note: skipped a message that held only NUL characters",
+                  file=sys.stderr, flush=True)
+            continue
         if not text.strip():
             continue
         try:
@@ -249,9 +412,10 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                     out.write(res.message + "\n")
                     out.flush()
                 continue
-            stream: Callable[[str], None] | None = None
-            if not as_json:
-                def stream(piece: str) -> None:
+            def stream(piece: str) -> None:
+                if state.get("quit"):  # a SIGTERM that came before the reply began
+                    session.stop()
+                if not as_json:
                     out.write(piece)
                     out.flush()
             state["busy"] = True
@@ -272,7 +436,9 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
                               + "]\n")
                 out.write(f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                           f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
-                          f"{s.finish_reason}]\n")
+                          f"{s.finish_reason}"
+                          + (f", restored {s.restored_tokens} tokens from cache"
+                             if s.restored_tokens else "") + "]\n")
                 out.flush()
         except DeskLMError as e:
             if as_json:
@@ -280,10 +446,6 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO, *, as_json: bool,
             else:
                 _err(str(e))
     return 0
-
-
-def _mb(n: float) -> str:
-    return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -295,7 +457,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(json.dumps(items, ensure_ascii=False))
         else:
             for it in items:
-                print(f"{_mb(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
+                print(f"{fmt_bytes(float(it['size'])):>10}  {it['source']:<19} {it['path']}")
         return 0
     from desklm.engine import hub
 
@@ -304,7 +466,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if len(files) != 1:
             print(f"{args.repo} has {len(files)} GGUF files; pick one:", file=sys.stderr)
             for f in files:
-                print(f"{_mb(f.size):>10}  {f.path}")
+                print(f"{fmt_bytes(f.size):>10}  {f.path}")
             return 0 if files else 2
         chosen = files[0]
     else:
@@ -324,8 +486,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         speed = done / max(1e-6, now - t0)
         eta = (total - done) / speed if speed > 0 and total else 0
         pct = 100 * done / total if total else 0
-        print(f"\r{chosen.path}: {pct:5.1f}%  {_mb(done)} / {_mb(total)}  {_mb(speed)}/s  "
-              f"ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
+        print(f"\r{chosen.path}: {pct:5.1f}%  {fmt_bytes(done)} / {fmt_bytes(total)}  "
+              f"{fmt_bytes(speed)}/s  ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
 
     path = hub.download(chosen, progress)
     if sys.stderr is not None:
@@ -357,7 +519,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = benchrun.run(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
-                       gui=not args.no_gui, say=benchrun._stderr)
+                       gui=not args.no_gui, say=benchrun._stderr, long_chats=args.long_chats)
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))

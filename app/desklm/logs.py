@@ -7,6 +7,7 @@ windowed build it can be ``None``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -14,14 +15,55 @@ import sys
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 _configured = False
 
 
 def log_dir() -> Path:
-    from desklm.engine.store import app_dirs
+    from desklm.paths import app_dirs
 
     return app_dirs().log
+
+
+class QuietFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file handler, which never spills "--- Logging error ---" tracebacks.
+
+    When a record cannot be written (disk full, a read-only or vanished folder), it says so
+    once, in one line on stderr (if there is one), and stops logging to the file: the app goes
+    on, and the user is not shown a traceback per log line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failed: str | None = None
+        self._told_bad_record = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):  # the file cannot take it: stop writing to it
+            if self.failed is not None:
+                return
+            self.failed = err.strerror or str(err)
+            stream, self.stream = self.stream, None
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.close()
+            self._note(f"cannot write the log file {self.baseFilename} ({self.failed}); "
+                       "logging to it is off for this run")
+        elif not self._told_bad_record:  # a bad record (format arguments): drop it, go on
+            self._told_bad_record = True
+            self._note(f"a log message could not be formatted and was dropped "
+                       f"({type(err).__name__}); see {self.baseFilename}")
+
+    @staticmethod
+    def _note(text: str) -> None:
+        if sys.stderr is not None:
+            with contextlib.suppress(Exception):
+                print(f"desklm: note: {text}", file=sys.stderr, flush=True)
 
 
 def setup_logging(level: int = logging.INFO, *, console: bool = False) -> Path | None:
@@ -38,9 +80,7 @@ def setup_logging(level: int = logging.INFO, *, console: bool = False) -> Path |
         d = log_dir()
         d.mkdir(parents=True, exist_ok=True)
         path = d / "desklm.log"
-        fh = logging.handlers.RotatingFileHandler(
-            path, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-        )
+        fh = QuietFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
         fh.setFormatter(fmt)
         fh.setLevel(level)
         root.addHandler(fh)

@@ -20,3 +20,93 @@ def test_engine_imports_with_pyside6_blocked():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+# --- imports: no cycles, nothing upward, ui/ and server/ only through the engine facade ---------
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PKG = Path(desklm.engine.__file__).resolve().parents[1]  # app/desklm
+
+# Lower layers never import higher ones.
+LAYERS = [("desklm.errors", "desklm.paths", "desklm.logs", "desklm.resources", "desklm"),
+          ("desklm.engine",), ("desklm.server",), ("desklm.ui",),
+          ("desklm.cli", "desklm.benchrun", "desklm.__main__")]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _imports(path: Path, mods: dict[str, Path]) -> list[tuple[str, int]]:
+    """Every desklm module ``path`` imports (at any depth: function-level imports count),
+    with the line. ``from pkg import name`` counts as pkg.name when that is a module."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names if a.name.startswith("desklm")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("desklm"):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.append((sub if sub in mods else node.module, node.lineno))
+    return out
+
+
+def _layer(mod: str) -> int:
+    best = (0, -1)
+    for i, names in enumerate(LAYERS):
+        for n in names:
+            if (mod == n or mod.startswith(n + ".")) and len(n) > best[0]:
+                best = (len(n), i)
+    return best[1]
+
+
+def test_no_import_cycles_and_nothing_imports_upward() -> None:
+    mods = _modules()
+    graph = {m: {t for t, _ in _imports(p, mods) if t in mods and t != m}
+             for m, p in mods.items()}
+    upward = [f"{m} -> {t}" for m, ts in graph.items() for t in ts if _layer(t) > _layer(m)]
+    assert not upward, "lower layers import higher ones: " + ", ".join(sorted(upward))
+    # cycles: depth-first search for a back edge (the facade's lazy __getattr__ imports are
+    # invisible here, which is the point: engine modules import each other by path)
+    cycles: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(t):], t]))
+            elif t not in state:
+                visit(t, [*stack, t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_ui_and_server_reach_the_engine_only_through_its_facade() -> None:
+    bad = []
+    for m, p in _modules().items():
+        if not m.startswith(("desklm.ui", "desklm.server")):
+            continue
+        for node in ast.walk(ast.parse(p.read_text("utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{m}:{node.lineno} imports {n}" for n in names
+                    if n.startswith("desklm.engine.")]
+    assert not bad, "\n".join(bad)
+    # and everything the facade names exists
+    for name in desklm.engine.__all__:
+        assert getattr(desklm.engine, name) is not None, name

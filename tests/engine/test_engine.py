@@ -20,11 +20,13 @@ def session(engine, model_path):
     return s
 
 
-def test_load_reports_the_model_and_picks_the_gemma_format(engine, model_path):
+def test_load_reports_the_model_and_picks_the_dialogue_format(engine, model_path):
     li = engine.load_info
     assert li.architecture == "gemma3" and li.n_layers == 18 and li.n_ctx_train == 32768
     assert li.n_ctx == 2048
-    assert li.chat_format == "gemma"
+    # the embedded Gemma 3 270M is a base model (no chat template): a plain dialogue
+    assert li.chat_format == "dialogue" and li.base_model
+    assert li.format_note.startswith("base model: continues text")
     assert li.path == model_path
 
 

@@ -5,7 +5,8 @@ import logging
 import os
 from types import SimpleNamespace
 
-from desklm.engine.monitor import NA, ResourceSampler, fmt_bytes, is_na
+from desklm.engine.fmt import fmt_bytes, fmt_rate, fmt_secs
+from desklm.engine.monitor import NA, ResourceSampler, is_na
 
 
 def test_real_readings_and_the_no_gpu_path(caplog):
@@ -26,7 +27,12 @@ def test_real_readings_and_the_no_gpu_path(caplog):
 
 def test_na_formats_as_na_and_is_falsy():
     assert str(NA) == "n/a" and f"{NA:.1f}" == "n/a" and not NA and is_na(NA)
-    assert fmt_bytes(NA) == "n/a" and fmt_bytes(3 * 1024**3) == "3.0 GB"
+    assert fmt_bytes(NA) == "n/a" and fmt_bytes(3 * 1024**3) == "3.00 GB"
+    assert (fmt_bytes(512), fmt_bytes(2048), fmt_bytes(250.3 * 2**20)) == (
+        "512 B", "2 KB", "250.3 MB")
+    assert (fmt_secs(0.25), fmt_secs(2.414), fmt_secs(185), fmt_secs(None)) == (
+        "250 ms", "2.41 s", "3 min 5 s", "n/a")
+    assert (fmt_rate(12.34), fmt_rate(NA)) == ("12.3", "n/a")
 
 
 class FakeNVML:

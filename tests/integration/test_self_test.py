@@ -12,7 +12,7 @@ def test_self_test_chats_resets_and_saves_a_screenshot(tmp_path, model_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True and summary["reset_ok"] is True
-    assert summary["model"] == "Gemma 3 270m" and summary["chat_format"] == "gemma"
+    assert summary["model"] == "Gemma 3 270m" and summary["chat_format"] == "dialogue"
     assert summary["completion_tokens"] > 0 and summary["tokens_per_s"] > 0
     assert summary["gauges"]["vram"].startswith("No NVIDIA GPU")
     # the window was on screen before the model finished loading

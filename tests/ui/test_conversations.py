@@ -19,7 +19,7 @@ def shown(qtbot, w, action, *args):
 
 def test_new_switch_rename_delete(window, qtbot, data_dir):
     send_and_wait(qtbot, window, "Chat A says apples")
-    first = window.worker.session.conv_id
+    first = window.controller.session.conv_id
     shown(qtbot, window, window.chats.new_button.click)
     assert window.chat.toPlainText().strip() == ""
     send_and_wait(qtbot, window, "Chat B says bananas")
@@ -31,11 +31,11 @@ def test_new_switch_rename_delete(window, qtbot, data_dir):
     assert rec["id"] == first
     assert "Chat A says apples" in window.chat.toPlainText()
     assert "bananas" not in window.chat.toPlainText()
-    assert window.worker.engine.kv_cache_pos_max() == -1
+    assert window.controller.engine.kv_cache_pos_max() == -1
     r = send_and_wait(qtbot, window, "Back in A")
     assert r.stats.prompt_tokens_reused == 0
     # rename
-    window.requestRename.emit(first, "Fruit talk")
+    window.controller.rename_conversation(first, "Fruit talk")
     qtbot.waitUntil(lambda: any(i["title"] == "Fruit talk" for i in window.chats.items),
                     timeout=10000)
     # delete B, confirming in the dialog
@@ -71,16 +71,16 @@ def test_export_and_a_damaged_file_notice(make_window, qtbot, tmp_path, data_dir
     send_and_wait(qtbot, w, "Export me")
     out = tmp_path / "out.md"
     with qtbot.waitSignal(w.commandFinished, timeout=10000):
-        w.requestExport.emit(str(out))
+        w.controller.export(str(out))
     assert "## You\n\nExport me" in out.read_text("utf-8")
 
 
 def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir):
+    from desklm.cli import build_parser
     from desklm.ui.app import build_window
 
-    args = argparse.Namespace(model=str(model_path), self_test=False, screenshot=None,
-                              ctx="1024", threads=None, gpu_layers=None, max_tokens="8",
-                              temperature=None, seed=None, system=None)
+    args = build_parser().parse_args(["--model", str(model_path), "--ctx", "1024",
+                                      "--max-tokens", "8"])
     w = build_window(args)
     qtbot.addWidget(w)
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
@@ -95,9 +95,7 @@ def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir
     # the embedded model is the default, stored as "" (any other file is stored by path)
     assert saved["last_model"] == "" and saved["geometry"]
     # start again with no command-line settings: the saved ones come back
-    args2 = argparse.Namespace(model=None, self_test=False, screenshot=None, ctx=None,
-                               threads=None, gpu_layers=None, max_tokens=None,
-                               temperature=None, seed=None, system=None)
+    args2 = build_parser().parse_args([])
     w2 = build_window(args2)
     qtbot.addWidget(w2)
     with qtbot.waitSignal(w2.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from desklm.engine import hub
-from desklm.engine.catalog import GB, CatalogModel
+from desklm.engine.curated import GB, CatalogModel
 from desklm.engine.monitor import NA
 from desklm.ui.welcome import WelcomeWidget
 from tests.conftest import REPO

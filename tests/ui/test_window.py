@@ -7,12 +7,14 @@ import time
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QGuiApplication
 
+from desklm.ui.controller import State
 from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
 
 
 def test_window_appears_before_the_model_is_loaded(make_window, qtbot):
     w = make_window(wait_loaded=False)
-    assert w.isVisible() and w.load_info is None and w.loading
+    assert w.isVisible() and w.load_info is None
+    assert w.controller.state in (State.STARTING, State.LOADING)
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         pass
     assert w.load_info.name == "Gemma 3 270m"
@@ -53,8 +55,8 @@ def test_reset_empties_transcript_context_gauge_and_kv_cache(window, qtbot):
         window.reset_action.trigger()
     assert window.chat.toPlainText().strip() == ""
     assert window.gauges.ctx.value_text.startswith("0 /")
-    assert window.worker.engine.kv_cache_pos_max() == -1
-    assert window.worker.session.conversation.messages == []
+    assert window.controller.engine.kv_cache_pos_max() == -1
+    assert window.controller.session.conversation.messages == []
 
 
 def test_slider_change_marks_reload_and_apply_reloads_keeping_the_chat(window, qtbot):
@@ -70,21 +72,21 @@ def test_slider_change_marks_reload_and_apply_reloads_keeping_the_chat(window, q
     assert b.args[0].n_ctx == 1024
     qtbot.waitUntil(lambda: not panel.pending, timeout=5000)
     assert not panel.reload_marked("n_ctx")
-    assert len(window.worker.session.conversation.messages) == 2  # the conversation is kept
+    assert len(window.controller.session.conversation.messages) == 2  # the conversation is kept
     r = send_and_wait(qtbot, window, "Which colour?")
     assert r.stats.n_ctx == 1024
 
 
 def test_sampling_and_thread_changes_apply_without_reload(window, qtbot):
-    llm = window.worker.engine.llm
+    llm = window.controller.engine.llm
     panel = window.settings_panel
     with qtbot.waitSignal(window.settingsSynced, timeout=10000):
         panel.editors["n_threads"].slider.setValue(0)  # 1 thread
     with qtbot.waitSignal(window.settingsSynced, timeout=10000):
         panel.editors["temperature"].slider.setValue(4)  # 0.20
-    assert window.worker.engine.threads()[0] == 1
-    assert window.worker.session.settings["temperature"] == 0.2
-    assert window.worker.engine.llm is llm  # no reload
+    assert window.controller.engine.threads()[0] == 1
+    assert window.controller.session.settings["temperature"] == 0.2
+    assert window.controller.engine.llm is llm  # no reload
     assert not panel.apply_button.isEnabled()
 
 
@@ -120,16 +122,16 @@ def test_quitting_during_a_reply_returns_promptly(make_window, qtbot):
     with qtbot.waitSignal(w.firstToken, timeout=REPLY_TIMEOUT_MS):
         w.submit("Tell me a very long story.")
     took = w.shutdown()
-    assert took < 2.0
-    assert w.thread.isFinished() and w.sampler_thread.isFinished()
-    assert not w.worker.engine.loaded
+    assert took < 10.0  # generous: a hang fails, a busy machine does not
+    assert not w.controller.runner.thread.is_alive() and w.controller.sampler_thread.isFinished()
+    assert not w.controller.engine.loaded
 
 
 def test_quitting_during_a_load_returns_promptly(make_window, qtbot):
     w = make_window(wait_loaded=False, use_mmap=False)
     qtbot.waitUntil(lambda: w.progress.isVisible(), timeout=10000)
     took = w.shutdown()
-    assert took < 2.0 and w.thread.isFinished()
+    assert took < 10.0 and not w.controller.runner.thread.is_alive()
 
 
 def test_enter_sends_and_shift_enter_adds_a_newline(window, qtbot):
@@ -141,7 +143,7 @@ def test_enter_sends_and_shift_enter_adds_a_newline(window, qtbot):
     with qtbot.waitSignal(window.replyFinished, timeout=REPLY_TIMEOUT_MS):
         qtbot.keyClick(window.input, Qt.Key.Key_Return)
     assert window.input.toPlainText() == ""
-    assert window.worker.session.conversation.messages[0].content == "line one\nline two"
+    assert window.controller.session.conversation.messages[0].content == "line one\nline two"
 
 
 def test_sending_while_a_reply_runs_is_queued_not_lost(window, qtbot):
@@ -152,7 +154,7 @@ def test_sending_while_a_reply_runs_is_queued_not_lost(window, qtbot):
     assert window.queue_label.isVisible() and "Second question?" in window.queue_label.text()
     assert "Second question?" not in window.chat.toPlainText()  # shown when really sent
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=REPLY_TIMEOUT_MS)
-    msgs = [m.content for m in window.worker.session.conversation.messages if m.role == "user"]
+    msgs = [m.content for m in window.controller.session.conversation.messages if m.role == "user"]
     assert msgs == ["First question?", "Second question?"]
 
 
@@ -165,7 +167,7 @@ def test_a_bad_model_file_shows_its_reason_and_keeps_the_model(window, qtbot, tm
     assert window.last_dialog is not None and window.last_dialog.isVisible()
     assert "not a GGUF model file" in window.last_dialog.text()
     window.last_dialog.accept()
-    assert window.worker.engine.loaded and window.load_info.name == "Gemma 3 270m"
+    assert window.controller.engine.loaded and window.load_info.name == "Gemma 3 270m"
     send_and_wait(qtbot, window, "Still there?")
 
 
@@ -186,7 +188,7 @@ def test_a_message_too_long_is_refused_visibly_and_kept_in_the_box(window, qtbot
     assert "message too long" in b.args[0] and "holds 2048" in b.args[0]
     assert "Not sent: message too long" in window.chat.toPlainText()
     assert window.input.toPlainText() == huge
-    assert window.worker.session.conversation.messages == []
+    assert window.controller.session.conversation.messages == []
 
 
 def test_slash_commands_in_the_box(window, qtbot):
@@ -196,7 +198,7 @@ def test_slash_commands_in_the_box(window, qtbot):
     with qtbot.waitSignal(window.failed, timeout=10000) as b:
         window.submit("/nope")
     assert "known commands" in b.args[0]
-    with qtbot.waitSignal(window.settingsSynced, timeout=10000):
+    with qtbot.waitSignal(window.commandFinished, timeout=10000):
         window.submit("/set temperature 0.3")
     qtbot.waitUntil(lambda: window.settings_panel.value("temperature") == 0.3, timeout=5000)
 
@@ -205,7 +207,7 @@ def test_a_worker_error_is_shown_and_the_app_continues(window, qtbot, monkeypatc
     def boom(text):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(window.worker.session, "run_command", boom)
+    monkeypatch.setattr(window.controller.session, "run_command", boom)
     with qtbot.waitSignal(window.failed, timeout=10000) as b:
         window.submit("/stats")
     assert "internal error: RuntimeError: simulated bug" in b.args[0]
@@ -292,12 +294,12 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
         panel.tune_button.click()
     r = b.args[0]
     qtbot.waitUntil(lambda: panel.value("n_threads") == r.n_threads, timeout=5000)
-    assert window.worker.engine.threads() == (r.n_threads, r.n_threads_batch)
+    assert window.controller.engine.threads() == (r.n_threads, r.n_threads_batch)
     assert "Tuned for this machine" in window.chat.toPlainText()
     send_and_wait(qtbot, window, "Fast now?")
     # the next load of this model uses the tuned threads
-    window.worker.session.apply_settings({"n_threads": 1, "n_threads_batch": 1})
+    window.controller.session.apply_settings({"n_threads": 1, "n_threads_batch": 1})
     with qtbot.waitSignal(window.commandFinished, timeout=LOAD_TIMEOUT_MS) as c:
         window.load_model(str(model_path))
     assert "using the threads tuned for this model" in c.args[0].message
-    assert window.worker.engine.threads()[0] == r.n_threads
+    assert window.controller.engine.threads()[0] == r.n_threads

@@ -143,6 +143,120 @@ def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]
     return out
 
 
+# --- long chats --------------------------------------------------------------------------------
+_WORDS = ("river mountain sea valley cloud rain forest stone bridge harbour lantern meadow "
+          "orchard winter summer north south quiet bright ancient narrow wide").split()
+
+
+def synthetic_history(n: int, seed: int = 1) -> list[Any]:
+    """``n`` alternating user / assistant messages of 40-70 words (about 60-100 tokens)."""
+    import random
+
+    from desklm.engine.conversation import Message
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = " ".join(rng.choices(_WORDS, k=rng.randint(40, 70)))
+        if i % 2 == 0:
+            out.append(Message("user", f"Question {i // 2 + 1}: {words}?"))
+        else:
+            out.append(Message("assistant", f"Answer {i // 2 + 1}: {words}."))
+    return out
+
+
+def _timed_turn(sess: Any, text: str) -> dict[str, Any]:
+    """One turn; time to first token measured from the call (planning included)."""
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    r = sess.send(text, on_start=lambda plan, reused: marks.setdefault("planned",
+                                                                       time.perf_counter()))
+    st = r.stats
+    plan_s = marks.get("planned", t0) - t0
+    return {"ttft_s": plan_s + (st.ttft_s or 0.0), "plan_s": plan_s,
+            "prompt_tokens": st.prompt_tokens, "evaluated": st.prompt_tokens_evaluated,
+            "reused": st.prompt_tokens_reused, "restored": st.restored_tokens,
+            "dropped": len(st.trimmed)}
+
+
+def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000),
+               switch_tokens: int = 2000, n_ctx: int = 2048,
+               say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Chats of any length: time to first token of a new turn on histories of ``sizes``
+    messages (opened cold: the history has to be trimmed to the context and read), the next
+    turn after it, and switching back to a ``switch_tokens``-token chat with its KV snapshot
+    (from RAM, from disk) against re-evaluating it."""
+    import tempfile
+
+    from desklm.engine import kvcache
+    from desklm.engine.session import ChatSession
+    from desklm.engine.store import ConversationStore
+
+    say = say or (lambda _m: None)
+    out: dict[str, Any] = {"n_ctx": n_ctx, "histories": []}
+    sess = ChatSession(model, bench_settings(s, max_tokens=8, n_ctx=n_ctx))
+    sess.engine.probe = False
+    sess.load()
+    sess.engine.ignore_eos = True
+    for n in sizes:
+        say(f"long chats: a turn on a history of {n:,} messages…")
+        sess.reset()
+        sess.conversation.messages = synthetic_history(n)
+        first = _timed_turn(sess, "One more question about rivers?")
+        nxt = _timed_turn(sess, "And about mountains?")
+        out["histories"].append({"messages": n, **first, "next_ttft_s": nxt["ttft_s"],
+                                 "next_evaluated": nxt["evaluated"]})
+    sess.engine.unload()
+    with tempfile.TemporaryDirectory(prefix="desklm-bench-") as tmp:
+        kv = kvcache.SnapshotCache(Path(tmp) / "kv", ram_bytes=1024 * MB, disk_bytes=1024 * MB)
+        sess = ChatSession(model, bench_settings(s, max_tokens=8,
+                                                 n_ctx=max(2048, 2 * switch_tokens)),
+                           store=ConversationStore(Path(tmp) / "convs"), kv=kv)
+        sess.engine.probe = False
+        sess.load()
+        sess.engine.ignore_eos = True
+        eng = sess.engine
+        history = []
+        for m in synthetic_history(200, seed=2):  # grow A to about switch_tokens tokens
+            history.append(m)
+            if len(history) % 2 == 0:
+                text = eng.template.render(sess.conversation.as_msgs(history))  # type: ignore[union-attr]
+                if len(eng.tokenize(text)) >= switch_tokens:
+                    break
+        say(f"long chats: switching back to a {switch_tokens:,}-token chat…")
+        sess.conversation.messages = history
+        _timed_turn(sess, "Tell me about the harbour.")
+        a_id = sess.conv_id
+        runs: dict[str, list[dict[str, Any]]] = {"snapshot_ram": [], "snapshot_disk": [],
+                                                 "reevaluate": []}
+        for i in range(2):
+            for how in ("snapshot_ram", "snapshot_disk", "reevaluate"):
+                kv.set_budgets(0 if how == "snapshot_disk" else 1024 * MB, 1024 * MB)
+                sess.new_conversation()  # leave A (its snapshot is taken)
+                sess.send("A short question in another chat.")
+                if how == "reevaluate":
+                    kv.drop(a_id)
+                sess.open_conversation(a_id)
+                runs[how].append(_timed_turn(sess, f"Question {i} on coming back?"))
+        sess.new_conversation()  # leave A once more: its snapshot, to weigh
+        snap = kv.get(a_id, kvcache.fingerprint(eng))
+        if snap is not None:
+            out["snapshot_bytes_per_1000_tokens"] = snap.nbytes * 1000 / len(snap.tokens)
+        for how, rs in runs.items():
+            out[how] = {"ttft_s": median([r["ttft_s"] for r in rs]),
+                        "prepare_s": median([r["plan_s"] for r in rs]),  # plan (+ restore)
+                        "restored": max(r["restored"] for r in rs),
+                        "evaluated": median([r["evaluated"] for r in rs]),
+                        "prompt_tokens": rs[-1]["prompt_tokens"]}
+        eng.unload()
+    ttft = [h["ttft_s"] for h in out["histories"]]
+    out["ttft_ratio"] = ratio(ttft[-1], ttft[0])
+    out["switch_ratio"] = ratio(out["snapshot_ram"]["ttft_s"], out["reevaluate"]["ttft_s"])
+    out["switch_disk_ratio"] = ratio(out["snapshot_disk"]["ttft_s"],
+                                     out["reevaluate"]["ttft_s"])
+    return out
+
+
 def median(xs: list[float | None]) -> float | None:
     vals = [x for x in xs if x is not None and x == x]
     return statistics.median(vals) if vals else None
@@ -246,7 +360,12 @@ def remember_tuned(model: Path, r: TuneResult) -> None:
             "prompt_tps": round(r.prompt_tps, 2), "when": time.time()}
         data["tuned"] = tuned
 
-    AppConfig().update(add)
+    try:
+        AppConfig().update(add)
+    except OSError as e:  # e.g. a settings file that could not be read is never overwritten
+        from desklm.errors import DeskLMError
+
+        raise DeskLMError(f"could not remember the tuned settings: {e}") from None
 
 
 def tuned_for(model: Path) -> dict[str, Any] | None:

@@ -11,12 +11,14 @@ The estimate, from the GGUF header alone:
   feed-forward activations); llama.cpp *reserves* more, but untouched pages cost nothing;
 * runtime: the vocabulary tables (~240 bytes a token) and a fixed 16 MB.
 
-The verdict compares the total with free RAM (psutil) and free VRAM (NVML): "fits" under 85%
+The verdict compares the total with free RAM (psutil, or less under a cgroup memory limit or
+RLIMIT_AS: see :mod:`desklm.engine.memlimit`) and free VRAM (NVML): "fits" under 85%
 of what is free, "tight" up to 100%, "won't fit" above.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,7 +27,15 @@ from desklm.engine.monitor import NA, ResourceSampler, is_na
 
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 MB = 2**20
-FITS, TIGHT, NO_FIT = "fits", "tight", "won't fit"
+class FitVerdict(enum.StrEnum):
+    """Whether a model fits: compared as plain strings too ("fits", "tight", "won't fit")."""
+
+    FITS = "fits"
+    TIGHT = "tight"
+    NO_FIT = "won't fit"
+
+
+FITS, TIGHT, NO_FIT = FitVerdict.FITS, FitVerdict.TIGHT, FitVerdict.NO_FIT
 MARGIN = 0.85
 
 
@@ -43,7 +53,10 @@ class FitEstimate:
     runtime_ram: int
     free_ram: Any = NA
     free_vram: Any = NA
-    verdict: str = FITS
+    # address space reserved but not touched (the batch's logits in llama.cpp's compute buffer
+    # and llama-cpp-python's score array): costs nothing in RAM, counts under RLIMIT_AS
+    reserved_ram: int = 0
+    verdict: FitVerdict = FITS
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -128,7 +141,8 @@ def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: s
     runtime = n_vocab * 240 + 16 * MB
     compute_vram = compute if on_gpu else 0
     est = FitEstimate(n_ctx, n_gpu_layers, kv_cache_type, w_ram, w_vram, kv_ram, kv_vram,
-                      compute if not on_gpu else ffn, compute_vram, runtime)
+                      compute if not on_gpu else ffn, compute_vram, runtime,
+                      reserved_ram=2 * ub * n_vocab * 4)
     est.free_ram, est.free_vram = free if free is not None else free_memory()
     _verdict(est)
     return est
@@ -140,13 +154,17 @@ def _verdict(est: FitEstimate) -> None:
     for need, have, what in ((est.ram, est.free_ram, "RAM"), (est.vram, est.free_vram, "VRAM")):
         if not need:
             continue
+        if what == "RAM" and str(getattr(have, "source", "")).startswith("RLIMIT_AS"):
+            need += est.reserved_ram  # the address space counts, touched or not
         if is_na(have):
             if what == "VRAM":
                 est.reasons.append("no NVIDIA GPU readings: VRAM use cannot be checked")
             continue
         v = FITS if need <= MARGIN * have else TIGHT if need <= have else NO_FIT
         if v != FITS:
-            est.reasons.append(f"{what}: needs {need / MB:,.0f} MB, {have / MB:,.0f} MB free")
+            under = getattr(have, "source", "")  # a cgroup or RLIMIT_AS, not the machine
+            est.reasons.append(f"{what}: needs {need / MB:,.0f} MB, {have / MB:,.0f} MB free"
+                               + (f" under this process's {under}" if under else ""))
         if order[v] > order[worst]:
             worst = v
     est.verdict = worst

@@ -12,12 +12,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import enum
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +27,16 @@ from typing import Any, ClassVar
 import llama_cpp
 import llama_cpp.llama_cpp as _llama_lowlevel
 
-from desklm.engine.chat_format import ChatTemplate, builtin_template, choose_template, format_for
+from desklm.engine.chat_format import (
+    BASE_MODEL_NOTE,
+    THINK_CLOSE,
+    THINK_OPEN,
+    ChatTemplate,
+    Part,
+    choose_template,
+    fallback_template,
+    model_kind,
+)
 from desklm.engine.gguf_info import GGUFInfo, read_gguf
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
@@ -119,6 +130,15 @@ class LoadCancelled(DeskLMError):
 
 
 # --- results --------------------------------------------------------------------------------
+class FinishReason(enum.StrEnum):
+    """Why a reply ended (a str: JSON and comparisons see "stop", "length", ...)."""
+
+    STOP = "stop"            # the model ended its turn, or a stop string matched
+    LENGTH = "length"        # max_tokens, or the context was full
+    CANCELLED = "cancelled"  # Stop, Ctrl+C, a client that went away
+    ERROR = "error"          # the backend failed mid-reply (the partial reply is kept)
+
+
 @dataclass
 class TurnStats:
     """What one reply cost. Rates are None where nothing was measured (e.g. 0 tokens)."""
@@ -129,11 +149,14 @@ class TurnStats:
     ttft_s: float | None = None
     prompt_tokens_per_s: float | None = None
     gen_tokens_per_s: float | None = None
-    finish_reason: str = "stop"  # stop | length | cancelled
+    finish_reason: FinishReason = FinishReason.STOP
     context_used: int = 0
     n_ctx: int = 0
     total_s: float = 0.0
     trimmed: list[dict[str, Any]] = field(default_factory=list)
+    reasoning_tokens: int = 0  # of completion_tokens, those inside <think>...</think>
+    reasoning_s: float | None = None  # time spent generating them
+    restored_tokens: int = 0  # prompt tokens restored from this chat's KV snapshot this turn
 
     @property
     def prompt_tokens_evaluated(self) -> int:
@@ -141,7 +164,7 @@ class TurnStats:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("ttft_s", "prompt_tokens_per_s", "gen_tokens_per_s", "total_s"):
+        for k in ("ttft_s", "prompt_tokens_per_s", "gen_tokens_per_s", "total_s", "reasoning_s"):
             if d[k] is not None:
                 d[k] = round(d[k], 4)
         return d
@@ -160,6 +183,8 @@ class LoadInfo:
     gpu_offload_supported: bool
     file_size: int
     notes: list[str] = field(default_factory=list)
+    base_model: bool = False  # no sign of instruction tuning (see chat_format.model_kind)
+    format_note: str = ""  # one line for the window: what the format means for this model
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -190,18 +215,88 @@ def _suggest(reason: str) -> str:
     return ""
 
 
-def check_load_settings(settings: Settings, info: GGUFInfo) -> list[str]:
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _limit_note() -> str:
+    """Which limit the process is under, when it is tighter than the machine's free RAM."""
+    try:
+        import psutil
+
+        from desklm.engine.memlimit import memory_limits, tightest
+
+        lim = tightest(memory_limits())
+        if lim is not None and lim.available < psutil.virtual_memory().available:
+            return f" (this process is limited by its {lim.source} to {_mib(lim.limit)})"
+    except Exception:  # a note, never a second failure
+        pass
+    return ""
+
+
+def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
+                      s: Settings) -> str | None:
+    """Name what an allocation that failed during a load was for, and what to lower.
+
+    Measured on this llama.cpp: a batch's logits (n_batch x vocabulary x 4 bytes) are both
+    llama-cpp-python's own score array (a numpy MemoryError) and most of llama.cpp's compute
+    buffer; with a 262,144-token vocabulary that is 512 MiB at n_batch 512, more than the
+    model and its KV cache. The KV cache grows with the context length instead.
+    """
+    import re
+
+    n_vocab = int(info.arrays.get("tokenizer.ggml.tokens", 0) or 0)
+    n_ubatch = min(512, int(s["n_batch"]))
+    text = " ".join([*problems, str(exc)])
+    low = text.lower()
+    m = re.search(r"unable to allocate .* for an array with shape \((\d+), (\d+)\)", text,
+                  re.IGNORECASE)
+    if isinstance(exc, MemoryError) or m:
+        if m and n_vocab and int(m.group(2)) == n_vocab:
+            rows = int(m.group(1))
+            smaller = max(8, rows // 8)
+            return (f"out of memory: the logits buffer for a batch of {rows} tokens x a "
+                    f"vocabulary of {n_vocab:,} tokens ({_mib(rows * n_vocab * 4)}) could not be "
+                    "allocated"
+                    f"{_limit_note()}; lower the batch size (n_batch {smaller} needs "
+                    f"{_mib(smaller * n_vocab * 4)})")
+        return f"out of memory while loading ({exc}){_limit_note()}"
+    if not any(w in low for w in ("failed to allocate", "insufficient memory",
+                                  "out of memory", "unable to allocate")):
+        return None
+    size = re.search(r"buffer of size (\d+)", text)
+    nbytes = int(size.group(1)) if size else 0
+    what = f" of {_mib(nbytes)}" if nbytes else ""
+    if "kv cache" in low:
+        return (f"out of memory: the KV cache{what} for a context of {s['n_ctx']} tokens could "
+                f"not be allocated{_limit_note()}; lower the context length, or use "
+                "kv_cache_type q8_0 with flash attention")
+    if "compute" in low or "output buffer" in low:
+        logits = n_ubatch * n_vocab * 4
+        if nbytes and logits >= nbytes / 2:
+            return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated; "
+                    f"{_mib(logits)} of it are the logits of a {n_ubatch}-token batch x a "
+                    f"{n_vocab:,}-token vocabulary{_limit_note()}; lower the batch size "
+                    f"(n_batch)")
+        return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated"
+                f"{_limit_note()}; lower the batch size (n_batch) or the context length")
+    return None
+
+
+def check_load_settings(settings: Settings, info: GGUFInfo, clamp: bool = False) -> list[str]:
     """Apply the model's limits to ``settings``; raise with a reason for impossible values.
 
+    With ``clamp`` (settings saved earlier, e.g. for a model with a longer context), values
+    above the model's limits are lowered to them with a note instead of refused.
     Returns notes (e.g. GPU layers > 0 without GPU support) that are warnings, not errors.
     """
     if info.context_length:
         settings.limits["n_ctx"] = info.context_length
     if info.block_count:
         settings.limits["n_gpu_layers"] = info.block_count + 1  # +1: the output layer
+    notes = settings.clamp_to_limits() if clamp else []
     for name in ("n_ctx", "n_gpu_layers"):
         settings.check(name, settings[name])
-    notes = []
     if settings["kv_cache_type"] != "f16" and not settings["flash_attn"]:
         raise DeskLMError(
             f"kv_cache_type {settings['kv_cache_type']} needs flash attention: turn flash_attn "
@@ -266,14 +361,24 @@ class ChatEngine:
         self.probe = True  # load unknown files in a child process first (engine.probe)
         self.last_probe_s = 0.0
         self.last_fit: Any = None
+        # Set by the runner: True once the running job was cancelled. Checked with the stop
+        # Event, so a cancel that lands before load()/generate() clear the Event is not lost.
+        self.cancel_hook: Callable[[], bool] | None = None
+        self.base_model = False
+        self._vocab_has: Callable[[str], bool] = lambda t: False
+        self._special_text = ("", "")
+        self._file_stamp: tuple[int, int, int, int] | None = None  # the model file at load
 
     # -- lifecycle --
     @property
     def loaded(self) -> bool:
         return self.llm is not None
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self.cancel_hook is not None and self.cancel_hook())
+
     def _abort_check(self, _data: ctypes.c_void_p) -> bool:
-        return self._abort_armed and self._stop.is_set()
+        return self._abort_armed and self._stopping()
 
     def _on_progress(self, progress: float, _data: ctypes.c_void_p) -> bool:
         try:
@@ -281,18 +386,20 @@ class ChatEngine:
                 self._progress_fn(float(progress))
         except Exception:  # never raise into C
             log.exception("progress callback failed")
-        return not self._stop.is_set()
+        return not self._stopping()
 
     def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
         """Load a model; on failure the previously loaded model (if any) is kept.
 
         ``progress(fraction)`` is called during the load. :meth:`stop` cancels a load in
         progress (raises :class:`LoadCancelled`; the previous model is not restored then).
+        ``clamp``: lower settings above the model's limits (with a note) instead of refusing;
+        for saved settings. ``self.settings`` then holds the values used.
         """
         info = read_gguf(path)  # raises with the reason before llama.cpp sees a bad file
         settings = settings.copy()
-        notes = check_load_settings(settings, info)
+        notes = check_load_settings(settings, info, clamp=clamp)
         previous = (self.info.path, self.settings) if self.info and self.settings else None
         self.unload()
         self._stop.clear()
@@ -300,7 +407,7 @@ class ChatEngine:
         try:
             self._load(info, settings, notes)
         except DeskLMError:
-            if self._stop.is_set():
+            if self._stopping():
                 raise LoadCancelled("loading cancelled") from None
             if previous is not None:
                 try:
@@ -356,11 +463,14 @@ class ChatEngine:
                     verbose=False,
                 )
         except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError with no cause
-            reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-            raise DeskLMError(f"{info.path.name}: could not load: {reason}{_suggest(reason)}"
-                              ) from e
+            problems = LLAMA_LOG.problems_since(before)
+            mem = allocation_reason(problems, e, info, s)
+            reason = _reason_from_log(problems, str(e))
+            raise DeskLMError(f"{info.path.name}: could not load: "
+                              + (mem or f"{reason}{_suggest(reason)}")) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
+        self._file_stamp = _file_stamp(info.path)
         model = llm._model.model
 
         def single_token(text: str) -> int | None:
@@ -372,29 +482,11 @@ class ChatEngine:
                 return ""
             return llm._model.token_get_text(tid)
 
-        vocab_has = lambda t: single_token(t) is not None  # noqa: E731
-        self.template = choose_template(
-            info.architecture, info.chat_template,
-            bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()),
-            vocab_has=vocab_has,
-        )
-        if self.template.name == "gguf":
-            # A template that fails on a plain conversation (broken, or hostile: the sandbox
-            # stops it) must not make the model unusable: fall back to the built-in format.
-            try:
-                self.template.render([{"role": "system", "content": "s"},
-                                      {"role": "user", "content": "u"},
-                                      {"role": "assistant", "content": "a"},
-                                      {"role": "user", "content": "u"}])
-            except DeskLMError as e:
-                fallback = builtin_template(format_for(info.architecture, vocab_has))
-                notes.append(f"the model's own chat template failed ({e}); using the "
-                             f"{fallback.name} format instead")
-                log.warning("chat template rejected: %s", e)
-                self.template = fallback
-        self._stop_token_ids = {
-            t for t in (single_token(x) for x in self.template.stop) if t is not None
-        }
+        self._vocab_has = lambda t: single_token(t) is not None
+        self._special_text = (token_text(llm.token_bos()), token_text(llm.token_eos()))
+        kind = model_kind(info.metadata, info.chat_template)
+        self.base_model = kind.base
+        self.template = self._pick_template(info, s["chat_format"], notes)
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(
             path=info.path, name=info.name, architecture=info.architecture,
@@ -402,10 +494,65 @@ class ChatEngine:
             n_layers=llama_cpp.llama_model_n_layer(model), load_s=load_s,
             chat_format=self.template.name,
             gpu_offload_supported=bool(llama_cpp.llama_supports_gpu_offload()),
-            file_size=info.file_size, notes=notes,
+            file_size=info.file_size, notes=notes, base_model=kind.base,
+            format_note=self._format_note(),
         )
         log.info("loaded %s in %.2fs (n_ctx=%d, format=%s)", info.path, load_s,
                  self.load_info.n_ctx, self.template.name)
+
+    def _pick_template(self, info: GGUFInfo, chat_format: str, notes: list[str]
+                       ) -> ChatTemplate:
+        """The template for ``chat_format``; a GGUF template that fails on a plain
+        conversation (broken, or hostile: the sandbox stops it) falls back to the family its
+        text names, else to the architecture's built-in format."""
+        bos, eos = self._special_text
+        try:
+            template = choose_template(info.architecture, info.chat_template, bos_token=bos,
+                                       eos_token=eos, vocab_has=self._vocab_has,
+                                       chat_format=chat_format, base=self.base_model)
+            if template.name == "gguf":  # only roles a user's chat has: no invented system
+                template.render([{"role": "user", "content": "u"},
+                                 {"role": "assistant", "content": "a"},
+                                 {"role": "user", "content": "u"}])
+        except DeskLMError as e:
+            if chat_format not in ("auto", "gguf") or not info.chat_template:
+                raise  # not the file's template failing: the user's choice cannot be used
+            template = fallback_template(info.architecture, info.chat_template, self._vocab_has)
+            notes.append(f"the model's own chat template failed ({e}); using the "
+                         f"{template.name} format instead")
+            log.warning("chat template rejected: %s", e)
+        self._stop_token_ids = {
+            t for t in (self._single_token(x) for x in template.stop) if t is not None
+        }
+        return template
+
+    def _single_token(self, text: str) -> int | None:
+        toks = self._need().tokenize(text.encode(), add_bos=False, special=True)
+        return toks[0] if len(toks) == 1 else None
+
+    def _format_note(self) -> str:
+        name = self.template.name if self.template else ""
+        if self.base_model:
+            if name == "dialogue":
+                return BASE_MODEL_NOTE + "; shown a plain dialogue to continue"
+            return BASE_MODEL_NOTE
+        if name == "dialogue":
+            return "plain dialogue format (the model's own chat format is not used)"
+        return ""
+
+    def set_chat_format(self, chat_format: str) -> str:
+        """Switch the chat format live (the next turn renders with it); returns its name.
+        Raises with the reason (the previous format stays) when it cannot be used."""
+        if self.info is None or self.load_info is None:
+            raise DeskLMError("no model is loaded")
+        notes: list[str] = []
+        self.template = self._pick_template(self.info, chat_format, notes)
+        self.load_info.chat_format = self.template.name
+        self.load_info.format_note = self._format_note()
+        self.load_info.notes.extend(notes)
+        if self.settings is not None:
+            self.settings.set("chat_format", chat_format)
+        return self.template.name
 
     def unload(self) -> None:
         llm, self.llm = self.llm, None
@@ -436,15 +583,32 @@ class ChatEngine:
         mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
         return int(llama_cpp.llama_memory_seq_pos_max(mem, 0))
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str | Sequence[Part], special: bool = False) -> list[int]:
+        """Tokens for a prompt, with the model's BOS where its vocabulary wants one.
+
+        ``text`` is a rendered prompt's parts (:meth:`ChatTemplate.render_parts`): the
+        template's markup is tokenized with control tokens parsed, message text as plain text,
+        so a message cannot forge a turn marker. Each part is tokenized on its own, so a
+        conversation's history gives the same tokens every turn (the KV prefix is reused). A
+        plain string is one part, plain text unless ``special``.
+        """
         llm = self._need()
+        parts = [Part(text, special)] if isinstance(text, str) else list(text)
         bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-        add_bos = llama_cpp.llama_vocab_get_add_bos(
-            llama_cpp.llama_model_get_vocab(llm._model.model))
-        if bos and text.startswith(bos):
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(
+            llama_cpp.llama_model_get_vocab(llm._model.model)))
+        first = next((p for p in parts if p.text), None)
+        if bos and first is not None and first.special and first.text.startswith(bos):
             add_bos = False  # the template already wrote it
-        return llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=bool(add_bos),
-                            special=True)
+        out: list[int] = []
+        for p in parts:
+            if not p.text:
+                continue
+            out += llm.tokenize(p.text.encode("utf-8", errors="replace"),
+                                add_bos=add_bos and not out, special=p.special)
+        if add_bos and not out and llm.token_bos() >= 0:
+            out = [llm.token_bos()]
+        return out
 
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
@@ -477,9 +641,40 @@ class ChatEngine:
             lcp += 1
         return max(0, min(lcp, len(tokens) - 1))
 
+    def check_model_file(self) -> None:
+        """Raise (a DeskLMError) if the loaded model's file changed on disk since the load.
+
+        llama.cpp maps the file into memory; a file truncated or rewritten in place under the
+        mapping kills the process with SIGBUS at the next read of a missing page. Checked
+        before every turn; what cannot be caught is a change during a turn. A file read into
+        RAM (use_mmap off) and a deleted file (its data live on while mapped) are safe.
+        """
+        if self.info is None or self._file_stamp is None or self.settings is None \
+                or not self.settings["use_mmap"]:
+            return
+        now = _file_stamp(self.info.path)
+        if now is None or now == self._file_stamp:
+            return
+        name = self.info.path.name
+        dev, ino, size, _mtime = self._file_stamp
+        if (now[0], now[1]) != (dev, ino):
+            raise DeskLMError(f"the model file {name} was replaced on disk after it was loaded; "
+                              "reload the model to use the new file")
+        change = f"size {size:,} -> {now[2]:,} bytes" if now[2] != size else "rewritten"
+        raise DeskLMError(f"the model file {name} changed on disk while loaded ({change}); "
+                          "reading it now could crash DeskLM: reload the model")
+
     def stop(self) -> None:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
         self._stop.set()
+
+    def begin_turn(self) -> None:
+        """A turn starts: forget a Stop pressed before it; a Stop from now on ends it (also
+        while the prompt is still being planned, before :meth:`generate`)."""
+        self._stop.clear()
+
+    def stop_requested(self) -> bool:
+        return self._stopping()
 
     # -- generation --
     def generate(
@@ -487,15 +682,22 @@ class ChatEngine:
         tokens: list[int],
         sampling: Settings,
         on_text: Callable[[str], None] | None = None,
+        reasoning_open: bool = False,
+        clear_stop: bool = True,
     ) -> tuple[str, TurnStats]:
-        """Stream a reply to ``tokens``; returns the reply text and its stats.
+        """Stream a reply to ``tokens``; returns the reply text (stripped) and its stats.
 
         ``on_text`` receives each new piece of text (complete UTF-8 characters, with stop strings
-        held back until they are ruled out).
+        and surrounding whitespace held back until they are ruled out); the pieces add up to the
+        reply. ``reasoning_open``: the prompt ended inside ``<think>`` (the template opened it),
+        so the reply starts with reasoning. Reasoning tokens and time are counted apart. With
+        ``clear_stop=False`` a Stop pressed since :meth:`begin_turn` still counts.
         """
         llm = self._need()
         assert self.template is not None
-        self._stop.clear()
+        self.check_model_file()
+        if clear_stop:
+            self._stop.clear()
         self.live_tokens = 0
         n_ctx = llm.n_ctx()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
@@ -510,9 +712,10 @@ class ChatEngine:
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reply, emitted = "", 0
-        finish = "length"
+        finish = FinishReason.LENGTH
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
         t0 = time.perf_counter()
+        reasoning = _ReasoningClock(reasoning_open)
         self._abort_armed = True
         try:
             gen = llm.generate(
@@ -524,40 +727,52 @@ class ChatEngine:
                 if stats.completion_tokens == 0 and stats.ttft_s is None:
                     stats.ttft_s = time.perf_counter() - t0
                     self._abort_armed = False  # per-token checks from here: no GIL per node
-                if self._stop.is_set():
-                    finish = "cancelled"
+                if self._stopping():
+                    finish = FinishReason.CANCELLED
                     break
                 if (llama_cpp.llama_vocab_is_eog(vocab, tok) or tok in self._stop_token_ids) \
                         and not self.ignore_eos:
-                    finish = "stop"
+                    finish = FinishReason.STOP
                     break
                 stats.completion_tokens += 1
                 self.live_tokens = stats.completion_tokens
                 reply += decoder.decode(llm.detokenize([tok]))
+                reasoning.token(reply)
                 cut = None if self.ignore_eos else _find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:
                     reply = reply[:cut]
-                    finish = "stop"
+                    finish = FinishReason.STOP
                     break
+                if emitted == 0:  # never show leading whitespace
+                    emitted = len(reply) - len(reply.lstrip())
+                    if emitted == len(reply):
+                        emitted = 0
+                        continue
                 safe = len(reply) - _partial_stop_len(reply, stops, hold)
+                safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
                 if on_text is not None and safe > emitted:
                     on_text(reply[emitted:safe])
                 emitted = max(emitted, safe)
                 if stats.completion_tokens >= max_new:
-                    finish = "length"
+                    finish = FinishReason.LENGTH
                     break
             else:
-                finish = "length"
+                finish = FinishReason.LENGTH
         except RuntimeError as e:  # llama_decode returned 2: aborted by our callback
-            if self._stop.is_set():
-                finish = "cancelled"
+            if self._stopping():
+                finish = FinishReason.CANCELLED
             else:
                 raise DeskLMError(f"generation failed: {e}") from e
         finally:
             self._abort_armed = False
         reply += decoder.decode(b"", final=True)
-        if on_text is not None and len(reply) > emitted:
-            on_text(reply[emitted:])
+        if emitted == 0:
+            emitted = len(reply) - len(reply.lstrip())
+        end = len(reply.rstrip())
+        if on_text is not None and end > emitted:
+            on_text(reply[emitted:end])
+        reply = reply.strip()
+        stats.reasoning_tokens, stats.reasoning_s = reasoning.tokens, reasoning.seconds
         stats.total_s = time.perf_counter() - t0
         perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
         if perf.n_p_eval > 0 and perf.t_p_eval_ms > 0:
@@ -567,6 +782,49 @@ class ChatEngine:
         stats.finish_reason = finish
         stats.context_used = llm.n_tokens
         return reply, stats
+
+
+class _ReasoningClock:
+    """Counts the reply's tokens inside ``<think>...</think>`` and the time they took."""
+
+    def __init__(self, opened: bool) -> None:
+        self.opened = opened
+        self.tokens = 0
+        # when the previous token arrived: a token's time ends with it (the first token's time
+        # is the prompt's, not counted)
+        self.t_prev: float | None = None
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.closed = False
+
+    def token(self, reply: str) -> None:
+        now = time.perf_counter()
+        prev, self.t_prev = (now if self.t_prev is None else self.t_prev), now
+        if self.closed or not (self.opened or THINK_OPEN in reply):
+            return
+        if self.t_first is None:
+            self.t_first = prev
+        self.tokens += 1
+        self.t_last = now
+        if THINK_CLOSE in reply:
+            self.closed = True
+
+    @property
+    def seconds(self) -> float | None:
+        if self.t_first is None or self.t_last is None:
+            return None
+        return self.t_last - self.t_first
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of a file; None if it cannot be read (e.g. deleted)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:
@@ -584,4 +842,27 @@ def _partial_stop_len(text: str, stops: list[str], hold: int) -> int:
         tail = text[-n:]
         if any(s.startswith(tail) for s in stops):
             return n
+    return 0
+
+
+# --- the child process of engine.probe ---------------------------------------------------------
+def probe_child_main(path: str) -> int:
+    """Runs in the child: load, exit 0 on success. A refusal is printed as one
+    ``desklm: error:`` line naming llama.cpp's own cause (its log is captured by this
+    module); an abort kills the process, and ggml's assertion text is left on stderr."""
+    try:
+        info = read_gguf(path)
+    except DeskLMError as e:
+        print(f"desklm: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    before = LLAMA_LOG.snapshot()
+    try:
+        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=64, n_gpu_layers=0,
+                              verbose=False)
+    except Exception as e:
+        reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
+        print(f"desklm: error: {info.path.name}: could not load: {reason}", file=sys.stderr,
+              flush=True)
+        return 2
+    llm.close()
     return 0

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -72,12 +73,19 @@ class Snapshot:
     cpu_percent: Any  # process CPU, % of the whole machine (0-100)
     gpus: list[GpuReading] = field(default_factory=list)
     gpu_status: str = ""  # "" when NVML works, else why there are no GPU readings
+    ram_limit: Any = NA  # bytes this process may still use under its tightest limit
+    ram_limit_source: str = ""  # which limit: a cgroup's memory.max, RLIMIT_AS
 
     def free(self) -> tuple[Any, Any]:
         """(free RAM, free VRAM summed over the NVIDIA GPUs), NA where unknown: what the
-        memory-fit estimate compares with."""
+        memory-fit estimate compares with. Free RAM is the machine's, or less where a cgroup
+        or RLIMIT_AS limits this process; then it is a ``LimitedBytes`` naming the limit."""
+        from desklm.engine.memlimit import LimitedBytes
+
         ram = NA if is_na(self.ram_total) or is_na(self.ram_used) else \
             self.ram_total - self.ram_used  # ram_used is total - available
+        if not is_na(self.ram_limit) and (is_na(ram) or self.ram_limit < ram):
+            ram = LimitedBytes(self.ram_limit, self.ram_limit_source)
         vram = [g.vram_total - g.vram_used for g in self.gpus
                 if not is_na(g.vram_total) and not is_na(g.vram_used)]
         return ram, (sum(vram) if vram else NA)
@@ -97,7 +105,13 @@ class Snapshot:
 class ResourceSampler:
     """Samples one process (default: this one). ``nvml`` may be given (tests); else ``pynvml``."""
 
-    def __init__(self, pid: int | None = None, nvml: ModuleType | Any | None = None) -> None:
+    def __init__(self, pid: int | None = None, nvml: ModuleType | Any | None = None,
+                 cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> None:
+        from desklm.engine.memlimit import CGROUP_ROOT, PROC_CGROUP
+
+        self.cgroup_root = cgroup_root or CGROUP_ROOT
+        self.proc_cgroup = proc_cgroup or (PROC_CGROUP if pid is None or pid == os.getpid()
+                                           else Path(f"/proc/{pid}/cgroup"))
         self.pid = pid or os.getpid()
         self._proc = psutil.Process(self.pid)
         self._ncpu = psutil.cpu_count() or 1
@@ -203,21 +217,23 @@ class ResourceSampler:
         except Exception as e:
             self._hint("ram", f"system RAM unavailable: {e}")
         gpus = self._gpus()
-        return Snapshot(now, rss, anon, ram_used, ram_total, cpu, gpus, self.gpu_status)
+        snap = Snapshot(now, rss, anon, ram_used, ram_total, cpu, gpus, self.gpu_status)
+        try:
+            from desklm.engine.memlimit import cgroup_limits, rlimit_as, tightest
+
+            limits = cgroup_limits(self.cgroup_root, self.proc_cgroup)
+            if self.pid == os.getpid():  # RLIMIT_AS is read for this process only
+                r = rlimit_as()
+                limits += [r] if r is not None else []
+            lim = tightest(limits)
+            if lim is not None:
+                snap.ram_limit, snap.ram_limit_source = lim.available, lim.source
+        except Exception as e:  # never raises: a limit we cannot read is one we cannot see
+            self._hint("limits", f"memory limits unavailable: {e}")
+        return snap
 
     def close(self) -> None:
         if self._nvml is not None:
             with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
             self._nvml = None
-
-
-def fmt_bytes(v: Any) -> str:
-    if v is NA or v is None:
-        return "n/a"
-    n = float(v)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover

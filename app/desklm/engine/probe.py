@@ -102,30 +102,3 @@ def probe(path: Path, timeout: float = PROBE_TIMEOUT_S) -> float:
                           + "; the file is damaged or not supported")
     raise DeskLMError(f"{path.name}: could not be loaded (test process exit {r.returncode})"
                       + (f": {lines[-1][:200]}" if lines else ""))
-
-
-def child_main(path: str) -> int:
-    """Runs in the child: load, exit 0 on success. A refusal is printed as one
-    ``desklm: error:`` line naming llama.cpp's own cause (its log is captured by the engine
-    module); an abort kills the process, and ggml's assertion text is left on stderr."""
-    import llama_cpp
-
-    from desklm.engine.gguf_info import read_gguf
-    from desklm.engine.llm import LLAMA_LOG, _reason_from_log
-
-    try:
-        info = read_gguf(path)
-    except DeskLMError as e:
-        print(f"desklm: error: {e}", file=sys.stderr, flush=True)
-        return 2
-    before = LLAMA_LOG.snapshot()
-    try:
-        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=64, n_gpu_layers=0,
-                              verbose=False)
-    except Exception as e:
-        reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-        print(f"desklm: error: {info.path.name}: could not load: {reason}", file=sys.stderr,
-              flush=True)
-        return 2
-    llm.close()
-    return 0

@@ -181,11 +181,13 @@ class Runner:
                 with self._lock:
                     self.current = None
 
-    def shutdown(self, timeout: float = 2.0) -> bool:
-        """Cancel everything, stop taking jobs, and join the thread. True if it ended in time."""
+    def shutdown(self, timeout: float = 2.0, *, cancel: bool = True) -> bool:
+        """Stop taking jobs, cancel everything (unless ``cancel`` is False: then the jobs
+        already queued still run), and join the thread. True if it ended in time."""
         with self._lock:
             self._closed = True
-        self.cancel()
+        if cancel:
+            self.cancel()
         self._queue.put(None)
         if threading.current_thread() is not self.thread:
             self.thread.join(timeout)

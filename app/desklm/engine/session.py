@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desklm.engine import commands
+from desklm.engine import commands, kvcache
 from desklm.engine.commands import CommandResult
-from desklm.engine.conversation import Conversation, PromptPlan
+from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
+from desklm.engine.fmt import fmt_rate, fmt_secs
 from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
@@ -41,7 +42,8 @@ class ChatSession:
 
     def __init__(self, model_path: Path, settings: Settings | None = None,
                  engine: ChatEngine | None = None,
-                 store: ConversationStore | None = None) -> None:
+                 store: ConversationStore | None = None,
+                 kv: kvcache.SnapshotCache | None = None) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
         self.engine = engine or ChatEngine()
@@ -49,7 +51,22 @@ class ChatSession:
         self.last_stats: TurnStats | None = None
         self.store = store
         self.save_error: str | None = None  # the last save failure, for the UI to report
+        self._setting_listeners: list[Callable[[str, Any], None]] = []
+        self.kv = kv  # KV snapshots of chats left (created on first use when saving chats)
+        self._kv_conv: str | None = None  # the chat whose tokens the model's KV cache holds
+        self._kv_pending = False  # the open chat may have a snapshot to restore on its next turn
         self._new_ids()
+
+    # -- settings ownership --
+    def on_setting(self, listener: Callable[[str, Any], None]) -> None:
+        """Call ``listener(name, value)`` whenever a setting in effect changes. The session is
+        the one owner of the values: others send changes (:meth:`apply_settings`) and listen."""
+        self._setting_listeners.append(listener)
+
+    def _notify(self, names: list[str]) -> None:
+        for name in names:
+            for listener in self._setting_listeners:
+                listener(name, self.settings[name])
 
     def _new_ids(self) -> None:
         import time
@@ -108,10 +125,13 @@ class ChatSession:
         self.conversation.context_start = start if isinstance(start, int) and \
             0 <= start <= len(msgs) else 0
         self.conv_id, self.title = rec["id"], rec.get("title") or ""
+        self._kv_pending = True  # restored on the next turn if its snapshot still matches
         self.created = rec.get("created") or self.created
         system = (rec.get("settings") or {}).get("system_prompt")
         if isinstance(system, str) and "\x00" not in system:
-            self.settings.set("system_prompt", system)
+            if self.settings["system_prompt"] != system:
+                self.settings.set("system_prompt", system)
+                self._notify(["system_prompt"])
             self.conversation.system_prompt = system
         return rec
 
@@ -120,13 +140,19 @@ class ChatSession:
 
     # -- model --
     def load(self, path: Path | None = None,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
-        """Load (or switch to) a model. On failure the old model and settings stay."""
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
+        """Load (or switch to) a model. On failure the old model and settings stay.
+
+        ``clamp=True`` is for settings saved earlier: values above this model's limits (an
+        n_ctx of 131072 on a 32k model) are lowered, and ``info.notes`` says so, instead of
+        the load failing at every start."""
         target = Path(path) if path is not None else self.model_path
-        info = self.engine.load(target, self.settings, progress=progress)
+        info = self.engine.load(target, self.settings, progress=progress, clamp=clamp)
         self.model_path = target
         assert self.engine.settings is not None
         self.settings.limits = dict(self.engine.settings.limits)
+        if clamp:
+            self.settings.update(self.engine.settings.load_values())
         return info
 
     @property
@@ -137,27 +163,38 @@ class ChatSession:
     def send(self, text: str, on_text: Callable[[str], None] | None = None,
              on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
         """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run."""
+        text = text.replace("\x00", "")  # before the check: NULs alone are an empty message
         if not text.strip():
             raise DeskLMError("empty message: nothing to send")
-        text = text.replace("\x00", "")
         eng = self.engine
         if eng.template is None:
             raise DeskLMError("no model is loaded")
-        plan = self.conversation.plan(
-            text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"])
-        )
+        eng.begin_turn()  # a Stop from here on (planning included) ends this turn
+        try:
+            plan = self.conversation.plan(
+                text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"]),
+                cancelled=eng.stop_requested,
+            )
+        except PlanCancelled:  # nothing was added; the turn simply ends as cancelled
+            return TurnResult("", TurnStats(finish_reason="cancelled", n_ctx=eng.n_ctx,
+                                            context_used=eng.context_used))
+        restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
+        self._kv_conv = self.conv_id
         conv = self.conversation
         start = conv.context_start
         user = conv.commit_user(text, plan)
         if on_start is not None:
             on_start(plan, eng.reusable_prefix(plan.tokens))
         try:
-            reply, stats = eng.generate(plan.tokens, self.settings, on_text)
+            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
+                                        reasoning_open=reasoning_opened(plan.text),
+                                        clear_stop=False)
         except BaseException:  # leave the conversation as it was before this turn
             conv.messages.remove(user)
             conv.context_start = start
             raise
         stats.trimmed = plan.dropped
+        stats.restored_tokens = min(restored, stats.prompt_tokens_reused)
         self.conversation.add_assistant(reply.strip(), stats.to_dict())
         self.last_stats = stats
         self.save()
@@ -169,10 +206,71 @@ class ChatSession:
         self.engine.stop()
 
     def reset(self) -> None:
+        self._keep_kv()
         self.conversation.clear()
         self.last_stats = None
         if self.engine.loaded:
             self.engine.reset()
+
+    def close(self) -> bool:
+        """Quitting: save the chat (returns whether it was saved), and write its KV snapshot (and
+        any kept in RAM) to disk so that reopening it after a restart evaluates only what is
+        new."""
+        saved = self.save()
+        self._keep_kv()
+        if self.kv is not None:
+            self.kv.flush()
+        if self.engine.loaded:  # then free the model
+            self.engine.unload()
+        return saved
+
+    # -- KV snapshots (engine.kvcache) --
+    def _snapshots(self) -> kvcache.SnapshotCache | None:
+        if self.kv is None and self.store is not None:
+            self.kv = kvcache.SnapshotCache(ram_bytes=self.settings["kv_snapshot_ram_mb"] * 2**20,
+                                            disk_bytes=self.settings["kv_snapshot_disk_mb"]
+                                            * 2**20)
+        return self.kv
+
+    def _keep_kv(self) -> None:
+        """Leaving a chat: snapshot the part of the KV cache its next prompt will start with."""
+        cache, eng = self._snapshots(), self.engine
+        if cache is None or self._kv_conv != self.conv_id or eng.template is None:
+            return
+        self._kv_conv = None
+        try:
+            conv = self.conversation
+            probe = conv.as_msgs([*conv.in_context(), Message("user", "…")])
+            snap = kvcache.capture(eng, self.conv_id,
+                                   eng.reusable_prefix(eng.tokenize(eng.template.render(probe))))
+            if snap is not None:
+                cache.put(snap)
+        except DeskLMError as e:
+            log.warning("no KV snapshot for %s: %s", self.conv_id, e)
+
+    def _restore_kv(self, tokens: list[int]) -> int:
+        self._kv_pending = False
+        cache, eng = self._snapshots(), self.engine
+        snap = cache.get(self.conv_id, kvcache.fingerprint(eng)) if cache is not None else None
+        if snap is None or not snap.matches(tokens) or \
+                eng.reusable_prefix(tokens) >= len(snap.tokens):
+            return 0
+        n = kvcache.restore(eng, snap)
+        log.info("restored %d tokens of %s from its KV snapshot", n, self.conv_id)
+        return n
+
+    def forget_kv(self, conv_id: str) -> None:
+        """A chat was deleted: delete its KV snapshot too (it encodes the chat's text)."""
+        cache = self._snapshots()
+        if cache is not None:
+            cache.drop(conv_id)
+
+    def kv_usage(self) -> dict[str, int]:
+        """Bytes the KV snapshots use in RAM and on disk, and the budgets."""
+        cache = self._snapshots()
+        return cache.usage() if cache is not None else {
+            "ram_bytes": 0, "ram_snapshots": 0, "ram_budget": 0, "disk_bytes": 0,
+            "disk_snapshots": 0, "disk_budget": 0}
 
     # -- settings --
     def apply_settings(self, values: dict[str, Any]) -> CommandResult:
@@ -183,7 +281,18 @@ class ChatSession:
         old = self.settings
         self.settings = new
         self.conversation.system_prompt = new["system_prompt"]
+        if self.kv is not None and {"kv_snapshot_ram_mb", "kv_snapshot_disk_mb"} & set(changed):
+            self.kv.set_budgets(new["kv_snapshot_ram_mb"] * 2**20,
+                                new["kv_snapshot_disk_mb"] * 2**20)
         notes = []
+        if self.engine.loaded and "chat_format" in changed:
+            try:
+                used = self.engine.set_chat_format(new["chat_format"])
+            except DeskLMError:
+                self.settings = old
+                self.conversation.system_prompt = old["system_prompt"]
+                raise
+            notes.append(f"chat format now {used} (from the next turn)")
         if self.engine.loaded and ("n_threads" in changed or "n_threads_batch" in changed):
             self.engine.set_threads(new["n_threads"], new["n_threads_batch"])
             notes.append(f"threads now {new['n_threads']} / {new['n_threads_batch']} (live)")
@@ -196,6 +305,7 @@ class ChatSession:
                 raise
             notes.append("model reloaded for " + ", ".join(reload)
                          + "; the conversation is kept and re-read on the next turn")
+        self._notify(changed)
         desc = ", ".join(f"{n} = {new[n]}" for n in changed) or "nothing changed"
         msg = desc + ("; " + "; ".join(notes) if notes else "")
         return CommandResult("set", msg, {"changed": {n: new[n] for n in changed},
@@ -250,6 +360,7 @@ class ChatSession:
             "n_ctx": li.n_ctx if li else None,
             "model": li.to_dict() if li else None,
             "load_settings": self.settings.load_values(),
+            "kv_snapshots": self.kv_usage(),
         }
 
     def stats_text(self) -> str:
@@ -260,7 +371,9 @@ class ChatSession:
             lines.append(
                 f"last turn: {s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                 f"first token {fmt_secs(s.ttft_s)}, prompt {s.prompt_tokens} tokens "
-                f"({s.prompt_tokens_reused} reused, {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
+                f"({s.prompt_tokens_reused} reused"
+                + (f", {s.restored_tokens} of them restored from cache" if s.restored_tokens
+                   else "") + f", {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
                 f"finish: {s.finish_reason}"
             )
         else:
@@ -270,14 +383,20 @@ class ChatSession:
             lines.append(f"context: {d['context_used']} / {d['n_ctx']} tokens ({pct:.0f}%)")
         if self.load_info:
             lines.append(f"model: {self.load_info.name} ({self.load_info.path})")
+        kv = d["kv_snapshots"]
+        if kv["ram_budget"] or kv["disk_budget"]:
+            lines.append(f"chat caches: {kv['ram_snapshots']} in RAM "
+                         f"({kv['ram_bytes'] / 2**20:.1f} of {kv['ram_budget'] / 2**20:.0f} MB), "
+                         f"{kv['disk_snapshots']} on disk ({kv['disk_bytes'] / 2**20:.1f} of "
+                         f"{kv['disk_budget'] / 2**20:.0f} MB)")
         lines.append("load settings: "
                      + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
         return "\n".join(lines)
 
 
-def fmt_rate(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.1f}"
+def reasoning_opened(prompt: str) -> bool:
+    """Whether the prompt ends inside an open ``<think>`` (the template opened the reasoning,
+    so the reply starts with it and holds only the closing tag)."""
+    from desklm.engine.chat_format import THINK_OPEN
 
-
-def fmt_secs(v: float | None) -> str:
-    return "n/a" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")
+    return prompt.rstrip().endswith(THINK_OPEN)

@@ -16,6 +16,11 @@ from typing import Any
 from desklm.errors import DeskLMError
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+# auto, gguf, dialogue, then the built-in formats (desklm.engine.chat_format.FORMAT_NAMES;
+# spelled out here so the schema stays free of imports)
+CHAT_FORMATS = ("auto", "gguf", "dialogue", "chatml", "gemma", "llama3", "llama2", "llama2-sys",
+                "llama2-sys-bos", "llama2-sys-strip", "mistral-v1", "mistral-v3",
+                "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken", "phi3", "phi4")
 
 
 def logical_cores() -> int:
@@ -193,6 +198,12 @@ _SETTINGS: list[Setting] = [
     Setting("kv_cache_type", "choice", "f16", "Precision of the KV cache. q8_0 halves its memory, "
             "q4_0 quarters it; a quantized cache needs flash attention.", "load", "KV cache type",
             needs_reload=True, choices=KV_CACHE_TYPES),
+    Setting("kv_snapshot_ram_mb", "int", 512, "RAM kept for the KV caches of chats you left, "
+            "so switching back is instant (0 = none). Older ones go to disk.", "load",
+            "Chat cache in RAM (MB)", minimum=0, maximum=65536),
+    Setting("kv_snapshot_disk_mb", "int", 2048, "Disk space for KV caches of chats you left "
+            "(in the cache folder; also used to resume after a restart; 0 = none).", "load",
+            "Chat cache on disk (MB)", minimum=0, maximum=1048576),
     # --- sampling settings ---------------------------------------------------------------
     Setting("temperature", "float", 0.7, "Randomness of the reply; 0 always picks the most "
             "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider",
@@ -215,6 +226,10 @@ _SETTINGS: list[Setting] = [
             "Seed", minimum=0, maximum=2**31 - 1, special={-1: "random"}),
     Setting("system_prompt", "str", "You are a helpful assistant.", "Instructions the model "
             "sees before the conversation.", "sampling", "System prompt", flag="--system"),
+    Setting("chat_format", "choice", "auto", "How the conversation is written for the model: "
+            "auto (a plain dialogue for base models, else the model's own template), gguf (the "
+            "model's own template), dialogue, or a built-in format. Applies from the next turn.",
+            "sampling", "Chat format", choices=CHAT_FORMATS),
 ]
 
 SCHEMA: dict[str, Setting] = {s.name: s for s in _SETTINGS}

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine.buildinfo import backend_name, llama_info, paths, versions
+from desklm.engine import buildinfo
 
 LICENCES = [
     ("DeskLM", "MIT licence"),
@@ -32,8 +32,9 @@ def about_sections(load_info: Any = None) -> list[tuple[str, list[tuple[str, str
     """The About content as (section, [(key, value)]) pairs."""
     from PySide6 import __version__ as pyside_version
 
-    v = versions()
-    llama = llama_info()
+    v = buildinfo.versions()
+    llama = buildinfo.llama_info()
+    backend = buildinfo.backend_name(llama["system_info"], llama["gpu_offload"])
     model: list[tuple[str, str]]
     if load_info is None:
         model = [("Model", "none loaded")]
@@ -52,11 +53,11 @@ def about_sections(load_info: Any = None) -> list[tuple[str, list[tuple[str, str
                     ("Qt for Python", pyside_version), ("System", v["platform"])]),
         ("Loaded model", model),
         ("llama.cpp", [("llama-cpp-python", llama["version"]),
-                       ("Backend", backend_name(llama["system_info"], llama["gpu_offload"])),
+                       ("Backend", backend),
                        ("GPU offload", "supported by this build" if llama["gpu_offload"]
                         else "not in this build (CPU only)"),
                        ("Build", llama["system_info"] or "n/a")]),
-        ("Files", [(k.capitalize(), p) for k, p in paths().items()]),
+        ("Files", [(k.capitalize(), p) for k, p in buildinfo.paths().items()]),
         ("Licences", LICENCES),
     ]
 

@@ -13,7 +13,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
-from desklm.engine.settings import Settings
+from desklm.engine import AppConfig, ConversationStore, Settings, settings_from_args
 from desklm.logs import install_excepthooks
 from desklm.ui.main_window import MainWindow, make_thread_safe_reporter, window_icon
 
@@ -43,9 +43,6 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
     """
     import tempfile
 
-    from desklm.engine.settings import settings_from_args
-    from desklm.engine.store import AppConfig, ConversationStore
-
     if args.self_test:
         scratch = Path(tempfile.mkdtemp(prefix="desklm-self-test-"))
         store, config = ConversationStore(scratch / "conversations"), AppConfig(
@@ -70,11 +67,31 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
     return window
 
 
+def quit_on_signals(window: MainWindow) -> None:
+    """SIGTERM (a logout, a shutdown, ``kill``) and SIGINT (Ctrl+C in the terminal that
+    started us) quit like the Quit menu: the reply in flight stops and is saved marked
+    cancelled, settings are saved, the process exits 0."""
+    import signal
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("%s: quitting", signal.Signals(signum).name)
+        QTimer.singleShot(0, window.close)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    # Python runs signal handlers only between bytecodes: wake it while Qt's loop waits
+    tick = QTimer(window)
+    tick.setInterval(200)
+    tick.timeout.connect(lambda: None)
+    tick.start()
+
+
 def run_gui(args: argparse.Namespace, settings: Settings | None = None) -> int:
     window = build_window(args, settings)
     app = QApplication.instance()
     assert isinstance(app, QApplication)
     install_excepthooks(make_thread_safe_reporter(window))
+    quit_on_signals(window)
     test = SelfTest(window, app, args.screenshot) if args.self_test else None
     window.start()
     rc = app.exec()

@@ -13,10 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QEventLoop, QTimer
 
-from desklm.engine.bench import MB, PROMPT, PathRun, bench_settings, rss
-from desklm.engine.settings import Settings
-from desklm.engine.store import AppConfig, ConversationStore
-from desklm.errors import DeskLMError
+from desklm.engine import AppConfig, ConversationStore, DeskLMError, Settings, bench
 
 
 def _wait(signal: Any, timeout_s: float, failed: Any = None) -> list[Any]:
@@ -106,16 +103,16 @@ class GuiBench:
             return self.w
         make_app()
         scratch = Path(tempfile.mkdtemp(prefix="desklm-bench-"))
-        self.baseline = rss()
+        self.baseline = bench.rss()
         self.t_window = time.perf_counter()
-        self.w = MainWindow(bench_settings(s, max_tokens=gen_tokens), str(model),
+        self.w = MainWindow(bench.bench_settings(s, max_tokens=gen_tokens), str(model),
                             show_dialogs=False, store=ConversationStore(scratch / "c"),
                             config=AppConfig(scratch / "settings.json"))
-        self.w.worker.engine.probe = False
-        self.w.worker.engine.ignore_eos = True  # set before the worker runs anything
+        self.w.controller.engine.probe = False
+        self.w.controller.engine.ignore_eos = True  # set before the runner runs anything
         return self.w
 
-    def run(self, model: Path, s: Settings, gen_tokens: int) -> PathRun:
+    def run(self, model: Path, s: Settings, gen_tokens: int) -> bench.PathRun:
         first = self.w is None
         w = self._window(model, s, gen_tokens)
         if first:
@@ -131,7 +128,7 @@ class GuiBench:
         hb = Heartbeat()
         w.chat.flush_log.clear()
         t_send = time.perf_counter()
-        w.submit(PROMPT)
+        w.submit(bench.PROMPT)
         _wait(w.firstToken, 300, w.failed)
         ttft = time.perf_counter() - t_send
         hb.start()
@@ -143,10 +140,12 @@ class GuiBench:
         elapsed = time.perf_counter() - self.t_window
         st = result.stats
         self.runs += 1
-        return PathRun("gui", info.load_s, ttft, st.prompt_tokens_per_s, st.gen_tokens_per_s,
-                       (rss() - self.baseline) / MB, st.prompt_tokens, st.completion_tokens,
+        return bench.PathRun("gui", info.load_s, ttft, st.prompt_tokens_per_s,
+                             st.gen_tokens_per_s, (bench.rss() - self.baseline) / bench.MB,
+                             st.prompt_tokens, st.completion_tokens,
                        extra={"max_stall_ms": hb.max_stall_ms,
-                              "sampler_core_percent": 100 * w.sampler.cpu_seconds / elapsed,
+                              "sampler_core_percent":
+                                  100 * w.controller.sampler.cpu_seconds / elapsed,
                               "ui_thread_core_percent": 100 * ui_cpu / ui_wall
                               if ui_wall else None,
                               "flushes": list(w.chat.flush_log)})

@@ -42,7 +42,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QPlainTextEdit, QTextBrowser, QWidget
 
-from desklm.engine.session import fmt_rate, fmt_secs
+from desklm.engine import fmt_rate, fmt_secs
 from desklm.ui import theme
 
 FLUSH_MS = 50  # at most ~20 repaints a second while streaming
@@ -437,10 +437,11 @@ class ChatView(QTextBrowser):
         self.shown.append(("user", text))
 
     def add_notice(self, text: str, color: str = "notice") -> None:
-        """A one-line notice; ``color`` is a theme key (notice, error, warn, ok)."""
-        key = LEGACY_COLORS.get(color.lower(), color)
-        if not hasattr(theme.current(), key):
-            key = "notice"
+        """A one-line notice; ``color`` is a theme key (notice, error, warn, ok) or a colour
+        of either palette (``theme.color("error")``), kept by name so a theme switch
+        re-colours it."""
+        key = LEGACY_COLORS.get(color.lower()) or (
+            color if color in theme.KEYS else theme.key_of(color)) or "notice"
         self._append(Item("notice", text, color=key))
 
     def add_output(self, text: str) -> None:

@@ -14,7 +14,7 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from desklm.engine.monitor import NA, Snapshot, fmt_bytes, is_na
+from desklm.engine import NA, Snapshot, fmt_bytes, is_na
 from desklm.ui import theme
 
 HISTORY = 120  # points: one minute at 2 Hz

@@ -66,7 +66,7 @@ class HubWorker(QObject):
 
     @Slot(str)
     def listFiles(self, repo: str) -> None:
-        from desklm.engine.fit import auto_fit
+        from desklm.engine import auto_fit
 
         self.cancel.clear()
         try:
@@ -145,9 +145,9 @@ class ModelDialog(QDialog):
         self.repo = QComboBox()
         self.repo.setEditable(True)
         self.repo.setObjectName("repo")
-        from desklm.engine.catalog import MODELS
+        from desklm.engine import CURATED_MODELS
 
-        for m in MODELS:
+        for m in CURATED_MODELS:
             self.repo.addItem(m.repo_id, m.repo_id)
             self.repo.setItemData(self.repo.count() - 1,
                                   f"{m.name} (~{m.size / 2**30:.1f} GB as Q4_K_M)",
@@ -209,7 +209,7 @@ class ModelDialog(QDialog):
 
     # -- local --
     def refresh_local(self) -> None:
-        from desklm.engine.models import catalog
+        from desklm.engine import catalog
 
         self.local_list.clear()
         for m in catalog():
@@ -222,7 +222,7 @@ class ModelDialog(QDialog):
     def _load_local(self) -> None:
         item = self.local_list.currentItem()
         if item is not None:
-            from desklm.engine.models import is_embedded
+            from desklm.engine import is_embedded
 
             path = item.data(Qt.ItemDataRole.UserRole)
             self.loadRequested.emit("" if is_embedded(path) else path)

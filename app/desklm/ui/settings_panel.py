@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine.settings import SCHEMA, Setting, Settings
+from desklm.engine import SCHEMA, Setting, Settings
 from desklm.ui import theme
 
 GROUPS = (("reload", "Model"), ("live", "Threads (live)"), ("sampling", "Sampling (next reply)"))
@@ -396,7 +396,7 @@ class SettingsPanel(QWidget):
             self.update_fit()
 
     def update_fit(self) -> None:
-        from desklm.engine.fit import estimate
+        from desklm.engine import estimate
 
         if self.model_info is None:
             return
@@ -408,7 +408,7 @@ class SettingsPanel(QWidget):
         self._restyle()
 
     def _restyle(self) -> None:
-        from desklm.engine.fit import FITS, TIGHT
+        from desklm.engine import FITS, TIGHT
 
         p = theme.current()
         for mark in self.marks.values():
@@ -419,7 +419,7 @@ class SettingsPanel(QWidget):
             self.fit_label.setStyleSheet(f"color: {color};")
 
     def auto(self) -> None:
-        from desklm.engine.fit import auto_fit
+        from desklm.engine import auto_fit
 
         if self.model_info is None:
             return
@@ -505,6 +505,30 @@ class SettingsPanel(QWidget):
             elif ed.toPlainText() != v:
                 ed.setPlainText(v)
             ed.blockSignals(False)
+        self._mark()
+        self._update_gpu_warning()
+
+    def set_setting(self, name: str, value: Any) -> None:
+        """One setting now in effect (from the session, which owns the values)."""
+        ed = self.editors.get(name)
+        if ed is None:
+            return
+        self.settings.set(name, value)
+        self.pending.pop(name, None)
+        ed.blockSignals(True)
+        if isinstance(ed, SliderRow):
+            if value not in ed.values:
+                self._refresh_range(name)
+            ed.set_value(value)
+        elif isinstance(ed, QCheckBox):
+            ed.setChecked(bool(value))
+        elif isinstance(ed, QComboBox):
+            ed.setCurrentText(str(value))
+        elif isinstance(ed, QSpinBox):
+            ed.setValue(int(value))
+        elif ed.toPlainText() != value:
+            ed.setPlainText(value)
+        ed.blockSignals(False)
         self._mark()
         self._update_gpu_warning()
 

@@ -111,6 +111,23 @@ def current() -> Palette:
     return PALETTES[system_scheme() if _mode == "system" else _mode]
 
 
+def color(name: str) -> str:
+    """The current palette's colour ``name`` (e.g. "error", "muted") as "#rrggbb"."""
+    if name not in KEYS:
+        raise KeyError(f"no colour {name!r} in the theme; known: {', '.join(KEYS)}")
+    return str(getattr(current(), name))
+
+
+def key_of(value: str) -> str | None:
+    """The name of a colour given as its value in either palette (None if it is not one)."""
+    v = value.lower()
+    for pal in PALETTES.values():
+        for key in KEYS:
+            if str(getattr(pal, key)).lower() == v:
+                return key
+    return None
+
+
 def set_mode(new_mode: str) -> Palette:
     """"system", "light" or "dark"; applies it to the running QApplication."""
     global _mode

@@ -1,7 +1,7 @@
 """The first-run welcome, shown in the chat area: what DeskLM is, and one button to a real
 assistant sized to this machine.
 
-The recommendation comes from :func:`desklm.engine.catalog.recommend` (free RAM / VRAM, CPU
+The recommendation comes from :func:`desklm.engine.curated.recommend` (free RAM / VRAM, CPU
 cores). "Download and use" lists the model's repo, downloads the file into the Hugging Face
 cache with progress and Cancel, checks its sha256 and emits ``useModel(path)``. Network work runs
 in a :class:`~desklm.ui.model_dialog.HubWorker` on its own thread; nothing is sent until the
@@ -25,8 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import hub
-from desklm.engine.catalog import GB, CatalogModel, Recommendation, recommend
+from desklm.engine import GB, CatalogModel, Recommendation, hub, recommend
 from desklm.errors import DeskLMError
 from desklm.ui import theme
 from desklm.ui.model_dialog import HubWorker, human
@@ -85,9 +84,9 @@ class WelcomeWidget(QWidget):
         super().__init__(parent)
         self.setObjectName("welcome")
         if free is None:
-            from desklm.engine.fit import free_memory
+            from desklm.engine import fit
 
-            free = free_memory()
+            free = fit.free_memory()
         self.rec: Recommendation = recommend(free[0], free[1], gpu_offload, cores)
         self.model: CatalogModel = model or self.rec.model
         self.path: str | None = None

@@ -49,7 +49,7 @@ def _kv(layers: int, kv_heads: int, head_dim: int) -> int:
 
 
 # Best first: the first one that fits this machine (and its CPU/GPU budget) is recommended.
-MODELS: tuple[CatalogModel, ...] = (
+CURATED_MODELS: tuple[CatalogModel, ...] = (
     CatalogModel("Qwen2.5 7B Instruct", "bartowski/Qwen2.5-7B-Instruct-GGUF",
                  "Qwen2.5-7B-Instruct-Q4_K_M.gguf", 4_680 * MB, 7.6, _kv(28, 4, 128),
                  "Apache-2.0", "strong all-rounder; wants a GPU"),
@@ -106,14 +106,14 @@ def max_params_for(cores: int, gpu: bool) -> float:
 
 def recommend(free_ram: Any = NA, free_vram: Any = NA, gpu_offload: bool = False,
               cores: int | None = None) -> Recommendation:
-    """The first model of :data:`MODELS` that fits this machine with margin and suits its
+    """The first model of :data:`CURATED_MODELS` that fits this machine with margin and suits its
     speed; the smallest, marked, when none fits."""
     import os
 
     cores = cores or os.cpu_count() or 1
     gpu = gpu_offload and not is_na(free_vram) and free_vram > 0
     cap = max_params_for(cores, gpu)
-    for m in MODELS:
+    for m in CURATED_MODELS:
         if m.params_b > cap:
             continue
         need = m.need()
@@ -125,7 +125,7 @@ def recommend(free_ram: Any = NA, free_vram: Any = NA, gpu_offload: bool = False
         if need <= MARGIN * free_ram:
             return Recommendation(m, "fits", need, free_ram, False,
                                   f"sized for {cores} CPU cores")
-    smallest = MODELS[-1]
+    smallest = CURATED_MODELS[-1]
     need = smallest.need()
     if is_na(free_ram):
         return Recommendation(smallest, "unknown", need, NA, False,
@@ -135,8 +135,11 @@ def recommend(free_ram: Any = NA, free_vram: Any = NA, gpu_offload: bool = False
                           "little free memory: the smallest model")
 
 
+MODELS = CURATED_MODELS
+
+
 def find(name_or_repo: str) -> CatalogModel | None:
-    for m in MODELS:
+    for m in CURATED_MODELS:
         if name_or_repo in (m.name, m.repo_id, m.filename):
             return m
     return None

@@ -1,0 +1,553 @@
+"""ChatController: what the window is doing, in one place.
+
+The window (``main_window.py``) lays out widgets and draws what this controller emits; it never
+touches the model, the session or a thread. The controller owns:
+
+- the :class:`~desklm.engine.Runner` (the one inference thread, Qt-free) and the
+  :class:`~desklm.engine.ChatSession` that only that thread touches;
+- the resource sampler's thread;
+- the queue of messages typed while the model was busy;
+- one :class:`State`, changed only by :meth:`ChatController._enter`, which checks the move
+  against :data:`TRANSITIONS`.
+
+Every request becomes a job on the runner. Job bodies (methods named ``_job_*``) run on the
+inference thread and only emit signals; everything else runs on the UI thread. A job that
+fails, with any exception, still emits ``_jobEnded``, so every error path returns to a defined
+state (``IDLE``, or ``NO_MODEL`` when nothing is loaded).
+
+Signals (all delivered on the UI thread):
+    stateChanged(object): the new :class:`State`.
+    queueChanged(object): the list of queued message texts.
+    message(str, str): (level, text) for the user: level is "info", "notice", "warning" or
+        "error" (an error is also shown as a dialog by the window).
+    loadStarted(str), loadProgress(float), loaded(object: LoadInfo), loadEnded(str): a load;
+        loadEnded carries "failed" / "cancelled" / "" (done).
+    modelUnloaded(): no model is loaded any more (a load was stopped after the old model
+        had been freed).
+    modelInfo(object): the loaded model's GGUF header, for the fit estimate.
+    turnStarted(object): {prompt_tokens, reused, n_ctx, dropped, text}.
+    token(str, int): a piece of the reply, and the reply's tokens so far.
+    turnFinished(object: TurnResult), turnFailed(str, str): (reason, the text not sent).
+    commandDone(object: CommandResult).
+    settingChanged(str, object): one setting now in effect (the session owns the values).
+    settingsLoaded(object): a copy of every setting in effect, after a load (for the panel).
+    tuneProgress(int, int, str), tuned(object: TuneResult).
+    conversationsListed(object, object): summaries, problems.
+    conversationOpened(object): the record now shown (new, opened, or after /reset).
+    snapshot(object): a monitor.Snapshot from the sampler.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QMetaObject, QObject, Qt, Signal, Slot
+
+from desklm.engine import (
+    ChatSession,
+    CommandResult,
+    ConversationStore,
+    DeskLMError,
+    Job,
+    JobCancelled,
+    LoadCancelled,
+    Runner,
+    Settings,
+    commands,
+    embedded_model_path,
+    remember_model,
+)
+from desklm.ui.workers import SamplerWorker, start_thread
+
+log = logging.getLogger("desklm.ui")
+
+JOIN_TIMEOUT_S = 10.0  # only reached if a job will not stop; a clean quit takes well under 1 s
+
+
+class State(enum.Enum):
+    """What the window is doing. Exactly one at a time."""
+
+    STARTING = "starting"      # shown, no model requested yet
+    LOADING = "loading"        # a model is loading (or reloading for new settings)
+    NO_MODEL = "no model"      # nothing loaded: a load failed or was stopped
+    IDLE = "idle"              # a model is loaded and free
+    GENERATING = "generating"  # a reply is streaming
+    COMMAND = "command"        # a slash command or a live settings change is running
+    SWITCHING = "switching"    # a chat is being opened, created or deleted
+    TUNING = "tuning"          # the thread sweep is measuring
+    CLOSING = "closing"        # quitting: nothing new starts
+
+
+# Every allowed move. A move not listed is a bug: it is logged and refused.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STARTING: frozenset({State.LOADING, State.CLOSING}),
+    State.LOADING: frozenset({State.IDLE, State.NO_MODEL, State.CLOSING}),
+    State.NO_MODEL: frozenset({State.LOADING, State.COMMAND, State.SWITCHING, State.CLOSING}),
+    State.IDLE: frozenset({State.LOADING, State.GENERATING, State.COMMAND, State.SWITCHING,
+                           State.TUNING, State.CLOSING}),
+    State.GENERATING: frozenset({State.IDLE, State.CLOSING}),
+    State.COMMAND: frozenset({State.IDLE, State.NO_MODEL, State.CLOSING}),
+    State.SWITCHING: frozenset({State.IDLE, State.NO_MODEL, State.CLOSING}),
+    State.TUNING: frozenset({State.IDLE, State.CLOSING}),
+    State.CLOSING: frozenset(),
+}
+
+# States in which the model thread is working: new messages wait in the queue.
+BUSY = frozenset({State.STARTING, State.LOADING, State.GENERATING, State.COMMAND,
+                  State.SWITCHING, State.TUNING})
+# States that Stop (Esc) interrupts.
+STOPPABLE = frozenset({State.LOADING, State.GENERATING, State.TUNING})
+
+
+class ChatController(QObject):
+    """See the module docstring for the signals and the states."""
+
+    stateChanged = Signal(object)
+    queueChanged = Signal(object)
+    message = Signal(str, str)
+    loadStarted = Signal(str)
+    loadProgress = Signal(float)
+    loaded = Signal(object)
+    loadEnded = Signal(str)
+    modelUnloaded = Signal()
+    modelInfo = Signal(object)
+    turnStarted = Signal(object)
+    token = Signal(str, int)
+    turnFinished = Signal(object)
+    turnFailed = Signal(str, str)
+    commandDone = Signal(object)
+    settingChanged = Signal(str, object)
+    settingsLoaded = Signal(object)
+    tuneProgress = Signal(int, int, str)
+    tuned = Signal(object)
+    conversationsListed = Signal(object, object)
+    conversationOpened = Signal(object)
+    snapshot = Signal(object)
+
+    # from the inference thread to this object's own slots (queued: they run on the UI thread)
+    _jobEnded = Signal(object, object, object)  # (state it ran in, result, exception)
+
+    def __init__(self, settings: Settings, store: ConversationStore | None = None,
+                 sample_interval_ms: int = 500) -> None:
+        super().__init__()
+        self.state = State.STARTING
+        self.queue: list[str] = []
+        self.load_info: Any = None  # the LoadInfo last emitted (a value, not engine state)
+        self.session = ChatSession(Path(""), settings, store=store)
+        # The engine and session below belong to the runner's thread. Only jobs touch them;
+        # tests and the benchmark may read them while nothing runs.
+        self.engine = self.session.engine
+        self.runner = Runner(interrupt=self.engine.stop, name="inference")
+        self.engine.cancel_hook = self._current_job_cancelled
+        self.session.on_setting(lambda n, v: self.settingChanged.emit(n, v))
+        self._job: Job[Any] | None = None  # the job the current state waits for
+        self._last_progress = 0.0
+        self._jobEnded.connect(self._on_job_ended, Qt.ConnectionType.QueuedConnection)
+        self.loaded.connect(self._set_load_info, Qt.ConnectionType.QueuedConnection)
+        self.modelUnloaded.connect(lambda: self._set_load_info(None),
+                                   Qt.ConnectionType.QueuedConnection)
+        self.sampler = SamplerWorker(sample_interval_ms)
+        self.sampler_thread = start_thread(self.sampler, "sampler")
+        self.sampler.sampled.connect(self.snapshot.emit)
+        QMetaObject.invokeMethod(self.sampler, "start", Qt.ConnectionType.QueuedConnection)
+
+    def _current_job_cancelled(self) -> bool:
+        job = self.runner.current
+        return job is not None and job.cancelled
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.state in BUSY
+
+    def _rest(self) -> State:
+        return State.IDLE if self.load_info is not None else State.NO_MODEL
+
+    def _enter(self, new: State) -> bool:
+        if new is self.state:
+            return True
+        if new not in TRANSITIONS[self.state]:
+            log.error("refused state change %s -> %s", self.state.name, new.name)
+            return False
+        log.debug("state %s -> %s", self.state.name, new.name)
+        self.state = new
+        self.stateChanged.emit(new)
+        return True
+
+    def _run(self, state: State, body: Any, kind: str) -> bool:
+        """Enter ``state`` and run ``body(job)`` on the inference thread; when it ends (however
+        it ends) :meth:`_on_job_ended` returns to rest."""
+        if not self._enter(state):
+            return False
+
+        def wrapped(job: Job[Any]) -> None:
+            try:
+                result = body(job)
+            except BaseException as e:  # every outcome comes back to the UI thread
+                self._jobEnded.emit(state, None, e)
+            else:
+                self._jobEnded.emit(state, result, None)
+
+        job = self._job = self.runner.submit(wrapped, kind)
+
+        def never_ran(f: Any) -> None:  # cancelled while queued: wrapped() never ran
+            if isinstance(f.exception(), JobCancelled):
+                self._jobEnded.emit(state, None, f.exception())
+
+        job.future.add_done_callback(never_ran)
+        return True
+
+    @Slot(object, object, object)
+    def _on_job_ended(self, state: State, result: Any, exc: BaseException | None) -> None:
+        self._job = None
+        if self.state is State.CLOSING:
+            return
+        if isinstance(exc, JobCancelled) and state is State.LOADING:
+            self.loadEnded.emit("cancelled")
+        if exc is not None and not isinstance(exc, DeskLMError | JobCancelled):
+            log.error("unexpected error while %s", state.value, exc_info=exc)
+            self.message.emit("error", f"internal error: {type(exc).__name__}: {exc} (details "
+                                       "in the log file)")
+        self._enter(self._rest())
+        self._drain()
+
+    # --- the queue -------------------------------------------------------------------------
+    def submit(self, text: str) -> None:
+        """A message or slash command from the input box: sent now, or queued while busy."""
+        if not text.strip() or self.state is State.CLOSING:
+            return
+        if self.state is State.GENERATING and text.strip().lower() == "/reset":
+            self.reset_conversation()
+            return
+        if self.busy:
+            self.queue.append(text)
+            self.queueChanged.emit(list(self.queue))
+            return
+        self._dispatch(text)
+
+    def _drain(self) -> None:
+        if self.queue and not self.busy and self.state is not State.CLOSING:
+            text = self.queue.pop(0)
+            self.queueChanged.emit(list(self.queue))
+            self._dispatch(text)
+
+    def take_queue(self) -> list[str]:
+        """Empty the queue, returning the waiting messages (slash commands dropped), so the
+        window can put them back in the input box instead of losing them."""
+        waiting = [t for t in self.queue if not commands.is_command(t)]
+        self.queue.clear()
+        self.queueChanged.emit([])
+        return waiting
+
+    def _dispatch(self, text: str) -> None:
+        if commands.is_command(text):
+            self._command(text)
+        elif self.load_info is None:
+            self.turnFailed.emit("no model is loaded: open one with File > Models", text)
+        else:
+            self._send(text)
+
+    # --- requests --------------------------------------------------------------------------
+    def load(self, path: str) -> None:
+        """Load ``path`` ("" = the embedded model); a running reply is stopped first."""
+        if self.state is State.CLOSING:
+            return
+        self.queue_stop()
+        if self.busy and self.state is not State.STARTING:
+            self.queue_job(lambda: self.load(path))
+            return
+        self._run(State.LOADING, lambda job: self._job_load(job, path), "load")
+
+    def _job_load(self, job: Job[Any], path: str) -> None:
+        self.loadStarted.emit(path)
+        try:
+            target = Path(path) if path else embedded_model_path()
+            info = self.session.load(target, progress=self._progress, clamp=True)
+        except LoadCancelled:
+            self._load_stopped()
+            return
+        except DeskLMError as e:
+            self.message.emit("error", f"Could not load the model: {e}")
+            self.loadEnded.emit("failed")
+            if self.session.engine.load_info is None and path:
+                # the remembered model is gone or broken: fall back to the embedded one
+                self.message.emit("notice", "Loading the embedded model instead.")
+                self._job_load(job, "")
+            return
+        self._loaded(info)
+        remember_model(info.path)
+        self._apply_tuned(info.path)
+        self.loadEnded.emit("")
+
+    def _load_stopped(self) -> None:
+        if self.engine.load_info is None:
+            self.modelUnloaded.emit()
+        self.loadEnded.emit("cancelled")
+
+    @Slot(object)
+    def _set_load_info(self, info: Any) -> None:
+        self.load_info = info  # on the UI thread, before the job's _jobEnded arrives
+
+    def _loaded(self, info: Any) -> None:
+        self.modelInfo.emit(self.engine.info)
+        self.loaded.emit(info)
+        self.settingsLoaded.emit(self.session.settings.copy())
+
+    def _progress(self, p: float) -> None:
+        now = time.monotonic()
+        if p >= 1.0 or now - self._last_progress > 0.05:  # at most ~20 updates a second
+            self._last_progress = now
+            self.loadProgress.emit(p)
+
+    def _apply_tuned(self, path: Path) -> None:
+        """Threads found by an earlier Tune for this model on this machine, applied live."""
+        from desklm.engine import tuned_for
+
+        t = tuned_for(path)
+        if not t:
+            return
+        values = {k: t[k] for k in ("n_threads", "n_threads_batch")}
+        if any(self.session.settings[k] != v for k, v in values.items()):
+            res = self.session.apply_settings(values)
+            res.message = (f"using the threads tuned for this model: {values['n_threads']} "
+                           f"generating, {values['n_threads_batch']} reading the prompt")
+            self.commandDone.emit(res)
+
+    def _send(self, text: str) -> None:
+        self._run(State.GENERATING, lambda job: self._job_send(job, text), "turn")
+
+    def _job_send(self, job: Job[Any], text: str) -> None:
+        eng = self.engine
+
+        def started(plan: Any, reused: int) -> None:
+            self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
+                                   "n_ctx": eng.n_ctx, "dropped": plan.dropped, "text": text})
+
+        try:
+            result = self.session.send(text, lambda t: self.token.emit(t, eng.live_tokens),
+                                       on_start=started)
+        except DeskLMError as e:
+            self.turnFailed.emit(str(e), text)
+            return
+        except Exception as e:
+            log.error("the turn failed", exc_info=e)
+            self.turnFailed.emit(f"internal error: {type(e).__name__}: {e} (details in the "
+                                 "log file)", text)
+            return
+        self.turnFinished.emit(result)
+        if self.session.save_error:
+            self.message.emit("error", self.session.save_error)
+        self._job_list()
+
+    def _command(self, text: str) -> None:
+        self._run(State.COMMAND, lambda job: self._job_command(text), "command")
+
+    def _job_command(self, text: str) -> None:
+        try:
+            result = self.session.run_command(text)
+        except DeskLMError as e:
+            self.message.emit("warning", str(e))
+            return
+        if result.reset:  # the fresh chat is drawn before the command reports done
+            self.conversationOpened.emit(self.session.record())
+        self._command_done(result)
+        if result.reset:
+            self._job_list()
+
+    def _command_done(self, result: CommandResult) -> None:
+        self.commandDone.emit(result)
+        if result.reloaded and self.engine.load_info is not None:
+            self._loaded(self.engine.load_info)
+
+    def apply_settings(self, values: dict[str, Any]) -> None:
+        """Settings from the panel. Live ones run as a quick command; reload ones reload."""
+        from desklm.engine import SCHEMA
+
+        if self.state is State.CLOSING:
+            return
+        reload = any(SCHEMA[n].needs_reload for n in values)
+        if reload:
+            self.queue_stop()
+        if self.busy:
+            self.queue_job(lambda: self.apply_settings(values))
+            return
+        state = State.LOADING if reload and self.load_info is not None else State.COMMAND
+        self._run(state, lambda job: self._job_apply(values), "settings")
+
+    def _job_apply(self, values: dict[str, Any]) -> None:
+        try:
+            self._command_done(self.session.apply_settings(values))
+        except LoadCancelled:
+            self._load_stopped()
+        except DeskLMError as e:
+            self.message.emit("warning", str(e))
+        self.settingsLoaded.emit(self.session.settings.copy())  # the values in effect now
+
+    def tune(self) -> None:
+        """Sweep thread counts (and GPU layers with a GPU); Stop cancels."""
+        if self.state is not State.IDLE:
+            return
+        self._run(State.TUNING, self._job_tune, "tune")
+
+    def _job_tune(self, job: Job[Any]) -> None:
+        from desklm.engine import ResourceSampler, bench
+
+        gpu = None
+        li = self.engine.load_info
+        if li is not None and li.gpu_offload_supported and ResourceSampler().sample().gpus:
+            gpu = [0, max(1, li.n_layers // 2), -1]
+        try:
+            result = bench.tune(self.session,
+                                progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
+                                cancelled=lambda: job.cancelled, gpu_layer_options=gpu)
+        except DeskLMError as e:
+            self.message.emit("warning", str(e))
+            return
+        finally:
+            self.settingsLoaded.emit(self.session.settings.copy())
+        self.tuned.emit(result)
+
+    # --- conversations -----------------------------------------------------------------------
+    def list_conversations(self) -> None:
+        """Refresh the Chats list (a file read: on the inference thread, never the UI's)."""
+        self.runner.submit(lambda _job: self._job_list(), "list", interrupt=False)
+
+    def _job_list(self) -> None:
+        store = self.session.store
+        if store is not None:
+            items = store.list_all()
+            self.conversationsListed.emit(items, list(store.problems))
+
+    def _switch(self, body: Any) -> None:
+        self.queue_stop()
+        if self.busy:
+            self.queue_job(lambda: self._switch(body))
+            return
+
+        def job(_job: Job[Any]) -> None:
+            try:
+                body()
+            except DeskLMError as e:
+                self.message.emit("warning", str(e))
+            finally:
+                self.conversationOpened.emit(self.session.record())
+                self._job_list()
+
+        self._run(State.SWITCHING, job, "switch")
+
+    def new_conversation(self) -> None:
+        self._switch(self.session.new_conversation)
+
+    def open_conversation(self, conv_id: str) -> None:
+        if conv_id != self.session.conv_id or self.state is State.GENERATING:
+            self._switch(lambda: self._open(conv_id))
+
+    def _open(self, conv_id: str) -> None:
+        if conv_id != self.session.conv_id:
+            self.session.open_conversation(conv_id)
+
+    def delete_conversation(self, conv_id: str) -> None:
+        def delete() -> None:
+            store = self.session.store
+            if store is None:
+                return
+            if conv_id == self.session.conv_id:
+                self.session.reset()  # the shown chat is gone: start an empty one
+                self.session.new_conversation()
+            try:
+                store.delete(conv_id)
+            except OSError as e:
+                raise DeskLMError(f"could not delete the chat: {e}") from None
+
+        self._switch(delete)
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        def rename(_job: Job[Any]) -> None:
+            try:
+                if conv_id == self.session.conv_id:
+                    self.session.title = " ".join(title.split())[:200]
+                    self.session.save()  # an empty chat has no file yet: the title waits
+                elif self.session.store is not None:
+                    self.session.store.rename(conv_id, title)
+            except (DeskLMError, OSError) as e:
+                self.message.emit("warning", f"could not rename the chat: {e}")
+            self._job_list()
+
+        self.runner.submit(rename, "rename", interrupt=False)
+
+    def export(self, path: str) -> None:
+        def export(_job: Job[Any]) -> None:
+            try:
+                out = self.session.export(Path(path))
+            except DeskLMError as e:
+                self.message.emit("warning", str(e))
+                return
+            self.commandDone.emit(CommandResult("export", f"conversation written to {out}",
+                                                {"path": str(out)}))
+
+        self.runner.submit(export, "export", interrupt=False)
+
+    def reset_conversation(self) -> None:
+        """/reset from the menu: a running reply is stopped first, then the chat cleared."""
+        if self.state is State.GENERATING:
+            self.stop()
+            self.queue.insert(0, "/reset")
+            self.queueChanged.emit(list(self.queue))
+        else:
+            self.submit("/reset")
+
+    # --- stopping ------------------------------------------------------------------------------
+    def stop(self) -> bool:
+        """Stop the reply, load or tuning in progress (Esc). True if something was stopped."""
+        if self.state in STOPPABLE and self._job is not None:
+            self._job.cancel()
+            return True
+        return False
+
+    def queue_stop(self) -> None:
+        """Before a switch or load: a running reply stops (it is kept, marked cancelled)."""
+        if self.state is State.GENERATING:
+            self.stop()
+
+    def queue_job(self, fn: Any) -> None:
+        """Run ``fn`` (a request) as soon as the controller is at rest again."""
+        def once(state: State) -> None:
+            if state in (State.IDLE, State.NO_MODEL):
+                self.stateChanged.disconnect(once)
+                fn()
+        self.stateChanged.connect(once)
+
+    # --- shutdown ------------------------------------------------------------------------------
+    def shutdown(self, on_close: Any = None) -> float:
+        """Stop everything, save the chat (and run ``on_close``, e.g. writing the app
+        settings) on the inference thread, free the model, join both threads (2 s each).
+        Returns the seconds it took. Safe to call twice."""
+        if self.state is State.CLOSING:
+            return 0.0
+        t0 = time.perf_counter()
+        self._enter(State.CLOSING)
+        self.queue.clear()
+        self.runner.cancel()  # the running reply stops (kept, marked cancelled); queue dropped
+
+        def close(_job: Job[Any]) -> None:
+            try:
+                if on_close is not None:
+                    on_close()
+            finally:
+                self.session.close()
+
+        self.runner.submit(close, "close", interrupt=False)
+        ok = self.runner.shutdown(JOIN_TIMEOUT_S, cancel=False)
+        if self.sampler_thread.isRunning():
+            # stop() must run in the sampler's own thread: its QTimer belongs to that thread
+            QMetaObject.invokeMethod(self.sampler, "stop",
+                                     Qt.ConnectionType.BlockingQueuedConnection)
+            self.sampler_thread.quit()
+            self.sampler_thread.wait(int(JOIN_TIMEOUT_S * 1000))
+        if not ok:
+            log.error("the inference thread did not stop within %.1f s", JOIN_TIMEOUT_S)
+        return time.perf_counter() - t0
