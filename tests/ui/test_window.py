@@ -65,13 +65,13 @@ def test_slider_change_marks_reload_and_apply_reloads_keeping_the_chat(window, q
     assert window.load_info.n_ctx == 2048
     row = panel.editors["n_ctx"]
     row.slider.setValue(row.values.index(1024))
-    assert "reload needed" in panel.labels["n_ctx"].text()
+    assert panel.reload_marked("n_ctx")
     assert panel.apply_button.isEnabled()
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
         panel.apply_button.click()
     assert b.args[0].n_ctx == 1024
     qtbot.waitUntil(lambda: not panel.pending, timeout=5000)
-    assert "reload needed" not in panel.labels["n_ctx"].text()
+    assert not panel.reload_marked("n_ctx")
     assert len(window.controller.session.conversation.messages) == 2  # the conversation is kept
     r = send_and_wait(qtbot, window, "Which colour?")
     assert r.stats.n_ctx == 1024
@@ -270,7 +270,7 @@ def test_fit_estimate_in_the_panel_and_auto(window, qtbot):
     assert "won't fit" in panel.fit_label.text()
     panel.auto_button.click()
     assert panel.pending["n_ctx"] < 8192 and panel.fit.verdict == "fits"
-    assert "reload needed" in panel.labels["n_ctx"].text()
+    assert panel.reload_marked("n_ctx")
 
 
 def test_a_visible_notice_when_earlier_turns_are_dropped(make_window, qtbot):

@@ -13,7 +13,9 @@ Map of the modules behind it:
 - ``llm``: the local llama.cpp backend (load, stream, stop, reset, threads)
 - ``conversation``, ``chat_format``, ``commands``: budgeting, chat templates, slash commands
 - ``gguf_info``, ``fit``, ``models``, ``hub``, ``probe``: model files, memory fit, catalog,
-  Hugging Face downloads, the child-process probe of unknown files
+  Hugging Face downloads, the child-process probe of unknown files; ``curated``: the
+  first-download list and the recommendation for this machine
+- ``buildinfo``: versions, llama.cpp's build and backend, DeskLM's paths (for About)
 - ``monitor``: ResourceSampler (psutil + NVML), NA
 - ``store``: conversations and app settings on disk
 - ``bench``: benchmark and auto-tuner; ``fmt``: bytes, seconds and rates for people
@@ -45,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "resolve_model": "models", "catalog": "models",
     "estimate": "fit", "auto_fit": "fit", "FitVerdict": "fit", "FITS": "fit", "TIGHT": "fit",
     "NO_FIT": "fit", "GGUFInfo": "gguf_info", "read_gguf": "gguf_info",
+    "CatalogModel": "curated", "CURATED_MODELS": "curated", "Recommendation": "curated",
+    "recommend": "curated", "GB": "curated",
     # resources
     "ResourceSampler": "monitor", "Snapshot": "monitor", "NA": "monitor", "is_na": "monitor",
     # storage
@@ -67,7 +71,8 @@ _EXPORTS: dict[str, str] = {
     # chat formats
     "split_reasoning": "chat_format",
 }
-_SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store", "branches")
+_SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store", "branches",
+               "buildinfo")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "DeskLMError"])
 

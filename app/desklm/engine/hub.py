@@ -95,6 +95,39 @@ def _reason(e: BaseException) -> str:
     return f"{name}: {msg[:200]}"
 
 
+def check_reachable(timeout: float = 5.0) -> None:
+    """Fail fast when the hub cannot be reached: name lookup and a TCP connect to the
+    endpoint, given ``timeout`` seconds in all (huggingface_hub's own retries took ~22 s to
+    give up without a network). Raises DeskLMError with the reason."""
+    import socket
+    from urllib.parse import urlsplit
+
+    _online()
+    url = urlsplit(endpoint())
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    result: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+            result.append(None)
+        except OSError as e:
+            result.append(e)
+
+    t = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    t.start()
+    t.join(timeout)
+    if not result:
+        raise DeskLMError(f"cannot reach Hugging Face ({host}: no answer in {timeout:.0f} s; "
+                          "check the connection)")
+    err = result[0]
+    if err is not None:
+        why = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+        raise DeskLMError(f"cannot reach Hugging Face ({host}: {why})")
+
+
 def list_gguf_files(repo_id: str) -> list[RemoteFile]:
     """The ``.gguf`` files of a repo, with sizes and the sha256 the hub reports."""
     _online()

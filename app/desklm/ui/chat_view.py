@@ -1,38 +1,150 @@
 """The transcript and the input box.
 
-The transcript is one QTextBrowser. A streaming reply is buffered and flushed at most 20 times a
-second. A flush never re-renders the transcript, nor even the whole reply: Markdown blocks that
-are finished (a blank line outside an open code fence) are rendered once and committed, and only
-the block still growing is re-rendered. So the cost per token stays flat however long the reply
-and the chat. The finished reply is rendered once more, whole, for exact formatting.
+The transcript is one QTextBrowser. Every item (a message, a notice, command output) is one
+top-level QTextFrame: user and model messages are bubbles of their own colour with the name and
+time on top; a model reply's code blocks are highlighted by Pygments in a frame of their own with
+a "Copy code N" link, and its reasoning (``<think>...</think>``) is a collapsed line that expands
+on a click, apart from the answer. All colours come from :mod:`desklm.ui.theme`; a theme change
+re-renders what is on screen.
+
+Streaming: a reply is buffered and flushed at most 20 times a second. A flush never re-renders
+the transcript, nor even the whole reply: Markdown blocks that are finished (a blank line outside
+an open code fence) are rendered once and committed, and only the block still growing is
+re-rendered. So the cost per token stays flat however long the reply and the chat. The finished
+reply is rendered once more, whole, with highlighting.
+
+Long chats: :meth:`ChatView.show_conversation` renders the newest messages first, in slices of
+at most ~15 ms, then older ones a slice at a time from a zero-delay timer until about a screenful
+above is ready, and the rest as the user scrolls up. The UI thread is never blocked for long.
 """
 
 from __future__ import annotations
 
-import html
+import datetime as dt
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QColor,
+    QFont,
+    QFontDatabase,
     QGuiApplication,
     QKeyEvent,
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
+    QTextFrame,
+    QTextFrameFormat,
+    QTextLength,
 )
 from PySide6.QtWidgets import QPlainTextEdit, QTextBrowser, QWidget
 
 from desklm.engine import fmt_rate, fmt_secs
+from desklm.ui import theme
 
 FLUSH_MS = 50  # at most ~20 repaints a second while streaming
+SLICE_S = 0.015  # a slice of lazy rendering stops adding items after this long
+EAGER_ABOVE = 2  # viewport heights rendered above what is visible before waiting for scrolls
 CODE_RE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
+FENCE_RE = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)(?:^[ \t]*```[ \t]*$\n?|\Z)", re.S | re.M)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+LEGACY_COLORS = {"#e05050": "error", "#e0a030": "warn", "#3fb68b": "ok"}
 
 
 def code_blocks(text: str) -> list[str]:
-    return [m.group(1).rstrip("\n") for m in CODE_RE.finditer(text)]
+    """The fenced code blocks of a reply's answer (what the "Copy code N" links copy)."""
+    return [code for kind, _lang, code in segments(split_reasoning(text)[1]) if kind == "code"]
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """(reasoning, answer) of a reply. ``<think>...</think>`` at the start is reasoning; so is
+    everything before a lone ``</think>`` (templates that open ``<think>`` in the prompt).
+    While the reasoning is still open, the answer is empty."""
+    if THINK_CLOSE not in text and THINK_OPEN not in text[:256]:
+        return None, text  # the common case, without copying a long reply
+    stripped = text.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        body = stripped[len(THINK_OPEN):]
+        end = body.find(THINK_CLOSE)
+        if end == -1:
+            return body.strip(), ""
+        return body[:end].strip(), body[end + len(THINK_CLOSE):].lstrip()
+    end = text.find(THINK_CLOSE)
+    if end != -1 and THINK_OPEN not in text[:end]:
+        return text[:end].strip(), text[end + len(THINK_CLOSE):].lstrip()
+    return None, text
+
+
+def segments(answer: str) -> list[tuple[str, str, str]]:
+    """The answer as ("md", "", text) and ("code", language, code) pieces, in order."""
+    out: list[tuple[str, str, str]] = []
+    pos = 0
+    for m in FENCE_RE.finditer(answer):
+        if m.start() > pos and answer[pos:m.start()].strip():
+            out.append(("md", "", answer[pos:m.start()]))
+        out.append(("code", m.group(1).strip(), m.group(2).rstrip("\n")))
+        pos = m.end()
+    if answer[pos:].strip():
+        out.append(("md", "", answer[pos:]))
+    return out
+
+
+@dataclass
+class Item:
+    """One thing in the transcript: a message ("user" / "assistant"), "notice" or "output"."""
+
+    kind: str
+    text: str
+    created: float = field(default_factory=time.time)
+    name: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    color: str = ""  # notices: a theme key
+    reply: int = -1  # index into ChatView.replies (assistant messages)
+    frame: QTextFrame | None = None
+    expanded: bool = False  # reasoning shown
+
+
+_warmed = False
+
+
+def warm_up() -> None:
+    """Import Pygments' lexers and styles on a background thread, once: the first highlighted
+    code block would otherwise pay ~150 ms of imports on the UI thread."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+
+    def load() -> None:
+        try:
+            from pygments.lexers import get_lexer_by_name
+            from pygments.styles import get_style_by_name
+
+            get_lexer_by_name("python")
+            for p in theme.PALETTES.values():
+                get_style_by_name(p.pygments_style)
+        except Exception:  # only a warm-up: rendering imports what it needs anyway
+            pass
+
+    import threading
+
+    threading.Thread(target=load, name="pygments-warm-up", daemon=True).start()
+
+
+def _when(t: float) -> str:
+    d = dt.datetime.fromtimestamp(t)
+    if d.date() == dt.date.today():
+        return d.strftime("%H:%M")
+    return d.strftime("%d %b %Y, %H:%M")
+
+
+def _mono_font() -> QFont:
+    f = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+    f.setFixedPitch(True)
+    return f
 
 
 class ChatView(QTextBrowser):
@@ -50,37 +162,69 @@ class ChatView(QTextBrowser):
         # A read-only transcript needs no undo history; left on, every streaming flush
         # (remove + insert) pushed undo commands, so flushes got slower and memory grew.
         self.document().setUndoRedoEnabled(False)
+        self.document().setDocumentMargin(12)
         self.anchorClicked.connect(self._on_anchor)
-        self.document().setDefaultStyleSheet(
-            "pre, code { font-family: monospace; background: #f0f2f5; }"
-            " a { color: #4f8cff; text-decoration: none; }"
-        )
+        self.verticalScrollBar().setSingleStep(24)
+        self.verticalScrollBar().valueChanged.connect(self._maybe_render_older)
         self.replies: list[str] = []  # finished assistant texts, for Copy links
-        self.shown: list[tuple[str, str]] = []  # (role, text) of every message on screen
+        self.shown: list[tuple[str, str]] = []  # (role, text) of every message in the chat
+        self.items: list[Item] = []  # everything in the transcript, rendered or not yet
+        self.first_rendered = 0  # items[first_rendered:] are in the document
+        self._stream_item: Item | None = None
         self._stream_start: int | None = None
         self._stream_text = ""
+        self._stream_answer = False  # a </think> was seen: only the answer streams now
         self._committed_pos = 0  # document position after the committed (finished) blocks
-        self._committed_chars = 0  # how much of _stream_text those blocks cover
+        self._committed_chars = 0  # how much of the visible text those blocks cover
         self._carry = ""  # a code fence's opening line, re-opened for the growing tail
         self._dirty = False
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_MS)
         self._timer.timeout.connect(self.flush)
+        self._lazy = QTimer(self)
+        self._lazy.setSingleShot(True)
+        self._lazy.setInterval(0)
+        self._lazy.timeout.connect(self._render_older_slice)
+        self._fmt_cache: dict[Any, QTextCharFormat] = {}
+        self._theme_dirty = False
         self.flush_count = 0
         self.flush_seconds = 0.0
         self.flush_log: list[tuple[int, float]] = []  # (reply length, seconds) per flush
         self.streamed_pieces = 0
+        self.slice_log: list[tuple[int, float]] = []  # (items rendered, seconds) per lazy slice
+        self._apply_theme()
+        theme.notifier().themeChanged.connect(self._on_theme)
+        warm_up()
+
+    # -- theme --
+    def _apply_theme(self) -> None:
+        p = theme.current()
+        self._fmt_cache.clear()
+        self.document().setDefaultStyleSheet(
+            f"a {{ color: {p.accent}; text-decoration: none; }}"
+            f" code {{ background: {p.code_bg}; }}")
+
+    def _on_theme(self, _p: object) -> None:
+        self._apply_theme()
+        if self.streaming:
+            self._theme_dirty = True  # re-render once the reply is finished
+        else:
+            self.rerender()
+
+    def rerender(self) -> None:
+        """Render the rendered part again (after a theme change)."""
+        self._theme_dirty = False
+        bottom = self._at_bottom()
+        self.document().clear()
+        for it in self.items[self.first_rendered:]:
+            self._insert_item(it, at_start=False)
+        self._scroll(bottom)
 
     # -- building blocks --
     def _end_cursor(self) -> QTextCursor:
         c = QTextCursor(self.document())
         c.movePosition(QTextCursor.MoveOperation.End)
         return c
-
-    def _new_block(self, c: QTextCursor) -> None:
-        if self.document().isEmpty():
-            return
-        c.insertBlock(QTextBlockFormat(), QTextCharFormat())
 
     def _at_bottom(self) -> bool:
         sb = self.verticalScrollBar()
@@ -91,40 +235,293 @@ class ChatView(QTextBrowser):
             sb = self.verticalScrollBar()
             sb.setValue(sb.maximum())
 
-    def _header(self, who: str, color: str, extra: str = "") -> None:
-        bottom = self._at_bottom()
-        c = self._end_cursor()
-        self._new_block(c)
-        c.insertHtml(f'<span style="color:{color}; font-weight:600;">{html.escape(who)}</span>'
-                     + (f' <span style="color:#8a93a3;">{html.escape(extra)}</span>'
-                        if extra else ""))
-        self._new_block(c)
-        self._scroll(bottom)
+    def _frame_format(self, it: Item) -> QTextFrameFormat:
+        p = theme.current()
+        f = QTextFrameFormat()
+        f.setPadding(10 if it.kind in ("user", "assistant") else 4)
+        f.setTopMargin(6)
+        f.setBottomMargin(6)
+        f.setWidth(QTextLength(QTextLength.Type.PercentageLength, 100))
+        f.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+        if it.kind == "user":
+            f.setBackground(QColor(p.user_bubble))
+            f.setLeftMargin(48)
+            f.setBorder(1)
+            f.setBorderBrush(QColor(p.user_bubble).darker(108))
+        elif it.kind == "assistant":
+            f.setBackground(QColor(p.model_bubble))
+            f.setRightMargin(24)
+            f.setBorder(1)
+            f.setBorderBrush(QColor(p.border))
+        else:
+            f.setBorder(0)
+        return f
 
-    def add_user(self, text: str) -> None:
-        self._header("You", "#3fb68b")
-        c = self._end_cursor()
-        fmt = QTextBlockFormat()
-        fmt.setBackground(QColor("#eef6f1"))
-        fmt.setLeftMargin(4)
-        c.setBlockFormat(fmt)
-        c.insertText(text)  # the user's words, verbatim (no Markdown surprises)
+    def _insert_item(self, it: Item, at_start: bool) -> None:
+        """Insert ``it`` as a new top-level frame at the start or the end of the document."""
+        c = QTextCursor(self.document())
+        if at_start:
+            c.movePosition(QTextCursor.MoveOperation.Start)
+        else:
+            c.movePosition(QTextCursor.MoveOperation.End)
+        it.frame = c.insertFrame(self._frame_format(it))
+        self._fill(it)
+
+    def _char(self, color: str = "", bold: bool = False, size: float = 0, italic: bool = False,
+              mono: bool = False, anchor: str = "") -> QTextCharFormat:
+        key = (color, bold, size, italic, mono, anchor)
+        f = self._fmt_cache.get(key)
+        if f is None:
+            f = QTextCharFormat()
+            if mono:
+                f.setFont(_mono_font())
+                f.setFontFixedPitch(True)
+            if color:
+                f.setForeground(QColor(color))
+            if bold:
+                f.setFontWeight(QFont.Weight.DemiBold)
+            if italic:
+                f.setFontItalic(True)
+            if size:
+                f.setFontPointSize(size)
+            if anchor:
+                f.setAnchor(True)
+                f.setAnchorHref(anchor)
+                f.setForeground(QColor(theme.current().accent))
+            if not anchor and not mono and len(self._fmt_cache) < 256:
+                self._fmt_cache[key] = f
+        return f
+
+    def _small(self) -> float:
+        return max(7.0, self.font().pointSizeF() * 0.88)
+
+    def _fill(self, it: Item) -> None:
+        """(Re)write the content of ``it``'s frame."""
+        assert it.frame is not None
+        p = theme.current()
+        c = QTextCursor(self.document())
+        c.setPosition(it.frame.firstPosition())
+        c.setPosition(it.frame.lastPosition(), QTextCursor.MoveMode.KeepAnchor)
+        c.removeSelectedText()
+        c.setBlockFormat(QTextBlockFormat())
+        if it.kind in ("notice", "output"):
+            if it.kind == "output":
+                c.setCharFormat(self._char(p.text, mono=True))
+                self._plain_lines(c, it.text, self._char(p.text, mono=True))
+            else:
+                c.insertText(it.text, self._char(getattr(p, it.color or "notice"),
+                                                 italic=True))
+            return
+        who = "You" if it.kind == "user" else (it.name or "Model")
+        color = p.user_name if it.kind == "user" else p.accent
+        c.insertText(who, self._char(color, bold=True))
+        c.insertText("   " + _when(it.created), self._char(p.muted, size=self._small()))
+        c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+        if it.kind == "user":
+            self._plain_lines(c, it.text, self._char(p.text))  # verbatim, no Markdown
+            return
+        if it is self._stream_item:
+            return  # the streamed text follows here
+        self._render_reply(c, it)
+
+    def _plain_lines(self, c: QTextCursor, text: str, fmt: QTextCharFormat) -> None:
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                c.insertBlock(QTextBlockFormat(), fmt)
+            c.insertText(line, fmt)
+
+    def _render_reply(self, c: QTextCursor, it: Item) -> None:
+        p = theme.current()
+        reasoning, answer = split_reasoning(it.text)
+        if reasoning is not None:
+            words = len(reasoning.split())
+            arrow = "▾" if it.expanded else "▸"
+            verb = "hide" if it.expanded else "show"
+            c.insertText(f"{arrow} Reasoning ({words} words, click to {verb})",
+                         self._char(anchor=f"think:{it.reply}", italic=True))
+            if it.expanded:
+                ff = QTextFrameFormat()
+                ff.setBackground(QColor(p.reasoning_bg))
+                ff.setPadding(8)
+                ff.setTopMargin(4)
+                ff.setBottomMargin(4)
+                sub = c.insertFrame(ff)
+                self._plain_lines(c, reasoning, self._char(p.reasoning, italic=True))
+                c.setPosition(sub.lastPosition() + 1)
+            else:
+                c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+        n_code = 0
+        for kind, lang, body in segments(answer):
+            if kind == "md":
+                c.insertMarkdown(body.strip("\n"))
+                c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+                continue
+            c.insertText((lang or "code") + "   ", self._char(p.muted, size=self._small()))
+            c.insertText(f"Copy code {n_code + 1}",
+                         self._char(anchor=f"code:{it.reply}:{n_code}", size=self._small()))
+            n_code += 1
+            ff = QTextFrameFormat()
+            ff.setBackground(QColor(p.code_bg))
+            ff.setBorder(1)
+            ff.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+            ff.setBorderBrush(QColor(p.code_border))
+            ff.setPadding(8)
+            ff.setTopMargin(2)
+            ff.setBottomMargin(6)
+            sub = c.insertFrame(ff)
+            self._highlight(c, lang, body)
+            c.setPosition(sub.lastPosition() + 1)
+        self._footer(c, it)
+
+    def _highlight(self, c: QTextCursor, lang: str, code: str) -> None:
+        from pygments.lexers import get_lexer_by_name
+        from pygments.lexers.special import TextLexer
+        from pygments.styles import get_style_by_name
+        from pygments.util import ClassNotFound
+
+        p = theme.current()
+        try:
+            lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False) if lang else \
+                TextLexer(ensurenl=False)
+        except ClassNotFound:
+            lexer = TextLexer(ensurenl=False)
+        style = get_style_by_name(p.pygments_style)
+        base = self._char(p.text, mono=True)
+        c.setBlockCharFormat(base)
+        c.setCharFormat(base)
+        for ttype, value in lexer.get_tokens(code):
+            key = ("pyg", p.pygments_style, ttype)
+            fmt = self._fmt_cache.get(key)
+            if fmt is None:
+                st = style.style_for_token(ttype)
+                fmt = QTextCharFormat(base)
+                if st.get("color"):
+                    fmt.setForeground(QColor("#" + st["color"]))
+                if st.get("bold"):
+                    fmt.setFontWeight(QFont.Weight.Bold)
+                if st.get("italic"):
+                    fmt.setFontItalic(True)
+                self._fmt_cache[key] = fmt
+            parts = value.split("\n")
+            for i, part in enumerate(parts):
+                if i:
+                    c.insertBlock(QTextBlockFormat(), base)
+                if part:
+                    c.insertText(part, fmt)
+
+    def _footer(self, c: QTextCursor, it: Item) -> None:
+        p = theme.current()
+        s = it.stats
+        parts = []
+        if s:
+            parts = [
+                f"{s.get('completion_tokens', 0)} tokens",
+                f"{fmt_rate(s.get('gen_tokens_per_s'))} tok/s",
+                f"first token {fmt_secs(s.get('ttft_s'))}",
+                f"finish: {s.get('finish_reason', '?')}",
+            ]
+            if s.get("reasoning_tokens"):
+                parts.insert(1, f"{s['reasoning_tokens']} reasoning")
+        small = self._small()
+        c.setBlockFormat(QTextBlockFormat())
+        if it.reply < 0:  # an abandoned reply
+            c.insertText("not finished", self._char(p.muted, size=small))
+            return
+        c.insertText(" · ".join(parts) + (" · " if parts else ""),
+                     self._char(p.muted, size=small))
+        c.insertText("Copy", self._char(anchor=f"copy:{it.reply}", size=small))
+
+    # -- public API --
+    def add_user(self, text: str, created: float | None = None) -> None:
+        self._append(Item("user", text, created or time.time()))
         self.shown.append(("user", text))
 
-    def add_notice(self, text: str, color: str = "#e0a030") -> None:
-        bottom = self._at_bottom()
-        c = self._end_cursor()
-        self._new_block(c)
-        c.insertHtml(f'<span style="color:{color};">{html.escape(text)}</span>')
-        self._scroll(bottom)
+    def add_notice(self, text: str, color: str = "notice") -> None:
+        """A one-line notice; ``color`` is a theme key (notice, error, warn, ok) or a colour
+        of either palette (``theme.color("error")``), kept by name so a theme switch
+        re-colours it."""
+        key = LEGACY_COLORS.get(color.lower()) or (
+            color if color in theme.KEYS else theme.key_of(color)) or "notice"
+        self._append(Item("notice", text, color=key))
 
     def add_output(self, text: str) -> None:
         """Output of a slash command, monospaced."""
+        self._append(Item("output", text))
+
+    def _append(self, it: Item) -> None:
         bottom = self._at_bottom()
-        c = self._end_cursor()
-        self._new_block(c)
-        c.insertHtml("<pre>" + html.escape(text) + "</pre>")
+        self.items.append(it)
+        self._insert_item(it, at_start=False)
         self._scroll(bottom)
+
+    def show_conversation(self, messages: list[dict[str, Any]], model_name: str = "Model"
+                          ) -> None:
+        """Show a saved chat (dicts with role, content, and optionally created / stats).
+
+        Renders the newest messages first and the older ones in slices; returns at once."""
+        import gc
+
+        self.clear_all()
+        # thousands of small objects would trigger full collections of the whole (large) heap
+        # right here, on the UI thread: defer them
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self._build(messages, model_name)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        self.first_rendered = len(self.items)
+        self._render_older_slice()
+
+    def _build(self, messages: list[dict[str, Any]], model_name: str) -> None:
+        for m in messages:
+            role = str(m.get("role", ""))
+            text = str(m.get("content", ""))
+            created = float(m.get("created") or time.time())
+            if role == "user":
+                self.items.append(Item("user", text, created))
+            elif role == "assistant":
+                self.items.append(Item("assistant", text, created, name=model_name,
+                                       stats=dict(m.get("stats") or {}),
+                                       reply=len(self.replies)))
+                self.replies.append(text)
+            else:
+                continue
+            self.shown.append((role, text))
+
+    @property
+    def pending_older(self) -> int:
+        """Items of the chat not rendered yet (older than what is shown)."""
+        return self.first_rendered
+
+    def _render_older_slice(self) -> None:
+        """Prepend older items for at most SLICE_S seconds, keeping the view where it was."""
+        if self.first_rendered == 0:
+            return
+        t0 = time.perf_counter()
+        sb = self.verticalScrollBar()
+        was_bottom = self._at_bottom()
+        from_bottom = sb.maximum() - sb.value()
+        n = 0
+        while self.first_rendered > 0:
+            self.first_rendered -= 1
+            self._insert_item(self.items[self.first_rendered], at_start=True)
+            n += 1
+            if time.perf_counter() - t0 > SLICE_S:
+                break
+        if was_bottom:
+            sb.setValue(sb.maximum())
+        else:
+            sb.setValue(sb.maximum() - from_bottom)
+        self.slice_log.append((n, time.perf_counter() - t0))
+        if self.first_rendered > 0 and sb.value() < EAGER_ABOVE * max(1, self.viewport().height()):
+            self._lazy.start()
+
+    def _maybe_render_older(self, value: int) -> None:
+        if self.first_rendered > 0 and not self._lazy.isActive() and \
+                value < EAGER_ABOVE * max(1, self.viewport().height()):
+            self._lazy.start()
 
     # -- streaming --
     @property
@@ -132,14 +529,24 @@ class ChatView(QTextBrowser):
         return self._stream_start is not None
 
     def begin_reply(self, model_name: str = "Model") -> None:
-        self._header(model_name, "#4f8cff")
-        self._stream_start = self._end_cursor().position()
+        it = Item("assistant", "", name=model_name)
+        self._stream_item = it
+        bottom = self._at_bottom()
+        self.items.append(it)
+        self._insert_item(it, at_start=False)
+        self._scroll(bottom)
+        self._stream_start = self._frame_end()
         self._committed_pos = self._stream_start
         self._committed_chars = 0
         self._carry = ""
         self._stream_text = ""
+        self._stream_answer = False
         self._dirty = False
         self._timer.start()
+
+    def _frame_end(self) -> int:
+        assert self._stream_item is not None and self._stream_item.frame is not None
+        return self._stream_item.frame.lastPosition()
 
     def append_stream(self, piece: str) -> None:
         """Per-token work is only this: append to a buffer."""
@@ -147,32 +554,45 @@ class ChatView(QTextBrowser):
         self._dirty = True
         self.streamed_pieces += 1
 
+    def _visible_stream(self) -> str:
+        reasoning, answer = split_reasoning(self._stream_text)
+        if reasoning is None:
+            return self._stream_text
+        if not self._stream_answer and THINK_CLOSE in self._stream_text:
+            # reasoning ended: start the answer afresh (drop what was committed so far)
+            self._stream_answer = True
+            self._committed_pos, self._committed_chars, self._carry = self._stream_start or 0, \
+                0, ""
+        if self._stream_answer:
+            return f"*▸ Reasoning ({len(reasoning.split())} words)*\n\n" + answer
+        return f"*Thinking… ({len(reasoning.split())} words)*"
+
     def flush(self) -> None:
         if not self._dirty or self._stream_start is None:
             return
         t0 = time.perf_counter()
         bottom = self._at_bottom()
-        text = self._stream_text
+        text = self._visible_stream()
         cut = _commit_point(text, self._committed_chars, self._carry)
         if cut is not None:  # finished text: render it once and never again
             end, closing, carry, joiner = cut
             self._replace_tail(self._carry + text[self._committed_chars:end] + closing, joiner)
-            self._committed_pos = self._end_cursor().position()
+            self._committed_pos = self._frame_end()
             self._committed_chars, self._carry = end, carry
         self._replace_tail(self._carry + text[self._committed_chars:])  # the growing block
         self._dirty = False
         self._scroll(bottom)
-        dt = time.perf_counter() - t0
+        dt_s = time.perf_counter() - t0
         self.flush_count += 1
-        self.flush_seconds += dt
-        self.flush_log.append((len(text), dt))
+        self.flush_seconds += dt_s
+        self.flush_log.append((len(self._stream_text), dt_s))
 
     def _replace_tail(self, markdown: str, joiner: str = "") -> None:
         """Replace everything after the committed part with ``markdown``; ``joiner`` is what
         follows a committed chunk: "block" (a new paragraph) or "space" (same paragraph)."""
         c = QTextCursor(self.document())
         c.setPosition(self._committed_pos)
-        c.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        c.setPosition(self._frame_end(), QTextCursor.MoveMode.KeepAnchor)
         c.removeSelectedText()
         if markdown:
             c.insertMarkdown(markdown)
@@ -182,51 +602,57 @@ class ChatView(QTextBrowser):
             c.insertText(" ")
 
     def finish_reply(self, reply: str, stats: dict[str, Any]) -> None:
+        """The reply is complete: render it whole (highlighted, reasoning collapsed)."""
         self._timer.stop()
-        if self._stream_start is None:  # a saved reply being shown, not streamed
-            self._stream_start = self._end_cursor().position()
-        self._committed_pos, self._committed_chars = self._stream_start, 0
+        it = self._stream_item
         bottom = self._at_bottom()
-        self._replace_tail(reply)  # the whole reply, once, for exact formatting
-        self._scroll(bottom)
-        self._stream_start = None
+        if it is None:  # a saved reply being shown, not streamed
+            it = Item("assistant", reply, name="Model")
+            self.items.append(it)
+        it.text, it.stats, it.reply = reply, dict(stats or {}), len(self.replies)
         self.replies.append(reply)
         self.shown.append(("assistant", reply))
-        idx = len(self.replies) - 1
-        parts = [
-            f"{stats.get('completion_tokens', 0)} tokens",
-            f"{fmt_rate(stats.get('gen_tokens_per_s'))} tok/s",
-            f"first token {fmt_secs(stats.get('ttft_s'))}",
-            f"finish: {stats.get('finish_reason', '?')}",
-        ]
-        n_code = len(code_blocks(reply))
-        links = [f'<a href="copy:{idx}">Copy</a>'] + [
-            f'<a href="code:{idx}:{n}">Copy code {n + 1}</a>' for n in range(n_code)
-        ]
-        bottom = self._at_bottom()
-        c = self._end_cursor()
-        self._new_block(c)
-        c.insertHtml('<span style="color:#8a93a3; font-size:small;">'
-                     + html.escape(" · ".join(parts)) + " · " + " · ".join(links) + "</span>")
+        self._stream_item = None
+        self._stream_start = None
+        if it.frame is None:
+            self._insert_item(it, at_start=False)
+        else:
+            self._fill(it)
+        if self._theme_dirty:
+            self.rerender()
         self._scroll(bottom)
 
     def abandon_reply(self) -> None:
+        """Stop streaming; what arrived stays on screen (and is not a reply: no Copy)."""
         self._timer.stop()
+        if self._stream_item is not None:
+            self._stream_item.text = self._stream_text
+        self._stream_item = None
         self._stream_start = None
 
     def clear_all(self) -> None:
         self.abandon_reply()
+        self._lazy.stop()
         self.clear()
         self.replies.clear()
         self.shown.clear()
+        self.items.clear()
+        self.first_rendered = 0
 
     def _on_anchor(self, url: QUrl) -> None:
         parts = url.toString().split(":")
         try:
-            text = self.replies[int(parts[1])]
+            idx = int(parts[1])
+            if parts[0] == "think":
+                it = next(i for i in self.items if i.kind == "assistant" and i.reply == idx)
+                it.expanded = not it.expanded
+                if it.frame is not None:
+                    self._fill(it)
+                return
+            text = self.replies[idx]
             if parts[0] == "code":
                 text = code_blocks(text)[int(parts[2])]
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, StopIteration):
             return
         QGuiApplication.clipboard().setText(text)
         self.copied.emit(text)
@@ -308,8 +734,6 @@ class ChatInput(QPlainTextEdit):
         self.setFixedHeight(80)
 
     def keyPressEvent(self, e: QKeyEvent) -> None:
-        from PySide6.QtCore import Qt
-
         if e.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
             e.modifiers() & Qt.KeyboardModifier.ShiftModifier
         ):

@@ -15,17 +15,17 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from desklm.engine import NA, Snapshot, fmt_bytes, is_na
+from desklm.ui import theme
 
 HISTORY = 120  # points: one minute at 2 Hz
 
-ACCENT = QColor("#4f8cff")
-WARN = QColor("#e0a030")
-FULL = QColor("#e05050")
-MUTED = QColor("#8a93a3")
+# Colours are theme keys (desklm.ui.theme), looked up when a card paints, so a theme change
+# shows at the next repaint.
 
 
 class GaugeCard(QWidget):
-    def __init__(self, title: str, color: QColor = ACCENT, parent: QWidget | None = None) -> None:
+    def __init__(self, title: str, color: QColor | str = "accent",
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(f"gauge:{title}")
         self.title = title
@@ -59,6 +59,9 @@ class GaugeCard(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()
+        th = theme.current()
+        own = QColor(self.color) if isinstance(self.color, QColor) else th.color(self.color)
+        muted = th.color("muted")
         r = QRectF(self.rect()).adjusted(1, 1, -1, -1)
         p.setPen(QPen(pal.mid().color(), 1))
         p.setBrush(pal.base())
@@ -76,7 +79,7 @@ class GaugeCard(QWidget):
             for i, v in enumerate(self.history):
                 pt = QPointF(x0 + i * step, spark.bottom() - spark.height() * (v / top))
                 path.moveTo(pt) if i == 0 else path.lineTo(pt)
-            c = QColor(self.color)
+            c = QColor(own)
             c.setAlpha(140)
             p.setPen(QPen(c, 1.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
@@ -84,7 +87,7 @@ class GaugeCard(QWidget):
         f = QFont(self.font())
         f.setPointSizeF(max(6.0, f.pointSizeF() * 0.85))
         p.setFont(f)
-        p.setPen(MUTED)
+        p.setPen(muted)
         p.drawText(inner, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, self.title)
         if self.detail:
             p.drawText(inner, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, self.detail)
@@ -97,7 +100,7 @@ class GaugeCard(QWidget):
                    Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, self.value_text)
         if self.sub:
             p.setFont(f)
-            p.setPen(MUTED)
+            p.setPen(muted)
             p.drawText(inner.adjusted(0, 0, 0, -8),
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, self.sub)
         if self.fraction is not None:
@@ -105,7 +108,8 @@ class GaugeCard(QWidget):
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(pal.alternateBase())
             p.drawRoundedRect(bar, 2.5, 2.5)
-            color = FULL if self.fraction > 0.9 else WARN if self.fraction > 0.75 else self.color
+            color = th.color("error") if self.fraction > 0.9 else th.color("warn") \
+                if self.fraction > 0.75 else own
             p.setBrush(color)
             p.drawRoundedRect(QRectF(bar.left(), bar.top(), bar.width() * self.fraction, 5),
                               2.5, 2.5)
@@ -124,10 +128,10 @@ class GaugePanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(6)
-        self.vram = GaugeCard("VRAM", QColor("#9b6bff"))
-        self.gpu = GaugeCard("GPU utilisation", QColor("#9b6bff"))
-        self.ram = GaugeCard("RAM", QColor("#3fb68b"))
-        self.cpu = GaugeCard("CPU", QColor("#3fb68b"))
+        self.vram = GaugeCard("VRAM", "gpu")
+        self.gpu = GaugeCard("GPU utilisation", "gpu")
+        self.ram = GaugeCard("RAM", "cpu")
+        self.cpu = GaugeCard("CPU", "cpu")
         self.tps = GaugeCard("Tokens / s")
         self.ttft = GaugeCard("Time to first token")
         self.ctx = GaugeCard("Context")
@@ -142,6 +146,11 @@ class GaugePanel(QWidget):
         self.set_speed(None, live=False)
         self.set_ttft(None)
         self.set_context(0, 0)
+        theme.notifier().themeChanged.connect(self._repaint)
+
+    def _repaint(self, _palette: object = None) -> None:
+        for card in self.cards().values():
+            card.update()
 
     def cards(self) -> dict[str, GaugeCard]:
         return {"vram": self.vram, "gpu": self.gpu, "ram": self.ram, "cpu": self.cpu,

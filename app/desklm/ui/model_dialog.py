@@ -33,6 +33,9 @@ from PySide6.QtWidgets import (
 
 from desklm.engine import hub
 from desklm.errors import DeskLMError
+from desklm.ui import theme
+
+CONNECT_TIMEOUT_S = 5.0
 
 
 def human(n: float) -> str:
@@ -67,9 +70,14 @@ class HubWorker(QObject):
 
         self.cancel.clear()
         try:
+            hub.check_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
+            if self.cancel.is_set():
+                return
             files = hub.list_gguf_files(repo)
         except DeskLMError as e:
             self.failed.emit(str(e))
+            return
+        if self.cancel.is_set():
             return
         self.filesListed.emit(files)
         for f in files:  # then the fit of each, from its header alone
@@ -120,6 +128,7 @@ class ModelDialog(QDialog):
         self.files: list[hub.RemoteFile] = []
         self.load_box: QMessageBox | None = None
         self.last_error = ""
+        self.listing = False
         self._t0 = 0.0
 
         local = QGroupBox("On this machine")
@@ -136,9 +145,13 @@ class ModelDialog(QDialog):
         self.repo = QComboBox()
         self.repo.setEditable(True)
         self.repo.setObjectName("repo")
-        for repo_id, label in hub.CURATED:
-            self.repo.addItem(f"{repo_id}", repo_id)
-            self.repo.setItemData(self.repo.count() - 1, label, Qt.ItemDataRole.ToolTipRole)
+        from desklm.engine import CURATED_MODELS
+
+        for m in CURATED_MODELS:
+            self.repo.addItem(m.repo_id, m.repo_id)
+            self.repo.setItemData(self.repo.count() - 1,
+                                  f"{m.name} (~{m.size / 2**30:.1f} GB as Q4_K_M)",
+                                  Qt.ItemDataRole.ToolTipRole)
         self.repo.setCurrentText("")
         self.repo.lineEdit().setPlaceholderText("owner/repo, or pick a suggestion")
         self.list_button = QPushButton("List files")
@@ -213,6 +226,7 @@ class ModelDialog(QDialog):
 
             path = item.data(Qt.ItemDataRole.UserRole)
             self.loadRequested.emit("" if is_embedded(path) else path)
+            self.accept()  # the window shows the load's progress and result
 
     # -- remote --
     def list_files(self) -> None:
@@ -222,11 +236,18 @@ class ModelDialog(QDialog):
         self.table.setRowCount(0)
         self.progress_label.setText(f"Listing {repo}…")
         self.list_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.listing = True
+        self.last_error = ""
         self.requestList.emit(repo)
 
     def _on_files(self, files: list[hub.RemoteFile]) -> None:
+        if not self.listing:
+            return  # cancelled meanwhile
+        self.listing = False
         self.files = files
         self.list_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
         self.table.setRowCount(len(files))
         for r, f in enumerate(files):
             self.table.setItem(r, 0, QTableWidgetItem(f.path))
@@ -239,7 +260,8 @@ class ModelDialog(QDialog):
         self.progress_label.setText(f"{len(files)} GGUF file(s). Pick one and press Download.")
 
     def _on_fit(self, path: str, verdict: str, summary: str) -> None:
-        colors = {"fits": "#3fb68b", "tight": "#e0a030", "won't fit": "#e05050"}
+        p = theme.current()
+        colors = {"fits": p.ok, "tight": p.warn, "won't fit": p.error}
         for r, f in enumerate(self.files):
             if f.path == path:
                 item = QTableWidgetItem(summary.split(" — ")[0])
@@ -259,6 +281,7 @@ class ModelDialog(QDialog):
         if f is None:
             return
         self._t0 = time.monotonic()
+        self.last_error = ""
         self.progress.setValue(0)
         self.progress_label.setText(f"Downloading {f.path}…")
         self.download_button.setEnabled(False)
@@ -267,6 +290,13 @@ class ModelDialog(QDialog):
 
     def cancel(self) -> None:
         self.worker.cancel.set()  # direct: not queued behind the running download
+        if self.listing:  # the listing's answer, if it still comes, is ignored
+            self.listing = False
+            self.list_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+            self.last_error = "listing cancelled"
+            self.progress_label.setText("Listing cancelled.")
+            return
         self.progress_label.setText("Cancelling…")
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -292,12 +322,17 @@ class ModelDialog(QDialog):
         def done(result: int) -> None:
             if result == QMessageBox.StandardButton.Yes:
                 self.loadRequested.emit(path)
+                self.accept()
 
         box.finished.connect(done)
         box.open()
         self.load_box = box
 
     def _on_failed(self, reason: str) -> None:
+        if self.listing:
+            self.listing = False
+        elif self.last_error == "listing cancelled":
+            return  # the cancelled listing's late failure
         self.last_error = reason
         self.list_button.setEnabled(True)
         self.download_button.setEnabled(True)

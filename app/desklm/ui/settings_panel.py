@@ -1,8 +1,15 @@
-"""The settings panel, built from the one settings schema.
+"""The settings panel, generated from the one settings schema.
+
+Every row comes from :data:`desklm.engine.settings.SCHEMA`: the editor kind (``pow2``,
+``slider``, ``steps``, ``spin``, ``check``, ``choice``, ``text``), its range (the maximum from
+:meth:`Settings.maximum`, so the context slider goes up to the loaded model's limit), label and
+tooltip. Rows are grouped: "Model" (settings that need a reload), "Threads (live)" (load
+settings applied live) and "Sampling (next reply)".
 
 Sampling settings and threads apply as soon as they change (sampling on the next reply, threads
-live). Settings that need a reload (context length, GPU layers, ...) are marked "reload needed"
-until Apply reloads the model in the worker; the conversation is kept.
+live). A changed reload setting gets a dot in a fixed-width column beside its label and the
+group title says "reload needed" until Apply reloads the model; nothing else moves: labels keep
+their text, sliders their size and value. A click on a slider's track moves it by a page step.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,22 +28,30 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSlider,
     QSpinBox,
+    QStyle,
+    QStyleOptionSlider,
     QVBoxLayout,
     QWidget,
 )
 
-from desklm.engine import SCHEMA, Settings, logical_cores
+from desklm.engine import SCHEMA, Setting, Settings
+from desklm.ui import theme
 
-RELOAD_STYLE = "color: #e0a030; font-weight: 600;"
+GROUPS = (("reload", "Model"), ("live", "Threads (live)"), ("sampling", "Sampling (next reply)"))
+MARK = "●"
 
 
 def powers_of_two(lo: int, hi: int, extra: Any = None) -> list[int]:
-    vals, v = [], lo
+    vals, v = [], max(1, lo)
     while v <= hi:
         vals.append(v)
         v *= 2
+    if hi not in vals and hi >= lo:
+        vals.append(hi)  # the model's limit, when it is not a power of two
     if extra is not None and lo <= extra <= hi and extra not in vals:
         vals.append(extra)
     return sorted(vals)
@@ -46,8 +62,81 @@ def float_steps(lo: float, hi: float, step: float) -> list[float]:
     return [round(lo + i * step, 4) for i in range(n + 1)]
 
 
+def group_of(s: Setting) -> str:
+    """"reload" (the Model group) for anything that needs a reload, "live" for other load
+    settings, "sampling" for the rest."""
+    if s.needs_reload:
+        return "reload"
+    return "live" if s.group == "load" else "sampling"
+
+
+def slider_values(s: Setting, maximum: float | None, current: Any) -> list[Any]:
+    """The values a slider row offers for ``s``, its maximum being ``maximum``."""
+    lo = s.minimum if s.minimum is not None else 0
+    hi = maximum if maximum is not None else s.maximum
+    specials = sorted(s.special)
+    if s.editor == "pow2":
+        return powers_of_two(int(lo), int(hi or lo), current)
+    if s.editor == "steps":
+        vals = [v for v in s.steps if hi is None or v <= hi]
+        if current in s.special or (current not in vals and lo <= current <= (hi or current)):
+            vals = sorted({*vals, current})
+        return vals
+    if s.kind == "float":
+        return float_steps(float(lo), float(hi if hi is not None else lo + 1), s.step)
+    top = int(hi if hi is not None else lo)
+    if specials and top - int(lo) > 512:
+        # a model limit is not known yet (GPU layers before a load): the ends only
+        return [int(lo), *specials]
+    return [*range(int(lo), top + 1, max(1, int(s.step))), *specials]
+
+
+def formatter(s: Setting) -> Callable[[Any], str]:
+    if s.name == "n_ctx" or (s.editor == "pow2" and s.name != "n_batch"):
+        return _tokens
+    if s.kind == "float":
+        return lambda v: f"{v:.2f}"
+    if s.special:
+        return lambda v: s.special.get(v, str(v)) if isinstance(v, int) else str(v)
+    return str
+
+
+class PagingSlider(QSlider):
+    """A click on the track moves one page step towards the click; only a drag of the handle
+    moves freely. (Some styles and desktops make the left button set the value absolutely,
+    which moved a slider to an end on one click.)"""
+
+    def mousePressEvent(self, e: QMouseEvent) -> None:
+        if e.button() == Qt.MouseButton.LeftButton:
+            opt = QStyleOptionSlider()
+            self.initStyleOption(opt)
+            handle = self.style().subControlRect(QStyle.ComplexControl.CC_Slider, opt,
+                                                 QStyle.SubControl.SC_SliderHandle, self)
+            at = e.position().toPoint()
+            if not handle.contains(at):
+                after = at.x() > handle.center().x()
+                if self.invertedAppearance() != self.isRightToLeft():
+                    after = not after
+                self.triggerAction(QSlider.SliderAction.SliderPageStepAdd if after
+                                   else QSlider.SliderAction.SliderPageStepSub)
+                self._paged = True
+                e.accept()
+                return
+        super().mousePressEvent(e)
+
+    _paged = False
+
+    def mouseReleaseEvent(self, e: QMouseEvent) -> None:
+        if self._paged:
+            self._paged = False
+            e.accept()
+            return
+        super().mouseReleaseEvent(e)
+
+
 class SliderRow(QWidget):
-    """A slider over an explicit list of values, with the value shown beside it."""
+    """A slider over an explicit list of values, with the value shown beside it in a label of
+    fixed width (so the slider never changes size as the value changes)."""
 
     valueChanged = Signal(object)
 
@@ -56,10 +145,11 @@ class SliderRow(QWidget):
         self.name = name
         self.fmt = fmt
         self.values: list[Any] = []
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = PagingSlider(Qt.Orientation.Horizontal)
         self.slider.setObjectName(f"slider:{name}")
+        self.slider.setMinimumWidth(100)
+        self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.label = QLabel()
-        self.label.setMinimumWidth(56)
         self.label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -68,12 +158,18 @@ class SliderRow(QWidget):
         self.slider.valueChanged.connect(self._moved)
         self.set_values(values, values[0])
 
+
     def set_values(self, values: list[Any], current: Any) -> None:
         self.values = list(values)
         self.slider.blockSignals(True)
         self.slider.setRange(0, len(self.values) - 1)
+        self.slider.setSingleStep(1)
+        self.slider.setPageStep(max(1, len(self.values) // 10))
         self.slider.setValue(self._index(current))
         self.slider.blockSignals(False)
+        fm = self.label.fontMetrics()
+        widest = max((fm.horizontalAdvance(self.fmt(v)) for v in self.values), default=20)
+        self.label.setFixedWidth(max(36, widest + 6))
         self.label.setText(self.fmt(self.value()))
 
     def _index(self, v: Any) -> int:
@@ -112,45 +208,50 @@ class SettingsPanel(QWidget):
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setObjectName("settings_panel")
         self.settings = settings.copy()
         self.pending: dict[str, Any] = {}
         self.labels: dict[str, QLabel] = {}
+        self.marks: dict[str, QLabel] = {}  # the fixed-width "reload needed" dot of each row
         self.editors: dict[str, Any] = {}
+        self.groups: dict[str, QGroupBox] = {}
         self.gpu_available = False
         self.n_layers = 0
         self.model_info: Any = None  # GGUFInfo of the loaded model
         self.free: tuple[Any, Any] | None = None  # (free RAM, free VRAM) from the sampler
         self.fit: Any = None  # the last FitEstimate shown
-        cores = logical_cores()
+        self._sys_timers: dict[str, QTimer] = {}
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setContentsMargins(4, 6, 4, 4)
+        forms: dict[str, QFormLayout] = {}
+        for key, title in GROUPS:
+            box = QGroupBox(title)
+            box.setObjectName(f"group:{key}")
+            form = QFormLayout(box)
+            form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            self.groups[key] = box
+            forms[key] = form
+        for s in SCHEMA.values():
+            self._add(forms[group_of(s)], s)
+            if s.name == "n_gpu_layers":
+                self.gpu_warning = QLabel("")
+                self.gpu_warning.setObjectName("gpu_warning")
+                self.gpu_warning.setWordWrap(True)
+                self.gpu_warning.setProperty("role", "error")
+                self.gpu_warning.hide()
+                forms["reload"].addRow(self.gpu_warning)
+        if not hasattr(self, "gpu_warning"):  # a schema without GPU layers
+            self.gpu_warning = QLabel("")
+            self.gpu_warning.hide()
 
-        model = QGroupBox("Model (reload needed)")
-        mform = QFormLayout(model)
-        self._slider(mform, "n_ctx", powers_of_two(int(SCHEMA["n_ctx"].minimum or 512),
-                                                  int(SCHEMA["n_ctx"].maximum or 131072),
-                                                  settings["n_ctx"]), _tokens)
-        self._slider(mform, "n_gpu_layers", [0, -1], _layers)
-        self.gpu_warning = QLabel("")
-        self.gpu_warning.setObjectName("gpu_warning")
-        self.gpu_warning.setWordWrap(True)
-        self.gpu_warning.setStyleSheet("color: #e05050;")
-        self.gpu_warning.hide()
-        mform.addRow(self.gpu_warning)
-        self._slider(mform, "n_batch", powers_of_two(8, 8192, settings["n_batch"]))
-        kv = QComboBox()
-        kv.addItems(list(SCHEMA["kv_cache_type"].choices))
-        kv.setCurrentText(settings["kv_cache_type"])
-        kv.currentTextChanged.connect(lambda v: self._edited("kv_cache_type", v))
-        self._row(mform, "kv_cache_type", kv)
-        for name in ("flash_attn", "use_mmap", "use_mlock"):
-            cb = QCheckBox()
-            cb.setChecked(bool(settings[name]))
-            cb.toggled.connect(lambda v, n=name: self._edited(n, v))
-            self._row(mform, name, cb)
+        mform = forms["reload"]
         self.fit_label = QLabel("Memory: load a model to estimate")
         self.fit_label.setObjectName("fit")
         self.fit_label.setWordWrap(True)
+        # room for two lines from the start: a longer estimate never pushes the rows below
+        self.fit_label.setMinimumHeight(self.fit_label.fontMetrics().lineSpacing() * 2 + 2)
+        self.fit_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.fit_label.setToolTip("Estimated from the model file before loading: weights, KV "
                                   "cache and working memory, against free RAM and VRAM.")
         mform.addRow(self.fit_label)
@@ -168,12 +269,7 @@ class SettingsPanel(QWidget):
         brow.addWidget(self.auto_button)
         brow.addWidget(self.apply_button, 1)
         mform.addRow(brow)
-        outer.addWidget(model)
 
-        live = QGroupBox("Threads (live)")
-        lform = QFormLayout(live)
-        self._slider(lform, "n_threads", list(range(1, cores + 1)))
-        self._slider(lform, "n_threads_batch", list(range(1, cores + 1)))
         self.tune_button = QPushButton("Tune for this machine")
         self.tune_button.setObjectName("tune")
         self.tune_button.setToolTip("Measure speed at several thread counts (and GPU layers, "
@@ -181,53 +277,92 @@ class SettingsPanel(QWidget):
                                     "model. Stop cancels.")
         self.tune_button.setEnabled(False)
         self.tune_button.clicked.connect(self.tuneRequested.emit)
-        lform.addRow(self.tune_button)
-        outer.addWidget(live)
-
-        samp = QGroupBox("Sampling (next reply)")
-        sform = QFormLayout(samp)
-        self._slider(sform, "temperature", float_steps(0, 2, 0.05), lambda v: f"{v:.2f}")
-        self._slider(sform, "top_p", float_steps(0, 1, 0.01), lambda v: f"{v:.2f}")
-        self._slider(sform, "top_k", [0, 1, 5, 10, 20, 40, 60, 80, 100, 200, 500, 1000])
-        self._slider(sform, "min_p", float_steps(0, 1, 0.01), lambda v: f"{v:.2f}")
-        self._slider(sform, "repeat_penalty", float_steps(0.5, 2, 0.05), lambda v: f"{v:.2f}")
-        self._slider(sform, "max_tokens", powers_of_two(16, 32768, settings["max_tokens"]))
-        seed = QSpinBox()
-        seed.setRange(-1, 2**31 - 1)
-        seed.setSpecialValueText("random")
-        seed.setValue(settings["seed"])
-        seed.valueChanged.connect(lambda v: self._edited("seed", v))
-        self._row(sform, "seed", seed)
-        sysp = QPlainTextEdit(settings["system_prompt"])
-        sysp.setObjectName("system_prompt")
-        sysp.setFixedHeight(64)
-        self._sys_timer = QTimer(self)
-        self._sys_timer.setSingleShot(True)
-        self._sys_timer.setInterval(600)
-        self._sys_timer.timeout.connect(
-            lambda: self._edited("system_prompt", sysp.toPlainText()))
-        sysp.textChanged.connect(self._sys_timer.start)
-        self._row(sform, "system_prompt", sysp)
-        outer.addWidget(samp)
+        forms["live"].addRow(self.tune_button)
+        for key, _title in GROUPS:
+            if forms[key].rowCount():
+                outer.addWidget(self.groups[key])
         outer.addStretch(1)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        theme.notifier().themeChanged.connect(self._on_theme)
+        self._mark()
+        self._restyle()
 
-    # -- construction helpers --
-    def _row(self, form: QFormLayout, name: str, editor: QWidget) -> None:
-        s = SCHEMA[name]
+    def _on_theme(self, _palette: object) -> None:
+        self._restyle()
+
+    # -- construction --
+    def _add(self, form: QFormLayout, s: Setting) -> None:
+        name, kind = s.name, s.editor
+        value = self.settings[name]
+        editor: QWidget
+        if kind in ("pow2", "slider", "steps"):
+            row = SliderRow(name, slider_values(s, self.settings.maximum(name), value),
+                            formatter(s))
+            row.set_value(value)
+            row.valueChanged.connect(lambda v, n=name: self._edited(n, v))
+            editor = row
+        elif kind == "check":
+            cb = QCheckBox()
+            cb.setChecked(bool(value))
+            cb.toggled.connect(lambda v, n=name: self._edited(n, v))
+            editor = cb
+        elif kind == "choice":
+            combo = QComboBox()
+            combo.addItems(list(s.choices))
+            combo.setCurrentText(str(value))
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+            combo.currentTextChanged.connect(lambda v, n=name: self._edited(n, v))
+            editor = combo
+        elif kind == "spin":
+            spin = QSpinBox()
+            lo = min([int(s.minimum or 0), *s.special])
+            hi = self.settings.maximum(name)
+            spin.setRange(lo, int(hi) if hi is not None else 2**31 - 1)
+            if s.special.get(lo):
+                spin.setSpecialValueText(s.special[lo])
+            spin.setValue(int(value))
+            spin.valueChanged.connect(lambda v, n=name: self._edited(n, v))
+            editor = spin
+        else:  # text
+            text = QPlainTextEdit(str(value))
+            text.setObjectName(name)
+            text.setFixedHeight(64)
+            timer = QTimer(self)
+            timer.setSingleShot(True)
+            timer.setInterval(600)
+            timer.timeout.connect(lambda n=name, t=text: self._edited(n, t.toPlainText()))
+            text.textChanged.connect(timer.start)
+            self._sys_timers[name] = timer
+            editor = text
         label = QLabel(s.label)
         label.setToolTip(s.help)
-        editor.setToolTip(s.help)
+        editor.setToolTip(f"{s.help}\n{s.cli_flag} · {s.range_text(self.settings.maximum(name))}")
+        mark = QLabel("")
+        mark.setObjectName(f"mark:{name}")
+        mark.setFixedWidth(12)
+        mark.setToolTip("reload needed: press Apply")
+        head = QWidget()
+        hl = QHBoxLayout(head)
+        hl.setContentsMargins(0, 0, 0, 0)
+        hl.setSpacing(2)
+        hl.addWidget(mark)
+        hl.addWidget(label, 1)
         self.labels[name] = label
+        self.marks[name] = mark
         self.editors[name] = editor
-        form.addRow(label, editor)
-
-    def _slider(self, form: QFormLayout, name: str, values: list[Any],
-                fmt: Callable[[Any], str] = str) -> SliderRow:
-        row = SliderRow(name, values, fmt)
-        row.set_value(self.settings[name])
-        row.valueChanged.connect(lambda v, n=name: self._edited(n, v))
-        self._row(form, name, row)
-        return row
+        if isinstance(editor, SliderRow):
+            # the name and value on one line, the slider under them at the panel's full
+            # width: a narrow dock never squeezes a slider, and nothing beside it changes size
+            hl.addWidget(editor.label)
+            form.addRow(head)
+            form.addRow(editor)
+        elif kind == "text":
+            form.addRow(head)
+            form.addRow(editor)
+        else:
+            form.addRow(head, editor)
 
     # -- behaviour --
     def _edited(self, name: str, value: Any) -> None:
@@ -241,6 +376,10 @@ class SettingsPanel(QWidget):
             self.settings.set(name, value)
             self.changed.emit({name: value})
         self._update_gpu_warning()
+
+    def reload_marked(self, name: str) -> bool:
+        """Whether ``name`` shows the "reload needed" mark."""
+        return self.marks[name].text() == MARK
 
     def pending_or_current(self, name: str) -> Any:
         return self.pending.get(name, self.settings[name])
@@ -257,7 +396,7 @@ class SettingsPanel(QWidget):
             self.update_fit()
 
     def update_fit(self) -> None:
-        from desklm.engine import FITS, TIGHT, estimate
+        from desklm.engine import estimate
 
         if self.model_info is None:
             return
@@ -265,9 +404,19 @@ class SettingsPanel(QWidget):
         self.fit = estimate(self.model_info, v("n_ctx"), v("n_gpu_layers"), v("kv_cache_type"),
                             n_ubatch=min(512, v("n_batch")), flash_attn=v("flash_attn"),
                             gpu_offload=self.gpu_available, free=self.free)
-        color = {FITS: "#3fb68b", TIGHT: "#e0a030"}.get(self.fit.verdict, "#e05050")
         self.fit_label.setText(f"Memory: {self.fit.summary()}")
-        self.fit_label.setStyleSheet(f"color: {color};")
+        self._restyle()
+
+    def _restyle(self) -> None:
+        from desklm.engine import FITS, TIGHT
+
+        p = theme.current()
+        for mark in self.marks.values():
+            mark.setStyleSheet(f"color: {p.warn};")
+        self.gpu_warning.setStyleSheet(f"color: {p.error};")
+        if self.fit is not None:
+            color = {FITS: p.ok, TIGHT: p.warn}.get(self.fit.verdict, p.error)
+            self.fit_label.setStyleSheet(f"color: {color};")
 
     def auto(self) -> None:
         from desklm.engine import auto_fit
@@ -276,7 +425,8 @@ class SettingsPanel(QWidget):
             return
         v = self.pending_or_current
         best = auto_fit(self.model_info, v("kv_cache_type"), v("flash_attn"),
-                        gpu_offload=self.gpu_available, free=self.free)
+                        gpu_offload=self.gpu_available, free=self.free,
+                        max_ctx=int(self.settings.maximum("n_ctx") or 131072))
         self.editors["n_ctx"].set_values(
             sorted({*self.editors["n_ctx"].values, best.n_ctx}), best.n_ctx)
         self.editors["n_gpu_layers"].set_value(best.n_gpu_layers)
@@ -284,11 +434,10 @@ class SettingsPanel(QWidget):
         self._edited("n_gpu_layers", best.n_gpu_layers)
 
     def _mark(self) -> None:
-        for name, label in self.labels.items():
-            if SCHEMA[name].needs_reload:
-                pend = name in self.pending
-                label.setText(SCHEMA[name].label + (" • reload needed" if pend else ""))
-                label.setStyleSheet(RELOAD_STYLE if pend else "")
+        for name, mark in self.marks.items():
+            mark.setText(MARK if name in self.pending else "")
+        box = self.groups["reload"]
+        box.setTitle("Model — reload needed" if self.pending else "Model")
         self.apply_button.setEnabled(bool(self.pending))
         self.update_fit()
 
@@ -308,33 +457,51 @@ class SettingsPanel(QWidget):
             return ed.value()
         return ed.toPlainText()
 
+    def _refresh_range(self, name: str) -> None:
+        ed = self.editors.get(name)
+        s = SCHEMA[name]
+        cur = self.pending_or_current(name)
+        if isinstance(ed, SliderRow):
+            ed.set_values(slider_values(s, self.settings.maximum(name), cur), cur)
+        elif isinstance(ed, QSpinBox):
+            hi = self.settings.maximum(name)
+            if hi is not None:
+                ed.blockSignals(True)
+                ed.setMaximum(int(hi))
+                ed.blockSignals(False)
+
     def set_model(self, n_ctx_train: int, n_layers: int, gpu_offload: bool) -> None:
-        """Ranges from the loaded model's metadata."""
+        """Ranges from the loaded model's metadata: the context up to its training context
+        (and the schema's maximum), GPU layers up to its layer count."""
         self.n_layers = n_layers
         self.settings.limits["n_ctx"] = n_ctx_train
-        self.editors["n_ctx"].set_values(
-            powers_of_two(512, max(512, n_ctx_train), self.settings["n_ctx"]),
-            self.settings["n_ctx"])
-        self.editors["n_gpu_layers"].set_values([*range(n_layers + 1), -1],
-                                                self.settings["n_gpu_layers"])
+        self.settings.limits["n_gpu_layers"] = n_layers
+        for name in ("n_ctx", "n_gpu_layers"):
+            if name in self.editors:
+                self._refresh_range(name)
         self.gpu_available = gpu_offload
         self._update_gpu_warning()
 
     def sync(self, settings: Settings) -> None:
         """Show the values in effect (after a load or an applied change); clears 'pending'."""
+        limits = dict(self.settings.limits)
         self.settings = settings.copy()
+        for k, v in limits.items():
+            self.settings.limits.setdefault(k, v)
         self.pending.clear()
         for name, ed in self.editors.items():
             v = settings[name]
             ed.blockSignals(True)
             if isinstance(ed, SliderRow):
+                if v not in ed.values:
+                    self._refresh_range(name)
                 ed.set_value(v)
             elif isinstance(ed, QCheckBox):
                 ed.setChecked(bool(v))
             elif isinstance(ed, QComboBox):
-                ed.setCurrentText(v)
+                ed.setCurrentText(str(v))
             elif isinstance(ed, QSpinBox):
-                ed.setValue(v)
+                ed.setValue(int(v))
             elif ed.toPlainText() != v:
                 ed.setPlainText(v)
             ed.blockSignals(False)
@@ -343,24 +510,27 @@ class SettingsPanel(QWidget):
 
     def set_setting(self, name: str, value: Any) -> None:
         """One setting now in effect (from the session, which owns the values)."""
-        if name not in self.editors:
+        ed = self.editors.get(name)
+        if ed is None:
             return
         self.settings.set(name, value)
         self.pending.pop(name, None)
-        ed = self.editors[name]
         ed.blockSignals(True)
         if isinstance(ed, SliderRow):
+            if value not in ed.values:
+                self._refresh_range(name)
             ed.set_value(value)
         elif isinstance(ed, QCheckBox):
             ed.setChecked(bool(value))
         elif isinstance(ed, QComboBox):
-            ed.setCurrentText(value)
+            ed.setCurrentText(str(value))
         elif isinstance(ed, QSpinBox):
-            ed.setValue(value)
+            ed.setValue(int(value))
         elif ed.toPlainText() != value:
             ed.setPlainText(value)
         ed.blockSignals(False)
         self._mark()
+        self._update_gpu_warning()
 
     def set_gpu_available(self, available: bool) -> None:
         if available != self.gpu_available:
@@ -368,6 +538,8 @@ class SettingsPanel(QWidget):
             self._update_gpu_warning()
 
     def _update_gpu_warning(self) -> None:
+        if "n_gpu_layers" not in self.settings.to_dict():
+            return
         layers = self.pending.get("n_gpu_layers", self.settings["n_gpu_layers"])
         show = layers != 0 and not self.gpu_available
         self.gpu_warning.setText("No usable GPU: GPU layers will run on the CPU "
@@ -375,9 +547,15 @@ class SettingsPanel(QWidget):
         self.gpu_warning.setVisible(show)
 
 
+def scrollable(panel: QWidget) -> QScrollArea:
+    """``panel`` in a scroll area that scrolls vertically only (the panel follows its width)."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(panel)
+    return area
+
+
 def _tokens(v: int) -> str:
     return f"{v // 1024}k" if v >= 1024 and v % 1024 == 0 else str(v)
-
-
-def _layers(v: int) -> str:
-    return "all" if v == -1 else str(v)

@@ -1,16 +1,212 @@
-"""Every colour the window uses, by name. Widgets ask ``color(name)``; nothing else holds a
-colour literal."""
+"""Every colour of the window, in one place: a light and a dark palette.
+
+``current()`` is the palette in effect. It follows the system colour scheme (Qt 6
+``styleHints().colorScheme()``, re-read on ``colorSchemeChanged``) unless the user picked
+"light" or "dark" (``set_mode``, the View menu). ``apply(app)`` sets the QApplication's
+QPalette and stylesheet; widgets that draw their own colours read ``current()`` when they paint
+or render, and re-render on :data:`notifier`'s ``themeChanged``.
+"""
 
 from __future__ import annotations
 
-LIGHT: dict[str, str] = {
-    "accent": "#4c8bf5",
-    "ok": "#3fb68b",
-    "warn": "#e0a030",
-    "error": "#e05050",
-    "muted": "#8a93a3",
-}
+from dataclasses import dataclass, fields
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+
+MODES = ("system", "light", "dark")
+
+
+@dataclass(frozen=True)
+class Palette:
+    name: str
+    window: str
+    base: str  # the transcript and text fields
+    text: str
+    muted: str  # secondary text: times, stats, hints
+    border: str
+    accent: str  # links, the model's name, focus, the default gauge colour
+    accent_text: str  # text on an accent background
+    user_name: str
+    user_bubble: str  # background of the user's messages
+    model_bubble: str  # background of the model's replies
+    notice: str  # a notice line in the transcript (trimmed turns, tuning)
+    reasoning: str  # text of a <think> block
+    reasoning_bg: str
+    code_bg: str
+    code_border: str
+    ok: str
+    warn: str
+    error: str
+    gpu: str  # gauge colour for the GPU cards
+    cpu: str  # gauge colour for RAM / CPU cards
+    track: str  # empty part of a gauge bar
+    selection: str
+    pygments_style: str
+
+    def color(self, key: str) -> QColor:
+        return QColor(getattr(self, key))
+
+
+LIGHT = Palette(
+    name="light", window="#f4f5f7", base="#ffffff", text="#1d2330", muted="#6b7385",
+    border="#d5d9e0", accent="#2f6fe4", accent_text="#ffffff", user_name="#1e8a62",
+    user_bubble="#e9f4ee", model_bubble="#f5f7fb", notice="#a86a00", reasoning="#5d6575",
+    reasoning_bg="#eef0f4", code_bg="#f6f8fa", code_border="#d8dde5", ok="#1e8a62",
+    warn="#b87400", error="#c93c3c", gpu="#7b4fe0", cpu="#1e8a62", track="#e3e6eb",
+    selection="#cfe0ff", pygments_style="friendly",
+)
+
+DARK = Palette(
+    name="dark", window="#1b1e24", base="#22262e", text="#e3e6ec", muted="#9098a8",
+    border="#3a404c", accent="#6ea2ff", accent_text="#0d1117", user_name="#4fd1a0",
+    user_bubble="#23352e", model_bubble="#282d37", notice="#e8b04a", reasoning="#aab1bf",
+    reasoning_bg="#2c313b", code_bg="#16191f", code_border="#3a404c", ok="#4fd1a0",
+    warn="#e8b04a", error="#ff6b6b", gpu="#a98bff", cpu="#4fd1a0", track="#353a45",
+    selection="#2f4a7a", pygments_style="monokai",
+)
+
+PALETTES = {"light": LIGHT, "dark": DARK}
+KEYS = tuple(f.name for f in fields(Palette) if f.name not in ("name", "pygments_style"))
+
+
+class _Notifier(QObject):
+    """Signals:
+    themeChanged(object): the new :class:`Palette`.
+    """
+
+    themeChanged = Signal(object)
+
+
+_mode = "system"
+_notifier: _Notifier | None = None
+_watching = False
+_signalled: str | None = None  # the scheme the last colorSchemeChanged carried
+
+
+def notifier() -> _Notifier:
+    """The QObject whose ``themeChanged`` fires when the palette in effect changes."""
+    global _notifier
+    if _notifier is None:
+        _notifier = _Notifier()
+    return _notifier
+
+
+def mode() -> str:
+    return _mode
+
+
+def system_scheme() -> str:
+    """'dark' or 'light' as the desktop says (light when it does not say)."""
+    app = QGuiApplication.instance()
+    if app is None:
+        return "light"
+    scheme = QGuiApplication.styleHints().colorScheme()
+    if scheme == Qt.ColorScheme.Unknown and _signalled is not None:
+        return _signalled
+    return "dark" if scheme == Qt.ColorScheme.Dark else "light"
+
+
+def current() -> Palette:
+    return PALETTES[system_scheme() if _mode == "system" else _mode]
 
 
 def color(name: str) -> str:
-    return LIGHT[name]
+    """The current palette's colour ``name`` (e.g. "error", "muted") as "#rrggbb"."""
+    if name not in KEYS:
+        raise KeyError(f"no colour {name!r} in the theme; known: {', '.join(KEYS)}")
+    return str(getattr(current(), name))
+
+
+def key_of(value: str) -> str | None:
+    """The name of a colour given as its value in either palette (None if it is not one)."""
+    v = value.lower()
+    for pal in PALETTES.values():
+        for key in KEYS:
+            if str(getattr(pal, key)).lower() == v:
+                return key
+    return None
+
+
+def set_mode(new_mode: str) -> Palette:
+    """"system", "light" or "dark"; applies it to the running QApplication."""
+    global _mode
+    if new_mode not in MODES:
+        raise ValueError(f"theme must be one of {', '.join(MODES)}")
+    before = current()
+    _mode = new_mode
+    _apply_and_notify(before)
+    return current()
+
+
+def _apply_and_notify(before: Palette | None) -> None:
+    app = QGuiApplication.instance()
+    if app is not None:
+        apply(app)  # type: ignore[arg-type]
+    if before is None or current() is not before:
+        notifier().themeChanged.emit(current())
+
+
+def _on_system_change(scheme: object) -> None:
+    global _signalled
+    before = current()
+    _signalled = "dark" if scheme == Qt.ColorScheme.Dark else "light"
+    if _mode == "system":
+        _apply_and_notify(before)
+
+
+def watch_system() -> None:
+    """Follow the desktop's colour scheme from now on (call once the QApplication exists)."""
+    global _watching
+    if _watching or QGuiApplication.instance() is None:
+        return
+    QGuiApplication.styleHints().colorSchemeChanged.connect(_on_system_change)
+    _watching = True
+
+
+def qpalette(p: Palette) -> QPalette:
+    pal = QPalette()
+    R = QPalette.ColorRole
+    for role, key in ((R.Window, "window"), (R.WindowText, "text"), (R.Base, "base"),
+                      (R.AlternateBase, "model_bubble"), (R.Text, "text"),
+                      (R.Button, "window"), (R.ButtonText, "text"), (R.ToolTipBase, "base"),
+                      (R.ToolTipText, "text"), (R.Highlight, "accent"),
+                      (R.HighlightedText, "accent_text"), (R.Link, "accent"),
+                      (R.PlaceholderText, "muted"), (R.Mid, "border"), (R.Midlight, "track"),
+                      (R.Dark, "border"), (R.Light, "base")):
+        pal.setColor(role, p.color(key))
+    for role in (R.Text, R.WindowText, R.ButtonText):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, p.color("muted"))
+    return pal
+
+
+def stylesheet(p: Palette) -> str:
+    return f"""
+QGroupBox {{ font-weight: 600; border: 1px solid {p.border}; border-radius: 6px;
+            margin-top: 14px; padding: 10px 6px 6px 6px; }}
+QGroupBox::title {{ subcontrol-origin: margin; left: 8px; padding: 0 4px; }}
+QListWidget#conversations {{ background: {p.base}; border: 1px solid {p.border};
+            border-radius: 6px; }}
+QListWidget#conversations::item {{ border-bottom: 1px solid {p.border}; padding: 6px 8px; }}
+QListWidget#conversations::item:selected {{ background: {p.selection}; color: {p.text}; }}
+QTextBrowser#transcript {{ background: {p.base}; border: 1px solid {p.border};
+            border-radius: 6px; }}
+QLabel[role="muted"] {{ color: {p.muted}; }}
+QLabel[role="error"] {{ color: {p.error}; }}
+QLabel[role="warn"] {{ color: {p.warn}; }}
+QLabel[role="ok"] {{ color: {p.ok}; }}
+QFrame#welcome_card {{ background: {p.model_bubble}; border: 1px solid {p.border};
+            border-radius: 10px; }}
+QPushButton#primary {{ background: {p.accent}; color: {p.accent_text}; border: none;
+            border-radius: 5px; padding: 6px 14px; font-weight: 600; }}
+QPushButton#primary:disabled {{ background: {p.border}; color: {p.muted}; }}
+"""
+
+
+def apply(app: QGuiApplication) -> None:
+    """Set the palette and the stylesheet of the whole application."""
+    p = current()
+    app.setPalette(qpalette(p))
+    set_sheet = getattr(app, "setStyleSheet", None)
+    if set_sheet is not None:
+        set_sheet(stylesheet(p))
