@@ -32,6 +32,10 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName("DeskLM")
     app.setDesktopFileName("desklm")
     app.setWindowIcon(window_icon())
+    from desklm.ui import theme
+
+    theme.watch_system()  # follow the system's light/dark scheme (View > Theme overrides)
+    theme.apply(app)
     return app
 
 

@@ -264,6 +264,9 @@ class ChatController(QObject):
 
     def _job_load(self, job: Job[Any], path: str) -> None:
         self.loadStarted.emit(path)
+        if self.session.engine is not self.engine:  # back from a server to a local model
+            remote, self.session.engine = self.session.engine, self.engine
+            remote.close()
         try:
             target = Path(path) if path else embedded_model_path()
             info = self.session.load(target, progress=self._progress, clamp=True)
@@ -293,9 +296,58 @@ class ChatController(QObject):
         self.load_info = info  # on the UI thread, before the job's _jobEnded arrives
 
     def _loaded(self, info: Any) -> None:
-        self.modelInfo.emit(self.engine.info)
+        if not self.remote:
+            self.modelInfo.emit(self.engine.info)
         self.loaded.emit(info)
         self.settingsLoaded.emit(self.session.settings.copy())
+
+    def connect_remote(self, chosen: Any) -> None:
+        """Chat with a model on a server (File > Connect to server): the chat is kept."""
+        if self.state is State.CLOSING:
+            return
+        self.queue_stop()
+        if self.busy and self.state is not State.STARTING:
+            self.queue_job(lambda: self.connect_remote(chosen))
+            return
+        self._run(State.LOADING, lambda job: self._job_connect(chosen), "load")
+
+    def _job_connect(self, chosen: Any) -> None:
+        from desklm.engine import RemoteBackend
+
+        conn = chosen.connection
+        self.loadStarted.emit(conn.url)
+        backend = RemoteBackend()
+        try:
+            backend.connect(conn.url, chosen.api_key, conn.model, self.session.settings)
+            old = self.session.engine
+            self.session.use_backend(backend, Path(backend.model))
+            if old is not self.engine:
+                old.close()
+        except DeskLMError as e:
+            self.message.emit("error", f"Could not connect: {e}")
+            self.loadEnded.emit("failed")
+            return
+        for note in chosen.notes:
+            self.message.emit("notice", note)
+        self._loaded(backend.load_info)
+        self.loadEnded.emit("")
+
+    @property
+    def remote(self) -> bool:
+        """Chatting with a model on a server (read on the UI thread between jobs)."""
+        return self.session.engine is not self.engine
+
+    def save_config(self, config: Any, values: dict[str, Any]) -> None:
+        """Merge ``values`` into the app settings, on the inference thread (no file I/O on
+        the UI thread)."""
+        def write(_job: Job[Any]) -> None:
+            try:
+                config.update(lambda d: d.update(values))
+            except OSError as e:
+                self.message.emit("warning", f"could not save the app settings: {e}")
+
+        if self.state is not State.CLOSING:
+            self.runner.submit(write, "config", interrupt=False)
 
     def _progress(self, p: float) -> None:
         now = time.monotonic()
@@ -341,7 +393,7 @@ class ChatController(QObject):
         self.turnFinished.emit(result)
         if self.session.save_error:
             self.message.emit("error", self.session.save_error)
-        self._job_list()
+        self.list_conversations()  # queued after this job: the list arrives at rest
 
     def _command(self, text: str) -> None:
         self._run(State.COMMAND, lambda job: self._job_command(text), "command")

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -28,14 +29,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm import __version__
-from desklm.engine import AppConfig, ConversationStore, LoadInfo, Settings, Snapshot, TurnResult
+from desklm.engine import (
+    AppConfig,
+    ConversationStore,
+    LoadInfo,
+    SearchIndex,
+    Settings,
+    Snapshot,
+    TurnResult,
+)
+from desklm.server import ApiServer
 from desklm.ui import theme
 from desklm.ui.chat_view import ChatInput, ChatView
 from desklm.ui.controller import STOPPABLE, ChatController, State
 from desklm.ui.conversations import ConversationList
 from desklm.ui.gauges import GaugePanel
+from desklm.ui.search_panel import SearchPanel
+from desklm.ui.server_panel import ServerPanel
 from desklm.ui.settings_panel import SettingsPanel
+from desklm.ui.welcome import WelcomeWidget
 
 log = logging.getLogger("desklm.ui")
 
@@ -89,6 +101,7 @@ class MainWindow(QMainWindow):
         self._prompt_tokens = 0
         self._n_ctx = 0
         self._closing = False
+        self._remote = False
         self._list_problems_shown: set[str] = set()
 
         # --- central: transcript + input ---
@@ -113,13 +126,20 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         # --- docks ---
+        store = store if store is not None else ConversationStore()
         self.settings_panel = SettingsPanel(settings)
         self.gauges = GaugePanel()
         self.chats = ConversationList()
+        self.search = SearchPanel(SearchIndex(store))
+        chats_box = QWidget()
+        cb = QVBoxLayout(chats_box)
+        cb.setContentsMargins(0, 0, 0, 0)
+        cb.addWidget(self.search)
+        cb.addWidget(self.chats, 1)
         self.settings_dock = self._dock("Settings", self.settings_panel,
                                         Qt.DockWidgetArea.LeftDockWidgetArea)
         self.gauges_dock = self._dock("Gauges", self.gauges, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.chats_dock = self._dock("Chats", self.chats, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.chats_dock = self._dock("Chats", chats_box, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.splitDockWidget(self.chats_dock, self.settings_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.chats_dock, self.settings_dock], [150, 600],
                          Qt.Orientation.Vertical)
@@ -143,11 +163,34 @@ class MainWindow(QMainWindow):
         self.live_timer.setInterval(250)
         self.live_timer.timeout.connect(self._update_live)
 
-        self.controller = ChatController(settings, store if store is not None
-                                         else ConversationStore())
+        self.controller = ChatController(settings, store)
+        # the API server (off until the user turns it on) shares the one inference runner
+        self._api_settings = settings.copy()  # a snapshot the server thread may read
+        self.api_server = ApiServer(self.controller.runner, self._api_engine,
+                                    lambda: self._api_settings)
+        self.server_panel = ServerPanel(self.api_server)
+        self.server_dock = self._dock("API server", self.server_panel,
+                                      Qt.DockWidgetArea.RightDockWidgetArea)
+        self.server_dock.hide()
+        self.server_state = QLabel("")
+        self.server_state.setObjectName("server_state")
+        self.statusBar().addPermanentWidget(self.server_state)
+        self.welcome: WelcomeWidget | None = None
+        saved = saved or {}
+        self._build_late_actions()
         self._connect()
+        server_values = saved.get("api_server")
+        if isinstance(server_values, dict):
+            self.server_panel.set_values(server_values)
+            if server_values.get("enabled"):
+                QTimer.singleShot(0, self.server_panel.start)
+        if not saved.get("welcome_dismissed"):
+            self._show_welcome()
+        mode = saved.get("theme")
+        if mode in ("system", "light", "dark"):
+            self.set_theme(mode, save=False)
         self.resize(1280, 800)
-        self._restore_layout(saved or {})
+        self._restore_layout(saved)
         self._apply_theme()
         self._on_state(self.controller.state)
         self.controller.list_conversations()
@@ -167,6 +210,11 @@ class MainWindow(QMainWindow):
         self.chats.deleteRequested.connect(c.delete_conversation)
         self.chats.renameRequested.connect(c.rename_conversation)
         self.chat.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
+        self.search.openRequested.connect(lambda conv, _msg: self.open_conversation(conv))
+        self.server_panel.stateChanged.connect(self._on_server_state)
+        self.server_panel.settingsChanged.connect(
+            lambda v: self.controller.save_config(self.config, {"api_server": v}))
+        self.server_panel.failed.connect(self.report_error)
         # controller -> drawing
         c.stateChanged.connect(self._on_state)
         c.queueChanged.connect(self._show_queue)
@@ -183,6 +231,7 @@ class MainWindow(QMainWindow):
         c.turnFailed.connect(self._on_turn_failed)
         c.commandDone.connect(self._on_command_done)
         c.settingChanged.connect(self._on_setting_changed)
+        c.settingChanged.connect(self._api_setting)
         c.settingsLoaded.connect(self._on_settings_loaded)
         c.tuneProgress.connect(self._on_tune_progress)
         c.tuned.connect(self._on_tuned)
@@ -193,6 +242,7 @@ class MainWindow(QMainWindow):
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(widget)
         scroll.setMinimumWidth(270)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -253,6 +303,104 @@ class MainWindow(QMainWindow):
         tb.addAction(self.reset_action)
         tb.addAction(self.stop_action)
 
+    def _build_late_actions(self) -> None:
+        """Menu entries for the parts built after the controller (server, remote, chats)."""
+        mb = self.menuBar()
+        file_menu, chat_menu = mb.actions()[0].menu(), mb.actions()[1].menu()
+        self.connect_action = QAction("&Connect to server…", self)
+        self.connect_action.setToolTip("Chat with a model served by vLLM, llama-server, Ollama "
+                                       "or any OpenAI-compatible server")
+        self.connect_action.triggered.connect(self.show_connect)
+        file_menu.insertAction(self.export_action, self.connect_action)
+        self.attach_action = QAction("&Attach a file…", self)
+        self.attach_action.setToolTip("Put a text file or PDF into your next message")
+        self.attach_action.triggered.connect(self.attach_dialog)
+        file_menu.insertAction(self.export_action, self.attach_action)
+        self.regen_action = QAction("Re&generate reply (/regen)", self)
+        self.regen_action.setShortcut(QKeySequence("Ctrl+Shift+R"))
+        self.regen_action.triggered.connect(lambda: self.submit("/regen"))
+        chat_menu.addAction(self.regen_action)
+        theme_menu = self.view_menu.addMenu("&Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        for mode, label in (("system", "Follow the &system"), ("light", "&Light"),
+                            ("dark", "&Dark")):
+            act = QAction(label, self, checkable=True)
+            act.setChecked(mode == theme.mode())
+            act.triggered.connect(lambda _c=False, m=mode: self.set_theme(m))
+            theme_menu.addAction(act)
+            self.theme_actions[mode] = act
+        server = mb.insertMenu(mb.actions()[3], QMenu("&Server", self)).menu()
+        self.serve_action = QAction("&Serve the model (OpenAI API)", self, checkable=True)
+        self.serve_action.setToolTip("Let other apps on this machine use the loaded model "
+                                     "through an OpenAI-compatible API (off by default)")
+        self.serve_action.triggered.connect(self._toggle_server)
+        server.addAction(self.serve_action)
+        server.addAction(self.server_dock.toggleViewAction())
+        self.view_menu.addAction(self.server_dock.toggleViewAction())
+
+    def set_theme(self, mode: str, save: bool = True) -> None:
+        theme.set_mode(mode)
+        for m, act in self.theme_actions.items():
+            act.setChecked(m == mode)
+        self._apply_theme()
+        if save:
+            self.controller.save_config(self.config, {"theme": mode})
+
+    def _toggle_server(self, on: bool) -> None:
+        if on:
+            self.server_dock.show()
+            self.server_panel.start()
+        else:
+            self.server_panel.stop()
+
+    def _on_server_state(self, state: Any) -> None:
+        text = getattr(state, "text", str(state))
+        self.server_state.setText("" if text == "off" else f"API: {text}")
+        self.serve_action.setChecked(text != "off")
+
+    def _api_engine(self) -> Any:
+        """The model the API serves: the local one, once loaded (called on the server's
+        thread; reads only values the UI thread set)."""
+        c = self.controller
+        return c.engine if self.load_info is not None and not self._remote else None
+
+    def _api_setting(self, name: str, value: Any) -> None:
+        new = self._api_settings.copy()
+        new.set(name, value)
+        self._api_settings = new  # replaced whole: the server thread never sees a half update
+
+    def show_connect(self) -> Any:
+        from desklm.ui.connect_dialog import ConnectDialog
+
+        dlg = ConnectDialog(self, config=self.config)
+        dlg.connectionChosen.connect(self.controller.connect_remote)
+        dlg.open()
+        return dlg
+
+    def attach_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Attach a file", str(Path.home()),
+            "Text and PDF (*.txt *.md *.csv *.json *.py *.pdf *.*)")
+        if path:
+            self.submit(f"/attach {path}")
+
+    def _show_welcome(self) -> None:
+        from desklm.engine import logical_cores
+
+        self.welcome = WelcomeWidget(cores=logical_cores())
+        self.welcome.useModel.connect(self._welcome_model)
+        self.welcome.dismissed.connect(self._welcome_dismissed)
+        self.welcome.browseRequested.connect(self.show_models)
+        self.centralWidget().layout().insertWidget(0, self.welcome)
+
+    def _welcome_model(self, path: str) -> None:
+        self.load_model(path)
+        if self.welcome is not None:
+            self.welcome.dismiss()
+
+    def _welcome_dismissed(self) -> None:
+        self.controller.save_config(self.config, {"welcome_dismissed": True})
+
     def _apply_theme(self) -> None:
         self.queue_label.setStyleSheet(f"color: {theme.color('muted')};")
 
@@ -276,6 +424,10 @@ class MainWindow(QMainWindow):
         self._closing = True
         if self.models_dialog is not None:
             self.models_dialog.shutdown()
+        if self.welcome is not None:
+            self.welcome.shutdown()
+        self.server_panel.shutdown()
+        self.search.shutdown()
         self.live_timer.stop()
         layout = {
             "geometry": bytes(self.saveGeometry().toBase64().data()).decode("ascii"),
@@ -386,10 +538,12 @@ class MainWindow(QMainWindow):
                 e.acceptProposedAction()
                 return
 
-    def _about(self) -> None:
-        QMessageBox.about(self, "About DeskLM",
-                          f"DeskLM {__version__}\nPrivate chat with local GGUF models.\n"
-                          "Nothing leaves this machine.")
+    def _about(self) -> Any:
+        from desklm.ui.about import AboutDialog
+
+        dlg = AboutDialog(self.load_info, self)
+        dlg.open()
+        return dlg
 
     # --- drawing what the controller emits ---
     def _on_state(self, state: State) -> None:
@@ -435,6 +589,7 @@ class MainWindow(QMainWindow):
 
     def _on_loaded(self, info: LoadInfo) -> None:
         self.load_info = info
+        self._remote = bool(getattr(info, "remote", False)) or self.controller.remote
         self._n_ctx = info.n_ctx
         self.setWindowTitle(f"DeskLM — {info.name}")
         self.model_label.setText(f"{info.name} · {info.architecture} · {info.chat_format} format")
@@ -444,6 +599,11 @@ class MainWindow(QMainWindow):
         self.gauges.set_context(0, info.n_ctx)
         for note in info.notes:
             self.chat.add_notice(note)
+        if getattr(info, "base_model", False):
+            self.model_label.setText(self.model_label.text() + " · base model")
+            self.chat.add_notice(
+                f"{info.format_note}. It is here to try DeskLM; for a real assistant get an "
+                "instruct model: the welcome's Download button, or File > Models.")
         self.modelLoaded.emit(info)
 
     def _on_unloaded(self) -> None:
@@ -559,14 +719,8 @@ class MainWindow(QMainWindow):
                 self.chat.add_notice(p, theme.color("error"))
 
     def _on_conversation_opened(self, record: dict[str, Any]) -> None:
-        self.chat.clear_all()
         name = self.load_info.name if self.load_info else "Model"
-        for m in record["messages"]:
-            if m["role"] == "user":
-                self.chat.add_user(m["content"])
-            else:
-                self.chat.begin_reply(name)
-                self.chat.finish_reply(m["content"], m.get("stats") or {})
+        self.chat.show_conversation(record["messages"], name)  # what is visible first
         self.chats.set_current(record["id"])
         self.gauges.set_context(0, self._n_ctx)
         self.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
