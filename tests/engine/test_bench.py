@@ -57,7 +57,8 @@ def test_bench_engine_paths_json():
     med = out["median"]
     assert set(med) == {"raw", "engine"}
     for p in med.values():
-        assert p["gen_tps"] > 1 and p["prompt_tps"] > 1 and p["load_s"] > 0
+        # any speed: a busy CI machine is slow, the ratios below are what is checked
+        assert p["gen_tps"] > 0 and p["prompt_tps"] > 0 and p["load_s"] > 0
     assert out["summary"]["engine_gen_ratio"] > 0.5
     assert len(out["multi_turn"]) == 20
     later = [t["evaluated"] for t in out["multi_turn"][1:]]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from desklm.engine.chat_format import ChatTemplate, builtin_template
+from desklm.engine.chat_format import ChatTemplate, Part, builtin_template
 from desklm.engine.conversation import (
     Conversation,
     Message,
@@ -38,18 +38,24 @@ def reference_plan(conv: Conversation, user_text: str, template: ChatTemplate,
     candidate = [*conv.in_context(), new]
     dropped: list[Message] = []
     while True:
-        text = template.render(conv.as_msgs(candidate))
-        tokens = tokenize(text)
+        parts = template.render_parts(conv.as_msgs(candidate))
+        text = "".join(p.text for p in parts)
+        tokens = tokenize(parts)
         if len(tokens) + reserve <= n_ctx:
             break
         if len(candidate) == 1:
-            alone = len(tokenize(template.render(conv.as_msgs([new]))))
+            alone = len(tokenize(template.render_parts(conv.as_msgs([new]))))
             raise DeskLMError(f"message too long: it needs {alone} tokens")
         dropped.append(candidate.pop(0))
         while len(candidate) > 1 and candidate[0].role != "user":
             dropped.append(candidate.pop(0))
     report = [{"id": m.id, "role": m.role, "preview": preview(m.content)} for m in dropped]
     return PromptPlan(text=text, tokens=tokens, dropped=report, reserve=reserve)
+
+
+def _joined(text: str | list[Part]) -> str:
+    """Prompts arrive as the template's parts (markup + message text), message text as a str."""
+    return text if isinstance(text, str) else "".join(p.text for p in text)
 
 
 class WordTokenizer:
@@ -61,7 +67,8 @@ class WordTokenizer:
         self.calls = 0
         self.chars = 0
 
-    def __call__(self, text: str) -> list[int]:
+    def __call__(self, text: str | list[Part]) -> list[int]:
+        text = _joined(text)
         self.calls += 1
         self.chars += len(text)
         parts = re.findall(r"<[^>]+>|\w+|[^\w\s]", text)
@@ -71,7 +78,8 @@ class WordTokenizer:
 class ChunkTokenizer(WordTokenizer):
     """Not additive across message boundaries: one token per 3 characters of the whole text."""
 
-    def __call__(self, text: str) -> list[int]:
+    def __call__(self, text: str | list[Part]) -> list[int]:
+        text = _joined(text)
         self.calls += 1
         self.chars += len(text)
         return [self.BOS] + [7] * (len(text) // 3)
@@ -141,7 +149,7 @@ def test_find_cut_probes_few_prompts_with_good_estimates():
     assert len(probed) <= 4  # the full history, the guess, and its neighbour
 
 
-@pytest.mark.parametrize("template_name", ["gemma", "chatml", "llama-2", "llama-3"])
+@pytest.mark.parametrize("template_name", ["gemma", "chatml", "llama2", "llama3", "dialogue"])
 @pytest.mark.parametrize("tok_cls", [WordTokenizer, ChunkTokenizer])
 def test_plan_equals_the_exhaustive_algorithm_on_random_histories(template_name, tok_cls):
     rng = random.Random(hash((template_name, tok_cls.__name__)) % 1000)

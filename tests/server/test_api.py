@@ -68,11 +68,13 @@ def test_chat_not_streamed_and_streamed_agree_with_usage(served, client) -> None
 
 
 def test_stop_strings_and_max_tokens(served, client) -> None:
-    full = greedy(client, max_tokens=10).choices[0].message.content
+    # a request for a list: a reply of several words, so a later word can be the stop string
+    ask = [{"role": "user", "content": "Name five colours, separated by commas."}]
+    full = greedy(client, ask, max_tokens=10).choices[0].message.content
     words = full.split()
     assert len(words) >= 3, full
     cut = words[2]
-    r = greedy(client, max_tokens=10, stop=[cut, "never-there"])
+    r = greedy(client, ask, max_tokens=10, stop=[cut, "never-there"])
     assert r.choices[0].finish_reason == "stop"
     assert r.choices[0].message.content == full[: full.index(cut)].rstrip()
     r = greedy(client, max_tokens=2)

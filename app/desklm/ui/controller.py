@@ -583,7 +583,10 @@ class ChatController(QObject):
         t0 = time.perf_counter()
         self._enter(State.CLOSING)
         self.queue.clear()
-        self.runner.cancel()  # the running reply stops (kept, marked cancelled); queue dropped
+        # the running reply stops (kept, marked cancelled) and waiting model work is dropped;
+        # queued writes (settings, a rename, an export) still run before the final save
+        self.runner.cancel(kinds=("turn", "load", "settings", "tune", "switch", "command",
+                                  "api", "list"))
 
         def close(_job: Job[Any]) -> None:
             try:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -154,9 +155,13 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 100)
         self.progress.setMaximumWidth(180)
         self.progress.hide()
-        self.statusBar().addWidget(self.status, 1)
+        for label in (self.status, self.model_label):  # long texts never widen the window
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(60)
+        self.model_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.statusBar().addWidget(self.status, 3)
         self.statusBar().addPermanentWidget(self.progress)
-        self.statusBar().addPermanentWidget(self.model_label)
+        self.statusBar().addPermanentWidget(self.model_label, 2)
 
         self._build_actions()
         self.live_timer = QTimer(self)
@@ -171,6 +176,8 @@ class MainWindow(QMainWindow):
         self.server_panel = ServerPanel(self.api_server)
         self.server_dock = self._dock("API server", self.server_panel,
                                       Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.gauges_dock, self.server_dock)  # never a column of its own
+        self.gauges_dock.raise_()
         self.server_dock.hide()
         self.server_state = QLabel("")
         self.server_state.setObjectName("server_state")
