@@ -380,8 +380,8 @@ class ChatSession:
                                    eng.reusable_prefix(eng.tokenize(eng.template.render_parts(probe))))
             if snap is not None:
                 cache.put(snap)
-        except DeskLMError as e:
-            log.warning("no KV snapshot for %s: %s", self.conv_id, e)
+        except Exception as e:  # best effort: a snapshot must never break leaving a chat
+            log.warning("no KV snapshot for %s: %s", self.conv_id, e, exc_info=True)
 
     def _restore_kv(self, tokens: list[int]) -> int:
         self._kv_pending = False
@@ -392,7 +392,12 @@ class ChatSession:
         if snap is None or not snap.matches(tokens) or \
                 eng.reusable_prefix(tokens) >= len(snap.tokens):
             return 0
-        n = kvcache.restore(eng, snap)
+        try:
+            n = kvcache.restore(eng, snap)
+        except Exception as e:  # best effort: evaluate in full instead
+            log.warning("KV snapshot of %s not restored: %s", self.conv_id, e, exc_info=True)
+            eng.reset()
+            return 0
         log.info("restored %d tokens of %s from its KV snapshot", n, self.conv_id)
         return n
 
