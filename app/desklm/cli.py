@@ -256,7 +256,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     store = None if args.no_save else ConversationStore()
     if args.resume and store is None:
         raise DeskLMError("--resume continues a saved conversation; drop --no-save")
-    session = ChatSession(resolve_model(args.model), settings, store=store)
+    from desklm.engine.runner import OnRunner, Runner
+
+    target = ChatSession(resolve_model(args.model), settings, store=store)
+    runner = Runner(interrupt=target.stop)  # the one inference thread, as in the window
+    target.engine.cancel_hook = lambda: (j := runner.current) is not None and j.cancelled
+    session: Any = OnRunner(target, runner)
     state = _chat_state(session)
     _install_sigint(session)
     _install_sigterm(session)

@@ -82,3 +82,13 @@ def test_data_dir_flag_moves_the_store(tmp_path):
     d = tmp_path / "elsewhere"
     run_cli("--data-dir", str(d), "chat", "--max-tokens", "4", stdin="Hi\n")
     assert len(list((d / "data" / "conversations").glob("*.json"))) == 1
+
+
+def test_terminal_turns_run_on_the_one_inference_thread(model_path, data_dir):
+    """desklm chat submits its load and turns to the engine's Runner ("inference" thread),
+    as the window and the API server do; the log records the thread of each line."""
+    r = run_cli("--debug", "chat", "--max-tokens", "4", "--ctx", "1024", stdin="Hi\n")
+    assert r.returncode == 0, r.stderr
+    log = (data_dir / "logs" / "desklm.log").read_text("utf-8")
+    loaded = [ln for ln in log.splitlines() if " loaded " in ln and "desklm.engine" in ln]
+    assert loaded and all("[inference]" in ln for ln in loaded), loaded

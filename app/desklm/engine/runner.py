@@ -199,3 +199,26 @@ class Runner:
 
 class RunnerBusy(DeskLMError):
     """Too many jobs are already waiting."""
+
+
+class OnRunner:
+    """A session whose model work runs as jobs on a :class:`Runner`, for callers that drive it
+    from their own thread (``desklm chat``): the terminal submits its turns to the one
+    inference thread exactly as the window and the API server do. Other attributes, and
+    ``stop()`` (which only sets an Event), pass straight through."""
+
+    ON_RUNNER = frozenset({"load", "send", "run_command", "apply_settings", "open_conversation",
+                           "new_conversation", "close", "regenerate", "edit_and_resend"})
+
+    def __init__(self, target: Any, runner: Runner) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_runner", runner)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if name in self.ON_RUNNER and callable(value):
+            return lambda *a, **k: self._runner.call(lambda: value(*a, **k), name)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, value)

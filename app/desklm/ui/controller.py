@@ -512,6 +512,7 @@ class ChatController(QObject):
                 self.session.new_conversation()
             try:
                 store.delete(conv_id)
+                self.session.forget_kv(conv_id)  # its KV snapshot encodes the chat's text
             except OSError as e:
                 raise DeskLMError(f"could not delete the chat: {e}") from None
 

@@ -680,6 +680,9 @@ class MainWindow(QMainWindow):
         self.gauges.set_ttft(s.ttft_s)
         self.gauges.set_context(s.context_used, s.n_ctx)
         self.status.setText("Stopped" if s.finish_reason == "cancelled" else "Ready")
+        if getattr(s, "restored_tokens", 0):
+            self.status.setText(f"Ready — restored {s.restored_tokens:,} tokens of this chat "
+                                "from its KV cache")
         self.replyFinished.emit(result)
 
     def _on_turn_failed(self, reason: str, text: str) -> None:
