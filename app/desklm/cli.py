@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from desklm import __version__
-from desklm.engine.fmt import fmt_bytes
+from desklm.engine.fmt import fmt_bytes, fmt_transfer
 from desklm.engine.settings import settings_from_args
 from desklm.errors import DeskLMError
 
@@ -581,11 +581,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         if sys.stderr is None or (now - last[0] < 0.2 and done < total):
             return
         last[0] = now
-        speed = done / max(1e-6, now - t0)
-        eta = (total - done) / speed if speed > 0 and total else 0
         pct = 100 * done / total if total else 0
-        print(f"\r{chosen.path}: {pct:5.1f}%  {fmt_bytes(done)} / {fmt_bytes(total)}  "
-              f"{fmt_bytes(speed)}/s  ETA {eta:,.0f} s   ", end="", file=sys.stderr, flush=True)
+        print(f"\r{chosen.path}: {pct:5.1f}%  {fmt_transfer(done, total, now - t0)}   ",
+              end="", file=sys.stderr, flush=True)
 
     path = hub.download(chosen, progress)
     if sys.stderr is not None:

@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     # bench
     "tuned_for": "bench", "TuneResult": "bench",
     # formatting
-    "fmt_bytes": "fmt", "fmt_secs": "fmt", "fmt_rate": "fmt",
+    "fmt_bytes": "fmt", "fmt_secs": "fmt", "fmt_rate": "fmt", "fmt_transfer": "fmt",
     # working with chats: versions, search, attachments, presets
     "version_label": "branches", "SearchIndex": "search", "SearchHit": "search",
     "SearchResult": "search", "Attachment": "attachments", "read_attachment": "attachments",

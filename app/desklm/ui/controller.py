@@ -404,7 +404,10 @@ class ChatController(QObject):
         except DeskLMError as e:
             self.message.emit("warning", str(e))
             return
-        if result.reset:  # the fresh chat is drawn before the command reports done
+        # a fresh chat, or a new version of a reply (/regen, /alt, /edit): drawn again before
+        # the command reports done
+        if result.reset or getattr(result, "turn", None) is not None or \
+                result.command in ("alt", "edit", "regen"):
             self.conversationOpened.emit(self.session.record())
         self._command_done(result)
         if result.reset:

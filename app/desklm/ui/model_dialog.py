@@ -31,15 +31,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import hub
+from desklm.engine import fmt_bytes, fmt_transfer, hub
 from desklm.errors import DeskLMError
 from desklm.ui import theme
 
 CONNECT_TIMEOUT_S = 5.0
-
-
-def human(n: float) -> str:
-    return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
 
 
 class HubWorker(QObject):
@@ -213,7 +209,7 @@ class ModelDialog(QDialog):
 
         self.local_list.clear()
         for m in catalog():
-            item = QListWidgetItem(f"{m['name']}   ·   {human(float(str(m['size'])))}   ·   "
+            item = QListWidgetItem(f"{m['name']}   ·   {fmt_bytes(float(str(m['size'])))}   ·   "
                                    f"{m['source']}")
             item.setData(Qt.ItemDataRole.UserRole, m["path"])
             item.setToolTip(str(m["path"]))
@@ -251,7 +247,7 @@ class ModelDialog(QDialog):
         self.table.setRowCount(len(files))
         for r, f in enumerate(files):
             self.table.setItem(r, 0, QTableWidgetItem(f.path))
-            size = QTableWidgetItem(human(f.size))
+            size = QTableWidgetItem(fmt_bytes(f.size))
             size.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 1, size)
             self.table.setItem(r, 2, QTableWidgetItem("estimating…"))
@@ -302,11 +298,7 @@ class ModelDialog(QDialog):
     def _on_progress(self, done: int, total: int) -> None:
         if total:
             self.progress.setValue(int(1000 * done / total))
-        dt = max(1e-6, time.monotonic() - self._t0)
-        speed = done / dt
-        eta = (total - done) / speed if speed > 0 and total else 0
-        self.progress_label.setText(f"{human(done)} / {human(total)} · {human(speed)}/s · "
-                                    f"ETA {eta:,.0f} s")
+        self.progress_label.setText(fmt_transfer(done, total, time.monotonic() - self._t0))
 
     def _on_downloaded(self, path: str) -> None:
         self.download_button.setEnabled(True)

@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import GB, CatalogModel, Recommendation, hub, recommend
+from desklm.engine import GB, CatalogModel, Recommendation, fmt_bytes, fmt_transfer, hub, recommend
 from desklm.errors import DeskLMError
 from desklm.ui import theme
-from desklm.ui.model_dialog import HubWorker, human
+from desklm.ui.model_dialog import HubWorker
 
 OFFLINE_NOTE = ("Downloading needs an internet connection. Meanwhile the chat works on the "
                 "embedded model.")
@@ -228,16 +228,12 @@ class WelcomeWidget(QWidget):
     def _on_listed(self, size: int) -> None:
         self._size = size
         self._describe()
-        self.status.setText(f"Downloading {self.model.filename} ({human(size)})…")
+        self.status.setText(f"Downloading {self.model.filename} ({fmt_bytes(size)})…")
 
     def _on_progress(self, done: int, total: int) -> None:
         if total:
             self.progress.setValue(int(1000 * done / total))
-        dt = max(1e-6, time.monotonic() - self._t0)
-        speed = done / dt
-        eta = (total - done) / speed if speed > 0 and total else 0
-        self.status.setText(f"{human(done)} / {human(total)} · {human(speed)}/s · "
-                            f"ETA {eta:,.0f} s")
+        self.status.setText(fmt_transfer(done, total, time.monotonic() - self._t0))
 
     def _on_downloaded(self, path: str) -> None:
         self.path = path
