@@ -489,11 +489,17 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
             continue
         if not text.strip():
             continue
+        if not as_json and not interactive and not commands.is_command(text):
+            out.write(f"you: {text}\n")  # piped: the input is not on screen, so say it
+        started = [False]
         try:
-            def stream(piece: str) -> None:
+            def stream(piece: str, started: list[bool] = started) -> None:
                 if state.get("quit"):  # a SIGTERM that came before the reply began
                     session.stop()
                 if not as_json:
+                    if not started[0]:  # label the reply, as the window does
+                        started[0] = True
+                        out.write(f"{reply_label(session)}: ")
                     out.write(piece)
                     out.flush()
             if commands.is_command(text):
@@ -525,7 +531,7 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                 emit({**result.to_dict(), "conversation_id": session.conv_id})
             else:
                 s = result.stats
-                out.write("\n")
+                out.write("\n" if started[0] else f"{reply_label(session)}: (no text)\n")
                 if s.trimmed:
                     out.write(f"[dropped {len(s.trimmed)} earlier message(s) to fit the context: "
                               + "; ".join(f"{d['role']}: {d['preview']}" for d in s.trimmed)
@@ -534,7 +540,7 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                           f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
                           f"{s.finish_reason}"
                           + (f", restored {s.restored_tokens} tokens from cache"
-                             if s.restored_tokens else "") + "]\n")
+                             if s.restored_tokens else "") + "]\n\n")
                 out.flush()
                 if getattr(s, "note", "") and s.finish_reason == "error":
                     _err(s.note)  # a reply cut short by a server: kept, and the reason said
@@ -544,6 +550,12 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
             else:
                 _err(str(e))
     return 0
+
+
+def reply_label(session: Any) -> str:
+    """Who is speaking, for a reply in the terminal: the model's name."""
+    info = getattr(session, "load_info", None)
+    return (getattr(info, "name", "") or "model") if info is not None else "model"
 
 
 def cmd_models(args: argparse.Namespace) -> int:

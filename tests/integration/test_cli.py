@@ -92,3 +92,13 @@ def test_terminal_turns_run_on_the_one_inference_thread(model_path, data_dir):
     log = (data_dir / "logs" / "desklm.log").read_text("utf-8")
     loaded = [ln for ln in log.splitlines() if " loaded " in ln and "desklm.engine" in ln]
     assert loaded and all("[inference]" in ln for ln in loaded), loaded
+
+
+def test_piped_text_output_labels_who_speaks(model_path):
+    r = run_cli("chat", "--no-save", "--max-tokens", "12", "--ctx", "1024", "--temperature", "0",
+                stdin="What is the capital of France?\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "you: What is the capital of France?"
+    assert lines[1].startswith("Gemma 3 270m: ") and len(lines[1]) > len("Gemma 3 270m: ")
+    assert lines[2].startswith("[") and "tokens" in lines[2]
