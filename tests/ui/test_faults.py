@@ -190,6 +190,7 @@ def test_a_failed_chat_switch_never_leaves_messages_stuck(window, qtbot, data_di
     with qtbot.waitSignal(window.replyFinished, timeout=REPLY_TIMEOUT_MS):
         pass
     assert State.SWITCHING in states
-    assert window.controller.state is State.IDLE and window.controller.queue == []
+    qtbot.waitUntil(lambda: window.controller.state is State.IDLE, timeout=10000)
+    assert window.controller.queue == []
     assert window.controller.session.conversation.messages[-2].content == \
         "Queued while switching"

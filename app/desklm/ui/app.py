@@ -101,6 +101,7 @@ def run_gui(args: argparse.Namespace, settings: Settings | None = None) -> int:
     rc = app.exec()
     window.shutdown()
     if test is not None:
+        test.report()
         return rc if rc else test.rc
     return rc
 
@@ -194,12 +195,17 @@ class SelfTest(QObject):
 
     def _finish(self, rc: int) -> None:
         self.rc = rc
+        self.w.close()
+        self.app.exit(rc)
+
+    def report(self) -> None:
+        """Print the summary, once the window has shut down: while llama.cpp loads a model
+        (a fallback may be loading) llama-cpp-python points the process's stdout and stderr at
+        the null device, and a line printed then is lost."""
         out = json.dumps(self.summary, ensure_ascii=False)
         if sys.stdout is not None:
             print(out, flush=True)
-        if rc and sys.stderr is not None:
+        if self.rc and sys.stderr is not None:
             print(f"desklm: error: self-test failed: {self.summary.get('error')}",
                   file=sys.stderr, flush=True)
-        self.w.close()
-        self.app.exit(rc)
 
