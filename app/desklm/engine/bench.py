@@ -195,12 +195,15 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
     import tempfile
 
     from desklm.engine import kvcache
+    from desklm.engine.llm import ChatEngine
     from desklm.engine.session import ChatSession
     from desklm.engine.store import ConversationStore
 
     say = say or (lambda _m: None)
     out: dict[str, Any] = {"n_ctx": n_ctx, "histories": []}
-    sess = ChatSession(model, bench_settings(s, max_tokens=8, n_ctx=n_ctx))
+    sess = ChatSession(model, bench_settings(s, max_tokens=8, n_ctx=n_ctx),
+                       engine=ChatEngine())
+    assert isinstance(sess.engine, ChatEngine)
     sess.engine.probe = False
     sess.load()
     sess.engine.ignore_eos = True
@@ -217,7 +220,9 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
         kv = kvcache.SnapshotCache(Path(tmp) / "kv", ram_bytes=1024 * MB, disk_bytes=1024 * MB)
         sess = ChatSession(model, bench_settings(s, max_tokens=8,
                                                  n_ctx=max(2048, 2 * switch_tokens)),
-                           store=ConversationStore(Path(tmp) / "convs"), kv=kv)
+                           store=ConversationStore(Path(tmp) / "convs"), kv=kv,
+                           engine=ChatEngine())
+        assert isinstance(sess.engine, ChatEngine)
         sess.engine.probe = False
         sess.load()
         sess.engine.ignore_eos = True
@@ -226,7 +231,8 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
         for m in synthetic_history(200, seed=2):  # grow A to about switch_tokens tokens
             history.append(m)
             if len(history) % 2 == 0:
-                parts = eng.template.render_parts(  # type: ignore[union-attr]
+                assert eng.template is not None
+                parts = eng.template.render_parts(
                     sess.conversation.as_msgs(history))
                 if len(eng.tokenize(parts)) >= switch_tokens:
                     break

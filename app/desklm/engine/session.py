@@ -18,7 +18,7 @@ from desklm.engine.backends.base import Backend
 from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
 from desklm.engine.fmt import fmt_rate, fmt_secs
-from desklm.engine.llm import ChatEngine, LoadInfo, TurnStats
+from desklm.engine.llm import ChatEngine, FinishReason, LoadInfo, TurnStats
 from desklm.engine.settings import SCHEMA, Settings, get_setting
 from desklm.engine.store import ConversationStore, StoreError, export_record, title_from
 from desklm.errors import DeskLMError
@@ -198,7 +198,7 @@ class ChatSession:
                 cancelled=eng.stop_requested,
             )
         except PlanCancelled:  # nothing was added; the turn simply ends as cancelled
-            return TurnResult("", TurnStats(finish_reason="cancelled", n_ctx=eng.n_ctx,
+            return TurnResult("", TurnStats(finish_reason=FinishReason.CANCELLED, n_ctx=eng.n_ctx,
                                             context_used=eng.context_used))
         restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
         self._kv_conv = self.conv_id

@@ -423,8 +423,17 @@ class RemoteBackend:
     def context_used(self) -> int:
         return self._context_used
 
+    def unload(self) -> None:
+        """The session's quit: let go of the connection."""
+        self.close()
+
+    def set_chat_format(self, chat_format: str) -> str:
+        """A server writes the prompt with its own chat template; the setting is kept for
+        local models."""
+        return "server"
+
     def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None) -> LoadInfo:
+             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
         """The session's "load": adopt ``settings`` (``n_ctx`` is the context size where the
         server does not say it). The model was chosen by :meth:`connect`; ``path`` is ignored."""
         if self._client is None or self.url is None:
@@ -676,7 +685,8 @@ class RemoteBackend:
             if text:
                 stats.note = "the server ended the stream without a finish reason"
         # the server's word (content_filter, tool_calls) is kept; a few spellings normalised
-        stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(finish, finish)
+        stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(  # type: ignore[assignment]
+            finish, finish)
         # token figures: the server's usage where it sent one, else counted from the stream
         if usage is not None and getattr(usage, "completion_tokens", None) is not None:
             stats.completion_tokens = int(usage.completion_tokens)
