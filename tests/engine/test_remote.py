@@ -249,3 +249,16 @@ def test_server_killed_mid_stream(model_path: Path, tmp_path: Path) -> None:
         assert len(s.conversation.messages) == 2
     finally:
         stop_server(srv)
+
+
+def test_a_session_on_a_server_takes_chat_format_and_quits(llama_server) -> None:
+    """/set chat_format and quitting go through the Backend interface: a server keeps its own
+    template, and closing the session lets go of the connection (both were AttributeErrors)."""
+    b = RemoteBackend(read_timeout=60)
+    b.connect(llama_server.url, settings=_settings())
+    s = ChatSession(Path("unused"), _settings(), engine=b)
+    res = s.run_command("/set chat_format chatml")
+    assert "chat_format" in res.message
+    s.send("Hello")
+    s.close()
+    assert not b.loaded

@@ -129,7 +129,7 @@ class ChatController(QObject):
     snapshot = Signal(object)
 
     # from the inference thread to this object's own slots (queued: they run on the UI thread)
-    _jobEnded = Signal(object, object, object)  # (state it ran in, result, exception)
+    _jobEnded = Signal(object, object, object, object)  # (job, state it ran in, result, error)
 
     def __init__(self, settings: Settings, store: ConversationStore | None = None,
                  sample_interval_ms: int = 500) -> None:
@@ -148,6 +148,8 @@ class ChatController(QObject):
         self._last_progress = 0.0
         self._jobEnded.connect(self._on_job_ended, Qt.ConnectionType.QueuedConnection)
         self.loaded.connect(self._set_load_info, Qt.ConnectionType.QueuedConnection)
+        # connected before any window slot: the state is at rest when observers hear of it
+        self.turnFinished.connect(self._turn_ended, Qt.ConnectionType.QueuedConnection)
         self.modelUnloaded.connect(lambda: self._set_load_info(None),
                                    Qt.ConnectionType.QueuedConnection)
         self.sampler = SamplerWorker(sample_interval_ms)
@@ -188,22 +190,34 @@ class ChatController(QObject):
             try:
                 result = body(job)
             except BaseException as e:  # every outcome comes back to the UI thread
-                self._jobEnded.emit(state, None, e)
+                self._jobEnded.emit(job, state, None, e)
             else:
-                self._jobEnded.emit(state, result, None)
+                self._jobEnded.emit(job, state, result, None)
 
         job = self._job = self.runner.submit(wrapped, kind)
 
         def never_ran(f: Any) -> None:  # cancelled while queued: wrapped() never ran
             if isinstance(f.exception(), JobCancelled):
-                self._jobEnded.emit(state, None, f.exception())
+                self._jobEnded.emit(job, state, None, f.exception())
 
         job.future.add_done_callback(never_ran)
         return True
 
-    @Slot(object, object, object)
-    def _on_job_ended(self, state: State, result: Any, exc: BaseException | None) -> None:
-        self._job = None
+    @Slot(object)
+    def _turn_ended(self, _result: Any) -> None:
+        """A reply is complete: the window is free now (the rest of the turn's job only
+        queues a refresh of the chat list), so observers of turnFinished see it at rest."""
+        if self.state is State.GENERATING and self._job is not None:
+            self._job = None
+            self._enter(self._rest())
+            self._drain()
+
+    @Slot(object, object, object, object)
+    def _on_job_ended(self, job: Job[Any], state: State, result: Any,
+                      exc: BaseException | None) -> None:
+        current = job is self._job
+        if current:
+            self._job = None
         if self.state is State.CLOSING:
             return
         if isinstance(exc, JobCancelled) and state is State.LOADING:
@@ -212,6 +226,8 @@ class ChatController(QObject):
             log.error("unexpected error while %s", state.value, exc_info=exc)
             self.message.emit("error", f"internal error: {type(exc).__name__}: {exc} (details "
                                        "in the log file)")
+        if not current:  # released early (a finished reply): the state moved on already
+            return
         self._enter(self._rest())
         self._drain()
 
