@@ -10,7 +10,6 @@ masked in the raw path and ignored in DeskLM's), so every path does the same wor
 from __future__ import annotations
 
 import gc
-import json
 import platform
 import statistics
 import time
@@ -391,9 +390,3 @@ def tuned_for(model: Path) -> dict[str, Any] | None:
     except OSError:
         return None
 
-
-def to_json(obj: Any) -> str:
-    def default(o: Any) -> Any:
-        return o.__dict__ if hasattr(o, "__dict__") else str(o)
-
-    return json.dumps(obj, default=default, indent=2)
