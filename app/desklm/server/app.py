@@ -430,12 +430,12 @@ class Handlers:
 
         try:
             first = await _until(request, q.get(), job)
-            if first is _END:  # failed before generating anything
+            if not req.stream:  # wait for the whole reply
+                item = first
+                while item is not _END:
+                    item = await _until(request, q.get(), job)
                 reply, stats = self._outcome(job)
-                if not req.stream:
-                    finish(200, stats=stats)
-                    return self._complete(kind, mid, reply, stats, echo, prompt)
-                # a stream whose job ended at once (e.g. cancelled): one stream, then done
+            # a stream whose job ended at once (e.g. cancelled): one stream, then done
         except _ClientGone:
             finish(499, "client went away")
             return Response(status_code=499)
@@ -446,22 +446,7 @@ class Handlers:
         except BaseException as e:
             finish(500, str(e))
             raise
-
         if not req.stream:
-            try:
-                while await _until(request, q.get(), job) is not _END:
-                    pass
-                reply, stats = self._outcome(job)
-            except _ClientGone:
-                finish(499, "client went away")
-                return Response(status_code=499)
-            except ApiError as e:
-                finish(e.status, e.message)
-                e.logged = True  # type: ignore[attr-defined]
-                raise
-            except BaseException as e:
-                finish(500, str(e))
-                raise
             finish(200, stats=stats)
             return self._complete(kind, mid, reply, stats, echo, prompt)
 
