@@ -245,8 +245,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 # --- terminal chat ----------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace) -> int:
-    if getattr(args, "server", None):
-        return cmd_chat_remote(args)
+    """``desklm chat``: on a local model, or with ``--server URL`` on a model served elsewhere
+    (the same loop, signals, saving and output either way)."""
     from desklm.engine.llm import LoadCancelled
     from desklm.engine.models import resolve_model
     from desklm.engine.session import ChatSession
@@ -258,34 +258,45 @@ def cmd_chat(args: argparse.Namespace) -> int:
         raise DeskLMError("--resume continues a saved conversation; drop --no-save")
     from desklm.engine.runner import OnRunner, Runner
 
-    target = ChatSession(resolve_model(args.model), settings, store=store)
+    remote = _connect(args) if getattr(args, "server", None) else None
+    if remote is not None:  # connected already: the server holds the model
+        target = ChatSession(Path(remote.model), settings, engine=remote, store=store)
+        target.settings.limits = dict(remote.settings.limits)
+    else:
+        target = ChatSession(resolve_model(args.model), settings, store=store)
     runner = Runner(interrupt=target.stop)  # the one inference thread, as in the window
-    target.engine.cancel_hook = lambda: (j := runner.current) is not None and j.cancelled
+    if remote is None:
+        target.engine.cancel_hook = lambda: (j := runner.current) is not None and j.cancelled
     session: Any = OnRunner(target, runner)
     state = _chat_state(session)
     _install_sigint(session)
     _install_sigterm(session)
-    state["busy"] = True  # SIGTERM during the load cancels it
-    try:
-        info = session.load()
-    except LoadCancelled:  # only a signal stops a load here: SIGTERM quits, Ctrl+C too
-        return 0 if state["quit"] else 130
-    finally:
-        state["busy"] = False
-    if args.model:
-        from desklm.engine.models import remember_model
+    if remote is not None:
+        info = remote.load_info
+    else:
+        state["busy"] = True  # SIGTERM during the load cancels it
+        try:
+            info = session.load()
+        except LoadCancelled:  # only a signal stops a load here: SIGTERM quits, Ctrl+C too
+            return 0 if state["quit"] else 130
+        finally:
+            state["busy"] = False
+        if args.model:
+            from desklm.engine.models import remember_model
 
-        remember_model(info.path)
-    if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
-        _apply_tuned(session, info.path)
+            remember_model(info.path)
+        if args.setting_n_threads is None:  # threads found by `desklm bench --tune`, if any
+            _apply_tuned(session, info.path)
     out = sys.stdout
     tty = sys.stdin.isatty() and out.isatty()
     for note in info.notes:
         print(f"desklm: note: {note}", file=sys.stderr)
     if not args.json and tty:
-        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, "
-              f"format {info.chat_format}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
-        if info.format_note:
+        where = (f"on the server {remote.where}" if remote is not None
+                 else f"format {info.chat_format}")
+        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, {where}. "
+              "/help for commands, Ctrl+D to quit.", file=sys.stderr)
+        if getattr(info, "format_note", ""):
             print(f"desklm: note: {info.format_note}", file=sys.stderr)
     if args.resume:
         print(resume_recap(session.open_conversation(args.resume)), file=sys.stderr)
@@ -420,33 +431,6 @@ def _connect(args: argparse.Namespace) -> Any:
     backend = RemoteBackend()
     backend.connect(url, key, model, settings_from_args(args))
     return backend
-
-
-def cmd_chat_remote(args: argparse.Namespace) -> int:
-    """``desklm chat --server URL``: the same chat, on a model served elsewhere."""
-    from desklm.engine.session import ChatSession
-    from desklm.engine.store import ConversationStore
-
-    backend = _connect(args)
-    store = None if args.no_save else ConversationStore()
-    session = ChatSession(Path(backend.model), settings_from_args(args), engine=backend,
-                          store=store)
-    session.settings.limits = dict(backend.settings.limits)
-    info = backend.load_info
-    out = sys.stdout
-    tty = sys.stdin.isatty() and out.isatty()
-    for note in info.notes:
-        print(f"desklm: note: {note}", file=sys.stderr)
-    if not args.json and tty:
-        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, on the server "
-              f"{backend.where}. /help for commands, Ctrl+D to quit.", file=sys.stderr)
-    _install_sigint(session)
-    rc = chat_loop(session, sys.stdin, out, as_json=args.json, interactive=tty)
-    if store is not None and session.save() and tty:
-        print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
-              file=sys.stderr)
-    backend.close()
-    return rc
 
 
 def _install_sigint(session: Any) -> None:
