@@ -287,9 +287,22 @@ def test_a_visible_notice_when_earlier_turns_are_dropped(make_window, qtbot):
     assert "Note 0" in text.split("Dropped")[1]  # it names what was dropped
 
 
+def test_tune_button_waits_until_the_load_has_ended(window, qtbot, model_path):
+    # modelInfo arrives while the load job still runs; a click then would be refused, so the
+    # button must not be offered until the window is at rest
+    seen = []
+    window.controller.modelInfo.connect(
+        lambda _info: seen.append(window.settings_panel.tune_button.isEnabled()))
+    with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+        window.load_model(str(model_path))
+    assert seen == [False]
+    qtbot.waitUntil(lambda: window.settings_panel.tune_button.isEnabled(),
+                    timeout=LOAD_TIMEOUT_MS)
+
+
 def test_tune_button_applies_and_remembers(window, qtbot, model_path):
     panel = window.settings_panel
-    qtbot.waitUntil(lambda: panel.tune_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: panel.tune_button.isEnabled(), timeout=LOAD_TIMEOUT_MS)
     with qtbot.waitSignal(window.tuned, timeout=REPLY_TIMEOUT_MS) as b:
         panel.tune_button.click()
     r = b.args[0]

@@ -461,6 +461,7 @@ class ChatController(QObject):
     def tune(self) -> None:
         """Sweep thread counts (and GPU layers with a GPU); Stop cancels."""
         if self.state is not State.IDLE:
+            self.message.emit("info", "Tuning waits until the model is loaded and idle.")
             return
         self._run(State.TUNING, self._job_tune, "tune")
 

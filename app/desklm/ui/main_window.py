@@ -562,7 +562,9 @@ class MainWindow(QMainWindow):
         self.open_action.setEnabled(state is not State.CLOSING)
         self.models_action.setEnabled(state is not State.CLOSING)
         self.settings_panel.apply_button.setEnabled(bool(self.settings_panel.pending) and idle)
-        self.settings_panel.tune_button.setEnabled(state is State.IDLE)
+        # a model is known before its load job ends: tuning waits until the window is at rest
+        self.settings_panel.tune_button.setEnabled(
+            state is State.IDLE and self.settings_panel.model_info is not None)
         if state is not State.GENERATING:
             self.live_timer.stop()
         if state in (State.IDLE, State.NO_MODEL):

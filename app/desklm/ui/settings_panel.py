@@ -387,8 +387,7 @@ class SettingsPanel(QWidget):
     def set_model_info(self, info: Any) -> None:
         self.model_info = info
         self.auto_button.setEnabled(True)
-        self.tune_button.setEnabled(True)
-        self.update_fit()
+        self.update_fit()  # the tune button follows the window's state, see MainWindow._on_state
 
     def set_free(self, free_ram: Any, free_vram: Any) -> None:
         self.free = (free_ram, free_vram)
