@@ -65,7 +65,8 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
     med: dict[str, dict[str, Any]] = {}
     for p, rs in results.items():
         med[p] = {k: bench.median([getattr(r, k) for r in rs])
-                  for k in ("load_s", "ttft_s", "prompt_tps", "gen_tps", "memory_mb")}
+                  for k in ("load_s", "ttft_s", "prompt_tps", "gen_tps", "memory_mb",
+                            "vram_mb")}
     out: dict[str, Any] = {"model": str(model), "machine": machine(), "runs": runs,
                            "gen_tokens": gen_tokens, "settings": s.load_values(),
                            "median": med}
@@ -132,6 +133,8 @@ def table(out: dict[str, Any]) -> str:
     rows = [("load (s)", "load_s", 2), ("first token (ms)", "ttft_s", 0),
             ("prompt tok/s", "prompt_tps", 1), ("generation tok/s", "gen_tps", 1),
             ("memory (MB)", "memory_mb", 1)]
+    if any(med[p].get("vram_mb") is not None for p in paths):  # only where NVML reads VRAM
+        rows.append(("VRAM (MB)", "vram_mb", 1))
     for label, key, d in rows:
         vals = [med[p][key] for p in paths]
         if key == "ttft_s":

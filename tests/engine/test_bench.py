@@ -77,3 +77,33 @@ def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
         assert needle in r.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_vram_is_this_process_s_share_read_through_nvml(monkeypatch):
+    import os
+
+    from desklm.engine.monitor import ResourceSampler
+    from tests.engine.test_monitor import FakeNVML
+
+    monkeypatch.setattr(bench, "_sampler", ResourceSampler(nvml=FakeNVML(os.getpid())))
+    assert bench.vram() == 512 * 2**20  # our process's entry, not the other one's 1 GB
+    assert bench.growth_mb(bench.vram() - 2**20, bench.vram()) == 1.0
+    assert bench.growth_mb(None, bench.vram()) is None
+    monkeypatch.setattr(bench, "_sampler", None)
+    assert bench.vram() is None  # this machine: no NVIDIA driver, so no figure, not 0
+
+
+def test_the_table_has_a_vram_row_only_where_vram_was_read():
+    from desklm import benchrun
+
+    def out(vram):
+        run = {"load_s": 1.0, "ttft_s": 0.1, "prompt_tps": 100.0, "gen_tps": 50.0,
+               "memory_mb": 300.0, "vram_mb": vram}
+        return {"model": "m.gguf", "machine": "x", "runs": 1, "gen_tokens": 8,
+                "settings": {"n_ctx": 512, "n_threads": 1, "n_gpu_layers": -1},
+                "median": {"raw": dict(run), "engine": dict(run)},
+                "multi_turn": [{"ttft_s": 0.1, "evaluated": 5}], "targets": []}
+
+    assert "VRAM (MB)" not in benchrun.table(out(None))
+    row = next(x for x in benchrun.table(out(812.5)).splitlines() if x.startswith("VRAM"))
+    assert row.split()[2:] == ["812.5", "812.5", "1.000x"]

@@ -34,6 +34,25 @@ def rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+_sampler: Any = None
+
+
+def vram() -> int | None:
+    """This process's VRAM on the NVIDIA GPUs in bytes; None where NVML cannot say."""
+    global _sampler
+    from desklm.engine.monitor import ResourceSampler, is_na
+
+    if _sampler is None:
+        _sampler = ResourceSampler()
+    per_gpu = [g.vram_process for g in _sampler.sample().gpus]
+    known = [v for v in per_gpu if not is_na(v)]
+    return sum(known) if known else None
+
+
+def growth_mb(before: int | None, after: int | None) -> float | None:
+    return None if before is None or after is None else (after - before) / MB
+
+
 def bench_settings(base: Settings | None = None, **over: Any) -> Settings:
     s = base.copy() if base is not None else Settings()
     s.update({"temperature": 0.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
@@ -50,6 +69,7 @@ class PathRun:
     gen_tps: float | None
     memory_mb: float  # process RSS growth from before the load to after the reply
     prompt_tokens: int = 0
+    vram_mb: float | None = None  # process VRAM growth, likewise; None without NVML
     completion_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +89,7 @@ def run_raw(model: Path, s: Settings, gen_tokens: int) -> PathRun:
 
     from desklm.engine.llm import KV_TYPES
 
-    before = rss()
+    before, vram_before = rss(), vram()
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(
         model_path=str(model), n_ctx=s["n_ctx"], n_threads=s["n_threads"],
@@ -97,18 +117,18 @@ def run_raw(model: Path, s: Settings, gen_tokens: int) -> PathRun:
                 ttft = time.perf_counter() - t1
             chunks += 1
     prompt_tps, gen_tps = _perf_rates(llm._ctx.ctx)
-    mem = (rss() - before) / MB
+    mem, vram_mb = (rss() - before) / MB, growth_mb(vram_before, vram())
     llm.close()
     del llm
     gc.collect()
     return PathRun("raw", load_s, ttft or float("nan"), prompt_tps, gen_tps, mem,
-                   completion_tokens=chunks)
+                   completion_tokens=chunks, vram_mb=vram_mb)
 
 
 def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     from desklm.engine.session import ChatSession
 
-    before = rss()
+    before, vram_before = rss(), vram()
     from desklm.engine.llm import ChatEngine
 
     eng = ChatEngine()
@@ -119,13 +139,14 @@ def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     load_s = time.perf_counter() - t0
     eng.ignore_eos = True
     r = sess.send(PROMPT)
-    mem = (rss() - before) / MB
+    mem, vram_mb = (rss() - before) / MB, growth_mb(vram_before, vram())
     eng.unload()
     del sess
     gc.collect()
     st = r.stats
     return PathRun("engine", load_s, st.ttft_s or float("nan"), st.prompt_tokens_per_s,
-                   st.gen_tokens_per_s, mem, st.prompt_tokens, st.completion_tokens)
+                   st.gen_tokens_per_s, mem, st.prompt_tokens, st.completion_tokens,
+                   vram_mb=vram_mb)
 
 
 def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]]:

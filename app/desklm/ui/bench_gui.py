@@ -93,6 +93,7 @@ class GuiBench:
     def __init__(self) -> None:
         self.w: Any = None
         self.baseline = 0
+        self.vram_baseline: int | None = None
         self.runs = 0
 
     def _window(self, model: Path, s: Settings, gen_tokens: int) -> Any:
@@ -103,7 +104,7 @@ class GuiBench:
             return self.w
         make_app()
         scratch = Path(tempfile.mkdtemp(prefix="desklm-bench-"))
-        self.baseline = bench.rss()
+        self.baseline, self.vram_baseline = bench.rss(), bench.vram()
         self.t_window = time.perf_counter()
         self.w = MainWindow(bench.bench_settings(s, max_tokens=gen_tokens), str(model),
                             show_dialogs=False, store=ConversationStore(scratch / "c"),
@@ -143,6 +144,7 @@ class GuiBench:
         return bench.PathRun("gui", info.load_s, ttft, st.prompt_tokens_per_s,
                              st.gen_tokens_per_s, (bench.rss() - self.baseline) / bench.MB,
                              st.prompt_tokens, st.completion_tokens,
+                             vram_mb=bench.growth_mb(self.vram_baseline, bench.vram()),
                        extra={"max_stall_ms": hb.max_stall_ms,
                               "sampler_core_percent":
                                   100 * w.controller.sampler.cpu_seconds / elapsed,
