@@ -56,6 +56,25 @@ def test_the_parts_scale_as_they_should(model_path):
     assert estimate(info, 4096, n_gpu_layers=5, gpu_offload=False, free=free).vram == 0
 
 
+def test_a_gpu_build_with_a_gpu_counts_the_gpu_runtime_even_at_zero_layers(model_path):
+    # measured on an H100: 1,218 MB of this process's VRAM at 0 of 22 layers (the CUDA
+    # context and a compute buffer for the prompt batches llama.cpp sends to the GPU)
+    info = read_gguf(model_path)
+    free = (64 * 1024 * MB, 16 * 1024 * MB)
+    zero = estimate(info, 4096, n_gpu_layers=0, free=free)
+    assert zero.weights_vram == zero.kv_vram == 0
+    assert zero.runtime_vram == fit.GPU_RUNTIME and zero.compute_vram > 0
+    assert zero.vram == fit.GPU_RUNTIME + zero.compute_vram
+    assert "VRAM" in zero.summary()
+    all_ = estimate(info, 4096, n_gpu_layers=-1, free=free)
+    assert all_.vram - all_.weights_vram - all_.kv_vram == zero.vram  # the same overhead
+    # no GPU found, or a CPU-only build: nothing on a GPU
+    assert estimate(info, 4096, n_gpu_layers=0, free=(free[0], fit.NA)).vram == 0
+    assert estimate(info, 4096, n_gpu_layers=0, gpu_offload=False, free=free).vram == 0
+    # a GPU NVML cannot see (Metal, Vulkan) still gets the runtime once layers go there
+    assert estimate(info, 4096, n_gpu_layers=-1, free=(free[0], fit.NA)).runtime_vram > 0
+
+
 def test_verdicts(model_path):
     info = read_gguf(model_path)
     need = estimate(info, 4096, free=(10**12, fit.NA)).ram

@@ -69,8 +69,8 @@ class PathRun:
     gen_tps: float | None
     memory_mb: float  # process RSS growth from before the load to after the reply
     prompt_tokens: int = 0
-    vram_mb: float | None = None  # process VRAM growth, likewise; None without NVML
     completion_tokens: int = 0
+    vram_mb: float | None = None  # process VRAM growth, likewise; None without NVML
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -319,11 +319,29 @@ def model_key(path: Path) -> str:
     return f"{p.name}|{p.stat().st_size}"
 
 
+def gpu_layer_choices(engine: Any) -> list[int] | None:
+    """No, half and all the layers: the GPU-layer counts the tuner tries where llama.cpp was
+    built with GPU offload and NVML sees an NVIDIA GPU; None (threads only) elsewhere."""
+    from desklm.engine.monitor import ResourceSampler
+
+    li = engine.load_info
+    if li is None or not li.gpu_offload_supported:
+        return None
+    sampler = ResourceSampler()
+    try:
+        if not sampler.sample().gpus:
+            return None
+    finally:
+        sampler.close()
+    return [0, max(1, li.n_layers // 2), -1]
+
+
 def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
          cancelled: Callable[[], bool] | None = None,
          gpu_layer_options: list[int] | None = None) -> TuneResult:
-    """Sweep threads (live, no reload) and GPU layers (reload) on the loaded model; apply and
-    return the fastest. Generation speed decides ``n_threads``, prompt speed ``n_threads_batch``.
+    """Sweep threads (live, no reload) and GPU layers (reload; by default
+    :func:`gpu_layer_choices`) on the loaded model; apply and return the fastest.
+    Generation speed decides ``n_threads``, prompt speed ``n_threads_batch``.
     """
     from desklm.engine.settings import logical_cores
 
@@ -332,7 +350,8 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
         raise DeskLMError("load a model before tuning")
     cores = logical_cores()
     threads = sorted({1, max(1, cores // 2), max(1, cores - 1), cores})
-    layers = gpu_layer_options or [session.settings["n_gpu_layers"]]
+    layers = (gpu_layer_options or gpu_layer_choices(eng)
+              or [session.settings["n_gpu_layers"]])
     steps = len(layers) * len(threads)
     trials: list[dict[str, Any]] = []
     prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n",

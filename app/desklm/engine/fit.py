@@ -9,7 +9,10 @@ The estimate, from the GGUF header alone:
 * compute: what llama.cpp's compute buffer really touches while reading a batch of ``n_ubatch``
   tokens against a full context (the attention scores, unless flash attention, and the
   feed-forward activations); llama.cpp *reserves* more, but untouched pages cost nothing;
-* runtime: the vocabulary tables (~240 bytes a token) and a fixed 16 MB.
+* runtime: the vocabulary tables (~240 bytes a token) and a fixed 16 MB;
+* GPU runtime: where llama.cpp was built with GPU offload and a GPU is there, it uses it even
+  at 0 GPU layers (it sends each prompt batch's matrix work to the GPU): the CUDA context and
+  libraries (``GPU_RUNTIME``) and a compute buffer on the GPU as well as in RAM.
 
 The verdict compares the total with free RAM (psutil, or less under a cgroup memory limit or
 RLIMIT_AS: see :mod:`desklm.engine.memlimit`) and free VRAM (NVML): "fits" under 85%
@@ -27,6 +30,11 @@ from desklm.engine.monitor import NA, ResourceSampler, is_na
 
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 MB = 2**20
+# Measured 2026-11-22 on an H100 (driver 580, CUDA 13, llama.cpp in llama-cpp-python 0.3.36):
+# this process's VRAM (NVML) minus weights, KV cache and compute buffer, at 0, 11 and 22 of
+# 22 layers of a 1.1B f16 model: 640-740 MB. Smaller GPUs take less; over-counting here
+# only makes a verdict cautious.
+GPU_RUNTIME = 740 * MB
 class FitVerdict(enum.StrEnum):
     """Whether a model fits: compared as plain strings too ("fits", "tight", "won't fit")."""
 
@@ -56,6 +64,7 @@ class FitEstimate:
     # address space reserved but not touched (the batch's logits in llama.cpp's compute buffer
     # and llama-cpp-python's score array): costs nothing in RAM, counts under RLIMIT_AS
     reserved_ram: int = 0
+    runtime_vram: int = 0  # the GPU runtime (CUDA context and libraries), see GPU_RUNTIME
     verdict: FitVerdict = FITS
     reasons: list[str] = field(default_factory=list)
 
@@ -65,7 +74,7 @@ class FitEstimate:
 
     @property
     def vram(self) -> int:
-        return self.weights_vram + self.kv_vram + self.compute_vram
+        return self.weights_vram + self.kv_vram + self.compute_vram + self.runtime_vram
 
     def summary(self) -> str:
         s = f"{self.verdict}: needs {self.ram / MB:,.0f} MB RAM"
@@ -139,11 +148,13 @@ def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: s
     ffn = ub * (n_embd * 4 * 8 + n_ff * 4 * 3)
     compute = attn + ffn + n_vocab * 4  # + one row of logits
     runtime = n_vocab * 240 + 16 * MB
-    compute_vram = compute if on_gpu else 0
+    free_ram, free_vram = free if free is not None else free_memory()
+    # a GPU build uses a GPU it finds even at 0 layers (see the module's docstring)
+    uses_gpu = gpu_offload and (on_gpu > 0 or not is_na(free_vram))
     est = FitEstimate(n_ctx, n_gpu_layers, kv_cache_type, w_ram, w_vram, kv_ram, kv_vram,
-                      compute if not on_gpu else ffn, compute_vram, runtime,
-                      reserved_ram=2 * ub * n_vocab * 4)
-    est.free_ram, est.free_vram = free if free is not None else free_memory()
+                      compute if not on_gpu else ffn, compute if uses_gpu else 0, runtime,
+                      free_ram, free_vram, reserved_ram=2 * ub * n_vocab * 4,
+                      runtime_vram=GPU_RUNTIME if uses_gpu else 0)
     _verdict(est)
     return est
 

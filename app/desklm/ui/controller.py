@@ -466,16 +466,12 @@ class ChatController(QObject):
         self._run(State.TUNING, self._job_tune, "tune")
 
     def _job_tune(self, job: Job[Any]) -> None:
-        from desklm.engine import ResourceSampler, bench
+        from desklm.engine import bench
 
-        gpu = None
-        li = self.engine.load_info
-        if li is not None and li.gpu_offload_supported and ResourceSampler().sample().gpus:
-            gpu = [0, max(1, li.n_layers // 2), -1]
-        try:
+        try:  # with a GPU the tuner also tries 0, half and all GPU layers
             result = bench.tune(self.session,
                                 progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
-                                cancelled=lambda: job.cancelled, gpu_layer_options=gpu)
+                                cancelled=lambda: job.cancelled)
         except DeskLMError as e:
             self.message.emit("warning", str(e))
             return
