@@ -3,6 +3,7 @@ progress and sha256, cancel, and the offline case."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -90,3 +91,22 @@ def test_dismiss(make, qtbot):
     with qtbot.waitSignal(w.dismissed, timeout=1000):
         w.dismiss_button.click()
     assert not w.isVisible()
+
+
+def test_a_short_narrow_window_scrolls_the_card_instead_of_overlapping_its_lines(make, qtbot):
+    w = make()
+    w.resize(430, 260)  # the chat column of a 1024x640 screen, under a 260 px high welcome
+    w.show()
+    qtbot.waitExposed(w)
+    card = w.model_label.parentWidget()
+
+    def laid_out_apart() -> None:
+        labels = sorted((lab for lab in card.findChildren(type(w.model_label))
+                         if lab.isVisible() and lab.text()), key=lambda lab: lab.y())
+        for upper, lower in itertools.pairwise(labels):
+            assert upper.geometry().bottom() < lower.geometry().top()
+            assert upper.height() >= upper.heightForWidth(upper.width()) - 1  # not squeezed
+
+    qtbot.waitUntil(laid_out_apart, timeout=2000)  # once the layout has settled
+    assert w.scroll.verticalScrollBar().isVisible()  # the rest is a scroll away
+    assert not w.scroll.horizontalScrollBar().isVisible()  # and never sideways

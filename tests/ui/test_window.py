@@ -316,3 +316,28 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
         window.load_model(str(model_path))
     assert "using the threads tuned for this model" in c.args[0].message
     assert window.controller.engine.threads()[0] == r.n_threads
+
+
+def test_the_first_window_fits_a_small_screen(make_window):
+    from PySide6.QtCore import QRect
+
+    from desklm.ui.main_window import FRAME_ALLOWANCE, first_geometry
+
+    small = QRect(0, 0, 1024, 640)
+    g = first_geometry(small)
+    assert small.contains(g) and g.bottom() + FRAME_ALLOWANCE[1] <= small.bottom() + 1
+    big = first_geometry(QRect(0, 0, 2560, 1440))
+    assert (big.x(), big.width(), big.height()) == (640, 1280, 800)  # centred
+    # and the window, welcome and all docks shown, can really be that small
+    w = make_window(wait_loaded=False)
+    assert w.welcome is not None and w.welcome.isVisible()
+    hint = w.minimumSizeHint()
+    assert hint.width() <= g.width() and hint.height() <= g.height(), hint
+
+
+def test_the_welcome_steps_aside_when_the_chat_begins(window, qtbot):
+    window.show()
+    assert window.welcome is not None and window.welcome.isVisible()
+    send_and_wait(qtbot, window, "Hello")
+    assert not window.welcome.isVisible()
+    assert not window.config.load().get("welcome_dismissed")  # back at the next launch

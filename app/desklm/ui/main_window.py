@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -50,7 +50,20 @@ from desklm.ui.server_panel import ServerPanel
 from desklm.ui.settings_panel import SettingsPanel
 from desklm.ui.welcome import WelcomeWidget
 
+DEFAULT_SIZE = (1280, 800)
+FRAME_ALLOWANCE = (16, 40)  # a window manager's borders and title bar, in pixels
+
 log = logging.getLogger("desklm.ui")
+
+
+def first_geometry(avail: QRect) -> QRect:
+    """The window's first size and place: 1280x800, or less where the screen is smaller,
+    centred, with room left for a window manager's frame. It never starts larger than the
+    screen (at 1024x640 the message box used to be below the bottom edge)."""
+    w = min(DEFAULT_SIZE[0], avail.width() - FRAME_ALLOWANCE[0])
+    h = min(DEFAULT_SIZE[1], avail.height() - FRAME_ALLOWANCE[1])
+    return QRect(avail.x() + (avail.width() - w) // 2,
+                 avail.y() + max(0, (avail.height() - h - FRAME_ALLOWANCE[1]) // 2), w, h)
 
 STATUS = {
     State.STARTING: "Starting…",
@@ -196,7 +209,6 @@ class MainWindow(QMainWindow):
         mode = saved.get("theme")
         if mode in ("system", "light", "dark"):
             self.set_theme(mode, save=False)
-        self.resize(1280, 800)
         self._restore_layout(saved)
         self._apply_theme()
         self._on_state(self.controller.state)
@@ -413,8 +425,10 @@ class MainWindow(QMainWindow):
 
     # --- lifecycle ---
     def start(self) -> None:
-        """Show first, then load: the window appears before the model is ready."""
+        """Show first, then load: the window appears before the model is ready, with the
+        keyboard in the message box."""
         self.show()
+        self.input.setFocus()
         QTimer.singleShot(0, lambda: self.controller.load(self.initial_model))
 
     def load_model(self, path: str) -> None:
@@ -458,14 +472,34 @@ class MainWindow(QMainWindow):
     def _restore_layout(self, saved: dict[str, Any]) -> None:
         from PySide6.QtCore import QByteArray
 
+        if not saved.get("geometry"):
+            self._size_to_screen()
         for key, fn in (("geometry", self.restoreGeometry), ("window_state", self.restoreState)):
             v = saved.get(key)
             if isinstance(v, str) and v:
                 fn(QByteArray.fromBase64(v.encode("ascii")))
 
+    def _size_to_screen(self) -> None:
+        """First launch: see :func:`first_geometry`."""
+        screen = self.screen()
+        if screen is None:
+            self.resize(*DEFAULT_SIZE)
+            return
+        g = first_geometry(screen.availableGeometry())
+        self.setGeometry(g)
+        # side columns in proportion, so a small screen keeps a usable chat column
+        left = max(260, min(340, int(g.width() * 0.27)))
+        right = max(220, min(270, int(g.width() * 0.22)))
+        self.resizeDocks([self.chats_dock, self.gauges_dock], [left, right],
+                         Qt.Orientation.Horizontal)
+
     # --- user actions ---
     def submit(self, text: str) -> None:
         """Send a message or run a slash command (queued while the model is busy)."""
+        if self.welcome is not None and not self.welcome.progress.isVisible():
+            # the chat has begun: the welcome steps aside for this session (it comes back at
+            # the next launch until dismissed; File > Models has the same downloads)
+            self.welcome.hide()
         self.controller.submit(text)
 
     def _send_or_stop(self) -> None:

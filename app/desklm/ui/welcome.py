@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QThread, Signal, Slot
+from PySide6.QtCore import QSize, QThread, Signal, Slot
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
@@ -96,7 +97,7 @@ class WelcomeWidget(QWidget):
 
         card = QFrame()
         card.setObjectName("welcome_card")
-        card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         card.setMaximumWidth(720)
         title = QLabel("Welcome to DeskLM")
         f = title.font()
@@ -145,7 +146,7 @@ class WelcomeWidget(QWidget):
         buttons.addStretch(1)
         buttons.addWidget(self.dismiss_button)
         lay = QVBoxLayout(card)
-        lay.setContentsMargins(24, 20, 24, 20)
+        lay.setContentsMargins(20, 16, 20, 16)
         lay.setSpacing(10)
         lay.addWidget(title)
         lay.addWidget(intro)
@@ -155,7 +156,12 @@ class WelcomeWidget(QWidget):
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
-        outer = QVBoxLayout(self)
+        # the card scrolls when the window is short (1024x640): squeezed, its wrapped lines
+        # were drawn over each other
+        self.inner = QWidget()
+        self.inner.setObjectName("welcome_inner")
+        outer = QVBoxLayout(self.inner)
+        outer.setContentsMargins(4, 8, 4, 8)
         outer.addStretch(1)
         row = QHBoxLayout()
         row.addStretch(1)
@@ -163,6 +169,16 @@ class WelcomeWidget(QWidget):
         row.addStretch(1)
         outer.addLayout(row)
         outer.addStretch(2)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(self.inner)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.viewport().setAutoFillBackground(False)
+        self.inner.setAutoFillBackground(False)
+        own = QVBoxLayout(self)
+        own.setContentsMargins(0, 0, 0, 0)
+        own.addWidget(self.scroll)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
         self.worker = StarterWorker()
         self.worker.free = free
@@ -182,6 +198,11 @@ class WelcomeWidget(QWidget):
             self.download_button.setEnabled(False)
             self.status.setText(OFFLINE_NOTE + " (HF_HUB_OFFLINE is set.)")
 
+
+    def sizeHint(self) -> QSize:
+        """As tall as the card wants: the window gives it that where it can, and the
+        transcript below keeps the rest."""
+        return self.inner.sizeHint()
 
     def _on_theme(self, _palette: object) -> None:
         self._describe()
