@@ -58,3 +58,28 @@ def test_override_and_system_following(qtbot):
     finally:
         theme.set_mode("system")
         QGuiApplication.styleHints().colorSchemeChanged.emit(Qt.ColorScheme.Light)
+
+
+@pytest.mark.parametrize("mode", ["light", "dark"])
+def test_check_boxes_are_visible_checked_or_not(qtbot, mode):
+    from PySide6.QtWidgets import QCheckBox
+
+    theme.set_mode(mode)
+    try:
+        pal = theme.current()
+        boxes = [QCheckBox("Flash attention"), QCheckBox("Lock in RAM")]
+        boxes[1].setChecked(True)
+        for cb in boxes:
+            qtbot.addWidget(cb)
+            cb.show()
+            qtbot.waitExposed(cb)
+        unchecked, checked = (cb.grab().toImage() for cb in boxes)
+        h = unchecked.height()
+        # the empty box: its outline must stand out from the background (3:1 or better)
+        left = {unchecked.pixelColor(x, y).name() for x in range(18) for y in range(h)}
+        assert max(contrast(c, pal.window) for c in left) >= 3, (mode, sorted(left))
+        # the ticked box is filled with the accent colour
+        tick = {checked.pixelColor(x, y).name() for x in range(18) for y in range(h)}
+        assert pal.accent in tick, (mode, sorted(tick))
+    finally:
+        theme.set_mode("system")

@@ -200,6 +200,23 @@ QFrame#welcome_card {{ background: {p.model_bubble}; border: 1px solid {p.border
 QPushButton#primary {{ background: {p.accent}; color: {p.accent_text}; border: none;
             border-radius: 5px; padding: 6px 14px; font-weight: 600; }}
 QPushButton#primary:disabled {{ background: {p.border}; color: {p.muted}; }}
+{_checkbox_rules(p)}"""
+
+
+def _checkbox_rules(p: Palette) -> str:
+    """Check boxes drawn from the theme: Fusion outlines them with a darker window colour,
+    which on the dark theme is all but invisible."""
+    from desklm.resources import icon_path
+
+    tick = icon_path("check.svg")
+    if tick is None:  # a broken install: keep Qt's own drawing rather than an empty box
+        return ""
+    return f"""
+QCheckBox::indicator {{ width: 14px; height: 14px; border: 1px solid {p.muted};
+            border-radius: 3px; background: {p.base}; }}
+QCheckBox::indicator:checked {{ background: {p.accent}; border-color: {p.accent};
+            image: url("{tick.as_posix()}"); }}
+QCheckBox::indicator:disabled {{ border-color: {p.border}; background: {p.window}; }}
 """
 
 
