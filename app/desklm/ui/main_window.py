@@ -152,7 +152,8 @@ class MainWindow(QMainWindow):
         cb.addWidget(self.chats, 1)
         self.settings_dock = self._dock("Settings", self.settings_panel,
                                         Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.gauges_dock = self._dock("Gauges", self.gauges, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.gauges_dock = self._dock("Gauges", self.gauges, Qt.DockWidgetArea.RightDockWidgetArea,
+                                      min_width=240)
         self.chats_dock = self._dock("Chats", chats_box, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.splitDockWidget(self.chats_dock, self.settings_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.chats_dock, self.settings_dock], [150, 600],
@@ -258,12 +259,13 @@ class MainWindow(QMainWindow):
         c.conversationOpened.connect(self._on_conversation_opened)
         c.snapshot.connect(self._on_snapshot)
 
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea,
+              min_width: int = 260) -> QDockWidget:
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(widget)
-        scroll.setMinimumWidth(270)
+        scroll.setMinimumWidth(min_width)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock:{title}")
@@ -489,7 +491,7 @@ class MainWindow(QMainWindow):
         self.setGeometry(g)
         # side columns in proportion, so a small screen keeps a usable chat column
         left = max(260, min(340, int(g.width() * 0.27)))
-        right = max(220, min(270, int(g.width() * 0.22)))
+        right = max(240, min(270, int(g.width() * 0.22)))
         self.resizeDocks([self.chats_dock, self.gauges_dock], [left, right],
                          Qt.Orientation.Horizontal)
 
