@@ -494,6 +494,9 @@ class MainWindow(QMainWindow):
         right = max(240, min(270, int(g.width() * 0.22)))
         self.resizeDocks([self.chats_dock, self.gauges_dock], [left, right],
                          Qt.Orientation.Horizontal)
+        chats = max(150, int(g.height() * 0.28))  # room for 2-3 chats above the settings
+        self.resizeDocks([self.chats_dock, self.settings_dock], [chats, g.height() - chats],
+                         Qt.Orientation.Vertical)
 
     # --- user actions ---
     def submit(self, text: str) -> None:
