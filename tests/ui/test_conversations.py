@@ -85,10 +85,10 @@ def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir
     qtbot.addWidget(w)
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         w.start()
+    assert w.welcome is not None and w.welcome.isVisible()  # first run: the welcome shows
     with qtbot.waitSignal(w.settingsSynced, timeout=10000):
         w.settings_panel.editors["temperature"].slider.setValue(6)  # 0.30
     send_and_wait(qtbot, w, "Persist me")
-    assert w.welcome is not None and w.welcome.isVisible()  # first run: the welcome shows
     w.welcome.dismiss()
     w.resize(780, 560)  # within the offscreen screen (800x600): restoring clamps to it
     w.shutdown()
