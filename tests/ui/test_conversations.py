@@ -147,3 +147,19 @@ def test_a_remembered_model_file_is_opened_at_start(qtbot, data_dir, tmp_path):
         assert w.initial_model == str(other)
     finally:
         w.shutdown()
+
+
+def test_a_new_chat_is_in_the_list_at_once(make_window, qtbot):
+    w = make_window()
+    send_and_wait(qtbot, w, "First chat")
+    qtbot.waitUntil(lambda: w.chats.list.count() == 1, timeout=5000)
+    with qtbot.waitSignal(w.conversationShown, timeout=10000):
+        w.new_conversation()
+    # listed before anything is saved, selected, titled "New chat"
+    assert w.chats.list.count() == 2
+    assert w.chats.selected_id() == w.chats.current_id
+    assert w.chats.items[0]["title"] == "New chat"
+    w.submit("Second chat starts here")
+    assert w.chats.items[0]["title"] == "Second chat starts here"  # before the reply
+    qtbot.waitUntil(lambda: not w.chats.pending, timeout=REPLY_TIMEOUT_MS)
+    assert [it["title"] for it in w.chats.items] == ["Second chat starts here", "First chat"]

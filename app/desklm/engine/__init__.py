@@ -53,7 +53,7 @@ _EXPORTS: dict[str, str] = {
     "ResourceSampler": "monitor", "Snapshot": "monitor", "NA": "monitor", "is_na": "monitor",
     # storage
     "ConversationStore": "store", "AppConfig": "store", "StoreError": "store",
-    "app_dirs": "store",
+    "app_dirs": "store", "title_from": "store",
     # bench
     "tuned_for": "bench", "TuneResult": "bench",
     # formatting

@@ -38,6 +38,7 @@ from desklm.engine import (
     Settings,
     Snapshot,
     TurnResult,
+    title_from,
 )
 from desklm.server import ApiServer
 from desklm.ui import theme
@@ -197,6 +198,7 @@ class MainWindow(QMainWindow):
         self.server_state.setObjectName("server_state")
         self.statusBar().addPermanentWidget(self.server_state)
         self.welcome: WelcomeWidget | None = None
+        self._shown_id = ""  # the conversation the transcript shows
         saved = saved or {}
         self._build_late_actions()
         self._connect()
@@ -505,6 +507,10 @@ class MainWindow(QMainWindow):
             # the chat has begun: the welcome steps aside for this session (it comes back at
             # the next launch until dismissed; File > Models has the same downloads)
             self.welcome.hide()
+        if self._shown_id in self.chats.pending and not text.lstrip().startswith("/"):
+            # the new chat's entry takes its first message as title, as the saved one will
+            self.chats.add_pending({"id": self._shown_id, "title": title_from(text),
+                                    "messages": [text]})
         self.controller.submit(text)
 
     def _send_or_stop(self) -> None:
@@ -772,7 +778,11 @@ class MainWindow(QMainWindow):
     def _on_conversation_opened(self, record: dict[str, Any]) -> None:
         name = self.load_info.name if self.load_info else "Model"
         self.chat.show_conversation(record["messages"], name)  # what is visible first
-        self.chats.set_current(record["id"])
+        self._shown_id = str(record["id"])
+        if record["messages"]:
+            self.chats.set_current(record["id"])
+        else:  # a new chat is in the list at once, before anything is saved
+            self.chats.add_pending(record)
         self.gauges.set_context(0, self._n_ctx)
         self.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
                             f"DeskLM — {name}")
