@@ -163,3 +163,20 @@ def test_a_new_chat_is_in_the_list_at_once(make_window, qtbot):
     assert w.chats.items[0]["title"] == "Second chat starts here"  # before the reply
     qtbot.waitUntil(lambda: not w.chats.pending, timeout=REPLY_TIMEOUT_MS)
     assert [it["title"] for it in w.chats.items] == ["Second chat starts here", "First chat"]
+
+
+def test_the_settings_panel_shows_the_chat_cache_in_use(make_window, qtbot):
+    w = make_window()
+    label = w.settings_panel.kv_label
+    send_and_wait(qtbot, w, "Remember this chat")
+    with qtbot.waitSignal(w.conversationShown, timeout=10000):
+        w.new_conversation()  # leaving the chat keeps its KV state in the cache
+    qtbot.waitUntil(lambda: label.text().startswith("Chat cache: 1 chat\n"), timeout=10000)
+    usage = w.controller.session.kv_usage()
+    assert usage["ram_snapshots"] + usage["disk_snapshots"] == 1
+    from desklm.engine import fmt_bytes
+
+    shown = fmt_bytes(usage["ram_bytes"]) if usage["ram_snapshots"] else \
+        fmt_bytes(usage["disk_bytes"])
+    assert shown in label.text()
+    assert label.isVisible() or not w.isVisible()

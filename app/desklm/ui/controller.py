@@ -33,6 +33,8 @@ Signals (all delivered on the UI thread):
     settingsLoaded(object): a copy of every setting in effect, after a load (for the panel).
     tuneProgress(int, int, str), tuned(object: TuneResult).
     conversationsListed(object, object): summaries, problems.
+    kvUsage(object): the KV snapshot cache's use (``ChatSession.kv_usage()``), after each
+        list refresh (so after turns, switches and resets).
     conversationOpened(object): the record now shown (new, opened, or after /reset).
     snapshot(object): a monitor.Snapshot from the sampler.
 """
@@ -125,6 +127,7 @@ class ChatController(QObject):
     tuneProgress = Signal(int, int, str)
     tuned = Signal(object)
     conversationsListed = Signal(object, object)
+    kvUsage = Signal(object)  # session.kv_usage(): the chat cache's bytes, counts and budgets
     conversationOpened = Signal(object)
     snapshot = Signal(object)
 
@@ -489,6 +492,10 @@ class ChatController(QObject):
         if store is not None:
             items = store.list_all()
             self.conversationsListed.emit(items, list(store.problems))
+        try:  # off the UI thread: the disk tier's size is read from the files
+            self.kvUsage.emit(self.session.kv_usage())
+        except OSError as e:
+            log.info("chat cache use unavailable: %s", e)
 
     def _switch(self, body: Any) -> None:
         self.queue_stop()

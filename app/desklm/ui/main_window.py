@@ -258,6 +258,7 @@ class MainWindow(QMainWindow):
         c.tuneProgress.connect(self._on_tune_progress)
         c.tuned.connect(self._on_tuned)
         c.conversationsListed.connect(self._on_conversations)
+        c.kvUsage.connect(self.settings_panel.set_kv_usage)
         c.conversationOpened.connect(self._on_conversation_opened)
         c.snapshot.connect(self._on_snapshot)
 

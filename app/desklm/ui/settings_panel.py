@@ -270,6 +270,14 @@ class SettingsPanel(QWidget):
         brow.addWidget(self.apply_button, 1)
         mform.addRow(brow)
 
+        self.kv_label = QLabel("")
+        self.kv_label.setObjectName("kv_usage")
+        self.kv_label.setProperty("role", "muted")
+        self.kv_label.setToolTip("Chats you left keep their KV cache here, so coming back to "
+                                 "one evaluates only what is new. Oldest go first.")
+        self.kv_label.hide()
+        forms["live"].addRow(self.kv_label)
+
         self.tune_button = QPushButton("Tune for this machine")
         self.tune_button.setObjectName("tune")
         self.tune_button.setToolTip("Measure speed at several thread counts (and GPU layers, "
@@ -358,7 +366,9 @@ class SettingsPanel(QWidget):
             hl.addWidget(editor.label)
             form.addRow(head)
             form.addRow(editor)
-        elif kind == "text":
+        elif kind in ("text", "spin"):
+            # a number box beside its name left the name no room in a narrow dock (the
+            # "Chat cache in RAM (MB)" label vanished at 260 px): the box goes under it
             form.addRow(head)
             form.addRow(editor)
         else:
@@ -388,6 +398,18 @@ class SettingsPanel(QWidget):
         self.model_info = info
         self.auto_button.setEnabled(True)
         self.update_fit()  # the tune button follows the window's state, see MainWindow._on_state
+
+    def set_kv_usage(self, u: dict[str, int]) -> None:
+        """Show the chat cache's use: how many chats, bytes against the budget, per tier."""
+        from desklm.engine import fmt_bytes
+
+        n = u.get("ram_snapshots", 0) + u.get("disk_snapshots", 0)
+        # short lines, no word wrap: the form reserves their height in a narrow dock
+        self.kv_label.setText(
+            f"Chat cache: {n} chat{'s' if n != 1 else ''}\n"
+            f"RAM: {fmt_bytes(u.get('ram_bytes', 0))} of {fmt_bytes(u.get('ram_budget', 0))}\n"
+            f"disk: {fmt_bytes(u.get('disk_bytes', 0))} of {fmt_bytes(u.get('disk_budget', 0))}")
+        self.kv_label.show()
 
     def set_free(self, free_ram: Any, free_vram: Any) -> None:
         self.free = (free_ram, free_vram)
