@@ -103,6 +103,9 @@ class Item:
     stats: dict[str, Any] = field(default_factory=dict)
     color: str = ""  # notices: a theme key
     reply: int = -1  # index into ChatView.replies (assistant messages)
+    msg_id: str = ""  # the stored message's id: its actions need it (none while streaming)
+    version: int = 1  # which of the message's versions this is (1-based), of ``versions``
+    versions: int = 1
     frame: QTextFrame | None = None
     expanded: bool = False  # reasoning shown
 
@@ -150,9 +153,18 @@ def _mono_font() -> QFont:
 class ChatView(QTextBrowser):
     """Signals:
     copied(str): text put on the clipboard by a Copy link.
+    regenerateRequested(): "Regenerate" under the last reply.
+    versionRequested(str, int): a message id and the version to show (0-based), from the
+        "‹ 2/3 ›" switcher.
+    editRequested(str, str): "Edit" under a message of the user's: its id and text.
+    deleteRequested(str): "Delete" under a message: its id.
     """
 
     copied = Signal(str)
+    regenerateRequested = Signal()
+    versionRequested = Signal(str, int)
+    editRequested = Signal(str, str)
+    deleteRequested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -319,6 +331,9 @@ class ChatView(QTextBrowser):
         c.insertBlock(QTextBlockFormat(), QTextCharFormat())
         if it.kind == "user":
             self._plain_lines(c, it.text, self._char(p.text))  # verbatim, no Markdown
+            if it.msg_id:
+                c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+                self._actions(c, it, ["Edit", "Copy", "Delete"])
             return
         if it is self._stream_item:
             return  # the streamed text follows here
@@ -430,6 +445,60 @@ class ChatView(QTextBrowser):
         c.insertText(" · ".join(parts) + (" · " if parts else ""),
                      self._char(p.muted, size=small))
         c.insertText("Copy", self._char(anchor=f"copy:{it.reply}", size=small))
+        if it.msg_id:
+            last = it is self._last_reply()
+            self._actions(c, it, (["Regenerate"] if last else []) + ["Delete"], lead=" · ")
+
+    def _last_reply(self) -> Item | None:
+        return next((i for i in reversed(self.items) if i.kind == "assistant"), None)
+
+    def _actions(self, c: QTextCursor, it: Item, names: list[str], lead: str = "") -> None:
+        """Small links under a message, and the "‹ 2/3 ›" switcher where it has versions."""
+        p, small = theme.current(), self._small()
+        sep = self._char(p.muted, size=small)
+        if lead:
+            c.insertText(lead, sep)
+        anchors = {"Edit": f"edit:{it.msg_id}", "Copy": f"copymsg:{it.msg_id}",
+                   "Delete": f"delete:{it.msg_id}", "Regenerate": "regen:"}
+        for k, name in enumerate(names):
+            if k:
+                c.insertText(" · ", sep)
+            c.insertText(name, self._char(anchor=anchors[name], size=small))
+        if it.versions > 1:
+            c.insertText("   ", sep)
+            if it.version > 1:
+                c.insertText("‹", self._char(anchor=f"version:{it.msg_id}:{it.version - 2}",
+                                             size=small, bold=True))
+            else:
+                c.insertText("‹", sep)
+            c.insertText(f" {it.version}/{it.versions} ", self._char(p.text, size=small))
+            if it.version < it.versions:
+                c.insertText("›", self._char(anchor=f"version:{it.msg_id}:{it.version}",
+                                             size=small, bold=True))
+            else:
+                c.insertText("›", sep)
+
+    def sync_tail(self, messages: list[dict[str, Any]]) -> None:
+        """Give the newest items their stored ids and versions (``messages``: the last stored
+        messages, oldest first) once a turn is saved, and redraw their footers (and the
+        footer of the reply before, which no longer offers Regenerate)."""
+        todo = list(messages)
+        touched: list[Item] = []
+        for it in reversed(self.items):
+            if not todo:
+                break
+            if it.kind not in ("user", "assistant"):
+                continue
+            m = todo.pop()
+            if str(m.get("role")) != it.kind:
+                break
+            _take_ids(it, m)
+            touched.append(it)
+        before = next((i for i in reversed(self.items)
+                       if i.kind == "assistant" and i not in touched), None)
+        for it in [*touched, *([before] if before is not None else [])]:
+            if it.frame is not None and it is not self._stream_item:
+                self._fill(it)
 
     # -- public API --
     def add_user(self, text: str, created: float | None = None) -> None:
@@ -480,14 +549,15 @@ class ChatView(QTextBrowser):
             text = str(m.get("content", ""))
             created = float(m.get("created") or time.time())
             if role == "user":
-                self.items.append(Item("user", text, created))
+                it = Item("user", text, created)
             elif role == "assistant":
-                self.items.append(Item("assistant", text, created, name=model_name,
-                                       stats=dict(m.get("stats") or {}),
-                                       reply=len(self.replies)))
+                it = Item("assistant", text, created, name=model_name,
+                          stats=dict(m.get("stats") or {}), reply=len(self.replies))
                 self.replies.append(text)
             else:
                 continue
+            _take_ids(it, m)
+            self.items.append(it)
             self.shown.append((role, text))
 
     @property
@@ -639,8 +709,36 @@ class ChatView(QTextBrowser):
         self.items.clear()
         self.first_rendered = 0
 
+    def _message_action(self, parts: list[str]) -> bool:
+        """Regenerate / version / edit / delete / copy links of a stored message."""
+        kind = parts[0]
+        if kind == "regen":
+            self.regenerateRequested.emit()
+            return True
+        if kind not in ("version", "edit", "delete", "copymsg") or len(parts) < 2:
+            return False
+        it = next((i for i in self.items if i.msg_id and i.msg_id == parts[1]), None)
+        if it is None:
+            return True
+        if kind == "version":
+            try:
+                j = int(parts[2])
+            except (IndexError, ValueError):
+                return True
+            self.versionRequested.emit(it.msg_id, j)
+        elif kind == "edit":
+            self.editRequested.emit(it.msg_id, it.text)
+        elif kind == "delete":
+            self.deleteRequested.emit(it.msg_id)
+        else:
+            QGuiApplication.clipboard().setText(it.text)
+            self.copied.emit(it.text)
+        return True
+
     def _on_anchor(self, url: QUrl) -> None:
         parts = url.toString().split(":")
+        if self._message_action(parts):
+            return
         try:
             idx = int(parts[1])
             if parts[0] == "think":
@@ -656,6 +754,17 @@ class ChatView(QTextBrowser):
             return
         QGuiApplication.clipboard().setText(text)
         self.copied.emit(text)
+
+
+def _take_ids(it: Item, m: dict[str, Any]) -> None:
+    """A stored message's id and versions onto its transcript item."""
+    it.msg_id = str(m.get("id") or "")
+    alts = m.get("alternatives")
+    it.versions = len(alts) + 1 if isinstance(alts, list) else 1
+    try:
+        it.version = min(it.versions, max(1, int(m.get("alt_index") or 0) + 1))
+    except (TypeError, ValueError):
+        it.version = 1
 
 
 TAIL_LIMIT = 600  # characters: past this, the growing block is committed at a line break

@@ -33,6 +33,8 @@ Signals (all delivered on the UI thread):
     settingsLoaded(object): a copy of every setting in effect, after a load (for the panel).
     tuneProgress(int, int, str), tuned(object: TuneResult).
     conversationsListed(object, object): summaries, problems.
+    tailStored(object): after a turn, the last two stored messages as dicts (ids, versions),
+        so the transcript can offer their actions.
     kvUsage(object): the KV snapshot cache's use (``ChatSession.kv_usage()``), after each
         list refresh (so after turns, switches and resets).
     conversationOpened(object): the record now shown (new, opened, or after /reset).
@@ -102,7 +104,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 BUSY = frozenset({State.STARTING, State.LOADING, State.GENERATING, State.COMMAND,
                   State.SWITCHING, State.TUNING})
 # States that Stop (Esc) interrupts.
-STOPPABLE = frozenset({State.LOADING, State.GENERATING, State.TUNING})
+# COMMAND: /regen and an edited message generate a reply, and Stop ends it like any other
+STOPPABLE = frozenset({State.LOADING, State.GENERATING, State.TUNING, State.COMMAND})
 
 
 class ChatController(QObject):
@@ -128,6 +131,7 @@ class ChatController(QObject):
     tuned = Signal(object)
     conversationsListed = Signal(object, object)
     kvUsage = Signal(object)  # session.kv_usage(): the chat cache's bytes, counts and budgets
+    tailStored = Signal(object)  # the last stored messages (dicts) after a turn
     conversationOpened = Signal(object)
     snapshot = Signal(object)
 
@@ -409,10 +413,50 @@ class ChatController(QObject):
             self.turnFailed.emit(f"internal error: {type(e).__name__}: {e} (details in the "
                                  "log file)", text)
             return
+        # ids first: the reply is drawn once, with its actions, when turnFinished arrives
+        self.tailStored.emit([m.to_dict() for m in self.session.conversation.messages[-2:]])
         self.turnFinished.emit(result)
         if self.session.save_error:
             self.message.emit("error", self.session.save_error)
         self.list_conversations()  # queued after this job: the list arrives at rest
+
+    # --- a message's actions (the links under it in the transcript) -------------------------
+    def regenerate(self) -> None:
+        """A new version of the last reply (the earlier ones kept: "‹ 2/2 ›")."""
+        self.submit("/regen")
+
+    def select_version(self, message_id: str, index: int) -> None:
+        self._message_job(lambda: self.session.select_alternative(message_id, index))
+
+    def delete_message(self, message_id: str) -> None:
+        self._message_job(lambda: self.session.delete_message(message_id))
+
+    def edit_message(self, message_id: str, text: str) -> None:
+        """Replace a sent message and answer it again: the chat branches there, the old
+        branch kept as a version."""
+        def edit() -> None:
+            self.session.edit_and_resend(message_id, text)
+
+        self._message_job(edit)
+
+    def _message_job(self, body: Any) -> None:
+        if self.busy:
+            self.message.emit("info", "Wait for the reply to finish (or press Stop) first.")
+            return
+
+        def job(_job: Job[Any]) -> None:
+            try:
+                body()
+            except DeskLMError as e:
+                self.message.emit("warning", str(e))
+                return
+            finally:
+                self.conversationOpened.emit(self.session.record())
+            if self.session.save_error:
+                self.message.emit("error", self.session.save_error)
+            self._job_list()
+
+        self._run(State.COMMAND, job, "command")
 
     def _command(self, text: str) -> None:
         self._run(State.COMMAND, lambda job: self._job_command(text), "command")

@@ -199,6 +199,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.server_state)
         self.welcome: WelcomeWidget | None = None
         self._shown_id = ""  # the conversation the transcript shows
+        self._editing = ""  # the id of a sent message being edited in the input box
         saved = saved or {}
         self._build_late_actions()
         self._connect()
@@ -232,6 +233,10 @@ class MainWindow(QMainWindow):
         self.chats.deleteRequested.connect(c.delete_conversation)
         self.chats.renameRequested.connect(c.rename_conversation)
         self.chat.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
+        self.chat.regenerateRequested.connect(c.regenerate)
+        self.chat.versionRequested.connect(c.select_version)
+        self.chat.deleteRequested.connect(c.delete_message)
+        self.chat.editRequested.connect(self.edit_message)
         self.search.openRequested.connect(lambda conv, _msg: self.open_conversation(conv))
         self.server_panel.stateChanged.connect(self._on_server_state)
         self.server_panel.settingsChanged.connect(
@@ -250,6 +255,7 @@ class MainWindow(QMainWindow):
         c.turnStarted.connect(self._on_turn_started)
         c.token.connect(self._on_token)
         c.turnFinished.connect(self._on_turn_finished)
+        c.tailStored.connect(self.chat.sync_tail)
         c.turnFailed.connect(self._on_turn_failed)
         c.commandDone.connect(self._on_command_done)
         c.settingChanged.connect(self._on_setting_changed)
@@ -502,8 +508,21 @@ class MainWindow(QMainWindow):
                          Qt.Orientation.Vertical)
 
     # --- user actions ---
+    def edit_message(self, message_id: str, text: str) -> None:
+        """Put a sent message back in the input box; sending it resends it (Esc cancels)."""
+        self._editing = message_id
+        self.stop_action.setEnabled(True)  # Esc cancels the edit
+        self.input.setPlainText(text)
+        self.input.setFocus()
+        self.status.setText("Editing a sent message: Enter resends it (the old version is "
+                            "kept), Esc cancels")
+
     def submit(self, text: str) -> None:
         """Send a message or run a slash command (queued while the model is busy)."""
+        if self._editing and not text.lstrip().startswith("/"):
+            message_id, self._editing = self._editing, ""
+            self.controller.edit_message(message_id, text)
+            return
         if self.welcome is not None and not self.welcome.progress.isVisible():
             # the chat has begun: the welcome steps aside for this session (it comes back at
             # the next launch until dismissed; File > Models has the same downloads)
@@ -521,6 +540,11 @@ class MainWindow(QMainWindow):
             self.input.submit()
 
     def stop(self) -> None:
+        if self._editing:  # Esc while editing a sent message: leave it as it was
+            self._editing = ""
+            self.input.clear()
+            self.status.setText("Edit cancelled")
+            return
         if self.controller.stop():
             self.status.setText("Stopping…")
 
@@ -604,7 +628,7 @@ class MainWindow(QMainWindow):
         idle = state in (State.IDLE, State.NO_MODEL)
         self.send_button.setText("Stop" if gen else "Send")
         self.send_button.setToolTip("Stop the reply (Esc)" if gen else "Send (Enter)")
-        self.stop_action.setEnabled(state in STOPPABLE)
+        self.stop_action.setEnabled(state in STOPPABLE or bool(self._editing))
         self.open_action.setEnabled(state is not State.CLOSING)
         self.models_action.setEnabled(state is not State.CLOSING)
         self.settings_panel.apply_button.setEnabled(bool(self.settings_panel.pending) and idle)
@@ -743,8 +767,13 @@ class MainWindow(QMainWindow):
         self.failed.emit(reason)
 
     def _on_command_done(self, res: Any) -> None:
+        data = res.data if isinstance(res.data, dict) else {}
         if res.reset:
             self.status.setText("Conversation and KV cache cleared")
+        elif (res.command in ("regen", "edit") and res.turn is not None) or (
+                res.command == "alt" and "reply" in data):
+            # the chat was drawn again with the new version in place: no echo of it
+            self.status.setText(f"Version {data['version']}/{data['versions']}")
         elif res.message:
             self.chat.add_output(res.message)
         if res.reloaded:
@@ -779,12 +808,14 @@ class MainWindow(QMainWindow):
     def _on_conversation_opened(self, record: dict[str, Any]) -> None:
         name = self.load_info.name if self.load_info else "Model"
         self.chat.show_conversation(record["messages"], name)  # what is visible first
+        same = self._shown_id == str(record["id"])  # redrawn after a regenerate, edit, ...
         self._shown_id = str(record["id"])
         if record["messages"]:
             self.chats.set_current(record["id"])
         else:  # a new chat is in the list at once, before anything is saved
             self.chats.add_pending(record)
-        self.gauges.set_context(0, self._n_ctx)
+        if not same:  # another chat: nothing of it is in the context yet
+            self.gauges.set_context(0, self._n_ctx)
         self.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
                             f"DeskLM — {name}")
         self.conversationShown.emit(record)

@@ -1,0 +1,117 @@
+"""The links under each message in the real window: regenerate with "‹ 2/2 ›", switch
+versions, edit and resend (branching), copy, delete; on the embedded model, saved to disk."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QGuiApplication
+
+from tests.ui.conftest import REPLY_TIMEOUT_MS, send_and_wait
+
+
+def click(w, anchor: str) -> None:
+    """What a click on the link does: QTextBrowser's anchorClicked with its href."""
+    w.chat.anchorClicked.emit(QUrl(anchor))
+
+
+def anchors(w) -> list[str]:
+    """Every link in the transcript as drawn."""
+    doc, out = w.chat.document(), []
+    block = doc.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            f = it.fragment()
+            if f.isValid() and f.charFormat().isAnchor():
+                out.append(f.charFormat().anchorHref())
+            it += 1
+        block = block.next()
+    return out
+
+
+def stored(w) -> dict:
+    path = w.controller.session.store.path(w.controller.session.conv_id)
+    return json.loads(path.read_text("utf-8"))
+
+
+def at_rest(qtbot, w) -> None:
+    from desklm.ui.controller import State
+
+    qtbot.waitUntil(lambda: w.controller.state is State.IDLE, timeout=REPLY_TIMEOUT_MS)
+
+
+def test_regenerate_keeps_both_replies_and_switches_between_them(make_window, qtbot):
+    w = make_window(max_tokens=12, temperature=0.9)
+    send_and_wait(qtbot, w, "Name a colour.")
+    user = w.chat.items[-2]
+    reply = w.chat.items[-1]
+    assert user.msg_id and reply.msg_id  # the stored ids reached the transcript with it
+    assert "regen:" in anchors(w) and f"edit:{user.msg_id}" in anchors(w)
+    first = reply.text
+    with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
+        click(w, "regen:")
+    at_rest(qtbot, w)
+    text = w.chat.toPlainText()
+    assert "2/2" in text  # the new reply, with the switcher
+    last = w.chat.items[-1]
+    assert (last.version, last.versions) == (2, 2)
+    rec = stored(w)
+    assert len(rec["messages"][-1]["alternatives"]) == 1  # the first reply is kept on disk
+    assert rec["messages"][-1]["alternatives"][0]["content"] == first
+    # ‹ goes back to the first version
+    assert f"version:{last.msg_id}:0" in anchors(w)
+    with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
+        click(w, f"version:{last.msg_id}:0")
+    at_rest(qtbot, w)
+    assert w.chat.items[-1].text == first and "1/2" in w.chat.toPlainText()
+    assert stored(w)["messages"][-1]["content"] == first
+
+
+def test_edit_resends_and_keeps_the_old_branch(make_window, qtbot):
+    w = make_window(max_tokens=8)
+    send_and_wait(qtbot, w, "What is the capital of France?")
+    user = w.chat.items[-2]
+    click(w, f"edit:{user.msg_id}")
+    assert w.input.toPlainText() == "What is the capital of France?"
+    assert "Editing a sent message" in w.status.text()
+    w.input.setPlainText("What is the capital of Italy?")
+    with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
+        w.input.submit()
+    at_rest(qtbot, w)
+    rec = stored(w)
+    assert rec["messages"][0]["content"] == "What is the capital of Italy?"
+    old = rec["messages"][0]["alternatives"][0]
+    assert old["content"] == "What is the capital of France?"
+    assert old["continuation"][0]["role"] == "assistant"  # its reply went with it
+    assert "2/2" in w.chat.toPlainText()
+
+
+def test_esc_cancels_an_edit(make_window, qtbot):
+    w = make_window(max_tokens=8)
+    send_and_wait(qtbot, w, "Hello")
+    click(w, f"edit:{w.chat.items[-2].msg_id}")
+    assert w.stop_action.isEnabled()
+    w.stop_action.trigger()
+    assert w.input.toPlainText() == "" and not w._editing
+    send_and_wait(qtbot, w, "A new message, not an edit")
+    assert [m["content"] for m in stored(w)["messages"] if m["role"] == "user"] == [
+        "Hello", "A new message, not an edit"]
+
+
+def test_copy_and_delete(make_window, qtbot):
+    w = make_window(max_tokens=8)
+    send_and_wait(qtbot, w, "Keep me")
+    send_and_wait(qtbot, w, "Delete me")
+    user = w.chat.items[-2]
+    with qtbot.waitSignal(w.chat.copied, timeout=2000):
+        click(w, f"copymsg:{user.msg_id}")
+    assert QGuiApplication.clipboard().text() == "Delete me"
+    with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
+        click(w, f"delete:{user.msg_id}")
+    at_rest(qtbot, w)
+    text = w.chat.toPlainText()
+    assert "Delete me" not in text and "Keep me" in text
+    assert [m["content"] for m in stored(w)["messages"] if m["role"] == "user"] == ["Keep me"]
+    assert len(stored(w)["messages"]) == 2  # its reply went with it
