@@ -115,3 +115,38 @@ def test_copy_and_delete(make_window, qtbot):
     assert "Delete me" not in text and "Keep me" in text
     assert [m["content"] for m in stored(w)["messages"] if m["role"] == "user"] == ["Keep me"]
     assert len(stored(w)["messages"]) == 2  # its reply went with it
+
+
+def test_an_attached_file_is_a_chip_over_the_box_and_goes_with_the_message(make_window, qtbot,
+                                                                          tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text("The launch code word is PELICAN.\n", "utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text("Unrelated text.\n", "utf-8")
+    w = make_window(max_tokens=8, n_ctx=2048)
+    for f in (notes, other):
+        with qtbot.waitSignal(w.commandFinished, timeout=REPLY_TIMEOUT_MS):
+            w.attach_file(str(f))
+    bar = w.attachments
+    assert [c.attachment.name for c in bar.chips] == ["notes.md", "other.txt"]
+    assert not bar.isHidden()
+    chip = bar.chips[0]
+    assert "notes.md" in chip.label.text() and "tokens" in chip.label.text()
+    assert "attached notes.md" not in w.chat.toPlainText()  # a chip, not an echo
+    bar.chips[1].remove.click()  # × takes it off the next message
+    qtbot.waitUntil(lambda: len(w.controller.session.pending_attachments) == 1, timeout=5000)
+    assert [c.attachment.name for c in bar.chips] == ["notes.md"]
+    send_and_wait(qtbot, w, "What is the code word?")
+    assert bar.isHidden() and not bar.chips  # it went with the message
+    user = stored(w)["messages"][0]
+    assert "PELICAN" in user["content"] and "Unrelated" not in user["content"]
+    assert [a["name"] for a in user["attachments"]] == ["notes.md"]
+
+
+def test_a_file_that_cannot_be_attached_says_why_and_makes_no_chip(make_window, qtbot,
+                                                                   tmp_path):
+    w = make_window(max_tokens=8)
+    with qtbot.waitSignal(w.controller.message, timeout=REPLY_TIMEOUT_MS) as m:
+        w.attach_file(str(tmp_path))  # a folder
+    assert "folder" in m.args[1].lower() or "directory" in m.args[1].lower()
+    assert not w.attachments.chips and w.attachments.isHidden()

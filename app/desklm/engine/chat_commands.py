@@ -101,6 +101,11 @@ def _preset(session: Any, arg: str) -> CommandResult:
     return apply_preset(session, arg, store)
 
 
+def _pending(a: Any) -> dict[str, Any]:
+    """A queued file as the window's chip shows it: name, size, tokens and any fit note."""
+    return {**a.meta(), "note": a.note}
+
+
 def _attach(session: Any, arg: str) -> CommandResult:
     from desklm.engine.attachments import context_room, read_attachment
 
@@ -118,11 +123,11 @@ def _attach(session: Any, arg: str) -> CommandResult:
                + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
                + (f" ({att.note})" if att.note else "") + "; it goes with your next message")
         return CommandResult("attach", msg, {"attachment": att.to_dict(),
-                                             "pending": [a.meta() for a in pending]})
+                                             "pending": [_pending(a) for a in pending]})
     if not pending:
         return CommandResult("attach", "nothing attached; /attach PATH adds a file",
                              {"pending": []})
     return CommandResult("attach", "\n".join(f"{a.name}: {a.chars:,} characters"
                                              + (f", {a.tokens:,} tokens" if a.tokens else "")
                                              for a in pending),
-                         {"pending": [a.meta() for a in pending]})
+                         {"pending": [_pending(a) for a in pending]})

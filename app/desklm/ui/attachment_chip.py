@@ -11,6 +11,7 @@ it with the numbers, and the window shows that reason instead.
 Signals:
     AttachmentChip.removeRequested(): its × was pressed.
     AttachmentBar.changed(int count): a chip was added or removed.
+    AttachmentBar.removed(str name): the user pressed a chip's ×.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
 
 from desklm import engine
+from desklm.ui import theme
 
 
 def chip_text(att: Any) -> str:
@@ -40,7 +42,7 @@ class AttachmentChip(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.tight = bool(attachment.note)
         self.setProperty("fit", "tight" if self.tight else "fits")
-        color = "#b26a00" if self.tight else "#2e7d32"
+        color = theme.color("warn" if self.tight else "ok")
         self.setStyleSheet(f"#attachmentChip {{ border: 1px solid {color}; border-radius: 8px; }}")
         self.label = QLabel(chip_text(attachment))
         fit = attachment.note or "fits the context"
@@ -65,6 +67,7 @@ class AttachmentChip(QFrame):
 
 class AttachmentBar(QWidget):
     changed = Signal(int)
+    removed = Signal(str)  # a chip's × was pressed: the attachment's name
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,7 +79,7 @@ class AttachmentBar(QWidget):
 
     def add(self, attachment: Any, n_ctx: int | None = None) -> AttachmentChip:
         chip = AttachmentChip(attachment, n_ctx, self)
-        chip.removeRequested.connect(lambda: self.remove(chip))
+        chip.removeRequested.connect(lambda: self._removed_by_user(chip))
         self._lay.insertWidget(len(self.chips), chip)
         self.chips.append(chip)
         self.show()
@@ -90,6 +93,10 @@ class AttachmentBar(QWidget):
             chip.deleteLater()
             self.setVisible(bool(self.chips))
             self.changed.emit(len(self.chips))
+
+    def _removed_by_user(self, chip: AttachmentChip) -> None:
+        self.remove(chip)
+        self.removed.emit(chip.attachment.name)
 
     def attachments(self) -> list[Any]:
         return [c.attachment for c in self.chips]

@@ -439,6 +439,17 @@ class ChatController(QObject):
 
         self._message_job(edit)
 
+    def remove_attachment(self, name: str) -> None:
+        """Take a file off the next message (its chip's ×)."""
+        def remove(_job: Job[Any]) -> None:
+            pending = self.session.pending_attachments
+            for k, a in enumerate(pending):
+                if a.name == name:
+                    del pending[k]
+                    break
+
+        self.runner.submit(remove, "command", interrupt=False)
+
     def _message_job(self, body: Any) -> None:
         if self.busy:
             self.message.emit("info", "Wait for the reply to finish (or press Stop) first.")

@@ -42,6 +42,7 @@ from desklm.engine import (
 )
 from desklm.server import ApiServer
 from desklm.ui import theme
+from desklm.ui.attachment_chip import AttachmentBar
 from desklm.ui.chat_view import ChatInput, ChatView
 from desklm.ui.controller import STOPPABLE, ChatController, State
 from desklm.ui.conversations import ConversationList
@@ -137,6 +138,10 @@ class MainWindow(QMainWindow):
         cl.setContentsMargins(6, 6, 6, 6)
         cl.addWidget(self.chat, 1)
         cl.addWidget(self.queue_label)
+        # the files that go with the next message, as chips over the box (× removes one)
+        self.attachments = AttachmentBar()
+        self.attachments.removed.connect(self._attachment_removed)
+        cl.addWidget(self.attachments)
         cl.addLayout(row)
         self.setCentralWidget(central)
 
@@ -412,7 +417,23 @@ class MainWindow(QMainWindow):
             self, "Attach a file", str(Path.home()),
             "Text and PDF (*.txt *.md *.csv *.json *.py *.pdf *.*)")
         if path:
-            self.submit(f"/attach {path}")
+            self.attach_file(path)
+
+    def attach_file(self, path: str) -> None:
+        """Read and measure ``path`` on the inference thread; a chip shows it (or a notice
+        says why it cannot go)."""
+        self.submit(f"/attach {path}")
+
+    def _attachment_removed(self, name: str) -> None:
+        self.controller.remove_attachment(name)
+
+    def _show_attachments(self, pending: list[dict[str, Any]]) -> None:
+        from types import SimpleNamespace
+
+        self.attachments.clear()
+        for meta in pending:
+            self.attachments.add(SimpleNamespace(**{"tokens": None, "note": "", **meta}),
+                                 self._n_ctx)
 
     def _show_welcome(self) -> None:
         from desklm.engine import logical_cores
@@ -605,15 +626,21 @@ class MainWindow(QMainWindow):
 
     def dragEnterEvent(self, e: QDragEnterEvent) -> None:
         urls = e.mimeData().urls() if e.mimeData().hasUrls() else []
-        if any(u.toLocalFile().lower().endswith(".gguf") for u in urls):
+        if any(u.isLocalFile() for u in urls):
             e.acceptProposedAction()
 
     def dropEvent(self, e: QDropEvent) -> None:
-        for u in e.mimeData().urls():
-            if u.toLocalFile().lower().endswith(".gguf"):
-                self.load_model(u.toLocalFile())
+        """A dropped model file loads; any other file is attached to the next message."""
+        files = [u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()]
+        for path in files:
+            if path.lower().endswith(".gguf"):
+                self.load_model(path)
                 e.acceptProposedAction()
                 return
+        for path in files:
+            self.attach_file(path)
+        if files:
+            e.acceptProposedAction()
 
     def _about(self) -> Any:
         from desklm.ui.about import AboutDialog
@@ -746,6 +773,7 @@ class MainWindow(QMainWindow):
 
     def _on_turn_finished(self, result: TurnResult) -> None:
         s = result.stats
+        self.attachments.clear()  # they went with the message
         self.live_timer.stop()
         self.chat.finish_reply(result.reply, s.to_dict())
         self.gauges.set_speed(s.gen_tokens_per_s, live=False)
@@ -768,6 +796,12 @@ class MainWindow(QMainWindow):
 
     def _on_command_done(self, res: Any) -> None:
         data = res.data if isinstance(res.data, dict) else {}
+        if res.command == "attach" and isinstance(data.get("pending"), list):
+            self._show_attachments(data["pending"])
+            if "attachment" in data:  # the chip says it; the status line says where it goes
+                self.status.setText(res.message)
+                self.commandFinished.emit(res)
+                return
         if res.reset:
             self.status.setText("Conversation and KV cache cleared")
         elif (res.command in ("regen", "edit") and res.turn is not None) or (
