@@ -150,3 +150,55 @@ def test_a_file_that_cannot_be_attached_says_why_and_makes_no_chip(make_window, 
         w.attach_file(str(tmp_path))  # a folder
     assert "folder" in m.args[1].lower() or "directory" in m.args[1].lower()
     assert not w.attachments.chips and w.attachments.isHidden()
+
+
+def test_a_search_result_opens_its_chat_at_the_match(make_window, qtbot):
+    from PySide6.QtCore import Qt
+
+    w = make_window(max_tokens=6)
+    send_and_wait(qtbot, w, "Remember the word zebrafish for later.")
+    for i in range(4):
+        send_and_wait(qtbot, w, f"Filler message number {i}.")
+    first_chat = w.controller.session.conv_id
+    with qtbot.waitSignal(w.conversationShown, timeout=10000):
+        w.new_conversation()
+    send_and_wait(qtbot, w, "Something else entirely.")
+    with qtbot.waitSignal(w.search.searched, timeout=30000) as got:
+        w.search.box.setText("zebrafish")
+    assert got.args[1] >= 1
+    from desklm.ui.search_panel import ROLE_DATA
+
+    # the hit in the message (the chat's title, made from it, is a hit of its own)
+    row = next(k for k in range(w.search.results.count())
+               if w.search.results.item(k).data(ROLE_DATA)[1])
+    w.search.results.setCurrentRow(row)
+    with qtbot.waitSignal(w.controller.messageRevealed, timeout=REPLY_TIMEOUT_MS):
+        qtbot.keyClick(w.search.box, Qt.Key.Key_Return)
+    assert w.controller.session.conv_id == first_chat
+    target = next(it for it in w.chat.items if "zebrafish" in it.text)
+    assert w.chat.revealed == target.msg_id
+    assert "zebrafish" in w.chat.textCursor().selectedText()  # the message is selected
+
+
+def test_a_search_hit_in_an_old_branch_brings_that_branch_back(make_window, qtbot):
+    from PySide6.QtCore import Qt
+
+    w = make_window(max_tokens=6)
+    send_and_wait(qtbot, w, "My cat is called Marmalade.")
+    click(w, f"edit:{w.chat.items[-2].msg_id}")
+    w.input.setPlainText("My dog is called Biscuit.")
+    with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
+        w.input.submit()
+    at_rest(qtbot, w)
+    assert "Marmalade" not in w.chat.toPlainText()
+    with qtbot.waitSignal(w.search.searched, timeout=30000):
+        w.search.box.setText("marmalade")
+    from desklm.ui.search_panel import ROLE_DATA
+
+    row = next(k for k in range(w.search.results.count())
+               if w.search.results.item(k).data(ROLE_DATA)[1])
+    with qtbot.waitSignal(w.controller.messageRevealed, timeout=REPLY_TIMEOUT_MS):
+        w.search.results.setCurrentRow(row)
+        qtbot.keyClick(w.search.box, Qt.Key.Key_Return)
+    assert "Marmalade" in w.chat.toPlainText()  # the old version is the one shown now
+    assert "1/2" in w.chat.toPlainText()

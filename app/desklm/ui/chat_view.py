@@ -183,6 +183,7 @@ class ChatView(QTextBrowser):
         self.items: list[Item] = []  # everything in the transcript, rendered or not yet
         self.first_rendered = 0  # items[first_rendered:] are in the document
         self._stream_item: Item | None = None
+        self.revealed = ""  # the message last brought into view by reveal()
         self._stream_start: int | None = None
         self._stream_text = ""
         self._stream_answer = False  # a </think> was seen: only the answer streams now
@@ -477,6 +478,27 @@ class ChatView(QTextBrowser):
                                              size=small, bold=True))
             else:
                 c.insertText("›", sep)
+
+    def reveal(self, message_id: str) -> bool:
+        """Scroll to a message and select it (a search result opened). Older parts of a long
+        chat are rendered down to it first."""
+        k = next((i for i, it in enumerate(self.items) if it.msg_id == message_id), None)
+        if k is None:
+            return False
+        self._lazy.stop()
+        while self.first_rendered > k:
+            self.first_rendered -= 1
+            self._insert_item(self.items[self.first_rendered], at_start=True)
+        frame = self.items[k].frame
+        if frame is None:
+            return False
+        c = QTextCursor(self.document())
+        c.setPosition(frame.lastPosition())
+        c.setPosition(frame.firstPosition(), QTextCursor.MoveMode.KeepAnchor)
+        self.setTextCursor(c)  # selected: it stands out; the view shows its start
+        self.ensureCursorVisible()
+        self.revealed = message_id
+        return True
 
     def sync_tail(self, messages: list[dict[str, Any]]) -> None:
         """Give the newest items their stored ids and versions (``messages``: the last stored

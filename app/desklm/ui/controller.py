@@ -33,6 +33,7 @@ Signals (all delivered on the UI thread):
     settingsLoaded(object): a copy of every setting in effect, after a load (for the panel).
     tuneProgress(int, int, str), tuned(object: TuneResult).
     conversationsListed(object, object): summaries, problems.
+    messageRevealed(str): after ``open_at``, the id of the message to scroll to.
     tailStored(object): after a turn, the last two stored messages as dicts (ids, versions),
         so the transcript can offer their actions.
     kvUsage(object): the KV snapshot cache's use (``ChatSession.kv_usage()``), after each
@@ -132,6 +133,7 @@ class ChatController(QObject):
     conversationsListed = Signal(object, object)
     kvUsage = Signal(object)  # session.kv_usage(): the chat cache's bytes, counts and budgets
     tailStored = Signal(object)  # the last stored messages (dicts) after a turn
+    messageRevealed = Signal(str)  # after open_at: the message to bring into view
     conversationOpened = Signal(object)
     snapshot = Signal(object)
 
@@ -552,25 +554,39 @@ class ChatController(QObject):
         except OSError as e:
             log.info("chat cache use unavailable: %s", e)
 
-    def _switch(self, body: Any) -> None:
+    def _switch(self, body: Any, reveal: str = "") -> None:
         self.queue_stop()
         if self.busy:
-            self.queue_job(lambda: self._switch(body))
+            self.queue_job(lambda: self._switch(body, reveal))
             return
 
         def job(_job: Job[Any]) -> None:
+            ok = False
             try:
                 body()
+                ok = True
             except DeskLMError as e:
                 self.message.emit("warning", str(e))
             finally:
                 self.conversationOpened.emit(self.session.record())
+                if ok and reveal:
+                    self.messageRevealed.emit(reveal)
                 self._job_list()
 
         self._run(State.SWITCHING, job, "switch")
 
     def new_conversation(self) -> None:
         self._switch(self.session.new_conversation)
+
+    def open_at(self, conv_id: str, message_id: str) -> None:
+        """Open a chat at one message (a search result): on the branch that holds it, which
+        becomes the one shown; messageRevealed then names it."""
+        def body() -> None:
+            self._open(conv_id)
+            if message_id:
+                self.session.reveal_message(message_id)
+
+        self._switch(body, reveal=message_id)
 
     def open_conversation(self, conv_id: str) -> None:
         if conv_id != self.session.conv_id or self.state is State.GENERATING:

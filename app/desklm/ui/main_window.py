@@ -242,7 +242,8 @@ class MainWindow(QMainWindow):
         self.chat.versionRequested.connect(c.select_version)
         self.chat.deleteRequested.connect(c.delete_message)
         self.chat.editRequested.connect(self.edit_message)
-        self.search.openRequested.connect(lambda conv, _msg: self.open_conversation(conv))
+        self.search.openRequested.connect(self.open_at)
+        c.messageRevealed.connect(self.chat.reveal)
         self.server_panel.stateChanged.connect(self._on_server_state)
         self.server_panel.settingsChanged.connect(
             lambda v: self.controller.save_config(self.config, {"api_server": v}))
@@ -577,6 +578,11 @@ class MainWindow(QMainWindow):
     def new_conversation(self) -> None:
         self._requeue_to_input()
         self.controller.new_conversation()
+
+    def open_at(self, conv_id: str, message_id: str) -> None:
+        """Open a chat at a message (a search result), scrolled to it and selected."""
+        self._requeue_to_input()
+        self.controller.open_at(conv_id, message_id)
 
     def open_conversation(self, conv_id: str) -> None:
         self._requeue_to_input()

@@ -161,7 +161,8 @@ class SearchPanel(QWidget):
         self.searched.emit(result.query, n, result.elapsed_s)
 
     def _enter(self) -> None:
-        item = self.results.currentItem()
+        """Enter opens the selected result, or the best one when none is selected."""
+        item = self.results.currentItem() or self.results.item(0)
         if item is not None:
             self._open(item)
 
