@@ -134,3 +134,33 @@ def test_any_choice_setting_gets_a_combo(qtbot, monkeypatch):
     assert panel.pending == {"chat_format": "chatml"} and panel.reload_marked("chat_format")
     assert "reload needed" in panel.groups["reload"].title()
     assert combo.parent() is not None and panel.groups["reload"].isAncestorOf(combo)
+
+
+def test_presets_save_apply_and_delete_from_the_panel(make_window, qtbot, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    from desklm.engine import PresetStore
+
+    w = make_window(max_tokens=8)
+    sp = w.settings_panel
+    qtbot.waitUntil(lambda: sp.preset_combo.count() >= 1, timeout=10000)
+    with qtbot.waitSignal(w.settingsSynced, timeout=10000):
+        sp.editors["temperature"].slider.setValue(3)  # 0.15
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Precise", True))
+    with qtbot.waitSignal(w.controller.presetsListed, timeout=10000):
+        sp.preset_save.click()
+    qtbot.waitUntil(lambda: sp.preset_combo.findData("Precise") > 0, timeout=5000)
+    assert PresetStore().get("Precise").values["temperature"] == 0.15
+    # change the setting, then choose the preset: its value comes back
+    with qtbot.waitSignal(w.settingsSynced, timeout=10000):
+        sp.editors["temperature"].slider.setValue(14)  # 0.70
+    with qtbot.waitSignal(w.controller.presetsListed, timeout=10000):
+        sp.preset_combo.activated.emit(sp.preset_combo.findData("Precise"))
+    qtbot.waitUntil(lambda: sp.value("temperature") == 0.15, timeout=10000)
+    assert w.controller.session.settings["temperature"] == 0.15
+    assert sp.preset_combo.currentData() == "Precise"  # remembered for this model
+    assert "Precise" in w.statusBar().currentMessage()
+    with qtbot.waitSignal(w.controller.presetsListed, timeout=10000):
+        sp.preset_delete.click()
+    assert sp.preset_combo.findData("Precise") == -1
+    assert [p.name for p in PresetStore().list_all()] == []

@@ -33,6 +33,8 @@ Signals (all delivered on the UI thread):
     settingsLoaded(object): a copy of every setting in effect, after a load (for the panel).
     tuneProgress(int, int, str), tuned(object: TuneResult).
     conversationsListed(object, object): summaries, problems.
+    presetsListed(object, object): the saved presets' names and the one last used with the
+        loaded model ("" if none).
     messageRevealed(str): after ``open_at``, the id of the message to scroll to.
     tailStored(object): after a turn, the last two stored messages as dicts (ids, versions),
         so the transcript can offer their actions.
@@ -134,6 +136,7 @@ class ChatController(QObject):
     kvUsage = Signal(object)  # session.kv_usage(): the chat cache's bytes, counts and budgets
     tailStored = Signal(object)  # the last stored messages (dicts) after a turn
     messageRevealed = Signal(str)  # after open_at: the message to bring into view
+    presetsListed = Signal(object, object)  # preset names, the one last used with this model
     conversationOpened = Signal(object)
     snapshot = Signal(object)
 
@@ -325,6 +328,10 @@ class ChatController(QObject):
             self.modelInfo.emit(self.engine.info)
         self.loaded.emit(info)
         self.settingsLoaded.emit(self.session.settings.copy())
+        try:
+            self._job_presets()  # the Presets row marks the one last used with this model
+        except OSError as e:
+            log.info("presets unavailable: %s", e)
 
     def connect_remote(self, chosen: Any) -> None:
         """Chat with a model on a server (File > Connect to server): the chat is kept."""
@@ -440,6 +447,17 @@ class ChatController(QObject):
             self.session.edit_and_resend(message_id, text)
 
         self._message_job(edit)
+
+    def list_presets(self) -> None:
+        """Read the saved presets (a file: on the inference thread) for the Presets row."""
+        self.runner.submit(lambda _job: self._job_presets(), "list", interrupt=False)
+
+    def _job_presets(self) -> None:
+        from desklm.engine import PresetStore
+
+        store = PresetStore()  # a damaged file is moved aside and noted, never raised
+        names = [p.name for p in store.list_all()]
+        self.presetsListed.emit(names, store.last_for(self.session.model_path) or "")
 
     def remove_attachment(self, name: str) -> None:
         """Take a file off the next message (its chip's ×)."""

@@ -271,6 +271,11 @@ class MainWindow(QMainWindow):
         c.tuned.connect(self._on_tuned)
         c.conversationsListed.connect(self._on_conversations)
         c.kvUsage.connect(self.settings_panel.set_kv_usage)
+        c.presetsListed.connect(self.settings_panel.set_presets)
+        sp = self.settings_panel
+        sp.presetChosen.connect(lambda name: self.submit(f"/preset {name}"))
+        sp.presetSaveRequested.connect(lambda name: self.submit(f"/preset save {name}"))
+        sp.presetDeleteRequested.connect(lambda name: self.submit(f"/preset delete {name}"))
         c.conversationOpened.connect(self._on_conversation_opened)
         c.snapshot.connect(self._on_snapshot)
 
@@ -802,10 +807,16 @@ class MainWindow(QMainWindow):
 
     def _on_command_done(self, res: Any) -> None:
         data = res.data if isinstance(res.data, dict) else {}
+        if res.command == "preset":
+            self.controller.list_presets()
+            if "presets" not in data:  # saved, deleted or applied: the status line says so
+                self.statusBar().showMessage((res.message.splitlines() or [""])[0], 8000)
+                self.commandFinished.emit(res)
+                return
         if res.command == "attach" and isinstance(data.get("pending"), list):
             self._show_attachments(data["pending"])
             if "attachment" in data:  # the chip says it; the status line says where it goes
-                self.status.setText(res.message)
+                self.statusBar().showMessage(res.message, 8000)
                 self.commandFinished.emit(res)
                 return
         if res.reset:
@@ -813,7 +824,7 @@ class MainWindow(QMainWindow):
         elif (res.command in ("regen", "edit") and res.turn is not None) or (
                 res.command == "alt" and "reply" in data):
             # the chat was drawn again with the new version in place: no echo of it
-            self.status.setText(f"Version {data['version']}/{data['versions']}")
+            self.statusBar().showMessage(f"Version {data['version']}/{data['versions']}", 4000)
         elif res.message:
             self.chat.add_output(res.message)
         if res.reloaded:

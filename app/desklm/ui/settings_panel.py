@@ -200,11 +200,17 @@ class SettingsPanel(QWidget):
     changed(object): {name: value} for settings that apply without reload.
     applyRequested(object): {name: value} of the pending reload settings (Apply pressed).
     tuneRequested(): the Tune button was pressed.
+    presetChosen(str): a preset picked in the Presets row (to apply).
+    presetSaveRequested(str): "Save as…" with the name typed.
+    presetDeleteRequested(str): "Delete" with the preset shown.
     """
 
     changed = Signal(object)
     applyRequested = Signal(object)
     tuneRequested = Signal()
+    presetChosen = Signal(str)
+    presetSaveRequested = Signal(str)
+    presetDeleteRequested = Signal(str)
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -223,6 +229,7 @@ class SettingsPanel(QWidget):
         self._sys_timers: dict[str, QTimer] = {}
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 6, 4, 4)
+        outer.addWidget(self._preset_row())
         forms: dict[str, QFormLayout] = {}
         for key, title in GROUPS:
             box = QGroupBox(title)
@@ -386,6 +393,63 @@ class SettingsPanel(QWidget):
             self.settings.set(name, value)
             self.changed.emit({name: value})
         self._update_gpu_warning()
+
+    # -- presets --
+    def _preset_row(self) -> QWidget:
+        """Presets: named sets of these settings (the system prompt among them)."""
+        box = QGroupBox("Presets")
+        box.setObjectName("group:presets")
+        lay = QVBoxLayout(box)  # the list over its buttons: a narrow dock cuts neither
+        self.preset_combo = QComboBox()
+        self.preset_combo.setObjectName("presets")
+        self.preset_combo.setToolTip("Apply a saved preset (a load setting in it reloads the "
+                                     "model)")
+        self.preset_combo.setMinimumContentsLength(6)
+        self.preset_combo.activated.connect(self._preset_activated)
+        self.preset_save = QPushButton("Save as…")
+        self.preset_save.setToolTip("Save the current settings as a named preset")
+        self.preset_save.clicked.connect(self._preset_save_clicked)
+        self.preset_delete = QPushButton("Delete")
+        self.preset_delete.clicked.connect(self._preset_delete_clicked)
+        lay.addWidget(self.preset_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.preset_save)
+        buttons.addWidget(self.preset_delete)
+        buttons.addStretch(1)
+        lay.addLayout(buttons)
+        self.set_presets([], "")
+        return box
+
+    def set_presets(self, names: list[str], current: str) -> None:
+        """The saved presets; ``current``: the one last used with this model ("" if none)."""
+        self.preset_combo.blockSignals(True)
+        self.preset_combo.clear()
+        self.preset_combo.addItem("(no preset)" if names else "(none saved yet)", "")
+        for n in names:
+            self.preset_combo.addItem(n, n)
+        self.preset_combo.setCurrentIndex(max(0, self.preset_combo.findData(current)))
+        self.preset_combo.blockSignals(False)
+        self.preset_delete.setEnabled(bool(current))
+
+    def _preset_activated(self, index: int) -> None:
+        name = self.preset_combo.itemData(index)
+        self.preset_delete.setEnabled(bool(name))
+        if name:
+            self.presetChosen.emit(name)
+
+    def _preset_save_clicked(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        current = self.preset_combo.currentData() or ""
+        name, ok = QInputDialog.getText(self, "Save preset", "Name for the current settings:",
+                                        text=current)
+        if ok and name.strip():
+            self.presetSaveRequested.emit(name.strip())
+
+    def _preset_delete_clicked(self) -> None:
+        name = self.preset_combo.currentData()
+        if name:
+            self.presetDeleteRequested.emit(name)
 
     def reload_marked(self, name: str) -> bool:
         """Whether ``name`` shows the "reload needed" mark."""
