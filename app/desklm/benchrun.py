@@ -17,7 +17,7 @@ from desklm.engine.settings import Settings
 
 TARGETS = [
     ("engine generation tok/s vs raw", "engine_gen_ratio", ">=", 0.97),
-    ("GUI generation tok/s vs raw", "gui_gen_ratio", ">=", 0.95),
+    ("GUI generation tok/s vs raw", "gui_gen_ratio", ">=", 0.99),
     ("turn 20 time to first token vs turn 1", "turn20_ttft_ratio", "<=", 1.5),
     ("longest UI event-loop stall while streaming (ms)", "max_stall_ms", "<=", 50.0),
     ("gauge sampling cost (% of one core)", "sampler_core_percent", "<", 1.0),
@@ -26,6 +26,8 @@ TARGETS = [
     ("memory above raw llama-cpp-python, GUI (MB)", "gui_mem_over_raw_mb", "<=", 150.0),
     ("long reply: render cost per repaint, last fifth vs second", "render_ratio", "<=", 1.5),
     ("long chats: first token at 5,000 messages vs 50", "long_ttft_ratio", "<=", 1.5),
+    ("longest UI stall opening a 50 / 500 / 5,000-message chat (ms)", "open_stall_ms", "<=",
+     50.0),
     ("switch back to a 2,000-token chat: first token with snapshot vs re-evaluating",
      "switch_ttft_ratio", "<=", 0.10),
 ]
@@ -87,6 +89,10 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
         m["ui_thread_core_percent"] = bench.median([r.extra["ui_thread_core_percent"] for r in g])
         say(f"long reply: {long_tokens} tokens into the window…")
         long = window.run(model, s, long_tokens)
+        if long_chats:
+            say("opening long chats in the window…")
+            opened = out["open_stalls"] = window.open_stalls()
+            m["open_stall_ms"] = max((o["max_stall_ms"] or 0) for o in opened)
         window.close()
         prof = bench_gui.flush_profile(long.extra["flushes"])
         out["long_reply"] = {"tokens": long.completion_tokens, "gen_tps": long.gen_tps,
@@ -158,6 +164,11 @@ def table(out: dict[str, Any]) -> str:
                      f"{_f(lr.get('total_ms'), 0)} ms rendering in all")
     if "long_chats" in out:
         lines += ["", *long_chats_lines(out["long_chats"])]
+    for o in out.get("open_stalls", []):
+        lines.append(f"  opening a {o['messages']:,}-message chat in the window: shown in "
+                     f"{o['shown_s'] * 1000:,.0f} ms (longest UI stall "
+                     f"{_f(o['opening_stall_ms'], 0)} ms); scrolled to its first message in "
+                     f"{o['to_top_s']:.2f} s (longest stall {_f(o['max_stall_ms'], 0)} ms)")
     lines += ["", "targets:"]
     for tg in out["targets"]:
         mark = {True: "met ", False: "MISS", None: "n/a "}[tg["met"]]

@@ -52,6 +52,13 @@ def _wait(signal: Any, timeout_s: float, failed: Any = None) -> list[Any]:
     return got
 
 
+def _pump(seconds: float) -> None:
+    """Run the UI event loop for ``seconds``."""
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
 class Heartbeat:
     """A 10 ms timer on the UI thread; the longest gap between its ticks is the longest time
     the event loop was stalled (less the 10 ms interval)."""
@@ -112,6 +119,42 @@ class GuiBench:
         self.w.controller.engine.probe = False
         self.w.controller.engine.ignore_eos = True  # set before the runner runs anything
         return self.w
+
+    def open_stalls(self, sizes: tuple[int, ...] = (50, 500, 5000)) -> list[dict[str, Any]]:
+        """Open saved chats of ``sizes`` messages in the window (after :meth:`run`), then
+        scroll to their first message: how long until the chat is shown, the longest stall
+        of the UI event loop while it opens, the time to reach the top, and the longest stall
+        in all (target < 50 ms)."""
+        w = self.w
+        store = w.controller.session.store
+        out = []
+        for n in sizes:
+            conv_id = f"bench-open-{n}"
+            store.save({"id": conv_id, "title": f"{n} messages", "created": time.time(),
+                        "messages": [m.to_dict() for m in bench.synthetic_history(n)]})
+            hb = Heartbeat()
+            hb.start()
+            t0 = time.perf_counter()
+            w.open_conversation(conv_id)
+            _wait(w.conversationShown, 120, w.failed)
+            shown = time.perf_counter() - t0
+            _pump(0.3)
+            opening_stall = hb.max_stall_ms
+            # then as a reader would: scroll to the very first message (older ones render
+            # on demand as the view nears them)
+            t1 = time.perf_counter()
+            sb = w.chat.verticalScrollBar()
+            while w.chat.pending_older and time.perf_counter() - t1 < 60:
+                sb.setValue(0)
+                _pump(0.01)
+            hb.stop()
+            out.append({"messages": n, "shown_s": shown, "opening_stall_ms": opening_stall,
+                        "to_top_s": time.perf_counter() - t1,
+                        "left_unrendered": w.chat.pending_older,
+                        "max_stall_ms": hb.max_stall_ms})
+            w.new_conversation()
+            _wait(w.conversationShown, 60, w.failed)
+        return out
 
     def run(self, model: Path, s: Settings, gen_tokens: int) -> bench.PathRun:
         first = self.w is None
