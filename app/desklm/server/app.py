@@ -55,6 +55,8 @@ class RequestRecord:
     duration_s: float = 0.0
     stream: bool = False
     error: str = ""
+    ttft_s: float | None = None  # from the job's start to the first token
+    n_ctx: int = 0  # the context the request ran in (what the window's gauge compares with)
 
     def line(self) -> str:
         rate = f"{self.tokens_per_s:.1f} tok/s" if self.tokens_per_s else "- tok/s"
@@ -380,7 +382,7 @@ class Handlers:
                                f"resulted in {len(tokens)} tokens.", "invalid_request_error",
                                "context_length_exceeded",
                                "messages" if kind == "chat" else "prompt")
-            rec.prompt_tokens = len(tokens)
+            rec.prompt_tokens, rec.n_ctx = len(tokens), n_ctx
             put(None)  # started: the prompt is valid, the stream may begin
 
             def on_text(piece: str) -> None:
@@ -424,6 +426,7 @@ class Handlers:
             if stats is not None:
                 rec.completion_tokens = stats.completion_tokens
                 rec.tokens_per_s = stats.gen_tokens_per_s
+                rec.ttft_s = getattr(stats, "ttft_s", None)
             rec.duration_s = time.time() - t0
             ctx.on_record(rec)
             ctx.on_queue()

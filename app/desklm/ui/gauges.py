@@ -182,21 +182,26 @@ class GaugePanel(QWidget):
         self.gpu.set(pct(util), "", None if is_na(util) else util / 100,
                      None if is_na(util) else util, sub=names)
 
-    def set_speed(self, tps: float | None, live: bool) -> None:
+    def set_speed(self, tps: float | None, live: bool, api: bool = False) -> None:
+        """``api``: the figure is an API client's request, not the user's chat."""
         self.tps_value = tps
-        self.tps.set("—" if tps is None else f"{tps:.1f}", "live" if live else "last reply",
+        self.tps.set("—" if tps is None else f"{tps:.1f}",
+                     "API request" if api else "live" if live else "last reply",
                      None, tps, sub="generation speed")
 
-    def set_ttft(self, ttft: float | None) -> None:
+    def set_ttft(self, ttft: float | None, api: bool = False) -> None:
         self.ttft_value = ttft
         txt = "—" if ttft is None else (f"{ttft * 1000:.0f} ms" if ttft < 1 else f"{ttft:.2f} s")
-        self.ttft.set(txt, "", None, None if ttft is None else ttft * 1000,
-                      sub="from send to the first word")
+        self.ttft.set(txt, "API request" if api else "", None,
+                      None if ttft is None else ttft * 1000,
+                      sub="from the request to the first word" if api else
+                      "from send to the first word")
 
-    def set_context(self, used: int, n_ctx: int) -> None:
+    def set_context(self, used: int, n_ctx: int, api: bool = False) -> None:
         frac = used / n_ctx if n_ctx else 0.0
+        full = f"{frac * 100:.0f}% full" if n_ctx else ""
         self.ctx.set(f"{used:,} / {n_ctx:,}" if n_ctx else "no model",
-                     f"{frac * 100:.0f}% full" if n_ctx else "", frac, frac,
+                     f"API · {full}" if api and n_ctx else full, frac, frac,
                      sub="tokens in the KV cache / context length")
 
     def readings(self) -> dict[str, str]:

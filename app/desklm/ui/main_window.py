@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
         self.search.openRequested.connect(self.open_at)
         c.messageRevealed.connect(self.chat.reveal)
         self.server_panel.stateChanged.connect(self._on_server_state)
+        self.server_panel.requestLogged.connect(self._on_api_request)
         self.server_panel.settingsChanged.connect(
             lambda v: self.controller.save_config(self.config, {"api_server": v}))
         self.server_panel.failed.connect(self.report_error)
@@ -795,6 +796,18 @@ class MainWindow(QMainWindow):
             self.status.setText(f"Ready — restored {s.restored_tokens:,} tokens of this chat "
                                 "from its KV cache")
         self.replyFinished.emit(result)
+
+    def _on_api_request(self, rec: Any) -> None:
+        """An API client's request ended: the gauges show what it cost, labelled "API", so
+        the speed of the model stays visible whoever asked (the chat's next turn redraws
+        them as its own)."""
+        if rec.status != 200 or not rec.completion_tokens:
+            return
+        self.gauges.set_speed(rec.tokens_per_s, live=False, api=True)
+        self.gauges.set_ttft(rec.ttft_s, api=True)
+        if rec.n_ctx:
+            self.gauges.set_context(rec.prompt_tokens + rec.completion_tokens, rec.n_ctx,
+                                    api=True)
 
     def _on_turn_failed(self, reason: str, text: str) -> None:
         self.live_timer.stop()
