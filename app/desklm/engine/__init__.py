@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "apply_preset": "presets",
     # models on a server (OpenAI-compatible)
     "RemoteBackend": "backends.remote", "probe_server": "backends.remote",
+    "server_metrics": "backends.metrics",
     "check_url": "backends.remote", "Connection": "connections",
     "list_connections": "connections", "save_connection": "connections",
     "resolve_server": "connections",

@@ -36,6 +36,7 @@ Signals (all delivered on the UI thread):
     presetsListed(object, object): the saved presets' names and the one last used with the
         loaded model ("" if none).
     messageRevealed(str): after ``open_at``, the id of the message to scroll to.
+    serverMetrics(object): on a server's model, what its /metrics say, about every 2 s.
     tailStored(object): after a turn, the last two stored messages as dicts (ids, versions),
         so the transcript can offer their actions.
     kvUsage(object): the KV snapshot cache's use (``ChatSession.kv_usage()``), after each
@@ -135,6 +136,8 @@ class ChatController(QObject):
     conversationsListed = Signal(object, object)
     kvUsage = Signal(object)  # session.kv_usage(): the chat cache's bytes, counts and budgets
     tailStored = Signal(object)  # the last stored messages (dicts) after a turn
+    serverMetrics = Signal(object)  # a server's own readings (engine.server_metrics)
+    _watchServer = Signal(str, str)  # to the sampler: (URL, key) of the server, "" = none
     messageRevealed = Signal(str)  # after open_at: the message to bring into view
     presetsListed = Signal(object, object)  # preset names, the one last used with this model
     conversationOpened = Signal(object)
@@ -167,6 +170,8 @@ class ChatController(QObject):
         self.sampler = SamplerWorker(sample_interval_ms)
         self.sampler_thread = start_thread(self.sampler, "sampler")
         self.sampler.sampled.connect(self.snapshot.emit)
+        self.sampler.serverSampled.connect(self.serverMetrics.emit)
+        self._watchServer.connect(self.sampler.watch_server)  # queued: the sampler's thread
         QMetaObject.invokeMethod(self.sampler, "start", Qt.ConnectionType.QueuedConnection)
 
     def _current_job_cancelled(self) -> bool:
@@ -295,6 +300,7 @@ class ChatController(QObject):
         if self.session.engine is not self.engine:  # back from a server to a local model
             remote, self.session.engine = self.session.engine, self.engine
             remote.close()
+            self._watchServer.emit("", "")
         try:
             target = Path(path) if path else embedded_model_path()
             info = self.session.load(target, progress=self._progress, clamp=True)
@@ -361,6 +367,7 @@ class ChatController(QObject):
             return
         for note in chosen.notes:
             self.message.emit("notice", note)
+        self._watchServer.emit(conn.url, chosen.api_key or "")
         self._loaded(backend.load_info)
         self.loadEnded.emit("")
 

@@ -135,9 +135,15 @@ class GaugePanel(QWidget):
         self.tps = GaugeCard("Tokens / s")
         self.ttft = GaugeCard("Time to first token")
         self.ctx = GaugeCard("Context")
+        # a model on a server: what the server reports about itself (its /metrics)
+        self.server = GaugeCard("Server", "gpu")
+        self.server.history_max = 1.0
+        self.server.hide()
+        self.remote = False
         self.cpu.history_max = self.gpu.history_max = 100.0
         self.ctx.history_max = 1.0
-        for card in (self.tps, self.ttft, self.ctx, self.ram, self.cpu, self.vram, self.gpu):
+        for card in (self.tps, self.ttft, self.ctx, self.server, self.ram, self.cpu, self.vram,
+                     self.gpu):
             lay.addWidget(card)
         lay.addStretch(1)
         self.last_snapshot: Snapshot | None = None
@@ -154,7 +160,40 @@ class GaugePanel(QWidget):
 
     def cards(self) -> dict[str, GaugeCard]:
         return {"vram": self.vram, "gpu": self.gpu, "ram": self.ram, "cpu": self.cpu,
-                "tokens_per_s": self.tps, "ttft": self.ttft, "context": self.ctx}
+                "tokens_per_s": self.tps, "ttft": self.ttft, "context": self.ctx,
+                "server": self.server}
+
+    def set_remote(self, remote: bool) -> None:
+        """On a server's model: VRAM and GPU are the server's, and a Server card shows what
+        its /metrics say (until the first reading: "waiting for the server's metrics")."""
+        self.remote = remote
+        self.server.setVisible(remote)
+        if remote:
+            self.server.set("…", "", None, None, sub="waiting for the server's metrics")
+        if self.last_snapshot is not None:
+            self.on_snapshot(self.last_snapshot)
+
+    def on_server_metrics(self, readings: dict[str, Any]) -> None:
+        """The server's own readings (``engine.server_metrics``), labelled as the server's."""
+        if not self.remote:
+            return
+        kv = readings.get("kv_cache")
+        kv_v = NA if kv is None else kv.value
+        parts = []
+        for key, word in (("requests_running", "running"), ("requests_waiting", "waiting")):
+            r = readings.get(key)
+            if r is not None and not is_na(r.value):
+                parts.append(f"{r.value:g} {word}")
+        tps = readings.get("tokens_per_s")
+        if tps is not None and not is_na(tps.value):
+            parts.append(f"{tps.value:.1f} tok/s")
+        if is_na(kv_v) and not parts:
+            self.server.set("n/a", "", None, None,
+                            sub="no /metrics (llama-server needs --metrics)")
+            return
+        self.server.set("n/a" if is_na(kv_v) else f"{100 * kv_v:.0f}%", "server KV cache",
+                        None if is_na(kv_v) else kv_v, None if is_na(kv_v) else kv_v,
+                        sub=" · ".join(parts) or "requests: n/a")
 
     def on_snapshot(self, snap: Snapshot) -> None:
         self.last_snapshot = snap
@@ -165,6 +204,10 @@ class GaugePanel(QWidget):
         self.cpu.set(pct(snap.cpu_percent), "this process", None,
                      None if is_na(snap.cpu_percent) else snap.cpu_percent,
                      sub="100% = every core busy")
+        if self.remote:  # the model's memory and GPU are the server's, not this machine's
+            self.vram.set("on the server", "", None, None, sub="the model runs on the server")
+            self.gpu.set("on the server", "", None, None, sub="see the Server card")
+            return
         if not snap.gpus:
             self.vram.set("No NVIDIA GPU", "", None, None, sub="running on CPU")
             self.gpu.set("No NVIDIA GPU", "", None, None, sub="running on CPU")

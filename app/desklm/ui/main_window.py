@@ -263,6 +263,7 @@ class MainWindow(QMainWindow):
         c.token.connect(self._on_token)
         c.turnFinished.connect(self._on_turn_finished)
         c.tailStored.connect(self.chat.sync_tail)
+        c.serverMetrics.connect(self.gauges.on_server_metrics)
         c.turnFailed.connect(self._on_turn_failed)
         c.commandDone.connect(self._on_command_done)
         c.settingChanged.connect(self._on_setting_changed)
@@ -708,6 +709,7 @@ class MainWindow(QMainWindow):
     def _on_loaded(self, info: LoadInfo) -> None:
         self.load_info = info
         self._remote = bool(getattr(info, "remote", False)) or self.controller.remote
+        self.gauges.set_remote(self._remote)
         self._n_ctx = info.n_ctx
         self.setWindowTitle(f"DeskLM — {info.name}")
         self.model_label.setText(f"{info.name} · {info.architecture} · {info.chat_format} format")

@@ -20,10 +20,14 @@ class SamplerWorker(QObject):
     """
 
     sampled = Signal(object)
+    serverSampled = Signal(object)  # a server's /metrics readings, every SERVER_EVERY ticks
+
+    SERVER_EVERY = 4  # with the default 500 ms: the server's /metrics about every 2 s
 
     def __init__(self, interval_ms: int = 500) -> None:
         super().__init__()
         self.interval_ms = interval_ms
+        self.server: tuple[str, str] = ("", "")  # (URL, API key) of a server to watch
         self.sampler: ResourceSampler | None = None
         self.timer: QTimer | None = None
         self.cpu_seconds = 0.0  # CPU time spent sampling, for the benchmark
@@ -46,6 +50,19 @@ class SamplerWorker(QObject):
         self.cpu_seconds += time.thread_time() - t0
         self.samples += 1
         self.sampled.emit(snap)
+        url, key = self.server
+        if url and self.samples % self.SERVER_EVERY == 1:
+            from desklm.engine import server_metrics
+
+            # one GET with a short timeout, on this thread: never the UI's or the model's
+            self.serverSampled.emit(server_metrics(url, key or None, timeout=1.0))
+
+    @Slot(str, str)
+    def watch_server(self, url: str, key: str) -> None:
+        """Read this server's /metrics from now on ("" stops)."""
+        self.server = (url, key)
+        if url:
+            self.samples = 0  # the first reading comes with the next tick
 
     @Slot()
     def stop(self) -> None:
