@@ -60,3 +60,27 @@ def test_a_server_model_shows_the_server_s_gauges(window, qtbot, llama_server, m
         window.load_model(str(model_path))
     assert not g.remote and not g.server.isVisibleTo(window)
     qtbot.waitUntil(lambda: g.vram.value_text != "on the server", timeout=5000)
+
+
+def test_a_server_killed_mid_reply_keeps_the_partial_reply_and_says_why(window, qtbot,
+                                                                        model_path, tmp_path):
+    from tests.remote_fixtures import start_llama_server, stop_server
+    from tests.ui.conftest import REPLY_TIMEOUT_MS
+
+    srv = start_llama_server(model_path, tmp_path / "dying.log")
+    try:
+        chosen = ChosenConnection(Connection("box", srv.url, str(model_path)), None,
+                                  [str(model_path)], [])
+        with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS):
+            window.controller.connect_remote(chosen)
+        window.controller.session.settings.update({"max_tokens": 400})
+        window.firstToken.connect(lambda *_: srv.proc.kill())
+        with qtbot.waitSignal(window.replyFinished, timeout=REPLY_TIMEOUT_MS) as done:
+            window.submit("Write a very long story.")
+        r = done.args[0]
+        assert r.stats.finish_reason == "error" and r.reply
+        text = window.chat.toPlainText()
+        assert "The reply was cut: the connection to the server was cut mid-reply" in text
+        assert "finish: error" in text and window.status.text().startswith("Reply cut")
+    finally:
+        stop_server(srv)

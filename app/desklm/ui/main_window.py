@@ -794,6 +794,11 @@ class MainWindow(QMainWindow):
         self.gauges.set_ttft(s.ttft_s)
         self.gauges.set_context(s.context_used, s.n_ctx)
         self.status.setText("Stopped" if s.finish_reason == "cancelled" else "Ready")
+        note = getattr(s, "note", "")
+        if s.finish_reason == "error":  # cut mid-reply (a server gone): kept, and why
+            self.chat.add_notice(f"The reply was cut: {note or 'the backend failed'}",
+                                 theme.color("error"))
+            self.status.setText("Reply cut: " + (note or "the backend failed"))
         if getattr(s, "restored_tokens", 0):
             self.status.setText(f"Ready — restored {s.restored_tokens:,} tokens of this chat "
                                 "from its KV cache")
