@@ -69,3 +69,26 @@ def test_cancel_and_failures_show_their_reason(window, qtbot, server):
     assert dlg.progress.value() < 1000
     assert dlg.download_button.isEnabled() and not dlg.cancel_button.isEnabled()
     dlg.done(0)
+
+
+def test_saved_servers_are_offered_beside_local_files_and_connect(window, qtbot, llama_server,
+                                                                  model_path):
+    from desklm.engine.connections import Connection, save_connection
+
+    save_connection(Connection("test box", llama_server.url, str(model_path)), None,
+                    window.config)
+    dlg = open_dialog(window, qtbot)
+    qtbot.waitUntil(lambda: dlg.server_button.isEnabled(), timeout=10_000)
+    assert dlg.server_list.item(0).text().startswith("test box")
+    with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
+        dlg.server_button.click()
+    assert window.controller.remote and "127.0.0.1" in b.args[0].name
+    assert window.gauges.remote  # the gauges follow: VRAM is on the server now
+
+
+def test_no_saved_servers_says_so(window, qtbot):
+    dlg = open_dialog(window, qtbot)
+    qtbot.waitUntil(lambda: dlg.server_list.item(0).text() != "…", timeout=10_000)
+    assert dlg.server_list.item(0).text() == "No saved servers yet"
+    assert not dlg.server_button.isEnabled()
+    dlg.done(0)

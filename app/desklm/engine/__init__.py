@@ -68,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "server_metrics": "backends.metrics",
     "check_url": "backends.remote", "Connection": "connections",
     "list_connections": "connections", "save_connection": "connections",
+    "api_key_for": "connections",
     "resolve_server": "connections",
     # chat formats
     "split_reasoning": "chat_format",

@@ -137,6 +137,7 @@ class ChatController(QObject):
     kvUsage = Signal(object)  # session.kv_usage(): the chat cache's bytes, counts and budgets
     tailStored = Signal(object)  # the last stored messages (dicts) after a turn
     serverMetrics = Signal(object)  # a server's own readings (engine.server_metrics)
+    connectionsListed = Signal(object)  # the saved server connections
     _watchServer = Signal(str, str)  # to the sampler: (URL, key) of the server, "" = none
     messageRevealed = Signal(str)  # after open_at: the message to bring into view
     presetsListed = Signal(object, object)  # preset names, the one last used with this model
@@ -338,6 +339,39 @@ class ChatController(QObject):
             self._job_presets()  # the Presets row marks the one last used with this model
         except OSError as e:
             log.info("presets unavailable: %s", e)
+
+    def list_connections(self, config: Any) -> None:
+        """Read the saved server connections (``config``: the AppConfig holding them) for the
+        Models dialog."""
+        def job(_job: Job[Any]) -> None:
+            from desklm.engine import list_connections
+
+            self.connectionsListed.emit(list_connections(config))
+
+        self.runner.submit(job, "list", interrupt=False)
+
+    def connect_saved(self, conn: Any) -> None:
+        """Connect to a saved server (its key from the keyring or its variable, read on the
+        inference thread)."""
+        from desklm.ui.connect_dialog import ChosenConnection
+
+        def body(job: Job[Any]) -> None:
+            from desklm.engine import api_key_for
+
+            try:
+                key = api_key_for(conn)
+            except DeskLMError as e:
+                self.message.emit("error", f"Could not connect: {e}")
+                return
+            self._job_connect(ChosenConnection(conn, key, [], []))
+
+        if self.state is State.CLOSING:
+            return
+        self.queue_stop()
+        if self.busy and self.state is not State.STARTING:
+            self.queue_job(lambda: self.connect_saved(conn))
+            return
+        self._run(State.LOADING, body, "load")
 
     def connect_remote(self, chosen: Any) -> None:
         """Chat with a model on a server (File > Connect to server): the chat is kept."""

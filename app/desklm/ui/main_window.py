@@ -624,6 +624,9 @@ class MainWindow(QMainWindow):
         dlg = ModelDialog(self, free=self.settings_panel.free,
                           gpu_offload=self.settings_panel.gpu_available)
         dlg.loadRequested.connect(self.load_model)
+        dlg.serverChosen.connect(self.controller.connect_saved)
+        self.controller.connectionsListed.connect(dlg.set_servers)
+        self.controller.list_connections(self.config)
         dlg.show()
         self.models_dialog = dlg
         return dlg

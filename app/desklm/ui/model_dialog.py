@@ -112,6 +112,7 @@ class ModelDialog(QDialog):
     """
 
     loadRequested = Signal(str)
+    serverChosen = Signal(object)  # a saved Connection to chat through
     requestList = Signal(str)
     requestDownload = Signal(object)
 
@@ -136,6 +137,24 @@ class ModelDialog(QDialog):
         ll = QVBoxLayout(local)
         ll.addWidget(self.local_list)
         ll.addWidget(self.load_button, 0, Qt.AlignmentFlag.AlignRight)
+
+        servers = QGroupBox("On a server (saved connections)")
+        self.server_list = QListWidget()
+        self.server_list.setObjectName("servers")
+        self.server_list.itemDoubleClicked.connect(lambda _i: self._use_server())
+        self.server_list.addItem("…")
+        self.server_button = QPushButton("Connect")
+        self.server_button.setEnabled(False)
+        self.server_button.clicked.connect(self._use_server)
+        sl = QVBoxLayout(servers)
+        sl.addWidget(self.server_list)
+        note = QLabel("File > Connect to server adds one (its API key goes to the keyring).")
+        note.setProperty("role", "muted")
+        note.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(note, 1)
+        row.addWidget(self.server_button)
+        sl.addLayout(row)
 
         remote = QGroupBox("Download from Hugging Face")
         self.repo = QComboBox()
@@ -183,7 +202,10 @@ class ModelDialog(QDialog):
         rl.addWidget(self.progress_label)
 
         lay = QVBoxLayout(self)
-        lay.addWidget(local, 1)
+        side = QHBoxLayout()  # where a model can come from: this machine, or a server
+        side.addWidget(local, 3)
+        side.addWidget(servers, 2)
+        lay.addLayout(side, 1)
         lay.addWidget(remote, 2)
 
         self.worker = HubWorker()
@@ -223,6 +245,28 @@ class ModelDialog(QDialog):
             path = item.data(Qt.ItemDataRole.UserRole)
             self.loadRequested.emit("" if is_embedded(path) else path)
             self.accept()  # the window shows the load's progress and result
+
+    # -- servers --
+    def set_servers(self, connections: list[Any]) -> None:
+        """The saved connections (read off the UI thread by the window)."""
+        self.server_list.clear()
+        for c in connections:
+            item = QListWidgetItem(f"{c.name}   ·   {c.model or 'the server’s model'}")
+            item.setData(Qt.ItemDataRole.UserRole, c)
+            item.setToolTip(c.url)
+            self.server_list.addItem(item)
+        if not connections:
+            self.server_list.addItem("No saved servers yet")
+        self.server_button.setEnabled(bool(connections))
+        if connections:
+            self.server_list.setCurrentRow(0)
+
+    def _use_server(self) -> None:
+        item = self.server_list.currentItem()
+        conn = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if conn is not None:
+            self.serverChosen.emit(conn)
+            self.accept()  # the window shows the connection's progress and result
 
     # -- remote --
     def list_files(self) -> None:
