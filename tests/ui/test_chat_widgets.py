@@ -140,3 +140,25 @@ def test_revealing_the_oldest_message_of_a_long_chat_draws_it_in_one_go(qtbot):
     assert v.pending_older == 0 and v.textCursor().selectedText().startswith("You")
     # generous: laid out once it takes well under a second; laid out per message, 22 s
     assert took < 10.0, took
+
+
+def test_scrolling_to_the_top_of_a_long_chat_renders_it_in_few_slices(qtbot):
+    import time as _time
+
+    from desklm.engine import bench
+    from desklm.ui.chat_view import ChatView
+
+    v = ChatView()
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    v.show()
+    v.show_conversation([m.to_dict() for m in bench.synthetic_history(2000)], "Model")
+    t0 = _time.perf_counter()
+    while v.pending_older and _time.perf_counter() - t0 < 60:
+        v.verticalScrollBar().setValue(0)  # a reader going up
+        qtbot.wait(10)
+    assert v.pending_older == 0
+    # each slice is laid out once: ~20 slices; laid out per message it took ~1,000 slices
+    # and 24 s. Generous bound: a hang or the quadratic path fails, a busy machine does not.
+    assert len(v.slice_log) < 200, len(v.slice_log)
+    assert _time.perf_counter() - t0 < 15

@@ -46,7 +46,8 @@ from desklm.engine import fmt_rate, fmt_secs
 from desklm.ui import theme
 
 FLUSH_MS = 50  # at most ~20 repaints a second while streaming
-SLICE_S = 0.015  # a slice of lazy rendering stops adding items after this long
+SLICE_S = 0.010  # a slice of lazy rendering stops adding items after this long (the layout
+# of what it added comes on top, once per slice)
 EAGER_ABOVE = 2  # viewport heights rendered above what is visible before waiting for scrolls
 CODE_RE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
 FENCE_RE = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)(?:^[ \t]*```[ \t]*$\n?|\Z)", re.S | re.M)
@@ -603,12 +604,17 @@ class ChatView(QTextBrowser):
         was_bottom = self._at_bottom()
         from_bottom = sb.maximum() - sb.value()
         n = 0
-        while self.first_rendered > 0:
-            self.first_rendered -= 1
-            self._insert_item(self.items[self.first_rendered], at_start=True)
-            n += 1
-            if time.perf_counter() - t0 > SLICE_S:
-                break
+        c = QTextCursor(self.document())
+        c.beginEditBlock()  # one layout per slice, not one per message
+        try:
+            while self.first_rendered > 0:
+                self.first_rendered -= 1
+                self._insert_item(self.items[self.first_rendered], at_start=True)
+                n += 1
+                if time.perf_counter() - t0 > SLICE_S:
+                    break
+        finally:
+            c.endEditBlock()
         if was_bottom:
             sb.setValue(sb.maximum())
         else:
