@@ -341,3 +341,16 @@ def test_the_welcome_steps_aside_when_the_chat_begins(window, qtbot):
     send_and_wait(qtbot, window, "Hello")
     assert not window.welcome.isVisible()
     assert not window.config.load().get("welcome_dismissed")  # back at the next launch
+
+
+def test_the_model_line_in_the_status_bar_ends_in_an_ellipsis_when_narrow(window, qtbot):
+    label = window.model_label
+    full = label.text()
+    assert full.startswith("Gemma 3 270m")
+    window.show()
+    label.setFixedWidth(120)
+    qtbot.wait(50)
+    shown = label.shown_text()
+    assert shown.endswith("…") and full.startswith(shown[:-1])  # the start, not the end
+    label.setFixedWidth(2000)
+    assert label.shown_text() == full

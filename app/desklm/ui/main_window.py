@@ -58,6 +58,22 @@ FRAME_ALLOWANCE = (16, 40)  # a window manager's borders and title bar, in pixel
 log = logging.getLogger("desklm.ui")
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that ends in "…" when it does not fit (a plain QLabel in the status
+    bar was cut off at its left edge: "emma 3 270m · gemma3 · …")."""
+
+    def shown_text(self) -> str:
+        return self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             max(0, self.contentsRect().width()))
+
+    def paintEvent(self, _event: Any) -> None:
+        from PySide6.QtGui import QPainter
+
+        p = QPainter(self)
+        p.setPen(self.palette().color(self.foregroundRole()))
+        p.drawText(self.contentsRect(), int(self.alignment()), self.shown_text())
+
+
 def first_geometry(avail: QRect) -> QRect:
     """The window's first size and place: 1280x800, or less where the screen is smaller,
     centred, with room left for a window manager's frame. It never starts larger than the
@@ -170,7 +186,7 @@ class MainWindow(QMainWindow):
         # --- status bar ---
         self.status = QLabel("Starting…")
         self.status.setObjectName("status")
-        self.model_label = QLabel("no model")
+        self.model_label = ElidedLabel("no model")
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setMaximumWidth(180)
