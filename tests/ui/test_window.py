@@ -354,3 +354,4 @@ def test_the_model_line_in_the_status_bar_ends_in_an_ellipsis_when_narrow(window
     assert shown.endswith("…") and full.startswith(shown[:-1])  # the start, not the end
     label.setFixedWidth(2000)
     assert label.shown_text() == full
+    assert label.toolTip().startswith(full)  # the whole line, however narrow

@@ -743,6 +743,8 @@ class MainWindow(QMainWindow):
             self.chat.add_notice(
                 f"{info.format_note}. It is here to try DeskLM; for a real assistant get an "
                 "instruct model: the welcome's Download button, or File > Models.")
+        # the whole line and the file, however narrow the window makes the label
+        self.model_label.setToolTip(f"{self.model_label.text()}\n{info.path}")
         self.modelLoaded.emit(info)
 
     def _on_unloaded(self) -> None:
