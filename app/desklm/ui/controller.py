@@ -288,13 +288,19 @@ class ChatController(QObject):
     # --- requests --------------------------------------------------------------------------
     def load(self, path: str) -> None:
         """Load ``path`` ("" = the embedded model); a running reply is stopped first."""
+        self._start_loading(lambda: self.load(path), lambda job: self._job_load(job, path))
+
+    def _start_loading(self, again: Any, body: Any) -> None:
+        """Run ``body(job)`` as the LOADING job (a model loads, or a server is connected): a
+        running reply is stopped first, and while anything else runs, ``again()`` is asked
+        for again once the window is at rest."""
         if self.state is State.CLOSING:
             return
         self.queue_stop()
         if self.busy and self.state is not State.STARTING:
-            self.queue_job(lambda: self.load(path))
+            self.queue_job(again)
             return
-        self._run(State.LOADING, lambda job: self._job_load(job, path), "load")
+        self._run(State.LOADING, body, "load")
 
     def _job_load(self, job: Job[Any], path: str) -> None:
         self.loadStarted.emit(path)
@@ -353,9 +359,7 @@ class ChatController(QObject):
     def connect_saved(self, conn: Any) -> None:
         """Connect to a saved server (its key from the keyring or its variable, read on the
         inference thread)."""
-        from desklm.ui.connect_dialog import ChosenConnection
-
-        def body(job: Job[Any]) -> None:
+        def body(_job: Job[Any]) -> None:
             from desklm.engine import api_key_for
 
             try:
@@ -363,34 +367,23 @@ class ChatController(QObject):
             except DeskLMError as e:
                 self.message.emit("error", f"Could not connect: {e}")
                 return
-            self._job_connect(ChosenConnection(conn, key, [], []))
+            self._job_connect(conn, key, [])
 
-        if self.state is State.CLOSING:
-            return
-        self.queue_stop()
-        if self.busy and self.state is not State.STARTING:
-            self.queue_job(lambda: self.connect_saved(conn))
-            return
-        self._run(State.LOADING, body, "load")
+        self._start_loading(lambda: self.connect_saved(conn), body)
 
     def connect_remote(self, chosen: Any) -> None:
         """Chat with a model on a server (File > Connect to server): the chat is kept."""
-        if self.state is State.CLOSING:
-            return
-        self.queue_stop()
-        if self.busy and self.state is not State.STARTING:
-            self.queue_job(lambda: self.connect_remote(chosen))
-            return
-        self._run(State.LOADING, lambda job: self._job_connect(chosen), "load")
+        self._start_loading(
+            lambda: self.connect_remote(chosen),
+            lambda _job: self._job_connect(chosen.connection, chosen.api_key, chosen.notes))
 
-    def _job_connect(self, chosen: Any) -> None:
+    def _job_connect(self, conn: Any, api_key: str | None, notes: list[str]) -> None:
         from desklm.engine import RemoteBackend
 
-        conn = chosen.connection
         self.loadStarted.emit(conn.url)
         backend = RemoteBackend()
         try:
-            backend.connect(conn.url, chosen.api_key, conn.model, self.session.settings)
+            backend.connect(conn.url, api_key, conn.model, self.session.settings)
             old = self.session.engine
             self.session.use_backend(backend, Path(backend.model))
             if old is not self.engine:
@@ -399,9 +392,9 @@ class ChatController(QObject):
             self.message.emit("error", f"Could not connect: {e}")
             self.loadEnded.emit("failed")
             return
-        for note in chosen.notes:
+        for note in notes:
             self.message.emit("notice", note)
-        self._watchServer.emit(conn.url, chosen.api_key or "")
+        self._watchServer.emit(conn.url, api_key or "")
         self._loaded(backend.load_info)
         self.loadEnded.emit("")
 
@@ -484,10 +477,7 @@ class ChatController(QObject):
     def edit_message(self, message_id: str, text: str) -> None:
         """Replace a sent message and answer it again: the chat branches there, the old
         branch kept as a version."""
-        def edit() -> None:
-            self.session.edit_and_resend(message_id, text)
-
-        self._message_job(edit)
+        self._message_job(lambda: self.session.edit_and_resend(message_id, text))
 
     def list_presets(self) -> None:
         """Read the saved presets (a file: on the inference thread) for the Presets row."""
