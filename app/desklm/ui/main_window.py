@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QIcon,
+    QKeySequence,
+    QPainter,
+)
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -67,8 +75,6 @@ class ElidedLabel(QLabel):
                                              max(0, self.contentsRect().width()))
 
     def paintEvent(self, _event: Any) -> None:
-        from PySide6.QtGui import QPainter
-
         p = QPainter(self)
         p.setPen(self.palette().color(self.foregroundRole()))
         p.drawText(self.contentsRect(), int(self.alignment()), self.shown_text())
@@ -156,7 +162,6 @@ class MainWindow(QMainWindow):
         cl.addWidget(self.queue_label)
         # the files that go with the next message, as chips over the box (× removes one)
         self.attachments = AttachmentBar()
-        self.attachments.removed.connect(self._attachment_removed)
         cl.addWidget(self.attachments)
         cl.addLayout(row)
         self.setCentralWidget(central)
@@ -254,6 +259,7 @@ class MainWindow(QMainWindow):
         self.chats.deleteRequested.connect(c.delete_conversation)
         self.chats.renameRequested.connect(c.rename_conversation)
         self.chat.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
+        self.attachments.removed.connect(c.remove_attachment)
         self.chat.regenerateRequested.connect(c.regenerate)
         self.chat.versionRequested.connect(c.select_version)
         self.chat.deleteRequested.connect(c.delete_message)
@@ -447,9 +453,6 @@ class MainWindow(QMainWindow):
         """Read and measure ``path`` on the inference thread; a chip shows it (or a notice
         says why it cannot go)."""
         self.submit(f"/attach {path}")
-
-    def _attachment_removed(self, name: str) -> None:
-        self.controller.remove_attachment(name)
 
     def _show_attachments(self, pending: list[dict[str, Any]]) -> None:
         from types import SimpleNamespace

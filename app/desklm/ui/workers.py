@@ -28,6 +28,7 @@ class SamplerWorker(QObject):
         super().__init__()
         self.interval_ms = interval_ms
         self.server: tuple[str, str] = ("", "")  # (URL, API key) of a server to watch
+        self._server_ticks = 0
         self.sampler: ResourceSampler | None = None
         self.timer: QTimer | None = None
         self.cpu_seconds = 0.0  # CPU time spent sampling, for the benchmark
@@ -51,7 +52,8 @@ class SamplerWorker(QObject):
         self.samples += 1
         self.sampled.emit(snap)
         url, key = self.server
-        if url and self.samples % self.SERVER_EVERY == 1:
+        self._server_ticks += 1
+        if url and self._server_ticks % self.SERVER_EVERY == 1:
             from desklm.engine import server_metrics
 
             # one GET with a short timeout, on this thread: never the UI's or the model's
@@ -61,8 +63,7 @@ class SamplerWorker(QObject):
     def watch_server(self, url: str, key: str) -> None:
         """Read this server's /metrics from now on ("" stops)."""
         self.server = (url, key)
-        if url:
-            self.samples = 0  # the first reading comes with the next tick
+        self._server_ticks = 0  # the first reading comes with the next tick
 
     @Slot()
     def stop(self) -> None:
