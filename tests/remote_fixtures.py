@@ -4,6 +4,7 @@
 on 127.0.0.1 with the embedded model, started once per test session. ``status_server``: a tiny
 real HTTP server on 127.0.0.1 that answers with a chosen status (429, 5xx) or never answers (a
 stuck server), for the failures llama_cpp.server cannot be made to produce.
+``metrics_server``: a /metrics endpoint serving exposition text (llama_cpp.server has none).
 """
 
 from __future__ import annotations
@@ -30,6 +31,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def metrics_server(body: bytes) -> Iterator[tuple[str, list[str | None]]]:
+    """A real /metrics endpoint on 127.0.0.1 serving ``body`` (Prometheus exposition text, as
+    vLLM or llama-server publish it): yields the server's ``/v1`` URL and the Authorization
+    headers it received."""
+    seen: list[str | None] = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            ok = self.path == "/metrics"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            if ok:
+                self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1", seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @dataclass

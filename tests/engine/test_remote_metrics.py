@@ -3,13 +3,11 @@ prometheus_client's parser; and a real /metrics endpoint on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 from desklm.engine.backends.metrics import parse_metrics, server_metrics
 from desklm.engine.monitor import NA
-from tests.remote_fixtures import free_port
+from tests.remote_fixtures import free_port, metrics_server
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -54,31 +52,9 @@ def test_nothing_or_garbage_is_all_na() -> None:
 
 
 def test_server_metrics_over_http() -> None:
-    body = (DATA / "metrics_llamacpp.txt").read_bytes()
-    seen: list[str | None] = []
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            ok = self.path == "/metrics"
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            if ok:
-                self.wfile.write(body)
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    with metrics_server((DATA / "metrics_llamacpp.txt").read_bytes()) as (url, seen):
         r = server_metrics(url, "k")
         assert r["kv_cache"].value == 0.25 and seen == ["Bearer k"]
-    finally:
-        srv.shutdown()
-        srv.server_close()
     # a server that is gone: all n/a, no exception, quickly
     r = server_metrics(f"http://127.0.0.1:{free_port()}")
     assert all(v.value is NA for v in r.values())

@@ -4,33 +4,14 @@ since this machine has no GPU cluster)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 from desklm.engine.connections import Connection
 from desklm.ui.connect_dialog import ChosenConnection
+from tests.remote_fixtures import metrics_server
 from tests.ui.conftest import LOAD_TIMEOUT_MS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def serve_metrics(body: bytes) -> http.server.ThreadingHTTPServer:
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            ok = self.path == "/metrics"
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            if ok:
-                self.wfile.write(body)
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
 
 
 def test_a_server_model_shows_the_server_s_gauges(window, qtbot, llama_server, model_path):
@@ -48,14 +29,10 @@ def test_a_server_model_shows_the_server_s_gauges(window, qtbot, llama_server, m
         pass
     assert g.server.value_text == "n/a" and "no /metrics" in g.server.sub
     # a server that does (vLLM's exposition text): its KV cache and queue on the card
-    srv = serve_metrics((DATA / "metrics_vllm.txt").read_bytes())
-    try:
-        window.controller._watchServer.emit(f"http://127.0.0.1:{srv.server_address[1]}/v1", "")
+    with metrics_server((DATA / "metrics_vllm.txt").read_bytes()) as (url, _seen):
+        window.controller._watchServer.emit(url, "")
         qtbot.waitUntil(lambda: g.server.detail == "server KV cache", timeout=10_000)
         assert g.server.value_text.endswith("%") and "running" in g.server.sub
-    finally:
-        srv.shutdown()
-        srv.server_close()
     # back to a local model: this machine's gauges again
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         window.load_model(str(model_path))
