@@ -1,0 +1,1 @@
+"""The chat: the session, its conversation and the tools it may call (MCP servers)."""

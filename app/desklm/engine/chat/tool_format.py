@@ -1,0 +1,174 @@
+"""How the chat's turn loop shows tools to the model and reads its calls back.
+
+The small interface :meth:`ChatSession.send` uses when tools are on:
+
+* :func:`system_text` — the tools, described for the system prompt;
+* :func:`parse_call` — a call in a reply (or None: the reply is an answer);
+* :func:`may_be_call` — whether a reply that has only begun may still turn into a call (the
+  window holds such text back instead of streaming a call's JSON to the user);
+* :func:`grammar` — a llama.cpp grammar that forces a call (any tool, or a named one), from
+  the tools' JSON schemas: even a base model then writes a valid call;
+* :func:`step_messages` — a finished call and its result as messages for the next prompt.
+
+The form is llama.cpp's generic one (``common/chat.cpp``): the reply is a JSON object
+``{"tool_call": {"name": ..., "arguments": {...}}}``; it works on every chat format, the
+plain dialogue of base models included. Tool results come back as message text (data, never
+control tokens), labelled as a tool's result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from desklm.engine.chat.tools import ToolInfo, ToolStep
+from desklm.engine.chat_format import Msg
+from desklm.errors import DeskLMError
+
+MAX_DESCRIPTION = 1000  # characters of a tool's description shown to the model
+_OPEN = '{"tool_call"'
+
+
+def system_text(tools: list[ToolInfo]) -> str:
+    """The tools and how to call them, to follow the system prompt."""
+    lines = ["You can call tools. To call one, answer with only this JSON and nothing else: "
+             '{"tool_call": {"name": "<tool name>", "arguments": {<arguments>}}}. '
+             "You then get the tool's result and answer the user with it. Answer normally "
+             "when no tool is needed.", "Tools:"]
+    for t in tools:
+        desc = " ".join(t.description.split())[:MAX_DESCRIPTION]
+        lines.append(f"- {t.model_name}: {desc or '(no description)'} Arguments (JSON "
+                     f"schema): {json.dumps(_clean_schema(t.schema), ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def _first_object(text: str) -> tuple[Any, int] | None:
+    """The JSON value starting at the first ``{`` of ``text``, and where it ends."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return None
+    return value, end
+
+
+def parse_call(text: str, tools: list[ToolInfo]) -> tuple[str, dict[str, Any]] | None:
+    """(tool name, arguments) when the reply is a call to one of ``tools``, else None.
+
+    Accepts ``{"tool_call": {"name", "arguments"}}`` and the bare ``{"name", "arguments"}``,
+    alone in the reply or in a ```json fence. Arguments given as a JSON string are decoded."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    if not body.startswith("{"):
+        return None
+    found = _first_object(body)
+    if found is None:
+        return None
+    value, end = found
+    if body[end:].strip().strip("`").strip():
+        return None  # more text after the JSON: an answer that quotes JSON, not a call
+    call = value.get("tool_call", value) if isinstance(value, dict) else None
+    if not isinstance(call, dict):
+        return None
+    name = call.get("name")
+    args = call.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    names = {t.model_name for t in tools}
+    if not isinstance(name, str) or name not in names or not isinstance(args, dict):
+        return None
+    return name, args
+
+
+def may_be_call(prefix: str) -> bool:
+    """Whether a reply beginning with ``prefix`` may still be a call (then it is held back)."""
+    p = prefix.lstrip()
+    if not p:
+        return True
+    if p.startswith("```"):
+        p = p.strip("`").removeprefix("json").lstrip()
+        if not p:
+            return True
+    compact = p.replace(" ", "").replace("\n", "")
+    return compact.startswith(_OPEN) or _OPEN.startswith(compact) or compact.startswith(
+        '{"name"') or '{"name"'.startswith(compact)
+
+
+def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in schema.items() if k not in ("$schema", "title", "$id")}
+    out.setdefault("type", "object")
+    return out
+
+
+def grammar(tools: list[ToolInfo], name: str | None = None) -> Any:
+    """A ``llama_cpp.LlamaGrammar`` the reply must follow: a call to ``name`` (or to any of
+    ``tools``) with arguments valid for its schema."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    chosen = [t for t in tools if name in (None, "*", t.model_name)]
+    if not chosen:
+        raise DeskLMError(f"no tool named {name!r} is on" if name not in (None, "*")
+                          else "no tool is on: turn one on first")
+    options = []
+    for t in chosen:
+        args = _clean_schema(t.schema)
+        if args.get("type") == "object" and "additionalProperties" not in args:
+            args["additionalProperties"] = False
+        options.append({"type": "object",
+                        "properties": {"name": {"const": t.model_name}, "arguments": args},
+                        "required": ["name", "arguments"], "additionalProperties": False})
+    schema = {"type": "object", "properties": {"tool_call": options[0] if len(options) == 1
+                                               else {"oneOf": options}},
+              "required": ["tool_call"], "additionalProperties": False}
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as e:  # a schema the converter cannot take: any arguments object then
+        if all(t.schema == {"type": "object"} for t in chosen):
+            raise DeskLMError(f"no grammar for these tools ({e})") from None
+        loose = [ToolInfo(t.server, t.name, t.description, {"type": "object"}, t.on, t.always,
+                          t.call_name) for t in chosen]
+        return grammar(loose, name)
+
+
+def call_text(name: str, arguments: dict[str, Any]) -> str:
+    """A call as the model writes it (for earlier turns in the prompt)."""
+    return json.dumps({"tool_call": {"name": name, "arguments": arguments}}, ensure_ascii=False)
+
+
+def step_messages(step: ToolStep) -> list[Msg]:
+    """A call and its result as messages: the model's call, then the result it read."""
+    return [{"role": "assistant", "content": call_text(step.name, step.arguments)},
+            {"role": "user", "content": f"[result of the tool {step.name}]\n"
+                                        + step.model_text()}]
+
+
+class HeldStream:
+    """Streams a reply's text on, except while it may still be a tool call: that text is held
+    (a call is shown as a call, not as JSON typed into the reply). :meth:`flush` sends what
+    was held once the reply turned out to be an answer."""
+
+    def __init__(self, on_text: Any) -> None:
+        self.on_text = on_text
+        self.text = ""
+        self.passing = False
+
+    def feed(self, piece: str) -> None:
+        self.text += piece
+        if self.on_text is None:
+            return
+        if self.passing:
+            self.on_text(piece)
+        elif not may_be_call(self.text):
+            self.passing = True
+            self.on_text(self.text)
+
+    def flush(self) -> None:
+        if self.on_text is not None and not self.passing and self.text:
+            self.passing = True
+            self.on_text(self.text)
