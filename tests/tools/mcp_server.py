@@ -54,13 +54,21 @@ def slow(seconds: float) -> str:
 
 
 @server.tool()
+def touch(path: str) -> str:
+    """Create an empty file (the tests see whether a call was made)."""
+    with open(path, "a", encoding="utf-8"):
+        pass
+    return f"created {path}"
+
+
+@server.tool()
 def fail() -> str:
     """Always fails."""
     raise ValueError("this tool always fails")
 
 
-def _with_key(app, key: str):  # noqa: ANN001, ANN202 - an ASGI wrapper
-    async def checked(scope, receive, send):  # noqa: ANN001, ANN202
+def _with_key(app, key: str):
+    async def checked(scope, receive, send):
         if scope["type"] == "http":
             auth = dict(scope["headers"]).get(b"authorization", b"").decode()
             if auth != f"Bearer {key}":

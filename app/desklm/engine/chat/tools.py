@@ -595,6 +595,7 @@ class _Live:
         self.task: asyncio.Task[None] | None = None
         self.errlog: TextIO | None = None
         self.stopping = False
+        self.http_status = 0  # the last HTTP error status an HTTP server answered
 
     def stderr_tail(self) -> str:
         """The last line the server wrote to stderr (its own reason, often)."""
@@ -822,15 +823,20 @@ class ToolHub:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
+            async def seen(response: Any) -> None:  # the SDK reports a refusal without it
+                if response.status_code >= 400:
+                    live.http_status = int(response.status_code)
+
             http = httpx2.AsyncClient(headers=request_headers(cfg),
-                                      timeout=httpx2.Timeout(30.0, read=300.0))
+                                      timeout=httpx2.Timeout(30.0, read=300.0),
+                                      event_hooks={"response": [seen]})
             stack.push_async_callback(http.aclose)
             return streamable_http_client(cfg.url, http_client=http,
                                           max_sse_event_size=MAX_SSE_EVENT)
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
+        # closed by _run once it has read the server's last words
         live.errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
-        stack.callback(live.errlog.close)
         params = StdioServerParameters(command=cfg.command, args=list(cfg.args),
                                        env=dict(cfg.env) or None, cwd=cfg.cwd or None,
                                        encoding_error_handler="replace")
@@ -882,6 +888,9 @@ class ToolHub:
             if not ready.done():
                 ready.set_exception(DeskLMError(live.reason or "stopped"))
             live.dead.set()
+            if live.errlog is not None:
+                with contextlib.suppress(OSError):
+                    live.errlog.close()
             self._changed(name)
 
     @staticmethod
@@ -899,9 +908,13 @@ class ToolHub:
             return f"cannot run {live.cfg.command!r}: {e.strerror or e}"
         text = " ".join(str(e).split()) or type(e).__name__
         if live.cfg.url:
-            status = getattr(getattr(e, "response", None), "status_code", None)
+            status = getattr(getattr(e, "response", None), "status_code", None) \
+                or live.http_status
             if status in (401, 403):
-                return f"the server refused the key (HTTP {status})"
+                return (f"the server refused the key (HTTP {status})" if key_for(live.cfg)
+                        else f"the server wants a key (HTTP {status}): add it to the server")
+            if status:
+                return f"the server answered HTTP {status}: {text[:200]}"
             if "connect" in type(e).__name__.lower() or "connect" in text.lower():
                 return f"cannot connect to {live.cfg.url}: {text[:200]}"
         closed = "closed" in text.lower()
@@ -1028,6 +1041,8 @@ class ToolHub:
                                    time.monotonic() - t0)
         text, note = cut_text(result_text(result))
         status = "error" if getattr(result, "is_error", False) else "ok"
+        if status == "error":
+            note = "; ".join(x for x in ("the tool reported an error", note) if x)
         return CallOutcome(status, text, note, time.monotonic() - t0)
 
     async def _call(self, live: _Live, name: str, arguments: dict[str, Any],
