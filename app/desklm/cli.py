@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "last word also matches as a prefix)")
     hq.add_argument("--json", action="store_true", help="print JSON")
     hq.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results")
+    from desklm.cli_tools import add_parser as add_tools_parser
+
+    add_tools_parser(sub)
     return p
 
 
@@ -180,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _flushed(cmd_chat(args))
         if args.command == "history":
             return _flushed(cmd_history(args))
+        if args.command == "tools":
+            from desklm.cli_tools import cmd_tools
+
+            return _flushed(cmd_tools(args))
         if args.command == "models":
             return _flushed(cmd_models(args))
         if args.command == "bench":
@@ -264,6 +271,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
         target.settings.limits = dict(remote.settings.limits)
     else:
         target = ChatSession(resolve_model(args.model), settings, store=store)
+    from desklm.engine.chat.tools import ToolHub
+
+    target.tools = ToolHub()  # MCP servers of mcp.json; none run until a tool of theirs is on
+    for problem in target.tools.problems:
+        print(f"desklm: note: tools: {problem}", file=sys.stderr)
     runner = Runner(interrupt=target.stop)  # the one inference thread, as in the window
     if remote is None:
         target.engine.cancel_hook = lambda: (j := runner.current) is not None and j.cancelled
@@ -307,6 +319,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         rc = 0
     finally:  # whatever ends the loop, the conversation so far (and its KV cache) is saved
         saved = store is not None and session.close()
+        target.tools.close()
     if session.save_error:
         _err(session.save_error)
     if saved and tty and not state["quit"]:
@@ -459,6 +472,16 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
         out.flush()
 
     lines = read_lines(inp)
+    if getattr(session, "tools", None) is not None:  # asks here before every tool call
+        from desklm.cli_tools import terminal_consent, tool_event_printer
+
+        def write(text: str) -> None:
+            out.write(text)
+            out.flush()
+
+        session.consent = terminal_consent(lines, write, as_json)
+        if not as_json:
+            session.on_tool = tool_event_printer(write)
     while not state.get("quit") and not getattr(out, "broken", False):
         if interactive:
             out.write("> ")
@@ -511,6 +534,8 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                     state["busy"] = False
             if session.save_error:
                 _err(session.save_error)
+            for note in getattr(result, "notes", None) or []:
+                print(f"desklm: note: {note}", file=sys.stderr, flush=True)
             if as_json:
                 emit({**result.to_dict(), "conversation_id": session.conv_id})
             else:

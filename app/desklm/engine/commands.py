@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                  "what is attached without PATH)"),
     "preset": ("/preset [NAME | save NAME | delete NAME]",
                "list presets, load one, save the current settings as one, or delete one"),
+    "tools": ("/tools [on|off TOOL | start SERVER | force TOOL|any|off]",
+              "MCP tools: list them, turn one on or off, restart a server, force a call"),
 }
 
 

@@ -118,12 +118,11 @@ class Conversation:
         if system.strip():
             out.append({"role": "system", "content": system})
         for m in messages:
-            if m.tool_calls:  # the calls the reply made, each with its result, then its text
-                from desklm.engine.chat.tool_format import step_messages
+            if m.tool_calls:  # the calls the reply made and their results, before its text
+                from desklm.engine.chat.tool_format import with_results
                 from desklm.engine.chat.tools import ToolStep
 
-                for c in m.tool_calls:
-                    out.extend(step_messages(ToolStep.from_dict(c)))
+                out = with_results(out, [ToolStep.from_dict(c) for c in m.tool_calls])
             out.append({"role": m.role, "content": m.content})
         return out
 

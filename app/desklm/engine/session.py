@@ -210,7 +210,9 @@ class ChatSession:
             raise DeskLMError("no model is loaded")
         eng.begin_turn()  # a Stop from here on (planning included) ends this turn
         tools, notes = self._turn_tools()
-        self.conversation.tools_text = self._tools_text(tools)
+        # a forced call needs no description: the grammar holds the schemas, and the model
+        # then answers without being told to write calls
+        self.conversation.tools_text = "" if self.force_tool else self._tools_text(tools)
         try:
             plan = self.conversation.plan(
                 text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"]),
@@ -312,8 +314,10 @@ class ChatSession:
                                             reasoning_open=reasoning_opened(text),
                                             clear_stop=False)
             total += stats.completion_tokens
-            call = tf.parse_call(reply, tools) \
-                if stats.finish_reason != FinishReason.CANCELLED else None
+            # after a forced call the model answers: what it writes then is the answer, even
+            # when it looks like another call (a base model copies the call it just saw)
+            call = tf.parse_call(reply, tools) if stats.finish_reason != \
+                FinishReason.CANCELLED and not (forced and steps) else None
             if call is None:
                 held.flush()
                 break
@@ -345,7 +349,7 @@ class ChatSession:
     def _tool_prompt(self, steps: list[ToolStep]) -> tuple[list[int], str]:
         """The prompt after the calls so far; the last result is cut to fit the context
         (its note says so). ([], "") when even an empty result would not fit."""
-        from desklm.engine.chat.tool_format import step_messages
+        from desklm.engine.chat.tool_format import with_results
         from desklm.engine.conversation import reply_reserve
 
         eng, conv = self.engine, self.conversation
@@ -355,7 +359,7 @@ class ChatSession:
         last = steps[-1]
         note = last.note
         for _ in range(6):
-            msgs = base + [m for s in steps for m in step_messages(s)]
+            msgs = with_results(base, steps)
             parts = eng.template.render_parts(msgs)
             tokens = eng.tokenize(parts)
             over = len(tokens) - budget
@@ -605,6 +609,10 @@ class ChatSession:
                     on_text: Callable[[str], None] | None = None) -> CommandResult:
         """Run a slash command; ``on_text`` streams the reply of /regen and /edit."""
         cmd = commands.parse(text)
+        if cmd.name == "tools":
+            from desklm.engine.chat.tool_commands import run_tools_command
+
+            return run_tools_command(self, cmd.arg)
         if cmd.name in ("regen", "alt", "edit", "preset", "attach"):
             from desklm.engine.chat_commands import run_chat_command
 

@@ -8,12 +8,13 @@ The small interface :meth:`ChatSession.send` uses when tools are on:
   window holds such text back instead of streaming a call's JSON to the user);
 * :func:`grammar` — a llama.cpp grammar that forces a call (any tool, or a named one), from
   the tools' JSON schemas: even a base model then writes a valid call;
-* :func:`step_messages` — a finished call and its result as messages for the next prompt.
+* :func:`with_results` — the turn's calls and their results, added to the user's message
+  for the next prompt.
 
 The form is llama.cpp's generic one (``common/chat.cpp``): the reply is a JSON object
 ``{"tool_call": {"name": ..., "arguments": {...}}}``; it works on every chat format, the
 plain dialogue of base models included. Tool results come back as message text (data, never
-control tokens), labelled as a tool's result.
+control tokens) after the user's message, each labelled with its call.
 """
 
 from __future__ import annotations
@@ -137,15 +138,28 @@ def grammar(tools: list[ToolInfo], name: str | None = None) -> Any:
 
 
 def call_text(name: str, arguments: dict[str, Any]) -> str:
-    """A call as the model writes it (for earlier turns in the prompt)."""
+    """A call as the model writes it."""
     return json.dumps({"tool_call": {"name": name, "arguments": arguments}}, ensure_ascii=False)
 
 
-def step_messages(step: ToolStep) -> list[Msg]:
-    """A call and its result as messages: the model's call, then the result it read."""
-    return [{"role": "assistant", "content": call_text(step.name, step.arguments)},
-            {"role": "user", "content": f"[result of the tool {step.name}]\n"
-                                        + step.model_text()}]
+def results_text(steps: list[ToolStep]) -> str:
+    """The calls of a turn and their results, as text the model reads after the question."""
+    return "\n\n".join(
+        f"[the tool {s.name} was called with {json.dumps(s.arguments, ensure_ascii=False)}; "
+        f"its result:]\n{s.model_text()}" for s in steps)
+
+
+def with_results(msgs: list[Msg], steps: list[ToolStep]) -> list[Msg]:
+    """``msgs`` (ending with the user's message) with the turn's calls and results after that
+    message's text, so user and assistant turns still alternate for every template, and a
+    model that has just seen its call as JSON does not copy it as its answer."""
+    if not steps:
+        return msgs
+    text = results_text(steps)
+    if msgs and msgs[-1]["role"] == "user":
+        last = msgs[-1]
+        return [*msgs[:-1], {"role": "user", "content": f"{last['content']}\n\n{text}"}]
+    return [*msgs, {"role": "user", "content": text}]
 
 
 class HeldStream:
