@@ -48,7 +48,6 @@ from desklm.engine import (
     TurnResult,
     title_from,
 )
-from desklm.server import ApiServer
 from desklm.ui import theme
 from desklm.ui.attachment_chip import AttachmentBar
 from desklm.ui.chat_view import ChatInput, ChatView
@@ -211,9 +210,7 @@ class MainWindow(QMainWindow):
 
         self.controller = ChatController(settings, store)
         # the API server (off until the user turns it on) shares the one inference runner
-        self._api_settings = settings.copy()  # a snapshot the server thread may read
-        self.api_server = ApiServer(self.controller.runner, self._api_engine,
-                                    lambda: self._api_settings)
+        self.api_server = self.controller.api_server  # off until the user turns it on
         self.server_panel = ServerPanel(self.api_server)
         self.server_dock = self._dock("API server", self.server_panel,
                                       Qt.DockWidgetArea.RightDockWidgetArea)
@@ -289,7 +286,6 @@ class MainWindow(QMainWindow):
         c.turnFailed.connect(self._on_turn_failed)
         c.commandDone.connect(self._on_command_done)
         c.settingChanged.connect(self._on_setting_changed)
-        c.settingChanged.connect(self._api_setting)
         c.settingsLoaded.connect(self._on_settings_loaded)
         c.tuneProgress.connect(self._on_tune_progress)
         c.tuned.connect(self._on_tuned)
@@ -422,17 +418,6 @@ class MainWindow(QMainWindow):
         text = getattr(state, "text", str(state))
         self.server_state.setText("" if text == "off" else f"API: {text}")
         self.serve_action.setChecked(text != "off")
-
-    def _api_engine(self) -> Any:
-        """The model the API serves: the local one, once loaded (called on the server's
-        thread; reads only values the UI thread set)."""
-        c = self.controller
-        return c.engine if self.load_info is not None and not self._remote else None
-
-    def _api_setting(self, name: str, value: Any) -> None:
-        new = self._api_settings.copy()
-        new.set(name, value)
-        self._api_settings = new  # replaced whole: the server thread never sees a half update
 
     def show_connect(self) -> Any:
         from desklm.ui.dialogs.connect_dialog import ConnectDialog

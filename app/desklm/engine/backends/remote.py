@@ -44,8 +44,8 @@ from typing import Any
 import httpx
 import openai
 
-from desklm.engine.chat_format import ChatTemplate, Msg, Part
-from desklm.engine.llm import LoadInfo, TurnStats
+from desklm.engine.backends.base import LoadInfo, TurnStats
+from desklm.engine.prompt.chat_format import ChatTemplate, Msg, Part
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 
@@ -264,6 +264,7 @@ class RemoteBackend:
         self.load_info: LoadInfo | None = None
         self.settings: Settings | None = None
         self.live_tokens = 0
+        self.kv_snapshots = False  # the server keeps its own cache
         self._context_used = 0
         self._key: str | None = None
         self._client: openai.OpenAI | None = None

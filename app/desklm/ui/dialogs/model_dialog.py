@@ -31,7 +31,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import fmt_bytes, fmt_transfer, hub
+from desklm.engine import (
+    RemoteFile,
+    check_hub_reachable,
+    download_model,
+    fmt_bytes,
+    fmt_transfer,
+    list_gguf_files,
+    remote_header,
+)
 from desklm.errors import DeskLMError
 from desklm.ui import theme
 
@@ -66,10 +74,10 @@ class HubWorker(QObject):
 
         self.cancel.clear()
         try:
-            hub.check_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
+            check_hub_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
             if self.cancel.is_set():
                 return
-            files = hub.list_gguf_files(repo)
+            files = list_gguf_files(repo)
         except DeskLMError as e:
             self.failed.emit(str(e))
             return
@@ -80,7 +88,7 @@ class HubWorker(QObject):
             if self.cancel.is_set():
                 return
             try:
-                info = hub.remote_header(f)
+                info = remote_header(f)
                 est = auto_fit(info, gpu_offload=self.gpu_offload, free=self.free,
                                max_ctx=8192)
                 summary = f"{est.verdict} at {est.n_ctx} tokens" + (
@@ -90,10 +98,10 @@ class HubWorker(QObject):
                 self.fitReady.emit(f.path, "unknown", str(e))
 
     @Slot(object)
-    def download(self, f: hub.RemoteFile) -> None:
+    def download(self, f: RemoteFile) -> None:
         self.cancel.clear()
         try:
-            path = hub.download(f, self._progress, self.cancel)
+            path = download_model(f, self._progress, self.cancel)
         except DeskLMError as e:
             self.failed.emit(str(e))
             return
@@ -122,7 +130,7 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Models")
         self.setObjectName("models_dialog")
         self.resize(760, 560)
-        self.files: list[hub.RemoteFile] = []
+        self.files: list[RemoteFile] = []
         self.load_box: QMessageBox | None = None
         self.last_error = ""
         self.listing = False
@@ -281,7 +289,7 @@ class ModelDialog(QDialog):
         self.last_error = ""
         self.requestList.emit(repo)
 
-    def _on_files(self, files: list[hub.RemoteFile]) -> None:
+    def _on_files(self, files: list[RemoteFile]) -> None:
         if not self.listing:
             return  # cancelled meanwhile
         self.listing = False
@@ -312,7 +320,7 @@ class ModelDialog(QDialog):
                     item.setForeground(QColor(colors[verdict]))
                 self.table.setItem(r, 2, item)
 
-    def selected_file(self) -> hub.RemoteFile | None:
+    def selected_file(self) -> RemoteFile | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
         return self.files[rows[0].row()] if rows else None
 
