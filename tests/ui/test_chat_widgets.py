@@ -9,7 +9,7 @@ from desklm.engine.attachments import read_attachment
 from desklm.engine.search import SearchHit, SearchIndex, make_chats
 from desklm.engine.store import ConversationStore
 from desklm.ui.attachment_chip import AttachmentBar, AttachmentChip
-from desklm.ui.search_panel import SearchPanel, rich_snippet
+from desklm.ui.panels.search_panel import SearchPanel, rich_snippet
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QSpinBox
 
 from desklm.engine.settings import SCHEMA, Settings
-from desklm.ui.settings_panel import SettingsPanel, SliderRow, scrollable
+from desklm.ui.panels.settings_panel import SettingsPanel, SliderRow, scrollable
 
 EDITOR_TYPES = {"pow2": SliderRow, "slider": SliderRow, "steps": SliderRow, "spin": QSpinBox,
                 "check": QCheckBox, "choice": QComboBox, "text": QPlainTextEdit}

@@ -95,6 +95,7 @@ def test_gauges_say_no_gpu_plainly_and_warn_on_gpu_layers(window, qtbot):
     readings = window.gauges.readings()
     assert readings["vram"].startswith("No NVIDIA GPU") and "running on CPU" in readings["vram"]
     assert readings["gpu"].startswith("No NVIDIA GPU")
+    assert "server" not in readings  # the Server card is for a model on a server
     assert "n/a" not in readings["ram"] and readings["ram"].endswith("GB")
     assert window.gauges.cpu.value_text.endswith("%")
     panel = window.settings_panel

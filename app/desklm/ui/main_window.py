@@ -53,11 +53,11 @@ from desklm.ui import theme
 from desklm.ui.attachment_chip import AttachmentBar
 from desklm.ui.chat_view import ChatInput, ChatView
 from desklm.ui.controller import STOPPABLE, ChatController, State
-from desklm.ui.conversations import ConversationList
-from desklm.ui.gauges import GaugePanel
-from desklm.ui.search_panel import SearchPanel
-from desklm.ui.server_panel import ServerPanel
-from desklm.ui.settings_panel import SettingsPanel
+from desklm.ui.panels.conversations import ConversationList
+from desklm.ui.panels.gauges import GaugePanel
+from desklm.ui.panels.search_panel import SearchPanel
+from desklm.ui.panels.server_panel import ServerPanel
+from desklm.ui.panels.settings_panel import SettingsPanel
 from desklm.ui.welcome import WelcomeWidget
 
 DEFAULT_SIZE = (1280, 800)
@@ -435,7 +435,7 @@ class MainWindow(QMainWindow):
         self._api_settings = new  # replaced whole: the server thread never sees a half update
 
     def show_connect(self) -> Any:
-        from desklm.ui.connect_dialog import ConnectDialog
+        from desklm.ui.dialogs.connect_dialog import ConnectDialog
 
         dlg = ConnectDialog(self, config=self.config)
         dlg.connectionChosen.connect(self.controller.connect_remote)
@@ -636,7 +636,7 @@ class MainWindow(QMainWindow):
 
     def show_models(self) -> Any:
         """The Models dialog (non-modal): local models and Hugging Face downloads."""
-        from desklm.ui.model_dialog import ModelDialog
+        from desklm.ui.dialogs.model_dialog import ModelDialog
 
         if self.models_dialog is not None:
             self.models_dialog.shutdown()
@@ -678,7 +678,7 @@ class MainWindow(QMainWindow):
             e.acceptProposedAction()
 
     def _about(self) -> Any:
-        from desklm.ui.about import AboutDialog
+        from desklm.ui.dialogs.about import AboutDialog
 
         dlg = AboutDialog(self.load_info, self)
         dlg.open()

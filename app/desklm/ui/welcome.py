@@ -4,7 +4,7 @@ assistant sized to this machine.
 The recommendation comes from :func:`desklm.engine.curated.recommend` (free RAM / VRAM, CPU
 cores). "Download and use" lists the model's repo, downloads the file into the Hugging Face
 cache with progress and Cancel, checks its sha256 and emits ``useModel(path)``. Network work runs
-in a :class:`~desklm.ui.model_dialog.HubWorker` on its own thread; nothing is sent until the
+in a :class:`~desklm.ui.dialogs.model_dialog.HubWorker` on its own thread; nothing is sent until the
 button is pressed.
 """
 
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from desklm.engine import GB, CatalogModel, Recommendation, fmt_bytes, fmt_transfer, hub, recommend
 from desklm.errors import DeskLMError
 from desklm.ui import theme
-from desklm.ui.model_dialog import HubWorker
+from desklm.ui.dialogs.model_dialog import HubWorker
 
 OFFLINE_NOTE = ("Downloading needs an internet connection. Meanwhile the chat works on the "
                 "embedded model.")

@@ -248,6 +248,7 @@ class GaugePanel(QWidget):
                      sub="tokens in the KV cache / context length")
 
     def readings(self) -> dict[str, str]:
-        """What each card shows now (for the self-test summary and tests)."""
+        """What each card shows now (for the self-test summary and tests); the Server card
+        only while it is shown (a model on a server)."""
         return {k: " · ".join(x for x in (c.value_text, c.detail, c.sub) if x)
-                for k, c in self.cards().items()}
+                for k, c in self.cards().items() if k != "server" or self.remote}
