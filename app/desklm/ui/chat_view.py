@@ -224,11 +224,6 @@ class ChatView(QTextBrowser):
         self._scroll(bottom)
 
     # -- building blocks --
-    def _end_cursor(self) -> QTextCursor:
-        c = QTextCursor(self.document())
-        c.movePosition(QTextCursor.MoveOperation.End)
-        return c
-
     def _at_bottom(self) -> bool:
         sb = self.verticalScrollBar()
         return sb.value() >= sb.maximum() - 4
