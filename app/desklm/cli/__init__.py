@@ -20,24 +20,49 @@ from desklm.errors import DeskLMError
 log = logging.getLogger("desklm")
 
 
-
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from desklm.engine.settings import add_arguments
 
     g = p.add_argument_group("model and settings (a flag for every setting)")
-    g.add_argument("--model", metavar="PATH",
-                   help="GGUF file to load (default: the embedded model)")
+    g.add_argument(
+        "--model", metavar="PATH", help="GGUF file to load (default: the embedded model)"
+    )
     add_arguments(g)
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("a model on a server (vLLM, llama-server, Ollama, any "
-                             "OpenAI-compatible API)")
-    g.add_argument("--server", metavar="URL|NAME",
-                   help="chat with a model served at URL (e.g. http://127.0.0.1:8000/v1), or a "
-                   "saved connection's NAME; --model then names the served model")
-    g.add_argument("--api-key-env", metavar="VAR",
-                   help="read the server's API key from environment variable VAR")
+    g = p.add_argument_group(
+        "a model on a server (vLLM, llama-server, Ollama, any OpenAI-compatible API)"
+    )
+    g.add_argument(
+        "--server",
+        metavar="URL|NAME",
+        help="chat with a model served at URL (e.g. http://127.0.0.1:8000/v1), or a "
+        "saved connection's NAME; --model then names the served model",
+    )
+    g.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="read the server's API key from environment variable VAR",
+    )
+
+
+def _add_common_args(p: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """--data-dir and --debug, before or after the command (``desklm chat --data-dir X`` and
+    ``desklm --data-dir X chat`` mean the same; after the command it wins)."""
+    default = argparse.SUPPRESS if sub else None
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="keep conversations, settings and logs under DIR (also DESKLM_DATA_DIR)",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=default or False,
+        help="log debug detail to the log file",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,91 +72,154 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command, opens the window.",
     )
     p.add_argument("--version", action="version", version=f"desklm {__version__}")
-    p.add_argument("--data-dir", metavar="DIR",
-                   help="keep conversations, settings and logs under DIR (also DESKLM_DATA_DIR)")
-    p.add_argument("--debug", action="store_true", help="log debug detail to the log file")
-    p.add_argument("--self-test", action="store_true",
-                   help="open the window, chat once on the model, /reset, print a JSON summary")
+    _add_common_args(p)
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the window, chat once on the model, /reset, print a JSON summary",
+    )
     p.add_argument("--probe-model", metavar="PATH", help=argparse.SUPPRESS)
-    p.add_argument("--screenshot", metavar="PATH",
-                   help="with --self-test: save a PNG of the window")
+    p.add_argument(
+        "--screenshot", metavar="PATH", help="with --self-test: save a PNG of the window"
+    )
     _add_model_args(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # accepted after the command too
+    _add_common_args(common, sub=True)
 
-    gui = sub.add_parser("gui", help="open the window (the default)")
+    gui = sub.add_parser("gui", parents=[common], help="open the window (the default)")
     _add_model_args(gui)
 
     chat = sub.add_parser(
-        "chat", help="chat in the terminal; reads one message per line from stdin")
+        "chat", parents=[common], help="chat in the terminal; reads one message per line from stdin"
+    )
     _add_model_args(chat)
-    chat.add_argument("--json", action="store_true",
-                      help="print one JSON object per turn (and per command) instead of text")
-    chat.add_argument("--no-save", action="store_true",
-                      help="do not save this conversation")
-    chat.add_argument("--resume", metavar="ID",
-                      help="continue a saved conversation (see desklm history list)")
+    chat.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per turn (and per command) instead of text",
+    )
+    chat.add_argument("--no-save", action="store_true", help="do not save this conversation")
+    chat.add_argument(
+        "--resume", metavar="ID", help="continue a saved conversation (see desklm history list)"
+    )
     _add_server_args(chat)
 
-    models = sub.add_parser("models", help="models on this machine, and downloads")
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    ml = msub.add_parser("list", help="the embedded model, models opened before, and GGUF "
-                         "files in the Hugging Face cache")
+    models = sub.add_parser(
+        "models", parents=[common], help="models on this machine, and downloads"
+    )
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")  # none: list
+    ml = msub.add_parser(
+        "list",
+        parents=[common],
+        help="the embedded model, models opened before, and GGUF "
+        "files in the Hugging Face cache (the default)",
+    )
     ml.add_argument("--json", action="store_true", help="print JSON")
-    mp = msub.add_parser("pull", help="download a GGUF file from Hugging Face")
+    models.set_defaults(json=False)
+    mp = msub.add_parser("pull", parents=[common], help="download a GGUF file from Hugging Face")
     mp.add_argument("repo", help="repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF")
     mp.add_argument("file", nargs="?", help="which .gguf file (lists them when omitted)")
 
-    bench = sub.add_parser("bench", help="measure speed against raw llama-cpp-python, or "
-                           "--tune: find the fastest settings for this machine")
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="measure speed against raw llama-cpp-python, or "
+        "--tune: find the fastest settings for this machine",
+    )
     _add_model_args(bench)
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
-    bench.add_argument("--runs", type=int, default=3, metavar="N",
-                       help="interleaved runs per path (default 3)")
-    bench.add_argument("--gen-tokens", type=int, default=128, metavar="N",
-                       help="tokens generated per run (default 128)")
+    bench.add_argument(
+        "--runs", type=int, default=3, metavar="N", help="interleaved runs per path (default 3)"
+    )
+    bench.add_argument(
+        "--gen-tokens",
+        type=int,
+        default=128,
+        metavar="N",
+        help="tokens generated per run (default 128)",
+    )
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
-    bench.add_argument("--long-chats", action="store_true",
-                       help="also time turns on 50 / 500 / 5,000-message histories and switching "
-                       "back to a chat with and without its KV snapshot")
-    bench.add_argument("--tune", action="store_true",
-                       help="sweep threads (and GPU layers) and remember the fastest")
-    bench.add_argument("--search", action="store_true",
-                       help="time chat search per keystroke on 2,000 generated saved chats")
+    bench.add_argument(
+        "--long-chats",
+        action="store_true",
+        help="also time turns on 50 / 500 / 5,000-message histories and switching "
+        "back to a chat with and without its KV snapshot",
+    )
+    bench.add_argument(
+        "--tune",
+        action="store_true",
+        help="sweep threads (and GPU layers) and remember the fastest",
+    )
+    bench.add_argument(
+        "--search",
+        action="store_true",
+        help="time chat search per keystroke on 2,000 generated saved chats",
+    )
     _add_server_args(bench)
-    bench.add_argument("--api", action="store_true",
-                       help="compare generation through the OpenAI API server with direct "
-                       "generation (tokens/s and added time to first token)")
+    bench.add_argument(
+        "--api",
+        action="store_true",
+        help="compare generation through the OpenAI API server with direct "
+        "generation (tokens/s and added time to first token)",
+    )
 
-    serve = sub.add_parser("serve", help="serve the model to other apps through an "
-                           "OpenAI-compatible API (no window)")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the model to other apps through an OpenAI-compatible API (no window)",
+    )
     _add_model_args(serve)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1: this machine only; "
-                       "any other address needs --api-key-env)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; "
+        "any other address needs --api-key-env)",
+    )
     serve.add_argument("--port", type=int, default=8642, help="port (default 8642)")
-    serve.add_argument("--api-key-env", metavar="VAR",
-                       help="require the API key held in environment variable VAR "
-                       "(Authorization: Bearer KEY)")
-    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                       help="let web pages from ORIGIN (e.g. http://localhost:3000) call the "
-                       "API; repeatable (default: none)")
-    serve.add_argument("--max-queued", type=int, default=8, metavar="N",
-                       help="requests that may wait for the model before 429 (default 8)")
+    serve.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require the API key held in environment variable VAR (Authorization: Bearer KEY)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. http://localhost:3000) call the "
+        "API; repeatable (default: none)",
+    )
+    serve.add_argument(
+        "--max-queued",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests that may wait for the model before 429 (default 8)",
+    )
 
-    hist = sub.add_parser("history", help="saved conversations")
-    hsub = hist.add_subparsers(dest="history_command", metavar="ACTION", required=True)
-    hl = hsub.add_parser("list", help="list saved conversations, newest first")
+    hist = sub.add_parser("history", parents=[common], help="saved conversations")
+    hsub = hist.add_subparsers(dest="history_command", metavar="ACTION")  # none: list
+    hl = hsub.add_parser(
+        "list", parents=[common], help="list saved conversations, newest first (the default)"
+    )
     hl.add_argument("--json", action="store_true", help="print JSON")
-    hs = hsub.add_parser("show", help="print a conversation as Markdown")
+    hist.set_defaults(json=False)
+    hs = hsub.add_parser("show", parents=[common], help="print a conversation as Markdown")
     hs.add_argument("id")
-    he = hsub.add_parser("export", help="export a conversation")
+    he = hsub.add_parser("export", parents=[common], help="export a conversation")
     he.add_argument("id")
     he.add_argument("--format", choices=("md", "json"), default="md")
     he.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
-    hq = hsub.add_parser("search", help="search titles and messages of every saved chat")
-    hq.add_argument("query", nargs="+", help="words to find (case and accents ignored; the "
-                    "last word also matches as a prefix)")
+    hq = hsub.add_parser(
+        "search", parents=[common], help="search titles and messages of every saved chat"
+    )
+    hq.add_argument(
+        "query",
+        nargs="+",
+        help="words to find (case and accents ignored; the last word also matches as a prefix)",
+    )
     hq.add_argument("--json", action="store_true", help="print JSON")
     hq.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results")
     return p

@@ -32,8 +32,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.api:
         from desklm.bench.api import run_api_bench, table
 
-        api = run_api_bench(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
-                            say=benchrun._stderr)
+        api = run_api_bench(
+            model, settings, runs=args.runs, gen_tokens=args.gen_tokens, say=benchrun._stderr
+        )
         print(benchrun.dump(api) if args.json else table(api))
         return 0
     if args.tune:
@@ -42,15 +43,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(benchrun.dump(tr))
         else:
             for t in tr.trials:
-                print(f"GPU layers {t['n_gpu_layers']:>3}  threads {t['threads']:>2}  "
-                      f"generation {t['gen_tps']:7.1f} tok/s  prompt {t['prompt_tps']:8.1f} tok/s")
-            print(f"fastest: n_threads {tr.n_threads}, n_threads_batch {tr.n_threads_batch}, "
-                  f"GPU layers {tr.n_gpu_layers}; remembered for this model on this machine")
+                print(
+                    f"GPU layers {t['n_gpu_layers']:>3}  threads {t['threads']:>2}  "
+                    f"generation {t['gen_tps']:7.1f} tok/s  prompt {t['prompt_tps']:8.1f} tok/s"
+                )
+            print(
+                f"fastest: n_threads {tr.n_threads}, n_threads_batch {tr.n_threads_batch}, "
+                f"GPU layers {tr.n_gpu_layers}; remembered for this model on this machine"
+            )
         return 0
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    out = benchrun.run(model, settings, runs=args.runs, gen_tokens=args.gen_tokens,
-                       gui=not args.no_gui, say=benchrun._stderr, long_chats=args.long_chats)
+    out = benchrun.run(
+        model,
+        settings,
+        runs=args.runs,
+        gen_tokens=args.gen_tokens,
+        gui=not args.no_gui,
+        say=benchrun._stderr,
+        long_chats=args.long_chats,
+    )
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))
@@ -65,8 +77,12 @@ def cmd_bench_remote(args: argparse.Namespace) -> int:
         raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
     backend = connect(args)
     try:
-        out = bench_remote(backend, runs=args.runs, gen_tokens=args.gen_tokens,
-                           say=lambda m: print(m, file=sys.stderr, flush=True))
+        out = bench_remote(
+            backend,
+            runs=args.runs,
+            gen_tokens=args.gen_tokens,
+            say=lambda m: print(m, file=sys.stderr, flush=True),
+        )
     finally:
         backend.close()
     print(json.dumps(out, ensure_ascii=False) if args.json else table(out))

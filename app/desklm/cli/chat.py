@@ -61,10 +61,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     for note in info.notes:
         print(f"desklm: note: {note}", file=sys.stderr)
     if not args.json and tty:
-        where = (f"on the server {remote.where}" if remote is not None
-                 else f"format {info.chat_format}")
-        print(f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, {where}. "
-              "/help for commands, Ctrl+D to quit.", file=sys.stderr)
+        where = (
+            f"on the server {remote.where}" if remote is not None else f"format {info.chat_format}"
+        )
+        print(
+            f"DeskLM {__version__} — {info.name}, context {info.n_ctx} tokens, {where}. "
+            "/help for commands, Ctrl+D to quit.",
+            file=sys.stderr,
+        )
         if getattr(info, "format_note", ""):
             print(f"desklm: note: {info.format_note}", file=sys.stderr)
     if args.resume:
@@ -79,8 +83,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if session.save_error:
         err(session.save_error)
     if saved and tty and not state["quit"]:
-        print(f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
-              file=sys.stderr)
+        print(
+            f"saved as conversation {session.conv_id} (desklm history show {session.conv_id})",
+            file=sys.stderr,
+        )
     if safe_out.broken:
         return stdout_gone()
     return rc
@@ -94,8 +100,9 @@ def _apply_tuned(session: Any, model: Path) -> None:
     if not tuned:
         return
     try:
-        session.apply_settings({"n_threads": tuned["n_threads"],
-                                "n_threads_batch": tuned["n_threads_batch"]})
+        session.apply_settings(
+            {"n_threads": tuned["n_threads"], "n_threads_batch": tuned["n_threads_batch"]}
+        )
     except (DeskLMError, KeyError) as e:
         print(f"desklm: note: ignored the tuned threads for this model ({e})", file=sys.stderr)
 
@@ -106,7 +113,9 @@ class _Quit(BaseException):
 
 def _chat_state(session: Any) -> dict[str, bool]:
     state: dict[str, bool] = getattr(session, "_sigint_state", None) or {
-        "busy": False, "quit": False}
+        "busy": False,
+        "quit": False,
+    }
     state.setdefault("quit", False)
     session._sigint_state = state
     return state
@@ -175,8 +184,12 @@ def read_lines(inp: Any) -> Any:
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
-            print(f"desklm: note: input line {n} is not valid UTF-8; the bytes that are not "
-                  "were replaced with \ufffd", file=sys.stderr, flush=True)
+            print(
+                f"desklm: note: input line {n} is not valid UTF-8; the bytes that are not "
+                "were replaced with \ufffd",
+                file=sys.stderr,
+                flush=True,
+            )
             yield raw.decode("utf-8", errors="replace")
 
 
@@ -185,12 +198,13 @@ def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
     from desklm.engine.chat.conversation import preview
 
     msgs = rec.get("messages") or []
-    tail = " | ".join(f"{'you' if m.get('role') == 'user' else 'model'}: "
-                      f"{preview(str(m.get('content', '')), 50)}" for m in msgs[-last:])
-    return (f"resuming \"{rec.get('title') or 'New chat'}\" ({len(msgs)} messages)"
-            + (f"; last: {tail}" if tail else ""))
-
-
+    tail = " | ".join(
+        f"{'you' if m.get('role') == 'user' else 'model'}: {preview(str(m.get('content', '')), 50)}"
+        for m in msgs[-last:]
+    )
+    return f'resuming "{rec.get("title") or "New chat"}" ({len(msgs)} messages)' + (
+        f"; last: {tail}" if tail else ""
+    )
 
 
 def _install_sigint(session: Any) -> None:
@@ -208,8 +222,9 @@ def _install_sigint(session: Any) -> None:
     install_quit_handlers(on_interrupt, (signal.SIGINT,))
 
 
-def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: bool,
-              interactive: bool = False) -> int:
+def chat_loop(
+    session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: bool, interactive: bool = False
+) -> int:
     from desklm.engine.chat import commands
     from desklm.engine.fmt import fmt_rate, fmt_secs
 
@@ -229,8 +244,11 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
             break
         text = line.rstrip("\r\n")
         if "\x00" in text and not text.replace("\x00", "").strip():
-            print("desklm: note: skipped a message that held only NUL characters",
-                  file=sys.stderr, flush=True)
+            print(
+                "desklm: note: skipped a message that held only NUL characters",
+                file=sys.stderr,
+                flush=True,
+            )
             continue
         if not text.strip():
             continue
@@ -238,6 +256,7 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
             out.write(f"you: {text}\n")  # piped: the input is not on screen, so say it
         started = [False]
         try:
+
             def stream(piece: str, started: list[bool] = started) -> None:
                 if state.get("quit"):  # a SIGTERM that came before the reply began
                     session.stop()
@@ -247,6 +266,7 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                         out.write(f"{reply_label(session)}: ")
                     out.write(piece)
                     out.flush()
+
             if commands.is_command(text):
                 # a signal stops a command (a reload, /regen, /edit) instead of breaking into it
                 state["busy"] = True
@@ -278,14 +298,22 @@ def chat_loop(session: Any, inp: TextIO, out: TextIO | _SafeOut, *, as_json: boo
                 s = result.stats
                 out.write("\n" if started[0] else f"{reply_label(session)}: (no text)\n")
                 if s.trimmed:
-                    out.write(f"[dropped {len(s.trimmed)} earlier message(s) to fit the context: "
-                              + "; ".join(f"{d['role']}: {d['preview']}" for d in s.trimmed)
-                              + "]\n")
-                out.write(f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
-                          f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
-                          f"{s.finish_reason}"
-                          + (f", restored {s.restored_tokens} tokens from cache"
-                             if s.restored_tokens else "") + "]\n\n")
+                    out.write(
+                        f"[dropped {len(s.trimmed)} earlier message(s) to fit the context: "
+                        + "; ".join(f"{d['role']}: {d['preview']}" for d in s.trimmed)
+                        + "]\n"
+                    )
+                out.write(
+                    f"[{s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
+                    f"first token {fmt_secs(s.ttft_s)}, context {s.context_used}/{s.n_ctx}, "
+                    f"{s.finish_reason}"
+                    + (
+                        f", restored {s.restored_tokens} tokens from cache"
+                        if s.restored_tokens
+                        else ""
+                    )
+                    + "]\n\n"
+                )
                 out.flush()
                 if getattr(s, "note", "") and s.finish_reason == "error":
                     err(s.note)  # a reply cut short by a server: kept, and the reason said

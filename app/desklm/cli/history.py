@@ -19,7 +19,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.history_command == "search":
         return _history_search(store, " ".join(args.query), args.limit, args.json)
     try:
-        if args.history_command == "list":
+        if args.history_command in (None, "list"):
             items = store.list_all()
             for problem in store.problems:
                 err(problem)
@@ -67,8 +67,11 @@ def _history_search(store: Any, query: str, limit: int, as_json: bool) -> int:
         return 0
     tty = sys.stdout.isatty()
     for h in r.hits:
-        where = "title" if h.message_id is None else \
-            f"{h.role} {h.message_id}{'' if h.active else ' (older version)'}"
+        where = (
+            "title"
+            if h.message_id is None
+            else f"{h.role} {h.message_id}{'' if h.active else ' (older version)'}"
+        )
         snippet = h.marked("\x1b[1m", "\x1b[0m") if tty else h.marked("«", "»")
         print(f"{h.conversation_id}  {h.title}  [{where}]\n    {snippet}")
     if not r.hits:

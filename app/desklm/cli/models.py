@@ -13,7 +13,7 @@ from desklm.errors import DeskLMError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    if args.models_command == "list":
+    if args.models_command in (None, "list"):
         from desklm.engine.models.catalog import catalog
 
         items = catalog()
@@ -25,6 +25,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     from desklm.engine.models import hub
 
+    hub.check_reachable()  # seconds, not huggingface_hub's ~22 s of retries, to say "offline"
     files = hub.list_gguf_files(args.repo)
     if args.file is None:
         if len(files) != 1:
@@ -36,8 +37,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         match = [f for f in files if f.path == args.file or Path(f.path).name == args.file]
         if not match:
-            raise DeskLMError(f"{args.repo} has no file '{args.file}'; it has: "
-                              + ", ".join(f.path for f in files))
+            raise DeskLMError(
+                f"{args.repo} has no file '{args.file}'; it has: "
+                + ", ".join(f.path for f in files)
+            )
         chosen = match[0]
     t0 = time.monotonic()
     last = [0.0]
@@ -48,8 +51,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             return
         last[0] = now
         pct = 100 * done / total if total else 0
-        print(f"\r{chosen.path}: {pct:5.1f}%  {fmt_transfer(done, total, now - t0)}   ",
-              end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{chosen.path}: {pct:5.1f}%  {fmt_transfer(done, total, now - t0)}   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     path = hub.download(chosen, progress)
     if sys.stderr is not None:

@@ -24,8 +24,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.api_key_env:
         key = os.environ.get(args.api_key_env, "").strip()
         if not key:
-            raise DeskLMError(f"--api-key-env {args.api_key_env}: that environment variable "
-                              "is not set or empty")
+            raise DeskLMError(
+                f"--api-key-env {args.api_key_env}: that environment variable is not set or empty"
+            )
     if args.max_queued < 1:
         raise DeskLMError("--max-queued must be at least 1")
     settings = settings_from_args(args)
@@ -47,13 +48,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             tuned = tuned_for(info.path)
             if tuned:
-                runner.call(lambda: rt.session.apply_settings(
-                    {"n_threads": tuned["n_threads"], "n_threads_batch": tuned["n_threads_batch"]}))
-        server.add_listener(lambda ev, rec: print(rec.line(), file=sys.stderr, flush=True)
-                            if ev == "request" else None)
+                runner.call(
+                    lambda: rt.session.apply_settings(
+                        {
+                            "n_threads": tuned["n_threads"],
+                            "n_threads_batch": tuned["n_threads_batch"],
+                        }
+                    )
+                )
+        server.add_listener(
+            lambda ev, rec: (
+                print(rec.line(), file=sys.stderr, flush=True) if ev == "request" else None
+            )
+        )
         url = server.start(args.host, args.port, key, args.cors_origin)
-        print(f"listening on {url} (model {info.path.stem}, context {info.n_ctx}); "
-              "Ctrl+C to stop", flush=True)
+        print(
+            f"listening on {url} (model {info.path.stem}, context {info.n_ctx}); Ctrl+C to stop",
+            flush=True,
+        )
         while not stop.wait(0.5):
             pass
     finally:
