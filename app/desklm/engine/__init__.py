@@ -77,6 +77,7 @@ from desklm.engine.settings import (
     logical_cores,
     settings_from_args,
 )
+from desklm.engine.signals import QUIT_SIGNALS, install_quit_handlers
 from desklm.engine.store.connections import (
     Connection,
     api_key_for,
@@ -97,6 +98,7 @@ __all__ = [
     "LOAD_SETTINGS",
     "NA",
     "NO_FIT",
+    "QUIT_SIGNALS",
     "SAMPLING_SETTINGS",
     "SCHEMA",
     "THINK_CLOSE",
@@ -163,6 +165,7 @@ __all__ = [
     "free_memory",
     "has_reasoning",
     "hub_offline",
+    "install_quit_handlers",
     "is_command",
     "is_embedded",
     "is_na",
