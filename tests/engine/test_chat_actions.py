@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine import branches
-from desklm.engine.session import ChatSession
-from desklm.engine.store import SCHEMA_VERSION, ConversationStore
+from desklm.engine.chat import branches
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import SCHEMA_VERSION, ConversationStore
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 
@@ -63,7 +63,7 @@ def test_regenerate_keeps_every_reply_and_switches(engine, model_path, tmp_path)
     assert shown.id == first.id and shown.content == first.content
     # saved with every version, and a reload shows the same
     rec = stored(s)
-    assert rec["schema"] == 2 and len(rec["messages"][1]["alternatives"]) == 2
+    assert rec["schema"] == SCHEMA_VERSION and len(rec["messages"][1]["alternatives"]) == 2
     assert rec["messages"][1]["alt_index"] == 0
     s2 = ChatSession(model_path, small_settings(), engine=engine, store=s.store)
     s2.open_conversation(s.conv_id)

@@ -47,8 +47,11 @@ def free_port() -> int:
 def http_server() -> Iterator[tuple[str, str]]:
     """(the server's URL, the key it wants)."""
     port, key = free_port(), "mcp-secret-0123456789"
-    proc = subprocess.Popen([sys.executable, str(SERVER), "http", str(port), key],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "http", str(port), key],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -1,8 +1,8 @@
 """A real MCP server, written with the official SDK, for the tool tests.
 
-    python mcp_server.py stdio                 # over stdin/stdout
-    python mcp_server.py http PORT [KEY]       # Streamable HTTP on 127.0.0.1:PORT/mcp; with
-                                               # KEY, every request needs "Bearer KEY"
+python mcp_server.py stdio                 # over stdin/stdout
+python mcp_server.py http PORT [KEY]       # Streamable HTTP on 127.0.0.1:PORT/mcp; with
+                                           # KEY, every request needs "Bearer KEY"
 """
 
 from __future__ import annotations
@@ -78,11 +78,17 @@ def _with_key(app, key: str):
         if scope["type"] == "http":
             auth = dict(scope["headers"]).get(b"authorization", b"").decode()
             if auth != f"Bearer {key}":
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"text/plain")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": b"no key"})
                 return
         await app(scope, receive, send)
+
     return checked
 
 

@@ -37,16 +37,18 @@ def _tool(hub: ToolHub, name: str) -> object:
 
 
 # --- configuration ----------------------------------------------------------------------------
-def test_mcp_json_is_claude_desktops_format_and_no_tool_is_on_at_first(stdio_hub: ToolHub,
-                                                                       data_dir: Path) -> None:
+def test_mcp_json_is_claude_desktops_format_and_no_tool_is_on_at_first(
+    stdio_hub: ToolHub, data_dir: Path
+) -> None:
     path = data_dir / "config" / "mcp.json"
     data = json.loads(path.read_text("utf-8"))
-    assert data["mcpServers"]["t"] == {"command": sys.executable,
-                                       "args": [str(stdio_config().args[0]), "stdio"]}
+    assert data["mcpServers"]["t"] == {
+        "command": sys.executable,
+        "args": [str(stdio_config().args[0]), "stdio"],
+    }
     assert data["desklm"]["servers"]["t"]["on"] == []
     st = stdio_hub.start("t")
-    assert st.state == ServerState.READY and {"add", "weather", "big"} <= {t.name for t in
-                                                                           st.tools}
+    assert st.state == ServerState.READY and {"add", "weather", "big"} <= {t.name for t in st.tools}
     assert not any(t.on for t in st.tools)
     assert stdio_hub.active_tools() == ([], [])  # nothing on: no tools in the chat
     stdio_hub.set_tool("t", "add", True)
@@ -55,17 +57,22 @@ def test_mcp_json_is_claude_desktops_format_and_no_tool_is_on_at_first(stdio_hub
     assert oct(path.stat().st_mode & 0o777) == "0o600"  # env values may hold secrets
 
 
-def test_a_damaged_file_is_moved_aside_and_a_newer_one_is_not_overwritten(data_dir: Path
-                                                                          ) -> None:
+def test_a_damaged_file_is_moved_aside_and_a_newer_one_is_not_overwritten(data_dir: Path) -> None:
     path = data_dir / "config" / "mcp.json"
     path.parent.mkdir(parents=True)
     path.write_text("{not json", "utf-8")
     cfg = McpConfig()
     assert cfg.load() == {} and "damaged" in cfg.problems[0]
     assert path.with_name("mcp.json.corrupt").exists() and not path.exists()
-    path.write_text(json.dumps({"mcpServers": {"a": {"command": "x"}, "b": {"args": 3},
-                                               "c": {"url": "ftp://x"}},
-                                "desklm": {"schema": 99}}), "utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {"a": {"command": "x"}, "b": {"args": 3}, "c": {"url": "ftp://x"}},
+                "desklm": {"schema": 99},
+            }
+        ),
+        "utf-8",
+    )
     servers = cfg.load()
     assert list(servers) == ["a"]
     assert any("newer DeskLM" in p for p in cfg.problems)
@@ -77,16 +84,30 @@ def test_a_damaged_file_is_moved_aside_and_a_newer_one_is_not_overwritten(data_d
 
 
 def test_import_reads_claude_desktops_file_and_never_changes_it(
-        data_dir: Path, tmp_path: Path, file_keyring: object) -> None:
+    data_dir: Path, tmp_path: Path, file_keyring: object
+) -> None:
     theirs = tmp_path / "claude_desktop_config.json"
-    theirs.write_text(json.dumps({"mcpServers": {
-        "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem",
-                                             "/tmp"], "env": {"DEBUG": "1"}},
-        "web": {"url": "https://mcp.example.com/mcp",
-                "headers": {"Authorization": "Bearer sk-web-123", "X-Team": "a"}},
-        "old": {"type": "sse", "url": "http://127.0.0.1:9/sse"},
-        "bad": {"command": ["not", "a", "string"]},
-    }, "globalShortcut": "Ctrl+Space"}), "utf-8")
+    theirs.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "files": {
+                        "command": "npx",
+                        "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
+                        "env": {"DEBUG": "1"},
+                    },
+                    "web": {
+                        "url": "https://mcp.example.com/mcp",
+                        "headers": {"Authorization": "Bearer sk-web-123", "X-Team": "a"},
+                    },
+                    "old": {"type": "sse", "url": "http://127.0.0.1:9/sse"},
+                    "bad": {"command": ["not", "a", "string"]},
+                },
+                "globalShortcut": "Ctrl+Space",
+            }
+        ),
+        "utf-8",
+    )
     before, mtime = theirs.read_bytes(), theirs.stat().st_mtime_ns
     added, notes = import_mcp_json(theirs)
     assert added == ["files", "web"]
@@ -118,8 +139,9 @@ def test_stdio_server_is_called(stdio_hub: ToolHub) -> None:
     assert out.note == "the tool reported an error"
 
 
-def test_http_server_with_its_key_in_the_keyring(hub: ToolHub, http_server: tuple[str, str],
-                                                 file_keyring: object) -> None:
+def test_http_server_with_its_key_in_the_keyring(
+    hub: ToolHub, http_server: tuple[str, str], file_keyring: object
+) -> None:
     url, key = http_server
     hub.add(ServerConfig("web", url=url))
     with pytest.raises(DeskLMError, match=r"wants a key \(HTTP 401\)"):
@@ -141,8 +163,10 @@ def test_a_server_that_cannot_start_says_why_in_one_line(hub: ToolHub, tmp_path:
         hub.start("nope")
     assert "no such program" in str(e.value) and "\n" not in str(e.value)
     script = tmp_path / "crash.py"
-    script.write_text("import sys\nsys.stderr.write('boom: the config file is missing\\n')\n"
-                      "sys.exit(3)\n", "utf-8")
+    script.write_text(
+        "import sys\nsys.stderr.write('boom: the config file is missing\\n')\nsys.exit(3)\n",
+        "utf-8",
+    )
     hub.add(ServerConfig("crash", command=sys.executable, args=[str(script)]))
     hub.set_tool("crash", "anything", True)
     tools, notes = hub.active_tools()  # the chat goes on: no tools, a note why
@@ -192,8 +216,9 @@ def test_stop_during_a_call(stdio_hub: ToolHub) -> None:
 
 
 # --- consent and the limit -------------------------------------------------------------------
-def _turn(hub: ToolHub, answers: list[Decision], asked: list[ToolRequest],
-          limit: int = 4) -> ToolTurn:
+def _turn(
+    hub: ToolHub, answers: list[Decision], asked: list[ToolRequest], limit: int = 4
+) -> ToolTurn:
     def consent(req: ToolRequest) -> Decision:
         asked.append(req)
         return answers.pop(0)
@@ -237,5 +262,6 @@ def test_no_consent_callback_means_no_call(stdio_hub: ToolHub, tmp_path: Path) -
     stdio_hub.set_tool("t", "touch", True)
     tools, _ = stdio_hub.active_tools()
     step = ToolTurn(stdio_hub, tools, None, lambda: False, 4).run(
-        "touch", {"path": str(tmp_path / "x")})
+        "touch", {"path": str(tmp_path / "x")}
+    )
     assert step.status == "denied" and not (tmp_path / "x").exists()

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from desklm.engine.chat.conversation import Message
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.chat.tools import Decision, ServerConfig, ToolHub, ToolRequest
-from desklm.engine.conversation import Message
-from desklm.engine.session import ChatSession
-from desklm.engine.store import SCHEMA_VERSION, ConversationStore
+from desklm.engine.store.files import SCHEMA_VERSION, ConversationStore
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 
 V2 = Path(__file__).parents[1] / "engine" / "data" / "conversation-v2.json"
 
 
-def make(engine, model_path: Path, hub: ToolHub, answer: Decision = Decision.ONCE,
-         **over: object) -> tuple[ChatSession, list[ToolRequest], list[tuple[str, str]]]:
+def make(
+    engine, model_path: Path, hub: ToolHub, answer: Decision = Decision.ONCE, **over: object
+) -> tuple[ChatSession, list[ToolRequest], list[tuple[str, str]]]:
     values = {"max_tokens": 48, "temperature": 0.0, **over}
-    s = ChatSession(model_path, small_settings(**values), engine=engine,
-                    store=ConversationStore())
+    s = ChatSession(model_path, small_settings(**values), engine=engine, store=ConversationStore())
     s.reset()
     asked: list[ToolRequest] = []
     events: list[tuple[str, str]] = []
@@ -61,16 +61,15 @@ def test_the_embedded_model_calls_a_tool_under_a_grammar(engine, model_path, std
     assert saved["messages"][1]["tool_calls"][0]["result"] == call["result"]
     msgs = s.conversation.as_msgs(s.conversation.messages)  # what later turns show the model
     assert [m["role"] for m in msgs] == ["system", "user", "assistant"]  # still alternating
-    assert call["result"] in msgs[1]["content"] and "the tool weather was called" in \
-        msgs[1]["content"]
-    reopened = ChatSession(model_path, small_settings(), engine=engine,
-                           store=ConversationStore())
+    assert (
+        call["result"] in msgs[1]["content"] and "the tool weather was called" in msgs[1]["content"]
+    )
+    reopened = ChatSession(model_path, small_settings(), engine=engine, store=ConversationStore())
     reopened.open_conversation(s.conv_id)
     assert reopened.conversation.messages[1].tool_calls == saved["messages"][1]["tool_calls"]
 
 
-def test_a_denied_call_is_not_made_and_the_model_answers(engine, model_path, stdio_hub,
-                                                         tmp_path):
+def test_a_denied_call_is_not_made_and_the_model_answers(engine, model_path, stdio_hub, tmp_path):
     stdio_hub.set_tool("t", "touch", True)
     s, asked, _ = make(engine, model_path, stdio_hub, answer=Decision.DENY)
     s.force_tool = "touch"
@@ -97,8 +96,9 @@ def test_stop_while_the_user_is_asked(engine, model_path, stdio_hub):
     r = s.send("Weather in Rome?")
     assert r.tool_calls[0]["status"] == "stopped" and r.stats.finish_reason == "cancelled"
     assert events[-1] == ("result", "stopped")
-    assert ConversationStore().load(s.conv_id)["messages"][1]["tool_calls"][0]["status"] \
-        == "stopped"
+    assert (
+        ConversationStore().load(s.conv_id)["messages"][1]["tool_calls"][0]["status"] == "stopped"
+    )
 
 
 def test_a_megabyte_result_is_cut_to_fit_the_context(engine, model_path, stdio_hub):
@@ -165,13 +165,35 @@ def test_a_version_2_file_opens_and_saves_as_version_3(tmp_path):
 def test_stored_tool_calls_are_checked(tmp_path):
     root = tmp_path / "conv"
     st = ConversationStore(root)
-    good = {"id": "c1", "server": "t", "tool": "add", "name": "add", "arguments": {"a": 1},
-            "status": "ok", "result": "2", "note": "", "seconds": 0.1}
-    rec = {"id": "abc", "title": "x", "messages": [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "ok", "tool_calls": [
-            good, {**good, "status": "exploded"}, {**good, "arguments": "rm -rf"},
-            {**good, "seconds": float("nan")}, "junk"]}]}
+    good = {
+        "id": "c1",
+        "server": "t",
+        "tool": "add",
+        "name": "add",
+        "arguments": {"a": 1},
+        "status": "ok",
+        "result": "2",
+        "note": "",
+        "seconds": 0.1,
+    }
+    rec = {
+        "id": "abc",
+        "title": "x",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": "ok",
+                "tool_calls": [
+                    good,
+                    {**good, "status": "exploded"},
+                    {**good, "arguments": "rm -rf"},
+                    {**good, "seconds": float("nan")},
+                    "junk",
+                ],
+            },
+        ],
+    }
     st.save(rec)
     calls = st.load("abc")["messages"][1]["tool_calls"]
     assert calls[0] == good and len(calls) == 2 and calls[1]["seconds"] == 0.0

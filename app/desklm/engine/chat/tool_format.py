@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from desklm.engine.chat.tools import ToolInfo, ToolStep
-from desklm.engine.chat_format import Msg
+from desklm.engine.prompt.chat_format import Msg
 from desklm.errors import DeskLMError
 
 MAX_DESCRIPTION = 1000  # characters of a tool's description shown to the model
@@ -32,14 +32,19 @@ _OPEN = '{"tool_call"'
 
 def system_text(tools: list[ToolInfo]) -> str:
     """The tools and how to call them, to follow the system prompt."""
-    lines = ["You can call tools. To call one, answer with only this JSON and nothing else: "
-             '{"tool_call": {"name": "<tool name>", "arguments": {<arguments>}}}. '
-             "You then get the tool's result and answer the user with it. Answer normally "
-             "when no tool is needed.", "Tools:"]
+    lines = [
+        "You can call tools. To call one, answer with only this JSON and nothing else: "
+        '{"tool_call": {"name": "<tool name>", "arguments": {<arguments>}}}. '
+        "You then get the tool's result and answer the user with it. Answer normally "
+        "when no tool is needed.",
+        "Tools:",
+    ]
     for t in tools:
         desc = " ".join(t.description.split())[:MAX_DESCRIPTION]
-        lines.append(f"- {t.model_name}: {desc or '(no description)'} Arguments (JSON "
-                     f"schema): {json.dumps(_clean_schema(t.schema), ensure_ascii=False)}")
+        lines.append(
+            f"- {t.model_name}: {desc or '(no description)'} Arguments (JSON "
+            f"schema): {json.dumps(_clean_schema(t.schema), ensure_ascii=False)}"
+        )
     return "\n".join(lines)
 
 
@@ -97,8 +102,12 @@ def may_be_call(prefix: str) -> bool:
         if not p:
             return True
     compact = p.replace(" ", "").replace("\n", "")
-    return compact.startswith(_OPEN) or _OPEN.startswith(compact) or compact.startswith(
-        '{"name"') or '{"name"'.startswith(compact)
+    return (
+        compact.startswith(_OPEN)
+        or _OPEN.startswith(compact)
+        or compact.startswith('{"name"')
+        or '{"name"'.startswith(compact)
+    )
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -114,26 +123,41 @@ def grammar(tools: list[ToolInfo], name: str | None = None) -> Any:
 
     chosen = [t for t in tools if name in (None, "*", t.model_name)]
     if not chosen:
-        raise DeskLMError(f"no tool named {name!r} is on" if name not in (None, "*")
-                          else "no tool is on: turn one on first")
+        raise DeskLMError(
+            f"no tool named {name!r} is on"
+            if name not in (None, "*")
+            else "no tool is on: turn one on first"
+        )
     options = []
     for t in chosen:
         args = _clean_schema(t.schema)
         if args.get("type") == "object" and "additionalProperties" not in args:
             args["additionalProperties"] = False
-        options.append({"type": "object",
-                        "properties": {"name": {"const": t.model_name}, "arguments": args},
-                        "required": ["name", "arguments"], "additionalProperties": False})
-    schema = {"type": "object", "properties": {"tool_call": options[0] if len(options) == 1
-                                               else {"oneOf": options}},
-              "required": ["tool_call"], "additionalProperties": False}
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": t.model_name}, "arguments": args},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    schema = {
+        "type": "object",
+        "properties": {"tool_call": options[0] if len(options) == 1 else {"oneOf": options}},
+        "required": ["tool_call"],
+        "additionalProperties": False,
+    }
     try:
         return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     except Exception as e:  # a schema the converter cannot take: any arguments object then
         if all(t.schema == {"type": "object"} for t in chosen):
             raise DeskLMError(f"no grammar for these tools ({e})") from None
-        loose = [ToolInfo(t.server, t.name, t.description, {"type": "object"}, t.on, t.always,
-                          t.call_name) for t in chosen]
+        loose = [
+            ToolInfo(
+                t.server, t.name, t.description, {"type": "object"}, t.on, t.always, t.call_name
+            )
+            for t in chosen
+        ]
         return grammar(loose, name)
 
 
@@ -146,7 +170,9 @@ def results_text(steps: list[ToolStep]) -> str:
     """The calls of a turn and their results, as text the model reads after the question."""
     return "\n\n".join(
         f"[the tool {s.name} was called with {json.dumps(s.arguments, ensure_ascii=False)}; "
-        f"its result:]\n{s.model_text()}" for s in steps)
+        f"its result:]\n{s.model_text()}"
+        for s in steps
+    )
 
 
 def with_results(msgs: list[Msg], steps: list[ToolStep]) -> list[Msg]:

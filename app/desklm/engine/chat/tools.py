@@ -137,8 +137,10 @@ def check_http_url(url: str) -> str:
     except ValueError as e:
         raise DeskLMError(f"{u[:100]!r} is not a URL ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in u):
-        raise DeskLMError(f"{u[:100]!r} is not an http:// or https:// URL of an MCP server "
-                          "(e.g. http://127.0.0.1:8000/mcp)")
+        raise DeskLMError(
+            f"{u[:100]!r} is not an http:// or https:// URL of an MCP server "
+            "(e.g. http://127.0.0.1:8000/mcp)"
+        )
     if parts.username or parts.password:
         raise DeskLMError("put the server's key in the key field, not in the URL")
     del port
@@ -156,10 +158,15 @@ def parse_server(name: str, raw: Any) -> tuple[ServerConfig | None, list[str]]:
         return None, [f"skipped server {name!r}: its entry is not an object"]
     notes: list[str] = []
     kind = raw.get("type") or raw.get("transport")
-    if kind is not None and (not isinstance(kind, str) or kind.lower().replace("_", "-") not in (
-            "stdio", "http", "streamable-http", "streamablehttp")):
-        return None, [f"skipped server {name!r}: transport {str(kind)[:30]!r} is not supported "
-                      "(DeskLM speaks stdio and Streamable HTTP)"]
+    if kind is not None and (
+        not isinstance(kind, str)
+        or kind.lower().replace("_", "-")
+        not in ("stdio", "http", "streamable-http", "streamablehttp")
+    ):
+        return None, [
+            f"skipped server {name!r}: transport {str(kind)[:30]!r} is not supported "
+            "(DeskLM speaks stdio and Streamable HTTP)"
+        ]
     if raw.get("url") is not None:
         try:
             url = check_http_url(_text(raw.get("url")) or "")
@@ -167,9 +174,14 @@ def parse_server(name: str, raw: Any) -> tuple[ServerConfig | None, list[str]]:
             return None, [f"skipped server {name!r}: {e}"]
         headers: dict[str, str] = {}
         hs = raw.get("headers")
-        for k, v in (hs.items() if isinstance(hs, dict) else ()):
-            if isinstance(k, str) and _HEADER_NAME.match(k) and _text(v, 8192) is not None \
-                    and "\n" not in v and "\r" not in v:
+        for k, v in hs.items() if isinstance(hs, dict) else ():
+            if (
+                isinstance(k, str)
+                and _HEADER_NAME.match(k)
+                and _text(v, 8192) is not None
+                and "\n" not in v
+                and "\r" not in v
+            ):
                 headers[k] = v
             else:
                 notes.append(f"server {name!r}: dropped header {str(k)[:40]!r} (not valid)")
@@ -185,7 +197,7 @@ def parse_server(name: str, raw: Any) -> tuple[ServerConfig | None, list[str]]:
         return None, [f"skipped server {name!r}: 'args' must be a list of strings"]
     env: dict[str, str] = {}
     env_raw = raw.get("env") or {}
-    for k, v in (env_raw.items() if isinstance(env_raw, dict) else ()):
+    for k, v in env_raw.items() if isinstance(env_raw, dict) else ():
         if isinstance(k, str) and _ENV_NAME.match(k) and _text(v, 65536) is not None:
             env[k] = v
         else:
@@ -195,8 +207,11 @@ def parse_server(name: str, raw: Any) -> tuple[ServerConfig | None, list[str]]:
 
 
 def _names(v: Any) -> list[str]:
-    return sorted({x for x in v if isinstance(x, str) and 0 < len(x) <= 128}) \
-        if isinstance(v, list) else []
+    return (
+        sorted({x for x in v if isinstance(x, str) and 0 < len(x) <= 128})
+        if isinstance(v, list)
+        else []
+    )
 
 
 class McpConfig:
@@ -218,7 +233,7 @@ class McpConfig:
         self._refuse: str | None = None
 
     def load(self) -> dict[str, ServerConfig]:
-        from desklm.engine.records import Unusable, parse_json
+        from desklm.engine.store.records import Unusable, parse_json
 
         self.problems, self._extra, self._refuse = [], {}, None
         try:
@@ -249,16 +264,17 @@ class McpConfig:
         schema = own.get("schema", CONFIG_SCHEMA)
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > CONFIG_SCHEMA:
             self._refuse = f"it was written by a newer DeskLM (schema {schema})"
-            self.problems.append(f"{self.path.name} was written by a newer DeskLM (schema "
-                                 f"{schema}, this one reads {CONFIG_SCHEMA}); left untouched")
+            self.problems.append(
+                f"{self.path.name} was written by a newer DeskLM (schema "
+                f"{schema}, this one reads {CONFIG_SCHEMA}); left untouched"
+            )
         self._extra = {k: v for k, v in data.items() if k not in ("mcpServers", "desklm")}
         servers_raw = data.get("mcpServers", {})
         if not isinstance(servers_raw, dict):
             self.problems.append("'mcpServers' is not an object: no servers read")
             servers_raw = {}
         own_servers_raw = own.get("servers")
-        own_servers: dict[str, Any] = own_servers_raw if isinstance(own_servers_raw, dict) \
-            else {}
+        own_servers: dict[str, Any] = own_servers_raw if isinstance(own_servers_raw, dict) else {}
         out: dict[str, ServerConfig] = {}
         for name, entry in servers_raw.items():
             cfg, notes = parse_server(str(name), entry)
@@ -278,18 +294,21 @@ class McpConfig:
         return out
 
     def save(self, servers: dict[str, ServerConfig]) -> None:
-        from desklm.engine.store import atomic_write_json
+        from desklm.engine.store.files import atomic_write_json
 
         if self._refuse is not None and self.path.exists():
             raise DeskLMError(f"not changing {self.path}: {self._refuse}")
-        data = {**self._extra,
-                "mcpServers": {n: s.entry() for n, s in servers.items()},
-                "desklm": {"schema": CONFIG_SCHEMA,
-                           "servers": {n: s.own_entry() for n, s in servers.items()}}}
+        data = {
+            **self._extra,
+            "mcpServers": {n: s.entry() for n, s in servers.items()},
+            "desklm": {
+                "schema": CONFIG_SCHEMA,
+                "servers": {n: s.own_entry() for n, s in servers.items()},
+            },
+        }
         atomic_write_json(self.path, data)
 
-    def update(self, change: Callable[[dict[str, ServerConfig]], None]
-               ) -> dict[str, ServerConfig]:
+    def update(self, change: Callable[[dict[str, ServerConfig]], None]) -> dict[str, ServerConfig]:
         """Read, ``change(servers)`` in place, write; under a file lock so two DeskLM processes
         never lose each other's changes. A write that fails is a DeskLMError."""
         from filelock import FileLock, Timeout
@@ -314,12 +333,14 @@ def _key_user(name: str) -> str:
 
 def save_key(name: str, key: str) -> str:
     """Keep an HTTP server's key in the keyring; returns a note saying where it went."""
-    from desklm.engine.connections import keyring_status
+    from desklm.engine.store.connections import keyring_status
 
     ok, what = keyring_status()
     if not ok:
-        return (f"{what}: the key was not saved; set it in an environment variable and give "
-                "its name (desklm tools add --key-env VAR)")
+        return (
+            f"{what}: the key was not saved; set it in an environment variable and give "
+            "its name (desklm tools add --key-env VAR)"
+        )
     import keyring
     from keyring.errors import KeyringError
 
@@ -331,7 +352,7 @@ def save_key(name: str, key: str) -> str:
 
 
 def delete_key(name: str) -> None:
-    from desklm.engine.connections import keyring_status
+    from desklm.engine.store.connections import keyring_status
 
     if keyring_status()[0]:
         import keyring
@@ -345,7 +366,7 @@ def key_for(cfg: ServerConfig) -> str | None:
     """The server's key: its environment variable if it names one, else the keyring's."""
     if cfg.key_env and os.environ.get(cfg.key_env):
         return os.environ[cfg.key_env]
-    from desklm.engine.connections import keyring_status
+    from desklm.engine.store.connections import keyring_status
 
     if not keyring_status()[0]:
         return None
@@ -355,8 +376,7 @@ def key_for(cfg: ServerConfig) -> str | None:
     try:
         return keyring.get_password(KEY_SERVICE, _key_user(cfg.name)) or None
     except KeyringError as e:
-        log.warning("could not read a tool server's key from the keyring: %s",
-                    type(e).__name__)
+        log.warning("could not read a tool server's key from the keyring: %s", type(e).__name__)
         return None
 
 
@@ -365,14 +385,18 @@ def request_headers(cfg: ServerConfig) -> dict[str, str]:
     headers = dict(cfg.headers)
     key = key_for(cfg)
     if key:
-        headers[cfg.key_header] = f"Bearer {key}" if cfg.key_header.lower() == "authorization" \
-            and not key.lower().startswith("bearer ") else key
+        headers[cfg.key_header] = (
+            f"Bearer {key}"
+            if cfg.key_header.lower() == "authorization" and not key.lower().startswith("bearer ")
+            else key
+        )
     return headers
 
 
 # --- adding, removing, importing servers ------------------------------------------------------
-def add_server(cfg: ServerConfig, key: str | None = None,
-               config: McpConfig | None = None) -> list[str]:
+def add_server(
+    cfg: ServerConfig, key: str | None = None, config: McpConfig | None = None
+) -> list[str]:
     """Add (or replace, by name) a server; its tools stay off until the user turns them on
     (a replaced server keeps its choices for tools it still has). Returns notes."""
     cfg.name = check_name(cfg.name)
@@ -386,8 +410,10 @@ def add_server(cfg: ServerConfig, key: str | None = None,
         raise DeskLMError(f"{cfg.key_env!r} is not an environment variable name")
     for k in cfg.headers:
         if SECRET_HEADER.search(k):
-            raise DeskLMError(f"header {k!r} looks like a key: give it as the server's key "
-                              "(it is kept in the OS keyring), not as a header")
+            raise DeskLMError(
+                f"header {k!r} looks like a key: give it as the server's key "
+                "(it is kept in the OS keyring), not as a header"
+            )
     config = config or McpConfig()
 
     def change(servers: dict[str, ServerConfig]) -> None:
@@ -399,8 +425,9 @@ def add_server(cfg: ServerConfig, key: str | None = None,
     config.update(change)
     out: list[str] = []
     if cfg.url and cfg.url.startswith("http://") and not _loopback(cfg.url):
-        out.append("plain http to another machine: the server's key and every call travel "
-                   "unencrypted")
+        out.append(
+            "plain http to another machine: the server's key and every call travel unencrypted"
+        )
     if key:
         if not cfg.url:
             out.append("a key is for HTTP servers; a command gets its secrets through env")
@@ -427,15 +454,16 @@ def remove_server(name: str, config: McpConfig | None = None) -> None:
     delete_key(name)
 
 
-def import_mcp_json(path: Path | str, config: McpConfig | None = None) -> tuple[list[str],
-                                                                                  list[str]]:
+def import_mcp_json(
+    path: Path | str, config: McpConfig | None = None
+) -> tuple[list[str], list[str]]:
     """Copy the servers of another ``mcp.json`` (Claude Desktop's format) into DeskLM's.
 
     The file is only read, never changed. A server whose name DeskLM has already is skipped
     (remove it first to replace it). Headers that hold keys go to the keyring (where there is
     none, they are not kept: the note says so). Every imported server's tools start off.
     Returns (the names imported, notes)."""
-    from desklm.engine.records import Unusable, parse_json
+    from desklm.engine.store.records import Unusable, parse_json
 
     p = Path(path).expanduser()
     try:
@@ -451,8 +479,9 @@ def import_mcp_json(path: Path | str, config: McpConfig | None = None) -> tuple[
         raise DeskLMError(f"{p} is not an mcp.json ({why})") from None
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
-        raise DeskLMError(f"{p} has no \"mcpServers\" object: not an mcp.json in Claude "
-                          "Desktop's format")
+        raise DeskLMError(
+            f'{p} has no "mcpServers" object: not an mcp.json in Claude Desktop\'s format'
+        )
     notes: list[str] = []
     parsed: list[tuple[ServerConfig, str | None]] = []
     for name, entry in servers.items():
@@ -468,8 +497,9 @@ def import_mcp_json(path: Path | str, config: McpConfig | None = None) -> tuple[
                 if h.lower() == "authorization" and value.lower().startswith("bearer "):
                     key = value[7:].strip()
             else:
-                notes.append(f"server {cfg.name!r}: header {h!r} dropped (only one key per "
-                             "server is kept)")
+                notes.append(
+                    f"server {cfg.name!r}: header {h!r} dropped (only one key per server is kept)"
+                )
         parsed.append((cfg, key))
     config = config or McpConfig()
     added: list[str] = []
@@ -497,14 +527,21 @@ def cut_text(text: str, limit: int = MAX_RESULT_BYTES) -> tuple[str, str]:
     if len(data) <= limit:
         return text, ""
     kept = data[:limit].decode("utf-8", errors="ignore")
-    note = (f"the result was cut from {_size(len(data))} to {_size(len(kept.encode('utf-8')))} "
-            f"(the limit is {_size(limit)})")
+    note = (
+        f"the result was cut from {_size(len(data))} to {_size(len(kept.encode('utf-8')))} "
+        f"(the limit is {_size(limit)})"
+    )
     return kept, note
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{math.ceil(n / 1024)} KB" \
-        if n >= 1024 else f"{n} bytes"
+    return (
+        f"{n / 2**20:.1f} MB"
+        if n >= 2**20
+        else f"{math.ceil(n / 1024)} KB"
+        if n >= 1024
+        else f"{n} bytes"
+    )
 
 
 def result_text(result: Any) -> str:
@@ -516,13 +553,16 @@ def result_text(result: Any) -> str:
             pieces.append(str(getattr(part, "text", "")))
         elif kind in ("image", "audio"):
             data = getattr(part, "data", "") or ""
-            pieces.append(f"[{kind}: {getattr(part, 'mime_type', '') or '?'}, "
-                          f"{len(data) * 3 // 4:,} bytes, not shown to the model]")
+            pieces.append(
+                f"[{kind}: {getattr(part, 'mime_type', '') or '?'}, "
+                f"{len(data) * 3 // 4:,} bytes, not shown to the model]"
+            )
         elif kind == "resource":
             res = getattr(part, "resource", None)
             text = getattr(res, "text", None)
-            pieces.append(str(text) if isinstance(text, str)
-                          else f"[resource {getattr(res, 'uri', '?')}]")
+            pieces.append(
+                str(text) if isinstance(text, str) else f"[resource {getattr(res, 'uri', '?')}]"
+            )
         elif kind == "resource_link":
             pieces.append(f"[link: {getattr(part, 'uri', '?')}]")
         else:
@@ -628,9 +668,13 @@ class ToolHub:
     :meth:`call` by ``call_timeout`` and by its ``cancelled`` callback. ``listeners`` are called
     (from the loop's thread) with a server's name whenever its state changes."""
 
-    def __init__(self, config: McpConfig | None = None, *,
-                 start_timeout: float = START_TIMEOUT_S,
-                 call_timeout: float = CALL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        config: McpConfig | None = None,
+        *,
+        start_timeout: float = START_TIMEOUT_S,
+        call_timeout: float = CALL_TIMEOUT_S,
+    ) -> None:
         self.config = config or McpConfig()
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
@@ -670,9 +714,10 @@ class ToolHub:
         with self._lock:
             cfg = self._configs.get(name)
         if cfg is None:
-            raise DeskLMError(f"no tool server named {name!r}"
-                              + (f"; known: {', '.join(self._configs)}" if self._configs
-                                 else "; add one first"))
+            raise DeskLMError(
+                f"no tool server named {name!r}"
+                + (f"; known: {', '.join(self._configs)}" if self._configs else "; add one first")
+            )
         return cfg
 
     def add(self, cfg: ServerConfig, key: str | None = None) -> list[str]:
@@ -716,6 +761,7 @@ class ToolHub:
 
     def allow_always(self, server: str, tool: str, allow: bool = True) -> None:
         """Remember (or forget) "always for this tool"."""
+
         def change(servers: dict[str, ServerConfig]) -> None:
             cfg = servers.get(server)
             if cfg is not None:
@@ -732,10 +778,14 @@ class ToolHub:
         cfg = self.server(name)
         live = self._live.get(name)
         state = live.state if live is not None else ServerState.OFF
-        tools = [self._info(cfg, t) for t in live.tools] if live is not None and \
-            state == ServerState.READY else []
-        return ServerStatus(name, cfg.kind, cfg.where, state, live.reason if live else "",
-                            tools, list(cfg.tools_on))
+        tools = (
+            [self._info(cfg, t) for t in live.tools]
+            if live is not None and state == ServerState.READY
+            else []
+        )
+        return ServerStatus(
+            name, cfg.kind, cfg.where, state, live.reason if live else "", tools, list(cfg.tools_on)
+        )
 
     def statuses(self) -> list[ServerStatus]:
         return [self.status(n) for n in self.names()]
@@ -743,9 +793,14 @@ class ToolHub:
     @staticmethod
     def _info(cfg: ServerConfig, tool: Any) -> ToolInfo:
         schema = getattr(tool, "input_schema", None)
-        return ToolInfo(cfg.name, str(tool.name), str(getattr(tool, "description", "") or ""),
-                        dict(schema) if isinstance(schema, dict) else {"type": "object"},
-                        on=tool.name in cfg.tools_on, always=tool.name in cfg.always)
+        return ToolInfo(
+            cfg.name,
+            str(tool.name),
+            str(getattr(tool, "description", "") or ""),
+            dict(schema) if isinstance(schema, dict) else {"type": "object"},
+            on=tool.name in cfg.tools_on,
+            always=tool.name in cfg.always,
+        )
 
     def _changed(self, name: str) -> None:
         for fn in list(self.listeners):
@@ -827,19 +882,26 @@ class ToolHub:
                 if response.status_code >= 400:
                     live.http_status = int(response.status_code)
 
-            http = httpx2.AsyncClient(headers=request_headers(cfg),
-                                      timeout=httpx2.Timeout(30.0, read=300.0),
-                                      event_hooks={"response": [seen]})
+            http = httpx2.AsyncClient(
+                headers=request_headers(cfg),
+                timeout=httpx2.Timeout(30.0, read=300.0),
+                event_hooks={"response": [seen]},
+            )
             stack.push_async_callback(http.aclose)
-            return streamable_http_client(cfg.url, http_client=http,
-                                          max_sse_event_size=MAX_SSE_EVENT)
+            return streamable_http_client(
+                cfg.url, http_client=http, max_sse_event_size=MAX_SSE_EVENT
+            )
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         # closed by _run once it has read the server's last words
         live.errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
-        params = StdioServerParameters(command=cfg.command, args=list(cfg.args),
-                                       env=dict(cfg.env) or None, cwd=cfg.cwd or None,
-                                       encoding_error_handler="replace")
+        params = StdioServerParameters(
+            command=cfg.command,
+            args=list(cfg.args),
+            env=dict(cfg.env) or None,
+            cwd=cfg.cwd or None,
+            encoding_error_handler="replace",
+        )
         return stdio_client(params, errlog=live.errlog)
 
     async def _run(self, live: _Live, ready: asyncio.Future[None]) -> None:
@@ -853,8 +915,12 @@ class ToolHub:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 transport = self._transport(live, stack)
-                client = Client(transport, cache=None, mode="auto",
-                                client_info=Implementation(name="DeskLM", version=__version__))
+                client = Client(
+                    transport,
+                    cache=None,
+                    mode="auto",
+                    client_info=Implementation(name="DeskLM", version=__version__),
+                )
                 async with client:
                     tools: list[Any] = []
                     cursor: str | None = None
@@ -908,11 +974,13 @@ class ToolHub:
             return f"cannot run {live.cfg.command!r}: {e.strerror or e}"
         text = " ".join(str(e).split()) or type(e).__name__
         if live.cfg.url:
-            status = getattr(getattr(e, "response", None), "status_code", None) \
-                or live.http_status
+            status = getattr(getattr(e, "response", None), "status_code", None) or live.http_status
             if status in (401, 403):
-                return (f"the server refused the key (HTTP {status})" if key_for(live.cfg)
-                        else f"the server wants a key (HTTP {status}): add it to the server")
+                return (
+                    f"the server refused the key (HTTP {status})"
+                    if key_for(live.cfg)
+                    else f"the server wants a key (HTTP {status}): add it to the server"
+                )
             if status:
                 return f"the server answered HTTP {status}: {text[:200]}"
             if "connect" in type(e).__name__.lower() or "connect" in text.lower():
@@ -992,23 +1060,39 @@ class ToolHub:
                     continue
             st = self.status(name)
             if st.state == ServerState.FAILED:
-                notes.append(f"tool server {name!r} failed: {st.reason} (its tools are off "
-                             "for this turn; /tools start restarts it)")
+                notes.append(
+                    f"tool server {name!r} failed: {st.reason} (its tools are off "
+                    "for this turn; /tools start restarts it)"
+                )
                 continue
             tools += [t for t in st.tools if t.on]
         counts: dict[str, int] = {}
         for t in tools:
             counts[t.name] = counts.get(t.name, 0) + 1
-        out = [ToolInfo(t.server, t.name, t.description, t.schema, t.on, t.always,
-                        call_name=t.name if counts[t.name] == 1
-                        else re.sub(r"[^A-Za-z0-9_]", "_", f"{t.server}_{t.name}"))
-               for t in tools]
+        out = [
+            ToolInfo(
+                t.server,
+                t.name,
+                t.description,
+                t.schema,
+                t.on,
+                t.always,
+                call_name=t.name
+                if counts[t.name] == 1
+                else re.sub(r"[^A-Za-z0-9_]", "_", f"{t.server}_{t.name}"),
+            )
+            for t in tools
+        ]
         return out, notes
 
     # -- calls --
-    def call(self, tool: ToolInfo, arguments: dict[str, Any],
-             cancelled: Callable[[], bool] | None = None,
-             timeout: float | None = None) -> CallOutcome:
+    def call(
+        self,
+        tool: ToolInfo,
+        arguments: dict[str, Any],
+        cancelled: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+    ) -> CallOutcome:
         """Call a tool; never raises for what the server does: the outcome says it."""
         limit = self.call_timeout if timeout is None else timeout
         t0 = time.monotonic()
@@ -1024,29 +1108,33 @@ class ToolHub:
             except concurrent.futures.TimeoutError:
                 if cancelled is not None and cancelled():
                     fut.cancel()
-                    return CallOutcome("stopped", "", "stopped before the tool answered",
-                                       time.monotonic() - t0)
+                    return CallOutcome(
+                        "stopped", "", "stopped before the tool answered", time.monotonic() - t0
+                    )
                 if time.monotonic() - t0 > limit + 5:  # the loop itself is stuck
                     fut.cancel()
-                    return CallOutcome("error", "", f"the tool did not answer within "
-                                       f"{limit:.0f} s", time.monotonic() - t0)
+                    return CallOutcome(
+                        "error",
+                        "",
+                        f"the tool did not answer within {limit:.0f} s",
+                        time.monotonic() - t0,
+                    )
             except concurrent.futures.CancelledError:
-                return CallOutcome("stopped", "", "stopped before the tool answered",
-                                   time.monotonic() - t0)
+                return CallOutcome(
+                    "stopped", "", "stopped before the tool answered", time.monotonic() - t0
+                )
             except DeskLMError as e:
                 return CallOutcome("error", "", str(e), time.monotonic() - t0)
             except Exception as e:
                 text = " ".join(str(_leaf(e)).split())[:300] or type(e).__name__
-                return CallOutcome("error", "", f"the call failed: {text}",
-                                   time.monotonic() - t0)
+                return CallOutcome("error", "", f"the call failed: {text}", time.monotonic() - t0)
         text, note = cut_text(result_text(result))
         status = "error" if getattr(result, "is_error", False) else "ok"
         if status == "error":
             note = "; ".join(x for x in ("the tool reported an error", note) if x)
         return CallOutcome(status, text, note, time.monotonic() - t0)
 
-    async def _call(self, live: _Live, name: str, arguments: dict[str, Any],
-                    timeout: float) -> Any:
+    async def _call(self, live: _Live, name: str, arguments: dict[str, Any], timeout: float) -> Any:
         from mcp.shared.exceptions import MCPError
         from mcp_types import CONNECTION_CLOSED
 
@@ -1056,8 +1144,9 @@ class ToolHub:
         call = asyncio.ensure_future(client.call_tool(name, arguments))
         died = asyncio.ensure_future(dead.wait())
         try:
-            done, _ = await asyncio.wait({call, died}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {call, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for f in (call, died):
                 if not f.done():
@@ -1067,17 +1156,21 @@ class ToolHub:
                 return call.result()
             except MCPError as e:
                 if e.code != CONNECTION_CLOSED:
-                    raise DeskLMError(f"the server answered with an error: "
-                                      f"{' '.join(str(e).split())[:300]}") from None
+                    raise DeskLMError(
+                        f"the server answered with an error: {' '.join(str(e).split())[:300]}"
+                    ) from None
                 await asyncio.sleep(0.2)  # let the process's last words reach stderr
                 live.reason = "it stopped during a call" + (
-                    f": {live.stderr_tail()}" if live.stderr_tail() else "")
+                    f": {live.stderr_tail()}" if live.stderr_tail() else ""
+                )
                 if live.stop is not None:
                     live.stop.set()
                 raise DeskLMError(f"tool server {live.cfg.name!r} {live.reason}") from None
         if died in done:
-            raise DeskLMError(f"tool server {live.cfg.name!r} stopped during the call: "
-                              f"{live.reason or 'no reason given'}")
+            raise DeskLMError(
+                f"tool server {live.cfg.name!r} stopped during the call: "
+                f"{live.reason or 'no reason given'}"
+            )
         raise DeskLMError(f"the tool {name} did not answer within {timeout:.0f} s")
 
 
@@ -1140,17 +1233,31 @@ class ToolStep:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "server": self.server, "tool": self.tool, "name": self.name,
-                "arguments": self.arguments, "status": self.status, "result": self.result,
-                "note": self.note, "seconds": round(self.seconds, 3)}
+        return {
+            "id": self.id,
+            "server": self.server,
+            "tool": self.tool,
+            "name": self.name,
+            "arguments": self.arguments,
+            "status": self.status,
+            "result": self.result,
+            "note": self.note,
+            "seconds": round(self.seconds, 3),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ToolStep:
-        return cls(id=str(d.get("id") or uuid.uuid4().hex[:12]), server=str(d.get("server", "")),
-                   tool=str(d.get("tool", "")), name=str(d.get("name") or d.get("tool", "")),
-                   arguments=dict(d.get("arguments") or {}), status=str(d.get("status", "")),
-                   result=str(d.get("result", "")), note=str(d.get("note", "")),
-                   seconds=float(d.get("seconds") or 0.0))
+        return cls(
+            id=str(d.get("id") or uuid.uuid4().hex[:12]),
+            server=str(d.get("server", "")),
+            tool=str(d.get("tool", "")),
+            name=str(d.get("name") or d.get("tool", "")),
+            arguments=dict(d.get("arguments") or {}),
+            status=str(d.get("status", "")),
+            result=str(d.get("result", "")),
+            note=str(d.get("note", "")),
+            seconds=float(d.get("seconds") or 0.0),
+        )
 
     def model_text(self) -> str:
         """What the model reads back for this call: the result, or why there is none."""
@@ -1168,17 +1275,28 @@ class ToolStep:
         """One line for the transcript: what was called and how it went."""
         args = json.dumps(self.arguments, ensure_ascii=False)
         args = args if len(args) <= 120 else args[:119] + "…"
-        how = {"ok": f"done in {self.seconds:.1f} s", "error": f"failed: {self.note}",
-               "denied": "denied", "stopped": "stopped", "limit": self.note,
-               "asking": "waiting for your permission"}.get(self.status, self.status)
+        how = {
+            "ok": f"done in {self.seconds:.1f} s",
+            "error": f"failed: {self.note}",
+            "denied": "denied",
+            "stopped": "stopped",
+            "limit": self.note,
+            "asking": "waiting for your permission",
+        }.get(self.status, self.status)
         return f"{self.tool} ({self.server}) {args}: {how}"
 
 
 class ToolTurn:
     """The tool calls of one turn: consent first, then the call; at most ``limit`` calls."""
 
-    def __init__(self, hub: ToolHub, tools: list[ToolInfo], consent: Consent | None,
-                 cancelled: Callable[[], bool], limit: int) -> None:
+    def __init__(
+        self,
+        hub: ToolHub,
+        tools: list[ToolInfo],
+        consent: Consent | None,
+        cancelled: Callable[[], bool],
+        limit: int,
+    ) -> None:
         self.hub, self.tools, self.consent = hub, tools, consent
         self.cancelled, self.limit = cancelled, limit
         self.calls = 0
@@ -1187,11 +1305,20 @@ class ToolTurn:
     def find(self, name: str) -> ToolInfo | None:
         return next((t for t in self.tools if t.model_name == name), None)
 
-    def run(self, name: str, arguments: dict[str, Any],
-            on_step: Callable[[ToolStep], None] | None = None) -> ToolStep:
+    def run(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        on_step: Callable[[ToolStep], None] | None = None,
+    ) -> ToolStep:
         tool = self.find(name)
-        step = ToolStep(uuid.uuid4().hex[:12], tool.server if tool else "",
-                        tool.name if tool else name, name, arguments)
+        step = ToolStep(
+            uuid.uuid4().hex[:12],
+            tool.server if tool else "",
+            tool.name if tool else name,
+            name,
+            arguments,
+        )
         if tool is None:
             step.status = "error"
             step.note = f"no tool named {name!r} is on"
@@ -1227,6 +1354,10 @@ class ToolTurn:
             except DeskLMError as e:  # allowed for this chat, at least
                 log.warning("could not save 'always' for %s: %s", tool.name, e)
         out = self.hub.call(tool, arguments, self.cancelled)
-        step.status, step.result, step.note, step.seconds = (out.status, out.text, out.note,
-                                                             out.seconds)
+        step.status, step.result, step.note, step.seconds = (
+            out.status,
+            out.text,
+            out.note,
+            out.seconds,
+        )
         return step
