@@ -266,11 +266,3 @@ def _preset(session: Any, arg: str) -> CommandResult:
 def _pending(a: Any) -> dict[str, Any]:
     """A queued file as the window's chip shows it: name, size, tokens and any fit note."""
     return {**a.meta(), "note": a.note}
-
-
-@command("tools", "/tools [on|off TOOL | start SERVER | force TOOL|any|off]",
-         "MCP tools: list them, turn one on or off, restart a server, force a call")
-def _tools(session: Any, arg: str, on_text: OnText) -> CommandResult:
-    from desklm.engine.chat.tool_commands import run_tools_command
-
-    return run_tools_command(session, arg)

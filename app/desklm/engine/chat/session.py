@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from desklm.engine.backends.base import Backend, FinishReason, LoadInfo, TurnStats
 from desklm.engine.backends.local import kvcache
 from desklm.engine.chat import branches, commands
+from desklm.engine.chat import tool_commands as _tool_commands  # noqa: F401  (registers /tools)
 from desklm.engine.chat.attachments import Attachment, compose
 from desklm.engine.chat.commands import CommandResult
 from desklm.engine.chat.conversation import Conversation, Message, PlanCancelled, PromptPlan

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from desklm.engine.chat.commands import CommandResult
+from desklm.engine.chat.commands import CommandResult, OnText, command
 from desklm.engine.chat.tools import ServerState, ToolHub
 from desklm.errors import DeskLMError
 
@@ -140,3 +140,12 @@ def run_tools_command(session: Any, arg: str) -> CommandResult:
             {"force": session.force_tool},
         )
     raise DeskLMError(USAGE)
+
+
+@command(
+    "tools",
+    "/tools [on|off TOOL | start SERVER | force TOOL|any|off]",
+    "MCP tools: list them, turn one on or off, restart a server, force a call",
+)
+def _tools(session: Any, arg: str, on_text: OnText) -> CommandResult:
+    return run_tools_command(session, arg)

@@ -1163,6 +1163,7 @@ class ToolHub:
                 live.reason = "it stopped during a call" + (
                     f": {live.stderr_tail()}" if live.stderr_tail() else ""
                 )
+                live.state = ServerState.FAILED  # now, not when its task has wound down
                 if live.stop is not None:
                     live.stop.set()
                 raise DeskLMError(f"tool server {live.cfg.name!r} {live.reason}") from None
