@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("desklm.engine")
 
+FORCED_CALL_TOKENS = 256  # room for a call the user forced, however low max_tokens is
+
 
 @dataclass
 class TurnResult:
@@ -317,7 +319,11 @@ class ChatSession:
                 if not isinstance(eng, ChatEngine):
                     raise DeskLMError("a forced tool call needs a model on this machine (a "
                                       "grammar); a server's model chooses its calls itself")
-                reply, stats = eng.generate(tokens, self.settings, held.feed,
+                sampling = self.settings  # a forced call is not cut short by max_tokens
+                if int(sampling["max_tokens"]) < FORCED_CALL_TOKENS:
+                    sampling = sampling.copy()
+                    sampling.set("max_tokens", FORCED_CALL_TOKENS)
+                reply, stats = eng.generate(tokens, sampling, held.feed,
                                             reasoning_open=reasoning_opened(text),
                                             clear_stop=False, grammar=tf.grammar(tools, forced))
             else:
