@@ -54,7 +54,7 @@ def test_tools_dialog_on_a_real_server(qtbot, data_dir, tmp_path):
         cfg, key = form.server()
         assert (cfg.command, cfg.args, key) == (sys.executable, [str(SERVER), "stdio"], None)
         dlg.add_server(cfg)
-        qtbot.waitUntil(lambda: "running" in dlg.status.text(), timeout=60_000)
+        qtbot.waitUntil(lambda: "\nrunning: " in dlg.status.text(), timeout=60_000)
         names = [dlg.tools.item(i).text() for i in range(dlg.tools.count())]
         assert "weather" in names and "add" in names
         assert all(dlg.tools.item(i).checkState() == Qt.CheckState.Unchecked
