@@ -46,31 +46,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "program", nargs="?", metavar="COMMAND", help="the program that runs the server"
     )
     ta.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
-    ta.add_argument(
-        "--url", help="the server's Streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp"
-    )
-    ta.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an environment variable for the command (repeatable)",
-    )
-    ta.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an HTTP header that is not a secret (repeatable)",
-    )
-    ta.add_argument(
-        "--key-env", metavar="VAR", help="send the key held in environment variable VAR (Bearer)"
-    )
-    ta.add_argument(
-        "--key-stdin",
-        action="store_true",
-        help="read the server's key from stdin and keep it in the OS keyring",
-    )
+    _add_options(ta)
     tr = tsub.add_parser("remove", parents=[common], help="remove a server (and its key)")
     tr.add_argument("name")
     ti = tsub.add_parser(
@@ -87,6 +63,35 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         )
         tv.add_argument("server")
         tv.add_argument("tool", nargs="+")
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``tools add`` (also read when they follow NAME, before any COMMAND)."""
+    p.add_argument(
+        "--url", help="the server's Streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp"
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for the command (repeatable)",
+    )
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an HTTP header that is not a secret (repeatable)",
+    )
+    p.add_argument(
+        "--key-env", metavar="VAR", help="send the key held in environment variable VAR (Bearer)"
+    )
+    p.add_argument(
+        "--key-stdin",
+        action="store_true",
+        help="read the server's key from stdin and keep it in the OS keyring",
+    )
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -111,6 +116,12 @@ def cmd_tools(args: argparse.Namespace) -> int:
             print(json.dumps(data, ensure_ascii=False) if args.json else text)
             return 0
         if cmd == "add":
+            if args.program is None and args.args:  # `add NAME --url URL ...`: ours
+                more = argparse.ArgumentParser(prog="desklm tools add NAME", add_help=False)
+                _add_options(more)
+                parsed = more.parse_args(args.args)
+                vars(args).update({k: v for k, v in vars(parsed).items()})
+                args.args = []
             if bool(args.url) == bool(args.program):
                 raise DeskLMError("give either a COMMAND (with its arguments) or --url")
             key = None
