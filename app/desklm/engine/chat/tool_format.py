@@ -11,6 +11,11 @@ The small interface :meth:`ChatSession.send` uses when tools are on:
 * :func:`with_results` — the turn's calls and their results, added to the user's message
   for the next prompt.
 
+This is the seam with :mod:`desklm.engine.prompt.tools` (the API's tool calling, written
+alongside): once it is in, these functions delegate to it (``render`` with the template's own
+tool syntax, ``parse``/``ToolStream``, ``grammar``), and the calls of past turns can go to the
+template as assistant ``tool_calls`` and ``tool`` messages where the template renders them.
+
 The form is llama.cpp's generic one (``common/chat.cpp``): the reply is a JSON object
 ``{"tool_call": {"name": ..., "arguments": {...}}}``; it works on every chat format, the
 plain dialogue of base models included. Tool results come back as message text (data, never
