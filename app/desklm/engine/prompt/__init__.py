@@ -1,0 +1,1 @@
+"""Prompt building: chat formats, tool-call rendering and parsing, stream splitting."""
