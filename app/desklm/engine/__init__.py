@@ -12,6 +12,7 @@ Map of the modules behind it:
 - ``runner``: the one inference thread and its job queue
 - ``llm``: the local llama.cpp backend (load, stream, stop, reset, threads)
 - ``conversation``, ``chat_format``, ``commands``: budgeting, chat templates, slash commands
+- ``prompt.tools``: tools rendered into the prompt, calls parsed back, the forcing grammar
 - ``gguf_info``, ``fit``, ``models``, ``hub``, ``probe``: model files, memory fit, catalog,
   Hugging Face downloads, the child-process probe of unknown files; ``curated``: the
   first-download list and the recommendation for this machine
@@ -72,6 +73,12 @@ _EXPORTS: dict[str, str] = {
     "resolve_server": "connections",
     # chat formats
     "split_reasoning": "chat_format",
+    # tool calling in the prompt (rendering, parsing, the forcing grammar)
+    "Tool": "prompt.tools", "ToolCall": "prompt.tools", "ToolStream": "prompt.tools",
+    "ToolPrompt": "prompt.tools", "ToolSyntax": "prompt.tools", "render_tools": "prompt.tools",
+    "parse_tool_calls": "prompt.tools", "tool_grammar": "prompt.tools",
+    "tool_grammar_text": "prompt.tools", "ContentDelta": "prompt.tools",
+    "CallStart": "prompt.tools", "ArgsDelta": "prompt.tools",
 }
 _SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store", "branches",
                "buildinfo")

@@ -855,3 +855,11 @@ def grammar(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None,
         return LlamaGrammar.from_string(text, verbose=False)
     except Exception as e:
         raise DeskLMError(f"the tools' grammar could not be built ({e})") from None
+
+
+# the names the engine's facade exports
+ToolSyntax = Syntax
+render_tools = render
+parse_tool_calls = parse
+tool_grammar = grammar
+tool_grammar_text = grammar_text
