@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from desklm.engine.chat_format import builtin_template, gguf_template
+from desklm.engine.prompt.chat_format import builtin_template, gguf_template
 from desklm.engine.prompt import tools as T
 from desklm.errors import DeskLMError
 

@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from desklm.engine.chat_format import ChatTemplate, Part, split_reasoning
+from desklm.engine.prompt.chat_format import ChatTemplate, Part
+from desklm.engine.prompt.stream import split_reasoning
 from desklm.errors import DeskLMError
 
 ToolMsg = dict[str, Any]
@@ -856,10 +857,3 @@ def grammar(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None,
     except Exception as e:
         raise DeskLMError(f"the tools' grammar could not be built ({e})") from None
 
-
-# the names the engine's facade exports
-ToolSyntax = Syntax
-render_tools = render
-parse_tool_calls = parse
-tool_grammar = grammar
-tool_grammar_text = grammar_text
