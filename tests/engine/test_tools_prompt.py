@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from desklm.engine.prompt.chat_format import builtin_template, gguf_template
 from desklm.engine.prompt import tools as T
+from desklm.engine.prompt.chat_format import builtin_template, gguf_template
 from desklm.errors import DeskLMError
 
 S = T.Syntax

@@ -74,10 +74,11 @@ def test_a_streamed_call_reassembles_to_the_whole_reply(client) -> None:
 
 
 def test_a_tool_result_is_sent_back_and_answered(client, served) -> None:
-    call = create(client, tools=[WEATHER], tool_choice=NAMED).choices[0].message.tool_calls[0]
+    reply = create(client, tools=[WEATHER], tool_choice=NAMED).choices[0].message
+    call = reply.tool_calls[0]
     result = "It is 18 degrees celsius and sunny in Paris."
-    back = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-            {"role": "tool", "tool_call_id": call.id, "content": result}]
+    # the reply goes back as the client gives it (the README's way)
+    back = [*ASK, reply, {"role": "tool", "tool_call_id": call.id, "content": result}]
     r = create(client, messages=back, tools=[WEATHER], tool_choice="none", max_tokens=12)
     answer = r.choices[0].message
     assert answer.content and not answer.tool_calls

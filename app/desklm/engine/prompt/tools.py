@@ -4,7 +4,10 @@ No Qt, no llama.cpp at import time (the grammar imports ``llama_cpp.llama_gramma
 asked for one). Used by the API server (``tools`` / ``tool_choice``) and by the window and
 ``desklm chat`` (MCP tools).
 
-How to use it (the whole interface)::
+How to use it (the whole interface; ``ui/`` and ``server/`` take the same names from the
+facade: ``Tool``, ``ToolCall``, ``ToolStream``, ``ToolPrompt``, ``ToolSyntax`` (= Syntax),
+``render_tools`` (= render), ``parse_tool_calls`` (= parse), ``tool_grammar`` (= grammar),
+``tool_grammar_text``, ``ContentDelta``, ``CallStart``, ``ArgsDelta``)::
 
     from desklm.engine.prompt import tools as T
 
