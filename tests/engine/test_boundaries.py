@@ -129,3 +129,19 @@ def test_the_facade_exports_names_never_modules() -> None:
     exported = {n: getattr(desklm.engine, n) for n in desklm.engine.__all__}
     assert not [n for n, v in exported.items() if isinstance(v, types.ModuleType)]
     assert sorted(desklm.engine.__all__) == sorted(set(desklm.engine.__all__))
+
+
+def test_only_the_local_backend_imports_llama_cpp_at_module_level() -> None:
+    """llama.cpp is the local backend's business: the shared backend types, the remote path,
+    the chat and the prompt code import no ``llama_cpp`` when they load (a function may use it
+    where it needs llama.cpp's own helpers)."""
+    bad = []
+    for m, p in _modules().items():
+        if m.startswith("desklm.engine.backends.local") or m.startswith("desklm.bench"):
+            continue
+        for node in ast.parse(p.read_text("utf-8")).body:  # module level only
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{m}:{node.lineno} imports {n}" for n in names
+                    if n == "llama_cpp" or n.startswith("llama_cpp.")]
+    assert not bad, "\n".join(bad)

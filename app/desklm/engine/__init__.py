@@ -92,6 +92,7 @@ from desklm.engine.settings import (
     logical_cores,
     settings_from_args,
 )
+from desklm.engine.signals import QUIT_SIGNALS, install_quit_handlers
 from desklm.engine.store.connections import (
     Connection,
     api_key_for,
@@ -112,6 +113,7 @@ __all__ = [
     "LOAD_SETTINGS",
     "NA",
     "NO_FIT",
+    "QUIT_SIGNALS",
     "SAMPLING_SETTINGS",
     "SCHEMA",
     "THINK_CLOSE",
@@ -186,6 +188,7 @@ __all__ = [
     "free_memory",
     "has_reasoning",
     "hub_offline",
+    "install_quit_handlers",
     "is_command",
     "is_embedded",
     "is_na",

@@ -77,7 +77,7 @@ def quit_on_signals(window: MainWindow) -> None:
     cancelled, settings are saved, the process exits 0."""
     import signal
 
-    from desklm.engine.signals import QUIT_SIGNALS, install_quit_handlers
+    from desklm.engine import QUIT_SIGNALS, install_quit_handlers
 
     def on_quit(signum: int) -> None:
         log.info("%s: quitting", signal.Signals(signum).name)
