@@ -226,6 +226,19 @@ def test_the_models_own_template_renders_tools_calls_and_results_as_data() -> No
     assert "<b>now</b>" not in markup  # a tool description is data too
 
 
+def test_data_that_equals_markup_leaves_the_markup_alone() -> None:
+    # an enum of "<" and "|" (a comparison tool) must not turn the template's <|im_start|> into
+    # text, and stays data itself
+    cmp_tool = T.Tool("compare", "", {"type": "object", "properties": {
+        "op": {"type": "string", "enum": ["<", "|", "<|im_start|>"]}}})
+    pr = T.render(gguf_template(HERMES_JINJA, "", ""), HISTORY[:1], [cmp_tool])
+    text = "".join(p.text for p in pr.parts)
+    assert '"enum": ["<", "|", "<|im_start|>"]' in text
+    markup = _special(pr.parts)
+    assert markup.count("<|im_start|>") == text.count("<|im_start|>") - 1 == 3
+    assert '"enum": [' in markup and '"enum": ["<"' not in markup
+
+
 def test_templates_without_tools_get_the_generic_syntax_in_the_system_turn() -> None:
     pr = T.render(gguf_template(GEMMA_JINJA, "<bos>", "<eos>"), HISTORY, [WEATHER])
     text = "".join(p.text for p in pr.parts)

@@ -171,18 +171,35 @@ _MARK_RE = re.compile("\ue004dlt(\\d+)\\.(\\d+)\ue005")
 
 
 class _Marks:
-    """Markup inside message text (a syntax's markers in a rendered call): a sentinel no
-    message holds, turned back into a special part after the template ran."""
+    """Sentinels no message holds, put in the template's input and turned into parts after it
+    ran: markup inside message text (a syntax's markers in a rendered call: special parts),
+    and data inside what the template writes as markup (tool definitions and call arguments
+    a template renders itself: data parts, so they never become control tokens)."""
 
     def __init__(self, blob: str) -> None:
         self.nonce = 0
         while f"\ue004dlt{self.nonce}." in blob:
             self.nonce += 1
-        self.texts: list[str] = []
+        self.texts: list[tuple[str, bool]] = []
 
     def __call__(self, text: str) -> str:
-        self.texts.append(text)
+        """``text`` as markup."""
+        self.texts.append((text, True))
         return _MARK.format(self.nonce, len(self.texts) - 1)
+
+    def data(self, value: Any) -> Any:
+        """``value`` (a JSON value) with each string that could hold control-token text
+        swapped for a sentinel."""
+        if isinstance(value, str):
+            if not _RISKY.search(value):
+                return value
+            self.texts.append((value, False))
+            return _MARK.format(self.nonce, len(self.texts) - 1)
+        if isinstance(value, Mapping):
+            return {self.data(k): self.data(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.data(v) for v in value]
+        return value
 
     def split(self, parts: list[Part]) -> list[Part]:
         out: list[Part] = []
@@ -194,10 +211,17 @@ class _Marks:
             for k, piece in enumerate(pieces[0::3]):
                 if piece:
                     out.append(Part(piece, p.special))
-                if k < len(pieces) // 3:
-                    nonce, idx = int(pieces[3 * k + 1]), int(pieces[3 * k + 2])
-                    if nonce == self.nonce:
-                        out.append(Part(self.texts[idx], True))
+                if k >= len(pieces) // 3:
+                    continue
+                nonce, idx = int(pieces[3 * k + 1]), int(pieces[3 * k + 2])
+                if nonce != self.nonce:  # not ours: text as it was
+                    out.append(Part(_MARK.format(nonce, idx), p.special))
+                    continue
+                text, special = self.texts[idx]
+                quoted = piece.endswith('"') and pieces[3 * k + 3].startswith('"')
+                if not special and quoted:  # written by tojson: the JSON-escaped text
+                    text = json.dumps(text, ensure_ascii=False)[1:-1]
+                out.append(Part(text, special))
         return _merge(out)
 
 
@@ -211,45 +235,7 @@ def _merge(parts: list[Part]) -> list[Part]:
     return out
 
 
-def _strings(value: Any) -> list[str]:
-    """Every string (keys too) inside a JSON value."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 _RISKY = re.compile(r"[<>\[\]|]")  # every control token of the known formats has one
-
-
-def _shield(parts: list[Part], data: Sequence[str]) -> list[Part]:
-    """Make data the template wrote into its markup (tool definitions, call arguments) plain
-    text again: each occurrence, raw or JSON-escaped, becomes a data part. Only strings that
-    could hold control-token text are looked for."""
-    needles: set[str] = set()
-    for s in data:
-        if s and _RISKY.search(s):
-            needles.add(s)
-            needles.add(json.dumps(s, ensure_ascii=False)[1:-1])
-            needles.add(json.dumps(s)[1:-1])
-    if not needles:
-        return parts
-    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
-    out: list[Part] = []
-    for p in parts:
-        if not p.special:
-            out.append(p)
-            continue
-        last = 0
-        for m in pattern.finditer(p.text):
-            out.append(Part(p.text[last:m.start()], True))
-            out.append(Part(m.group(0), False))
-            last = m.end()
-        out.append(Part(p.text[last:], True))
-    return _merge(out)
 
 
 @dataclass(frozen=True)
@@ -366,7 +352,6 @@ def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[
                          for k, v in m.items()} for m in messages],
                        [t.openai() for t in tools]], ensure_ascii=False)
     mark = _Marks(blob)
-    data: list[str] = []
     msgs: list[dict[str, Any]] = []
     from_tool: list[bool] = []
     for m in messages:
@@ -377,10 +362,8 @@ def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[
             if native_calls:
                 wire = []
                 for c in calls:
-                    args = c.args()
-                    data.extend(_strings(args))
                     wire.append({"id": c.id, "type": "function",
-                                 "function": {"name": c.name, "arguments": args}})
+                                 "function": {"name": c.name, "arguments": mark.data(c.args())}})
                 msgs.append({"role": "assistant", "content": content, "tool_calls": wire})
             else:
                 text = _calls_text(calls, syntax, mark)
@@ -406,8 +389,7 @@ def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[
             from_tool.append(False)
     extra: dict[str, Any] = {}
     if native_tools:
-        extra["tools"] = [t.openai() for t in tools]
-        data.extend(_strings(extra["tools"]))
+        extra["tools"] = [mark.data(t.openai()) for t in tools]
     elif tools:
         text = _tools_text(tools, syntax, mark, parallel)
         if msgs and msgs[0]["role"] == "system":
@@ -424,7 +406,7 @@ def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[
         raise
     except Exception as e:
         raise DeskLMError(f"the model's chat template failed to render: {e}") from e
-    parts = _shield(mark.split(parts), data)
+    parts = mark.split(parts)
     return ToolPrompt(parts, syntax, KEEP_TOKENS[syntax], native_tools)
 
 
