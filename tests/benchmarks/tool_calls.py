@@ -7,7 +7,7 @@ For each of a few requests (a user question and two tools), greedy, on the same 
 - free text (no tools) of the same length, for the grammar's cost per token.
 
 Prints, per mode, valid calls (arguments valid for the schema, by ``jsonschema``), the tokens
-and the generation rate.
+and the rate from request to last token (prompt evaluation included).
 
     python tests/benchmarks/tool_calls.py [--model PATH] [--ctx N] [--json]
 """
