@@ -3,7 +3,8 @@
 This package is the facade: ``ui/``, the API server and the CLI import what they need from
 ``desklm.engine`` itself, never from its modules (a test enforces it for ``ui/`` and
 ``server/``, and rejects ``from desklm.engine import <module>``). Every name is imported
-explicitly, so its type reaches mypy and PyInstaller sees every module.
+explicitly, so its type reaches mypy and PyInstaller sees every module; the two that load
+llama.cpp (``ChatEngine``, ``Runtime``) are imported on first use, typed all the same.
 
 The folders behind it:
 
@@ -13,7 +14,8 @@ The folders behind it:
   ``fmt``: bytes, seconds and rates for people; ``buildinfo``: versions and paths (About)
 - ``chat/``: ChatSession, the conversation and its budget, branches, attachments, presets,
   the slash commands, tools (MCP servers, consent, the per-turn limit)
-- ``prompt/``: chat formats, stop strings and reasoning
+- ``prompt/``: chat formats, stop strings and reasoning; ``prompt.tools``: tools rendered into
+  the prompt, calls parsed back (whole and streamed), the grammar that forces a call
 - ``backends/``: the shared types and interface (``base``), ``local/`` (llama.cpp: load,
   stream, KV snapshots, the child-process probe), ``remote`` (an OpenAI-compatible server) and
   ``metrics`` (its /metrics)
@@ -23,8 +25,9 @@ The folders behind it:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from desklm.engine.backends.base import Backend, FinishReason, LoadCancelled, LoadInfo, TurnStats
-from desklm.engine.backends.local.engine import ChatEngine
 from desklm.engine.backends.metrics import server_metrics
 from desklm.engine.backends.remote import RemoteBackend, check_url, probe_server
 from desklm.engine.buildinfo import backend_name, llama_info, versions
@@ -75,8 +78,21 @@ from desklm.engine.models.hub import download as download_model
 from desklm.engine.models.hub import offline as hub_offline
 from desklm.engine.monitor import NA, ResourceSampler, Snapshot, is_na
 from desklm.engine.prompt.stream import THINK_CLOSE, THINK_OPEN, has_reasoning, split_reasoning
+from desklm.engine.prompt.tools import (
+    ArgsDelta,
+    CallStart,
+    ContentDelta,
+    Tool,
+    ToolCall,
+    ToolPrompt,
+    ToolStream,
+)
+from desklm.engine.prompt.tools import Syntax as ToolSyntax
+from desklm.engine.prompt.tools import grammar as tool_grammar
+from desklm.engine.prompt.tools import grammar_text as tool_grammar_text
+from desklm.engine.prompt.tools import parse as parse_tool_calls
+from desklm.engine.prompt.tools import render as render_tools
 from desklm.engine.runner import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
-from desklm.engine.runtime import Runtime
 from desklm.engine.settings import (
     LOAD_SETTINGS,
     SAMPLING_SETTINGS,
@@ -101,6 +117,28 @@ from desklm.engine.tune import TuneResult, tuned_for
 from desklm.engine.tune import tune as autotune
 from desklm.errors import DeskLMError
 
+if TYPE_CHECKING:  # the two names that load llama.cpp: imported on first use (below)
+    from desklm.engine.backends.local.engine import ChatEngine
+    from desklm.engine.runtime import Runtime
+
+_ON_FIRST_USE = {"ChatEngine": "desklm.engine.backends.local.engine",
+                 "Runtime": "desklm.engine.runtime"}
+
+
+def __getattr__(name: str) -> Any:
+    """``ChatEngine`` and ``Runtime`` pull in llama.cpp (a shared library, numpy, jinja2):
+    commands that need no model (``desklm history``, ``--help``, the probe's parent) do not
+    pay for it, and a broken llama.cpp install cannot stop them."""
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'desklm.engine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "CURATED_MODELS",
     "FITS",
@@ -115,13 +153,16 @@ __all__ = [
     "THINK_OPEN",
     "TIGHT",
     "AppConfig",
+    "ArgsDelta",
     "Attachment",
     "Backend",
+    "CallStart",
     "CatalogModel",
     "ChatEngine",
     "ChatSession",
     "CommandResult",
     "Connection",
+    "ContentDelta",
     "ConversationStore",
     "Decision",
     "DeskLMError",
@@ -154,10 +195,15 @@ __all__ = [
     "Settings",
     "Snapshot",
     "StoreError",
+    "Tool",
+    "ToolCall",
     "ToolHub",
     "ToolInfo",
+    "ToolPrompt",
     "ToolRequest",
     "ToolStep",
+    "ToolStream",
+    "ToolSyntax",
     "TuneResult",
     "TurnResult",
     "TurnStats",
@@ -191,12 +237,14 @@ __all__ = [
     "list_gguf_files",
     "llama_info",
     "logical_cores",
+    "parse_tool_calls",
     "probe_server",
     "read_attachment",
     "read_gguf",
     "recommend",
     "remember_model",
     "remote_header",
+    "render_tools",
     "resolve_model",
     "resolve_server",
     "save_connection",
@@ -204,6 +252,8 @@ __all__ = [
     "settings_from_args",
     "split_reasoning",
     "title_from",
+    "tool_grammar",
+    "tool_grammar_text",
     "tuned_for",
     "version_label",
     "versions",
