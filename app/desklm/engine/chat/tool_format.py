@@ -123,47 +123,17 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def grammar(tools: list[ToolInfo], name: str | None = None) -> Any:
     """A ``llama_cpp.LlamaGrammar`` the reply must follow: a call to ``name`` (or to any of
-    ``tools``) with arguments valid for its schema."""
-    from llama_cpp.llama_grammar import LlamaGrammar
+    ``tools``) with arguments valid for its schema, in the generic form; built by
+    :func:`desklm.engine.prompt.tools.grammar`, the API's own."""
+    from desklm.engine.prompt import tools as T
 
     chosen = [t for t in tools if name in (None, "*", t.model_name)]
     if not chosen:
-        raise DeskLMError(
-            f"no tool named {name!r} is on"
-            if name not in (None, "*")
-            else "no tool is on: turn one on first"
-        )
-    options = []
-    for t in chosen:
-        args = _clean_schema(t.schema)
-        if args.get("type") == "object" and "additionalProperties" not in args:
-            args["additionalProperties"] = False
-        options.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": t.model_name}, "arguments": args},
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-        )
-    schema = {
-        "type": "object",
-        "properties": {"tool_call": options[0] if len(options) == 1 else {"oneOf": options}},
-        "required": ["tool_call"],
-        "additionalProperties": False,
-    }
-    try:
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except Exception as e:  # a schema the converter cannot take: any arguments object then
-        if all(t.schema == {"type": "object"} for t in chosen):
-            raise DeskLMError(f"no grammar for these tools ({e})") from None
-        loose = [
-            ToolInfo(
-                t.server, t.name, t.description, {"type": "object"}, t.on, t.always, t.call_name
-            )
-            for t in chosen
-        ]
-        return grammar(loose, name)
+        raise DeskLMError(f"no tool named {name!r} is on" if name not in (None, "*")
+                          else "no tool is on: turn one on first")
+    specs = [T.Tool(t.model_name, " ".join(t.description.split())[:MAX_DESCRIPTION],
+                    _clean_schema(t.schema)) for t in chosen]
+    return T.grammar(specs, T.Syntax.GENERIC, name=None if name in (None, "*") else name)
 
 
 def call_text(name: str, arguments: dict[str, Any]) -> str:
