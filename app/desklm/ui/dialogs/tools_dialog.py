@@ -144,6 +144,7 @@ class ToolsDialog(QDialog):
         self.pool = QThreadPool.globalInstance()
         self._tasks: list[Task] = []
         self._drawing = False
+        self.notices: list[str] = []
         self.servers = QListWidget()
         self.servers.setObjectName("servers")
         self.servers.currentRowChanged.connect(lambda _r: self._show_tools())
@@ -222,7 +223,7 @@ class ToolsDialog(QDialog):
 
         def failed(reason: str) -> None:
             self._forget(task)
-            self.notice.setText(reason)
+            self._say(reason)
             self.refresh()
 
         task.signals.done.connect(finished)
@@ -233,6 +234,11 @@ class ToolsDialog(QDialog):
     def _forget(self, task: Task) -> None:
         if task in self._tasks:
             self._tasks.remove(task)
+
+    def _say(self, text: str) -> None:
+        """One line under the lists: what the last action did (``notices`` keeps them all)."""
+        self.notices.append(text)
+        self.notice.setText(text)
 
     @property
     def busy(self) -> bool:
@@ -267,7 +273,7 @@ class ToolsDialog(QDialog):
         self.servers.blockSignals(False)
         problems = self.hub.problems
         if problems and not self.notice.text():
-            self.notice.setText("mcp.json: " + "; ".join(problems))
+            self._say("mcp.json: " + "; ".join(problems))
         self._show_tools()
         self._fill_force()
 
@@ -325,7 +331,7 @@ class ToolsDialog(QDialog):
 
     def add_server(self, cfg: ServerConfig, key: str | None = None) -> None:
         def done(notes: Any) -> None:
-            self.notice.setText("; ".join(notes) if notes else
+            self._say("; ".join(notes) if notes else
                                 f"added {cfg.name}: check the tools the model may ask for")
             self._background(lambda: self.hub.start(cfg.name))
 
@@ -340,7 +346,7 @@ class ToolsDialog(QDialog):
     def import_file(self, path: str) -> None:
         def done(result: Any) -> None:
             added, notes = result
-            self.notice.setText(f"imported {len(added)} server(s)"
+            self._say(f"imported {len(added)} server(s)"
                                 + (f": {', '.join(added)}" if added else "")
                                 + ("; " + "; ".join(notes) if notes else ""))
             for n in added:
@@ -360,7 +366,7 @@ class ToolsDialog(QDialog):
         name = self.selected()
         if name:
             self._background(lambda: self.hub.remove(name),
-                             lambda _r: self.notice.setText(f"removed {name}"))
+                             lambda _r: self._say(f"removed {name}"))
 
     def restart_selected(self) -> None:
         name = self.selected()
