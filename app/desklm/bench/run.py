@@ -297,7 +297,7 @@ def plot(out: dict[str, Any], path: Path) -> Path:
     data = QByteArray()
     buf = QBuffer(data)
     buf.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not img.save(buf, b"PNG"):
+    if not img.save(buf, "PNG"):  # type: ignore[call-overload]  # the stubs say bytes; PySide6 takes str
         from desklm.errors import DeskLMError
 
         raise DeskLMError("could not draw the chart")
