@@ -48,13 +48,28 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
                    help="read the server's API key from environment variable VAR")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: DeskLM's, and llama.cpp's version and build (read only when asked, so
+    other commands do not pay for loading llama.cpp)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from desklm.engine import buildinfo
+
+        sys.stdout.write(buildinfo.version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="desklm",
         description="Private desktop chat with local GGUF models. "
         "With no command, opens the window.",
     )
-    p.add_argument("--version", action="version", version=f"desklm {__version__}")
+    p.add_argument("--version", action=_VersionAction,
+                   help="print DeskLM's version, llama.cpp's version, build and backend")
     p.add_argument("--data-dir", metavar="DIR",
                    help="keep conversations, settings and logs under DIR (also DESKLM_DATA_DIR)")
     p.add_argument("--debug", action="store_true", help="log debug detail to the log file")
