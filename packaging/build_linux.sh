@@ -24,5 +24,5 @@ fi
 "$VENV/bin/python" packaging/make_icons.py
 "$VENV/bin/pyinstaller" --noconfirm --clean --distpath dist --workpath build/pyinstaller \
   packaging/desklm.spec
-packaging/linux/make_deb.sh "$VERSION"
+DEB_COMPRESSION=${DEB_COMPRESSION:-xz} packaging/linux/make_deb.sh "$VERSION"
 du -sh dist/desklm dist/*.deb
