@@ -1,6 +1,6 @@
 import pytest
 
-from desklm.engine.chat_format import (
+from desklm.engine.prompt.chat_format import (
     FORMAT_NAMES,
     builtin_template,
     choose_template,
@@ -208,7 +208,7 @@ def test_reasoning_is_kept_out_of_later_prompts_unless_the_template_keeps_it():
 
 
 def test_reasoning_opened_by_the_template():
-    from desklm.engine.session import reasoning_opened
+    from desklm.engine.chat.session import reasoning_opened
 
     assert reasoning_opened("<｜Assistant｜><think>\n")
     assert not reasoning_opened("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -216,7 +216,7 @@ def test_reasoning_opened_by_the_template():
 
 
 def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
-    from desklm.engine.llm import _find_stop
+    from desklm.engine.prompt.stream import find_stop as _find_stop
 
     stops = ["\nUser:", "\n\n"]
     assert _find_stop(" Paris.\n\nUser:", stops, 0) == 7
@@ -226,7 +226,7 @@ def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
 
 
 def test_reasoning_clock_counts_the_tokens_inside_think():
-    from desklm.engine.llm import _ReasoningClock
+    from desklm.engine.prompt.stream import ReasoningClock as _ReasoningClock
 
     def run(pieces, opened):
         c, reply = _ReasoningClock(opened), ""

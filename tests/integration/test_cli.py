@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from desklm import __version__
 from tests.conftest import run_cli
 
@@ -95,10 +97,32 @@ def test_no_save_leaves_no_file(data_dir):
     assert not list(data_dir.glob("**/*.json"))
 
 
-def test_data_dir_flag_moves_the_store(tmp_path):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_data_dir_flag_moves_the_store_before_or_after_the_command(tmp_path, where):
     d = tmp_path / "elsewhere"
-    run_cli("--data-dir", str(d), "chat", "--max-tokens", "4", stdin="Hi\n")
+    args = (["--data-dir", str(d), "chat"] if where == "before"
+            else ["chat", "--data-dir", str(d)])
+    r = run_cli(*args, "--max-tokens", "4", stdin="Hi\n")
+    assert r.returncode == 0, r.stderr
     assert len(list((d / "data" / "conversations").glob("*.json"))) == 1
+
+
+def test_history_and_models_with_no_action_list(tmp_path):
+    d = tmp_path / "d"
+    run_cli("--data-dir", str(d), "chat", "--max-tokens", "4", stdin="Listed chat\n")
+    r = run_cli("history", "--data-dir", str(d))
+    assert r.returncode == 0 and "Listed chat" in r.stdout, r.stderr
+    assert r.stdout == run_cli("history", "list", "--data-dir", str(d)).stdout
+    m = run_cli("models")
+    assert m.returncode == 0 and "embedded" in m.stdout, m.stderr
+
+
+def test_pull_without_a_network_says_the_hub_cannot_be_reached(monkeypatch):
+    r = run_cli("models", "pull", "someone/Some-GGUF",
+                env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://desklm-no-such-host.invalid"})
+    assert r.returncode == 2
+    assert r.stderr.startswith("desklm: error: cannot reach Hugging Face (desklm-no-such-host")
+    assert r.stderr.count("\n") == 1
 
 
 def test_terminal_turns_run_on_the_one_inference_thread(model_path, data_dir):

@@ -136,9 +136,9 @@ def test_theme_switch_reaches_every_widget_and_outlives_deleted_ones(qtbot):
 
     from desklm.engine.monitor import NA
     from desklm.engine.settings import Settings
-    from desklm.ui.conversations import ConversationList
-    from desklm.ui.gauges import GaugePanel
-    from desklm.ui.settings_panel import SettingsPanel
+    from desklm.ui.panels.conversations import ConversationList
+    from desklm.ui.panels.gauges import GaugePanel
+    from desklm.ui.panels.settings_panel import SettingsPanel
     from desklm.ui.welcome import WelcomeWidget
 
     made = [ChatView(), ConversationList(), GaugePanel(), SettingsPanel(Settings()),

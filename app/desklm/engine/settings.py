@@ -16,7 +16,7 @@ from typing import Any
 from desklm.errors import DeskLMError
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
-# auto, gguf, dialogue, then the built-in formats (desklm.engine.chat_format.FORMAT_NAMES;
+# auto, gguf, dialogue, then the built-in formats (desklm.engine.prompt.chat_format.FORMAT_NAMES;
 # spelled out here so the schema stays free of imports)
 CHAT_FORMATS = ("auto", "gguf", "dialogue", "chatml", "gemma", "llama3", "llama2", "llama2-sys",
                 "llama2-sys-bos", "llama2-sys-strip", "mistral-v1", "mistral-v3",
