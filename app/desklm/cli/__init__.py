@@ -259,10 +259,18 @@ def ensure_std_streams() -> None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 
+def opened_file_args(argv: Sequence[str]) -> list[str]:
+    """``desklm FILE.gguf``: a file manager's "Open with DeskLM" (the menu entry's ``%f``), or
+    a model dropped on the program, opens the window on that model."""
+    if argv and not argv[0].startswith("-") and argv[0].lower().endswith(".gguf"):
+        return ["gui", "--model", argv[0], *argv[1:]]
+    return list(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ensure_std_streams()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(opened_file_args(sys.argv[1:] if argv is None else argv))
     if args.probe_model:  # internal: the child process of engine.probe
         from desklm.engine.backends.local.engine import probe_child_main
 
