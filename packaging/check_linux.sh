@@ -12,7 +12,8 @@
 #      `desklm serve` answering /v1/models and a chat completion (curl)
 #   3. packaging/linux/make_deb.sh                      -> build/check/dist/desklm_*.deb
 #   4. the .deb installed into a scratch root with dpkg (its own database, maintainer scripts
-#      run), then the installed /opt/desklm/desklm --self-test, the menu entry and icon
+#      run): the menu entry and icons checked, the program the menu entry starts
+#      (/opt/desklm/desklm-gui) self-tested, then the package removed
 #
 # It builds with the venv's llama.cpp (compiled for this machine): a check, not a release.
 # Release builds are packaging/build_linux.sh (llama.cpp for any x86-64 CPU with AVX2).
@@ -143,7 +144,7 @@ if command -v desktop-file-validate >/dev/null; then
   desktop-file-validate "$DESKTOP" || fail "desktop-file-validate"
 fi
 mkdir -p "$SCRATCH/home2"
-check_self_test installed "$ROOTFS/opt/desklm/desklm" "$SCRATCH/home2"
+check_self_test installed "$ROOTFS$exe" "$SCRATCH/home2"  # what the menu entry starts
 dpkg --root="$ROOTFS" --force-script-chrootless --force-not-root -r desklm >/dev/null 2>&1 \
   || fail "dpkg -r"
 [ ! -e "$ROOTFS/opt/desklm" ] && [ ! -e "$DESKTOP" ] || fail "dpkg -r left files behind"

@@ -19,7 +19,7 @@ ROOT=build/deb
 rm -rf "$ROOT"
 mkdir -p "$ROOT/DEBIAN" "$ROOT/opt" "$ROOT/usr/bin" "$ROOT/usr/share/applications" \
   "$ROOT/usr/share/metainfo" "$ROOT/usr/share/icons/hicolor/scalable/apps"
-cp -a "$DIST/desklm" "$ROOT/opt/desklm"
+mkdir -p "$ROOT/opt/desklm" && cp -a "$DIST/desklm/." "$ROOT/opt/desklm/"
 ln -s /opt/desklm/desklm "$ROOT/usr/bin/desklm"
 install -m 644 packaging/linux/desklm.desktop "$ROOT/usr/share/applications/desklm.desktop"
 install -m 644 packaging/linux/io.desklm.DeskLM.metainfo.xml "$ROOT/usr/share/metainfo/"
