@@ -85,10 +85,12 @@ done_step
 echo "check_linux:   bundle: $(du -sh "$BUNDLE" | cut -f1) ($BUNDLE)"
 
 step "2. running the bundle outside the venv"
-first=$(as_user "$SCRATCH/home" "$BUNDLE/desklm" --version | head -1)
-[ "$first" = "desklm $VERSION" ] || fail "--version said '$first', expected 'desklm $VERSION'"
-as_user "$SCRATCH/home" "$BUNDLE/desklm" --version | grep -q "^llama.cpp .* via llama-cpp-python" \
-  || fail "--version does not name llama.cpp's build"
+rc=0
+ver=$(as_user "$SCRATCH/home" "$BUNDLE/desklm" --version 2>"$SCRATCH/version.err") || rc=$?
+[ "$rc" = 0 ] || { tail -20 "$SCRATCH/version.err" >&2; fail "desklm --version exited $rc"; }
+[ "${ver%%$'\n'*}" = "desklm $VERSION" ] || fail "--version said '$ver', expected 'desklm $VERSION'"
+grep -q "^llama.cpp .* via llama-cpp-python" <<<"$ver" || fail "--version does not name llama.cpp"
+sed -n '2,3s/^/check_linux:   /p' <<<"$ver"
 check_self_test bundle "$BUNDLE/desklm" "$SCRATCH/home"
 rc=0
 reply=$(echo "Say hello in three words." \

@@ -14,9 +14,11 @@ cd "$(dirname "$0")/../.."
 VERSION=$1
 DIST=${DIST:-dist}
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-ROOT=build/deb
 [ -x "$DIST/desklm/desklm" ] || { echo "make_deb.sh: no bundle at $DIST/desklm (build it first)" >&2; exit 1; }
-rm -rf "$ROOT"
+mkdir -p build
+ROOT=$(mktemp -d build/deb.XXXXXX)  # its own tree: two builds at once cannot mix
+trap 'rm -rf "$ROOT"' EXIT
+chmod 755 "$ROOT"
 mkdir -p "$ROOT/DEBIAN" "$ROOT/opt" "$ROOT/usr/bin" "$ROOT/usr/share/applications" \
   "$ROOT/usr/share/metainfo" "$ROOT/usr/share/icons/hicolor/scalable/apps"
 mkdir -p "$ROOT/opt/desklm" && cp -a "$DIST/desklm/." "$ROOT/opt/desklm/"
@@ -64,5 +66,4 @@ SCRIPT
 done
 DEB="$DIST/desklm_${VERSION}_${ARCH}.deb"
 dpkg-deb --build --root-owner-group -Z"${DEB_COMPRESSION:-zstd}" "$ROOT" "$DEB" >/dev/null
-rm -rf "$ROOT"
 echo "$DEB"
