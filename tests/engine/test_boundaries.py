@@ -145,3 +145,19 @@ def test_only_the_local_backend_imports_llama_cpp_at_module_level() -> None:
             bad += [f"{m}:{node.lineno} imports {n}" for n in names
                     if n == "llama_cpp" or n.startswith("llama_cpp.")]
     assert not bad, "\n".join(bad)
+
+
+def test_commands_that_need_no_model_load_neither_llama_cpp_nor_openai() -> None:
+    """The facade, the CLI's parser and the remote backend import without llama.cpp (a
+    shared library, numpy, jinja2) or the openai client: ``desklm history`` or ``--help``
+    start quickly, and a broken llama.cpp install cannot stop them."""
+    code = ("import sys\n"
+            "import desklm.engine, desklm.engine.backends.remote\n"
+            "from desklm.cli import build_parser\n"
+            "build_parser().parse_args(['history'])\n"
+            "print(sorted(m for m in ('llama_cpp', 'openai') if m in sys.modules))\n"
+            "from desklm.engine import Runtime\n"  # and the lazy names still resolve
+            "print(Runtime.__name__, 'llama_cpp' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "Runtime True"]

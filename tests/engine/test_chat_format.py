@@ -188,6 +188,11 @@ def test_history_renders_identically_turn_after_turn(name):
     ("still thinking", True, ("still thinking", "")),
     ("<think>unfinished", False, ("unfinished", "")),
     ("<think></think>Paris.", False, ("", "Paris.")),
+    # a tag that is not at the start is the answer's own text (a reply about the tags)
+    ("Use `<think>` tags in HTML.", False, ("", "Use `<think>` tags in HTML.")),
+    ("Hi <think>a</think>b", False, ("", "Hi <think>a</think>b")),
+    ("x" * 300 + "<think>y", False, ("", "x" * 300 + "<think>y")),
+    ("answer\n```\n<think>\n```\nmore", False, ("", "answer\n```\n<think>\n```\nmore")),
 ])
 def test_split_reasoning(reply, opened, expected):
     assert split_reasoning(reply, opened) == expected

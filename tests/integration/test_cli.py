@@ -143,3 +143,19 @@ def test_piped_text_output_labels_who_speaks(model_path):
     assert lines[0] == "you: What is the capital of France?"
     assert lines[1].startswith("Gemma 3 270m: ") and len(lines[1]) > len("Gemma 3 270m: ")
     assert lines[2].startswith("[") and "tokens" in lines[2]
+
+
+@pytest.mark.parametrize(("argv", "ctx", "model", "as_json"), [
+    (["--ctx", "1024", "chat"], "1024", None, False),  # before the command: kept
+    (["chat", "--ctx", "1024"], "1024", None, False),
+    (["--model", "M.gguf", "chat"], None, "M.gguf", False),
+    (["history", "--json"], None, None, True),  # no action: list, and --json means it
+    (["history", "--json", "list"], None, None, True),
+    (["history", "list", "--json"], None, None, True),
+    (["models", "--json"], None, None, True),
+])
+def test_flags_before_the_command_are_not_reset_by_the_command(argv, ctx, model, as_json):
+    from desklm.cli import build_parser
+
+    a = build_parser().parse_args(argv)
+    assert (a.setting_n_ctx, a.model, getattr(a, "json", False)) == (ctx, model, as_json)

@@ -20,14 +20,20 @@ from desklm.errors import DeskLMError
 log = logging.getLogger("desklm")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, *, sub: bool = True) -> None:
+    """--model and a flag per setting. On a subcommand their defaults are suppressed, so
+    ``desklm --ctx 1024 chat`` keeps the value given before the command."""
     from desklm.engine.settings import add_arguments
 
+    default = argparse.SUPPRESS if sub else None
     g = p.add_argument_group("model and settings (a flag for every setting)")
     g.add_argument(
-        "--model", metavar="PATH", help="GGUF file to load (default: the embedded model)"
+        "--model",
+        metavar="PATH",
+        default=default,
+        help="GGUF file to load (default: the embedded model)",
     )
-    add_arguments(g)
+    add_arguments(g, default=default)
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--screenshot", metavar="PATH", help="with --self-test: save a PNG of the window"
     )
-    _add_model_args(p)
+    _add_model_args(p, sub=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)  # accepted after the command too
     _add_common_args(common, sub=True)
@@ -133,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the embedded model, models opened before, and GGUF "
         "files in the Hugging Face cache (the default)",
     )
-    ml.add_argument("--json", action="store_true", help="print JSON")
-    models.set_defaults(json=False)
+    ml.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    models.add_argument("--json", action="store_true", help="with no action: list as JSON")
     mp = msub.add_parser("pull", parents=[common], help="download a GGUF file from Hugging Face")
     mp.add_argument("repo", help="repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF")
     mp.add_argument("file", nargs="?", help="which .gguf file (lists them when omitted)")
@@ -222,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     hl = hsub.add_parser(
         "list", parents=[common], help="list saved conversations, newest first (the default)"
     )
-    hl.add_argument("--json", action="store_true", help="print JSON")
-    hist.set_defaults(json=False)
+    hl.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    hist.add_argument("--json", action="store_true", help="with no action: list as JSON")
     hs = hsub.add_parser("show", parents=[common], help="print a conversation as Markdown")
     hs.add_argument("id")
     he = hsub.add_parser("export", parents=[common], help="export a conversation")
@@ -271,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_std_streams()
     parser = build_parser()
     args = parser.parse_args(opened_file_args(sys.argv[1:] if argv is None else argv))
-    if args.probe_model:  # internal: the child process of engine.probe
+    if args.probe_model:  # internal: the child process of the local backend's probe
         from desklm.engine.backends.local.engine import probe_child_main
 
         return probe_child_main(args.probe_model)

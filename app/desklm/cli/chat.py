@@ -79,6 +79,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     except _Quit:
         rc = 0
     finally:  # whatever ends the loop, the conversation so far (and its KV cache) is saved
+        state["closing"] = True  # a second Ctrl+C / SIGHUP now must not cut the save short
         saved = store is not None and session.close()
     if session.save_error:
         err(session.save_error)
@@ -129,6 +130,8 @@ def _install_sigterm(session: Any) -> None:
     state = _chat_state(session)
 
     def on_quit(signum: int) -> None:
+        if state.get("closing"):
+            return
         state["quit"] = True
         if state["busy"]:
             session.stop()  # the reply ends at the next token; the loop then leaves
@@ -212,6 +215,8 @@ def _install_sigint(session: Any) -> None:
     state = _chat_state(session)
 
     def on_interrupt(_signum: int) -> None:
+        if state.get("closing"):
+            return
         if state["busy"]:
             session.stop()
         else:

@@ -3,7 +3,8 @@
 This package is the facade: ``ui/``, the API server and the CLI import what they need from
 ``desklm.engine`` itself, never from its modules (a test enforces it for ``ui/`` and
 ``server/``, and rejects ``from desklm.engine import <module>``). Every name is imported
-explicitly, so its type reaches mypy and PyInstaller sees every module.
+explicitly, so its type reaches mypy and PyInstaller sees every module; the two that load
+llama.cpp (``ChatEngine``, ``Runtime``) are imported on first use, typed all the same.
 
 The folders behind it:
 
@@ -23,8 +24,9 @@ The folders behind it:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from desklm.engine.backends.base import Backend, FinishReason, LoadCancelled, LoadInfo, TurnStats
-from desklm.engine.backends.local.engine import ChatEngine
 from desklm.engine.backends.metrics import server_metrics
 from desklm.engine.backends.remote import RemoteBackend, check_url, probe_server
 from desklm.engine.buildinfo import backend_name, llama_info, version_text, versions
@@ -66,7 +68,6 @@ from desklm.engine.models.hub import offline as hub_offline
 from desklm.engine.monitor import NA, ResourceSampler, Snapshot, is_na
 from desklm.engine.prompt.stream import THINK_CLOSE, THINK_OPEN, has_reasoning, split_reasoning
 from desklm.engine.runner import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
-from desklm.engine.runtime import Runtime
 from desklm.engine.settings import (
     LOAD_SETTINGS,
     SAMPLING_SETTINGS,
@@ -90,6 +91,28 @@ from desklm.engine.store.search import SearchHit, SearchIndex, SearchResult
 from desklm.engine.tune import TuneResult, tuned_for
 from desklm.engine.tune import tune as autotune
 from desklm.errors import DeskLMError
+
+if TYPE_CHECKING:  # the two names that load llama.cpp: imported on first use (below)
+    from desklm.engine.backends.local.engine import ChatEngine
+    from desklm.engine.runtime import Runtime
+
+_ON_FIRST_USE = {"ChatEngine": "desklm.engine.backends.local.engine",
+                 "Runtime": "desklm.engine.runtime"}
+
+
+def __getattr__(name: str) -> Any:
+    """``ChatEngine`` and ``Runtime`` pull in llama.cpp (a shared library, numpy, jinja2):
+    commands that need no model (``desklm history``, ``--help``, the probe's parent) do not
+    pay for it, and a broken llama.cpp install cannot stop them."""
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'desklm.engine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CURATED_MODELS",

@@ -313,7 +313,7 @@ class ChatController(QObject):
         except DeskLMError as e:
             self.message.emit("error", f"Could not load the model: {e}")
             self.loadEnded.emit("failed")
-            if self.session.engine.load_info is None and path:
+            if self.runtime.backend.load_info is None and path:
                 # the remembered model is gone or broken: fall back to the embedded one
                 self.message.emit("notice", "Loading the embedded model instead.")
                 self._job_load(job, "")
@@ -432,7 +432,7 @@ class ChatController(QObject):
         self._run(State.GENERATING, lambda job: self._job_send(job, text), "turn")
 
     def _job_send(self, job: Job[Any], text: str) -> None:
-        eng = self.session.engine  # the backend in use: local, or a server's model
+        eng = self.runtime.backend  # the backend in use: local, or a server's model
 
         def started(plan: Any, reused: int) -> None:
             self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
@@ -525,8 +525,8 @@ class ChatController(QObject):
 
     def _command_done(self, result: CommandResult) -> None:
         self.commandDone.emit(result)
-        if result.reloaded and self.session.engine.load_info is not None:
-            self._loaded(self.session.engine.load_info)
+        if result.reloaded and self.runtime.backend.load_info is not None:
+            self._loaded(self.runtime.backend.load_info)
 
     def apply_settings(self, values: dict[str, Any]) -> None:
         """Settings from the panel. Live ones run as a quick command; reload ones reload."""

@@ -368,7 +368,7 @@ class ChatSession:
             self.engine.unload()
         return saved
 
-    # -- KV snapshots (engine.kvcache) --
+    # -- KV snapshots (backends.local.kvcache) --
     def _snapshots(self) -> kvcache.SnapshotCache | None:
         if self.kv is None and self.store is not None:
             self.kv = kvcache.SnapshotCache(ram_bytes=self.settings["kv_snapshot_ram_mb"] * 2**20,

@@ -12,26 +12,34 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 def split_reasoning(text: str, opened: bool = False) -> tuple[str, str]:
     """Split a reply into (reasoning, answer), both stripped.
 
-    Handles ``<think>...</think>answer`` and, where the template opened ``<think>`` in the prompt
-    (``opened``, or a reply that holds only ``</think>``), ``reasoning</think>answer``. A reply
-    whose reasoning never closed is all reasoning when it was opened, else all answer after the
-    unclosed ``<think>`` is reasoning.
+    Reasoning is ``<think>...</think>`` at the very start of the reply (after whitespace), or,
+    where the template opened ``<think>`` in the prompt (``opened``, or a reply holding a
+    ``</think>`` with no ``<think>`` before it), everything before the first ``</think>``. An
+    unclosed ``<think>`` at the start is all reasoning (still thinking); a tag anywhere else is
+    the answer's text (a reply that talks about ``<think>`` tags).
     """
-    close = text.find(THINK_CLOSE)
-    start = text.find(THINK_OPEN)
-    if close == -1:
-        if start != -1:
-            return text[start + len(THINK_OPEN):].strip(), text[:start].strip()
-        return (text.strip(), "") if opened else ("", text.strip())
-    if start == -1 or start > close:
-        return text[:close].strip(), text[close + len(THINK_CLOSE):].strip()
-    return (text[start + len(THINK_OPEN):close].strip(),
-            (text[:start] + text[close + len(THINK_CLOSE):]).strip())
+    body = text.lstrip()
+    if body.startswith(THINK_OPEN):
+        body = body[len(THINK_OPEN):]
+        end = body.find(THINK_CLOSE)
+        if end == -1:
+            return body.strip(), ""
+        return body[:end].strip(), body[end + len(THINK_CLOSE):].strip()
+    end = text.find(THINK_CLOSE)
+    if end != -1 and THINK_OPEN not in text[:end]:
+        return text[:end].strip(), text[end + len(THINK_CLOSE):].strip()
+    if opened and end == -1:
+        return text.strip(), ""
+    return "", text.strip()
 
 
 def has_reasoning(text: str) -> bool:
-    """Whether a reply has reasoning markers at all (then :func:`split_reasoning` applies)."""
-    return THINK_CLOSE in text or THINK_OPEN in text
+    """Whether a reply carries reasoning the way :func:`split_reasoning` finds it: it opens
+    with ``<think>``, or holds a ``</think>`` with no ``<think>`` before it."""
+    if text.lstrip().startswith(THINK_OPEN):
+        return True
+    end = text.find(THINK_CLOSE)
+    return end != -1 and THINK_OPEN not in text[:end]
 
 
 class ReasoningClock:

@@ -75,7 +75,7 @@ def _clean_stats(st: Any) -> dict[str, Any] | None:
 
 def clean_message(m: Any, _depth: int = 0) -> tuple[dict[str, Any] | None, str]:
     """(the message fit for use, "") or (None, why it was skipped). Its versions and
-    attachments (schema 2, engine.branches) are checked the same way, to a bounded depth."""
+    attachments (schema 2, chat.branches) are checked the same way, to a bounded depth."""
     if not isinstance(m, dict):
         return None, f"not an object but {type(m).__name__}"
     role, content = m.get("role"), m.get("content")

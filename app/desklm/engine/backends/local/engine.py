@@ -291,7 +291,7 @@ class ChatEngine:
         self.kv_snapshots = True  # see kvcache: per-chat snapshots of this context
         self.ignore_eos = False  # benchmarks only: generate exactly max_tokens
         self.check_fit = True  # refuse loads the memory estimate says cannot fit
-        self.probe = True  # load unknown files in a child process first (engine.probe)
+        self.probe = True  # load unknown files in a child process first (local.probe)
         self.last_probe_s = 0.0
         self.last_fit: Any = None
         # Set by the runner: True once the running job was cancelled. Checked with the stop
@@ -773,7 +773,7 @@ def _file_stamp(path: Path) -> tuple[int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-# --- the child process of engine.probe ---------------------------------------------------------
+# --- the child process of local.probe ----------------------------------------------------------
 def probe_child_main(path: str) -> int:
     """Runs in the child: load, exit 0 on success. A refusal is printed as one
     ``desklm: error:`` line naming llama.cpp's own cause (its log is captured by this
