@@ -20,7 +20,7 @@ if [ "${DESKLM_NATIVE:-0}" != "1" ]; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF ${CMAKE_ARGS:-}" "$VENV/bin/pip" install -q --no-cache-dir \
     "llama-cpp-python>=0.3.36,<0.4"
 fi
-"$VENV/bin/pip" install -q . "pyinstaller>=6.10"
+"$VENV/bin/pip" install -q ".[package]"
 "$VENV/bin/python" packaging/make_icons.py
 "$VENV/bin/pyinstaller" --noconfirm --clean --distpath dist --workpath build/pyinstaller \
   packaging/desklm.spec
