@@ -100,6 +100,67 @@ def _named_by_string(tree: ast.AST) -> list[tuple[ast.expr, int]]:
     return out
 
 
+def _string_table(tree: ast.AST, name: str) -> list[str] | None:
+    """The values of a module-level ``name = {key: "module", ...}`` table, or None."""
+    for node in getattr(tree, "body", []):
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else ([node.target] if isinstance(node, ast.AnnAssign) else [])
+        )
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            value = node.value
+            if isinstance(value, ast.Dict) and all(
+                isinstance(v, ast.Constant) and isinstance(v.value, str) for v in value.values
+            ):
+                return [v.value for v in value.values]  # type: ignore[union-attr]
+    return None
+
+
+def _possible_modules(arg: ast.expr, tree: ast.AST) -> list[str] | None:
+    """Every module name an import-by-name call can receive, when the code says it: a string,
+    a variable only ever set to strings or to entries of a module-level table of strings
+    (``_LAZY = {"Name": "desklm.x.y"}``; ``module = _LAZY.get(name)``). ``["desklm."]`` for an
+    f-string under desklm (every desklm module is collected). None: nothing can tell."""
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return [arg.value]
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        if str(arg.values[0].value).startswith("desklm."):
+            return ["desklm."]
+        return None
+    if not isinstance(arg, ast.Name):
+        return None
+    found: list[str] = []
+    assigned = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.arg == arg.id:
+            return None  # a function's parameter: any caller's string
+        if not (isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if not any(isinstance(t, ast.Name) and t.id == arg.id for t in targets):
+            continue
+        assigned = True
+        value = node.value
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found.append(value.value)
+            continue
+        table = None
+        if (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "get"
+            and isinstance(value.func.value, ast.Name)
+        ):
+            table = _string_table(tree, value.func.value.id)
+        elif isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name):
+            table = _string_table(tree, value.value.id)
+        if table is None:
+            return None
+        found += table
+    return found if assigned else None
+
+
 def _parsed():
     for name, path in _source_modules().items():
         is_pkg = path.name == "__init__.py"
@@ -111,24 +172,38 @@ def test_modules_named_by_a_string_are_collected(hidden):
     for _modname, path, tree in _parsed():
         for arg, line in _named_by_string(tree):
             where = f"{path.relative_to(ROOT)}:{line}"
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                if arg.value not in hidden and not arg.value.startswith("desklm."):
-                    problems.append(
-                        f"{where}: imports {arg.value!r} by name; the bundle does not collect it"
-                    )
-            elif (
-                isinstance(arg, ast.JoinedStr)
-                and arg.values
-                and isinstance(arg.values[0], ast.Constant)
-                and str(arg.values[0].value).startswith("desklm.")
-            ):
-                continue  # a desklm module: every one is collected (the test above)
-            else:
+            names = _possible_modules(arg, tree)
+            if names is None:
                 problems.append(
-                    f"{where}: imports a module named at run time; nothing can "
-                    "tell whether the bundle holds it"
+                    f"{where}: imports a module named at run time; nothing can tell whether "
+                    "the bundle holds it (name it in a string, or a table of strings)"
                 )
+                continue
+            for name in names:
+                if name != "desklm." and name not in hidden:
+                    problems.append(
+                        f"{where}: imports {name!r} by name; the bundle does not collect it"
+                    )
     assert not problems, "\n".join(problems)
+
+
+def test_the_string_import_check_reads_tables_and_refuses_what_it_cannot_read():
+    code = (
+        "import importlib\n"
+        "_LAZY = {'ChatEngine': 'desklm.engine.backends.local.engine', 'X': 'nosuch.module'}\n"
+        "def __getattr__(name):\n"
+        "    module = _LAZY.get(name)\n"
+        "    return importlib.import_module(module)\n"
+        "def load(plugin):\n"
+        "    return importlib.import_module(plugin)\n"
+    )
+    tree = ast.parse(code)
+    (table_arg, _), (param_arg, _) = _named_by_string(tree)
+    assert _possible_modules(table_arg, tree) == [
+        "desklm.engine.backends.local.engine",
+        "nosuch.module",
+    ]
+    assert _possible_modules(param_arg, tree) is None
 
 
 def test_nothing_desklm_imports_is_excluded_from_the_bundle():
