@@ -20,9 +20,9 @@ if [ "${DESKLM_NATIVE:-0}" != "1" ]; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF ${CMAKE_ARGS:-}" "$VENV/bin/pip" install -q --no-cache-dir \
     "llama-cpp-python>=0.3.36,<0.4"
 fi
-"$VENV/bin/pip" install -q . "pyinstaller>=6.10"
+"$VENV/bin/pip" install -q ".[package]"
 "$VENV/bin/python" packaging/make_icons.py
 "$VENV/bin/pyinstaller" --noconfirm --clean --distpath dist --workpath build/pyinstaller \
   packaging/desklm.spec
-packaging/linux/make_deb.sh "$VERSION"
+DEB_COMPRESSION=${DEB_COMPRESSION:-xz} packaging/linux/make_deb.sh "$VERSION"
 du -sh dist/desklm dist/*.deb

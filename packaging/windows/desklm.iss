@@ -21,7 +21,9 @@ Compression=lzma2/max
 SolidCompression=yes
 ArchitecturesAllowed=x64compatible
 ArchitecturesInstallIn64BitMode=x64compatible
-PrivilegesRequiredOverridesAllowed=dialog
+; per-user or all users: asked in a dialog, or /CURRENTUSER or /ALLUSERS on the command line
+PrivilegesRequiredOverridesAllowed=commandline dialog
+VersionInfoVersion={#AppVersion}
 WizardStyle=modern
 
 [Tasks]

@@ -12,9 +12,26 @@ KEYS = {"reply", "prompt_tokens", "prompt_tokens_reused", "completion_tokens", "
         "trimmed"}
 
 
-def test_version():
+def test_version_names_desklm_and_the_llama_cpp_build():
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _ggml
+
     r = run_cli("--version")
-    assert r.returncode == 0 and r.stdout.strip() == f"desklm {__version__}"
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"desklm {__version__}"
+    # llama.cpp's own version and commit, read here straight from the shared libraries
+    commit_fn = _ggml.libggml.ggml_commit
+    commit_fn.restype = ctypes.c_char_p
+    llama = llama_cpp.llama_version().decode()
+    commit = commit_fn().decode()
+    assert lines[1].startswith(f"llama.cpp {llama} (commit {commit}, ggml ")
+    assert lines[1].endswith(f" via llama-cpp-python {llama_cpp.__version__}")
+    assert lines[2] == "backend: CPU"  # this machine's build has no GPU backend
+    sysinfo = llama_cpp.llama_print_system_info().decode().strip().rstrip(" |")
+    assert f"build: {sysinfo}" in lines
 
 
 def test_json_chat_piped(model_path):

@@ -64,3 +64,24 @@ def test_build_scripts_are_valid_shell():
         r = subprocess.run(["bash", "-n", str(ROOT / "packaging" / script)],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+
+
+def test_opening_a_model_from_the_file_manager_opens_the_window_on_it():
+    # the menu entry handles GGUF files: its Exec line, expanded as a desktop does for one
+    # file (%f) and for none, must parse as "open the window (on that model)"
+    from desklm.cli import build_parser, opened_file_args
+
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str
+    entry.read(ROOT / "packaging" / "linux" / "desklm.desktop")
+    d = entry["Desktop Entry"]
+    assert "application/x-gguf" in d["MimeType"]
+    words = d["Exec"].split()[1:]
+    assert words == ["%f"]  # one file per launch: the window opens one model
+    model = "/home/me/Downloads/Qwen2.5-0.5B-Instruct-Q4_K_M.GGUF"
+    args = build_parser().parse_args(opened_file_args([model if w == "%f" else w for w in words]))
+    assert args.command == "gui" and args.model == model
+    args = build_parser().parse_args(opened_file_args([w for w in words if w != "%f"]))
+    assert args.command is None and args.model is None  # no file: the window, as usual
+    # a command is never mistaken for a file
+    assert build_parser().parse_args(opened_file_args(["chat", "--model", model])).command == "chat"

@@ -25,6 +25,9 @@ def test_about_text_has_everything(model_path):
     assert f"Version: {__version__}" in text
     assert "Name: Gemma 3 270m" in text and str(model_path) in text and "GGUF · gemma3" in text
     assert f"llama-cpp-python: {llama_cpp.__version__}" in text
+    assert f"  Version: {llama_cpp.llama_version().decode()}\n" in text  # llama.cpp's own
+    commit = [line for line in text.splitlines() if line.startswith("  Commit: ")]
+    assert len(commit) == 1 and "not reported" not in commit[0]
     assert "Backend: " in text and "GPU offload: " in text
     sysinfo = llama_cpp.llama_print_system_info().decode().strip()
     assert sysinfo.split("|")[0].strip() in text  # llama.cpp's own build line

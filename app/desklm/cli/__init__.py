@@ -12,8 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from desklm import __version__
 from desklm.cli.common import EXIT_INTERNAL, EXIT_USER_ERROR, err, flushed, stdout_gone
 from desklm.errors import DeskLMError
 
@@ -71,13 +71,31 @@ def _add_common_args(p: argparse.ArgumentParser, *, sub: bool = False) -> None:
     )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: DeskLM's, and llama.cpp's version and build (read only when asked, so
+    other commands do not pay for loading llama.cpp)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from desklm.engine import version_text
+
+        sys.stdout.write(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="desklm",
         description="Private desktop chat with local GGUF models. "
         "With no command, opens the window.",
     )
-    p.add_argument("--version", action="version", version=f"desklm {__version__}")
+    p.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print DeskLM's version, llama.cpp's version, build and backend",
+    )
     _add_common_args(p)
     p.add_argument(
         "--self-test",
@@ -250,10 +268,18 @@ def ensure_std_streams() -> None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 
+def opened_file_args(argv: Sequence[str]) -> list[str]:
+    """``desklm FILE.gguf``: a file manager's "Open with DeskLM" (the menu entry's ``%f``), or
+    a model dropped on the program, opens the window on that model."""
+    if argv and not argv[0].startswith("-") and argv[0].lower().endswith(".gguf"):
+        return ["gui", "--model", argv[0], *argv[1:]]
+    return list(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ensure_std_streams()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(opened_file_args(sys.argv[1:] if argv is None else argv))
     if args.probe_model:  # internal: the child process of the local backend's probe
         from desklm.engine.backends.local.engine import probe_child_main
 

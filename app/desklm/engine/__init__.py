@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from desklm.engine.backends.base import Backend, FinishReason, LoadCancelled, LoadInfo, TurnStats
 from desklm.engine.backends.metrics import server_metrics
 from desklm.engine.backends.remote import RemoteBackend, check_url, probe_server
-from desklm.engine.buildinfo import backend_name, llama_info, versions
+from desklm.engine.buildinfo import backend_name, llama_info, version_text, versions
 from desklm.engine.buildinfo import paths as data_paths
 from desklm.engine.chat.attachments import Attachment, context_room, read_attachment
 from desklm.engine.chat.branches import version_label
@@ -256,5 +256,6 @@ __all__ = [
     "tool_grammar_text",
     "tuned_for",
     "version_label",
+    "version_text",
     "versions",
 ]

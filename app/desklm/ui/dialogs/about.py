@@ -52,7 +52,10 @@ def about_sections(load_info: Any = None) -> list[tuple[str, list[tuple[str, str
         ("DeskLM", [("Version", v["desklm"]), ("Python", v["python"]),
                     ("Qt for Python", pyside_version), ("System", v["platform"])]),
         ("Loaded model", model),
-        ("llama.cpp", [("llama-cpp-python", llama["version"]),
+        ("llama.cpp", [("Version", llama["llama_cpp"] or "not reported by this build"),
+                       ("Commit", llama["commit"] or "not reported by this build"),
+                       ("ggml", llama["ggml"] or "not reported by this build"),
+                       ("llama-cpp-python", llama["version"]),
                        ("Backend", backend),
                        ("GPU offload", "supported by this build" if llama["gpu_offload"]
                         else "not in this build (CPU only)"),
