@@ -1,0 +1,1 @@
+"""The local llama.cpp backend: loading, batched decoding, KV snapshots, log capture, probe."""
