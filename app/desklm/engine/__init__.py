@@ -42,6 +42,11 @@ _EXPORTS: dict[str, str] = {
     "RunnerClosed": "runner",
     "ChatEngine": "llm", "LoadInfo": "llm", "LoadCancelled": "llm", "TurnStats": "llm",
     "FinishReason": "llm",
+    # continuous batching (API requests decoded together)
+    "BatchEngine": "backends.local.batch", "BatchLoop": "backends.local.batch",
+    "BatchStats": "backends.local.batch", "Sequence": "backends.local.batch",
+    "SamplingParams": "backends.local.batch", "batch_for": "backends.local.batch",
+    "batch_loop": "backends.local.batch",
     # models
     "embedded_model_path": "models", "is_embedded": "models", "remember_model": "models",
     "resolve_model": "models", "catalog": "models",

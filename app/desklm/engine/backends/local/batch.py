@@ -323,8 +323,7 @@ class BatchEngine:
         self._steps = 0
         self.closed = False
         self.loop: BatchLoop | None = None
-        for s in self.slots:  # start clean: nothing of an earlier owner's
-            ll.llama_memory_seq_rm(self.mem, s.seq_id, -1, -1)
+        self._clean = False  # the slots' KV emptied (at the first step: inference thread)
 
     # -- any thread --
     def submit(self, seq: Sequence) -> Sequence:
@@ -395,6 +394,10 @@ class BatchEngine:
         Returns the tokens decoded (0: nothing to do)."""
         if self.closed:
             return 0
+        if not self._clean:  # start clean: nothing of an earlier owner's
+            for s in self.slots:
+                ll.llama_memory_seq_rm(self.mem, s.seq_id, -1, -1)
+            self._clean = True
         self._reap_cancelled()
         self._admit()
         n = self._fill()
@@ -625,12 +628,23 @@ class BatchEngine:
 
 def batch_for(eng: ChatEngine) -> BatchEngine | None:
     """The loaded engine's batch of API slots, made on first use; None when the model was
-    loaded with parallel 1 (or none is loaded). Inference thread (or before any job runs)."""
+    loaded with parallel 1 (or none is loaded). Any thread: making one touches no KV."""
     if eng.batch is None and eng.llm is not None and eng.n_slots > 0:
         eng.batch = BatchEngine(eng.llm, eng.n_slots, n_ctx_slot=eng.n_ctx, first_seq=1,
                                 n_batch=int(eng.settings["n_batch"]) if eng.settings else None)
     batch: BatchEngine | None = eng.batch
     return batch
+
+
+def batch_loop(runner: _RunnerLike, eng: ChatEngine) -> BatchLoop | None:
+    """The :class:`BatchLoop` of ``eng``'s batch on ``runner`` (made on first use), or None
+    when the engine has no slots."""
+    batch = batch_for(eng)
+    if batch is None:
+        return None
+    if batch.loop is None or batch.loop.runner is not runner:
+        batch.loop = BatchLoop(runner, batch)
+    return batch.loop
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
