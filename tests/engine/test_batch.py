@@ -20,7 +20,7 @@ PROMPTS = ["The capital of France is", "Once upon a time", "def fib(n):", "1, 2,
 def beng(model_path: Path) -> Any:
     """An engine loaded with 4 slots (the default) and a short context."""
     from desklm.engine.backends.local.batch import batch_for
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
     eng.load(model_path, small_settings(n_ctx=1024, parallel=4, n_batch=512))
@@ -117,7 +117,7 @@ def test_same_text_as_the_single_stream_engine(beng: Any) -> None:
 
 
 def test_cancel_one_mid_batch_leaves_the_others_intact(beng: Any) -> None:
-    from desklm.engine.llm import FinishReason
+    from desklm.engine.backends.base import FinishReason
 
     solo = [_solo_seq(beng, p, max_tokens=24) for p in PROMPTS]
     _forget(beng)
@@ -194,7 +194,7 @@ def test_kv_freed_when_sequences_leave(model_path: Path) -> None:
     """keep_cache off: every slot's KV is empty once its sequence left; on: a finished reply's
     KV stays as the slot's cache (and a cancelled one's is freed anyway)."""
     from desklm.engine.backends.local.batch import BatchEngine, batch_for
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
     eng.load(model_path, small_settings(n_ctx=512, parallel=2))
@@ -283,7 +283,7 @@ def test_utf8_split_over_tokens_is_whole(beng: Any) -> None:
 
 
 def test_stop_strings_and_max_tokens(beng: Any) -> None:
-    from desklm.engine.llm import FinishReason
+    from desklm.engine.backends.base import FinishReason
 
     full = _solo(beng, "1, 2, 3, 4,", max_tokens=20)
     assert " 7," in full
@@ -355,7 +355,7 @@ def test_loop_on_the_runner_yields_to_queued_jobs(beng: Any) -> None:
 
 def test_unload_fails_what_is_left(model_path: Path) -> None:
     from desklm.engine.backends.local.batch import batch_for
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
     from desklm.errors import DeskLMError
 
     eng = ChatEngine()
@@ -372,7 +372,7 @@ def test_parallel_one_has_no_batch(model_path: Path) -> None:
     import llama_cpp
 
     from desklm.engine.backends.local.batch import batch_for
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
     eng.load(model_path, small_settings(n_ctx=512, parallel=1))

@@ -26,7 +26,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(model_path: Path) -> Iterator[Served]:
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
     from desklm.engine.runner import Runner
     from desklm.server import ApiServer
 
@@ -46,7 +46,7 @@ def served(model_path: Path) -> Iterator[Served]:
 def served_serial(model_path: Path) -> Iterator[Served]:
     """As ``served``, with parallel 1: requests answered one at a time, as before batching.
     Per test: its socket must not outlive the test (others count the listening sockets)."""
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
     from desklm.engine.runner import Runner
     from desklm.server import ApiServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from desklm.ui.conversations import ROLE_SUB, ConversationList
+from desklm.ui.panels.conversations import ROLE_SUB, ConversationList
 
 
 def rows(w):

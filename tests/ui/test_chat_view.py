@@ -21,6 +21,9 @@ def test_split_reasoning_and_segments():
     assert split_reasoning("only reasoning</think>answer") == ("only reasoning", "answer")
     assert split_reasoning("<think>still thinking") == ("still thinking", "")
     assert split_reasoning("plain") == (None, "plain")
+    # the engine's one split: a tag the answer talks about is no reasoning, and its code stays
+    assert split_reasoning("Use `<think>` tags.") == (None, "Use `<think>` tags.")
+    assert code_blocks("See:\n```\n<think>\n```\n") == ["<think>"]
     segs = segments("a\n\n```py\nx = 1\n```\nb")
     assert segs == [("md", "", "a\n\n"), ("code", "py", "x = 1"), ("md", "", "b")]
     assert code_blocks(REPLY) == ["def rev(s):\n    return s[::-1]"]
@@ -136,9 +139,9 @@ def test_theme_switch_reaches_every_widget_and_outlives_deleted_ones(qtbot):
 
     from desklm.engine.monitor import NA
     from desklm.engine.settings import Settings
-    from desklm.ui.conversations import ConversationList
-    from desklm.ui.gauges import GaugePanel
-    from desklm.ui.settings_panel import SettingsPanel
+    from desklm.ui.panels.conversations import ConversationList
+    from desklm.ui.panels.gauges import GaugePanel
+    from desklm.ui.panels.settings_panel import SettingsPanel
     from desklm.ui.welcome import WelcomeWidget
 
     made = [ChatView(), ConversationList(), GaugePanel(), SettingsPanel(Settings()),

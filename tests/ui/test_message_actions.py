@@ -166,7 +166,7 @@ def test_a_search_result_opens_its_chat_at_the_match(make_window, qtbot):
     with qtbot.waitSignal(w.search.searched, timeout=30000) as got:
         w.search.box.setText("zebrafish")
     assert got.args[1] >= 1
-    from desklm.ui.search_panel import ROLE_DATA
+    from desklm.ui.panels.search_panel import ROLE_DATA
 
     # the hit in the message (the chat's title, made from it, is a hit of its own)
     row = next(k for k in range(w.search.results.count())
@@ -193,7 +193,7 @@ def test_a_search_hit_in_an_old_branch_brings_that_branch_back(make_window, qtbo
     assert "Marmalade" not in w.chat.toPlainText()
     with qtbot.waitSignal(w.search.searched, timeout=30000):
         w.search.box.setText("marmalade")
-    from desklm.ui.search_panel import ROLE_DATA
+    from desklm.ui.panels.search_panel import ROLE_DATA
 
     row = next(k for k in range(w.search.results.count())
                if w.search.results.item(k).data(ROLE_DATA)[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from desklm.ui.model_dialog import ModelDialog
+from desklm.ui.dialogs.model_dialog import ModelDialog
 
 
 def make(qtbot):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desklm.engine.connections import Connection
-from desklm.ui.connect_dialog import ChosenConnection
+from desklm.engine.store.connections import Connection
+from desklm.ui.dialogs.connect_dialog import ChosenConnection
 from tests.remote_fixtures import metrics_server
 from tests.ui.conftest import LOAD_TIMEOUT_MS
 
@@ -28,6 +28,7 @@ def test_a_server_model_shows_the_server_s_gauges(window, qtbot, llama_server, m
     with qtbot.waitSignal(window.controller.serverMetrics, timeout=10_000):
         pass
     assert g.server.value_text == "n/a" and "no /metrics" in g.server.sub
+    assert "no /metrics" in g.readings()["server"]
     # a server that does (vLLM's exposition text): its KV cache and queue on the card
     with metrics_server((DATA / "metrics_vllm.txt").read_bytes()) as (url, _seen):
         window.controller._watchServer.emit(url, "")

@@ -11,7 +11,7 @@ from desklm.server import ApiServer
 
 @pytest.fixture
 def panel(qtbot):
-    from desklm.ui.server_panel import ServerPanel
+    from desklm.ui.panels.server_panel import ServerPanel
 
     runner = Runner()
     server = ApiServer(runner, lambda: None)  # no model: requests answer 503, and are logged

@@ -6,7 +6,7 @@ from desklm.engine import SCHEMA, Settings
 
 
 def test_context_range_comes_from_the_schema_then_the_model(qtbot):
-    from desklm.ui.settings_panel import SettingsPanel
+    from desklm.ui.panels.settings_panel import SettingsPanel
 
     panel = SettingsPanel(Settings())
     qtbot.addWidget(panel)
@@ -18,7 +18,7 @@ def test_context_range_comes_from_the_schema_then_the_model(qtbot):
 
 
 def test_every_setting_has_an_editor(qtbot):
-    from desklm.ui.settings_panel import SettingsPanel
+    from desklm.ui.panels.settings_panel import SettingsPanel
 
     panel = SettingsPanel(Settings())
     qtbot.addWidget(panel)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,19 +35,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from desklm.engine import (
-    Job,
-    JobCancelled,
-    Runner,
-    RunnerBusy,
-    RunnerClosed,
-    SamplingParams,
-    Sequence,
-    batch_loop,
-)
+from desklm.engine import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
 from desklm.errors import DeskLMError
 from desklm.server import protocol as P
 from desklm.server.protocol import ApiError
+from desklm.server.tool_calls import ToolTurn
+
+if TYPE_CHECKING:  # the batch loads llama.cpp: imported where a request needs it
+    from desklm.engine import Sequence
 
 log = logging.getLogger("desklm.server")
 
@@ -274,6 +269,8 @@ def _sequence(eng: Any, kind: str, prepare: Callable[[Any], list[int]], sampling
               put: Callable[[Any], None], stream: bool) -> Sequence:
     """A completion as a sequence of the engine's batch: the same prompt, stops, grammar and
     text rules as ``ChatEngine.generate`` (a raw completion keeps its whitespace)."""
+    from desklm.engine import SamplingParams, Sequence
+
     assert eng.template is not None
     chosen = stops(eng)
     return Sequence(
@@ -377,6 +374,8 @@ class Handlers:
     async def _chat(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
         req = P.parse_request(P.ChatRequest, P.parse_json(body))
+        if req.uses_tools:
+            return await self._tool_chat(request, req, t0)
         messages = req.plain_messages()
         grammar = _grammar(req.response_format)
         sampling = self._sampling(req)
@@ -387,6 +386,20 @@ class Handlers:
 
         return await self._run(request, req, t0, "chat", lambda eng: eng.prompt_tokens(messages),
                                sampling, stops, grammar)
+
+    async def _tool_chat(self, request: Request, req: P.ChatRequest, t0: float) -> Response:
+        """A chat that offers tools or carries calls: the prompt, grammar and reply are the
+        :class:`ToolTurn`'s; the rest is the common path."""
+        turn = ToolTurn(req)
+        grammar = None if turn.forced else _grammar(req.response_format)
+        sampling = self._sampling(req)
+        extra_stop = req.stop_list()
+
+        def stops(eng: Any) -> list[str] | None:
+            return [*eng.template.stop, *extra_stop] if extra_stop else None
+
+        return await self._run(request, req, t0, "chat", turn.prepare, sampling, stops, grammar,
+                               turn=turn)
 
     async def _completions(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
@@ -402,7 +415,8 @@ class Handlers:
     async def _run(self, request: Request, req: P._Sampling, t0: float, kind: str,
                    prepare: Callable[[Any], list[int]], sampling: Any,
                    stops: Callable[[Any], list[str] | None], grammar: Any, *,
-                   echo: bool = False, prompt: str = "") -> Response:
+                   echo: bool = False, prompt: str = "", turn: ToolTurn | None = None
+                   ) -> Response:
         ctx = self.ctx
         _eng, mid = self._model()
         rec = RequestRecord(time=t0, client=_client(request),
@@ -431,8 +445,12 @@ class Handlers:
                     put(piece)
 
             # a raw completion continues its prompt exactly: its whitespace is kept
-            return eng.generate(tokens, sampling, on_text, stop=stops(eng), grammar=grammar,
-                                strip=kind == "chat")
+            kw: dict[str, Any] = {"stop": stops(eng), "grammar": grammar}
+            if turn is not None:
+                kw.update(turn.generate_kw(extra_stop=req.stop_list()))
+            return eng.generate(tokens, sampling, on_text, strip=kind == "chat", **kw)
+
+        from desklm.engine import batch_loop
 
         loop_ = batch_loop(ctx.runner, _eng)
         job: Any
@@ -474,7 +492,7 @@ class Handlers:
                 rec.completion_tokens = stats.completion_tokens
                 rec.tokens_per_s = stats.gen_tokens_per_s
                 rec.ttft_s = getattr(stats, "ttft_s", None)
-            elif isinstance(job, Sequence):  # gone mid-reply: what it had generated
+            elif hasattr(job, "live_tokens"):  # a sequence gone mid-reply: what it had
                 rec.completion_tokens = job.live_tokens
             rec.duration_s = time.time() - t0
             ctx.on_record(rec)
@@ -500,10 +518,10 @@ class Handlers:
             raise
         if not req.stream:
             finish(200, stats=stats)
-            return self._complete(kind, mid, reply, stats, echo, prompt)
+            return self._complete(kind, mid, reply, stats, echo, prompt, turn)
 
         return _EventStream(self._events(q, job, kind, mid, req.include_usage, finish,
-                                         first is _END, echo, prompt),
+                                         first is _END, echo, prompt, turn),
                             on_close=lambda: finish(499, "client went away"))
 
     @staticmethod
@@ -534,9 +552,12 @@ class Handlers:
 
     @staticmethod
     def _complete(kind: str, mid: str, reply: str, stats: Any, echo: bool,
-                  prompt: str) -> Response:
+                  prompt: str, turn: ToolTurn | None = None) -> Response:
         fin = P.finish_reason(stats.finish_reason)
-        if kind == "chat":
+        if turn is not None:
+            body = turn.body(P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens,
+                             stats.completion_tokens)
+        elif kind == "chat":
             body = P.chat_completion(P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens,
                                      stats.completion_tokens)
         else:
@@ -546,11 +567,17 @@ class Handlers:
 
     async def _events(self, q: asyncio.Queue[Any], job: Job[Any] | Sequence, kind: str, mid: str,
                       include_usage: bool, finish: Callable[..., None], ended: bool,
-                      echo: bool, prompt: str) -> AsyncIterator[bytes]:
+                      echo: bool, prompt: str, turn: ToolTurn | None = None
+                      ) -> AsyncIterator[bytes]:
         cid = P.new_id("chatcmpl" if kind == "chat" else "cmpl")
         created = int(time.time())
 
+        def delta(d: dict[str, Any]) -> bytes:
+            return P.sse(P.chat_chunk(cid, mid, created, d, with_usage=include_usage))
+
         def piece(text: str) -> bytes:
+            if turn is not None:
+                return b"".join(delta(d) for d in turn.deltas(text))
             if kind == "chat":
                 return P.sse(P.chat_chunk(cid, mid, created, {"content": text},
                                           with_usage=include_usage))
@@ -584,6 +611,10 @@ class Handlers:
                 yield P.sse(e.body())
                 return
             fin = P.finish_reason(stats.finish_reason)
+            if turn is not None:
+                for d in turn.end_deltas():
+                    yield delta(d)
+                fin = turn.finish_reason(fin, turn.streamed_calls)
             if kind == "chat":
                 yield P.sse(P.chat_chunk(cid, mid, created, {}, fin, with_usage=include_usage))
             else:

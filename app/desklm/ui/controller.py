@@ -3,7 +3,7 @@
 The window (``main_window.py``) lays out widgets and draws what this controller emits; it never
 touches the model, the session or a thread. The controller owns:
 
-- the :class:`~desklm.engine.Runner` (the one inference thread, Qt-free) and the
+- the :class:`~desklm.engine.Runtime`: the one inference thread (Qt-free), the local backend and the
   :class:`~desklm.engine.ChatSession` that only that thread touches;
 - the resource sampler's thread;
 - the queue of messages typed while the model was busy;
@@ -56,19 +56,19 @@ from typing import Any
 from PySide6.QtCore import QMetaObject, QObject, Qt, Signal, Slot
 
 from desklm.engine import (
-    ChatSession,
     CommandResult,
     ConversationStore,
     DeskLMError,
     Job,
     JobCancelled,
     LoadCancelled,
-    Runner,
+    Runtime,
     Settings,
-    commands,
     embedded_model_path,
+    is_command,
     remember_model,
 )
+from desklm.server import ApiServer
 from desklm.ui.workers import SamplerWorker, start_thread
 
 log = logging.getLogger("desklm.ui")
@@ -153,12 +153,13 @@ class ChatController(QObject):
         self.state = State.STARTING
         self.queue: list[str] = []
         self.load_info: Any = None  # the LoadInfo last emitted (a value, not engine state)
-        self.session = ChatSession(Path(""), settings, store=store)
-        # The engine and session below belong to the runner's thread. Only jobs touch them;
-        # tests and the benchmark may read them while nothing runs.
-        self.engine = self.session.engine
-        self.runner = Runner(interrupt=self.engine.stop, name="inference")
-        self.engine.cancel_hook = self._current_job_cancelled
+        # The runtime's session and backends belong to its runner's thread. Only jobs touch
+        # them; tests and the benchmark may read them while nothing runs.
+        self.runtime = Runtime(settings, store)
+        self.session = self.runtime.session
+        self.runner = self.runtime.runner
+        # the opt-in API server (off until the user turns it on) shares the runtime's runner
+        self.api_server = ApiServer.for_runtime(self.runtime)
         self.session.on_setting(lambda n, v: self.settingChanged.emit(n, v))
         self._job: Job[Any] | None = None  # the job the current state waits for
         self._last_progress = 0.0
@@ -174,10 +175,6 @@ class ChatController(QObject):
         self.sampler.serverSampled.connect(self.serverMetrics.emit)
         self._watchServer.connect(self.sampler.watch_server)  # queued: the sampler's thread
         QMetaObject.invokeMethod(self.sampler, "start", Qt.ConnectionType.QueuedConnection)
-
-    def _current_job_cancelled(self) -> bool:
-        job = self.runner.current
-        return job is not None and job.cancelled
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -272,13 +269,13 @@ class ChatController(QObject):
     def take_queue(self) -> list[str]:
         """Empty the queue, returning the waiting messages (slash commands dropped), so the
         window can put them back in the input box instead of losing them."""
-        waiting = [t for t in self.queue if not commands.is_command(t)]
+        waiting = [t for t in self.queue if not is_command(t)]
         self.queue.clear()
         self.queueChanged.emit([])
         return waiting
 
     def _dispatch(self, text: str) -> None:
-        if commands.is_command(text):
+        if is_command(text):
             self._command(text)
         elif self.load_info is None:
             self.turnFailed.emit("no model is loaded: open one with File > Models", text)
@@ -304,9 +301,8 @@ class ChatController(QObject):
 
     def _job_load(self, job: Job[Any], path: str) -> None:
         self.loadStarted.emit(path)
-        if self.session.engine is not self.engine:  # back from a server to a local model
-            remote, self.session.engine = self.session.engine, self.engine
-            remote.close()
+        if self.runtime.remote:  # back from a server to a local model
+            self.runtime.use_local()
             self._watchServer.emit("", "")
         try:
             target = Path(path) if path else embedded_model_path()
@@ -317,7 +313,7 @@ class ChatController(QObject):
         except DeskLMError as e:
             self.message.emit("error", f"Could not load the model: {e}")
             self.loadEnded.emit("failed")
-            if self.session.engine.load_info is None and path:
+            if self.runtime.backend.load_info is None and path:
                 # the remembered model is gone or broken: fall back to the embedded one
                 self.message.emit("notice", "Loading the embedded model instead.")
                 self._job_load(job, "")
@@ -328,7 +324,7 @@ class ChatController(QObject):
         self.loadEnded.emit("")
 
     def _load_stopped(self) -> None:
-        if self.engine.load_info is None:
+        if self.runtime.local.load_info is None:
             self.modelUnloaded.emit()
         self.loadEnded.emit("cancelled")
 
@@ -337,8 +333,8 @@ class ChatController(QObject):
         self.load_info = info  # on the UI thread, before the job's _jobEnded arrives
 
     def _loaded(self, info: Any) -> None:
-        if not self.remote:
-            self.modelInfo.emit(self.engine.info)
+        if not self.runtime.remote:
+            self.modelInfo.emit(self.runtime.local.info)
         self.loaded.emit(info)
         self.settingsLoaded.emit(self.session.settings.copy())
         try:
@@ -384,10 +380,7 @@ class ChatController(QObject):
         backend = RemoteBackend()
         try:
             backend.connect(conn.url, api_key, conn.model, self.session.settings)
-            old = self.session.engine
-            self.session.use_backend(backend, Path(backend.model))
-            if old is not self.engine:
-                old.close()
+            self.runtime.use_remote(backend, Path(backend.model))
         except DeskLMError as e:
             self.message.emit("error", f"Could not connect: {e}")
             self.loadEnded.emit("failed")
@@ -401,7 +394,7 @@ class ChatController(QObject):
     @property
     def remote(self) -> bool:
         """Chatting with a model on a server (read on the UI thread between jobs)."""
-        return self.session.engine is not self.engine
+        return self.runtime.remote
 
     def save_config(self, config: Any, values: dict[str, Any]) -> None:
         """Merge ``values`` into the app settings, on the inference thread (no file I/O on
@@ -439,7 +432,7 @@ class ChatController(QObject):
         self._run(State.GENERATING, lambda job: self._job_send(job, text), "turn")
 
     def _job_send(self, job: Job[Any], text: str) -> None:
-        eng = self.engine
+        eng = self.runtime.backend  # the backend in use: local, or a server's model
 
         def started(plan: Any, reused: int) -> None:
             self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
@@ -492,14 +485,7 @@ class ChatController(QObject):
 
     def remove_attachment(self, name: str) -> None:
         """Take a file off the next message (its chip's ×)."""
-        def remove(_job: Job[Any]) -> None:
-            pending = self.session.pending_attachments
-            for k, a in enumerate(pending):
-                if a.name == name:
-                    del pending[k]
-                    break
-
-        self.runner.submit(remove, "command", interrupt=False)
+        self.runner.submit(lambda _job: self.session.detach(name), "command", interrupt=False)
 
     def _message_job(self, body: Any) -> None:
         if self.busy:
@@ -531,8 +517,7 @@ class ChatController(QObject):
             return
         # a fresh chat, or a new version of a reply (/regen, /alt, /edit): drawn again before
         # the command reports done
-        if result.reset or getattr(result, "turn", None) is not None or \
-                result.command in ("alt", "edit", "regen"):
+        if result.redraw:
             self.conversationOpened.emit(self.session.record())
         self._command_done(result)
         if result.reset:
@@ -540,8 +525,8 @@ class ChatController(QObject):
 
     def _command_done(self, result: CommandResult) -> None:
         self.commandDone.emit(result)
-        if result.reloaded and self.engine.load_info is not None:
-            self._loaded(self.engine.load_info)
+        if result.reloaded and self.runtime.backend.load_info is not None:
+            self._loaded(self.runtime.backend.load_info)
 
     def apply_settings(self, values: dict[str, Any]) -> None:
         """Settings from the panel. Live ones run as a quick command; reload ones reload."""
@@ -575,10 +560,10 @@ class ChatController(QObject):
         self._run(State.TUNING, self._job_tune, "tune")
 
     def _job_tune(self, job: Job[Any]) -> None:
-        from desklm.engine import bench
+        from desklm.engine import autotune
 
         try:  # with a GPU the tuner also tries 0, half and all GPU layers
-            result = bench.tune(self.session,
+            result = autotune(self.session,
                                 progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
                                 cancelled=lambda: job.cancelled)
         except DeskLMError as e:

@@ -48,16 +48,15 @@ from desklm.engine import (
     TurnResult,
     title_from,
 )
-from desklm.server import ApiServer
 from desklm.ui import theme
 from desklm.ui.attachment_chip import AttachmentBar
 from desklm.ui.chat_view import ChatInput, ChatView
 from desklm.ui.controller import STOPPABLE, ChatController, State
-from desklm.ui.conversations import ConversationList
-from desklm.ui.gauges import GaugePanel
-from desklm.ui.search_panel import SearchPanel
-from desklm.ui.server_panel import ServerPanel
-from desklm.ui.settings_panel import SettingsPanel
+from desklm.ui.panels.conversations import ConversationList
+from desklm.ui.panels.gauges import GaugePanel
+from desklm.ui.panels.search_panel import SearchPanel
+from desklm.ui.panels.server_panel import ServerPanel
+from desklm.ui.panels.settings_panel import SettingsPanel
 from desklm.ui.welcome import WelcomeWidget
 
 DEFAULT_SIZE = (1280, 800)
@@ -211,9 +210,7 @@ class MainWindow(QMainWindow):
 
         self.controller = ChatController(settings, store)
         # the API server (off until the user turns it on) shares the one inference runner
-        self._api_settings = settings.copy()  # a snapshot the server thread may read
-        self.api_server = ApiServer(self.controller.runner, self._api_engine,
-                                    lambda: self._api_settings)
+        self.api_server = self.controller.api_server  # off until the user turns it on
         self.server_panel = ServerPanel(self.api_server)
         self.server_dock = self._dock("API server", self.server_panel,
                                       Qt.DockWidgetArea.RightDockWidgetArea)
@@ -289,7 +286,6 @@ class MainWindow(QMainWindow):
         c.turnFailed.connect(self._on_turn_failed)
         c.commandDone.connect(self._on_command_done)
         c.settingChanged.connect(self._on_setting_changed)
-        c.settingChanged.connect(self._api_setting)
         c.settingsLoaded.connect(self._on_settings_loaded)
         c.tuneProgress.connect(self._on_tune_progress)
         c.tuned.connect(self._on_tuned)
@@ -423,19 +419,8 @@ class MainWindow(QMainWindow):
         self.server_state.setText("" if text == "off" else f"API: {text}")
         self.serve_action.setChecked(text != "off")
 
-    def _api_engine(self) -> Any:
-        """The model the API serves: the local one, once loaded (called on the server's
-        thread; reads only values the UI thread set)."""
-        c = self.controller
-        return c.engine if self.load_info is not None and not self._remote else None
-
-    def _api_setting(self, name: str, value: Any) -> None:
-        new = self._api_settings.copy()
-        new.set(name, value)
-        self._api_settings = new  # replaced whole: the server thread never sees a half update
-
     def show_connect(self) -> Any:
-        from desklm.ui.connect_dialog import ConnectDialog
+        from desklm.ui.dialogs.connect_dialog import ConnectDialog
 
         dlg = ConnectDialog(self, config=self.config)
         dlg.connectionChosen.connect(self.controller.connect_remote)
@@ -636,7 +621,7 @@ class MainWindow(QMainWindow):
 
     def show_models(self) -> Any:
         """The Models dialog (non-modal): local models and Hugging Face downloads."""
-        from desklm.ui.model_dialog import ModelDialog
+        from desklm.ui.dialogs.model_dialog import ModelDialog
 
         if self.models_dialog is not None:
             self.models_dialog.shutdown()
@@ -678,7 +663,7 @@ class MainWindow(QMainWindow):
             e.acceptProposedAction()
 
     def _about(self) -> Any:
-        from desklm.ui.about import AboutDialog
+        from desklm.ui.dialogs.about import AboutDialog
 
         dlg = AboutDialog(self.load_info, self)
         dlg.open()

@@ -54,7 +54,9 @@ from typing import Any, Protocol
 import llama_cpp
 import llama_cpp.llama_cpp as ll
 
-from desklm.engine.llm import ChatEngine, FinishReason, TurnStats, _find_stop, _partial_stop_len
+from desklm.engine.backends.base import FinishReason, TurnStats
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.prompt.stream import find_stop, partial_stop_len
 from desklm.engine.runner import JobCancelled
 from desklm.errors import DeskLMError
 
@@ -152,7 +154,7 @@ class ReplyText:
         """Add a token's bytes; True when a stop string ended the reply."""
         self.reply += self._decoder.decode(piece)
         reply, emitted = self.reply, self.emitted
-        cut = _find_stop(reply, self.stops, max(0, emitted - self.hold)) \
+        cut = find_stop(reply, self.stops, max(0, emitted - self.hold)) \
             if self.check_stops else None
         if cut is not None:
             self.reply = reply[:cut]
@@ -160,7 +162,7 @@ class ReplyText:
         if self.strip and emitted == 0:  # never show leading whitespace
             lead = len(reply) - len(reply.lstrip())
             emitted = lead if lead < len(reply) else 0
-        safe = len(reply) - _partial_stop_len(reply, self.stops, self.hold)
+        safe = len(reply) - partial_stop_len(reply, self.stops, self.hold)
         if self.strip:
             safe = min(safe, len(reply.rstrip()))  # trailing whitespace waits
         if self.on_text is not None and safe > emitted:
