@@ -631,6 +631,8 @@ class BatchEngine:
 def batch_for(eng: ChatEngine) -> BatchEngine | None:
     """The loaded engine's batch of API slots, made on first use; None when the model was
     loaded with parallel 1 (or none is loaded). Any thread: making one touches no KV."""
+    if not isinstance(eng, ChatEngine):  # a remote backend: nothing to batch here
+        return None
     if eng.batch is None and eng.llm is not None and eng.n_slots > 0:
         eng.batch = BatchEngine(eng.llm, eng.n_slots, n_ctx_slot=eng.n_ctx, first_seq=1,
                                 n_batch=int(eng.settings["n_batch"]) if eng.settings else None)
