@@ -382,3 +382,27 @@ def test_parallel_one_has_no_batch(model_path: Path) -> None:
         assert eng.n_ctx == 512
     finally:
         eng.unload()
+
+
+def test_a_runner_shutting_down_fails_the_sequences_it_will_not_step(beng: Any) -> None:
+    """The batch job cancelled while queued (the runner closing) never runs: its sequences
+    fail at once instead of waiting for a step that will not come."""
+    from desklm.engine.backends.local.batch import BatchLoop
+    from desklm.engine.runner import JobCancelled, Runner
+
+    _forget(beng)
+    runner = Runner(interrupt=beng.stop)
+    gate = threading.Event()
+    runner.submit(lambda _j: gate.wait(30), "turn")  # keeps the thread busy
+    loop = BatchLoop(runner, beng.batch)
+    s = loop.submit(_seq(beng, PROMPTS[0], max_tokens=4))
+    try:
+        runner.cancel(kinds=("batch",))
+        gate.set()  # the runner reaches the cancelled batch job and drops it
+        with pytest.raises(JobCancelled, match="shutting down"):
+            s.result(timeout=30)
+    finally:
+        gate.set()
+        assert runner.shutdown(5)
+    beng.batch.run()  # nothing is left behind in the engine's own batch
+    assert not beng.batch.has_work()

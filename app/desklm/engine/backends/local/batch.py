@@ -427,6 +427,18 @@ class BatchEngine:
         while self.has_work() and not (until is not None and until()):
             self.step()
 
+    def abandon(self, reason: str) -> int:
+        """Fail every waiting and running sequence without touching llama.cpp (any thread:
+        for when no step will run again). Returns how many."""
+        with self._lock:
+            seqs = list(self._waiting) + [s.seq for s in self.slots if s.seq is not None]
+            self._waiting.clear()
+        for q in seqs:
+            q._cancel.set()
+            if not q.future.done():
+                q.future.set_exception(JobCancelled(reason))
+        return len(seqs)
+
     def close(self) -> None:
         """Fail what is left ("the model was unloaded") and free the batch. Inference thread."""
         with self._lock:
@@ -689,7 +701,18 @@ class BatchLoop:
     def _wake(self) -> None:
         with self._lock:
             if self._job is None:
-                self._job = self.runner.submit(self._run, self.KIND, interrupt=False)
+                job = self.runner.submit(self._run, self.KIND, interrupt=False)
+                self._job = job
+                job.future.add_done_callback(lambda _f, job=job: self._ended(job))
+
+    def _ended(self, job: Any) -> None:
+        """A batch job that never ran (cancelled while queued: the runner shutting down)
+        leaves its sequences waiting for nothing: they fail now."""
+        with self._lock:
+            if self._job is not job:
+                return  # it ran (and cleared itself)
+            self._job = None
+        self.batch.abandon("the model is shutting down")
 
     def _others_waiting(self) -> bool:
         return any(j.kind != self.KIND for j in self.runner.pending())
