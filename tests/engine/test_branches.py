@@ -110,10 +110,11 @@ def test_hostile_version_fields_are_dropped_not_fatal():
     Message.from_dict(deep)
 
 
-def test_migrate_stamps_version_2_and_keeps_everything():
+def test_migrate_stamps_the_current_version_and_keeps_everything():
     v1 = {"schema": 1, "id": "c", "messages": [{"role": "user", "content": "hi"}]}
     v2 = branches.migrate(v1)
-    assert v2["schema"] == 2 and v2["messages"] == v1["messages"] and v1["schema"] == 1
+    assert v2["schema"] == branches.SCHEMA_VERSION == 3
+    assert v2["messages"] == v1["messages"] and v1["schema"] == 1
 
 
 def test_clean_tree_fields_for_a_record_checker():

@@ -26,8 +26,8 @@ def stored(s):
     return json.loads(s.store.path(s.conv_id).read_text("utf-8"))
 
 
-def test_a_version_1_file_loads_and_saves_as_version_2_losing_nothing(tmp_path):
-    assert SCHEMA_VERSION == 2
+def test_a_version_1_file_loads_and_saves_as_the_current_version_losing_nothing(tmp_path):
+    assert SCHEMA_VERSION == 3
     root = tmp_path / "conv"
     root.mkdir()
     original = json.loads(V1.read_text("utf-8"))
@@ -35,10 +35,10 @@ def test_a_version_1_file_loads_and_saves_as_version_2_losing_nothing(tmp_path):
     shutil.copy(V1, root / V1.name.replace("conversation-v1", original["id"]))
     st = ConversationStore(root)
     rec = st.load(original["id"])
-    assert rec["schema"] == 2
+    assert rec["schema"] == SCHEMA_VERSION
     st.save(rec)
     again = json.loads((root / f"{original['id']}.json").read_text("utf-8"))
-    assert again["schema"] == 2
+    assert again["schema"] == SCHEMA_VERSION
     for key in ("id", "title", "created", "model", "settings", "context_start", "messages"):
         assert again[key] == original[key], key
 
@@ -63,7 +63,7 @@ def test_regenerate_keeps_every_reply_and_switches(engine, model_path, tmp_path)
     assert shown.id == first.id and shown.content == first.content
     # saved with every version, and a reload shows the same
     rec = stored(s)
-    assert rec["schema"] == 2 and len(rec["messages"][1]["alternatives"]) == 2
+    assert rec["schema"] == SCHEMA_VERSION and len(rec["messages"][1]["alternatives"]) == 2
     assert rec["messages"][1]["alt_index"] == 0
     s2 = ChatSession(model_path, small_settings(), engine=engine, store=s.store)
     s2.open_conversation(s.conv_id)

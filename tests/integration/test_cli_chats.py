@@ -29,7 +29,7 @@ def test_regen_alt_edit_attach_and_preset_in_the_terminal(tmp_path):
     assert loaded["preset"] == "Quick"
     conv_id = turn["conversation_id"]
     rec = json.loads(run_cli("history", "export", conv_id, "--format", "json").stdout)
-    assert rec["schema"] == 2
+    assert rec["schema"] == 3
     users = [m for m in rec["messages"] if m["role"] == "user"]
     assert users[0]["content"] == "Hello again" and users[0]["alternatives"][0]["content"] == \
         "Hello"

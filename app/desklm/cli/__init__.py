@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hq.add_argument("--json", action="store_true", help="print JSON")
     hq.add_argument("--limit", type=int, default=20, metavar="N", help="at most N results")
+    from desklm.cli.tools import add_parser as add_tools_parser
+
+    add_tools_parser(sub, common)
     return p
 
 
@@ -283,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from desklm.cli.history import cmd_history
 
             return flushed(cmd_history(args))
+        if args.command == "tools":
+            from desklm.cli.tools import cmd_tools
+
+            return flushed(cmd_tools(args))
         if args.command == "models":
             from desklm.cli.models import cmd_models
 

@@ -34,6 +34,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     remote = connect(args) if getattr(args, "server", None) else None
     # the one inference thread, the local engine and the session, wired as in the window
     rt = Runtime(settings, store, model_path=None if remote else resolve_model(args.model))
+    hub = rt.enable_tools()  # MCP servers of mcp.json; none runs until a tool of its is on
+    for problem in hub.problems:
+        print(f"desklm: note: tools: {problem}", file=sys.stderr)
     if remote is not None:  # connected already: the server holds the model
         rt.runner.call(lambda: rt.use_remote(remote, Path(remote.model)))
     session: Any = OnRunner(rt.session, rt.runner)
@@ -81,6 +84,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     finally:  # whatever ends the loop, the conversation so far (and its KV cache) is saved
         state["closing"] = True  # a second Ctrl+C / SIGHUP now must not cut the save short
         saved = store is not None and session.close()
+        hub.close()
     if session.save_error:
         err(session.save_error)
     if saved and tty and not state["quit"]:
@@ -240,6 +244,16 @@ def chat_loop(
         out.flush()
 
     lines = read_lines(inp)
+    if getattr(session, "tools", None) is not None:  # asks here before every tool call
+        from desklm.cli.tools import terminal_consent, tool_event_printer
+
+        def write(text: str) -> None:
+            out.write(text)
+            out.flush()
+
+        session.consent = terminal_consent(lines, write, as_json)
+        if not as_json:
+            session.on_tool = tool_event_printer(write)
     while not state.get("quit") and not getattr(out, "broken", False):
         if interactive:
             out.write("> ")
@@ -297,6 +311,8 @@ def chat_loop(
                     state["busy"] = False
             if session.save_error:
                 err(session.save_error)
+            for note in getattr(result, "notes", None) or []:
+                print(f"desklm: note: {note}", file=sys.stderr, flush=True)
             if as_json:
                 emit({**result.to_dict(), "conversation_id": session.conv_id})
             else:

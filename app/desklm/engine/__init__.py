@@ -13,7 +13,7 @@ The folders behind it:
   setting; ``monitor``: ResourceSampler (psutil + NVML), NA; ``tune``: the auto-tuner;
   ``fmt``: bytes, seconds and rates for people; ``buildinfo``: versions and paths (About)
 - ``chat/``: ChatSession, the conversation and its budget, branches, attachments, presets,
-  the slash commands
+  the slash commands, tools (MCP servers, consent, the per-turn limit)
 - ``prompt/``: chat formats, stop strings and reasoning; ``prompt.tools``: tools rendered into
   the prompt, calls parsed back (whole and streamed), the grammar that forces a call
 - ``backends/``: the shared types and interface (``base``), ``local/`` (llama.cpp: load,
@@ -38,6 +38,16 @@ from desklm.engine.chat.commands import CommandResult, is_command
 from desklm.engine.chat.conversation import PromptPlan
 from desklm.engine.chat.presets import Preset, PresetStore, apply_preset
 from desklm.engine.chat.session import ChatSession, TurnResult
+from desklm.engine.chat.tools import (
+    Decision,
+    ServerConfig,
+    ServerState,
+    ServerStatus,
+    ToolHub,
+    ToolInfo,
+    ToolRequest,
+    ToolStep,
+)
 from desklm.engine.fmt import fmt_bytes, fmt_rate, fmt_secs, fmt_transfer
 from desklm.engine.models.catalog import (
     catalog,
@@ -170,6 +180,7 @@ __all__ = [
     "Connection",
     "ContentDelta",
     "ConversationStore",
+    "Decision",
     "DeskLMError",
     "DownloadCancelled",
     "FinishReason",
@@ -195,13 +206,20 @@ __all__ = [
     "SearchIndex",
     "SearchResult",
     "Sequence",
+    "ServerConfig",
+    "ServerState",
+    "ServerStatus",
     "Setting",
     "Settings",
     "Snapshot",
     "StoreError",
     "Tool",
     "ToolCall",
+    "ToolHub",
+    "ToolInfo",
     "ToolPrompt",
+    "ToolRequest",
+    "ToolStep",
     "ToolStream",
     "ToolSyntax",
     "TuneResult",

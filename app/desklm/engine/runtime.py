@@ -49,6 +49,7 @@ class Runtime:
         self.local.cancel_hook = self._job_cancelled
         self._snapshot = self.session.settings.copy()
         self.session.on_setting(self._setting_changed)
+        self.tools: Any = None  # the MCP servers' hub, once enable_tools() is called
 
     # -- what is in use --
     @property
@@ -99,6 +100,19 @@ class Runtime:
         _close(old)
         self._snapshot = self.session.settings.copy()
 
+    # -- tools --
+    def enable_tools(self, hub: Any = None) -> Any:
+        """Give the session the MCP servers of ``mcp.json`` (a
+        :class:`~desklm.engine.chat.tools.ToolHub`; none runs until one of its tools is on).
+        The window and ``desklm chat`` call this; the API server does not (its clients bring
+        their own tools). Closed with the runtime."""
+        if hub is None:
+            from desklm.engine.chat.tools import ToolHub
+
+            hub = ToolHub()
+        self.tools = self.session.tools = hub
+        return hub
+
     # -- cancelling --
     def interrupt(self) -> None:
         """Stop the backend in use now (any thread): the runner calls this when the running
@@ -115,7 +129,10 @@ class Runtime:
         join it. True if the thread ended within ``timeout``."""
         self.runner.cancel()
         self.runner.submit(lambda _job: self.session.close(), "close", interrupt=False)
-        return self.runner.shutdown(timeout, cancel=False)
+        done = self.runner.shutdown(timeout, cancel=False)
+        if self.tools is not None:  # the servers' processes end with the app
+            self.tools.close()
+        return done
 
 
 def _close(backend: Backend) -> None:

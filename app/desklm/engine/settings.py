@@ -228,6 +228,9 @@ _SETTINGS: list[Setting] = [
             step=0.05),
     Setting("max_tokens", "int", 512, "Longest reply, in tokens.", "sampling", "Max tokens",
             minimum=1, maximum=32768, widget="pow2"),
+    Setting("tool_calls_per_turn", "int", 4, "Most tool calls the model may make in one turn "
+            "(MCP tools); then it answers with what it has.", "sampling", "Tool calls per turn",
+            minimum=1, maximum=32, widget="spin"),
     Setting("seed", "int", -1, "Random seed for sampling (-1 = random each reply).", "sampling",
             "Seed", minimum=0, maximum=2**31 - 1, special={-1: "random"}),
     Setting("system_prompt", "str", "You are a helpful assistant.", "Instructions the model "

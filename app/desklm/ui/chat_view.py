@@ -21,6 +21,7 @@ above is ready, and the rest as the user scrolls up. The UI thread is never bloc
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class Item:
     versions: int = 1
     frame: QTextFrame | None = None
     expanded: bool = False  # reasoning shown
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the reply's tool calls
+    tools_open: bool = False  # the calls' arguments and results shown
 
 
 _warmed = False
@@ -315,6 +318,8 @@ class ChatView(QTextBrowser):
         c.insertText(who, self._char(color, bold=True))
         c.insertText("   " + _when(it.created), self._char(p.muted, size=self._small()))
         c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+        if it.tools:
+            self._tool_calls(c, it)
         if it.kind == "user":
             self._plain_lines(c, it.text, self._char(p.text))  # verbatim, no Markdown
             if it.msg_id:
@@ -324,6 +329,50 @@ class ChatView(QTextBrowser):
         if it is self._stream_item:
             return  # the streamed text follows here
         self._render_reply(c, it)
+
+    def _tool_calls(self, c: QTextCursor, it: Item) -> None:
+        """The reply's tool calls: one collapsed line each; clicked, the arguments and the
+        result (as plain text: a tool's output is data, never markup)."""
+        p, small = theme.current(), self._small()
+        arrow = "▾" if it.tools_open else "▸"
+        anchor = f"tools:{self.items.index(it)}" if it is not self._stream_item else ""
+        for step in it.tools:
+            c.insertText(f"{arrow} Tool {tool_line(step)}", self._char(
+                anchor=anchor, size=small, italic=True,
+                color="" if anchor else p.muted))
+            c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+            if not it.tools_open:
+                continue
+            mono = self._char(p.text, mono=True, size=small)
+            args = json.dumps(step.get("arguments") or {}, ensure_ascii=False, indent=2)
+            self._plain_lines(c, "arguments: " + args, mono)
+            c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+            result = str(step.get("result") or "")
+            shown = result[:TOOL_SHOWN] + (f"\n… ({len(result) - TOOL_SHOWN:,} more characters)"
+                                           if len(result) > TOOL_SHOWN else "")
+            self._plain_lines(c, "result: " + (shown or "(none)"), mono)
+            c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+            if step.get("note"):
+                c.insertText(str(step["note"]), self._char(p.muted, size=small, italic=True))
+                c.insertBlock(QTextBlockFormat(), QTextCharFormat())
+
+    def show_tool_step(self, step: dict[str, Any]) -> None:
+        """A tool call of the reply being streamed, new or with its outcome (``step`` is a
+        ToolStep's dict). Calls come before the answer's text, so the streamed part is empty
+        and starts again after the calls."""
+        it = self._stream_item
+        if it is None or it.frame is None:
+            return
+        at = next((k for k, s in enumerate(it.tools) if s.get("id") == step.get("id")), None)
+        if at is None:
+            it.tools.append(dict(step))
+        else:
+            it.tools[at] = dict(step)
+        bottom = self._at_bottom()
+        self._fill(it)
+        self._stream_start = self._committed_pos = self._frame_end()
+        self._committed_chars, self._carry, self._stream_text = 0, "", ""
+        self._scroll(bottom)
 
     def _plain_lines(self, c: QTextCursor, text: str, fmt: QTextCharFormat) -> None:
         for i, line in enumerate(text.split("\n")):
@@ -760,6 +809,12 @@ class ChatView(QTextBrowser):
             return
         try:
             idx = int(parts[1])
+            if parts[0] == "tools":
+                it = self.items[idx]
+                it.tools_open = not it.tools_open
+                if it.frame is not None and it is not self._stream_item:
+                    self._fill(it)
+                return
             if parts[0] == "think":
                 it = next(i for i in self.items if i.kind == "assistant" and i.reply == idx)
                 it.expanded = not it.expanded
@@ -778,12 +833,30 @@ class ChatView(QTextBrowser):
 def _take_ids(it: Item, m: dict[str, Any]) -> None:
     """A stored message's id and versions onto its transcript item."""
     it.msg_id = str(m.get("id") or "")
+    calls = m.get("tool_calls")
+    if isinstance(calls, list) and it.kind == "assistant":
+        it.tools = [dict(c) for c in calls if isinstance(c, dict)]
     alts = m.get("alternatives")
     it.versions = len(alts) + 1 if isinstance(alts, list) else 1
     try:
         it.version = min(it.versions, max(1, int(m.get("alt_index") or 0) + 1))
     except (TypeError, ValueError):
         it.version = 1
+
+
+TOOL_SHOWN = 4000  # characters of a tool's result shown in the transcript
+
+
+def tool_line(step: dict[str, Any]) -> str:
+    """One line for a tool call: the tool, its server, its arguments, how it went."""
+    args = json.dumps(step.get("arguments") or {}, ensure_ascii=False)
+    args = args if len(args) <= 80 else args[:79] + "…"
+    status = str(step.get("status") or "")
+    how = {"ok": f"done in {float(step.get('seconds') or 0):.1f} s",
+           "error": f"failed: {step.get('note', '')}", "denied": "denied by you",
+           "stopped": "stopped", "limit": str(step.get("note") or "limit reached"),
+           "asking": "waiting for your permission"}.get(status, status)
+    return f"{step.get('tool', '?')} ({step.get('server', '?')}) {args}: {how}"
 
 
 TAIL_LIMIT = 600  # characters: past this, the growing block is committed at a line break

@@ -36,6 +36,10 @@ Signals (all delivered on the UI thread):
     presetsListed(object, object): the saved presets' names and the one last used with the
         loaded model ("" if none).
     messageRevealed(str): after ``open_at``, the id of the message to scroll to.
+    toolPermission(object: ToolRequest): a tool call waits for the user (answer_tool);
+        toolPermissionClosed(str): that wait is over (its call id: answered, or stopped).
+    toolStep(str, object): "call" / "result" and the call (a ToolStep dict) of the reply.
+    toolsChanged(str): an MCP server's state or tools changed (its name).
     serverMetrics(object): on a server's model, what its /metrics say, about every 2 s.
     tailStored(object): after a turn, the last two stored messages as dicts (ids, versions),
         so the transcript can offer their actions.
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,7 @@ from PySide6.QtCore import QMetaObject, QObject, Qt, Signal, Slot
 from desklm.engine import (
     CommandResult,
     ConversationStore,
+    Decision,
     DeskLMError,
     Job,
     JobCancelled,
@@ -143,6 +149,12 @@ class ChatController(QObject):
     presetsListed = Signal(object, object)  # preset names, the one last used with this model
     conversationOpened = Signal(object)
     snapshot = Signal(object)
+    # tools (MCP servers): a call waiting for the user's answer (a ToolRequest), that wait
+    # being over (its call id), a call made or finished (kind, ToolStep dict), a server's state
+    toolPermission = Signal(object)
+    toolPermissionClosed = Signal(str)
+    toolStep = Signal(str, object)
+    toolsChanged = Signal(str)
 
     # from the inference thread to this object's own slots (queued: they run on the UI thread)
     _jobEnded = Signal(object, object, object, object)  # (job, state it ran in, result, error)
@@ -161,6 +173,14 @@ class ChatController(QObject):
         # the opt-in API server (off until the user turns it on) shares the runtime's runner
         self.api_server = ApiServer.for_runtime(self.runtime)
         self.session.on_setting(lambda n, v: self.settingChanged.emit(n, v))
+        # MCP tools: the hub runs its clients on its own thread; the session asks through
+        # _ask_tool (on the inference thread) and the window answers with answer_tool
+        self.tools = self.runtime.enable_tools()
+        self.tools.listeners.append(self.toolsChanged.emit)
+        self.session.consent = self._ask_tool
+        self.session.on_tool = lambda kind, step: self.toolStep.emit(kind, step.to_dict())
+        self._tool_answers: dict[str, Any] = {}
+        self._tool_answered = threading.Condition()
         self._job: Job[Any] | None = None  # the job the current state waits for
         self._last_progress = 0.0
         self._jobEnded.connect(self._on_job_ended, Qt.ConnectionType.QueuedConnection)
@@ -702,6 +722,32 @@ class ChatController(QObject):
                 fn()
         self.stateChanged.connect(once)
 
+    # --- tools ---------------------------------------------------------------------------------
+    def _ask_tool(self, req: Any) -> Any:
+        """The session's consent callback (inference thread): show the request, wait for the
+        window's answer; a Stop ends the wait (the call is then not made)."""
+        self.toolPermission.emit(req)
+        try:
+            with self._tool_answered:
+                while req.call_id not in self._tool_answers and not req.cancelled() \
+                        and self.state is not State.CLOSING:
+                    self._tool_answered.wait(0.1)
+                answer = self._tool_answers.pop(req.call_id, "deny")
+        finally:
+            self.toolPermissionClosed.emit(req.call_id)
+        return Decision(answer)
+
+    def answer_tool(self, call_id: str, decision: str) -> None:
+        """The user's answer to a tool request: "once", "always" or "deny"."""
+        with self._tool_answered:
+            self._tool_answers[call_id] = str(Decision(decision))
+            self._tool_answered.notify_all()
+
+    def force_tool(self, name: str | None) -> None:
+        """Make the next reply a call to tool ``name`` ("*": any tool on; None: let the model
+        choose): for models that do not call tools by themselves."""
+        self.session.force_tool = name or None
+
     # --- shutdown ------------------------------------------------------------------------------
     def shutdown(self, on_close: Any = None) -> float:
         """Stop everything, save the chat (and run ``on_close``, e.g. writing the app
@@ -732,6 +778,7 @@ class ChatController(QObject):
                                      Qt.ConnectionType.BlockingQueuedConnection)
             self.sampler_thread.quit()
             self.sampler_thread.wait(int(JOIN_TIMEOUT_S * 1000))
+        self.tools.close()  # the tool servers' processes end with the window
         if not ok:
             log.error("the inference thread did not stop within %.1f s", JOIN_TIMEOUT_S)
         return time.perf_counter() - t0

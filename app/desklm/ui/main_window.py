@@ -48,7 +48,7 @@ from desklm.engine import (
     TurnResult,
     title_from,
 )
-from desklm.ui import theme
+from desklm.ui import theme, tool_prompt
 from desklm.ui.attachment_chip import AttachmentBar
 from desklm.ui.chat_view import ChatInput, ChatView
 from desklm.ui.controller import STOPPABLE, ChatController, State
@@ -381,6 +381,7 @@ class MainWindow(QMainWindow):
         self.regen_action.setShortcut(QKeySequence("Ctrl+Shift+R"))
         self.regen_action.triggered.connect(lambda: self.submit("/regen"))
         chat_menu.addAction(self.regen_action)
+        tool_prompt.install(self, chat_menu)  # Tools…, the permission bar, calls in the chat
         theme_menu = self.view_menu.addMenu("&Theme")
         self.theme_actions: dict[str, QAction] = {}
         for mode, label in (("system", "Follow the &system"), ("light", "&Light"),

@@ -34,7 +34,7 @@ from desklm.errors import DeskLMError
 # (messages are made with type(msg) of the message at hand)
 Message = Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: an assistant reply's tool calls (desklm.engine.chat.tools)
 MAX_DEPTH = 64  # nesting of versions inside continuations kept when reading a file
 MAX_VERSIONS = 1000  # versions of one message kept when reading a file
 
@@ -134,18 +134,20 @@ def clean_tree_fields(raw: dict[str, Any], out: dict[str, Any],
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A conversation record of any older schema as schema 2, losing nothing.
+    """A conversation record of any older schema as the current one, losing nothing.
 
     Schema 1 had no versions: its ``messages`` list is the active path of a schema-2 record
-    with no alternatives. So the record is kept as is, messages that carry version fields they
-    could not have had in schema 1 keep them (they are checked on load), and the version is
-    stamped. Returns a new dict; ``data`` is not modified.
+    with no alternatives. Schema 2 had no tool calls: a schema-2 record is a schema-3 record
+    whose replies made none. So the record is kept as is, messages that carry fields they
+    could not have had in their schema keep them (they are checked on load), and the version
+    is stamped. Returns a new dict; ``data`` is not modified.
     """
     rec = dict(data)
     version = rec.get("schema")
-    if isinstance(version, int) and not isinstance(version, bool) and version < 2:
+    if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+        if version < 2:
+            rec.setdefault("context_start", 0)
         rec["schema"] = SCHEMA_VERSION
-        rec.setdefault("context_start", 0)
     return rec
 
 

@@ -36,6 +36,8 @@ class Message:
     alt_index: int = 0
     continuation: list[Message] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)  # [{name, chars, tokens}]
+    # schema 3: the tool calls an assistant reply made before its text (ToolStep.to_dict()s)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "role": self.role, "content": self.content,
@@ -44,6 +46,8 @@ class Message:
             d["stats"] = self.stats
         if self.attachments:
             d["attachments"] = [dict(a) for a in self.attachments]
+        if self.tool_calls:
+            d["tool_calls"] = [dict(c) for c in self.tool_calls]
         if self.alternatives or self.continuation:
             from desklm.engine.chat.branches import tree_fields_to_dict
 
@@ -55,6 +59,10 @@ class Message:
         msg = cls(role=str(d["role"]), content=str(d["content"]),
                   created=float(d.get("created", time.time())),
                   id=str(d.get("id") or uuid.uuid4().hex[:12]), stats=d.get("stats"))
+        if "tool_calls" in d and msg.role == "assistant":
+            from desklm.engine.store.records import clean_tool_calls
+
+            msg.tool_calls = clean_tool_calls(d["tool_calls"])
         if "alternatives" in d or "continuation" in d or "attachments" in d:
             from desklm.engine.chat.branches import tree_fields_from_dict
 
@@ -91,6 +99,7 @@ class Conversation:
         self.system_prompt = system_prompt
         self.messages: list[Message] = []
         self.context_start = 0
+        self.tools_text = ""  # the tools of this turn, described after the system prompt
         # token counts of message texts, for one tokenizer + template (see _weights)
         self._count_sig: tuple[str, tuple[int, ...]] | None = None
         self._counts: dict[tuple[str, str, str], int] = {}
@@ -105,9 +114,16 @@ class Conversation:
 
     def as_msgs(self, messages: list[Message]) -> list[Msg]:
         out: list[Msg] = []
-        if self.system_prompt.strip():
-            out.append({"role": "system", "content": self.system_prompt})
-        out.extend({"role": m.role, "content": m.content} for m in messages)
+        system = "\n\n".join(t for t in (self.system_prompt, self.tools_text) if t.strip())
+        if system.strip():
+            out.append({"role": "system", "content": system})
+        for m in messages:
+            if m.tool_calls:  # the calls the reply made and their results, before its text
+                from desklm.engine.chat.tool_format import with_results
+                from desklm.engine.chat.tools import ToolStep
+
+                out = with_results(out, [ToolStep.from_dict(c) for c in m.tool_calls])
+            out.append({"role": m.role, "content": m.content})
         return out
 
     def plan(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from desklm.engine.backends.base import Backend, FinishReason, LoadInfo, TurnStats
 from desklm.engine.backends.local import kvcache
 from desklm.engine.chat import branches, commands
+from desklm.engine.chat import tool_commands as _tool_commands  # noqa: F401  (registers /tools)
 from desklm.engine.chat.attachments import Attachment, compose
 from desklm.engine.chat.commands import CommandResult
 from desklm.engine.chat.conversation import Conversation, Message, PlanCancelled, PromptPlan
@@ -26,17 +27,27 @@ from desklm.errors import DeskLMError
 
 if TYPE_CHECKING:
     from desklm.engine.backends.local.engine import ChatEngine
+    from desklm.engine.chat.tools import Consent, ToolHub, ToolInfo, ToolStep
 
 log = logging.getLogger("desklm.engine")
+
+FORCED_CALL_TOKENS = 256  # room for a call the user forced, however low max_tokens is
 
 
 @dataclass
 class TurnResult:
     reply: str
     stats: TurnStats
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # ToolStep.to_dict()s
+    notes: list[str] = field(default_factory=list)  # e.g. a tool server that could not start
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reply": self.reply, **self.stats.to_dict()}
+        out = {"reply": self.reply, **self.stats.to_dict()}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.notes:
+            out["notes"] = self.notes
+        return out
 
 
 class ChatSession:
@@ -66,6 +77,13 @@ class ChatSession:
         self.kv = kv  # KV snapshots of chats left (created on first use when saving chats)
         self._kv_conv: str | None = None  # the chat whose tokens the model's KV cache holds
         self._kv_pending = False  # the open chat may have a snapshot to restore on its next turn
+        # tools (desklm.engine.chat.tools), set by whoever owns the session: the MCP servers,
+        # who is asked before each call, and who hears of each call ("call" when it is asked
+        # for, "result" when it is done)
+        self.tools: ToolHub | None = None
+        self.consent: Consent | None = None
+        self.on_tool: Callable[[str, ToolStep], None] | None = None
+        self.force_tool: str | None = None  # "*" or a tool's name: the next turn calls it
         self._new_ids()
 
     # -- settings ownership --
@@ -202,6 +220,10 @@ class ChatSession:
         if eng.template is None:
             raise DeskLMError("no model is loaded")
         eng.begin_turn()  # a Stop from here on (planning included) ends this turn
+        tools, notes = self._turn_tools()
+        # a forced call needs no description: the grammar holds the schemas, and the model
+        # then answers without being told to write calls
+        self.conversation.tools_text = "" if self.force_tool else self._tools_text(tools)
         try:
             plan = self.conversation.plan(
                 text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"]),
@@ -216,12 +238,16 @@ class ChatSession:
         start = conv.context_start
         user = conv.commit_user(text, plan)
         user.attachments = [a.meta() for a in files]
+        steps: list[ToolStep] = []
         try:
             if on_start is not None:
                 on_start(plan, eng.reusable_prefix(plan.tokens))
-            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
-                                        reasoning_open=reasoning_opened(plan.text),
-                                        clear_stop=False)
+            if tools:
+                reply, stats = self._generate_with_tools(plan, tools, on_text, steps)
+            else:
+                reply, stats = eng.generate(plan.tokens, self.settings, on_text,
+                                            reasoning_open=reasoning_opened(plan.text),
+                                            clear_stop=False)
         except BaseException:  # leave the conversation as it was before this turn
             conv.messages.remove(user)
             conv.context_start = start
@@ -229,12 +255,142 @@ class ChatSession:
         stats.trimmed = plan.dropped
         stats.restored_tokens = min(restored, stats.prompt_tokens_reused)
         self.pending_attachments = []
-        self.conversation.add_assistant(reply.strip(), stats.to_dict())
+        msg = self.conversation.add_assistant(reply.strip(), stats.to_dict())
+        msg.tool_calls = [s.to_dict() for s in steps]
         self.last_stats = stats
         self.save()
         if plan.dropped:
             log.info("trimmed %d message(s) to fit n_ctx=%d", len(plan.dropped), stats.n_ctx)
-        return TurnResult(reply, stats)
+        return TurnResult(reply, stats, list(msg.tool_calls), notes)
+
+    # -- tools (desklm.engine.chat.tools) --
+    def _turn_tools(self) -> tuple[list[ToolInfo], list[str]]:
+        """The tools on for this turn (their servers started), and notes on servers that
+        could not run: their tools are left out and the chat goes on."""
+        forced, hub = self.force_tool, self.tools
+        if hub is None:
+            if forced:
+                self.force_tool = None
+                raise DeskLMError("no tools are set up: add an MCP server first")
+            return [], []
+        tools, notes = hub.active_tools()
+        for n in notes:
+            log.warning("%s", n)
+        if forced and not any(forced in ("*", t.model_name) for t in tools):
+            self.force_tool = None
+            raise DeskLMError(f"cannot call {forced!r}: " + ("no tool is on" if not tools else
+                              "it is not among the tools on: "
+                              + ", ".join(t.model_name for t in tools)))
+        return tools, notes
+
+    @staticmethod
+    def _tools_text(tools: list[ToolInfo]) -> str:
+        if not tools:
+            return ""
+        from desklm.engine.chat.tool_format import system_text
+
+        return system_text(tools)
+
+    def _tool_event(self, kind: str, step: ToolStep) -> None:
+        if self.on_tool is not None:
+            self.on_tool(kind, step)
+
+    def _generate_with_tools(self, plan: PromptPlan, tools: list[ToolInfo],
+                             on_text: Callable[[str], None] | None,
+                             steps: list[ToolStep]) -> tuple[str, TurnStats]:
+        """The turn loop with tools on: the model answers, or calls a tool (asked first, then
+        called), reads the result and goes on, until it answers, the per-turn limit is
+        reached, or Stop is pressed. ``steps`` receives each call as it is made."""
+        from desklm.engine.chat import tool_format as tf
+        from desklm.engine.chat.tools import ToolTurn
+
+        eng, hub = self.engine, self.tools
+        assert hub is not None
+        limit = int(self.settings["tool_calls_per_turn"])
+        turn = ToolTurn(hub, tools, self.consent, eng.stop_requested, limit)
+        forced, self.force_tool = self.force_tool, None
+        tokens, text = plan.tokens, plan.text
+        total = 0
+        while True:
+            held = tf.HeldStream(on_text)
+            if forced and not steps:  # the user asked for a call: a grammar makes it one
+                from desklm.engine.backends.local.engine import ChatEngine
+
+                if not isinstance(eng, ChatEngine):
+                    raise DeskLMError("a forced tool call needs a model on this machine (a "
+                                      "grammar); a server's model chooses its calls itself")
+                sampling = self.settings  # a forced call is not cut short by max_tokens
+                if int(sampling["max_tokens"]) < FORCED_CALL_TOKENS:
+                    sampling = sampling.copy()
+                    sampling.set("max_tokens", FORCED_CALL_TOKENS)
+                reply, stats = eng.generate(tokens, sampling, held.feed,
+                                            reasoning_open=reasoning_opened(text),
+                                            clear_stop=False, grammar=tf.grammar(tools, forced))
+            else:
+                reply, stats = eng.generate(tokens, self.settings, held.feed,
+                                            reasoning_open=reasoning_opened(text),
+                                            clear_stop=False)
+            total += stats.completion_tokens
+            # after a forced call the model answers: what it writes then is the answer, even
+            # when it looks like another call (a base model copies the call it just saw)
+            call = tf.parse_call(reply, tools) if stats.finish_reason != \
+                FinishReason.CANCELLED and not (forced and steps) else None
+            if call is None:
+                held.flush()
+                break
+            if steps and steps[-1].status == "limit":  # it calls on after being told no more
+                reply = f"[no answer: {steps[-1].note}, and the model asked for another call]"
+                if on_text is not None:
+                    on_text(reply)
+                break
+            step = turn.run(call[0], call[1], on_step=lambda s: self._tool_event("call", s))
+            steps.append(step)
+            if step.status != "limit":
+                log.info("tool %s (%s): %s", step.tool, step.server, step.status)
+            if step.status == "stopped":
+                self._tool_event("result", step)
+                stats.finish_reason = FinishReason.CANCELLED
+                reply = ""
+                break
+            tokens, text = self._tool_prompt(steps)
+            self._tool_event("result", step)
+            if not tokens:
+                reply = "[no answer: the tool's result leaves no room in the context]"
+                if on_text is not None:
+                    on_text(reply)
+                stats.finish_reason = FinishReason.LENGTH
+                break
+        stats.completion_tokens = total
+        return reply, stats
+
+    def _tool_prompt(self, steps: list[ToolStep]) -> tuple[list[int], str]:
+        """The prompt after the calls so far; the last result is cut to fit the context
+        (its note says so). ([], "") when even an empty result would not fit."""
+        from desklm.engine.chat.conversation import reply_reserve
+        from desklm.engine.chat.tool_format import with_results
+
+        eng, conv = self.engine, self.conversation
+        assert eng.template is not None
+        budget = eng.n_ctx - reply_reserve(eng.n_ctx, int(self.settings["max_tokens"]))
+        base = conv.as_msgs(conv.in_context())
+        last = steps[-1]
+        note = last.note
+        for _ in range(6):
+            msgs = with_results(base, steps)
+            parts = eng.template.render_parts(msgs)
+            tokens = eng.tokenize(parts)
+            over = len(tokens) - budget
+            if over <= 0:
+                return tokens, "".join(p.text for p in parts)
+            if not last.result:
+                return [], ""
+            n = max(1, len(eng.tokenize(last.result)))
+            keep = int(len(last.result) * max(0, n - over - 16) / n)
+            was = len(last.result)
+            last.result = last.result[:keep]
+            cut = f"the result was cut from {was:,} to {keep:,} characters to fit the context"
+            last.note = f"{note}; {cut}" if note else cut
+        return [], ""
 
     # -- versions and branches (desklm.engine.chat.branches) --
     def _turn_after(self, prefix: list[Message], user_text: str,
@@ -250,6 +406,7 @@ class ChatSession:
         if not user_text.strip():
             raise DeskLMError("empty message: nothing to send")
         orig, orig_start = conv.messages, conv.context_start
+        conv.tools_text = ""  # a new version of a reply is made without calling tools
         conv.messages = list(prefix)
         conv.context_start = min(orig_start, len(prefix))
         try:

@@ -58,7 +58,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 # --- conversations ------------------------------------------------------------------------------
-SCHEMA_VERSION = 2  # 2: message versions and branches (desklm.engine.chat.branches)
+SCHEMA_VERSION = 3  # 2: message versions and branches (engine.chat.branches); 3: tool calls
 CONFIG_SCHEMA = 1  # settings.json
 
 

@@ -92,11 +92,51 @@ def clean_message(m: Any, _depth: int = 0) -> tuple[dict[str, Any] | None, str]:
     stats = _clean_stats(m.get("stats"))
     if stats is not None:
         out["stats"] = stats
+    if role == "assistant" and "tool_calls" in m:
+        calls = clean_tool_calls(m.get("tool_calls"))
+        if calls:
+            out["tool_calls"] = calls
     from desklm.engine.chat.branches import MAX_DEPTH, clean_tree_fields
 
     if _depth < MAX_DEPTH:
         clean_tree_fields(m, out, lambda x: clean_message(x, _depth + 1))
     return out, ""
+
+
+TOOL_STATUSES = ("ok", "error", "denied", "stopped", "limit")
+MAX_TOOL_CALLS = 256  # kept per message when reading a file
+MAX_ARGUMENTS = 1_000_000  # characters of a call's arguments, as JSON
+
+
+def clean_tool_calls(items: Any) -> list[dict[str, Any]]:
+    """Schema 3: the tool calls of a reply (``ToolStep.to_dict()``), each field checked;
+    a call whose fields are of the wrong type is dropped."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(items, list):
+        return out
+    for c in items[:MAX_TOOL_CALLS]:
+        if not isinstance(c, dict):
+            continue
+        raw = {k: c.get(k) for k in ("id", "server", "tool", "name", "result", "note")}
+        texts = {k: v for k, v in raw.items() if isinstance(v, str)}
+        if len(texts) != len(raw) or not texts["tool"]:
+            continue
+        if len(texts["result"]) > MAX_TEXT or c.get("status") not in TOOL_STATUSES:
+            continue
+        args = c.get("arguments")
+        try:
+            ok = isinstance(args, dict) and len(json.dumps(args)) <= MAX_ARGUMENTS
+        except (TypeError, ValueError, RecursionError):
+            ok = False
+        if not ok:
+            continue
+        secs = c.get("seconds", 0.0)
+        seconds = float(secs) if isinstance(secs, int | float) and not isinstance(secs, bool) \
+            and math.isfinite(secs) and secs >= 0 else 0.0
+        rec: dict[str, Any] = {k: v.replace("\x00", "") for k, v in texts.items()}
+        rec.update({"arguments": args, "status": c["status"], "seconds": seconds})
+        out.append(rec)
+    return out
 
 
 def clean_conversation(data: dict[str, Any], stem: str) -> tuple[dict[str, Any], list[str]]:
