@@ -452,7 +452,9 @@ class Handlers:
 
         from desklm.engine import batch_loop
 
-        loop_ = batch_loop(ctx.runner, _eng)
+        # a request with tools runs as a job (ChatEngine.generate keeps its call markers and
+        # forcing grammar); everything else joins the batch when there are slots
+        loop_ = batch_loop(ctx.runner, _eng) if turn is None else None
         job: Any
         with ctx.submit_lock:
             waiting = sum(1 for j in ctx.runner.pending() if j.kind == "api")
