@@ -17,23 +17,42 @@ MEASURE = """
 import json, sys, psutil
 from desklm.engine.backends.local.engine import ChatEngine
 from desklm.engine.settings import Settings
-n_ctx = int(sys.argv[2])
+n_ctx, parallel = int(sys.argv[2]), int(sys.argv[3])
 p = psutil.Process(); before = p.memory_info().rss
-e = ChatEngine(); e.load(sys.argv[1], Settings({"n_ctx": n_ctx}))
+e = ChatEngine(); e.load(sys.argv[1], Settings({"n_ctx": n_ctx, "parallel": parallel}))
 tokens = e.tokenize("word " * n_ctx)[: int(n_ctx * 0.9)]  # fill 90% of the context
 e.generate(tokens, Settings({"max_tokens": 2}))
 print(json.dumps({"growth": p.memory_info().rss - before}))
 """
 
 
-@pytest.mark.parametrize("n_ctx", [2048, 4096])
-def test_estimate_matches_measured_memory_growth_within_25_percent(model_path, n_ctx):
-    r = subprocess.run([sys.executable, "-c", MEASURE, str(model_path), str(n_ctx)],
-                       capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize(("n_ctx", "parallel"), [(2048, 4), (4096, 1)])
+def test_estimate_matches_measured_memory_growth_within_25_percent(model_path, n_ctx,
+                                                                    parallel):
+    """With parallel slots the KV cache holds slots + 1 contexts of n_ctx (counted)."""
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(model_path), str(n_ctx),
+                        str(parallel)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     growth = json.loads(r.stdout.strip().splitlines()[-1])["growth"]
-    est = estimate(read_gguf(model_path), n_ctx, free=(10**12, fit.NA)).ram
+    est = estimate(read_gguf(model_path), n_ctx, free=(10**12, fit.NA), parallel=parallel).ram
     assert abs(est - growth) / growth < 0.25, (est / MB, growth / MB)
+
+
+def test_parallel_slots_count_kv_per_slot_and_are_lowered_with_a_reason(model_path):
+    info = read_gguf(model_path)
+    one = estimate(info, 4096, free=(64 * 1024 * MB, fit.NA))
+    four = estimate(info, 4096, free=(64 * 1024 * MB, fit.NA), parallel=4)
+    assert four.kv_ram == 5 * one.kv_ram  # four slots and the window's own chat
+    assert four.kv_per_sequence == one.kv_ram
+    assert estimate(info, 4096, free=(64 * 1024 * MB, fit.NA), parallel=1).kv_ram == one.kv_ram
+    # free RAM for the model and two more contexts, not five: lowered to what fits
+    free = (int((one.ram + 2 * one.kv_ram) / fit.MARGIN) + MB, fit.NA)
+    slots, est, why = fit.fit_parallel(info, 4096, 4, free=free)
+    assert 1 <= slots < 4 and est.verdict != NO_FIT and est.parallel == slots
+    assert estimate(info, 4096, free=free, parallel=slots + 1).verdict == NO_FIT
+    assert why.startswith(f"parallel lowered from 4 to {slots}: 4 slots need ")
+    assert "MB of KV cache" in why and "RAM: needs" in why
+    assert fit.fit_parallel(info, 4096, 4, free=(10**12, fit.NA))[0] == 4
 
 
 def test_the_parts_scale_as_they_should(model_path):
@@ -108,3 +127,20 @@ def test_a_load_that_cannot_fit_is_refused_with_the_numbers(model_path, monkeypa
     msg = str(e.value)
     assert "will not fit" in msg and "200 MB free" in msg and "needs" in msg
     assert not eng.loaded
+
+
+def test_a_load_lowers_parallel_to_what_fits_and_says_why(model_path, monkeypatch):
+    info = read_gguf(model_path)
+    one = estimate(info, 2048, free=(10**12, fit.NA))
+    # room for the model with one context (and a little), not for five
+    monkeypatch.setattr(fit, "free_memory",
+                        lambda sampler=None: (int(one.ram / fit.MARGIN) + 8 * MB, fit.NA))
+    eng = ChatEngine()
+    li = eng.load(model_path, small_settings(parallel=4))
+    try:
+        assert eng.settings["parallel"] < 4
+        assert (eng.n_slots == 0) == (eng.settings["parallel"] == 1)
+        assert any(n.startswith("parallel lowered from 4 to ") and "KV cache" in n
+                   for n in li.notes), li.notes
+    finally:
+        eng.unload()

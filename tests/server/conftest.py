@@ -43,6 +43,26 @@ def served(model_path: Path) -> Iterator[Served]:
 
 
 @pytest.fixture
+def served_serial(model_path: Path) -> Iterator[Served]:
+    """As ``served``, with parallel 1: requests answered one at a time, as before batching.
+    Per test: its socket must not outlive the test (others count the listening sockets)."""
+    from desklm.engine.backends.local.engine import ChatEngine
+    from desklm.engine.runner import Runner
+    from desklm.server import ApiServer
+
+    eng = ChatEngine()
+    runner = Runner(interrupt=eng.stop)
+    runner.call(lambda: eng.load(model_path, small_settings(n_ctx=1024, parallel=1)), "load")
+    defaults = small_settings(max_tokens=8)
+    srv = ApiServer(runner, lambda: eng, lambda: defaults)
+    url = srv.start(port=0)
+    yield Served(eng, runner, srv, url)
+    srv.stop()
+    assert runner.shutdown(5)
+    eng.unload()
+
+
+@pytest.fixture
 def client(served: Served) -> Any:
     import openai
 

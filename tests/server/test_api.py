@@ -191,7 +191,12 @@ def _stream(url: str, content: str, log: list, tag: str, max_tokens: int = 8) ->
     log.append((tag + "-text", text))
 
 
-def test_two_clients_at_once_are_answered_in_order(served, client) -> None:
+def test_with_parallel_1_two_clients_at_once_are_answered_in_order(served_serial) -> None:
+    """parallel 1 keeps the behaviour before batching (tests/server/test_batching.py has the
+    slots): one request at a time, in order."""
+    served = served_serial
+    client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120)
+    assert served.engine.batch is None and served.engine.n_slots == 0
     prompts = {"a": "Name a fruit.", "b": "Name a colour."}
     expect = {k: greedy(client, [{"role": "user", "content": p}], max_tokens=8)
               .choices[0].message.content for k, p in prompts.items()}

@@ -188,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare generation through the OpenAI API server with direct "
         "generation (tokens/s and added time to first token)",
     )
+    bench.add_argument(
+        "--concurrency",
+        metavar="N,N,...",
+        help="clients at once, e.g. 1,2,4,8: aggregate tokens/s, median and p95 time to "
+        "first token and per-request tokens/s of DeskLM's API against raw llama-cpp-python "
+        "(and --peer); --gen-tokens per request (64 unless given)",
+    )
+    bench.add_argument(
+        "--peer",
+        metavar="PATH",
+        help="with --concurrency: also measure this llama-server binary (-np parallel; "
+        "tools/build_llama_server.sh builds one)",
+    )
 
     serve = sub.add_parser(
         "serve",

@@ -27,6 +27,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     model = resolve_model(args.model)
     settings = settings_from_args(args)
+    if getattr(args, "concurrency", None):
+        return _bench_concurrency(args, model, settings)
+    if getattr(args, "peer", None):
+        raise DeskLMError("--peer needs --concurrency (e.g. --concurrency 1,2,4,8)")
     if args.runs < 1 or args.gen_tokens < 8:
         raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
     if args.api:
@@ -66,6 +70,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         out["plot"] = str(benchrun.plot(out, Path(args.plot)))
     print(benchrun.dump(out) if args.json else benchrun.table(out))
+    return 0
+
+
+def _bench_concurrency(args: argparse.Namespace, model: Path, settings: object) -> int:
+    """``desklm bench --concurrency 1,2,4,8 [--peer PATH]``."""
+    from desklm.bench import run as benchrun
+    from desklm.bench.concurrency import run_concurrency_bench, table_text
+
+    try:
+        levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
+    except ValueError:
+        raise DeskLMError(f"--concurrency {args.concurrency}: give numbers of clients, "
+                          "e.g. 1,2,4,8") from None
+    if not levels or min(levels) < 1 or max(levels) > 64:
+        raise DeskLMError("--concurrency: each number of clients must be 1 to 64")
+    gen = args.gen_tokens if "--gen-tokens" in sys.argv else 64
+    if args.runs < 1 or gen < 8:
+        raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
+    peer = Path(args.peer).expanduser() if args.peer else None
+    r = run_concurrency_bench(model, settings, levels, gen_tokens=gen,
+                              runs=1 if "--runs" not in sys.argv else args.runs, peer=peer,
+                              say=benchrun._stderr)
+    print(json.dumps(r) if args.json else table_text(r))
     return 0
 
 

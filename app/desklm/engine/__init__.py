@@ -117,12 +117,25 @@ from desklm.engine.tune import TuneResult, tuned_for
 from desklm.engine.tune import tune as autotune
 from desklm.errors import DeskLMError
 
-if TYPE_CHECKING:  # the two names that load llama.cpp: imported on first use (below)
+if TYPE_CHECKING:  # the names that load llama.cpp: imported on first use (below)
+    from desklm.engine.backends.local.batch import (
+        BatchEngine,
+        BatchLoop,
+        BatchStats,
+        SamplingParams,
+        Sequence,
+        batch_for,
+        batch_loop,
+    )
     from desklm.engine.backends.local.engine import ChatEngine
     from desklm.engine.runtime import Runtime
 
+_BATCH = "desklm.engine.backends.local.batch"  # continuous batching: API requests together
 _ON_FIRST_USE = {"ChatEngine": "desklm.engine.backends.local.engine",
-                 "Runtime": "desklm.engine.runtime"}
+                 "Runtime": "desklm.engine.runtime",
+                 "BatchEngine": _BATCH, "BatchLoop": _BATCH, "BatchStats": _BATCH,
+                 "SamplingParams": _BATCH, "Sequence": _BATCH, "batch_for": _BATCH,
+                 "batch_loop": _BATCH}
 
 
 def __getattr__(name: str) -> Any:
@@ -156,6 +169,9 @@ __all__ = [
     "ArgsDelta",
     "Attachment",
     "Backend",
+    "BatchEngine",
+    "BatchLoop",
+    "BatchStats",
     "CallStart",
     "CatalogModel",
     "ChatEngine",
@@ -185,9 +201,11 @@ __all__ = [
     "RunnerBusy",
     "RunnerClosed",
     "Runtime",
+    "SamplingParams",
     "SearchHit",
     "SearchIndex",
     "SearchResult",
+    "Sequence",
     "ServerConfig",
     "ServerState",
     "ServerStatus",
@@ -214,6 +232,8 @@ __all__ = [
     "auto_fit",
     "autotune",
     "backend_name",
+    "batch_for",
+    "batch_loop",
     "catalog",
     "check_hub_reachable",
     "check_url",

@@ -188,6 +188,12 @@ _SETTINGS: list[Setting] = [
     Setting("n_batch", "int", 512, "Tokens evaluated per step while reading the prompt.",
             "load", "Batch size", needs_reload=True, minimum=8, maximum=8192, flag="--batch",
             widget="pow2"),
+    Setting("parallel", "int", 4, "Requests answered at once (slots): API clients are "
+            "decoded together in one batch instead of queueing (1 = one at a time). The context "
+            "is split, not unified: each slot, and your own chat, has its own context of "
+            "n_ctx tokens, so the KV cache costs n_ctx x (slots + 1); lowered at load when "
+            "memory does not allow it.", "load", "Parallel requests", needs_reload=True,
+            minimum=1, maximum=16, flag="--parallel", widget="slider"),
     Setting("flash_attn", "bool", False, "Use flash attention (needed for a quantized V cache).",
             "load", "Flash attention", needs_reload=True),
     Setting("use_mmap", "bool", True, "Memory-map the model file instead of reading it into "

@@ -5,6 +5,11 @@ Every request that wants tokens becomes one job on the :class:`~desklm.engine.ru
 job's text reaches the event loop through ``call_soon_threadsafe``; a client that goes away
 cancels its job (a queued job never runs; a running one stops at the next token).
 
+With parallel slots (the ``parallel`` setting above 1) a completion is instead a
+:class:`~desklm.engine.Sequence` of the engine's batch: several clients stream at once, decoded
+together by the runner's batch job (see ``engine.backends.local.batch``); a client that goes
+away frees its slot at the next step. ``/metrics`` gives the slots' numbers in Prometheus text.
+
 Runs on the server's own event-loop thread; touches the engine only inside jobs.
 """
 
@@ -19,7 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,6 +40,9 @@ from desklm.errors import DeskLMError
 from desklm.server import protocol as P
 from desklm.server.protocol import ApiError
 from desklm.server.tool_calls import ToolTurn
+
+if TYPE_CHECKING:  # the batch loads llama.cpp: imported where a request needs it
+    from desklm.engine import Sequence
 
 log = logging.getLogger("desklm.server")
 
@@ -87,6 +95,7 @@ class ApiContext:
     on_record: Callable[[RequestRecord], None]
     on_queue: Callable[[], None]
     max_body: int = P.MAX_BODY_BYTES
+    batch_stats: Callable[[], Any] = lambda: None  # -> BatchStats | None (for /metrics)
 
     def __post_init__(self) -> None:
         self.submit_lock = threading.Lock()
@@ -200,7 +209,7 @@ async def _watch_disconnect(receive: Receive) -> None:
             return
 
 
-async def _until(request: Request, aw: Awaitable[T], job: Job[Any]) -> T:
+async def _until(request: Request, aw: Awaitable[T], job: Job[Any] | Sequence) -> T:
     """Await ``aw``; if the client disconnects first, cancel ``job`` and raise _ClientGone."""
     task = asyncio.ensure_future(aw)
     watch = asyncio.ensure_future(_watch_disconnect(request.receive))
@@ -238,6 +247,40 @@ def _grammar(rf: P.ResponseFormat | None) -> Any:
     except Exception as e:  # the converter raises bare exceptions for schemas it cannot do
         raise P.unsupported("response_format.json_schema.schema",
                             f"this schema cannot be turned into a grammar ({e})") from None
+
+
+def _checked_prompt(eng: Any, kind: str, prepare: Callable[[Any], list[int]],
+                    rec: RequestRecord) -> list[int]:
+    """The request's prompt tokens (inference thread), or 400 when the context cannot hold
+    them; the request log learns their count."""
+    tokens = prepare(eng)
+    n_ctx = eng.n_ctx
+    if len(tokens) >= n_ctx:
+        raise ApiError(400, f"This model's maximum context length is {n_ctx} tokens. "
+                       f"However, your {'messages' if kind == 'chat' else 'prompt'} "
+                       f"resulted in {len(tokens)} tokens.", "invalid_request_error",
+                       "context_length_exceeded", "messages" if kind == "chat" else "prompt")
+    rec.prompt_tokens, rec.n_ctx = len(tokens), n_ctx
+    return tokens
+
+
+def _sequence(eng: Any, kind: str, prepare: Callable[[Any], list[int]], sampling: Any,
+              stops: Callable[[Any], list[str] | None], grammar: Any, rec: RequestRecord,
+              put: Callable[[Any], None], stream: bool) -> Sequence:
+    """A completion as a sequence of the engine's batch: the same prompt, stops, grammar and
+    text rules as ``ChatEngine.generate`` (a raw completion keeps its whitespace)."""
+    from desklm.engine import SamplingParams, Sequence
+
+    assert eng.template is not None
+    chosen = stops(eng)
+    return Sequence(
+        prepare=lambda: _checked_prompt(eng, kind, prepare, rec),
+        sampling=SamplingParams.from_settings(sampling),
+        stops=eng.template.stop if chosen is None else chosen, grammar=grammar,
+        strip=kind == "chat", on_start=lambda: put(None),
+        on_text=(lambda piece: put(piece)) if stream else None,
+        stop_token_ids=eng._stop_token_ids, blank_stop_ids=eng._blank_stop_ids,
+        ignore_eos=eng.ignore_eos, label=f"api {rec.client}")
 
 
 class _EventStream(StreamingResponse):
@@ -392,15 +435,7 @@ class Handlers:
             if eng is None or not eng.loaded:
                 raise ApiError(503, "no model is loaded in DeskLM", "server_error",
                                "model_not_loaded")
-            tokens = prepare(eng)
-            n_ctx = eng.n_ctx
-            if len(tokens) >= n_ctx:
-                raise ApiError(400, f"This model's maximum context length is {n_ctx} tokens. "
-                               f"However, your {'messages' if kind == 'chat' else 'prompt'} "
-                               f"resulted in {len(tokens)} tokens.", "invalid_request_error",
-                               "context_length_exceeded",
-                               "messages" if kind == "chat" else "prompt")
-            rec.prompt_tokens, rec.n_ctx = len(tokens), n_ctx
+            tokens = _checked_prompt(eng, kind, prepare, rec)
             put(None)  # started: the prompt is valid, the stream may begin
 
             def on_text(piece: str) -> None:
@@ -415,19 +450,31 @@ class Handlers:
                 kw.update(turn.generate_kw(extra_stop=req.stop_list()))
             return eng.generate(tokens, sampling, on_text, strip=kind == "chat", **kw)
 
+        from desklm.engine import batch_loop
+
+        # a request with tools runs as a job (ChatEngine.generate keeps its call markers and
+        # forcing grammar); everything else joins the batch when there are slots
+        loop_ = batch_loop(ctx.runner, _eng) if turn is None else None
+        job: Any
         with ctx.submit_lock:
             waiting = sum(1 for j in ctx.runner.pending() if j.kind == "api")
+            if loop_ is not None:
+                waiting += loop_.batch.waiting
             if waiting >= ctx.max_waiting:
                 raise ApiError(429, f"{waiting} requests are already waiting for the model; "
                                "try again shortly", "rate_limit_error", "rate_limit_exceeded",
                                headers={"Retry-After": "2"})
             try:
-                job = ctx.runner.submit(work, "api")
+                job = ctx.runner.submit(work, "api") if loop_ is None else loop_.submit(
+                    _sequence(_eng, kind, prepare, sampling, stops, grammar, rec, put,
+                              req.stream))
             except RunnerBusy as e:
                 raise ApiError(429, str(e), "rate_limit_error", "rate_limit_exceeded",
                                headers={"Retry-After": "2"}) from None
             except RunnerClosed as e:
                 raise ApiError(503, str(e), "server_error", "shutting_down") from None
+            except DeskLMError as e:  # the batch's engine was unloaded meanwhile
+                raise ApiError(503, str(e), "server_error", "model_not_loaded") from None
             ctx.active += 1
         job.future.add_done_callback(lambda _f: put(_END))
         ctx.on_queue()
@@ -447,6 +494,8 @@ class Handlers:
                 rec.completion_tokens = stats.completion_tokens
                 rec.tokens_per_s = stats.gen_tokens_per_s
                 rec.ttft_s = getattr(stats, "ttft_s", None)
+            elif hasattr(job, "live_tokens"):  # a sequence gone mid-reply: what it had
+                rec.completion_tokens = job.live_tokens
             rec.duration_s = time.time() - t0
             ctx.on_record(rec)
             ctx.on_queue()
@@ -478,7 +527,7 @@ class Handlers:
                             on_close=lambda: finish(499, "client went away"))
 
     @staticmethod
-    def _outcome(job: Job[Any]) -> tuple[str, Any]:
+    def _outcome(job: Job[Any] | Sequence) -> tuple[str, Any]:
         """The job's (reply, stats), or its failure as an ApiError."""
         try:
             reply, stats = job.future.result()
@@ -518,7 +567,7 @@ class Handlers:
                                      fin, stats.prompt_tokens, stats.completion_tokens)
         return JSONResponse(body)
 
-    async def _events(self, q: asyncio.Queue[Any], job: Job[Any], kind: str, mid: str,
+    async def _events(self, q: asyncio.Queue[Any], job: Job[Any] | Sequence, kind: str, mid: str,
                       include_usage: bool, finish: Callable[..., None], ended: bool,
                       echo: bool, prompt: str, turn: ToolTurn | None = None
                       ) -> AsyncIterator[bytes]:
@@ -609,9 +658,62 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
                                     "server_error", "internal_error"))
 
 
+class _SlotCollector:
+    """The local server's numbers in Prometheus text (``GET /metrics``), read at each scrape:
+    slots busy, requests waiting, aggregate and per-request generation rates, totals."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        ctx = self.ctx
+        b = ctx.batch_stats()
+        queued = sum(1 for j in ctx.runner.pending() if j.kind == "api")
+        cur = ctx.runner.current
+        one = int(cur is not None and cur.kind == "api")
+        slots, busy = (b.slots, b.busy) if b is not None else (1, one)
+        yield GaugeMetricFamily("desklm_slots", "Requests the model answers at once", slots)
+        yield GaugeMetricFamily("desklm_slots_busy", "Slots answering a request now", busy)
+        yield GaugeMetricFamily("desklm_requests_waiting", "Requests waiting for a slot",
+                                queued + (b.waiting if b is not None else 0))
+        yield GaugeMetricFamily("desklm_requests_active", "API requests admitted and not done",
+                                ctx.active)
+        if b is not None:
+            yield GaugeMetricFamily("desklm_tokens_per_second",
+                                    "Tokens generated per second, all slots together (last 3 s)",
+                                    b.tokens_per_s)
+            per = GaugeMetricFamily("desklm_request_tokens_per_second",
+                                    "Each running request's generation rate", labels=["slot"])
+            for i, rate in enumerate(b.per_request_tokens_per_s):
+                per.add_metric([str(i)], rate)
+            yield per
+            yield CounterMetricFamily("desklm_tokens_generated", "Tokens generated by the slots",
+                                      b.tokens_total)
+            yield CounterMetricFamily("desklm_prompt_tokens", "Prompt tokens evaluated by the "
+                                      "slots", b.prompt_tokens_total)
+            yield CounterMetricFamily("desklm_batch_requests", "Requests the slots finished",
+                                      b.requests_total)
+            yield CounterMetricFamily("desklm_batch_steps", "Batch decoding steps", b.steps_total)
+
+
+def _metrics_endpoint(ctx: ApiContext) -> Callable[[Request], Awaitable[Response]]:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SlotCollector(ctx))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
 def build_app(ctx: ApiContext) -> Starlette:
     h = Handlers(ctx)
     routes = [
+        Route("/metrics", _metrics_endpoint(ctx), methods=["GET"]),
         Route("/v1/models", h.models, methods=["GET"]),
         Route("/v1/models/{model:path}", h.model, methods=["GET"]),
         Route("/v1/chat/completions", h.chat, methods=["POST"]),

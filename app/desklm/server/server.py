@@ -38,19 +38,25 @@ Listener = Callable[[str, Any], None]
 @dataclass(frozen=True)
 class ServerState:
     """off, or listening on ``url`` with ``queued`` API requests waiting and ``running``
-    being answered."""
+    being answered; with parallel slots, ``slots`` of them (``running`` busy) decoding
+    ``tokens_per_s`` together."""
 
     listening: bool = False
     url: str = ""
     queued: int = 0
     running: int = 0
+    slots: int = 0  # 0: requests are answered one at a time
+    tokens_per_s: float = 0.0
 
     @property
     def text(self) -> str:
         if not self.listening:
             return "off"
         extra = f", {self.queued} queued" if self.queued else ""
-        busy = ", answering a request" if self.running else ""
+        if self.slots:
+            busy = f", answering {self.running} of {self.slots} at once" if self.running else ""
+        else:
+            busy = ", answering a request" if self.running else ""
         return f"listening on {self.url}{busy}{extra}"
 
 
@@ -132,7 +138,20 @@ class ApiServer:
             return ServerState()
         queued = sum(1 for j in self.runner.pending() if j.kind == "api")
         cur = self.runner.current
-        return ServerState(True, self._url, queued, int(cur is not None and cur.kind == "api"))
+        running = int(cur is not None and cur.kind == "api")
+        b = self.batch_stats()
+        if b is None:
+            return ServerState(True, self._url, queued, running)
+        return ServerState(True, self._url, queued + b.waiting, running + b.busy, b.slots,
+                           b.tokens_per_s)
+
+    def batch_stats(self) -> Any:
+        """The slots' readings (a ``BatchStats``: slots, busy, waiting, aggregate and
+        per-request tokens/s), or None when requests are answered one at a time. Any thread:
+        for the window's gauges and ``/metrics``."""
+        eng = self.engine()
+        batch = getattr(eng, "batch", None) if eng is not None else None
+        return batch.stats() if batch is not None else None
 
     def _record(self, rec: RequestRecord) -> None:
         self.log.append(rec)
@@ -162,7 +181,8 @@ class ApiServer:
         self._ctx = ApiContext(
             runner=self.runner, engine=self.engine, settings=self.settings, api_key=key,
             max_waiting=self.max_waiting, loopback=is_loopback(host), cors_origins=origins,
-            on_record=self._record, on_queue=lambda: self._emit("state", self.state))
+            on_record=self._record, on_queue=lambda: self._emit("state", self.state),
+            batch_stats=self.batch_stats)
         config = uvicorn.Config(build_app(self._ctx), log_config=None, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=1,
                                 loop="asyncio", server_header=False)
@@ -225,6 +245,9 @@ class ApiServer:
         if server is None or thread is None:
             return
         self.runner.cancel(kinds=("api",))
+        eng = self.engine()
+        if eng is not None and getattr(eng, "batch", None) is not None:
+            eng.batch.cancel_all()  # the slots are all the API's
         server.should_exit = True
         thread.join(timeout)
         if thread.is_alive():

@@ -5,7 +5,9 @@ The estimate, from the GGUF header alone:
 * weights: the tensor bytes of each block, split between RAM and VRAM by the GPU layer count
   (llama.cpp offloads the last blocks first; "all" also moves the output head);
 * KV cache: ``n_ctx x (key + value length) x KV heads x bytes per element`` for every layer
-  (DeskLM keeps a full-size cache for sliding-window layers too, so it can reuse prefixes);
+  (DeskLM keeps a full-size cache for sliding-window layers too, so it can reuse prefixes),
+  times the sequences the context holds: with ``parallel`` slots above 1, each slot and the
+  window's own chat have a context of ``n_ctx`` tokens of their own (split, not unified);
 * compute: what llama.cpp's compute buffer really touches while reading a batch of ``n_ubatch``
   tokens against a full context (the attention scores, unless flash attention, and the
   feed-forward activations); llama.cpp *reserves* more, but untouched pages cost nothing;
@@ -67,6 +69,11 @@ class FitEstimate:
     runtime_vram: int = 0  # the GPU runtime (CUDA context and libraries), see GPU_RUNTIME
     verdict: FitVerdict = FITS
     reasons: list[str] = field(default_factory=list)
+    parallel: int = 1  # API slots decoded together (the KV cache holds n_sequences of them)
+
+    @property
+    def kv_per_sequence(self) -> int:
+        return (self.kv_ram + self.kv_vram) // n_sequences(self.parallel)
 
     @property
     def ram(self) -> int:
@@ -104,6 +111,12 @@ def _int(info: GGUFInfo, key: str, default: int) -> int:
         return default
 
 
+def n_sequences(parallel: int) -> int:
+    """Sequences a context holds for ``parallel`` API slots: the slots and the window's own
+    chat; without batching (1) just the one."""
+    return parallel + 1 if parallel > 1 else 1
+
+
 def gpu_layer_split(n_layers: int, n_gpu_layers: int) -> tuple[int, bool]:
     """(blocks on the GPU, output head on the GPU). -1 or more than the blocks means all."""
     if n_gpu_layers < 0 or n_gpu_layers > n_layers:
@@ -118,7 +131,7 @@ def free_memory(sampler: ResourceSampler | None = None) -> tuple[Any, Any]:
 
 def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: str = "f16",
              n_ubatch: int = 512, flash_attn: bool = False, gpu_offload: bool = True,
-             free: tuple[Any, Any] | None = None) -> FitEstimate:
+             free: tuple[Any, Any] | None = None, parallel: int = 1) -> FitEstimate:
     n_layers = info.block_count or max(info.layer_bytes, default=-1) + 1 or 1
     n_embd = _int(info, "embedding_length", 4096)
     n_head = _int(info, "attention.head_count", 32)
@@ -139,7 +152,7 @@ def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: s
         w_ram -= head
 
     bpe = KV_BYTES_PER_ELEMENT.get(kv_cache_type, 2.0)
-    kv_layer = int(n_ctx * n_head_kv * (k_len + v_len) * bpe)
+    kv_layer = int(n_ctx * n_sequences(parallel) * n_head_kv * (k_len + v_len) * bpe)
     kv_vram = kv_layer * on_gpu
     kv_ram = kv_layer * (n_layers - on_gpu)
 
@@ -154,9 +167,30 @@ def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: s
     est = FitEstimate(n_ctx, n_gpu_layers, kv_cache_type, w_ram, w_vram, kv_ram, kv_vram,
                       compute if not on_gpu else ffn, compute if uses_gpu else 0, runtime,
                       free_ram, free_vram, reserved_ram=2 * ub * n_vocab * 4,
-                      runtime_vram=GPU_RUNTIME if uses_gpu else 0)
+                      runtime_vram=GPU_RUNTIME if uses_gpu else 0, parallel=parallel)
     _verdict(est)
     return est
+
+
+def fit_parallel(info: GGUFInfo, n_ctx: int, parallel: int, n_gpu_layers: int = 0,
+                 kv_cache_type: str = "f16", **kw: Any) -> tuple[int, FitEstimate, str]:
+    """The most API slots, ``parallel`` or fewer, whose estimate is not "won't fit"; returns
+    (slots, their estimate, a one-line reason when fewer than asked). A model that does not
+    fit even with one slot returns 1 and that estimate (the load refuses it with its reasons).
+    """
+    first = estimate(info, n_ctx, n_gpu_layers, kv_cache_type, parallel=parallel, **kw)
+    if first.verdict != NO_FIT or parallel <= 1:
+        return parallel, first, ""
+    kw.setdefault("free", (first.free_ram, first.free_vram))
+    for p in range(parallel - 1, 0, -1):
+        est = estimate(info, n_ctx, n_gpu_layers, kv_cache_type, parallel=p, **kw)
+        if est.verdict != NO_FIT:
+            why = "; ".join(first.reasons)
+            return p, est, (f"parallel lowered from {parallel} to {p}: {parallel} slots need "
+                            f"{(first.kv_ram + first.kv_vram) / MB:,.0f} MB of KV cache "
+                            f"({n_sequences(parallel)} contexts of {n_ctx} tokens, "
+                            f"{first.kv_per_sequence / MB:,.0f} MB each) and {why}")
+    return 1, estimate(info, n_ctx, n_gpu_layers, kv_cache_type, parallel=1, **kw), ""
 
 
 def _verdict(est: FitEstimate) -> None:

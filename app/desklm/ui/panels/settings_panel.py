@@ -488,7 +488,8 @@ class SettingsPanel(QWidget):
         v = self.pending_or_current
         self.fit = estimate(self.model_info, v("n_ctx"), v("n_gpu_layers"), v("kv_cache_type"),
                             n_ubatch=min(512, v("n_batch")), flash_attn=v("flash_attn"),
-                            gpu_offload=self.gpu_available, free=self.free)
+                            gpu_offload=self.gpu_available, free=self.free,
+                            parallel=int(v("parallel")))  # KV per slot (engine.models.fit)
         self.fit_label.setText(f"Memory: {self.fit.summary()}")
         self._restyle()
 

@@ -239,7 +239,7 @@ def check_load_settings(settings: Settings, info: GGUFInfo, clamp: bool = False)
     return notes
 
 
-_PARAMS_LOCK = threading.Lock()
+_PARAMS_LOCK = threading.RLock()  # re-entrant: both patches wrap one load
 
 
 class _model_params_with_progress:
@@ -269,6 +269,35 @@ class _model_params_with_progress:
 
     def __exit__(self, *exc: object) -> None:
         _llama_lowlevel.llama_model_default_params = self.orig
+        _PARAMS_LOCK.release()
+
+
+class _context_params_for_slots:
+    """Give ``Llama()`` a context of ``n_seq`` sequences, split (not unified), for one load.
+
+    ``Llama.__init__`` has no ``n_seq_max`` argument but builds its context params from
+    ``llama_context_default_params()`` at call time (as :class:`_model_params_with_progress`).
+    Split: llama.cpp gives each sequence ``n_ctx / n_seq_max`` cells of its own.
+    """
+
+    def __init__(self, n_seq: int) -> None:
+        self.n_seq = n_seq
+
+    def __enter__(self) -> None:
+        _PARAMS_LOCK.acquire()
+        self.orig = _llama_lowlevel.llama_context_default_params
+        orig, n_seq = self.orig, self.n_seq
+
+        def params() -> Any:
+            p = orig()
+            p.n_seq_max = n_seq
+            p.kv_unified = False
+            return p
+
+        _llama_lowlevel.llama_context_default_params = params
+
+    def __exit__(self, *exc: object) -> None:
+        _llama_lowlevel.llama_context_default_params = self.orig
         _PARAMS_LOCK.release()
 
 
@@ -302,6 +331,12 @@ class ChatEngine:
         self._vocab_has: Callable[[str], bool] = lambda t: False
         self._special_text = ("", "")
         self._file_stamp: tuple[int, int, int, int] | None = None  # the model file at load
+        # API slots decoded together: sequences 1..n_slots of the same context (0 with
+        # parallel 1: API requests then run one at a time). ``batch`` is their BatchEngine,
+        # made on first use by engine.backends.local.batch.batch_for (closed on unload).
+        self.n_slots = 0
+        self.batch: Any = None
+        self._n_ctx_seq = 0
 
     # -- lifecycle --
     @property
@@ -354,13 +389,19 @@ class ChatEngine:
         assert self.load_info is not None
         return self.load_info
 
-    def _check_fit(self, info: GGUFInfo, s: Settings) -> None:
-        """Refuse a load the memory estimate says cannot fit, with the numbers."""
-        from desklm.engine.models.fit import NO_FIT, estimate
+    def _check_fit(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
+        """Refuse a load the memory estimate says cannot fit, with the numbers; lower the
+        parallel slots (with a note saying why) where that makes it fit."""
+        from desklm.engine.models.fit import NO_FIT, fit_parallel
 
-        est = estimate(info, s["n_ctx"], s["n_gpu_layers"], s["kv_cache_type"],
-                       n_ubatch=min(512, s["n_batch"]), flash_attn=s["flash_attn"],
-                       gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+        parallel, est, why = fit_parallel(
+            info, s["n_ctx"], int(s["parallel"]), s["n_gpu_layers"], s["kv_cache_type"],
+            n_ubatch=min(512, s["n_batch"]), flash_attn=s["flash_attn"],
+            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+        if why:
+            s.set("parallel", parallel)
+            notes.append(why)
+            log.warning("%s", why)
         self.last_fit = est
         if est.verdict == NO_FIT:
             raise DeskLMError(f"{info.path.name} will not fit: " + "; ".join(est.reasons)
@@ -368,7 +409,7 @@ class ChatEngine:
 
     def _load(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
         if self.check_fit:
-            self._check_fit(info, s)
+            self._check_fit(info, s, notes)
         from desklm.engine.models.catalog import is_embedded
 
         if self.probe and not is_embedded(info.path):  # sha256-verified instead
@@ -378,11 +419,15 @@ class ChatEngine:
         before = LLAMA_LOG.snapshot()
         t0 = time.perf_counter()
         kv = KV_TYPES[s["kv_cache_type"]]
+        from desklm.engine.models.fit import n_sequences
+
+        n_seq = n_sequences(int(s["parallel"]))
+        slots = _context_params_for_slots(n_seq) if n_seq > 1 else contextlib.nullcontext()
         try:
-            with _model_params_with_progress(self._progress_cb):
+            with _model_params_with_progress(self._progress_cb), slots:
                 llm = llama_cpp.Llama(
                     model_path=str(info.path),
-                    n_ctx=s["n_ctx"],
+                    n_ctx=s["n_ctx"] * n_seq,
                     n_threads=s["n_threads"],
                     n_threads_batch=s["n_threads_batch"],
                     n_gpu_layers=s["n_gpu_layers"],
@@ -404,6 +449,8 @@ class ChatEngine:
                               + (mem or f"{reason}{_suggest(reason)}")) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
+        self._n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(llm._ctx.ctx))
+        self.n_slots = n_seq - 1
         self._file_stamp = _file_stamp(info.path)
         model = llm._model.model
 
@@ -427,7 +474,7 @@ class ChatEngine:
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(
             path=info.path, name=info.name, architecture=info.architecture,
-            n_ctx=llm.n_ctx(), n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+            n_ctx=self._n_ctx_seq, n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
             n_layers=llama_cpp.llama_model_n_layer(model), load_s=load_s,
             chat_format=self.template.name,
             gpu_offload_supported=bool(llama_cpp.llama_supports_gpu_offload()),
@@ -497,6 +544,10 @@ class ChatEngine:
         return self.template.name
 
     def unload(self) -> None:
+        batch, self.batch = self.batch, None
+        self.n_slots = 0
+        if batch is not None:  # its sequences fail with "the model was unloaded"
+            batch.close()
         llm, self.llm = self.llm, None
         self.load_info = None
         self.template = None
@@ -513,7 +564,9 @@ class ChatEngine:
     # -- state --
     @property
     def n_ctx(self) -> int:
-        return self._need().n_ctx()
+        """The context of one conversation (of each sequence, with parallel slots)."""
+        self._need()
+        return self._n_ctx_seq
 
     @property
     def context_used(self) -> int:
@@ -582,7 +635,10 @@ class ChatEngine:
     def reset(self) -> None:
         """Forget everything: clear the KV memory itself, not only the token counter."""
         llm = self._need()
-        llm._ctx.kv_cache_clear()
+        if self.n_slots:  # the window's own sequence only: the slots keep theirs
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, -1, -1)
+        else:
+            llm._ctx.kv_cache_clear()
         llm.reset()
 
     def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
@@ -679,7 +735,7 @@ class ChatEngine:
         if clear_stop:
             self._stop.clear()
         self.live_tokens = 0
-        n_ctx = llm.n_ctx()
+        n_ctx = self.n_ctx
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
         if len(tokens) >= n_ctx:
             raise DeskLMError(f"prompt needs {len(tokens)} tokens but the context holds {n_ctx}")

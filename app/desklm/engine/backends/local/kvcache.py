@@ -48,7 +48,7 @@ MB = 2**20
 # Load settings that change what a KV snapshot holds or how it is laid out. n_batch / n_ubatch
 # only change how the prompt is cut into batches, threads and GPU layers where it runs: a
 # snapshot restores the same cache under any of them.
-LAYOUT_SETTINGS = ("n_ctx", "kv_cache_type", "flash_attn")
+LAYOUT_SETTINGS = ("n_ctx", "kv_cache_type", "flash_attn", "parallel")  # parallel: sequences
 
 
 @dataclass

@@ -1,0 +1,315 @@
+"""``desklm bench --concurrency 1,2,4,8``: many clients at once, against llama.cpp's own server.
+
+For each number of clients ``c``, ``c`` requests start together and each generates exactly
+``gen_tokens`` tokens (end-of-generation ignored), on:
+
+- DeskLM: ``desklm serve``'s API in this process (the model loaded with ``parallel`` slots),
+  streaming ``POST /v1/chat/completions`` over HTTP on 127.0.0.1;
+- raw: llama-cpp-python's ``Llama`` alone, one stream, answering the ``c`` requests one after
+  another (what a single-stream server does): request ``i``'s first token waits for the ones
+  before it;
+- peer (``--peer PATH``): a ``llama-server`` binary, started here with ``-np parallel`` and a
+  context of ``n_ctx x parallel`` (so each slot has ``n_ctx``, as DeskLM's), same threads,
+  the same streaming requests (``ignore_eos``).
+
+Per system and ``c``: aggregate tokens/s (all tokens / wall time from the first request sent to
+the last token), median and p95 time to first token (from sending), per-request tokens/s
+(median of ``(tokens - 1) / (last - first token)``). Rounds are interleaved (DeskLM, peer, raw
+for each ``c``). The ratios the issue asks for: at 4 clients DeskLM's aggregate over the
+peer's (target >= 0.9) and its p95 first token over the peer's (target <= 2); with 1 client
+DeskLM's rate over raw's (target >= 0.97).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from desklm.errors import DeskLMError
+
+PROMPT = "Write a short story about a lighthouse keeper"
+
+
+def _messages(i: int, round_: int) -> list[dict[str, str]]:
+    # a different prompt per client and round: no request is answered from a cached prompt
+    return [{"role": "user", "content": f"{PROMPT} (story {round_}.{i})."}]
+
+
+def _p95(xs: list[float]) -> float:
+    if len(xs) == 1:
+        return xs[0]
+    return float(statistics.quantiles(xs, n=20, method="inclusive")[-1])
+
+
+def _summary(rows: list[dict[str, float]], wall: float) -> dict[str, float]:
+    tokens = sum(r["tokens"] for r in rows)
+    ttft = [r["ttft_s"] for r in rows]
+    rates = [r["tok_s"] for r in rows if r["tok_s"] > 0]
+    return {"aggregate_tok_s": round(tokens / wall, 2) if wall > 0 else 0.0,
+            "ttft_median_ms": round(statistics.median(ttft) * 1000, 1),
+            "ttft_p95_ms": round(_p95(ttft) * 1000, 1),
+            "per_request_tok_s": round(statistics.median(rates), 2) if rates else 0.0,
+            "tokens": tokens, "wall_s": round(wall, 3)}
+
+
+# --- the HTTP clients (DeskLM and the peer: the same requests) ----------------------------------
+def _stream_one(url: str, messages: list[dict[str, str]], gen_tokens: int,
+                extra: dict[str, Any], t_start: float) -> dict[str, float]:
+    import httpx
+
+    body = {"model": "m", "messages": messages, "max_tokens": gen_tokens, "stream": True,
+            "temperature": 0, "stream_options": {"include_usage": True}, **extra}
+    times: list[float] = []
+    n = 0
+    with httpx.Client(timeout=1800) as h, h.stream("POST", url + "/chat/completions",
+                                                   json=body) as r:
+        if r.status_code != 200:
+            r.read()
+            raise DeskLMError(f"{url} answered {r.status_code}: {r.text[:200]}")
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line.strip() == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
+                times.append(time.perf_counter())
+            if chunk.get("usage"):
+                n = int(chunk["usage"]["completion_tokens"])
+    if not times:
+        raise DeskLMError(f"{url} streamed no text")
+    n = n or len(times)
+    span = times[-1] - times[0]
+    return {"ttft_s": times[0] - t_start, "tokens": n, "end": times[-1],
+            "tok_s": (n - 1) / span if n > 1 and span > 0 else 0.0}
+
+
+def _http_round(url: str, c: int, gen_tokens: int, round_: int,
+                extra: dict[str, Any]) -> dict[str, float]:
+    rows: list[dict[str, float] | None] = [None] * c
+    errors: list[BaseException] = []
+    go = threading.Barrier(c + 1)
+    t_start = [0.0]
+
+    def client(i: int) -> None:
+        try:
+            go.wait()
+            rows[i] = _stream_one(url, _messages(i, round_), gen_tokens, extra, t_start[0])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(c)]
+    for t in threads:
+        t.start()
+    t_start[0] = time.perf_counter()
+    go.wait()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    done = [r for r in rows if r is not None]
+    return _summary(done, max(r["end"] for r in done) - t_start[0])
+
+
+# --- raw llama-cpp-python, one stream ----------------------------------------------------------
+def _raw_round(llm: Any, prompts: Callable[[int, int], list[int]], c: int, gen_tokens: int,
+               round_: int, sampling: dict[str, Any]) -> dict[str, float]:
+    """``c`` requests that arrived together, answered one after another by ``Llama.generate``
+    (which never stops by itself: exactly ``gen_tokens`` tokens, each turned into text)."""
+    t_start = time.perf_counter()
+    rows = []
+    for i in range(c):
+        times: list[float] = []
+        for tok in llm.generate(prompts(i, round_), temp=0.0, reset=True, **sampling):
+            llm.detokenize([tok])
+            times.append(time.perf_counter())
+            if len(times) >= gen_tokens:
+                break
+        n = len(times)
+        span = times[-1] - times[0]
+        rows.append({"ttft_s": times[0] - t_start, "tokens": n, "end": times[-1],
+                     "tok_s": (n - 1) / span if n > 1 and span > 0 else 0.0})
+    return _summary(rows, max(r["end"] for r in rows) - t_start)
+
+
+# --- the peer: a llama-server binary -----------------------------------------------------------
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _llama_server(binary: Path, model: Path, n_ctx: int, parallel: int, threads: int,
+                  threads_batch: int, n_batch: int, log_path: Path | None) -> Any:
+    import httpx
+
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise DeskLMError(f"--peer {binary}: not an executable file (build one with "
+                          "tools/build_llama_server.sh)")
+    port = _free_port()
+    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "-c", str(n_ctx * parallel), "-np", str(parallel), "-t", str(threads),
+           "-tb", str(threads_batch), "-b", str(n_batch), "-ub", str(min(512, n_batch)),
+           "--no-webui", "--swa-full"]
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise DeskLMError(f"llama-server exited ({p.returncode}) while starting; "
+                                  f"command: {' '.join(cmd)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.25)
+        else:
+            raise DeskLMError("llama-server did not become ready in 300 s")
+        yield url + "/v1"
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+
+
+# --- the whole run -------------------------------------------------------------------------------
+def run_concurrency_bench(model: Path, settings: Any, levels: list[int], *,
+                          gen_tokens: int = 64, runs: int = 1, peer: Path | None = None,
+                          raw: bool = True, say: Callable[[str], None] | None = None
+                          ) -> dict[str, Any]:
+    """Measure every system at every level (``runs`` rounds each, interleaved); returns
+    per-level medians and the ratios."""
+    import llama_cpp
+
+    from desklm.engine import ChatEngine, Runner
+    from desklm.server.server import ApiServer
+
+    say = say or (lambda _m: None)
+    if not levels or any(c < 1 for c in levels):
+        raise DeskLMError("--concurrency needs numbers of clients, at least 1 each")
+    s = settings.copy()
+    s.set("max_tokens", gen_tokens)
+    parallel = int(s["parallel"])
+    sampling = {k: s[k] for k in ("top_p", "top_k", "min_p", "repeat_penalty")}
+    eng = ChatEngine()
+    runner = Runner(interrupt=eng.stop)
+    server = ApiServer(runner, lambda: eng, lambda: s, max_waiting=max(levels) + 8)
+    results: dict[str, dict[int, list[dict[str, float]]]] = {"desklm": {}, "raw": {},
+                                                              "peer": {}}
+    raw_llm = None
+    peer_cm = None
+    sampling_raw: dict[str, Any] = {}
+    try:
+        runner.call(lambda: eng.load(model, s), "load")
+        parallel = int(eng.settings["parallel"]) if eng.settings else parallel
+        eng.ignore_eos = True
+        url = server.start(port=0)
+
+        def prompt_tokens(i: int, round_: int) -> list[int]:  # the same prompt as the API's
+            return list(runner.call(lambda: eng.prompt_tokens(_messages(i, round_))))
+
+        peer_url = None
+        if peer is not None:
+            peer_cm = _llama_server(peer, model, int(s["n_ctx"]), parallel,
+                                    int(s["n_threads"]), int(s["n_threads_batch"]),
+                                    int(s["n_batch"]), None)
+            peer_url = peer_cm.__enter__()
+        if raw:
+            raw_llm = llama_cpp.Llama(model_path=str(model), n_ctx=int(s["n_ctx"]),
+                                      n_threads=int(s["n_threads"]),
+                                      n_threads_batch=int(s["n_threads_batch"]),
+                                      n_batch=int(s["n_batch"]), swa_full=True, verbose=False)
+            sampling_raw = {"top_k": sampling["top_k"], "top_p": sampling["top_p"],
+                            "min_p": sampling["min_p"],
+                            "repeat_penalty": sampling["repeat_penalty"]}
+        # warm up every path once
+        _http_round(url, 1, 8, -1, {})
+        if peer_url:
+            _http_round(peer_url, 1, 8, -1, {"ignore_eos": True})
+        if raw_llm is not None:
+            _raw_round(raw_llm, prompt_tokens, 1, 8, -1, sampling_raw)
+        round_ = 0
+        for _ in range(runs):
+            for c in levels:
+                round_ += 1
+                r = _http_round(url, c, gen_tokens, round_, {})
+                results["desklm"].setdefault(c, []).append(r)
+                line = f"{c} clients: DeskLM {r['aggregate_tok_s']:.1f} tok/s"
+                if peer_url:
+                    r = _http_round(peer_url, c, gen_tokens, round_, {"ignore_eos": True})
+                    results["peer"].setdefault(c, []).append(r)
+                    line += f", llama-server {r['aggregate_tok_s']:.1f}"
+                if raw_llm is not None:
+                    r = _raw_round(raw_llm, prompt_tokens, c, gen_tokens, round_,
+                                   sampling_raw)
+                    results["raw"].setdefault(c, []).append(r)
+                    line += f", raw {r['aggregate_tok_s']:.1f}"
+                say(line)
+    finally:
+        if peer_cm is not None:
+            peer_cm.__exit__(None, None, None)
+        server.stop()
+        runner.shutdown(5)
+        eng.unload()
+        if raw_llm is not None:
+            raw_llm.close()
+
+    def med(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: round(float(statistics.median(r[k] for r in rows)), 2) for k in rows[0]}
+
+    table = {name: {c: med(rows) for c, rows in per.items()} for name, per in results.items()
+             if per}
+    ratios: dict[str, float | None] = {}
+    d = table.get("desklm", {})
+    if "peer" in table and 4 in d:
+        p4 = table["peer"][4]
+        ratios["aggregate_4_vs_peer"] = round(d[4]["aggregate_tok_s"] / p4["aggregate_tok_s"],
+                                              3) if p4["aggregate_tok_s"] else None
+        ratios["p95_ttft_4_vs_peer"] = round(d[4]["ttft_p95_ms"] / p4["ttft_p95_ms"], 3) \
+            if p4["ttft_p95_ms"] else None
+    if "raw" in table and 1 in d:
+        r1 = table["raw"][1]
+        ratios["single_stream_vs_raw"] = round(d[1]["per_request_tok_s"]
+                                               / r1["per_request_tok_s"], 3) \
+            if r1["per_request_tok_s"] else None
+    return {"model": Path(model).name, "gen_tokens": gen_tokens, "runs": runs,
+            "parallel": parallel, "n_ctx": int(s["n_ctx"]), "n_threads": int(s["n_threads"]),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "levels": levels, "results": table, "ratios": ratios}
+
+
+def table_text(r: dict[str, Any]) -> str:
+    names = {"desklm": "DeskLM API", "peer": "llama-server", "raw": "raw (1 stream)"}
+    lines = [f"model {r['model']}, {r['gen_tokens']} tokens per request, {r['parallel']} "
+             f"slots, {r['n_threads']} threads; {r['cpus']} CPUs, load average "
+             f"{r['load_avg_1m']} (numbers from a busy machine are noise)",
+             f"{'clients':>7}  {'system':<15}{'aggregate tok/s':>16}{'TTFT median ms':>16}"
+             f"{'TTFT p95 ms':>13}{'per-request tok/s':>19}"]
+    for c in r["levels"]:
+        for key, label in names.items():
+            row = r["results"].get(key, {}).get(c)
+            if row is None:
+                continue
+            lines.append(f"{c:>7}  {label:<15}{row['aggregate_tok_s']:>16.1f}"
+                         f"{row['ttft_median_ms']:>16.1f}{row['ttft_p95_ms']:>13.1f}"
+                         f"{row['per_request_tok_s']:>19.1f}")
+    ratios = r["ratios"]
+    targets = {"aggregate_4_vs_peer": ">= 0.9", "p95_ttft_4_vs_peer": "<= 2",
+               "single_stream_vs_raw": ">= 0.97"}
+    for k, v in ratios.items():
+        lines.append(f"{k}: {v} (target {targets[k]})")
+    return "\n".join(lines)
