@@ -61,7 +61,8 @@ _EXPORTS: dict[str, str] = {
     # working with chats: versions, search, attachments, presets
     "version_label": "branches", "SearchIndex": "search", "SearchHit": "search",
     "SearchResult": "search", "Attachment": "attachments", "read_attachment": "attachments",
-    "context_room": "attachments", "PresetStore": "presets", "Preset": "presets",
+    "context_room": "attachments", "typed_text": "attachments",
+    "PresetStore": "presets", "Preset": "presets",
     "apply_preset": "presets",
     # models on a server (OpenAI-compatible)
     "RemoteBackend": "backends.remote", "probe_server": "backends.remote",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from desklm.engine import branches, commands, kvcache
-from desklm.engine.attachments import Attachment, compose
+from desklm.engine.attachments import Attachment, compose, typed_text
 from desklm.engine.backends.base import Backend
 from desklm.engine.commands import CommandResult
 from desklm.engine.conversation import Conversation, Message, PlanCancelled, PromptPlan
@@ -83,7 +83,9 @@ class ChatSession:
     def record(self) -> dict[str, Any]:
         """The conversation as the versioned JSON record the store writes."""
         msgs = self.conversation.messages
-        title = self.title or (title_from(msgs[0].content) if msgs else "New chat")
+        # titled by what was asked, not by the file attached to it
+        title = self.title or (title_from(typed_text(msgs[0].content) or msgs[0].content)
+                               if msgs else "New chat")
         return {
             "id": self.conv_id, "title": title, "created": self.created,
             "model": getattr(self.engine, "model_label", None) or self.model_path.name,

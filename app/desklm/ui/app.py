@@ -67,7 +67,7 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
     window = MainWindow(settings, model, show_dialogs=not args.self_test, store=store,
                         config=config, saved=saved)
     if config.problem:
-        window.chat.add_notice(config.problem)
+        window.notices.add(config.problem, "error")
     return window
 
 
