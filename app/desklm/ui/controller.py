@@ -305,7 +305,9 @@ class ChatController(QObject):
         return waiting
 
     def _dispatch(self, text: str) -> None:
-        if commands.is_command(text):
+        if text.strip().lower() == "/regen":  # typed: the same streamed turn as the button
+            self.regenerate()
+        elif commands.is_command(text):
             self._command(text)
         elif self.load_info is None:
             self.turnFailed.emit("no model is loaded: open one with File > Models", text)

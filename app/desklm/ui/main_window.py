@@ -12,14 +12,12 @@ panels, drawers when narrow), :mod:`~desklm.ui.status` (the status bar),
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QResizeEvent
 from PySide6.QtWidgets import (
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -29,11 +27,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import AppConfig, ConversationStore, LoadInfo, Settings, Snapshot, title_from
+from desklm.engine import AppConfig, ConversationStore, LoadInfo, Settings, title_from
 from desklm.ui import theme, workers
 from desklm.ui.attachment_chip import AttachmentBar
 from desklm.ui.chat_view import ChatInput, ChatView
 from desklm.ui.controller import STOPPABLE, ChatController, State
+from desklm.ui.dialogs.openers import WindowDialogs
 from desklm.ui.docks import DEFAULT_SIZE, SidePanels, first_geometry
 from desklm.ui.menus import Menus
 from desklm.ui.notices import NoticeArea
@@ -44,6 +43,7 @@ from desklm.ui.panels.server_panel import ServerPanel
 from desklm.ui.panels.settings_panel import SettingsPanel
 from desklm.ui.status import ElidedLabel, StatusLine
 from desklm.ui.turns import TurnDrawer
+from desklm.ui.views import WindowViews
 from desklm.ui.welcome import WelcomeWidget
 
 __all__ = ["DEFAULT_SIZE", "ElidedLabel", "MainWindow", "first_geometry"]
@@ -107,6 +107,8 @@ class MainWindow(QMainWindow):
         self.status, self.progress = self.statusline.status, self.statusline.progress
         self.menus = Menus(self, self.panels.by_name())
         self.turns = TurnDrawer(self)
+        self.views = WindowViews(self)
+        self.dialogs = WindowDialogs(self)
         self._connect()
         workers.set_error_reporter(self.report_error)
         server_values = saved.get("api_server")
@@ -154,13 +156,14 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         """Every connection between the widgets, the window and the controller, in one place."""
-        c, m, sp, t = self.controller, self.menus, self.settings_panel, self.turns
+        c, m, sp, t, v = (self.controller, self.menus, self.settings_panel, self.turns,
+                          self.views)
         # menus
         m.models.triggered.connect(self.show_models)
-        m.open.triggered.connect(self.open_model_dialog)
-        m.connect.triggered.connect(self.show_connect)
-        m.attach.triggered.connect(self.attach_dialog)
-        m.export.triggered.connect(self.export_dialog)
+        m.open.triggered.connect(self.dialogs.open_model_dialog)
+        m.connect.triggered.connect(self.dialogs.show_connect)
+        m.attach.triggered.connect(self.dialogs.attach_dialog)
+        m.export.triggered.connect(self.dialogs.export_dialog)
         m.quit.triggered.connect(self.close)
         m.new_chat.triggered.connect(self.new_conversation)
         m.reset.triggered.connect(self.reset_conversation)
@@ -170,7 +173,7 @@ class MainWindow(QMainWindow):
             act.triggered.connect(lambda _c=False, mode=mode: self.set_theme(mode))
         m.serve.triggered.connect(self._toggle_server)
         m.commands.triggered.connect(c.show_help)
-        m.about.triggered.connect(self._about)
+        m.about.triggered.connect(self.dialogs.about)
         # widgets -> controller
         self.send_button.clicked.connect(self._send_or_stop)
         self.input.submitted.connect(self.submit)
@@ -203,11 +206,11 @@ class MainWindow(QMainWindow):
         c.output.connect(self.chat.add_output)
         c.helpShown.connect(self.chat.add_help)
         c.attachmentsChanged.connect(self._show_attachments)
-        c.loadStarted.connect(self._on_load_started)
+        c.loadStarted.connect(v.on_load_started)
         c.loadProgress.connect(lambda p: self.progress.setValue(int(p * 100)))
-        c.loaded.connect(self._on_loaded)
-        c.loadEnded.connect(self._on_load_ended)
-        c.modelUnloaded.connect(self._on_unloaded)
+        c.loaded.connect(v.on_loaded)
+        c.loadEnded.connect(v.on_load_ended)
+        c.modelUnloaded.connect(v.on_unloaded)
         c.modelInfo.connect(sp.set_model_info)
         c.turnStarted.connect(t.on_started)
         c.token.connect(t.on_token)
@@ -217,14 +220,14 @@ class MainWindow(QMainWindow):
         c.turnFailed.connect(t.on_failed)
         c.commandDone.connect(self.commandFinished.emit)
         c.settingChanged.connect(sp.set_setting)
-        c.settingsLoaded.connect(self._on_settings_loaded)
-        c.tuneProgress.connect(self._on_tune_progress)
-        c.tuned.connect(self._on_tuned)
-        c.conversationsListed.connect(self._on_conversations)
+        c.settingsLoaded.connect(v.on_settings_loaded)
+        c.tuneProgress.connect(v.on_tune_progress)
+        c.tuned.connect(v.on_tuned)
+        c.conversationsListed.connect(v.on_conversations)
         c.kvUsage.connect(sp.set_kv_usage)
         c.presetsListed.connect(sp.set_presets)
-        c.conversationOpened.connect(self._on_conversation_opened)
-        c.snapshot.connect(self._on_snapshot)
+        c.conversationOpened.connect(v.on_conversation_opened)
+        c.snapshot.connect(v.on_snapshot)
 
     def set_theme(self, mode: str, save: bool = True) -> None:
         theme.set_mode(mode)
@@ -250,21 +253,6 @@ class MainWindow(QMainWindow):
         self.panels.fit(e.size().width())
 
     # --- dialogs ---
-    def show_connect(self) -> Any:
-        from desklm.ui.dialogs.connect_dialog import ConnectDialog
-
-        dlg = ConnectDialog(self, config=self.config)
-        dlg.connectionChosen.connect(self.controller.connect_remote)
-        dlg.open()
-        return dlg
-
-    def attach_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Attach a file", str(Path.home()),
-            "Text and PDF (*.txt *.md *.csv *.json *.py *.pdf *.*)")
-        if path:
-            self.attach_file(path)
-
     def attach_file(self, path: str) -> None:
         """Read and measure ``path`` on the inference thread; a chip shows it (or a notice
         says why it cannot go)."""
@@ -275,42 +263,6 @@ class MainWindow(QMainWindow):
         for meta in pending:
             self.attachments.add(SimpleNamespace(**{"tokens": None, "note": "", **meta}),
                                  self.turns.n_ctx)
-
-    def export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export conversation", str(Path.home() / "conversation.md"),
-            "Markdown (*.md);;JSON (*.json)")
-        if path:
-            self.controller.export(path)
-
-    def show_models(self) -> Any:
-        """The Models dialog (non-modal): local models and Hugging Face downloads."""
-        from desklm.ui.dialogs.model_dialog import ModelDialog
-
-        if self.models_dialog is not None:
-            self.models_dialog.shutdown()
-        dlg = ModelDialog(self, free=self.settings_panel.free,
-                          gpu_offload=self.settings_panel.gpu_available)
-        dlg.loadRequested.connect(self.load_model)
-        dlg.serverChosen.connect(self.controller.connect_saved)
-        self.controller.connectionsListed.connect(dlg.set_servers)
-        self.controller.list_connections()
-        dlg.show()
-        self.models_dialog = dlg
-        return dlg
-
-    def open_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()),
-                                              "GGUF models (*.gguf);;All files (*)")
-        if path:
-            self.load_model(path)
-
-    def _about(self) -> Any:
-        from desklm.ui.dialogs.about import AboutDialog
-
-        dlg = AboutDialog(self.load_info, self)
-        dlg.open()
-        return dlg
 
     def dragEnterEvent(self, e: QDragEnterEvent) -> None:
         urls = e.mimeData().urls() if e.mimeData().hasUrls() else []
@@ -328,6 +280,10 @@ class MainWindow(QMainWindow):
                 self.attach_file(path)
         if files:
             e.acceptProposedAction()
+
+    def show_models(self) -> Any:
+        """The Models dialog (non-modal): local models and Hugging Face downloads."""
+        return self.dialogs.show_models()
 
     # --- the welcome ---
     def _show_welcome(self) -> None:
@@ -499,86 +455,6 @@ class MainWindow(QMainWindow):
             self.failed.emit(text)
         else:
             self.report_error(text)
-
-    def _on_load_started(self, path: str) -> None:
-        self.progress.setValue(0)
-        self.progress.show()
-        self.statusline.set(f"Loading {Path(path).name if path else 'the embedded model'}…")
-
-    def _on_loaded(self, info: LoadInfo) -> None:
-        self.load_info = info
-        self.turns.loaded(info, self.controller.remote)
-        self.settings_panel.set_model(info.n_ctx_train, info.n_layers, info.gpu_offload_supported)
-        self.settings_panel.set_remote(self.controller.remote)
-        self.modelLoaded.emit(info)
-
-    def _on_unloaded(self) -> None:
-        self.load_info = None
-        self.setWindowTitle("DeskLM")
-        self.statusline.set_model("no model", "")
-
-    def _on_load_ended(self, how: str) -> None:
-        self.progress.hide()
-        if how == "cancelled":
-            self.statusline.set("Loading stopped" + ("" if self.load_info else
-                                                      " — open a model with File > Models"))
-            if not self._closing:
-                self.notices.add("Loading stopped.", key="load")
-        elif how == "failed":
-            self.statusline.set("Ready" if self.load_info else "No model loaded")
-
-    def _on_settings_loaded(self, settings: Settings) -> None:
-        self.settings_panel.sync(settings)
-        self.turns.settings_changed(settings)
-        self._on_state(self.controller.state)
-        self.settingsSynced.emit(settings)
-
-    def _on_tune_progress(self, step: int, steps: int, what: str) -> None:
-        self.progress.show()
-        self.progress.setValue(int(100 * (step - 1) / max(1, steps)))
-        self.statusline.set(f"Tuning ({step}/{steps}): {what}…")
-
-    def _on_tuned(self, r: Any) -> None:
-        self.progress.hide()
-        best = max(r.trials, key=lambda t: t["gen_tps"])
-        self.statusline.set(f"Tuned: {r.n_threads} threads generating ({r.gen_tps:.1f} tok/s), "
-                            f"{r.n_threads_batch} reading prompts")
-        self.notices.add(
-            "Tuned for this machine: " + ", ".join(
-                f"{t['threads']} thread(s) {t['gen_tps']:.1f} tok/s" for t in r.trials
-                if t["n_gpu_layers"] == best["n_gpu_layers"])
-            + f". Using {r.n_threads} (remembered for this model).", "ok", key="tuned")
-        self.tuned.emit(r)
-
-    def _on_conversations(self, items: list[dict[str, Any]], problems: list[str]) -> None:
-        self.chats.set_items(items)
-        self.conversationsRefreshed.emit(items)
-        for p in problems:
-            if p not in self._list_problems_shown:
-                self._list_problems_shown.add(p)
-                self.notices.add(p, "error")
-
-    def _on_conversation_opened(self, record: dict[str, Any]) -> None:
-        name = self.turns.model_name()
-        self.chat.show_conversation(record["messages"], name)  # what is visible first
-        same = self._shown_id == str(record["id"])  # redrawn after a regenerate, edit, ...
-        self._shown_id = str(record["id"])
-        if record["messages"]:
-            self.chats.set_current(record["id"])
-            self._hide_welcome()  # an existing chat (or a search hit) is what matters now
-        else:  # a new chat is in the list at once, before anything is saved
-            self.chats.add_pending(record)
-        if not same:  # another chat: nothing of it is in the context yet
-            self.turns.context_cleared()
-        self.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
-                            f"DeskLM — {name}")
-        self.conversationShown.emit(record)
-
-    def _on_snapshot(self, snap: Snapshot) -> None:
-        self.gauges.on_snapshot(snap)
-        self.settings_panel.set_free(*snap.free())
-        self.settings_panel.set_gpu_available(bool(snap.gpus) and bool(
-            self.load_info and self.load_info.gpu_offload_supported))
 
     # --- errors ---
     def report_error(self, reason: str) -> None:

@@ -7,7 +7,7 @@ what it does (``menus.regen.triggered.connect(...)``). Nothing looks a menu up b
 from __future__ import annotations
 
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QSizePolicy, QToolBar, QWidget
 
 from desklm.ui import theme
 
@@ -87,6 +87,17 @@ class Menus:
         self.toolbar.setMovable(False)
         for act in (self.models, self.open, self.new_chat, self.stop):
             self.toolbar.addAction(act)
+        # the side panels, one click away (in a narrow window they open as drawers)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.toolbar.addWidget(spacer)
+        self.panel_toggles: dict[str, QAction] = {}
+        for name in ("chats", "settings", "gauges"):
+            if name in docks:
+                act = docks[name].toggleViewAction()
+                act.setToolTip(f"Show or hide the {name} panel")
+                self.toolbar.addAction(act)
+                self.panel_toggles[name] = act
 
     def check_theme(self, mode: str) -> None:
         for m, act in self.themes.items():

@@ -134,6 +134,6 @@ class NoticeArea(QWidget):
         """Every notice shown, one a line (for tests and the self-test)."""
         return "\n".join(self.texts())
 
-    def keys(self) -> list[str]:
+    def notice_keys(self) -> list[str]:
         return [r.key for r in self.rows]
 

@@ -240,11 +240,14 @@ class GaugePanel(QWidget):
         if self.remote:  # the model's memory and GPU are the server's, not this machine's
             self.vram.set("on the server", "", None, None, sub="the model runs on the server")
             self.gpu.set("on the server", "", None, None, sub="see the Server card")
+            self.gpu.hide()
             return
         if not snap.gpus:
             self.vram.set("No NVIDIA GPU", "", None, None, sub="running on CPU")
             self.gpu.set("No NVIDIA GPU", "", None, None, sub="running on CPU")
+            self.gpu.hide()  # one card says it: two said the same thing
             return
+        self.gpu.show()
         used = sum(g.vram_used for g in snap.gpus if not is_na(g.vram_used))
         total = sum(g.vram_total for g in snap.gpus if not is_na(g.vram_total))
         mine = [g.vram_process for g in snap.gpus]
