@@ -11,7 +11,7 @@ the next launch.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QRect, Qt
+from PySide6.QtCore import QByteArray, QRect, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QScrollArea, QWidget
 
 DEFAULT_SIZE = (1280, 800)
@@ -100,7 +100,9 @@ class SidePanels:
         """Called on every resize of the window."""
         if width < NARROW_BELOW and not self.narrow:
             self.wide_state = self.w.saveState()
-            self._open_when_wide = [d for d in self.all() if d.isVisible()]
+            # not isVisible(): before the window is shown nothing is visible, yet these are
+            # the panels it opens with
+            self._open_when_wide = [d for d in self.all() if not d.isHidden()]
             self.narrow = True
             for d in self.all():
                 d.hide()
@@ -112,6 +114,14 @@ class SidePanels:
                 self.gauges.raise_()
             self._open_when_wide = []
             self.size_to(width, self.w.height())
+        elif not self.narrow:
+            # wide, but the panels kept the widths of a wider window: give the chat its room
+            # (once the layout has followed the new size)
+            QTimer.singleShot(0, self._keep_chat_room)
+
+    def _keep_chat_room(self) -> None:
+        if not self.narrow and 0 < self.chat_width() < CHAT_MIN:
+            self.size_to(self.w.width(), self.w.height())
 
     def _opened(self, dock: QDockWidget, on: bool) -> None:
         """Narrow: a panel opened is a drawer, the only one open, never too wide."""
