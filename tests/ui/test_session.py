@@ -15,6 +15,7 @@ import json
 import openai
 from PySide6.QtWidgets import QApplication
 
+from desklm.engine import typed_text
 from desklm.engine.connections import Connection
 from desklm.ui.controller import State
 from desklm.ui.dialogs.connect_dialog import ChosenConnection
@@ -77,6 +78,8 @@ class Seen:
         assert all(c.strip() for r, c in disk if r == "user"), f"{step}: an empty message"
         for (r, c), (_r2, shown) in zip(disk, screen, strict=True):
             assert r != "user" or c == shown, f"{step}: {c!r} on disk, {shown!r} on screen"
+        typed = [typed_text(c) for r, c in disk if r == "user"]
+        assert all(t.strip() for t in typed), f"{step}: a message with nothing typed"
 
     def all(self, step: str, result=None) -> None:
         self.newest_in_view(step)

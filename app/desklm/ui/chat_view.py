@@ -716,6 +716,8 @@ class ChatView(QTextBrowser):
             if str(m.get("role")) != it.kind:
                 break
             _take_ids(it, m)
+            if it.kind == "user" and it.attachments:
+                it.text = str(m.get("content") or it.text)  # what was sent, files included
             touched.append(it)
         # by identity: items are dataclasses, and == would compare their fields
         before = next((i for i in reversed(self.items)

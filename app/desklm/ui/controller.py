@@ -429,6 +429,11 @@ class ChatController(QObject):
         self.loadEnded.emit("")
 
     @property
+    def conversation_id(self) -> str:
+        """The chat the session holds (read on the UI thread between jobs)."""
+        return str(self.session.conv_id)
+
+    @property
     def remote(self) -> bool:
         """Chatting with a model on a server (read on the UI thread between jobs)."""
         return self.session.engine is not self.engine

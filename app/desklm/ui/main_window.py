@@ -85,11 +85,11 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._list_problems_shown: set[str] = set()
         self.welcome: WelcomeWidget | None = None
-        self._shown_id = ""  # the conversation the transcript shows
         self._editing = ""  # the id of a sent message being edited in the input box
         saved = saved or {}
         store = store if store is not None else ConversationStore()
         self.controller = c = ChatController(settings, store, config=self.config)
+        self._shown_id = c.conversation_id  # the (empty) chat a fresh session starts with
         self._build_central()
         self.settings_panel = SettingsPanel(settings)
         self.gauges = GaugePanel()
