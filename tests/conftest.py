@@ -29,7 +29,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_path(cache_dir: Path) -> Path:
-    from desklm.engine.models import embedded_model_path
+    from desklm.engine.models.catalog import embedded_model_path
 
     return embedded_model_path()
 
@@ -52,7 +52,7 @@ def small_settings(**over: object):
 @pytest.fixture(scope="module")
 def engine(model_path: Path):
     """One loaded engine per test module (loading costs ~0.5 s)."""
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
     eng.load(model_path, small_settings())

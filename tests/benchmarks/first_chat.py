@@ -82,7 +82,7 @@ def run_raw(model: Path, max_tokens: int, fmt: str) -> list[dict[str, Any]]:
     """Raw llama-cpp-python on the same file, greedy: ``gemma`` turn format or ``dialogue``."""
     import llama_cpp
 
-    from desklm.engine.chat_format import builtin_template
+    from desklm.engine.prompt.chat_format import builtin_template
 
     llm = llama_cpp.Llama(str(model), n_ctx=2048, verbose=False, seed=0)
     template = builtin_template(fmt)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="print every reply")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "app"))
-    from desklm.engine.models import resolve_model
+    from desklm.engine.models.catalog import resolve_model
 
     model = resolve_model(str(args.model) if args.model else None)
     paths: dict[str, list[dict[str, Any]]] = {}

@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from desklm.engine.attachments import (
+from desklm.engine.chat.attachments import (
     MAX_TEXT_BYTES,
     compose,
     context_room,
     read_attachment,
     render_block,
 )
-from desklm.engine.session import ChatSession
-from desklm.engine.store import ConversationStore
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import ConversationStore
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 

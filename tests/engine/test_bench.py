@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from desklm.engine import bench
-from desklm.engine.session import ChatSession
+from desklm.bench import engine as bench
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.settings import logical_cores
 from desklm.errors import DeskLMError
 from tests.conftest import run_cli, small_settings
@@ -97,7 +97,7 @@ def test_vram_is_this_process_s_share_read_through_nvml(monkeypatch):
 
 
 def test_the_table_has_a_vram_row_only_where_vram_was_read():
-    from desklm import benchrun
+    from desklm.bench import run as benchrun
 
     def out(vram):
         run = {"load_s": 1.0, "ttft_s": 0.1, "prompt_tps": 100.0, "gen_tps": 50.0,

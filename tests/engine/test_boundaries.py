@@ -8,8 +8,8 @@ import desklm.engine
 
 
 def test_engine_imports_with_pyside6_blocked():
-    mods = [m.name for m in pkgutil.iter_modules(desklm.engine.__path__, "desklm.engine.")]
-    assert "desklm.engine.llm" in mods and len(mods) >= 9
+    mods = [m.name for m in pkgutil.walk_packages(desklm.engine.__path__, "desklm.engine.")]
+    assert "desklm.engine.backends.local.engine" in mods and len(mods) >= 30
     code = (
         "import sys, importlib\n"
         "sys.modules['PySide6'] = None\n"  # any 'import PySide6...' now raises ImportError
@@ -30,8 +30,8 @@ PKG = Path(desklm.engine.__file__).resolve().parents[1]  # app/desklm
 
 # Lower layers never import higher ones.
 LAYERS = [("desklm.errors", "desklm.paths", "desklm.logs", "desklm.resources", "desklm"),
-          ("desklm.engine",), ("desklm.server",), ("desklm.ui",),
-          ("desklm.cli", "desklm.benchrun", "desklm.__main__")]
+          ("desklm.engine",), ("desklm.server",), ("desklm.ui",), ("desklm.bench",),
+          ("desklm.cli", "desklm.__main__")]
 
 
 def _module_name(path: Path) -> str:
@@ -76,8 +76,8 @@ def test_no_import_cycles_and_nothing_imports_upward() -> None:
              for m, p in mods.items()}
     upward = [f"{m} -> {t}" for m, ts in graph.items() for t in ts if _layer(t) > _layer(m)]
     assert not upward, "lower layers import higher ones: " + ", ".join(sorted(upward))
-    # cycles: depth-first search for a back edge (the facade's lazy __getattr__ imports are
-    # invisible here, which is the point: engine modules import each other by path)
+    # cycles: depth-first search for a back edge (engine modules import each other by path,
+    # never through the facade, which imports them all)
     cycles: list[str] = []
     state: dict[str, int] = {}
 
@@ -107,6 +107,57 @@ def test_ui_and_server_reach_the_engine_only_through_its_facade() -> None:
             bad += [f"{m}:{node.lineno} imports {n}" for n in names
                     if n.startswith("desklm.engine.")]
     assert not bad, "\n".join(bad)
-    # and everything the facade names exists
+    # and everything the facade names exists, imported by name (nvitop's way: types survive)
     for name in desklm.engine.__all__:
         assert getattr(desklm.engine, name) is not None, name
+
+
+def test_the_facade_exports_names_never_modules() -> None:
+    """``from desklm.engine import hub`` would hand a whole module (untyped to its callers'
+    intent, and a way around the facade): nothing in the app does it, and the facade holds
+    no module."""
+    import types
+
+    mods = _modules()
+    bad = []
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "desklm.engine":
+                bad += [f"{m}:{node.lineno} imports the module {a.name}" for a in node.names
+                        if f"desklm.engine.{a.name}" in mods]
+    assert not bad, "\n".join(bad)
+    exported = {n: getattr(desklm.engine, n) for n in desklm.engine.__all__}
+    assert not [n for n, v in exported.items() if isinstance(v, types.ModuleType)]
+    assert sorted(desklm.engine.__all__) == sorted(set(desklm.engine.__all__))
+
+
+def test_only_the_local_backend_imports_llama_cpp_at_module_level() -> None:
+    """llama.cpp is the local backend's business: the shared backend types, the remote path,
+    the chat and the prompt code import no ``llama_cpp`` when they load (a function may use it
+    where it needs llama.cpp's own helpers)."""
+    bad = []
+    for m, p in _modules().items():
+        if m.startswith("desklm.engine.backends.local") or m.startswith("desklm.bench"):
+            continue
+        for node in ast.parse(p.read_text("utf-8")).body:  # module level only
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{m}:{node.lineno} imports {n}" for n in names
+                    if n == "llama_cpp" or n.startswith("llama_cpp.")]
+    assert not bad, "\n".join(bad)
+
+
+def test_commands_that_need_no_model_load_neither_llama_cpp_nor_openai() -> None:
+    """The facade, the CLI's parser and the remote backend import without llama.cpp (a
+    shared library, numpy, jinja2) or the openai client: ``desklm history`` or ``--help``
+    start quickly, and a broken llama.cpp install cannot stop them."""
+    code = ("import sys\n"
+            "import desklm.engine, desklm.engine.backends.remote\n"
+            "from desklm.cli import build_parser\n"
+            "build_parser().parse_args(['history'])\n"
+            "print(sorted(m for m in ('llama_cpp', 'openai') if m in sys.modules))\n"
+            "from desklm.engine import Runtime\n"  # and the lazy names still resolve
+            "print(Runtime.__name__, 'llama_cpp' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "Runtime True"]

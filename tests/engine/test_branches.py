@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from desklm.engine import branches
-from desklm.engine.conversation import Message
+from desklm.engine.chat import branches
+from desklm.engine.chat.conversation import Message
 from desklm.errors import DeskLMError
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine import branches
-from desklm.engine.session import ChatSession
-from desklm.engine.store import SCHEMA_VERSION, ConversationStore
+from desklm.engine.chat import branches
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import SCHEMA_VERSION, ConversationStore
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 

@@ -1,6 +1,6 @@
 import pytest
 
-from desklm.engine.chat_format import (
+from desklm.engine.prompt.chat_format import (
     FORMAT_NAMES,
     builtin_template,
     choose_template,
@@ -188,6 +188,11 @@ def test_history_renders_identically_turn_after_turn(name):
     ("still thinking", True, ("still thinking", "")),
     ("<think>unfinished", False, ("unfinished", "")),
     ("<think></think>Paris.", False, ("", "Paris.")),
+    # a tag that is not at the start is the answer's own text (a reply about the tags)
+    ("Use `<think>` tags in HTML.", False, ("", "Use `<think>` tags in HTML.")),
+    ("Hi <think>a</think>b", False, ("", "Hi <think>a</think>b")),
+    ("x" * 300 + "<think>y", False, ("", "x" * 300 + "<think>y")),
+    ("answer\n```\n<think>\n```\nmore", False, ("", "answer\n```\n<think>\n```\nmore")),
 ])
 def test_split_reasoning(reply, opened, expected):
     assert split_reasoning(reply, opened) == expected
@@ -208,7 +213,7 @@ def test_reasoning_is_kept_out_of_later_prompts_unless_the_template_keeps_it():
 
 
 def test_reasoning_opened_by_the_template():
-    from desklm.engine.session import reasoning_opened
+    from desklm.engine.chat.session import reasoning_opened
 
     assert reasoning_opened("<｜Assistant｜><think>\n")
     assert not reasoning_opened("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -216,7 +221,7 @@ def test_reasoning_opened_by_the_template():
 
 
 def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
-    from desklm.engine.llm import _find_stop
+    from desklm.engine.prompt.stream import find_stop as _find_stop
 
     stops = ["\nUser:", "\n\n"]
     assert _find_stop(" Paris.\n\nUser:", stops, 0) == 7
@@ -226,7 +231,7 @@ def test_stop_strings_end_a_reply_but_a_blank_one_never_opens_it():
 
 
 def test_reasoning_clock_counts_the_tokens_inside_think():
-    from desklm.engine.llm import _ReasoningClock
+    from desklm.engine.prompt.stream import ReasoningClock as _ReasoningClock
 
     def run(pieces, opened):
         c, reply = _ReasoningClock(opened), ""

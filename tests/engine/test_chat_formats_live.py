@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from desklm.engine.session import ChatSession
+from desklm.engine.chat.session import ChatSession
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 
@@ -111,7 +111,7 @@ def space_prefix_model(tmp_path_factory, model_path):
 
 def test_a_space_prefix_vocabulary_tokenizes_the_prompt_whole_unless_a_message_forges(
         space_prefix_model):
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
     eng.load(space_prefix_model, small_settings(chat_format="dialogue"))

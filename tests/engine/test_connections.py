@@ -12,7 +12,7 @@ import pytest
 from keyring.backends import fail
 from keyrings.alt.file import PlaintextKeyring
 
-from desklm.engine.connections import (
+from desklm.engine.store.connections import (
     Connection,
     api_key_for,
     delete_connection,
@@ -21,7 +21,7 @@ from desklm.engine.connections import (
     resolve_server,
     save_connection,
 )
-from desklm.engine.store import AppConfig
+from desklm.engine.store.files import AppConfig
 from desklm.errors import DeskLMError
 
 KEY = "sk-remote-0123456789abcdef"

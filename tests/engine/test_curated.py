@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desklm.engine.curated import GB, MODELS, find, recommend
+from desklm.engine.models.curated import GB, MODELS, find, recommend
 from desklm.engine.monitor import NA
 
 

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from desklm.engine.llm import ChatEngine
-from desklm.engine.session import ChatSession
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.chat.session import ChatSession
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 

@@ -6,16 +6,16 @@ import sys
 
 import pytest
 
-import desklm.engine.fit as fit
-from desklm.engine.fit import FITS, MB, NO_FIT, TIGHT, auto_fit, estimate
-from desklm.engine.gguf_info import read_gguf
-from desklm.engine.llm import ChatEngine
+import desklm.engine.models.fit as fit
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.models.fit import FITS, MB, NO_FIT, TIGHT, auto_fit, estimate
+from desklm.engine.models.gguf_info import read_gguf
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 
 MEASURE = """
 import json, sys, psutil
-from desklm.engine.llm import ChatEngine
+from desklm.engine.backends.local.engine import ChatEngine
 from desklm.engine.settings import Settings
 n_ctx = int(sys.argv[2])
 p = psutil.Process(); before = p.memory_info().rss

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from desklm.engine.gguf_info import read_gguf
+from desklm.engine.models.gguf_info import read_gguf
 from desklm.errors import DeskLMError
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine import hub
-from desklm.engine.fit import estimate
-from desklm.engine.llm import ChatEngine
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.models import hub
+from desklm.engine.models.fit import estimate
 from desklm.errors import DeskLMError
 from tests.conftest import REPO, small_settings
 

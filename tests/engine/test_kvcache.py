@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 
-from desklm.engine import kvcache
-from desklm.engine.kvcache import MB, Snapshot, SnapshotCache
-from desklm.engine.llm import ChatEngine
-from desklm.engine.session import ChatSession
-from desklm.engine.store import ConversationStore
+from desklm.engine.backends.local import kvcache
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.backends.local.kvcache import MB, Snapshot, SnapshotCache
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import ConversationStore
 from tests.conftest import run_cli, small_settings
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine.chat_format import BUILTIN, builtin_template, detect_family, gguf_template
+from desklm.engine.prompt.chat_format import BUILTIN, builtin_template, detect_family, gguf_template
 
 DATA = json.loads((Path(__file__).parent / "data" / "llama_cpp_chat_templates.json")
                   .read_text("utf-8"))

@@ -17,7 +17,7 @@ from tests.conftest import run_cli
 LOG_MANY = (
     "import logging, os\n"
     "from desklm.logs import setup_logging\n"
-    "import desklm.engine.store\n"
+    "import desklm.engine.store.files\n"
     "path = setup_logging()\n"
     "if os.environ.get('DROP_TO_NOBODY') and os.geteuid() == 0:\n"
     "    os.setgid(65534); os.setuid(65534)\n"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from desklm import benchrun
-from desklm.engine import bench
+from desklm.bench import engine as bench
+from desklm.bench import run as benchrun
 from tests.conftest import small_settings
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine import fit
-from desklm.engine.gguf_info import read_gguf
 from desklm.engine.memlimit import (
     LimitedBytes,
     cgroup_limits,
     memory_limits,
     tightest,
 )
+from desklm.engine.models import fit
+from desklm.engine.models.gguf_info import read_gguf
 from desklm.engine.monitor import ResourceSampler
 
 MB = 2**20
@@ -122,9 +122,9 @@ CHILD = """
 import json, os, resource, sys
 import psutil
 from desklm.engine.memlimit import memory_limits, tightest
-from desklm.engine.fit import estimate, free_memory
-from desklm.engine.gguf_info import read_gguf
-from desklm.engine.llm import ChatEngine
+from desklm.engine.models.fit import estimate, free_memory
+from desklm.engine.models.gguf_info import read_gguf
+from desklm.engine.backends.local.engine import ChatEngine
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 vms = psutil.Process().memory_info().vms

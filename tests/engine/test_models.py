@@ -2,8 +2,8 @@ import hashlib
 
 import pytest
 
-import desklm.engine.models as models
-from desklm.engine.models import embedded_model_path
+import desklm.engine.models.catalog as models
+from desklm.engine.models.catalog import embedded_model_path
 
 
 def test_embedded_model_is_assembled_once_then_found_without_rehashing(tmp_path, monkeypatch):
@@ -46,7 +46,7 @@ def test_a_bad_assembly_fails_its_checksum(tmp_path, monkeypatch):
 def test_one_rule_says_which_file_is_the_embedded_model(model_path, tmp_path, monkeypatch):
     import shutil
 
-    from desklm.engine.models import EMBEDDED_NAME, catalog, is_embedded
+    from desklm.engine.models.catalog import EMBEDDED_NAME, catalog, is_embedded
 
     assert is_embedded(model_path)  # the copy assembled in the cache dir
     lookalike = tmp_path / EMBEDDED_NAME

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from desklm.engine.presets import PRESET_SETTINGS, PresetStore
-from desklm.engine.session import ChatSession
+from desklm.engine.chat.presets import PRESET_SETTINGS, PresetStore
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings

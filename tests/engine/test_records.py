@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine.session import ChatSession
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.settings import Settings
-from desklm.engine.store import AppConfig, ConversationStore, StoreError, to_markdown
+from desklm.engine.store.files import AppConfig, ConversationStore, StoreError, to_markdown
 from tests.conftest import run_cli
 
 DEEP = 100_000  # far past Python's recursion limit
@@ -161,8 +161,8 @@ def test_an_unreadable_file_is_not_renamed():
         x.chmod(0o777)
     (d / "good.json").chmod(0o644)
     code = ("import os, json, pathlib\n"
-            "from desklm.engine.store import ConversationStore, AppConfig\n"
-            "import desklm.engine.records, desklm.engine.settings, desklm.errors\n"
+            "from desklm.engine.store.files import ConversationStore, AppConfig\n"
+            "import desklm.engine.store.records, desklm.engine.settings, desklm.errors\n"
             "if os.geteuid() == 0:\n    os.setgid(65534); os.setuid(65534)\n"
             f"st = ConversationStore({str(d)!r})\n"
             "items = st.list_all()\n"
@@ -268,7 +268,7 @@ def test_settings_that_cannot_be_read_are_left_alone_and_not_overwritten(tmp_pat
     "[" * DEEP + "]" * DEEP,
 ])
 def test_desklm_chat_starts_whatever_settings_json_holds(data_dir, content, model_path):
-    from desklm.engine.bench import machine_key, model_key
+    from desklm.engine.tune import machine_key, model_key
 
     (data_dir / "config").mkdir(parents=True)
     key = json.dumps(f"{machine_key()}::{model_key(model_path)}")[1:-1]

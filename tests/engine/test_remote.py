@@ -16,7 +16,7 @@ from desklm.engine.backends.remote import (
     check_url,
     estimate_tokens,
 )
-from desklm.engine.session import ChatSession
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 from tests.remote_fixtures import KEY, free_port, start_llama_server, status_server, stop_server

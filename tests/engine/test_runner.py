@@ -80,7 +80,7 @@ def test_call_from_the_runner_thread_does_not_deadlock() -> None:
 
 def test_cancel_stops_a_real_reply_on_the_model(model_path) -> None:
     """Cancelling a running turn interrupts llama.cpp between tokens: a partial reply, marked."""
-    from desklm.engine.session import ChatSession
+    from desklm.engine.chat.session import ChatSession
 
     s = ChatSession(model_path, small_settings(max_tokens=400, n_ctx=1024))
     r = Runner(interrupt=s.stop)

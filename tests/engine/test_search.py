@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from desklm.engine.search import SearchIndex, bench_search, bench_table, fts_query
-from desklm.engine.session import ChatSession
-from desklm.engine.store import ConversationStore
+from desklm.bench.search import bench_search, bench_table
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import ConversationStore
+from desklm.engine.store.search import SearchIndex, fts_query
 
 
 def chat(conv_id, title, *texts, extra=None):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from desklm.engine.session import ChatSession
-from desklm.engine.store import SCHEMA_VERSION, ConversationStore, StoreError, to_markdown
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import SCHEMA_VERSION, ConversationStore, StoreError, to_markdown
 from desklm.errors import DeskLMError
 from tests.conftest import small_settings
 

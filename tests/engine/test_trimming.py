@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from desklm.engine.chat_format import ChatTemplate, Part, builtin_template
-from desklm.engine.conversation import (
+from desklm.engine.chat.conversation import (
     Conversation,
     Message,
     PlanCancelled,
@@ -23,6 +22,7 @@ from desklm.engine.conversation import (
     reply_reserve,
     turn_starts,
 )
+from desklm.engine.prompt.chat_format import ChatTemplate, Part, builtin_template
 from desklm.errors import DeskLMError
 
 WORDS = ("apple pear river mountain sea cloud quick brown fox jumps over lazy dog, "
@@ -264,7 +264,7 @@ def test_stop_while_planning_a_long_history_ends_the_turn_with_nothing_added(eng
                                                                            model_path):
     import threading
 
-    from desklm.engine.session import ChatSession
+    from desklm.engine.chat.session import ChatSession
     from tests.conftest import small_settings
 
     s = ChatSession(model_path, small_settings(), engine=engine)

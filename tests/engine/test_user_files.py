@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine.store import ConversationStore, export_record, write_user_file
+from desklm.engine.store.files import ConversationStore, export_record, write_user_file
 from desklm.errors import DeskLMError
 from tests.conftest import run_cli
 
@@ -171,7 +171,7 @@ def test_a_named_pipe_with_a_reader_gets_the_data_and_stays_a_pipe(tmp_path):
 
 
 def test_dev_stdout_prints_whatever_stdout_is(tmp_path):
-    code = ("from pathlib import Path; from desklm.engine.store import write_user_file\n"
+    code = ("from pathlib import Path; from desklm.engine.store.files import write_user_file\n"
             "print('before', flush=True)\n"
             "write_user_file(Path('/dev/stdout'), b'exported\\n')\n"
             "write_user_file(Path('/dev/fd/1'), b'again\\n')\n")
@@ -214,7 +214,7 @@ def test_history_export_to_dev_stdout_and_odd_targets(data_dir, tmp_path):
 
 
 def test_the_bench_chart_follows_the_same_rule(tmp_path):
-    from desklm import benchrun
+    from desklm.bench import run as benchrun
 
     out = {"model": "m.gguf", "machine": "test", "targets": [{"met": True}],
            "median": {"raw": {"gen_tps": 10.0, "prompt_tps": 50.0},

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from desklm import __version__
 from tests.conftest import run_cli
 
@@ -78,10 +80,32 @@ def test_no_save_leaves_no_file(data_dir):
     assert not list(data_dir.glob("**/*.json"))
 
 
-def test_data_dir_flag_moves_the_store(tmp_path):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_data_dir_flag_moves_the_store_before_or_after_the_command(tmp_path, where):
     d = tmp_path / "elsewhere"
-    run_cli("--data-dir", str(d), "chat", "--max-tokens", "4", stdin="Hi\n")
+    args = (["--data-dir", str(d), "chat"] if where == "before"
+            else ["chat", "--data-dir", str(d)])
+    r = run_cli(*args, "--max-tokens", "4", stdin="Hi\n")
+    assert r.returncode == 0, r.stderr
     assert len(list((d / "data" / "conversations").glob("*.json"))) == 1
+
+
+def test_history_and_models_with_no_action_list(tmp_path):
+    d = tmp_path / "d"
+    run_cli("--data-dir", str(d), "chat", "--max-tokens", "4", stdin="Listed chat\n")
+    r = run_cli("history", "--data-dir", str(d))
+    assert r.returncode == 0 and "Listed chat" in r.stdout, r.stderr
+    assert r.stdout == run_cli("history", "list", "--data-dir", str(d)).stdout
+    m = run_cli("models")
+    assert m.returncode == 0 and "embedded" in m.stdout, m.stderr
+
+
+def test_pull_without_a_network_says_the_hub_cannot_be_reached(monkeypatch):
+    r = run_cli("models", "pull", "someone/Some-GGUF",
+                env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://desklm-no-such-host.invalid"})
+    assert r.returncode == 2
+    assert r.stderr.startswith("desklm: error: cannot reach Hugging Face (desklm-no-such-host")
+    assert r.stderr.count("\n") == 1
 
 
 def test_terminal_turns_run_on_the_one_inference_thread(model_path, data_dir):
@@ -102,3 +126,19 @@ def test_piped_text_output_labels_who_speaks(model_path):
     assert lines[0] == "you: What is the capital of France?"
     assert lines[1].startswith("Gemma 3 270m: ") and len(lines[1]) > len("Gemma 3 270m: ")
     assert lines[2].startswith("[") and "tokens" in lines[2]
+
+
+@pytest.mark.parametrize(("argv", "ctx", "model", "as_json"), [
+    (["--ctx", "1024", "chat"], "1024", None, False),  # before the command: kept
+    (["chat", "--ctx", "1024"], "1024", None, False),
+    (["--model", "M.gguf", "chat"], None, "M.gguf", False),
+    (["history", "--json"], None, None, True),  # no action: list, and --json means it
+    (["history", "--json", "list"], None, None, True),
+    (["history", "list", "--json"], None, None, True),
+    (["models", "--json"], None, None, True),
+])
+def test_flags_before_the_command_are_not_reset_by_the_command(argv, ctx, model, as_json):
+    from desklm.cli import build_parser
+
+    a = build_parser().parse_args(argv)
+    assert (a.setting_n_ctx, a.model, getattr(a, "json", False)) == (ctx, model, as_json)

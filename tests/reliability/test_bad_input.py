@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine.gguf_info import read_gguf
-from desklm.engine.llm import ChatEngine
-from desklm.engine.session import ChatSession
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.models.gguf_info import read_gguf
 from desklm.errors import DeskLMError
 from tests.conftest import run_cli, small_settings
 from tests.reliability.conftest import PAYLOAD_MARKER, REASONS
@@ -63,7 +63,7 @@ def test_an_unreadable_file(model_path):
         f.write_bytes(model_path.read_bytes()[: 1 << 20])
         f.chmod(0o600)
         code = ("import os, mmap, gguf.constants  # imports first: /root is closed to nobody\n"
-                "from desklm.engine.gguf_info import read_gguf\n"
+                "from desklm.engine.models.gguf_info import read_gguf\n"
                 "from desklm.errors import DeskLMError\n"
                 "if os.geteuid() == 0:\n    os.setgid(65534); os.setuid(65534)\n"
                 f"try:\n    read_gguf({str(f)!r})\nexcept DeskLMError as e:\n    print(e)")

@@ -8,12 +8,12 @@ import subprocess
 import sys
 import time
 
-from desklm.engine.store import ConversationStore
+from desklm.engine.store.files import ConversationStore
 
 WRITER = r"""
 import sys
 from pathlib import Path
-from desklm.engine.store import ConversationStore, StoreError
+from desklm.engine.store.files import ConversationStore, StoreError
 st = ConversationStore(Path(sys.argv[1]))
 try:
     rec = st.load("soak")
@@ -53,6 +53,6 @@ def test_kill_9_while_saving_never_loses_a_completed_turn(tmp_path):
     leftovers = [f.name for f in tmp_path.iterdir() if f.name != "soak.json"]
     # killed writers may leave their temp file behind; never a damaged conversation
     assert all(n.startswith(".soak.json.") and n.endswith(".tmp") for n in leftovers)
-    from desklm.engine.store import SCHEMA_VERSION
+    from desklm.engine.store.files import SCHEMA_VERSION
 
     assert json.loads((tmp_path / "soak.json").read_text("utf-8"))["schema"] == SCHEMA_VERSION

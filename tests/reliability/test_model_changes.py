@@ -18,8 +18,8 @@ import pytest
 CHILD = """
 import json, os, sys
 from pathlib import Path
-from desklm.engine.llm import ChatEngine
-from desklm.engine.session import ChatSession
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 path, case, mmap = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "mmap"

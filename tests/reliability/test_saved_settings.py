@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from desklm.engine.llm import ChatEngine
-from desklm.engine.session import ChatSession
+from desklm.engine.backends.local.engine import ChatEngine
+from desklm.engine.chat.session import ChatSession
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 from tests.reliability.conftest import patch_u32

@@ -10,8 +10,8 @@ import gc
 import psutil
 import pytest
 
-from desklm.engine.session import ChatSession
-from desklm.engine.store import ConversationStore
+from desklm.engine.chat.session import ChatSession
+from desklm.engine.store.files import ConversationStore
 from tests.conftest import small_settings
 
 TURNS = 300

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine.store import ConversationStore
+from desklm.engine.store.files import ConversationStore
 from tests.conftest import small_settings
 
 CHAT = [sys.executable, "-m", "desklm", "chat"]
@@ -61,7 +61,7 @@ def test_nul_only_lines_are_skipped_with_a_note_and_never_saved(data_dir, model_
 
 
 def test_nul_alone_is_an_empty_message_in_the_session(engine, model_path):
-    from desklm.engine.session import ChatSession
+    from desklm.engine.chat.session import ChatSession
     from desklm.errors import DeskLMError
 
     s = ChatSession(model_path, small_settings(max_tokens=2), engine=engine)

@@ -26,7 +26,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(model_path: Path) -> Iterator[Served]:
-    from desklm.engine.llm import ChatEngine
+    from desklm.engine.backends.local.engine import ChatEngine
     from desklm.engine.runner import Runner
     from desklm.server import ApiServer
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desklm.server.bench import run_api_bench, table
+from desklm.bench.api import run_api_bench, table
 
 from ..conftest import small_settings
 

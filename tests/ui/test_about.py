@@ -7,8 +7,8 @@ from pathlib import Path
 from PySide6.QtGui import QGuiApplication
 
 from desklm import __version__
-from desklm.engine.llm import LoadInfo
-from desklm.engine.store import app_dirs
+from desklm.engine.backends.local.engine import LoadInfo
+from desklm.engine.store.files import app_dirs
 from desklm.ui.dialogs.about import AboutDialog, about_text
 
 

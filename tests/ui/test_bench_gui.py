@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from desklm.engine import bench
+from desklm.bench import engine as bench
 from tests.conftest import small_settings
 
 
 def test_opening_long_chats_is_measured_and_renders_them_whole(qtbot, model_path):
-    from desklm.ui.bench_gui import GuiBench
+    from desklm.bench.gui import GuiBench
 
     gb = GuiBench()
     try:

@@ -21,6 +21,9 @@ def test_split_reasoning_and_segments():
     assert split_reasoning("only reasoning</think>answer") == ("only reasoning", "answer")
     assert split_reasoning("<think>still thinking") == ("still thinking", "")
     assert split_reasoning("plain") == (None, "plain")
+    # the engine's one split: a tag the answer talks about is no reasoning, and its code stays
+    assert split_reasoning("Use `<think>` tags.") == (None, "Use `<think>` tags.")
+    assert code_blocks("See:\n```\n<think>\n```\n") == ["<think>"]
     segs = segments("a\n\n```py\nx = 1\n```\nb")
     assert segs == [("md", "", "a\n\n"), ("code", "py", "x = 1"), ("md", "", "b")]
     assert code_blocks(REPLY) == ["def rev(s):\n    return s[::-1]"]

@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from desklm.engine.attachments import read_attachment
-from desklm.engine.search import SearchHit, SearchIndex, make_chats
-from desklm.engine.store import ConversationStore
+from desklm.bench.search import make_chats
+from desklm.engine.chat.attachments import read_attachment
+from desklm.engine.store.files import ConversationStore
+from desklm.engine.store.search import SearchHit, SearchIndex
 from desklm.ui.attachment_chip import AttachmentBar, AttachmentChip
 from desklm.ui.panels.search_panel import SearchPanel, rich_snippet
 
@@ -124,7 +125,7 @@ def test_rich_snippet_escapes_everything_but_the_marks():
 def test_revealing_the_oldest_message_of_a_long_chat_draws_it_in_one_go(qtbot):
     import time as _time
 
-    from desklm.engine import bench
+    from desklm.bench import engine as bench
     from desklm.ui.chat_view import ChatView
 
     v = ChatView()
@@ -145,7 +146,7 @@ def test_revealing_the_oldest_message_of_a_long_chat_draws_it_in_one_go(qtbot):
 def test_scrolling_to_the_top_of_a_long_chat_renders_it_in_few_slices(qtbot):
     import time as _time
 
-    from desklm.engine import bench
+    from desklm.bench import engine as bench
     from desklm.ui.chat_view import ChatView
 
     v = ChatView()

@@ -11,8 +11,8 @@ import pytest
 from keyrings.alt.file import PlaintextKeyring
 from PySide6.QtCore import Qt
 
-from desklm.engine.connections import api_key_for, list_connections
-from desklm.engine.store import AppConfig
+from desklm.engine.store.connections import api_key_for, list_connections
+from desklm.engine.store.files import AppConfig
 from desklm.ui.dialogs.connect_dialog import ChosenConnection, ConnectDialog
 from tests.remote_fixtures import KEY, free_port
 

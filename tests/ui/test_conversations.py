@@ -6,7 +6,7 @@ import json
 
 from PySide6.QtWidgets import QMessageBox
 
-from desklm.engine.store import AppConfig, ConversationStore
+from desklm.engine.store.files import AppConfig, ConversationStore
 from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
 
 
@@ -31,7 +31,7 @@ def test_new_switch_rename_delete(window, qtbot, data_dir):
     assert rec["id"] == first
     assert "Chat A says apples" in window.chat.toPlainText()
     assert "bananas" not in window.chat.toPlainText()
-    assert window.controller.engine.kv_cache_pos_max() == -1
+    assert window.controller.runtime.local.kv_cache_pos_max() == -1
     r = send_and_wait(qtbot, window, "Back in A")
     assert r.stats.prompt_tokens_reused == r.stats.restored_tokens > 0
     # rename

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from PySide6.QtCore import QTimer
 
-from desklm.engine.store import ConversationStore
+from desklm.engine.store.files import ConversationStore
 from desklm.ui.controller import State
 from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
 
@@ -41,7 +41,7 @@ def test_reset_during_a_reply_stops_it_and_keeps_the_old_chat(make_window, qtbot
     with qtbot.waitSignal(w.commandFinished, timeout=REPLY_TIMEOUT_MS):
         w.menus.reset.trigger()
     assert w.chat.toPlainText().strip() == "" and w.controller.state is not State.GENERATING
-    assert w.controller.engine.kv_cache_pos_max() == -1
+    assert w.controller.runtime.local.kv_cache_pos_max() == -1
     msgs = saved(old)  # the old chat, with the stopped reply, is in history untouched
     assert [r for r, _ in msgs] == ["user", "assistant", "user", "assistant"]
     assert w.controller.session.conv_id != old
@@ -64,7 +64,7 @@ def test_switching_chat_during_a_reply(make_window, qtbot):
     assert w.input.toPlainText() == "queued behind the reply"
     transcript_matches(w, one)
     assert [r for r, _ in saved(two)] == ["user", "assistant"]  # the stopped reply is saved
-    assert w.controller.engine.kv_cache_pos_max() == -1
+    assert w.controller.runtime.local.kv_cache_pos_max() == -1
 
 
 def test_switching_model_during_a_reply_keeps_the_chat(make_window, qtbot, model_path):

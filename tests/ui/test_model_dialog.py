@@ -75,7 +75,7 @@ def test_cancel_and_failures_show_their_reason(window, qtbot, server):
 
 def test_saved_servers_are_offered_beside_local_files_and_connect(window, qtbot, llama_server,
                                                                   model_path):
-    from desklm.engine.connections import Connection, save_connection
+    from desklm.engine.store.connections import Connection, save_connection
 
     save_connection(Connection("test box", llama_server.url, str(model_path)), None,
                     window.config)

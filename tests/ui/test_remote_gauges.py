@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desklm.engine.connections import Connection
+from desklm.engine.store.connections import Connection
 from desklm.ui.dialogs.connect_dialog import ChosenConnection
 from tests.remote_fixtures import metrics_server
 from tests.ui.conftest import LOAD_TIMEOUT_MS

@@ -42,7 +42,7 @@ def test_every_schema_setting_has_its_editor(qtbot):
 
 
 def test_a_pending_reload_moves_nothing_and_titles_only_when_pending(qtbot, model_path):
-    from desklm.engine.gguf_info import read_gguf
+    from desklm.engine.models.gguf_info import read_gguf
     from desklm.engine.monitor import NA
 
     panel, area = make(qtbot, width=270)
@@ -121,7 +121,7 @@ def test_fits_at_1024x640_sizes(qtbot):
 
 def test_any_choice_setting_gets_a_combo(qtbot, monkeypatch):
     """A setting added to the schema later (e.g. chat_format) appears with no panel change."""
-    from desklm.engine import settings as settings_mod
+    import desklm.engine.settings as settings_mod
 
     s = settings_mod.Setting("chat_format", "choice", "auto", "How turns are written.",
                              "sampling", "Chat format", needs_reload=True,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from desklm.engine import hub
-from desklm.engine.curated import GB, CatalogModel
+from desklm.engine.models import hub
+from desklm.engine.models.curated import GB, CatalogModel
 from desklm.engine.monitor import NA
 from desklm.ui.welcome import WelcomeWidget
 from tests.conftest import REPO

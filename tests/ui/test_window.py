@@ -55,7 +55,7 @@ def test_reset_empties_transcript_context_gauge_and_kv_cache(window, qtbot):
         window.menus.reset.trigger()
     assert window.chat.toPlainText().strip() == ""
     assert window.gauges.ctx.value_text.startswith("0 /")
-    assert window.controller.engine.kv_cache_pos_max() == -1
+    assert window.controller.runtime.local.kv_cache_pos_max() == -1
     assert window.controller.session.conversation.messages == []
 
 
@@ -78,15 +78,15 @@ def test_slider_change_marks_reload_and_apply_reloads_keeping_the_chat(window, q
 
 
 def test_sampling_and_thread_changes_apply_without_reload(window, qtbot):
-    llm = window.controller.engine.llm
+    llm = window.controller.runtime.local.llm
     panel = window.settings_panel
     with qtbot.waitSignal(window.settingsSynced, timeout=10000):
         panel.editors["n_threads"].slider.setValue(0)  # 1 thread
     with qtbot.waitSignal(window.settingsSynced, timeout=10000):
         panel.editors["temperature"].slider.setValue(4)  # 0.20
-    assert window.controller.engine.threads()[0] == 1
+    assert window.controller.runtime.local.threads()[0] == 1
     assert window.controller.session.settings["temperature"] == 0.2
-    assert window.controller.engine.llm is llm  # no reload
+    assert window.controller.runtime.local.llm is llm  # no reload
     assert not panel.apply_button.isEnabled()
 
 
@@ -106,7 +106,7 @@ def test_gauges_say_no_gpu_plainly_and_warn_on_gpu_layers(window, qtbot):
 
 
 def test_ui_stays_responsive_during_a_reply(make_window, qtbot):
-    from desklm.ui.bench_gui import Heartbeat
+    from desklm.bench.gui import Heartbeat
 
     w = make_window(max_tokens=200)
     hb = Heartbeat()
@@ -125,7 +125,7 @@ def test_quitting_during_a_reply_returns_promptly(make_window, qtbot):
     took = w.shutdown()
     assert took < 10.0  # generous: a hang fails, a busy machine does not
     assert not w.controller.runner.thread.is_alive() and w.controller.sampler_thread.isFinished()
-    assert not w.controller.engine.loaded
+    assert not w.controller.runtime.local.loaded
 
 
 def test_quitting_during_a_load_returns_promptly(make_window, qtbot):
@@ -168,7 +168,7 @@ def test_a_bad_model_file_shows_its_reason_and_keeps_the_model(window, qtbot, tm
     assert window.last_dialog is not None and window.last_dialog.isVisible()
     assert "not a GGUF model file" in window.last_dialog.text()
     window.last_dialog.accept()
-    assert window.controller.engine.loaded and window.load_info.name == "Gemma 3 270m"
+    assert window.controller.runtime.local.loaded and window.load_info.name == "Gemma 3 270m"
     send_and_wait(qtbot, window, "Still there?")
 
 
@@ -257,7 +257,7 @@ def test_streaming_updates_are_batched_not_per_token(qtbot):
 
 
 def test_fit_estimate_in_the_panel_and_auto(window, qtbot):
-    from desklm.engine.fit import MB, NA
+    from desklm.engine.models.fit import MB, NA
 
     panel = window.settings_panel
     qtbot.waitUntil(lambda: panel.fit is not None, timeout=5000)
@@ -308,7 +308,7 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
         panel.tune_button.click()
     r = b.args[0]
     qtbot.waitUntil(lambda: panel.value("n_threads") == r.n_threads, timeout=5000)
-    assert window.controller.engine.threads() == (r.n_threads, r.n_threads_batch)
+    assert window.controller.runtime.local.threads() == (r.n_threads, r.n_threads_batch)
     assert "Tuned for this machine" in window.chat.toPlainText()
     send_and_wait(qtbot, window, "Fast now?")
     # the next load of this model uses the tuned threads
@@ -316,7 +316,7 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
     with qtbot.waitSignal(window.commandFinished, timeout=LOAD_TIMEOUT_MS) as c:
         window.load_model(str(model_path))
     assert "using the threads tuned for this model" in c.args[0].message
-    assert window.controller.engine.threads()[0] == r.n_threads
+    assert window.controller.runtime.local.threads()[0] == r.n_threads
 
 
 def test_the_first_window_fits_a_small_screen(make_window):

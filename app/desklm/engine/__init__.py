@@ -1,99 +1,222 @@
 """DeskLM's engine: everything that runs and is tested without a display. No Qt imports here.
 
-This package is the facade: ``ui/``, the CLI and the API server import what they need from
+This package is the facade: ``ui/``, the API server and the CLI import what they need from
 ``desklm.engine`` itself, never from its modules (a test enforces it for ``ui/`` and
-``server/``). Names load lazily on first use, so ``desklm --help`` or ``desklm history list``
-do not pay for importing llama.cpp.
+``server/``, and rejects ``from desklm.engine import <module>``). Every name is imported
+explicitly, so its type reaches mypy and PyInstaller sees every module; the two that load
+llama.cpp (``ChatEngine``, ``Runtime``) are imported on first use, typed all the same.
 
-Map of the modules behind it:
+The folders behind it:
 
-- ``settings``: the one schema of every setting (type, range, default, help, flag, editor)
-- ``session``: ChatSession, the one owner of a conversation, its Settings and a backend
-- ``runner``: the one inference thread and its job queue
-- ``llm``: the local llama.cpp backend (load, stream, stop, reset, threads)
-- ``conversation``, ``chat_format``, ``commands``: budgeting, chat templates, slash commands
-- ``gguf_info``, ``fit``, ``models``, ``hub``, ``probe``: model files, memory fit, catalog,
-  Hugging Face downloads, the child-process probe of unknown files; ``curated``: the
-  first-download list and the recommendation for this machine
-- ``buildinfo``: versions, llama.cpp's build and backend, DeskLM's paths (for About)
-- ``monitor``: ResourceSampler (psutil + NVML), NA
-- ``store``: conversations and app settings on disk
-- ``bench``: benchmark and auto-tuner; ``fmt``: bytes, seconds and rates for people
-- ``branches``, ``chat_commands``: message versions and branches (regenerate, edit), and the
-  /regen /alt /edit /attach /preset commands; ``search``: the full-text index of saved chats;
-  ``attachments``: files attached to a message; ``presets``: named settings
+- ``runtime``: the Runner, the local backend and the session, wired once
+- ``runner``: the one inference thread and its job queue; ``settings``: the one schema of every
+  setting; ``monitor``: ResourceSampler (psutil + NVML), NA; ``tune``: the auto-tuner;
+  ``fmt``: bytes, seconds and rates for people; ``buildinfo``: versions and paths (About)
+- ``chat/``: ChatSession, the conversation and its budget, branches, attachments, presets,
+  the slash commands
+- ``prompt/``: chat formats, stop strings and reasoning
+- ``backends/``: the shared types and interface (``base``), ``local/`` (llama.cpp: load,
+  stream, KV snapshots, the child-process probe), ``remote`` (an OpenAI-compatible server) and
+  ``metrics`` (its /metrics)
+- ``models/``: the GGUF header, the memory-fit estimate, the catalog, curated downloads, the hub
+- ``store/``: conversations and app settings on disk, search, saved server connections
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_EXPORTS: dict[str, str] = {
-    # settings
-    "SCHEMA": "settings", "Setting": "settings", "Settings": "settings",
-    "LOAD_SETTINGS": "settings", "SAMPLING_SETTINGS": "settings", "logical_cores": "settings",
-    "settings_from_args": "settings", "add_arguments": "settings",
-    # chat
-    "ChatSession": "session", "TurnResult": "session",
-    "CommandResult": "commands", "PromptPlan": "conversation",
-    # the inference thread and the local backend
-    "Runner": "runner", "Job": "runner", "JobCancelled": "runner", "RunnerBusy": "runner",
-    "RunnerClosed": "runner",
-    "ChatEngine": "llm", "LoadInfo": "llm", "LoadCancelled": "llm", "TurnStats": "llm",
-    "FinishReason": "llm",
-    # models
-    "embedded_model_path": "models", "is_embedded": "models", "remember_model": "models",
-    "resolve_model": "models", "catalog": "models",
-    "estimate": "fit", "auto_fit": "fit", "FitVerdict": "fit", "FITS": "fit", "TIGHT": "fit",
-    "NO_FIT": "fit", "GGUFInfo": "gguf_info", "read_gguf": "gguf_info",
-    "CatalogModel": "curated", "CURATED_MODELS": "curated", "Recommendation": "curated",
-    "recommend": "curated", "GB": "curated",
-    # resources
-    "ResourceSampler": "monitor", "Snapshot": "monitor", "NA": "monitor", "is_na": "monitor",
-    # storage
-    "ConversationStore": "store", "AppConfig": "store", "StoreError": "store",
-    "app_dirs": "store", "title_from": "store",
-    # bench
-    "tuned_for": "bench", "TuneResult": "bench",
-    # formatting
-    "fmt_bytes": "fmt", "fmt_secs": "fmt", "fmt_rate": "fmt", "fmt_transfer": "fmt",
-    # working with chats: versions, search, attachments, presets
-    "version_label": "branches", "SearchIndex": "search", "SearchHit": "search",
-    "SearchResult": "search", "Attachment": "attachments", "read_attachment": "attachments",
-    "context_room": "attachments", "typed_text": "attachments",
-    "PresetStore": "presets", "Preset": "presets",
-    "apply_preset": "presets",
-    # models on a server (OpenAI-compatible)
-    "RemoteBackend": "backends.remote", "probe_server": "backends.remote",
-    "server_metrics": "backends.metrics",
-    "check_url": "backends.remote", "Connection": "connections",
-    "list_connections": "connections", "save_connection": "connections",
-    "api_key_for": "connections",
-    "resolve_server": "connections",
-    # chat formats
-    "split_reasoning": "chat_format",
-}
-_SUBMODULES = ("commands", "hub", "bench", "fit", "models", "monitor", "store", "branches",
-               "buildinfo")
+from desklm.engine.backends.base import Backend, FinishReason, LoadCancelled, LoadInfo, TurnStats
+from desklm.engine.backends.metrics import server_metrics
+from desklm.engine.backends.remote import RemoteBackend, check_url, probe_server
+from desklm.engine.buildinfo import backend_name, llama_info, versions
+from desklm.engine.buildinfo import paths as data_paths
+from desklm.engine.chat.attachments import (
+    Attachment,
+    context_room,
+    read_attachment,
+    typed_text,
+)
+from desklm.engine.chat.branches import version_label
+from desklm.engine.chat.commands import CommandResult, help_rows, is_command
+from desklm.engine.chat.conversation import PromptPlan
+from desklm.engine.chat.presets import Preset, PresetStore, apply_preset
+from desklm.engine.chat.session import ChatSession, TurnResult
+from desklm.engine.fmt import fmt_bytes, fmt_rate, fmt_secs, fmt_transfer
+from desklm.engine.models.catalog import (
+    catalog,
+    embedded_model_path,
+    is_embedded,
+    remember_model,
+    resolve_model,
+)
+from desklm.engine.models.curated import CURATED_MODELS, GB, CatalogModel, Recommendation, recommend
+from desklm.engine.models.fit import (
+    FITS,
+    NO_FIT,
+    TIGHT,
+    FitVerdict,
+    auto_fit,
+    estimate,
+    free_memory,
+)
+from desklm.engine.models.gguf_info import GGUFInfo, read_gguf
+from desklm.engine.models.hub import (
+    DownloadCancelled,
+    RemoteFile,
+    list_gguf_files,
+    remote_header,
+)
+from desklm.engine.models.hub import check_reachable as check_hub_reachable
+from desklm.engine.models.hub import download as download_model
+from desklm.engine.models.hub import offline as hub_offline
+from desklm.engine.monitor import NA, ResourceSampler, Snapshot, is_na
+from desklm.engine.prompt.stream import THINK_CLOSE, THINK_OPEN, has_reasoning, split_reasoning
+from desklm.engine.runner import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
+from desklm.engine.settings import (
+    LOAD_SETTINGS,
+    SAMPLING_SETTINGS,
+    SCHEMA,
+    Setting,
+    Settings,
+    add_arguments,
+    logical_cores,
+    settings_from_args,
+)
+from desklm.engine.signals import QUIT_SIGNALS, install_quit_handlers
+from desklm.engine.store.connections import (
+    Connection,
+    api_key_for,
+    list_connections,
+    resolve_server,
+    save_connection,
+)
+from desklm.engine.store.files import AppConfig, ConversationStore, StoreError, app_dirs, title_from
+from desklm.engine.store.search import SearchHit, SearchIndex, SearchResult
+from desklm.engine.tune import TuneResult, tuned_for
+from desklm.engine.tune import tune as autotune
+from desklm.errors import DeskLMError
 
-__all__ = sorted([*_EXPORTS, *_SUBMODULES, "DeskLMError"])
+if TYPE_CHECKING:  # the two names that load llama.cpp: imported on first use (below)
+    from desklm.engine.backends.local.engine import ChatEngine
+    from desklm.engine.runtime import Runtime
+
+_ON_FIRST_USE = {"ChatEngine": "desklm.engine.backends.local.engine",
+                 "Runtime": "desklm.engine.runtime"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "DeskLMError":
-        from desklm.errors import DeskLMError
-
-        return DeskLMError
-    if name in _SUBMODULES:
-        return importlib.import_module(f"desklm.engine.{name}")
-    module = _EXPORTS.get(name)
+    """``ChatEngine`` and ``Runtime`` pull in llama.cpp (a shared library, numpy, jinja2):
+    commands that need no model (``desklm history``, ``--help``, the probe's parent) do not
+    pay for it, and a broken llama.cpp install cannot stop them."""
+    module = _ON_FIRST_USE.get(name)
     if module is None:
         raise AttributeError(f"module 'desklm.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"desklm.engine.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
     return value
 
 
-def __dir__() -> list[str]:
-    return __all__
+__all__ = [
+    "CURATED_MODELS",
+    "FITS",
+    "GB",
+    "LOAD_SETTINGS",
+    "NA",
+    "NO_FIT",
+    "QUIT_SIGNALS",
+    "SAMPLING_SETTINGS",
+    "SCHEMA",
+    "THINK_CLOSE",
+    "THINK_OPEN",
+    "TIGHT",
+    "AppConfig",
+    "Attachment",
+    "Backend",
+    "CatalogModel",
+    "ChatEngine",
+    "ChatSession",
+    "CommandResult",
+    "Connection",
+    "ConversationStore",
+    "DeskLMError",
+    "DownloadCancelled",
+    "FinishReason",
+    "FitVerdict",
+    "GGUFInfo",
+    "Job",
+    "JobCancelled",
+    "LoadCancelled",
+    "LoadInfo",
+    "Preset",
+    "PresetStore",
+    "PromptPlan",
+    "Recommendation",
+    "RemoteBackend",
+    "RemoteFile",
+    "ResourceSampler",
+    "Runner",
+    "RunnerBusy",
+    "RunnerClosed",
+    "Runtime",
+    "SearchHit",
+    "SearchIndex",
+    "SearchResult",
+    "Setting",
+    "Settings",
+    "Snapshot",
+    "StoreError",
+    "TuneResult",
+    "TurnResult",
+    "TurnStats",
+    "add_arguments",
+    "api_key_for",
+    "app_dirs",
+    "apply_preset",
+    "auto_fit",
+    "autotune",
+    "backend_name",
+    "catalog",
+    "check_hub_reachable",
+    "check_url",
+    "context_room",
+    "data_paths",
+    "download_model",
+    "embedded_model_path",
+    "estimate",
+    "fmt_bytes",
+    "fmt_rate",
+    "fmt_secs",
+    "fmt_transfer",
+    "free_memory",
+    "has_reasoning",
+    "help_rows",
+    "hub_offline",
+    "install_quit_handlers",
+    "is_command",
+    "is_embedded",
+    "is_na",
+    "list_connections",
+    "list_gguf_files",
+    "llama_info",
+    "logical_cores",
+    "probe_server",
+    "read_attachment",
+    "read_gguf",
+    "recommend",
+    "remember_model",
+    "remote_header",
+    "resolve_model",
+    "resolve_server",
+    "save_connection",
+    "server_metrics",
+    "settings_from_args",
+    "split_reasoning",
+    "title_from",
+    "tuned_for",
+    "typed_text",
+    "version_label",
+    "versions",
+]

@@ -42,7 +42,7 @@ def backend_name(system_info: str, gpu_offload: bool) -> str:
 
 
 def paths() -> dict[str, str]:
-    from desklm.engine.store import app_dirs
+    from desklm.engine.store.files import app_dirs
 
     d = app_dirs()
     return {"data": str(d.data), "config": str(d.config), "logs": str(d.log),

@@ -16,7 +16,7 @@ from typing import Any
 from desklm.errors import DeskLMError
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
-# auto, gguf, dialogue, then the built-in formats (desklm.engine.chat_format.FORMAT_NAMES;
+# auto, gguf, dialogue, then the built-in formats (desklm.engine.prompt.chat_format.FORMAT_NAMES;
 # spelled out here so the schema stays free of imports)
 CHAT_FORMATS = ("auto", "gguf", "dialogue", "chatml", "gemma", "llama3", "llama2", "llama2-sys",
                 "llama2-sys-bos", "llama2-sys-strip", "mistral-v1", "mistral-v3",
@@ -326,16 +326,18 @@ class Settings:
 
 
 # --- the command line, generated from the schema ------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                  default: Any = None) -> None:
     """A flag for every setting (``--ctx N``, ``--flash-attn on``, ...), its help from the schema.
 
     Values stay text here and are validated by :func:`settings_from_args`, so a bad value gets
-    the same one-line reason as ``/set``.
+    the same one-line reason as ``/set``. A subcommand passes ``default=argparse.SUPPRESS`` so
+    that a flag given before the command is not reset by the subcommand's own default.
     """
     for s in _SETTINGS:
         metavar = {"bool": "on|off", "choice": "|".join(s.choices), "str": "TEXT"}.get(
             s.kind, "N")
-        parser.add_argument(s.cli_flag, dest=f"setting_{s.name}", metavar=metavar, default=None,
+        parser.add_argument(s.cli_flag, dest=f"setting_{s.name}", metavar=metavar, default=default,
                             help=f"{s.help} ({s.range_text()}; default "
                                  f"{_fmt_default(s)})".replace("%", "%%"))
 

@@ -22,8 +22,9 @@ def install_quit_handlers(on_quit: Callable[[int], None],
                           signals: tuple[int, ...] = QUIT_SIGNALS) -> Callable[[], None]:
     """Call ``on_quit(signum)`` for each of ``signals``; returns a function that puts the
     previous handlers back. Off the main thread (where Python cannot set handlers) nothing is
-    installed. A second signal while the first is being handled is passed on as well, so a
-    handler that is slow to finish can be nudged again."""
+    installed. A signal the process was told to ignore (``nohup`` ignores SIGHUP) stays
+    ignored. Each signal calls ``on_quit`` again, so a handler decides what a second one
+    means."""
     previous: dict[int, Any] = {}
 
     def handler(signum: int, _frame: Any) -> None:
@@ -31,6 +32,8 @@ def install_quit_handlers(on_quit: Callable[[int], None],
 
     for sig in signals:
         try:
+            if sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # nohup (or a background job) asked to ignore it: keep it ignored
             previous[sig] = signal.signal(sig, handler)
         except (ValueError, OSError):  # not the main thread, or not settable here
             continue

@@ -7,7 +7,6 @@ keyring at all is refused with a one-line reason: the user can pass a key anothe
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 
 from desklm.errors import DeskLMError
@@ -66,15 +65,3 @@ def get_or_create_key() -> str:
         key = new_key()
         store_key(key)
     return key
-
-
-def regenerate_key() -> str:
-    key = new_key()
-    store_key(key)
-    return key
-
-
-def delete_key() -> None:
-    kr = _backend()
-    with contextlib.suppress(Exception):  # nothing stored: nothing to delete
-        kr.delete_password(SERVICE, USERNAME)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from desklm.engine import Runner
+from desklm.engine import Runner, Runtime
 from desklm.errors import DeskLMError
 from desklm.server.app import ApiContext, RequestRecord, build_app
 
@@ -93,6 +93,14 @@ class ApiServer:
         self._url = ""
         self.host = ""
         self.port = 0
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, *, max_waiting: int = 8,
+                    log_size: int = 500) -> ApiServer:
+        """A server lending ``runtime``'s local model (only while the session uses it) with
+        the settings in effect, on its runner."""
+        return cls(runtime.runner, runtime.served_engine, runtime.settings_snapshot,
+                   max_waiting=max_waiting, log_size=log_size)
 
     # -- listeners --
     def add_listener(self, fn: Listener) -> None:

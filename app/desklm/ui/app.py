@@ -77,12 +77,13 @@ def quit_on_signals(window: MainWindow) -> None:
     cancelled, settings are saved, the process exits 0."""
     import signal
 
-    def handler(signum: int, _frame: Any) -> None:
+    from desklm.engine import QUIT_SIGNALS, install_quit_handlers
+
+    def on_quit(signum: int) -> None:
         log.info("%s: quitting", signal.Signals(signum).name)
         QTimer.singleShot(0, window.close)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
+    install_quit_handlers(on_quit, (*QUIT_SIGNALS, signal.SIGINT))
     # Python runs signal handlers only between bytecodes: wake it while Qt's loop waits
     tick = QTimer(window)
     tick.setInterval(200)

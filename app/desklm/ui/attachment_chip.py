@@ -21,12 +21,12 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
 
-from desklm import engine
+from desklm.engine import fmt_bytes
 from desklm.ui import theme
 
 
 def chip_text(att: Any) -> str:
-    size = engine.fmt_bytes(att.size) if att.size else f"{att.chars:,} chars"
+    size = fmt_bytes(att.size) if att.size else f"{att.chars:,} chars"
     tokens = f" · {att.tokens:,} tokens" if att.tokens is not None else ""
     return f"{att.name} · {size}{tokens}"
 

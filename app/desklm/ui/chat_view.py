@@ -51,7 +51,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import fmt_rate, fmt_secs, typed_text
+from desklm.engine import THINK_CLOSE, fmt_rate, fmt_secs, has_reasoning, typed_text
+from desklm.engine import split_reasoning as engine_split_reasoning
 from desklm.ui import theme
 
 FLUSH_MS = 50  # at most ~20 repaints a second while streaming
@@ -60,7 +61,6 @@ SLICE_S = 0.010  # a slice of lazy rendering stops adding items after this long 
 EAGER_ABOVE = 2  # viewport heights rendered above what is visible before waiting for scrolls
 CODE_RE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
 FENCE_RE = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)(?:^[ \t]*```[ \t]*$\n?|\Z)", re.S | re.M)
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 LEGACY_COLORS = {"#e05050": "error", "#e0a030": "warn", "#3fb68b": "ok"}
 
 
@@ -70,22 +70,11 @@ def code_blocks(text: str) -> list[str]:
 
 
 def split_reasoning(text: str) -> tuple[str | None, str]:
-    """(reasoning, answer) of a reply. ``<think>...</think>`` at the start is reasoning; so is
-    everything before a lone ``</think>`` (templates that open ``<think>`` in the prompt).
-    While the reasoning is still open, the answer is empty."""
-    if THINK_CLOSE not in text and THINK_OPEN not in text[:256]:
-        return None, text  # the common case, without copying a long reply
-    stripped = text.lstrip()
-    if stripped.startswith(THINK_OPEN):
-        body = stripped[len(THINK_OPEN):]
-        end = body.find(THINK_CLOSE)
-        if end == -1:
-            return body.strip(), ""
-        return body[:end].strip(), body[end + len(THINK_CLOSE):].lstrip()
-    end = text.find(THINK_CLOSE)
-    if end != -1 and THINK_OPEN not in text[:end]:
-        return text[:end].strip(), text[end + len(THINK_CLOSE):].lstrip()
-    return None, text
+    """(reasoning, answer) of a reply for drawing: the engine's split (one definition), with
+    None for a reply that has no reasoning markers at all."""
+    if not has_reasoning(text):
+        return None, text
+    return engine_split_reasoning(text)
 
 
 def segments(answer: str) -> list[tuple[str, str, str]]:
@@ -294,11 +283,6 @@ class ChatView(QTextBrowser):
         self._scroll(bottom)
 
     # -- building blocks --
-    def _end_cursor(self) -> QTextCursor:
-        c = QTextCursor(self.document())
-        c.movePosition(QTextCursor.MoveOperation.End)
-        return c
-
     def _at_bottom(self) -> bool:
         """Whether the view follows the conversation (the user has not scrolled up)."""
         return self.follow

@@ -3,7 +3,7 @@
 The window (``main_window.py``) lays out widgets and draws what this controller emits; it never
 touches the model, the session or a thread. The controller owns:
 
-- the :class:`~desklm.engine.Runner` (the one inference thread, Qt-free) and the
+- the :class:`~desklm.engine.Runtime`: the one inference thread (Qt-free), the local backend and the
   :class:`~desklm.engine.ChatSession` that only that thread touches;
 - the resource sampler's thread;
 - the queue of messages typed while the model was busy;
@@ -57,20 +57,21 @@ from PySide6.QtCore import QMetaObject, QObject, Qt, Signal, Slot
 
 from desklm.engine import (
     AppConfig,
-    ChatSession,
     CommandResult,
     ConversationStore,
     DeskLMError,
     Job,
     JobCancelled,
     LoadCancelled,
-    Runner,
+    Runtime,
     SearchIndex,
     Settings,
-    commands,
     embedded_model_path,
+    help_rows,
+    is_command,
     remember_model,
 )
+from desklm.server import ApiServer
 from desklm.ui.workers import SamplerWorker, start_thread
 
 log = logging.getLogger("desklm.ui")
@@ -159,12 +160,13 @@ class ChatController(QObject):
         self.state = State.STARTING
         self.queue: list[str] = []
         self.load_info: Any = None  # the LoadInfo last emitted (a value, not engine state)
-        self.session = ChatSession(Path(""), settings, store=store)
-        # The engine and session below belong to the runner's thread. Only jobs touch them;
-        # tests and the benchmark may read them while nothing runs.
-        self.engine = self.session.engine
-        self.runner = Runner(interrupt=self.engine.stop, name="inference")
-        self.engine.cancel_hook = self._current_job_cancelled
+        # The runtime's session and backends belong to its runner's thread. Only jobs touch
+        # them; tests and the benchmark may read them while nothing runs.
+        self.runtime = Runtime(settings, store)
+        self.session = self.runtime.session
+        self.runner = self.runtime.runner
+        # the opt-in API server (off until the user turns it on) shares the runtime's runner
+        self.api_server = ApiServer.for_runtime(self.runtime)
         self.session.on_setting(lambda n, v: self.settingChanged.emit(n, v))
         self._job: Job[Any] | None = None  # the job the current state waits for
         self._last_progress = 0.0
@@ -180,31 +182,12 @@ class ChatController(QObject):
         self.sampler.serverSampled.connect(self.serverMetrics.emit)
         self._watchServer.connect(self.sampler.watch_server)  # queued: the sampler's thread
         QMetaObject.invokeMethod(self.sampler, "start", Qt.ConnectionType.QueuedConnection)
-        self._build_services(settings, store)
+        self._build_services(store)
 
-    def _build_services(self, settings: Settings, store: ConversationStore | None) -> None:
-        """What the window shows but does not own: the search index over the saved chats and
-        the API server (off until turned on), which shares the one inference runner."""
-        from desklm.server import ApiServer
-
+    def _build_services(self, store: ConversationStore | None) -> None:
+        """What the window shows but does not own: the search index over the saved chats
+        (the API server, built above, shares the runtime's runner)."""
         self.search_index = SearchIndex(store if store is not None else self.session.store)
-        self._api_settings = settings.copy()  # a snapshot the server thread may read
-        self.api_server = ApiServer(self.runner, self._api_engine, lambda: self._api_settings)
-        self.settingChanged.connect(self._api_setting)
-
-    def _api_engine(self) -> Any:
-        """The model the API serves: the local one, once loaded (called on the server's
-        thread; reads only values the UI thread set)."""
-        return self.engine if self.load_info is not None and not self.remote else None
-
-    def _api_setting(self, name: str, value: Any) -> None:
-        new = self._api_settings.copy()
-        new.set(name, value)
-        self._api_settings = new  # replaced whole: the server thread never sees a half update
-
-    def _current_job_cancelled(self) -> bool:
-        job = self.runner.current
-        return job is not None and job.cancelled
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -299,7 +282,7 @@ class ChatController(QObject):
     def take_queue(self) -> list[str]:
         """Empty the queue, returning the waiting messages (slash commands dropped), so the
         window can put them back in the input box instead of losing them."""
-        waiting = [t for t in self.queue if not commands.is_command(t)]
+        waiting = [t for t in self.queue if not is_command(t)]
         self.queue.clear()
         self.queueChanged.emit([])
         return waiting
@@ -307,7 +290,7 @@ class ChatController(QObject):
     def _dispatch(self, text: str) -> None:
         if text.strip().lower() == "/regen":  # typed: the same streamed turn as the button
             self.regenerate()
-        elif commands.is_command(text):
+        elif is_command(text):
             self._command(text)
         elif self.load_info is None:
             self.turnFailed.emit("no model is loaded: open one with File > Models", text)
@@ -333,9 +316,8 @@ class ChatController(QObject):
 
     def _job_load(self, job: Job[Any], path: str) -> None:
         self.loadStarted.emit(path)
-        if self.session.engine is not self.engine:  # back from a server to a local model
-            remote, self.session.engine = self.session.engine, self.engine
-            remote.close()
+        if self.runtime.remote:  # back from a server to a local model
+            self.runtime.use_local()
             self._watchServer.emit("", "")
         try:
             target = Path(path) if path else embedded_model_path()
@@ -346,7 +328,7 @@ class ChatController(QObject):
         except DeskLMError as e:
             self.message.emit("error", f"Could not load the model: {e}")
             self.loadEnded.emit("failed")
-            if self.session.engine.load_info is None and path:
+            if self.runtime.backend.load_info is None and path:
                 # the remembered model is gone or broken: fall back to the embedded one
                 self.message.emit("notice", "Loading the embedded model instead.")
                 self._job_load(job, "")
@@ -357,7 +339,7 @@ class ChatController(QObject):
         self.loadEnded.emit("")
 
     def _load_stopped(self) -> None:
-        if self.engine.load_info is None:
+        if self.runtime.local.load_info is None:
             self.modelUnloaded.emit()
         self.loadEnded.emit("cancelled")
 
@@ -366,8 +348,8 @@ class ChatController(QObject):
         self.load_info = info  # on the UI thread, before the job's _jobEnded arrives
 
     def _loaded(self, info: Any) -> None:
-        if not self.remote:
-            self.modelInfo.emit(self.engine.info)
+        if not self.runtime.remote:
+            self.modelInfo.emit(self.runtime.local.info)
         self.loaded.emit(info)
         self.settingsLoaded.emit(self.session.settings.copy())
         try:
@@ -414,10 +396,7 @@ class ChatController(QObject):
         backend = RemoteBackend()
         try:
             backend.connect(conn.url, api_key, conn.model, self.session.settings)
-            old = self.session.engine
-            self.session.use_backend(backend, Path(backend.model))
-            if old is not self.engine:
-                old.close()
+            self.runtime.use_remote(backend, Path(backend.model))
         except DeskLMError as e:
             self.message.emit("error", f"Could not connect: {e}")
             self.loadEnded.emit("failed")
@@ -436,7 +415,7 @@ class ChatController(QObject):
     @property
     def remote(self) -> bool:
         """Chatting with a model on a server (read on the UI thread between jobs)."""
-        return self.session.engine is not self.engine
+        return self.runtime.remote
 
     def save_config(self, values: dict[str, Any]) -> None:
         """Merge ``values`` into the app settings, on the inference thread (no file I/O on
@@ -497,7 +476,7 @@ class ChatController(QObject):
         self._run(State.GENERATING, lambda job: self._job_send(job, text), "turn")
 
     def _job_send(self, job: Job[Any], text: str) -> None:
-        eng = self.engine
+        eng = self.runtime.backend  # the backend in use: local, or a server's model
 
         def started(plan: Any, reused: int) -> None:
             self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
@@ -556,7 +535,7 @@ class ChatController(QObject):
             return
 
         def body(_job: Job[Any]) -> None:
-            eng = self.session.engine
+            eng = self.runtime.backend  # the backend in use: local, or a server's model
 
             def started(plan: Any, reused: int) -> None:
                 self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
@@ -584,22 +563,13 @@ class ChatController(QObject):
         """Read and measure a file for the next message, on the inference thread; the chips
         follow ``attachmentsChanged`` (or a notice says why it cannot go)."""
         def job(_job: Job[Any]) -> None:
-            from desklm.engine import context_room, read_attachment
-
-            pending = self.session.pending_attachments
-            eng = self.session.engine
-            tokenize = eng.tokenize if eng.template is not None else None
-            room = context_room(self.session) if tokenize is not None else None
-            if room is not None:  # the files already queued take their share
-                used = sum(a.tokens or 0 for a in pending)
-                room = (max(0, room[0] - used), max(0, room[1] - used), room[2])
             try:
-                att = read_attachment(path.strip().strip("'\""), tokenize, room)
+                att = self.session.attach(path.strip().strip("'\""))
             except DeskLMError as e:
                 self.message.emit("warning", str(e))
                 return
-            pending.append(att)
-            self.attachmentsChanged.emit([{**a.meta(), "note": a.note} for a in pending])
+            self.attachmentsChanged.emit([{**a.meta(), "note": a.note}
+                                          for a in self.session.pending_attachments])
             self.message.emit("info", f"attached {att.name}: {att.chars:,} characters"
                               + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
                               + "; it goes with your next message")
@@ -657,7 +627,7 @@ class ChatController(QObject):
 
     def show_help(self) -> None:
         """The slash commands, as (usage, description) rows (Help > Slash commands)."""
-        self.helpShown.emit([(usage, h) for usage, h in commands.COMMANDS.values()])
+        self.helpShown.emit(help_rows())
 
     def list_presets(self) -> None:
         """Read the saved presets (a file: on the inference thread) for the Presets row."""
@@ -672,14 +642,7 @@ class ChatController(QObject):
 
     def remove_attachment(self, name: str) -> None:
         """Take a file off the next message (its chip's ×)."""
-        def remove(_job: Job[Any]) -> None:
-            pending = self.session.pending_attachments
-            for k, a in enumerate(pending):
-                if a.name == name:
-                    del pending[k]
-                    break
-
-        self.runner.submit(remove, "command", interrupt=False)
+        self.runner.submit(lambda _job: self.session.detach(name), "command", interrupt=False)
 
     def _message_job(self, body: Any) -> None:
         if self.busy:
@@ -711,8 +674,7 @@ class ChatController(QObject):
             return
         # a fresh chat, or a new version of a reply (/regen, /alt, /edit): drawn again before
         # the command reports done
-        if result.reset or getattr(result, "turn", None) is not None or \
-                result.command in ("alt", "edit", "regen"):
+        if result.redraw:
             self.conversationOpened.emit(self.session.record())
         self._report(result)
         self._command_done(result)
@@ -721,8 +683,8 @@ class ChatController(QObject):
 
     def _command_done(self, result: CommandResult) -> None:
         self.commandDone.emit(result)
-        if result.reloaded and self.engine.load_info is not None:
-            self._loaded(self.engine.load_info)
+        if result.reloaded and self.runtime.backend.load_info is not None:
+            self._loaded(self.runtime.backend.load_info)
 
     def _report(self, res: CommandResult) -> None:
         """A typed command's outcome as what the window draws: the help table, the chips, a
@@ -792,10 +754,10 @@ class ChatController(QObject):
         self._run(State.TUNING, self._job_tune, "tune")
 
     def _job_tune(self, job: Job[Any]) -> None:
-        from desklm.engine import bench
+        from desklm.engine import autotune
 
         try:  # with a GPU the tuner also tries 0, half and all GPU layers
-            result = bench.tune(self.session,
+            result = autotune(self.session,
                                 progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
                                 cancelled=lambda: job.cancelled)
         except DeskLMError as e:

@@ -1,7 +1,7 @@
 """The first-run welcome, shown in the chat area: what DeskLM is, and one button to a real
 assistant sized to this machine.
 
-The recommendation comes from :func:`desklm.engine.curated.recommend` (free RAM / VRAM, CPU
+The recommendation comes from :func:`desklm.engine.models.curated.recommend` (free RAM / VRAM, CPU
 cores). "Download and use" lists the model's repo, downloads the file into the Hugging Face
 cache with progress and Cancel, checks its sha256 and emits ``useModel(path)``. Network work runs
 as a :class:`~desklm.ui.workers.BackgroundOp`, off the UI thread; nothing is sent until the
@@ -27,7 +27,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import GB, CatalogModel, Recommendation, fmt_bytes, fmt_transfer, hub, recommend
+from desklm.engine import (
+    GB,
+    CatalogModel,
+    DownloadCancelled,
+    Recommendation,
+    check_hub_reachable,
+    fmt_bytes,
+    fmt_transfer,
+    hub_offline,
+    list_gguf_files,
+    recommend,
+)
 from desklm.errors import DeskLMError
 from desklm.ui import theme
 from desklm.ui.dialogs.model_dialog import HubJobs
@@ -44,15 +55,15 @@ class StarterJobs(HubJobs):
 
     def fetch(self, model: CatalogModel, report: Callable[[Any], None]) -> str:
         self.cancel.clear()
-        hub.check_reachable()
-        files = hub.list_gguf_files(model.repo_id)
+        check_hub_reachable()
+        files = list_gguf_files(model.repo_id)
         f = next((x for x in files if x.path.lower() == model.filename.lower()), None)
         if f is None:
             raise DeskLMError(f"{model.repo_id}: {model.filename} is not in the repo any "
                               "more; pick another model in File > Models")
         report(f.size)
         if self.cancel.is_set():
-            raise hub.DownloadCancelled("download cancelled")
+            raise DownloadCancelled("download cancelled")
         return self.download(f, report)
 
 
@@ -75,9 +86,9 @@ class WelcomeWidget(QWidget):
         super().__init__(parent)
         self.setObjectName("welcome")
         if free is None:
-            from desklm.engine import fit
+            from desklm.engine import free_memory
 
-            free = fit.free_memory()
+            free = free_memory()
         self.rec: Recommendation = recommend(free[0], free[1], gpu_offload, cores)
         self.model: CatalogModel = model or self.rec.model
         self.path: str | None = None
@@ -174,7 +185,7 @@ class WelcomeWidget(QWidget):
         self.op: BackgroundOp[Any] | None = None
         theme.notifier().themeChanged.connect(self._on_theme)
         self._describe()
-        if hub.offline():
+        if hub_offline():
             self.download_button.setEnabled(False)
             self.status.setText(OFFLINE_NOTE + " (HF_HUB_OFFLINE is set.)")
 
@@ -257,7 +268,7 @@ class WelcomeWidget(QWidget):
         self.last_error = reason
         self.cancel_button.hide()
         self.progress.hide()
-        self.download_button.setEnabled(not hub.offline())
+        self.download_button.setEnabled(not hub_offline())
         if reason == "download cancelled":
             self.status.setText("Download cancelled. The chat works on the embedded model.")
         elif "cannot reach" in reason or "offline" in reason.lower():

@@ -39,15 +39,25 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 
-from desklm.engine.chat_format import ChatTemplate, Msg, Part
-from desklm.engine.llm import LoadInfo, TurnStats
+from desklm.engine.backends.base import LoadInfo, TurnStats
+from desklm.engine.prompt.chat_format import ChatTemplate, Msg, Part
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
+
+if TYPE_CHECKING:
+    import openai
+
+
+def _openai() -> Any:
+    """The openai package, imported on first use: the facade (and so every ``desklm``
+    command) does not pay for it until a server is used."""
+    import openai
+
+    return openai
 
 log = logging.getLogger("desklm.engine")
 
@@ -166,17 +176,17 @@ def explain(e: BaseException, where: str, *, model: str = "", key_given: bool = 
     """Turn a client exception into a one-line DeskLMError."""
     if isinstance(e, DeskLMError):
         return e
-    if isinstance(e, openai.APITimeoutError | httpx.TimeoutException):
+    if isinstance(e, _openai().APITimeoutError | httpx.TimeoutException):
         return DeskLMError(f"the server at {where} did not answer within {read_timeout:g} s "
                            "(it may be overloaded or stuck)")
-    if isinstance(e, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(e, _openai().APIConnectionError | httpx.TransportError):
         cause = e.__cause__ or e.__context__ or e
         detail = " ".join(str(cause).split()) or type(cause).__name__
         if "refused" in detail.lower():
             return DeskLMError(f"cannot reach the server at {where}: connection refused "
                                "(is it running, on that port?)")
         return DeskLMError(f"cannot reach the server at {where}: {detail[:160]}")
-    if isinstance(e, openai.APIStatusError):
+    if isinstance(e, _openai().APIStatusError):
         code = e.status_code
         msg = _server_message(e.body, e.message)
         if code == 401:
@@ -194,7 +204,7 @@ def explain(e: BaseException, where: str, *, model: str = "", key_given: bool = 
         if code >= 500:
             return DeskLMError(f"the server at {where} failed (HTTP {code}): {msg}")
         return DeskLMError(f"the server at {where} rejected the request (HTTP {code}): {msg}")
-    if isinstance(e, openai.APIError):
+    if isinstance(e, _openai().APIError):
         return DeskLMError(f"the server at {where} reported an error: {_server_message(e.body)}"
                            if e.body else f"the server at {where} reported an error: {e}")
     return DeskLMError(f"talking to the server at {where} failed: {type(e).__name__}: {e}")
@@ -264,6 +274,7 @@ class RemoteBackend:
         self.load_info: LoadInfo | None = None
         self.settings: Settings | None = None
         self.live_tokens = 0
+        self.kv_snapshots = False  # the server keeps its own cache
         self._context_used = 0
         self._key: str | None = None
         self._client: openai.OpenAI | None = None
@@ -300,9 +311,9 @@ class RemoteBackend:
         self.url, self._key = target, (api_key or None)
         if target.notice:
             log.info("%s", target.notice)
-        self._client = openai.OpenAI(
+        self._client = _openai().OpenAI(
             base_url=target.base, api_key=self._key or NO_KEY, max_retries=0,
-            timeout=openai.Timeout(self.read_timeout, connect=self.connect_timeout))
+            timeout=_openai().Timeout(self.read_timeout, connect=self.connect_timeout))
         self._http = httpx.Client(timeout=self._timeout(PROBE_TIMEOUT_S), headers=self._headers(),
                                   follow_redirects=False)
         self.models = self.list_models()
@@ -343,7 +354,7 @@ class RemoteBackend:
                 out.append(ModelEntry(m.id, n, extra))
             return out
         except Exception as e:
-            if isinstance(e, openai.NotFoundError):
+            if isinstance(e, _openai().NotFoundError):
                 raise DeskLMError(f"{self.where} does not look like an OpenAI-compatible server "
                                   "(no /v1/models); give the address of its API") from None
             raise explain(e, self.where, key_given=bool(self._key),
@@ -666,7 +677,7 @@ class RemoteBackend:
         if self._stop.is_set():  # our own shutdown may have surfaced as a read error first
             finish, error = "cancelled", None
         if error is not None:
-            if isinstance(error, openai.BadRequestError) and "extra_body" in body \
+            if isinstance(error, _openai().BadRequestError) and "extra_body" in body \
                     and not text and _rejects_extras(error):
                 raise _ExtrasRejected()
             reason = explain(error, self.where, model=self.model, key_given=bool(self._key),
@@ -674,8 +685,8 @@ class RemoteBackend:
             if not text:
                 raise reason
             finish = "error"
-            cut = isinstance(error, openai.APIConnectionError) and \
-                not isinstance(error, openai.APITimeoutError)
+            cut = isinstance(error, _openai().APIConnectionError) and \
+                not isinstance(error, _openai().APITimeoutError)
             stats.note = ("the connection to the server was cut mid-reply; the partial reply "
                           "is kept" if cut else f"{reason}; the partial reply is kept")
         elif finish == "cancelled":

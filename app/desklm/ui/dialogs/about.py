@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import buildinfo
+from desklm.engine import backend_name, data_paths, llama_info, versions
 
 LICENCES = [
     ("DeskLM", "MIT licence"),
@@ -32,9 +32,9 @@ def about_sections(load_info: Any = None) -> list[tuple[str, list[tuple[str, str
     """The About content as (section, [(key, value)]) pairs."""
     from PySide6 import __version__ as pyside_version
 
-    v = buildinfo.versions()
-    llama = buildinfo.llama_info()
-    backend = buildinfo.backend_name(llama["system_info"], llama["gpu_offload"])
+    v = versions()
+    llama = llama_info()
+    backend = backend_name(llama["system_info"], llama["gpu_offload"])
     model: list[tuple[str, str]]
     if load_info is None:
         model = [("Model", "none loaded")]
@@ -57,7 +57,7 @@ def about_sections(load_info: Any = None) -> list[tuple[str, list[tuple[str, str
                        ("GPU offload", "supported by this build" if llama["gpu_offload"]
                         else "not in this build (CPU only)"),
                        ("Build", llama["system_info"] or "n/a")]),
-        ("Files", [(k.capitalize(), p) for k, p in buildinfo.paths().items()]),
+        ("Files", [(k.capitalize(), p) for k, p in data_paths().items()]),
         ("Licences", LICENCES),
     ]
 

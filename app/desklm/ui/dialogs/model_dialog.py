@@ -33,7 +33,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.engine import fmt_bytes, fmt_transfer, hub
+from desklm.engine import (
+    RemoteFile,
+    check_hub_reachable,
+    download_model,
+    fmt_bytes,
+    fmt_transfer,
+    list_gguf_files,
+    remote_header,
+)
 from desklm.errors import DeskLMError
 from desklm.ui import theme
 from desklm.ui.workers import BackgroundOp, reason
@@ -51,16 +59,16 @@ class HubJobs:
         self.gpu_offload = gpu_offload
         self._last = 0.0
 
-    def list_files(self, repo: str, report: Callable[[Any], None]) -> list[hub.RemoteFile]:
+    def list_files(self, repo: str, report: Callable[[Any], None]) -> list[RemoteFile]:
         """The repo's GGUF files (reported first, as a list), then each one's fit from its
         header alone, reported as (path, verdict, summary)."""
         from desklm.engine import auto_fit
 
         self.cancel.clear()
-        hub.check_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
+        check_hub_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
         if self.cancel.is_set():
             return []
-        files = hub.list_gguf_files(repo)
+        files = list_gguf_files(repo)
         if self.cancel.is_set():
             return []
         report(files)
@@ -68,7 +76,7 @@ class HubJobs:
             if self.cancel.is_set():
                 break
             try:
-                info = hub.remote_header(f)
+                info = remote_header(f)
                 est = auto_fit(info, gpu_offload=self.gpu_offload, free=self.free,
                                max_ctx=8192)
                 summary = f"{est.verdict} at {est.n_ctx} tokens" + (
@@ -78,7 +86,7 @@ class HubJobs:
                 report((f.path, "unknown", str(e)))
         return files
 
-    def download(self, f: hub.RemoteFile, report: Callable[[Any], None]) -> str:
+    def download(self, f: RemoteFile, report: Callable[[Any], None]) -> str:
         self.cancel.clear()
 
         def progress(done: int, total: int) -> None:
@@ -87,7 +95,7 @@ class HubJobs:
                 self._last = now
                 report((done, total))
 
-        return str(hub.download(f, progress, self.cancel))
+        return str(download_model(f, progress, self.cancel))
 
 
 def local_models() -> list[dict[str, Any]]:
@@ -112,7 +120,7 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Models")
         self.setObjectName("models_dialog")
         self.resize(760, 560)
-        self.files: list[hub.RemoteFile] = []
+        self.files: list[RemoteFile] = []
         self.load_box: QMessageBox | None = None
         self.last_error = ""
         self.listing = False
@@ -275,7 +283,7 @@ class ModelDialog(QDialog):
                                      "list files").with_progress(listed)
                         .failure(lambda e: self._on_failed(reason(e))).run())
 
-    def _on_files(self, files: list[hub.RemoteFile]) -> None:
+    def _on_files(self, files: list[RemoteFile]) -> None:
         if not self.listing:
             return  # cancelled meanwhile
         self.listing = False
@@ -306,7 +314,7 @@ class ModelDialog(QDialog):
                     item.setForeground(QColor(colors[verdict]))
                 self.table.setItem(r, 2, item)
 
-    def selected_file(self) -> hub.RemoteFile | None:
+    def selected_file(self) -> RemoteFile | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
         return self.files[rows[0].row()] if rows else None
 

@@ -22,7 +22,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
-from desklm import engine
+from desklm.engine import SearchIndex
 from desklm.ui.workers import BackgroundOp, reason
 
 ROLE_DATA = Qt.ItemDataRole.UserRole
@@ -46,7 +46,7 @@ class SearchPanel(QWidget):
     def __init__(self, index: Any = None, parent: QWidget | None = None,
                  delay_ms: int = 60) -> None:
         super().__init__(parent)
-        self.index = index if index is not None else engine.SearchIndex()
+        self.index = index if index is not None else SearchIndex()
         self.box = QLineEdit()
         self.box.setPlaceholderText("Search chats")
         self.box.setClearButtonEnabled(True)

@@ -1,0 +1,71 @@
+"""The Runtime wires the runner, the local engine and the session once: cancelling reaches
+whichever backend is in use, switching backends goes through the session, and a turn whose
+observer fails leaves nothing behind (real llama.cpp on the embedded model)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from desklm.engine import ChatEngine, Runtime
+from desklm.engine.backends.base import FinishReason
+from desklm.errors import DeskLMError
+from tests.conftest import small_settings
+
+
+@pytest.fixture
+def rt(model_path):
+    r = Runtime(small_settings(max_tokens=8), model_path=model_path)
+    yield r
+    r.close(timeout=10)
+
+
+def test_one_runtime_owns_one_thread_one_engine_and_one_session(rt, model_path):
+    assert isinstance(rt.local, ChatEngine) and rt.backend is rt.local and not rt.remote
+    assert rt.served_engine() is None  # nothing loaded: nothing to lend to the API
+    info = rt.runner.call(lambda: rt.session.load(model_path))
+    assert info.n_ctx > 0 and rt.served_engine() is rt.local
+    # a change the session makes reaches the snapshot other threads read, replaced whole
+    before = rt.settings_snapshot()
+    rt.runner.call(lambda: rt.session.apply_settings({"temperature": 0.5}))
+    assert rt.settings_snapshot()["temperature"] == 0.5 and before["temperature"] != 0.5
+
+
+def test_cancelling_the_running_job_stops_the_reply(rt, model_path):
+    rt.runner.call(lambda: rt.session.load(model_path))
+    rt.runner.call(lambda: rt.session.apply_settings({"max_tokens": 2000}))
+    first = threading.Event()
+    job = rt.runner.submit(lambda _job: rt.session.send("Count from one to a thousand.",
+                                                        lambda _t: first.set()), "turn")
+    assert first.wait(120)
+    job.cancel()
+    result = job.result(timeout=120)
+    assert result.stats.finish_reason is FinishReason.CANCELLED
+    assert result.stats.completion_tokens < 2000
+
+
+def test_a_failing_turn_observer_leaves_no_unsent_message(rt, model_path):
+    """The bug the Runtime fixed in the window: ``on_start`` raised (it read the local engine
+    while a server was in use) after the user's message was committed, and the message stayed
+    in the chat although nothing was sent."""
+    rt.runner.call(lambda: rt.session.load(model_path))
+
+    def observer(_plan, _reused):
+        raise DeskLMError("no model is loaded")
+
+    with pytest.raises(DeskLMError):
+        rt.runner.call(lambda: rt.session.send("Hello?", on_start=observer))
+    assert rt.session.conversation.messages == []
+
+
+def test_back_from_a_server_goes_through_the_session(rt, model_path, llama_server):
+    from desklm.engine import RemoteBackend
+
+    rt.runner.call(lambda: rt.session.load(model_path))
+    remote = RemoteBackend()
+    remote.connect(llama_server.url, None, str(model_path), rt.session.settings)
+    rt.runner.call(lambda: rt.use_remote(remote, model_path))
+    assert rt.remote and rt.backend is remote and rt.served_engine() is None
+    rt.runner.call(rt.use_local)
+    assert not rt.remote and rt.backend is rt.local and rt.served_engine() is rt.local
