@@ -146,7 +146,7 @@ def test_no_listening_socket_in_the_window(window, qtbot):
 @pytest.mark.qt_no_exception_capture
 def test_an_unhandled_exception_in_the_ui_thread_is_logged_shown_and_survived(window, qtbot):
     from desklm.logs import install_excepthooks, setup_logging
-    from desklm.ui.main_window import make_thread_safe_reporter
+    from desklm.ui.app import make_thread_safe_reporter
 
     setup_logging()
     log_file = Path(logging.getLogger("desklm")._desklm_log_file)

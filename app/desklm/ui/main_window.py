@@ -6,7 +6,8 @@ and everything shown comes back from it as a signal. The controller owns the API
 search index and the app settings file. What the window is doing is ``controller.state``.
 The parts: :mod:`~desklm.ui.menus` (menus and toolbar), :mod:`~desklm.ui.docks` (the side
 panels, drawers when narrow), :mod:`~desklm.ui.status` (the status bar),
-:mod:`~desklm.ui.turns` (a reply as it streams), :mod:`~desklm.ui.notices`.
+:mod:`~desklm.ui.turns` (a reply as it streams), :mod:`~desklm.ui.views` (loads, settings,
+chats, messages), :mod:`~desklm.ui.dialogs.openers` (the dialogs), :mod:`~desklm.ui.notices`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QResizeEvent
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QResizeEvent
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -201,8 +202,8 @@ class MainWindow(QMainWindow):
         # controller -> drawing
         c.messageRevealed.connect(self.chat.reveal)
         c.stateChanged.connect(self._on_state)
-        c.queueChanged.connect(self._show_queue)
-        c.message.connect(self._on_message)
+        c.queueChanged.connect(v.show_queue)
+        c.message.connect(v.on_message)
         c.output.connect(self.chat.add_output)
         c.helpShown.connect(self.chat.add_help)
         c.attachmentsChanged.connect(self._show_attachments)
@@ -438,24 +439,6 @@ class MainWindow(QMainWindow):
             self.turns.live_timer.stop()
         self.statusline.on_state(state)
 
-    def _show_queue(self, queue: list[str]) -> None:
-        if queue:
-            items = " · ".join(f"“{' '.join(t.split())[:40]}”" for t in queue)
-            self.queue_label.setText(f"Queued ({len(queue)}), sent when the model is "
-                                     f"free: {items}")
-        self.queue_label.setVisible(bool(queue))
-
-    def _on_message(self, level: str, text: str) -> None:
-        if level == "info":
-            self.statusBar().showMessage(text, 8000)
-        elif level == "notice":
-            self.notices.add(text)
-        elif level == "warning":
-            self.notices.add(text, "error")
-            self.failed.emit(text)
-        else:
-            self.report_error(text)
-
     # --- errors ---
     def report_error(self, reason: str) -> None:
         """Show a one-line reason in a dialog (non-blocking) and keep running."""
@@ -472,28 +455,3 @@ class MainWindow(QMainWindow):
 
 def _b64(data: QByteArray) -> str:
     return bytes(data.toBase64().data()).decode("ascii")
-
-
-class ErrorBridge(QObject):
-    """Carries exceptions from any thread to the UI thread (queued signal)."""
-
-    raised = Signal(str)
-
-
-def window_icon() -> QIcon:
-    from desklm.resources import icon_path
-
-    p = icon_path()
-    return QIcon(str(p)) if p else QIcon()
-
-
-def make_thread_safe_reporter(window: MainWindow) -> Any:
-    bridge = ErrorBridge()
-    bridge.raised.connect(window.report_error, Qt.ConnectionType.QueuedConnection)
-    window._error_bridge = bridge  # type: ignore[attr-defined]  # kept alive with the window
-
-    def on_error(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        bridge.raised.emit(f"Unexpected error: {exc_type.__name__}: {exc} "
-                           "(the details are in the log file)")
-
-    return on_error

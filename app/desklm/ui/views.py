@@ -1,5 +1,5 @@
 """The window's drawing of what is not a turn: a model loading and loaded, settings in effect,
-tuning, the chat list and the chat opened, the sampler's readings. Each method is a slot for
+tuning, the chat list and the chat opened, the sampler's readings, the queue and messages. Each method is a slot for
 one controller signal (see ``MainWindow._connect``)."""
 
 from __future__ import annotations
@@ -119,3 +119,23 @@ class WindowViews:
         w.settings_panel.set_free(*snap.free())
         w.settings_panel.set_gpu_available(bool(snap.gpus) and bool(
             w.load_info and w.load_info.gpu_offload_supported))
+
+    def show_queue(self, queue: list[str]) -> None:
+        w = self.w
+        if queue:
+            items = " · ".join(f"“{' '.join(t.split())[:40]}”" for t in queue)
+            w.queue_label.setText(f"Queued ({len(queue)}), sent when the model is "
+                                  f"free: {items}")
+        w.queue_label.setVisible(bool(queue))
+
+    def on_message(self, level: str, text: str) -> None:
+        w = self.w
+        if level == "info":
+            w.statusBar().showMessage(text, 8000)
+        elif level == "notice":
+            w.notices.add(text)
+        elif level == "warning":
+            w.notices.add(text, "error")
+            w.failed.emit(text)
+        else:
+            w.report_error(text)
