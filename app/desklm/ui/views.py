@@ -1,6 +1,6 @@
 """The window's drawing of what is not a turn: a model loading and loaded, settings in effect,
-tuning, the chat list and the chat opened, the sampler's readings, the queue and messages. Each method is a slot for
-one controller signal (see ``MainWindow._connect``)."""
+tuning, the chat list and the chat opened, the sampler's readings, the queue and messages.
+Each method is a slot for one controller signal (see ``MainWindow._connect``)."""
 
 from __future__ import annotations
 
