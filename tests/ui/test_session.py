@@ -15,8 +15,7 @@ import json
 import openai
 from PySide6.QtWidgets import QApplication
 
-from desklm.engine import typed_text
-from desklm.engine.connections import Connection
+from desklm.engine import Connection, typed_text
 from desklm.ui.controller import State
 from desklm.ui.dialogs.connect_dialog import ChosenConnection
 from tests.remote_fixtures import start_llama_server, stop_server
