@@ -34,7 +34,7 @@ shot() {  # NAME WIDTH HEIGHT
   eval $(xdotool getwindowgeometry --shell $W)
   xdotool mousemove $((X + WIDTH - 5)) $((Y + HEIGHT - 5)); sleep 0.5  # no hover bar
   import -window root -crop ${2}x${3}+0+0 +repage "$D/$1.png"
-  convert "$D/$1.png" -colors 192 -define png:compression-level=9 "$OUT/$1.png"
+  convert "$D/$1.png" +dither -colors 160 -define png:compression-level=9 "$OUT/$1.png"
 }
 for t in light dark; do
   if [ $t = dark ]; then xdotool key --window $W alt+v; sleep 0.5; xdotool key t; sleep 0.3; xdotool key d; sleep 2; fi
