@@ -196,6 +196,8 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
         assert w.controller.remote and not sp.groups["reload"].isEnabled()
         r = send_and_wait(qtbot, w, "Hello server.")
         assert "/" not in w.chat.items[-1].name  # not the server's whole file path
+        assert w.gauges.server.isVisibleTo(w) and not w.gauges.gpu.isVisibleTo(w)
+        assert not w.panels.gauges.widget().verticalScrollBar().isVisible()  # every card fits
         seen.all("on the server", r)
     finally:
         stop_server(srv)

@@ -370,9 +370,11 @@ class ChatView(QTextBrowser):
         self.action_bar.show_for(names)
         r = self.item_rect(it)
         bar = self.action_bar
-        x = max(0, min(r.right() - bar.width() - theme.SPACE[2],
-                       self.viewport().width() - bar.width() - 2))
-        y = max(0, r.top() + theme.SPACE[1])
+        ff = it.frame.frameFormat() if it.frame is not None else QTextFrameFormat()
+        # inside the bubble's top right corner (the frame's rect includes its margins)
+        right = int(r.right() - ff.rightMargin() - ff.border() - theme.SPACE[1])
+        x = max(0, min(right - bar.width(), self.viewport().width() - bar.width() - 2))
+        y = max(0, int(r.top() + ff.topMargin() + ff.border() + theme.SPACE[1]))
         bar.move(x, y)
         bar.raise_()
         return names
