@@ -345,7 +345,7 @@ def test_the_welcome_steps_aside_when_the_chat_begins(window, qtbot):
 
 
 def test_the_model_line_in_the_status_bar_ends_in_an_ellipsis_when_narrow(window, qtbot):
-    label = window.model_label
+    label = window.statusline.model_label
     full = label.text()
     assert full.startswith("Gemma 3 270m")
     window.show()
