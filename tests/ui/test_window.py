@@ -309,7 +309,7 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
     r = b.args[0]
     qtbot.waitUntil(lambda: panel.value("n_threads") == r.n_threads, timeout=5000)
     assert window.controller.runtime.local.threads() == (r.n_threads, r.n_threads_batch)
-    assert "Tuned for this machine" in window.chat.toPlainText()
+    assert "Tuned for this machine" in window.notices.text()
     send_and_wait(qtbot, window, "Fast now?")
     # the next load of this model uses the tuned threads
     window.controller.session.apply_settings({"n_threads": 1, "n_threads_batch": 1})

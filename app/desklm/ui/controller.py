@@ -470,6 +470,7 @@ class ChatController(QObject):
             res = self.session.apply_settings(values)
             res.message = (f"using the threads tuned for this model: {values['n_threads']} "
                            f"generating, {values['n_threads_batch']} reading the prompt")
+            self.message.emit("info", res.message)
             self.commandDone.emit(res)
 
     def _send(self, text: str) -> None:
