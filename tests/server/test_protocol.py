@@ -34,7 +34,7 @@ def test_a_valid_request_maps_to_settings_values() -> None:
     ({"max_tokens": 0}, "max_tokens", "invalid_value"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
     ({"n": 2}, "n", "unsupported_parameter"),
-    ({"tools": [{"type": "function"}]}, "tools", "unsupported_parameter"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function", "missing_required_parameter"),
     ({"logprobs": True}, "logprobs", "unsupported_parameter"),
     ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
     ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),

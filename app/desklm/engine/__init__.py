@@ -14,7 +14,8 @@ The folders behind it:
   ``fmt``: bytes, seconds and rates for people; ``buildinfo``: versions and paths (About)
 - ``chat/``: ChatSession, the conversation and its budget, branches, attachments, presets,
   the slash commands
-- ``prompt/``: chat formats, stop strings and reasoning
+- ``prompt/``: chat formats, stop strings and reasoning; ``prompt.tools``: tools rendered into
+  the prompt, calls parsed back (whole and streamed), the grammar that forces a call
 - ``backends/``: the shared types and interface (``base``), ``local/`` (llama.cpp: load,
   stream, KV snapshots, the child-process probe), ``remote`` (an OpenAI-compatible server) and
   ``metrics`` (its /metrics)
@@ -72,6 +73,20 @@ from desklm.engine.models.hub import download as download_model
 from desklm.engine.models.hub import offline as hub_offline
 from desklm.engine.monitor import NA, ResourceSampler, Snapshot, is_na
 from desklm.engine.prompt.stream import THINK_CLOSE, THINK_OPEN, has_reasoning, split_reasoning
+from desklm.engine.prompt.tools import (
+    ArgsDelta,
+    CallStart,
+    ContentDelta,
+    Tool,
+    ToolCall,
+    ToolPrompt,
+    ToolStream,
+)
+from desklm.engine.prompt.tools import Syntax as ToolSyntax
+from desklm.engine.prompt.tools import grammar as tool_grammar
+from desklm.engine.prompt.tools import grammar_text as tool_grammar_text
+from desklm.engine.prompt.tools import parse as parse_tool_calls
+from desklm.engine.prompt.tools import render as render_tools
 from desklm.engine.runner import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
 from desklm.engine.settings import (
     LOAD_SETTINGS,
@@ -133,13 +148,16 @@ __all__ = [
     "THINK_OPEN",
     "TIGHT",
     "AppConfig",
+    "ArgsDelta",
     "Attachment",
     "Backend",
+    "CallStart",
     "CatalogModel",
     "ChatEngine",
     "ChatSession",
     "CommandResult",
     "Connection",
+    "ContentDelta",
     "ConversationStore",
     "DeskLMError",
     "DownloadCancelled",
@@ -168,6 +186,11 @@ __all__ = [
     "Settings",
     "Snapshot",
     "StoreError",
+    "Tool",
+    "ToolCall",
+    "ToolPrompt",
+    "ToolStream",
+    "ToolSyntax",
     "TuneResult",
     "TurnResult",
     "TurnStats",
@@ -202,12 +225,14 @@ __all__ = [
     "list_gguf_files",
     "llama_info",
     "logical_cores",
+    "parse_tool_calls",
     "probe_server",
     "read_attachment",
     "read_gguf",
     "recommend",
     "remember_model",
     "remote_header",
+    "render_tools",
     "resolve_model",
     "resolve_server",
     "save_connection",
@@ -215,6 +240,8 @@ __all__ = [
     "settings_from_args",
     "split_reasoning",
     "title_from",
+    "tool_grammar",
+    "tool_grammar_text",
     "tuned_for",
     "typed_text",
     "version_label",

@@ -34,6 +34,7 @@ from desklm.engine import Job, JobCancelled, Runner, RunnerBusy, RunnerClosed
 from desklm.errors import DeskLMError
 from desklm.server import protocol as P
 from desklm.server.protocol import ApiError
+from desklm.server.tool_calls import ToolTurn
 
 log = logging.getLogger("desklm.server")
 
@@ -330,6 +331,8 @@ class Handlers:
     async def _chat(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
         req = P.parse_request(P.ChatRequest, P.parse_json(body))
+        if req.uses_tools:
+            return await self._tool_chat(request, req, t0)
         messages = req.plain_messages()
         grammar = _grammar(req.response_format)
         sampling = self._sampling(req)
@@ -340,6 +343,20 @@ class Handlers:
 
         return await self._run(request, req, t0, "chat", lambda eng: eng.prompt_tokens(messages),
                                sampling, stops, grammar)
+
+    async def _tool_chat(self, request: Request, req: P.ChatRequest, t0: float) -> Response:
+        """A chat that offers tools or carries calls: the prompt, grammar and reply are the
+        :class:`ToolTurn`'s; the rest is the common path."""
+        turn = ToolTurn(req)
+        grammar = None if turn.forced else _grammar(req.response_format)
+        sampling = self._sampling(req)
+        extra_stop = req.stop_list()
+
+        def stops(eng: Any) -> list[str] | None:
+            return [*eng.template.stop, *extra_stop] if extra_stop else None
+
+        return await self._run(request, req, t0, "chat", turn.prepare, sampling, stops, grammar,
+                               turn=turn)
 
     async def _completions(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
@@ -355,7 +372,8 @@ class Handlers:
     async def _run(self, request: Request, req: P._Sampling, t0: float, kind: str,
                    prepare: Callable[[Any], list[int]], sampling: Any,
                    stops: Callable[[Any], list[str] | None], grammar: Any, *,
-                   echo: bool = False, prompt: str = "") -> Response:
+                   echo: bool = False, prompt: str = "", turn: ToolTurn | None = None
+                   ) -> Response:
         ctx = self.ctx
         _eng, mid = self._model()
         rec = RequestRecord(time=t0, client=_client(request),
@@ -392,8 +410,10 @@ class Handlers:
                     put(piece)
 
             # a raw completion continues its prompt exactly: its whitespace is kept
-            return eng.generate(tokens, sampling, on_text, stop=stops(eng), grammar=grammar,
-                                strip=kind == "chat")
+            kw: dict[str, Any] = {"stop": stops(eng), "grammar": grammar}
+            if turn is not None:
+                kw.update(turn.generate_kw(extra_stop=req.stop_list()))
+            return eng.generate(tokens, sampling, on_text, strip=kind == "chat", **kw)
 
         with ctx.submit_lock:
             waiting = sum(1 for j in ctx.runner.pending() if j.kind == "api")
@@ -451,10 +471,10 @@ class Handlers:
             raise
         if not req.stream:
             finish(200, stats=stats)
-            return self._complete(kind, mid, reply, stats, echo, prompt)
+            return self._complete(kind, mid, reply, stats, echo, prompt, turn)
 
         return _EventStream(self._events(q, job, kind, mid, req.include_usage, finish,
-                                         first is _END, echo, prompt),
+                                         first is _END, echo, prompt, turn),
                             on_close=lambda: finish(499, "client went away"))
 
     @staticmethod
@@ -485,9 +505,12 @@ class Handlers:
 
     @staticmethod
     def _complete(kind: str, mid: str, reply: str, stats: Any, echo: bool,
-                  prompt: str) -> Response:
+                  prompt: str, turn: ToolTurn | None = None) -> Response:
         fin = P.finish_reason(stats.finish_reason)
-        if kind == "chat":
+        if turn is not None:
+            body = turn.body(P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens,
+                             stats.completion_tokens)
+        elif kind == "chat":
             body = P.chat_completion(P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens,
                                      stats.completion_tokens)
         else:
@@ -497,11 +520,17 @@ class Handlers:
 
     async def _events(self, q: asyncio.Queue[Any], job: Job[Any], kind: str, mid: str,
                       include_usage: bool, finish: Callable[..., None], ended: bool,
-                      echo: bool, prompt: str) -> AsyncIterator[bytes]:
+                      echo: bool, prompt: str, turn: ToolTurn | None = None
+                      ) -> AsyncIterator[bytes]:
         cid = P.new_id("chatcmpl" if kind == "chat" else "cmpl")
         created = int(time.time())
 
+        def delta(d: dict[str, Any]) -> bytes:
+            return P.sse(P.chat_chunk(cid, mid, created, d, with_usage=include_usage))
+
         def piece(text: str) -> bytes:
+            if turn is not None:
+                return b"".join(delta(d) for d in turn.deltas(text))
             if kind == "chat":
                 return P.sse(P.chat_chunk(cid, mid, created, {"content": text},
                                           with_usage=include_usage))
@@ -535,6 +564,10 @@ class Handlers:
                 yield P.sse(e.body())
                 return
             fin = P.finish_reason(stats.finish_reason)
+            if turn is not None:
+                for d in turn.end_deltas():
+                    yield delta(d)
+                fin = turn.finish_reason(fin, turn.streamed_calls)
             if kind == "chat":
                 yield P.sse(P.chat_chunk(cid, mid, created, {}, fin, with_usage=include_usage))
             else:

@@ -63,13 +63,28 @@ class _TextPart(BaseModel):
     file: Any = None
 
 
+class _CalledFunction(BaseModel):
+    model_config = _STRICT
+    name: str
+    arguments: str
+
+
+class ToolCallIn(BaseModel):
+    """An earlier call, in an assistant message of the conversation sent back."""
+
+    model_config = _STRICT
+    id: str
+    type: Literal["function"]
+    function: _CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[_TextPart] | None = None
     name: str | None = None
-    tool_calls: Any = None
-    tool_call_id: Any = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
     function_call: Any = None
     refusal: Any = None
 
@@ -86,6 +101,33 @@ class _JsonSchema(BaseModel):
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
+
+
+class _FunctionDef(BaseModel):
+    model_config = _STRICT
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(BaseModel):
+    """A tool on offer: ``{"type": "function", "function": {name, description, parameters}}``."""
+
+    model_config = _STRICT
+    type: Literal["function"]
+    function: _FunctionDef
+
+
+class _NamedFunction(BaseModel):
+    model_config = _STRICT
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = _STRICT
+    type: Literal["function"]
+    function: _NamedFunction
 
 
 class ResponseFormat(BaseModel):
@@ -170,8 +212,8 @@ class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
@@ -187,11 +229,10 @@ class ChatRequest(_Sampling):
 
     def check(self) -> None:
         self.check_common()
-        if self.tools or self.functions:
-            raise unsupported("tools" if self.tools else "functions", "no tool calling")
-        if self.tool_choice not in (None, "none", "auto") or self.function_call not in (
-                None, "none", "auto"):
-            raise unsupported("tool_choice", "no tool calling")
+        if self.functions or self.function_call is not None:
+            raise unsupported("functions" if self.functions else "function_call",
+                              "the deprecated functions API (use tools and tool_choice)")
+        self.check_tools()
         if self.top_logprobs:
             raise unsupported("top_logprobs", "log probabilities are not returned")
         if self.modalities not in (None, ["text"]):
@@ -213,13 +254,99 @@ class ChatRequest(_Sampling):
             raise bad_request("response_format json_schema needs json_schema.schema",
                               "response_format.json_schema")
 
-    def plain_messages(self) -> list[dict[str, str]]:
+    # -- tools --
+    def check_tools(self) -> None:
+        """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as OpenAI checks them."""
+        if not self.tools:
+            if self.tool_choice is not None:
+                raise bad_request("Invalid value for 'tool_choice': 'tool_choice' is only "
+                                  "allowed when 'tools' are specified.", "tool_choice")
+            if self.parallel_tool_calls is not None:
+                raise bad_request("Invalid value for 'parallel_tool_calls': "
+                                  "'parallel_tool_calls' is only allowed when 'tools' are "
+                                  "specified.", "parallel_tool_calls")
+            return
+        seen: set[str] = set()
+        for i, t in enumerate(self.tools):
+            fn = t.function
+            if fn.name in seen:
+                raise bad_request(f"Invalid 'tools': duplicate function name '{fn.name}'.",
+                                  f"tools[{i}].function.name")
+            seen.add(fn.name)
+            if fn.parameters is not None:
+                check_tool_schema(fn.name, fn.parameters, f"tools[{i}].function.parameters")
+        named = self.named_tool
+        if named is not None and named not in seen:
+            raise bad_request(f"Invalid value for 'tool_choice': no function named '{named}' "
+                              "is in 'tools'.", "tool_choice")
+        if self.forced_tool and self.response_format is not None \
+                and self.response_format.type != "text":
+            raise unsupported("response_format", "a response format together with a forced "
+                              "tool_choice")
+
+    @property
+    def named_tool(self) -> str | None:
+        tc = self.tool_choice
+        return tc.function.name if isinstance(tc, NamedToolChoice) else None
+
+    @property
+    def forced_tool(self) -> bool:
+        """tool_choice ``required`` or a named function: the reply must be a call."""
+        return bool(self.tools) and (self.tool_choice == "required"
+                                     or self.named_tool is not None)
+
+    @property
+    def offers_tools(self) -> bool:
+        """Tools are on offer (given, and tool_choice is not ``none``)."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def uses_tools(self) -> bool:
+        """The request needs the tool path: tools given, or a history holding calls."""
+        return bool(self.tools) or any(m.role == "tool" or m.tool_calls
+                                       for m in self.messages)
+
+    def tool_messages(self) -> list[dict[str, Any]]:
+        """The messages with their calls and results, for ``render_tools``: each
+        ``{"role", "content"}`` plus an assistant's ``tool_calls`` (as ``ToolCall`` s) and a
+        tool's ``tool_call_id`` and ``name`` (the function it answers)."""
+        from desklm.engine import ToolCall
+
+        plain = self.plain_messages(allow_tools=True)
+        out: list[dict[str, Any]] = []
+        pending: dict[str, str] = {}  # call id -> function name, awaiting a result
+        for i, (m, p) in enumerate(zip(self.messages, plain, strict=True)):
+            msg: dict[str, Any] = dict(p)
+            if m.role == "assistant" and m.tool_calls:
+                msg["tool_calls"] = [ToolCall(c.function.name, c.function.arguments, c.id)
+                                     for c in m.tool_calls]
+                pending = {c.id: c.function.name for c in m.tool_calls}
+            elif m.role == "tool":
+                if m.tool_call_id is None:
+                    raise bad_request("Missing required parameter: "
+                                      f"'messages[{i}].tool_call_id'.",
+                                      f"messages[{i}].tool_call_id", "missing_required_parameter")
+                if m.tool_call_id not in pending:
+                    raise bad_request("Invalid parameter: messages with role 'tool' must be a "
+                                      "response to a preceeding message with 'tool_calls'.",
+                                      f"messages[{i}].role")
+                msg["tool_call_id"] = m.tool_call_id
+                msg["name"] = pending[m.tool_call_id]
+            else:
+                pending = {} if m.role != "assistant" else pending
+            out.append(msg)
+        return out
+
+    def plain_messages(self, allow_tools: bool = False) -> list[dict[str, str]]:
         """Messages as ``{"role", "content"}`` text for the chat format (``developer`` is the
         system role). Only text: an image or audio part is refused."""
         out = []
         for i, m in enumerate(self.messages):
-            if m.role in ("tool", "function") or m.tool_calls:
-                raise unsupported(f"messages[{i}].role", "no tool calling")
+            if m.role == "function":
+                raise unsupported(f"messages[{i}].role", "the deprecated functions API (use "
+                                  "tools)")
+            if not allow_tools and (m.role == "tool" or m.tool_calls):
+                raise unsupported(f"messages[{i}].role", "tool messages without tools")
             if isinstance(m.content, list):
                 texts = []
                 for j, part in enumerate(m.content):
@@ -259,6 +386,22 @@ class CompletionRequest(_Sampling):
         return p.replace("\x00", "")
 
 
+def check_tool_schema(name: str, schema: dict[str, Any], param: str) -> None:
+    """A function's ``parameters``: a valid JSON Schema for an object, else a 400 as OpenAI's
+    ("Invalid schema for function ...")."""
+    import jsonschema
+
+    if schema.get("type", "object") != "object":
+        raise bad_request(f"Invalid schema for function '{name}': schema must be a JSON Schema "
+                          "of 'type: \"object\"', got 'type: \"{schema.get('type')}\"'.",
+                          param, "invalid_function_parameters")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise bad_request(f"Invalid schema for function '{name}': {e.message}.", param,
+                          "invalid_function_parameters") from None
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -289,7 +432,8 @@ def parse_request(cls: type[R], data: dict[str, Any]) -> R:
         err = e.errors()[0]
         # a union (str | list) reports each branch; report the parameter, not the branch
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
-            p in ("str", "list[str]", "list[_TextPart]") or p.startswith(("function-", "list[")))))
+            p in ("str", "list[str]", "list[_TextPart]", "NamedToolChoice")
+            or p.startswith(("function-", "list[", "literal[")))))
         param = _loc(loc)
         if err["type"] == "extra_forbidden":
             raise bad_request(f"Unrecognized request argument supplied: {param}", param,
@@ -312,13 +456,16 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_completion(cid: str, model: str, reply: str, finish: str, prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
+def chat_completion(cid: str, model: str, reply: str | None, finish: str, prompt_tokens: int,
+                    completion_tokens: int,
+                    tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply,
-                                             "refusal": None},
+        "choices": [{"index": 0, "message": message,
                      "logprobs": None, "finish_reason": finish}],
         "usage": usage(prompt_tokens, completion_tokens),
     }

@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from desklm.engine.prompt.stream import THINK_CLOSE, THINK_OPEN, split_reasoning  # noqa: F401
 from desklm.errors import DeskLMError
@@ -77,6 +77,11 @@ class ChatTemplate:
     parts_fn: PartsFn
     stop: list[str] = field(default_factory=list)
     keeps_reasoning: bool = False
+    #: the GGUF's Jinja text ("" for a built-in format), and its renderer that takes extra
+    #: template variables (``tools``) and messages carrying ``tool_calls`` (prompt/tools.py)
+    source: str = ""
+    render_with: Callable[[Sequence[dict[str, Any]], Mapping[str, Any]], list[Part]] | None \
+        = None
 
     def render_parts(self, messages: Sequence[Msg]) -> list[Part]:
         msgs = [dict(m) for m in messages]
@@ -450,11 +455,12 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
     except Exception as e:  # a syntax error in the file's template
         raise DeskLMError(f"the model's chat template is invalid: {e}") from e
 
-    def text(msgs: Sequence[Msg]) -> str:
-        # only what llama.cpp passes: tools, functions and the like stay *undefined*
+    def text(msgs: Sequence[Msg], extra: Mapping[str, Any] | None = None) -> str:
+        # only what llama.cpp passes: without ``extra``, tools and the like stay *undefined*
         return str(compiled.render(
             messages=[dict(m) for m in msgs], bos_token=bos_token, eos_token=eos_token,
             add_generation_prompt=True, raise_exception=_raise, strftime_now=_strftime_now,
+            **(extra or {}),
         ))
 
     def supports_system() -> bool:
@@ -467,16 +473,16 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
 
     system_ok = supports_system()
 
-    def parts(msgs: Sequence[Msg]) -> list[Part]:
+    def parts(msgs: Sequence[Msg], extra: Mapping[str, Any] | None = None) -> list[Part]:
         msgs = list(msgs) if system_ok else _fold_system(msgs)
-        real = text(msgs)
+        real = text(msgs, extra)
         contents = [m["content"] for m in msgs]
         nonce = 0
         while any(f"\ue000desklm{nonce}:" in c for c in contents):
             nonce += 1  # a sentinel no message contains: deterministic, and unforgeable
         ghost = [{**m, "content": _SENTINEL.format(nonce, i) if m["content"] else ""}
                  for i, m in enumerate(msgs)]
-        skeleton = text(ghost)
+        skeleton = text(ghost, extra)
         aligned = _align(real, skeleton, contents)
         if aligned is not None:
             return aligned
@@ -506,7 +512,11 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
         keeps = "\ue000r\ue001" in text(probe if system_ok else _fold_system(probe))
     except Exception:
         keeps = False
-    return ChatTemplate(GGUF, parts, stop, keeps_reasoning=keeps)
+    def render_with(msgs: Sequence[dict[str, Any]], extra: Mapping[str, Any]) -> list[Part]:
+        return parts(cast("Sequence[Msg]", msgs), extra)
+
+    return ChatTemplate(GGUF, parts, stop, keeps_reasoning=keeps, source=template,
+                        render_with=render_with)
 
 
 # --- instruct or base? ----------------------------------------------------------------------

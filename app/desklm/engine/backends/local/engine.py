@@ -657,6 +657,7 @@ class ChatEngine:
         stop: list[str] | None = None,
         grammar: Any = None,
         strip: bool = True,
+        keep: Sequence[str] = (),
     ) -> tuple[str, TurnStats]:
         """Stream a reply to ``tokens``; returns the reply text (stripped) and its stats.
 
@@ -668,7 +669,9 @@ class ChatEngine:
         For the API server: ``stop``: stop strings instead of the chat format's (the API's
         ``stop``); ``grammar``: a ``llama_cpp.LlamaGrammar`` constraining the reply (the API's
         ``response_format``); ``strip=False`` keeps the text's surrounding whitespace (a raw
-        completion continues its prompt exactly: " Paris", an indented line).
+        completion continues its prompt exactly: " Paris", an indented line). ``keep``:
+        control tokens whose text the reply keeps (a tool call's ``[TOOL_CALLS]``), where
+        control tokens are otherwise left out of the text.
         """
         llm = self._need()
         assert self.template is not None
@@ -688,6 +691,7 @@ class ChatEngine:
         stops = [s for s in (self.template.stop if stop is None else stop) if s]
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        keep_ids = {t for t in (self._single_token(x) for x in keep) if t is not None}
         reply, emitted = "", 0
         finish = FinishReason.LENGTH
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
@@ -714,7 +718,7 @@ class ChatEngine:
                     break
                 stats.completion_tokens += 1
                 self.live_tokens = stats.completion_tokens
-                reply += decoder.decode(llm.detokenize([tok]))
+                reply += decoder.decode(llm.detokenize([tok], special=tok in keep_ids))
                 reasoning.token(reply)
                 cut = None if self.ignore_eos else find_stop(reply, stops, max(0, emitted - hold))
                 if cut is not None:
