@@ -22,8 +22,7 @@ def newest_visible(w) -> bool:
     sb = w.chat.verticalScrollBar()
     last = w.chat.items[-1]
     r = w.chat.item_rect(last)
-    return sb.value() == sb.maximum() and r.bottom() > 0 and \
-        r.top() < w.chat.viewport().height()
+    return sb.value() == sb.maximum() and r.bottom() > 0 and r.top() < w.chat.viewport().height()
 
 
 def test_1_the_transcript_follows_the_conversation_unless_scrolled_up(make_window, qtbot):
@@ -65,9 +64,16 @@ def test_2_a_live_setting_keeps_a_pending_reload_change(window, qtbot):
 
 def wheel(widget, delta: int = -120) -> None:
     pos = QPointF(widget.width() / 2, widget.height() / 2)
-    ev = QWheelEvent(pos, widget.mapToGlobal(pos), QPoint(0, 0), QPoint(0, delta),
-                     Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
-                     Qt.ScrollPhase.NoScrollPhase, False)
+    ev = QWheelEvent(
+        pos,
+        widget.mapToGlobal(pos),
+        QPoint(0, 0),
+        QPoint(0, delta),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(widget, ev)
 
 
@@ -166,6 +172,7 @@ def test_8_one_notice_per_fact_and_help_is_a_table(window, qtbot):
     assert row.key not in window.notices.notice_keys()
     with qtbot.waitSignal(window.commandFinished, timeout=10_000):
         window.submit("/help")
+
     def tables(frame):
         for f in frame.childFrames():
             if isinstance(f, QTextTable):

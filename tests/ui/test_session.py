@@ -28,8 +28,9 @@ def settle(qtbot, ms: int = 60) -> None:
 
 
 def at_rest(qtbot, w) -> None:
-    qtbot.waitUntil(lambda: w.controller.state in (State.IDLE, State.NO_MODEL),
-                    timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: w.controller.state in (State.IDLE, State.NO_MODEL), timeout=REPLY_TIMEOUT_MS
+    )
     settle(qtbot)
 
 
@@ -53,8 +54,9 @@ class Seen:
     def gauges_from(self, result, step: str) -> None:
         g, s = self.w.gauges, result.stats
         assert g.tps.detail == "last reply", step
-        assert g.tps.value_text == ("—" if s.gen_tokens_per_s is None
-                                    else f"{s.gen_tokens_per_s:.1f}"), step
+        assert g.tps.value_text == (
+            "—" if s.gen_tokens_per_s is None else f"{s.gen_tokens_per_s:.1f}"
+        ), step
         if s.n_ctx:
             assert g.ctx.value_text == f"{s.context_used:,} / {s.n_ctx:,}", step
 
@@ -188,8 +190,9 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
     # a real llama_cpp.server: connect, chat, then it dies and a message is not sent
     srv = start_llama_server(model_path, tmp_path / "server.log")
     try:
-        chosen = ChosenConnection(Connection("box", srv.url, str(model_path)), None,
-                                  [str(model_path)], [])
+        chosen = ChosenConnection(
+            Connection("box", srv.url, str(model_path)), None, [str(model_path)], []
+        )
         with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
             w.controller.connect_remote(chosen)
         at_rest(qtbot, w)
@@ -222,11 +225,11 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
         w.menus.serve.trigger()
     qtbot.waitUntil(lambda: w.controller.api_server.running, timeout=10_000)
     assert w.panels.server.isVisible()
-    client = openai.OpenAI(base_url=w.controller.api_server.url, api_key="unused",
-                           max_retries=0)
+    client = openai.OpenAI(base_url=w.controller.api_server.url, api_key="unused", max_retries=0)
     with qtbot.waitSignal(panel.requestLogged, timeout=REPLY_TIMEOUT_MS) as logged:
         out = client.chat.completions.create(
-            model="any", max_tokens=8, messages=[{"role": "user", "content": "Say hi."}])
+            model="any", max_tokens=8, messages=[{"role": "user", "content": "Say hi."}]
+        )
     assert out.choices[0].message.content is not None
     assert logged.args[0].status == 200 and w.gauges.tps.detail == "API request"
     assert panel.table.rowCount() == 1

@@ -26,8 +26,12 @@ def first_geometry(avail: QRect) -> QRect:
     screen (at 1024x640 the message box used to be below the bottom edge)."""
     w = min(DEFAULT_SIZE[0], avail.width() - FRAME_ALLOWANCE[0])
     h = min(DEFAULT_SIZE[1], avail.height() - FRAME_ALLOWANCE[1])
-    return QRect(avail.x() + (avail.width() - w) // 2,
-                 avail.y() + max(0, (avail.height() - h - FRAME_ALLOWANCE[1]) // 2), w, h)
+    return QRect(
+        avail.x() + (avail.width() - w) // 2,
+        avail.y() + max(0, (avail.height() - h - FRAME_ALLOWANCE[1]) // 2),
+        w,
+        h,
+    )
 
 
 def side_widths(width: int) -> tuple[int, int]:
@@ -45,8 +49,9 @@ def side_widths(width: int) -> tuple[int, int]:
 class SidePanels:
     """Builds the docks into ``w`` and keeps them fitting its width."""
 
-    def __init__(self, w: QMainWindow, chats: QWidget, settings: QWidget, gauges: QWidget,
-                 server: QWidget) -> None:
+    def __init__(
+        self, w: QMainWindow, chats: QWidget, settings: QWidget, gauges: QWidget, server: QWidget
+    ) -> None:
         self.w = w
         L, R = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.chats = self._dock("Chats", chats, L, scroll=False)
@@ -67,11 +72,21 @@ class SidePanels:
         return [self.chats, self.settings, self.gauges, self.server]
 
     def by_name(self) -> dict[str, QDockWidget]:
-        return {"chats": self.chats, "settings": self.settings, "gauges": self.gauges,
-                "server": self.server}
+        return {
+            "chats": self.chats,
+            "settings": self.settings,
+            "gauges": self.gauges,
+            "server": self.server,
+        }
 
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, min_width: int = 240,
-              scroll: bool = True) -> QDockWidget:
+    def _dock(
+        self,
+        title: str,
+        widget: QWidget,
+        area: Qt.DockWidgetArea,
+        min_width: int = 240,
+        scroll: bool = True,
+    ) -> QDockWidget:
         inner: QWidget = widget
         if scroll:
             area_w = QScrollArea()
@@ -84,8 +99,10 @@ class SidePanels:
         dock = QDockWidget(title, self.w)
         dock.setObjectName(f"dock:{title}")
         dock.setWidget(inner)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
         self.w.addDockWidget(area, dock)
         return dock
 
@@ -93,8 +110,9 @@ class SidePanels:
         left, right = side_widths(width)
         self.w.resizeDocks([self.chats, self.gauges], [left, right], Qt.Orientation.Horizontal)
         chats = max(150, int(height * 0.28))  # room for 2-3 chats above the settings
-        self.w.resizeDocks([self.chats, self.settings], [chats, max(200, height - chats)],
-                           Qt.Orientation.Vertical)
+        self.w.resizeDocks(
+            [self.chats, self.settings], [chats, max(200, height - chats)], Qt.Orientation.Vertical
+        )
 
     def fit(self, width: int) -> None:
         """Called on every resize of the window."""

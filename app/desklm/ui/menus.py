@@ -14,9 +14,13 @@ from desklm.ui import theme
 THEMES = (("system", "Follow the &system"), ("light", "&Light"), ("dark", "&Dark"))
 
 
-def _action(parent: QMainWindow, text: str,
-            shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
-            tip: str = "", checkable: bool = False) -> QAction:
+def _action(
+    parent: QMainWindow,
+    text: str,
+    shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
+    tip: str = "",
+    checkable: bool = False,
+) -> QAction:
     act = QAction(text, parent)
     if shortcut is not None:
         act.setShortcut(QKeySequence(shortcut))
@@ -33,14 +37,20 @@ class Menus:
     def __init__(self, w: QMainWindow, docks: dict[str, QDockWidget]) -> None:
         mb = w.menuBar()
         self.file: QMenu = mb.addMenu("&File")
-        self.models = _action(w, "&Models…", "Ctrl+M",
-                              "Models on this machine, and downloads from Hugging Face")
+        self.models = _action(
+            w, "&Models…", "Ctrl+M", "Models on this machine, and downloads from Hugging Face"
+        )
         self.open = _action(w, "&Open model file…", QKeySequence.StandardKey.Open)
-        self.connect = _action(w, "&Connect to server…", None,
-                               "Chat with a model served by vLLM, llama-server, Ollama or any "
-                               "OpenAI-compatible server")
-        self.attach = _action(w, "&Attach a file…", None,
-                              "Put a text file or PDF into your next message")
+        self.connect = _action(
+            w,
+            "&Connect to server…",
+            None,
+            "Chat with a model served by vLLM, llama-server, Ollama or any "
+            "OpenAI-compatible server",
+        )
+        self.attach = _action(
+            w, "&Attach a file…", None, "Put a text file or PDF into your next message"
+        )
         self.export = _action(w, "&Export conversation…", "Ctrl+E")
         self.quit = _action(w, "&Quit", QKeySequence.StandardKey.Quit)
         for act in (self.models, self.open, self.connect, self.attach, self.export):
@@ -69,9 +79,14 @@ class Menus:
             self.themes[mode] = act
 
         self.server: QMenu = mb.addMenu("&Server")
-        self.serve = _action(w, "&Serve the model (OpenAI API)", None,
-                             "Let other apps on this machine use the loaded model through an "
-                             "OpenAI-compatible API (off by default)", checkable=True)
+        self.serve = _action(
+            w,
+            "&Serve the model (OpenAI API)",
+            None,
+            "Let other apps on this machine use the loaded model through an "
+            "OpenAI-compatible API (off by default)",
+            checkable=True,
+        )
         self.server.addAction(self.serve)
         if "server" in docks:
             self.server.addAction(docks["server"].toggleViewAction())

@@ -136,4 +136,3 @@ class NoticeArea(QWidget):
 
     def notice_keys(self) -> list[str]:
         return [r.key for r in self.rows]
-

@@ -22,8 +22,21 @@ STATUS = {
     State.CLOSING: "Closing…",
 }
 # a status line that says how the last thing ended stays while the window is at rest
-KEPT_AT_REST = ("Ready", "Stopped", "Tuned", "Loaded", "Reloaded", "Reply cut", "Conversation",
-                "Version", "preset", "attached", "using the threads", "Edit", "Editing")
+KEPT_AT_REST = (
+    "Ready",
+    "Stopped",
+    "Tuned",
+    "Loaded",
+    "Reloaded",
+    "Reply cut",
+    "Conversation",
+    "Version",
+    "preset",
+    "attached",
+    "using the threads",
+    "Edit",
+    "Editing",
+)
 
 
 class ElidedLabel(QLabel):
@@ -31,8 +44,9 @@ class ElidedLabel(QLabel):
     bar was cut off at its left edge: "emma 3 270m · gemma3 · …")."""
 
     def shown_text(self) -> str:
-        return self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
-                                             max(0, self.contentsRect().width()))
+        return self.fontMetrics().elidedText(
+            self.text(), Qt.TextElideMode.ElideRight, max(0, self.contentsRect().width())
+        )
 
     def paintEvent(self, _event: Any) -> None:
         p = QPainter(self)

@@ -65,7 +65,8 @@ class TurnDrawer:
             w.notices.add(
                 f"{info.format_note}. It is here to try DeskLM; for a real assistant get an "
                 "instruct model: the welcome's Download button, or File > Models.",
-                key="base-model")
+                key="base-model",
+            )
 
     def _model_line(self, info: LoadInfo, chat_format: str) -> None:
         where = "server" if self.remote else info.architecture
@@ -99,7 +100,8 @@ class TurnDrawer:
             w.notices.add(
                 f"Dropped {len(dropped)} earlier message(s) to fit the {self.n_ctx}-token "
                 "context: " + "; ".join(f"{d['role']}: “{d['preview']}”" for d in dropped),
-                key="dropped")
+                key="dropped",
+            )
         mode = info.get("mode", "send")
         if mode == "regen":
             w.chat.replace_from_message("")
@@ -113,8 +115,10 @@ class TurnDrawer:
         w.chat.follow = True  # a turn the user started: show it
         w.chat.begin_reply(self.model_name())
         w.gauges.set_context(self._prompt_tokens, self.n_ctx)
-        w.statusline.set(f"Reading the prompt ({info['prompt_tokens'] - info['reused']} "
-                         f"new tokens, {info['reused']} reused)…")
+        w.statusline.set(
+            f"Reading the prompt ({info['prompt_tokens'] - info['reused']} "
+            f"new tokens, {info['reused']} reused)…"
+        )
         self.live_timer.start()
 
     def on_token(self, piece: str, n_tokens: int) -> None:
@@ -146,12 +150,12 @@ class TurnDrawer:
         w.statusline.set("Stopped" if s.finish_reason == "cancelled" else "Ready")
         note = getattr(s, "note", "")
         if s.finish_reason == "error":  # cut mid-reply (a server gone): kept, and why
-            w.notices.add(f"The reply was cut: {note or 'the backend failed'}", "error",
-                          key="cut")
+            w.notices.add(f"The reply was cut: {note or 'the backend failed'}", "error", key="cut")
             w.statusline.set("Reply cut: " + (note or "the backend failed"))
         if getattr(s, "restored_tokens", 0):
-            w.statusline.set(f"Ready — restored {s.restored_tokens:,} tokens of this chat "
-                             "from its KV cache")
+            w.statusline.set(
+                f"Ready — restored {s.restored_tokens:,} tokens of this chat from its KV cache"
+            )
         w.replyFinished.emit(result)
 
     def on_failed(self, reason: str, text: str) -> None:

@@ -41,8 +41,9 @@ class WindowViews:
         w = self.w
         w.progress.hide()
         if how == "cancelled":
-            w.statusline.set("Loading stopped" + ("" if w.load_info else
-                                                   " — open a model with File > Models"))
+            w.statusline.set(
+                "Loading stopped" + ("" if w.load_info else " — open a model with File > Models")
+            )
             if not w._closing:
                 w.notices.add("Loading stopped.", key="load")
         elif how == "failed":
@@ -65,13 +66,21 @@ class WindowViews:
         w = self.w
         w.progress.hide()
         best = max(r.trials, key=lambda t: t["gen_tps"])
-        w.statusline.set(f"Tuned: {r.n_threads} threads generating ({r.gen_tps:.1f} tok/s), "
-                         f"{r.n_threads_batch} reading prompts")
+        w.statusline.set(
+            f"Tuned: {r.n_threads} threads generating ({r.gen_tps:.1f} tok/s), "
+            f"{r.n_threads_batch} reading prompts"
+        )
         w.notices.add(
-            "Tuned for this machine: " + ", ".join(
-                f"{t['threads']} thread(s) {t['gen_tps']:.1f} tok/s" for t in r.trials
-                if t["n_gpu_layers"] == best["n_gpu_layers"])
-            + f". Using {r.n_threads} (remembered for this model).", "ok", key="tuned")
+            "Tuned for this machine: "
+            + ", ".join(
+                f"{t['threads']} thread(s) {t['gen_tps']:.1f} tok/s"
+                for t in r.trials
+                if t["n_gpu_layers"] == best["n_gpu_layers"]
+            )
+            + f". Using {r.n_threads} (remembered for this model).",
+            "ok",
+            key="tuned",
+        )
         w.tuned.emit(r)
 
     def on_conversations(self, items: list[dict[str, Any]], problems: list[str]) -> None:
@@ -97,8 +106,9 @@ class WindowViews:
             self.say_system_prompt()
         if not same:  # another chat: nothing of it is in the context yet
             w.turns.context_cleared()
-        w.setWindowTitle(f"DeskLM — {record['title']}" if record["messages"] else
-                            f"DeskLM — {name}")
+        w.setWindowTitle(
+            f"DeskLM — {record['title']}" if record["messages"] else f"DeskLM — {name}"
+        )
         w.conversationShown.emit(record)
 
     def say_system_prompt(self) -> None:
@@ -108,8 +118,11 @@ class WindowViews:
 
         prompt = str(w.settings_panel.settings["system_prompt"])
         if prompt.strip() and prompt != SCHEMA["system_prompt"].default:
-            w.notices.add(f"This chat uses your system prompt: “{prompt[:80]}”. Change "
-                             "it under Settings › System prompt.", key="system-prompt")
+            w.notices.add(
+                f"This chat uses your system prompt: “{prompt[:80]}”. Change "
+                "it under Settings › System prompt.",
+                key="system-prompt",
+            )
         else:
             w.notices.dismiss("system-prompt")
 
@@ -117,15 +130,15 @@ class WindowViews:
         w = self.w
         w.gauges.on_snapshot(snap)
         w.settings_panel.set_free(*snap.free())
-        w.settings_panel.set_gpu_available(bool(snap.gpus) and bool(
-            w.load_info and w.load_info.gpu_offload_supported))
+        w.settings_panel.set_gpu_available(
+            bool(snap.gpus) and bool(w.load_info and w.load_info.gpu_offload_supported)
+        )
 
     def show_queue(self, queue: list[str]) -> None:
         w = self.w
         if queue:
             items = " · ".join(f"“{' '.join(t.split())[:40]}”" for t in queue)
-            w.queue_label.setText(f"Queued ({len(queue)}), sent when the model is "
-                                  f"free: {items}")
+            w.queue_label.setText(f"Queued ({len(queue)}), sent when the model is free: {items}")
         w.queue_label.setVisible(bool(queue))
 
     def on_message(self, level: str, text: str) -> None:

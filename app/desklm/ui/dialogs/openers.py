@@ -28,16 +28,22 @@ class WindowDialogs:
     def attach_dialog(self) -> None:
         w = self.w
         path, _ = QFileDialog.getOpenFileName(
-            w, "Attach a file", str(Path.home()),
-            "Text and PDF (*.txt *.md *.csv *.json *.py *.pdf *.*)")
+            w,
+            "Attach a file",
+            str(Path.home()),
+            "Text and PDF (*.txt *.md *.csv *.json *.py *.pdf *.*)",
+        )
         if path:
             w.attach_file(path)
 
     def export_dialog(self) -> None:
         w = self.w
         path, _ = QFileDialog.getSaveFileName(
-            w, "Export conversation", str(Path.home() / "conversation.md"),
-            "Markdown (*.md);;JSON (*.json)")
+            w,
+            "Export conversation",
+            str(Path.home() / "conversation.md"),
+            "Markdown (*.md);;JSON (*.json)",
+        )
         if path:
             w.controller.export(path)
 
@@ -48,8 +54,7 @@ class WindowDialogs:
 
         if w.models_dialog is not None:
             w.models_dialog.shutdown()
-        dlg = ModelDialog(w, free=w.settings_panel.free,
-                          gpu_offload=w.settings_panel.gpu_available)
+        dlg = ModelDialog(w, free=w.settings_panel.free, gpu_offload=w.settings_panel.gpu_available)
         dlg.loadRequested.connect(w.load_model)
         dlg.serverChosen.connect(w.controller.connect_saved)
         w.controller.connectionsListed.connect(dlg.set_servers)
@@ -60,8 +65,9 @@ class WindowDialogs:
 
     def open_model_dialog(self) -> None:
         w = self.w
-        path, _ = QFileDialog.getOpenFileName(w, "Open a GGUF model", str(Path.home()),
-                                              "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            w, "Open a GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)"
+        )
         if path:
             w.load_model(path)
 
