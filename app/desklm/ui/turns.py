@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QTimer
 
 from desklm.engine import LoadInfo, Settings, TurnResult
-
-if TYPE_CHECKING:
-    from desklm.ui.main_window import MainWindow
 
 
 def short_name(name: str) -> str:
@@ -31,7 +28,7 @@ def short_name(name: str) -> str:
 
 
 class TurnDrawer:
-    def __init__(self, w: MainWindow) -> None:
+    def __init__(self, w: Any) -> None:  # the MainWindow (not imported: no cycle)
         self.w = w
         self.remote = False
         self.n_ctx = 0

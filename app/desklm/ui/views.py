@@ -5,16 +5,13 @@ Each method is a slot for one controller signal (see ``MainWindow._connect``).""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from desklm.engine import LoadInfo, Settings, Snapshot
 
-if TYPE_CHECKING:
-    from desklm.ui.main_window import MainWindow
-
 
 class WindowViews:
-    def __init__(self, w: MainWindow) -> None:
+    def __init__(self, w: Any) -> None:  # the MainWindow (not imported: no cycle)
         self.w = w
 
     def on_load_started(self, path: str) -> None:

@@ -4,16 +4,13 @@ Each opens non-modal and hands what the user chose to the controller."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtWidgets import QFileDialog
 
-if TYPE_CHECKING:
-    from desklm.ui.main_window import MainWindow
-
 
 class WindowDialogs:
-    def __init__(self, w: MainWindow) -> None:
+    def __init__(self, w: Any) -> None:  # the MainWindow (not imported: no cycle)
         self.w = w
 
     def show_connect(self) -> Any:
