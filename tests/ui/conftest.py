@@ -18,6 +18,9 @@ def make_window(qtbot, model_path):
     def make(wait_loaded: bool = True, **over):
         w = MainWindow(small_settings(**over), str(model_path))
         qtbot.addWidget(w)
+        # a desktop-sized window (the offscreen screen is 800x600, where the side panels
+        # fold away as drawers; tests that want a small window resize it)
+        w.resize(1280, 800)
         made.append(w)
         if wait_loaded:
             with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):

@@ -12,8 +12,9 @@ def test_an_api_request_is_counted_in_the_gauges(window, qtbot):
     panel.port.setValue(0)  # any free port on 127.0.0.1
     with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
         panel.toggle.click()
-    qtbot.waitUntil(lambda: window.api_server.running, timeout=10_000)
-    client = openai.OpenAI(base_url=window.api_server.url, api_key="unused", max_retries=0)
+    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=10_000)
+    client = openai.OpenAI(base_url=window.controller.api_server.url, api_key="unused",
+                           max_retries=0)
     with qtbot.waitSignal(panel.requestLogged, timeout=REPLY_TIMEOUT_MS) as logged:
         r = client.chat.completions.create(
             model="any", max_tokens=8, temperature=0,

@@ -66,7 +66,7 @@ def test_export_and_a_damaged_file_notice(make_window, qtbot, tmp_path, data_dir
     conv.mkdir(parents=True)
     (conv / "broken.json").write_text("{not json", "utf-8")
     w = make_window()
-    qtbot.waitUntil(lambda: "damaged" in w.chat.toPlainText(), timeout=5000)
+    qtbot.waitUntil(lambda: "damaged" in w.notices.text(), timeout=5000)
     assert (conv / "broken.json.corrupt").exists()
     send_and_wait(qtbot, w, "Export me")
     out = tmp_path / "out.md"
@@ -126,7 +126,7 @@ def test_a_damaged_settings_file_falls_back_to_defaults(qtbot, data_dir, model_p
     w = build_window(args)
     qtbot.addWidget(w)
     try:
-        assert "damaged" in w.chat.toPlainText()
+        assert "damaged" in w.notices.text()
         assert w.settings_panel.value("temperature") == 0.7
     finally:
         w.shutdown()

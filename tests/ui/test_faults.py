@@ -39,7 +39,7 @@ def test_reset_during_a_reply_stops_it_and_keeps_the_old_chat(make_window, qtbot
     old = w.controller.session.conv_id
     long_reply_running(qtbot, w)
     with qtbot.waitSignal(w.commandFinished, timeout=REPLY_TIMEOUT_MS):
-        w.reset_action.trigger()
+        w.menus.reset.trigger()
     assert w.chat.toPlainText().strip() == "" and w.controller.state is not State.GENERATING
     assert w.controller.runtime.local.kv_cache_pos_max() == -1
     msgs = saved(old)  # the old chat, with the stopped reply, is in history untouched
@@ -92,8 +92,8 @@ def test_quitting_during_a_reply_saves_what_was_said(make_window, qtbot):
 def test_stop_during_a_load_then_load_again(make_window, qtbot, model_path):
     w = make_window(wait_loaded=False, use_mmap=False)
     qtbot.waitUntil(lambda: w.progress.isVisible(), timeout=10000)
-    w.stop_action.trigger()
-    qtbot.waitUntil(lambda: "Loading stopped" in w.chat.toPlainText(), timeout=LOAD_TIMEOUT_MS)
+    w.menus.stop.trigger()
+    qtbot.waitUntil(lambda: "Loading stopped" in w.notices.text(), timeout=LOAD_TIMEOUT_MS)
     # the notice comes from the load job; the window is at rest once that job has ended
     qtbot.waitUntil(lambda: w.controller.state is not State.LOADING, timeout=LOAD_TIMEOUT_MS)
     assert w.errors == []  # a stop is not an error
@@ -146,7 +146,7 @@ def test_no_listening_socket_in_the_window(window, qtbot):
 @pytest.mark.qt_no_exception_capture
 def test_an_unhandled_exception_in_the_ui_thread_is_logged_shown_and_survived(window, qtbot):
     from desklm.logs import install_excepthooks, setup_logging
-    from desklm.ui.main_window import make_thread_safe_reporter
+    from desklm.ui.app import make_thread_safe_reporter
 
     setup_logging()
     log_file = Path(logging.getLogger("desklm")._desklm_log_file)

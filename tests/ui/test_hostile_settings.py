@@ -30,7 +30,7 @@ def test_the_window_starts_with_a_settings_file_of_any_shape(qtbot, data_dir, mo
     w = build_window(args)
     qtbot.addWidget(w)
     try:
-        assert "settings file" in w.chat.toPlainText()  # what was skipped is shown
+        assert "settings file" in w.notices.text()  # what was skipped is shown
         assert w.settings_panel.value("temperature") == 0.7
         if '"seed": 3' in content:
             assert w.settings_panel.value("seed") == 3  # the valid value is kept

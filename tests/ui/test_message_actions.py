@@ -1,5 +1,6 @@
-"""The links under each message in the real window: regenerate with "‹ 2/2 ›", switch
-versions, edit and resend (branching), copy, delete; on the embedded model, saved to disk."""
+"""A message's actions in the real window: the hover bar over a message (Copy, Edit,
+Regenerate, Delete), the "‹ 2/2 ›" version links; regenerate, switch versions, edit and resend
+(branching), copy, delete; on the embedded model, saved to disk."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ def click(w, anchor: str) -> None:
     w.chat.anchorClicked.emit(QUrl(anchor))
 
 
+def act(w, item, name: str) -> None:
+    """Hover ``item`` and press ``name`` on its bar, as the mouse would."""
+    names = w.chat.hover(item)
+    assert name in names, names
+    assert w.chat.action_bar.isVisible() and name in w.chat.action_bar.shown()
+    w.chat.action_bar.buttons[name].click()
+
+
 def anchors(w) -> list[str]:
     """Every link in the transcript as drawn."""
     doc, out = w.chat.document(), []
@@ -29,6 +38,12 @@ def anchors(w) -> list[str]:
             it += 1
         block = block.next()
     return out
+
+
+def user_conv(w) -> str:
+    """The id of the newest saved chat other than the one shown."""
+    items = w.controller.session.store.list_all()
+    return next(i["id"] for i in items if i["id"] != w.controller.session.conv_id)
 
 
 def stored(w) -> dict:
@@ -48,10 +63,13 @@ def test_regenerate_keeps_both_replies_and_switches_between_them(make_window, qt
     user = w.chat.items[-2]
     reply = w.chat.items[-1]
     assert user.msg_id and reply.msg_id  # the stored ids reached the transcript with it
-    assert "regen:" in anchors(w) and f"edit:{user.msg_id}" in anchors(w)
+    # no row of links under every message: the actions are on the hover bar
+    assert "regen:" not in anchors(w) and not any(a.startswith("edit:") for a in anchors(w))
+    assert w.chat.actions_for(user) == ["Copy", "Edit", "Delete"]
+    assert w.chat.actions_for(reply) == ["Copy", "Regenerate", "Delete"]
     first = reply.text
     with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
-        click(w, "regen:")
+        act(w, reply, "Regenerate")
     at_rest(qtbot, w)
     text = w.chat.toPlainText()
     assert "2/2" in text  # the new reply, with the switcher
@@ -73,7 +91,7 @@ def test_edit_resends_and_keeps_the_old_branch(make_window, qtbot):
     w = make_window(max_tokens=8)
     send_and_wait(qtbot, w, "What is the capital of France?")
     user = w.chat.items[-2]
-    click(w, f"edit:{user.msg_id}")
+    act(w, user, "Edit")
     assert w.input.toPlainText() == "What is the capital of France?"
     assert "Editing a sent message" in w.status.text()
     w.input.setPlainText("What is the capital of Italy?")
@@ -91,9 +109,9 @@ def test_edit_resends_and_keeps_the_old_branch(make_window, qtbot):
 def test_esc_cancels_an_edit(make_window, qtbot):
     w = make_window(max_tokens=8)
     send_and_wait(qtbot, w, "Hello")
-    click(w, f"edit:{w.chat.items[-2].msg_id}")
-    assert w.stop_action.isEnabled()
-    w.stop_action.trigger()
+    act(w, w.chat.items[-2], "Edit")
+    assert w.menus.stop.isEnabled()
+    w.menus.stop.trigger()
     assert w.input.toPlainText() == "" and not w._editing
     send_and_wait(qtbot, w, "A new message, not an edit")
     assert [m["content"] for m in stored(w)["messages"] if m["role"] == "user"] == [
@@ -106,10 +124,10 @@ def test_copy_and_delete(make_window, qtbot):
     send_and_wait(qtbot, w, "Delete me")
     user = w.chat.items[-2]
     with qtbot.waitSignal(w.chat.copied, timeout=2000):
-        click(w, f"copymsg:{user.msg_id}")
+        act(w, user, "Copy")
     assert QGuiApplication.clipboard().text() == "Delete me"
     with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
-        click(w, f"delete:{user.msg_id}")
+        act(w, user, "Delete")
     at_rest(qtbot, w)
     text = w.chat.toPlainText()
     assert "Delete me" not in text and "Keep me" in text
@@ -125,7 +143,7 @@ def test_an_attached_file_is_a_chip_over_the_box_and_goes_with_the_message(make_
     other.write_text("Unrelated text.\n", "utf-8")
     w = make_window(max_tokens=8, n_ctx=2048)
     for f in (notes, other):
-        with qtbot.waitSignal(w.commandFinished, timeout=REPLY_TIMEOUT_MS):
+        with qtbot.waitSignal(w.controller.attachmentsChanged, timeout=REPLY_TIMEOUT_MS):
             w.attach_file(str(f))
     bar = w.attachments
     assert [c.attachment.name for c in bar.chips] == ["notes.md", "other.txt"]
@@ -141,6 +159,20 @@ def test_an_attached_file_is_a_chip_over_the_box_and_goes_with_the_message(make_
     user = stored(w)["messages"][0]
     assert "PELICAN" in user["content"] and "Unrelated" not in user["content"]
     assert [a["name"] for a in user["attachments"]] == ["notes.md"]
+    # issue 21 item 11: the sent message shows what went with it, and the chat is titled by
+    # the question, not by the file
+    shown = next(it for it in w.chat.items if it.kind == "user")
+    assert shown.attachments == ["notes.md"]
+    mine = w.chat.toPlainText().split(w.turns.model_name())[0]  # the user's bubble
+    assert "📎 notes.md" in mine and "What is the code word?" in mine
+    assert "PELICAN" not in mine  # the file's text is in the message, not on screen
+    assert stored(w)["title"] == "What is the code word?"
+    with qtbot.waitSignal(w.conversationShown, timeout=10000):  # and after a reopen
+        w.controller.new_conversation()
+    with qtbot.waitSignal(w.conversationShown, timeout=10000):
+        w.open_conversation(stored_id := user_conv(w))
+    mine = w.chat.toPlainText().split(w.turns.model_name())[0]
+    assert stored_id and "📎 notes.md" in mine and "PELICAN" not in mine
 
 
 def test_a_file_that_cannot_be_attached_says_why_and_makes_no_chip(make_window, qtbot,
@@ -185,7 +217,7 @@ def test_a_search_hit_in_an_old_branch_brings_that_branch_back(make_window, qtbo
 
     w = make_window(max_tokens=6)
     send_and_wait(qtbot, w, "My cat is called Marmalade.")
-    click(w, f"edit:{w.chat.items[-2].msg_id}")
+    act(w, w.chat.items[-2], "Edit")
     w.input.setPlainText("My dog is called Biscuit.")
     with qtbot.waitSignal(w.conversationShown, timeout=REPLY_TIMEOUT_MS):
         w.input.submit()

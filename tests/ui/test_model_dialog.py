@@ -11,6 +11,8 @@ from tests.ui.conftest import LOAD_TIMEOUT_MS
 def open_dialog(window, qtbot):
     dlg = window.show_models()
     qtbot.addWidget(dlg)
+    # the local list is read off the UI thread: it fills a moment after the dialog opens
+    qtbot.waitUntil(lambda: dlg.local_list.count() > 0, timeout=10_000)
     return dlg
 
 
@@ -38,8 +40,8 @@ def test_list_fit_download_and_load(window, qtbot, server, tmp_path):
     dlg.download_button.click()
     qtbot.waitUntil(lambda: dlg.load_box is not None, timeout=120000)
     assert dlg.progress.value() == 1000 and "verified" in dlg.progress_label.text()
-    assert any("hugging face cache" in dlg.local_list.item(i).text()
-               for i in range(dlg.local_list.count()))
+    qtbot.waitUntil(lambda: any("hugging face cache" in dlg.local_list.item(i).text()
+                                for i in range(dlg.local_list.count())), timeout=10_000)
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
         dlg.load_box.button(QMessageBox.StandardButton.Yes).click()
     assert "models--someone--Tiny-GGUF" in str(b.args[0].path)

@@ -12,6 +12,7 @@ def make(qtbot):
     dlg = ModelDialog()
     qtbot.addWidget(dlg)
     dlg.show()
+    qtbot.waitUntil(lambda: dlg.local_list.count() > 0, timeout=10_000)  # read off the UI thread
     return dlg
 
 
@@ -21,6 +22,21 @@ def test_load_emits_and_closes(qtbot, model_path):
     with qtbot.waitSignal(dlg.loadRequested, timeout=2000):
         dlg.load_button.click()
     assert not dlg.isVisible()
+
+
+def test_the_local_walk_is_off_the_ui_thread(qtbot, monkeypatch):
+    import threading
+
+    from desklm.ui.dialogs import model_dialog
+
+    where = []
+    real = model_dialog.local_models
+    monkeypatch.setattr(model_dialog, "local_models",
+                        lambda: where.append(threading.current_thread()) or real())
+    dlg = ModelDialog()
+    qtbot.addWidget(dlg)
+    qtbot.waitUntil(lambda: dlg.local_list.count() > 0, timeout=10_000)
+    assert where and where[0] is not threading.main_thread()
 
 
 def test_offline_listing_fails_at_once(qtbot):

@@ -59,7 +59,8 @@ def test_a_server_killed_mid_reply_keeps_the_partial_reply_and_says_why(window, 
         r = done.args[0]
         assert r.stats.finish_reason == "error" and r.reply
         text = window.chat.toPlainText()
-        assert "The reply was cut: the connection to the server was cut mid-reply" in text
+        assert "The reply was cut: the connection to the server was cut mid-reply" in \
+            window.notices.text()
         assert "finish: error" in text and window.status.text().startswith("Reply cut")
     finally:
         stop_server(srv)

@@ -37,7 +37,7 @@ def test_connecting_after_a_stopped_first_load_chats_and_keeps_only_what_was_sen
         make_window, qtbot, llama_server, model_path):
     w = make_window(wait_loaded=False, use_mmap=False)
     qtbot.waitUntil(lambda: w.progress.isVisible(), timeout=10_000)
-    w.stop_action.trigger()
+    w.menus.stop.trigger()
     qtbot.waitUntil(lambda: w.controller.state is State.NO_MODEL, timeout=LOAD_TIMEOUT_MS)
     _connect(qtbot, w, llama_server, model_path)
     failed: list[tuple[str, str]] = []

@@ -38,7 +38,7 @@ def test_start_log_a_request_and_stop(qtbot, panel) -> None:
     assert r.status_code == 503
     assert panel.table.rowCount() == 1
     row = [panel.table.item(0, c).text() for c in range(panel.table.columnCount())]
-    assert row[2] == "POST /v1/chat/completions" and row[3] == "503"
+    assert row[1] == "POST /v1/chat/completions" and row[2].startswith("503")
     with qtbot.waitSignal(panel.settingsChanged, timeout=10_000) as saved:
         panel.toggle.click()
     assert not panel.server.running and panel.state_label.text() == "off"

@@ -160,6 +160,7 @@ def test_presets_save_apply_and_delete_from_the_panel(make_window, qtbot, monkey
     assert w.controller.session.settings["temperature"] == 0.15
     assert sp.preset_combo.currentData() == "Precise"  # remembered for this model
     assert "Precise" in w.statusBar().currentMessage()
+    sp.confirm_delete = lambda name: name == "Precise"  # "Delete the preset?" answered Yes
     with qtbot.waitSignal(w.controller.presetsListed, timeout=10000):
         sp.preset_delete.click()
     assert sp.preset_combo.findData("Precise") == -1

@@ -108,5 +108,5 @@ def test_a_short_narrow_window_scrolls_the_card_instead_of_overlapping_its_lines
             assert upper.height() >= upper.heightForWidth(upper.width()) - 1  # not squeezed
 
     qtbot.waitUntil(laid_out_apart, timeout=2000)  # once the layout has settled
-    assert w.scroll.verticalScrollBar().isVisible()  # the rest is a scroll away
-    assert not w.scroll.horizontalScrollBar().isVisible()  # and never sideways
+    assert w.scroll_area.verticalScrollBar().isVisible()  # the rest is a scroll away
+    assert not w.scroll_area.horizontalScrollBar().isVisible()  # and never sideways

@@ -52,7 +52,7 @@ def test_reset_empties_transcript_context_gauge_and_kv_cache(window, qtbot):
     send_and_wait(qtbot, window, "Hi there")
     assert not window.gauges.ctx.value_text.startswith("0 /")
     with qtbot.waitSignal(window.commandFinished, timeout=REPLY_TIMEOUT_MS):
-        window.reset_action.trigger()
+        window.menus.reset.trigger()
     assert window.chat.toPlainText().strip() == ""
     assert window.gauges.ctx.value_text.startswith("0 /")
     assert window.controller.runtime.local.kv_cache_pos_max() == -1
@@ -187,7 +187,7 @@ def test_a_message_too_long_is_refused_visibly_and_kept_in_the_box(window, qtbot
     with qtbot.waitSignal(window.failed, timeout=REPLY_TIMEOUT_MS) as b:
         window.submit(huge)
     assert "message too long" in b.args[0] and "holds 2048" in b.args[0]
-    assert "Not sent: message too long" in window.chat.toPlainText()
+    assert "Not sent: message too long" in window.notices.text()
     assert window.input.toPlainText() == huge
     assert window.controller.session.conversation.messages == []
 
@@ -282,7 +282,7 @@ def test_a_visible_notice_when_earlier_turns_are_dropped(make_window, qtbot):
         if r.stats.trimmed:
             break
     assert r.stats.trimmed, "a 512-token context must overflow"
-    text = w.chat.toPlainText()
+    text = w.notices.text()
     assert f"Dropped {len(r.stats.trimmed)} earlier message(s) to fit the 512-token context" \
         in text
     assert "Note 0" in text.split("Dropped")[1]  # it names what was dropped
@@ -309,7 +309,7 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
     r = b.args[0]
     qtbot.waitUntil(lambda: panel.value("n_threads") == r.n_threads, timeout=5000)
     assert window.controller.runtime.local.threads() == (r.n_threads, r.n_threads_batch)
-    assert "Tuned for this machine" in window.chat.toPlainText()
+    assert "Tuned for this machine" in window.notices.text()
     send_and_wait(qtbot, window, "Fast now?")
     # the next load of this model uses the tuned threads
     # threads other than the tuned ones (on a busy machine one thread can be the fastest)
@@ -324,7 +324,7 @@ def test_tune_button_applies_and_remembers(window, qtbot, model_path):
 def test_the_first_window_fits_a_small_screen(make_window):
     from PySide6.QtCore import QRect
 
-    from desklm.ui.main_window import FRAME_ALLOWANCE, first_geometry
+    from desklm.ui.docks import FRAME_ALLOWANCE, first_geometry
 
     small = QRect(0, 0, 1024, 640)
     g = first_geometry(small)
@@ -347,7 +347,7 @@ def test_the_welcome_steps_aside_when_the_chat_begins(window, qtbot):
 
 
 def test_the_model_line_in_the_status_bar_ends_in_an_ellipsis_when_narrow(window, qtbot):
-    label = window.model_label
+    label = window.statusline.model_label
     full = label.text()
     assert full.startswith("Gemma 3 270m")
     window.show()

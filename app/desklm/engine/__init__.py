@@ -32,9 +32,14 @@ from desklm.engine.backends.metrics import server_metrics
 from desklm.engine.backends.remote import RemoteBackend, check_url, probe_server
 from desklm.engine.buildinfo import backend_name, llama_info, version_text, versions
 from desklm.engine.buildinfo import paths as data_paths
-from desklm.engine.chat.attachments import Attachment, context_room, read_attachment
+from desklm.engine.chat.attachments import (
+    Attachment,
+    context_room,
+    read_attachment,
+    typed_text,
+)
 from desklm.engine.chat.branches import version_label
-from desklm.engine.chat.commands import CommandResult, is_command
+from desklm.engine.chat.commands import CommandResult, help_rows, is_command
 from desklm.engine.chat.conversation import PromptPlan
 from desklm.engine.chat.presets import Preset, PresetStore, apply_preset
 from desklm.engine.chat.session import ChatSession, TurnResult
@@ -248,6 +253,7 @@ __all__ = [
     "fmt_transfer",
     "free_memory",
     "has_reasoning",
+    "help_rows",
     "hub_offline",
     "install_quit_handlers",
     "is_command",
@@ -275,6 +281,7 @@ __all__ = [
     "tool_grammar",
     "tool_grammar_text",
     "tuned_for",
+    "typed_text",
     "version_label",
     "version_text",
     "versions",

@@ -10,14 +10,40 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from desklm.engine import AppConfig, ConversationStore, Settings, settings_from_args
 from desklm.logs import install_excepthooks
-from desklm.ui.main_window import MainWindow, make_thread_safe_reporter, window_icon
+from desklm.ui.main_window import MainWindow
 
 log = logging.getLogger("desklm.ui")
+
+class ErrorBridge(QObject):
+    """Carries exceptions from any thread to the UI thread (queued signal)."""
+
+    raised = Signal(str)
+
+
+def window_icon() -> QIcon:
+    from desklm.resources import icon_path
+
+    p = icon_path()
+    return QIcon(str(p)) if p else QIcon()
+
+
+def make_thread_safe_reporter(window: MainWindow) -> Any:
+    bridge = ErrorBridge()
+    bridge.raised.connect(window.report_error, Qt.ConnectionType.QueuedConnection)
+    window._error_bridge = bridge  # type: ignore[attr-defined]  # kept alive with the window
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        bridge.raised.emit(f"Unexpected error: {exc_type.__name__}: {exc} "
+                           "(the details are in the log file)")
+
+    return on_error
+
 
 SELF_TEST_MESSAGE = "Hello! In one sentence, what can you do?"
 SELF_TEST_TIMEOUT_S = 240
@@ -67,7 +93,7 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
     window = MainWindow(settings, model, show_dialogs=not args.self_test, store=store,
                         config=config, saved=saved)
     if config.problem:
-        window.chat.add_notice(config.problem)
+        window.notices.add(config.problem, "error")
     return window
 
 

@@ -27,13 +27,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QPoint, QRect, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QColor,
+    QCursor,
     QFont,
     QFontDatabase,
     QGuiApplication,
     QKeyEvent,
+    QMouseEvent,
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
@@ -41,9 +43,16 @@ from PySide6.QtGui import (
     QTextFrameFormat,
     QTextLength,
 )
-from PySide6.QtWidgets import QPlainTextEdit, QTextBrowser, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QPlainTextEdit,
+    QTextBrowser,
+    QToolButton,
+    QWidget,
+)
 
-from desklm.engine import THINK_CLOSE, fmt_rate, fmt_secs, has_reasoning
+from desklm.engine import THINK_CLOSE, fmt_rate, fmt_secs, has_reasoning, typed_text
 from desklm.engine import split_reasoning as engine_split_reasoning
 from desklm.ui import theme
 
@@ -101,6 +110,7 @@ class Item:
     expanded: bool = False  # reasoning shown
     tools: list[dict[str, Any]] = field(default_factory=list)  # the reply's tool calls
     tools_open: bool = False  # the calls' arguments and results shown
+    attachments: list[str] = field(default_factory=list)  # names of the files sent with it
 
 
 _warmed = False
@@ -143,6 +153,41 @@ def _mono_font() -> QFont:
     return f
 
 
+class ActionBar(QFrame):
+    """A message's actions (Copy, Edit, Regenerate, Delete) as small buttons over its top
+    right corner, shown while the mouse is on the message. Signals: clicked(str name)."""
+
+    clicked = Signal(str)
+    NAMES = ("Copy", "Edit", "Regenerate", "Delete")
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setObjectName("message_actions")
+        self.buttons: dict[str, QToolButton] = {}
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.setSpacing(2)
+        for name in self.NAMES:
+            b = QToolButton(self)
+            b.setObjectName(f"action:{name}")
+            b.setText(name)
+            b.setAutoRaise(True)
+            b.setCursor(Qt.CursorShape.PointingHandCursor)
+            b.clicked.connect(lambda _c=False, n=name: self.clicked.emit(n))
+            lay.addWidget(b)
+            self.buttons[name] = b
+        self.hide()
+
+    def show_for(self, names: list[str]) -> None:
+        for name, b in self.buttons.items():
+            b.setVisible(name in names)
+        self.adjustSize()
+        self.show()
+
+    def shown(self) -> list[str]:
+        return [n for n, b in self.buttons.items() if self.isVisible() and not b.isHidden()]
+
+
 class ChatView(QTextBrowser):
     """Signals:
     copied(str): text put on the clipboard by a Copy link.
@@ -171,6 +216,20 @@ class ChatView(QTextBrowser):
         self.anchorClicked.connect(self._on_anchor)
         self.verticalScrollBar().setSingleStep(24)
         self.verticalScrollBar().valueChanged.connect(self._maybe_render_older)
+        self.follow = True  # keep the newest message in view until the user scrolls up
+        self._auto_scroll = False
+        self.verticalScrollBar().valueChanged.connect(self._on_scroll_value)
+        self.verticalScrollBar().rangeChanged.connect(self._on_scroll_range)
+        self.jump_button = QToolButton(self.viewport())
+        self.jump_button.setObjectName("jump_latest")
+        self.jump_button.setText("Latest ↓")
+        self.jump_button.setToolTip("Scroll to the newest message and follow the reply")
+        self.jump_button.clicked.connect(self.jump_to_latest)
+        self.jump_button.hide()
+        self.action_bar = ActionBar(self.viewport())
+        self.action_bar.clicked.connect(self._on_action_clicked)
+        self._hovered: Item | None = None
+        self.viewport().setMouseTracking(True)
         self.replies: list[str] = []  # finished assistant texts, for Copy links
         self.shown: list[tuple[str, str]] = []  # (role, text) of every message in the chat
         self.items: list[Item] = []  # everything in the transcript, rendered or not yet
@@ -228,13 +287,117 @@ class ChatView(QTextBrowser):
 
     # -- building blocks --
     def _at_bottom(self) -> bool:
-        sb = self.verticalScrollBar()
-        return sb.value() >= sb.maximum() - 4
+        """Whether the view follows the conversation (the user has not scrolled up)."""
+        return self.follow
 
     def _scroll(self, was_at_bottom: bool) -> None:
         if was_at_bottom:
-            sb = self.verticalScrollBar()
+            self._to_bottom()
+
+    def _to_bottom(self) -> None:
+        sb = self.verticalScrollBar()
+        self._auto_scroll = True
+        try:
             sb.setValue(sb.maximum())
+        finally:
+            self._auto_scroll = False
+        self._place_jump()
+
+    def _on_scroll_value(self, value: int) -> None:
+        """A scroll the user made: scrolled up, the view stays; back at the bottom, it
+        follows again."""
+        if self._auto_scroll:
+            return
+        sb = self.verticalScrollBar()
+        self.follow = value >= sb.maximum() - 4
+        self._place_jump()
+
+    def _on_scroll_range(self, _lo: int, _hi: int) -> None:
+        # the document grew (a reply streaming, a finished reply laid out again, older
+        # messages rendered): a following view goes with it, however late the layout comes
+        if self.follow:
+            self._to_bottom()
+        else:
+            self._place_jump()
+
+    def jump_to_latest(self) -> None:
+        """The "Latest ↓" button: follow the conversation again."""
+        self.follow = True
+        self._to_bottom()
+
+    def _place_jump(self) -> None:
+        sb = self.verticalScrollBar()
+        show = not self.follow and sb.maximum() > 0 and sb.value() < sb.maximum() - 4
+        b = self.jump_button
+        if show:
+            b.adjustSize()
+            vp = self.viewport()
+            b.move(vp.width() - b.width() - theme.SPACE[4],
+                   vp.height() - b.height() - theme.SPACE[3])
+            b.raise_()
+        b.setVisible(show)
+
+    def resizeEvent(self, e: Any) -> None:
+        super().resizeEvent(e)
+        if self.follow:
+            self._to_bottom()
+        self._place_jump()
+        self.action_bar.hide()
+
+    # -- the hover bar: a message's actions where the mouse is --
+    def item_at(self, pos: QPoint) -> Item | None:
+        """The message under a viewport position."""
+        at = self.cursorForPosition(pos).position()
+        for it in reversed(self.items[self.first_rendered:]):
+            f = it.frame
+            if f is not None and f.firstPosition() <= at <= f.lastPosition():
+                return it if it.kind in ("user", "assistant") else None
+        return None
+
+    def item_rect(self, it: Item) -> QRect:
+        """``it``'s bubble in viewport coordinates."""
+        if it.frame is None:
+            return QRect()
+        r = self.document().documentLayout().frameBoundingRect(it.frame)
+        return r.translated(-self.horizontalScrollBar().value(),
+                            -self.verticalScrollBar().value()).toRect()
+
+    def hover(self, it: Item | None) -> list[str]:
+        """Show the hover bar on ``it`` (None hides it); returns the actions it offers."""
+        names = self.actions_for(it) if it is not None else []
+        if it is None or not names:
+            self.action_bar.hide()
+            self._hovered = None
+            return []
+        self._hovered = it
+        self.action_bar.show_for(names)
+        r = self.item_rect(it)
+        bar = self.action_bar
+        ff = it.frame.frameFormat() if it.frame is not None else QTextFrameFormat()
+        # inside the bubble's top right corner (the frame's rect includes its margins)
+        right = int(r.right() - ff.rightMargin() - ff.border() - theme.SPACE[1])
+        x = max(0, min(right - bar.width(), self.viewport().width() - bar.width() - 2))
+        y = max(0, int(r.top() + ff.topMargin() + ff.border() + theme.SPACE[1]))
+        bar.move(x, y)
+        bar.raise_()
+        return names
+
+    def _on_action_clicked(self, name: str) -> None:
+        if self._hovered is not None:
+            self.trigger(self._hovered, name)
+
+    def mouseMoveEvent(self, e: QMouseEvent) -> None:
+        super().mouseMoveEvent(e)
+        if e.buttons() == Qt.MouseButton.NoButton:
+            it = self.item_at(e.position().toPoint())
+            if it is not self._hovered:
+                self.hover(it)
+
+    def leaveEvent(self, e: Any) -> None:
+        super().leaveEvent(e)
+        if not self.action_bar.geometry().contains(self.viewport().mapFromGlobal(
+                QCursor.pos())):
+            self.hover(None)
 
     def _frame_format(self, it: Item) -> QTextFrameFormat:
         p = theme.current()
@@ -305,6 +468,9 @@ class ChatView(QTextBrowser):
         c.setPosition(it.frame.lastPosition(), QTextCursor.MoveMode.KeepAnchor)
         c.removeSelectedText()
         c.setBlockFormat(QTextBlockFormat())
+        if it.kind == "help":
+            self._help_table(c, it)
+            return
         if it.kind in ("notice", "output"):
             if it.kind == "output":
                 c.setCharFormat(self._char(p.text, mono=True))
@@ -321,10 +487,14 @@ class ChatView(QTextBrowser):
         if it.tools:
             self._tool_calls(c, it)
         if it.kind == "user":
-            self._plain_lines(c, it.text, self._char(p.text))  # verbatim, no Markdown
-            if it.msg_id:
+            if it.versions > 1:
+                self._versions(c, it)
+            if it.attachments:  # what was sent with it, as the chips showed it
+                c.insertText("📎 " + " · ".join(it.attachments),
+                             self._char(p.muted, size=self._small()))
                 c.insertBlock(QTextBlockFormat(), QTextCharFormat())
-                self._actions(c, it, ["Edit", "Copy", "Delete"])
+            shown = typed_text(it.text) if it.attachments else it.text
+            self._plain_lines(c, shown or it.text, self._char(p.text))  # verbatim, no Markdown
             return
         if it is self._stream_item:
             return  # the streamed text follows here
@@ -373,6 +543,25 @@ class ChatView(QTextBrowser):
         self._stream_start = self._committed_pos = self._frame_end()
         self._committed_chars, self._carry, self._stream_text = 0, "", ""
         self._scroll(bottom)
+
+    def _help_table(self, c: QTextCursor, it: Item) -> None:
+        from PySide6.QtGui import QTextTableFormat
+
+        p = theme.current()
+        rows = [line.split("\t", 1) for line in it.text.split("\n") if "\t" in line]
+        c.insertText("Slash commands", self._char(p.text, bold=True))
+        tf = QTextTableFormat()
+        tf.setBorder(0)
+        tf.setCellPadding(3)
+        tf.setCellSpacing(0)
+        tf.setWidth(QTextLength(QTextLength.Type.PercentageLength, 100))
+        tf.setColumnWidthConstraints([QTextLength(QTextLength.Type.PercentageLength, 30),
+                                      QTextLength(QTextLength.Type.PercentageLength, 70)])
+        table = c.insertTable(max(1, len(rows)), 2, tf)
+        for r, (usage, desc) in enumerate(rows):
+            table.cellAt(r, 0).firstCursorPosition().insertText(usage, self._char(p.accent,
+                                                                                    mono=True))
+            table.cellAt(r, 1).firstCursorPosition().insertText(desc, self._char(p.text))
 
     def _plain_lines(self, c: QTextCursor, text: str, fmt: QTextCharFormat) -> None:
         for i, line in enumerate(text.split("\n")):
@@ -477,41 +666,56 @@ class ChatView(QTextBrowser):
         if it.reply < 0:  # an abandoned reply
             c.insertText("not finished", self._char(p.muted, size=small))
             return
-        c.insertText(" · ".join(parts) + (" · " if parts else ""),
-                     self._char(p.muted, size=small))
-        c.insertText("Copy", self._char(anchor=f"copy:{it.reply}", size=small))
-        if it.msg_id:
-            last = it is self._last_reply()
-            self._actions(c, it, (["Regenerate"] if last else []) + ["Delete"], lead=" · ")
+        c.insertText(" · ".join(parts), self._char(p.muted, size=small))
+        if it.versions > 1:
+            c.insertText("   ", self._char(p.muted, size=small))
+            self._versions(c, it)
 
     def _last_reply(self) -> Item | None:
         return next((i for i in reversed(self.items) if i.kind == "assistant"), None)
 
-    def _actions(self, c: QTextCursor, it: Item, names: list[str], lead: str = "") -> None:
-        """Small links under a message, and the "‹ 2/3 ›" switcher where it has versions."""
+    def actions_for(self, it: Item) -> list[str]:
+        """The actions the hover bar offers on ``it`` (a stored message; none while it
+        streams): Copy always, Edit on the user's, Regenerate on the last reply, Delete."""
+        if it.kind not in ("user", "assistant") or it is self._stream_item:
+            return []
+        if it.kind == "user":
+            return ["Copy", "Edit", "Delete"] if it.msg_id else ["Copy"]
+        if it.reply < 0:
+            return []
+        names = ["Copy"]
+        if it.msg_id:
+            names += (["Regenerate"] if it is self._last_reply() else []) + ["Delete"]
+        return names
+
+    def trigger(self, it: Item, name: str) -> None:
+        """Run one of :meth:`actions_for` on ``it`` (the hover bar's buttons call this)."""
+        anchors = {"Edit": f"edit:{it.msg_id}", "Delete": f"delete:{it.msg_id}",
+                   "Regenerate": "regen:",
+                   "Copy": f"copymsg:{it.msg_id}" if it.msg_id else f"copy:{it.reply}"}
+        if it.kind == "user" and not it.msg_id:
+            QGuiApplication.clipboard().setText(it.text)
+            self.copied.emit(it.text)
+            return
+        self._on_anchor(QUrl(anchors[name]))
+
+    def _versions(self, c: QTextCursor, it: Item) -> None:
+        """The "‹ 2/3 ›" switcher of a message with versions."""
         p, small = theme.current(), self._small()
         sep = self._char(p.muted, size=small)
-        if lead:
-            c.insertText(lead, sep)
-        anchors = {"Edit": f"edit:{it.msg_id}", "Copy": f"copymsg:{it.msg_id}",
-                   "Delete": f"delete:{it.msg_id}", "Regenerate": "regen:"}
-        for k, name in enumerate(names):
-            if k:
-                c.insertText(" · ", sep)
-            c.insertText(name, self._char(anchor=anchors[name], size=small))
-        if it.versions > 1:
-            c.insertText("   ", sep)
-            if it.version > 1:
-                c.insertText("‹", self._char(anchor=f"version:{it.msg_id}:{it.version - 2}",
-                                             size=small, bold=True))
-            else:
-                c.insertText("‹", sep)
-            c.insertText(f" {it.version}/{it.versions} ", self._char(p.text, size=small))
-            if it.version < it.versions:
-                c.insertText("›", self._char(anchor=f"version:{it.msg_id}:{it.version}",
-                                             size=small, bold=True))
-            else:
-                c.insertText("›", sep)
+        if it.version > 1:
+            c.insertText("‹", self._char(anchor=f"version:{it.msg_id}:{it.version - 2}",
+                                         size=small, bold=True))
+        else:
+            c.insertText("‹", sep)
+        c.insertText(f" {it.version}/{it.versions} ", self._char(p.text, size=small))
+        if it.version < it.versions:
+            c.insertText("›", self._char(anchor=f"version:{it.msg_id}:{it.version}",
+                                         size=small, bold=True))
+        else:
+            c.insertText("›", sep)
+        if it.kind == "user":
+            c.insertBlock(QTextBlockFormat(), QTextCharFormat())
 
     def reveal(self, message_id: str) -> bool:
         """Scroll to a message and select it (a search result opened). Older parts of a long
@@ -547,6 +751,8 @@ class ChatView(QTextBrowser):
             if str(m.get("role")) != it.kind:
                 break
             _take_ids(it, m)
+            if it.kind == "user" and it.attachments:
+                it.text = str(m.get("content") or it.text)  # what was sent, files included
             touched.append(it)
         # by identity: items are dataclasses, and == would compare their fields
         before = next((i for i in reversed(self.items)
@@ -556,8 +762,10 @@ class ChatView(QTextBrowser):
                 self._fill(it)
 
     # -- public API --
-    def add_user(self, text: str, created: float | None = None) -> None:
-        self._append(Item("user", text, created or time.time()))
+    def add_user(self, text: str, created: float | None = None,
+                 attachments: list[str] | None = None) -> None:
+        self._append(Item("user", text, created or time.time(),
+                          attachments=list(attachments or [])))
         self.shown.append(("user", text))
 
     def add_notice(self, text: str, color: str = "notice") -> None:
@@ -776,6 +984,50 @@ class ChatView(QTextBrowser):
         self.shown.clear()
         self.items.clear()
         self.first_rendered = 0
+        self.follow = True
+        self.hover(None)
+
+    def drop_from(self, index: int) -> None:
+        """Take items ``index:`` off the transcript (a turn that was not sent, the reply a
+        regenerate replaces, the messages an edit replaces)."""
+        if self.streaming:
+            self.abandon_reply()
+        gone = self.items[index:]
+        if not gone:
+            return
+        del self.items[index:]
+        for it in gone:
+            if it.kind in ("user", "assistant") and self.shown:
+                self.shown.pop()
+            if it.kind == "assistant" and it.reply >= 0 and it.reply == len(self.replies) - 1:
+                self.replies.pop()
+        self.first_rendered = min(self.first_rendered, len(self.items))
+        self.hover(None)
+        self.rerender()
+
+    def drop_unsent(self, text: str) -> bool:
+        """The last user message (``text``) was not sent: it and its empty reply go."""
+        k = next((i for i in range(len(self.items) - 1, -1, -1)
+                  if self.items[i].kind == "user"), None)
+        if k is None or self.items[k].msg_id or self.items[k].text != text:
+            return False
+        self.drop_from(k)
+        return True
+
+    def replace_from_message(self, message_id: str) -> None:
+        """A new version starts at ``message_id`` ("" = the last reply): what it replaces
+        leaves the view while the new one streams."""
+        if not message_id:
+            k = next((i for i in range(len(self.items) - 1, -1, -1)
+                      if self.items[i].kind == "assistant"), None)
+        else:
+            k = next((i for i, it in enumerate(self.items) if it.msg_id == message_id), None)
+        if k is not None:
+            self.drop_from(k)
+
+    def add_help(self, rows: list[tuple[str, str]]) -> None:
+        """The slash commands as a two-column table (usage, what it does)."""
+        self._append(Item("help", "\n".join(f"{u}\t{h}" for u, h in rows)))
 
     def _message_action(self, parts: list[str]) -> bool:
         """Regenerate / version / edit / delete / copy links of a stored message."""
@@ -831,11 +1083,14 @@ class ChatView(QTextBrowser):
 
 
 def _take_ids(it: Item, m: dict[str, Any]) -> None:
-    """A stored message's id and versions onto its transcript item."""
+    """A stored message's id, versions and attachments onto its transcript item."""
     it.msg_id = str(m.get("id") or "")
     calls = m.get("tool_calls")
     if isinstance(calls, list) and it.kind == "assistant":
         it.tools = [dict(c) for c in calls if isinstance(c, dict)]
+    atts = m.get("attachments")
+    if isinstance(atts, list):
+        it.attachments = [str(a.get("name", "?")) for a in atts if isinstance(a, dict)]
     alts = m.get("alternatives")
     it.versions = len(alts) + 1 if isinstance(alts, list) else 1
     try:

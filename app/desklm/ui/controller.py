@@ -61,6 +61,7 @@ from typing import Any
 from PySide6.QtCore import QMetaObject, QObject, Qt, Signal, Slot
 
 from desklm.engine import (
+    AppConfig,
     CommandResult,
     ConversationStore,
     Decision,
@@ -69,8 +70,10 @@ from desklm.engine import (
     JobCancelled,
     LoadCancelled,
     Runtime,
+    SearchIndex,
     Settings,
     embedded_model_path,
+    help_rows,
     is_command,
     remember_model,
 )
@@ -155,13 +158,17 @@ class ChatController(QObject):
     toolPermissionClosed = Signal(str)
     toolStep = Signal(str, object)
     toolsChanged = Signal(str)
+    attachmentsChanged = Signal(object)  # the files queued for the next message (dicts)
+    output = Signal(str)  # a typed command's answer, for the transcript
+    helpShown = Signal(object)  # [(usage, description)] of the slash commands
 
     # from the inference thread to this object's own slots (queued: they run on the UI thread)
     _jobEnded = Signal(object, object, object, object)  # (job, state it ran in, result, error)
 
     def __init__(self, settings: Settings, store: ConversationStore | None = None,
-                 sample_interval_ms: int = 500) -> None:
+                 sample_interval_ms: int = 500, config: AppConfig | None = None) -> None:
         super().__init__()
+        self.config = config if config is not None else AppConfig()
         self.state = State.STARTING
         self.queue: list[str] = []
         self.load_info: Any = None  # the LoadInfo last emitted (a value, not engine state)
@@ -195,6 +202,12 @@ class ChatController(QObject):
         self.sampler.serverSampled.connect(self.serverMetrics.emit)
         self._watchServer.connect(self.sampler.watch_server)  # queued: the sampler's thread
         QMetaObject.invokeMethod(self.sampler, "start", Qt.ConnectionType.QueuedConnection)
+        self._build_services(store)
+
+    def _build_services(self, store: ConversationStore | None) -> None:
+        """What the window shows but does not own: the search index over the saved chats
+        (the API server, built above, shares the runtime's runner)."""
+        self.search_index = SearchIndex(store if store is not None else self.session.store)
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -295,7 +308,9 @@ class ChatController(QObject):
         return waiting
 
     def _dispatch(self, text: str) -> None:
-        if is_command(text):
+        if text.strip().lower() == "/regen":  # typed: the same streamed turn as the button
+            self.regenerate()
+        elif is_command(text):
             self._command(text)
         elif self.load_info is None:
             self.turnFailed.emit("no model is loaded: open one with File > Models", text)
@@ -362,9 +377,10 @@ class ChatController(QObject):
         except OSError as e:
             log.info("presets unavailable: %s", e)
 
-    def list_connections(self, config: Any) -> None:
-        """Read the saved server connections (``config``: the AppConfig holding them) for the
-        Models dialog."""
+    def list_connections(self) -> None:
+        """Read the saved server connections (in the app settings) for the Models dialog."""
+        config = self.config
+
         def job(_job: Job[Any]) -> None:
             from desklm.engine import list_connections
 
@@ -412,13 +428,20 @@ class ChatController(QObject):
         self.loadEnded.emit("")
 
     @property
+    def conversation_id(self) -> str:
+        """The chat the session holds (read on the UI thread between jobs)."""
+        return str(self.session.conv_id)
+
+    @property
     def remote(self) -> bool:
         """Chatting with a model on a server (read on the UI thread between jobs)."""
         return self.runtime.remote
 
-    def save_config(self, config: Any, values: dict[str, Any]) -> None:
+    def save_config(self, values: dict[str, Any]) -> None:
         """Merge ``values`` into the app settings, on the inference thread (no file I/O on
         the UI thread)."""
+        config = self.config
+
         def write(_job: Job[Any]) -> None:
             try:
                 config.update(lambda d: d.update(values))
@@ -427,6 +450,27 @@ class ChatController(QObject):
 
         if self.state is not State.CLOSING:
             self.runner.submit(write, "config", interrupt=False)
+
+    def close(self, layout: dict[str, Any] | None = None) -> float:
+        """Quit: :meth:`shutdown`, saving the settings in effect, the last model and
+        ``layout`` (the window's geometry) into the app settings on the inference thread,
+        which owns the session. Returns the seconds it took."""
+        self.api_server.stop()
+        session, config, info = self.session, self.config, self.load_info
+        values = dict(layout or {})
+
+        def save_app_settings() -> None:
+            from desklm.engine import is_embedded
+
+            values.update({"settings": session.settings.to_dict(),
+                           "last_model": "" if info is None or is_embedded(info.path)
+                           else str(info.path)})
+            try:
+                config.update(lambda d: d.update(values))
+            except OSError as e:
+                log.error("could not save app settings: %s", e)
+
+        return self.shutdown(on_close=save_app_settings)
 
     def _progress(self, p: float) -> None:
         now = time.monotonic()
@@ -446,6 +490,7 @@ class ChatController(QObject):
             res = self.session.apply_settings(values)
             res.message = (f"using the threads tuned for this model: {values['n_threads']} "
                            f"generating, {values['n_threads_batch']} reading the prompt")
+            self.message.emit("info", res.message)
             self.commandDone.emit(res)
 
     def _send(self, text: str) -> None:
@@ -478,8 +523,10 @@ class ChatController(QObject):
 
     # --- a message's actions (the links under it in the transcript) -------------------------
     def regenerate(self) -> None:
-        """A new version of the last reply (the earlier ones kept: "‹ 2/2 ›")."""
-        self.submit("/regen")
+        """A new version of the last reply (the earlier ones kept: "‹ 2/2 ›"), streamed like
+        any reply: the gauges and the transcript follow it."""
+        self._branch_turn("regen", "", "", lambda on_text, on_start: self.session.regenerate(
+            on_text, on_start))
 
     def select_version(self, message_id: str, index: int) -> None:
         self._message_job(lambda: self.session.select_alternative(message_id, index))
@@ -488,9 +535,120 @@ class ChatController(QObject):
         self._message_job(lambda: self.session.delete_message(message_id))
 
     def edit_message(self, message_id: str, text: str) -> None:
-        """Replace a sent message and answer it again: the chat branches there, the old
-        branch kept as a version."""
-        self._message_job(lambda: self.session.edit_and_resend(message_id, text))
+        """Replace a sent message and answer it again, streamed: the chat branches there, the
+        old branch kept as a version."""
+        self._branch_turn("edit", message_id, text,
+                          lambda on_text, on_start: self.session.edit_and_resend(
+                              message_id, text, on_text, on_start))
+
+    def _branch_turn(self, mode: str, message_id: str, text: str, run: Any) -> None:
+        """A reply that makes a new version (regenerate, edit): a GENERATING job like a sent
+        message, so Stop, the queue, the live gauges and the streaming transcript all work;
+        turnStarted carries ``mode`` and ``message_id`` so the transcript replaces the old
+        version in place. Queued while busy."""
+        if self.state is State.CLOSING:
+            return
+        if self.busy:
+            self.queue_job(lambda: self._branch_turn(mode, message_id, text, run))
+            return
+        if self.load_info is None:
+            self.turnFailed.emit("no model is loaded: open one with File > Models", "")
+            return
+
+        def body(_job: Job[Any]) -> None:
+            eng = self.runtime.backend  # the backend in use: local, or a server's model
+
+            def started(plan: Any, reused: int) -> None:
+                self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
+                                       "n_ctx": eng.n_ctx, "dropped": plan.dropped,
+                                       "text": text, "mode": mode,
+                                       "message_id": message_id})
+
+            try:
+                result = run(lambda t: self.token.emit(t, eng.live_tokens), started)
+            except DeskLMError as e:
+                self.turnFailed.emit(str(e), "")
+                self.conversationOpened.emit(self.session.record())
+                return
+            self.turnFinished.emit(result)
+            # drawn again with the versions ("‹ 2/2 ›") and the ids of the new messages
+            self.conversationOpened.emit(self.session.record())
+            if self.session.save_error:
+                self.message.emit("error", self.session.save_error)
+            self.list_conversations()
+
+        self._run(State.GENERATING, body, "turn")
+
+    # --- what the window asks for by name (never as command text) ---------------------------
+    def attach(self, path: str) -> None:
+        """Read and measure a file for the next message, on the inference thread; the chips
+        follow ``attachmentsChanged`` (or a notice says why it cannot go)."""
+        def job(_job: Job[Any]) -> None:
+            try:
+                att = self.session.attach(path.strip().strip("'\""))
+            except DeskLMError as e:
+                self.message.emit("warning", str(e))
+                return
+            self.attachmentsChanged.emit([{**a.meta(), "note": a.note}
+                                          for a in self.session.pending_attachments])
+            self.message.emit("info", f"attached {att.name}: {att.chars:,} characters"
+                              + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
+                              + "; it goes with your next message")
+
+        self.runner.submit(job, "command", interrupt=False)
+
+    def save_preset(self, name: str) -> None:
+        def job(_job: Job[Any]) -> None:
+            from desklm.engine import PresetStore
+
+            p = PresetStore().save(name, self.session.settings, self.session.model_path)
+            self.message.emit("info", f"preset '{p.name}' saved ({len(p.values)} settings, "
+                                      "the system prompt among them)")
+            self._job_presets()
+
+        self._preset_job(job)
+
+    def delete_preset(self, name: str) -> None:
+        def job(_job: Job[Any]) -> None:
+            from desklm.engine import PresetStore
+
+            store = PresetStore()
+            store.delete(store.get(name).name)
+            self.message.emit("info", f"preset '{name}' deleted")
+            self._job_presets()
+
+        self._preset_job(job)
+
+    def apply_preset(self, name: str) -> None:
+        """Apply a saved preset (a load setting in it reloads the model, the chat kept)."""
+        def job(_job: Job[Any]) -> None:
+            from desklm.engine import PresetStore, apply_preset
+
+            res = apply_preset(self.session, name, PresetStore())
+            self.message.emit("info", res.message.splitlines()[0] if res.message else "")
+            self._command_done(res)
+            self.settingsLoaded.emit(self.session.settings.copy())
+            self._job_presets()
+
+        self._preset_job(job)
+
+    def _preset_job(self, body: Any) -> None:
+        def job(j: Job[Any]) -> None:
+            try:
+                body(j)
+            except LoadCancelled:
+                self._load_stopped()
+            except DeskLMError as e:
+                self.message.emit("warning", str(e))
+
+        if self.busy:
+            self.queue_job(lambda: self._preset_job(body))
+            return
+        self._run(State.COMMAND, job, "command")
+
+    def show_help(self) -> None:
+        """The slash commands, as (usage, description) rows (Help > Slash commands)."""
+        self.helpShown.emit(help_rows())
 
     def list_presets(self) -> None:
         """Read the saved presets (a file: on the inference thread) for the Presets row."""
@@ -539,6 +697,7 @@ class ChatController(QObject):
         # the command reports done
         if result.redraw:
             self.conversationOpened.emit(self.session.record())
+        self._report(result)
         self._command_done(result)
         if result.reset:
             self._job_list()
@@ -547,6 +706,35 @@ class ChatController(QObject):
         self.commandDone.emit(result)
         if result.reloaded and self.runtime.backend.load_info is not None:
             self._loaded(self.runtime.backend.load_info)
+
+    def _report(self, res: CommandResult) -> None:
+        """A typed command's outcome as what the window draws: the help table, the chips, a
+        status line, or output in the transcript (the window never reads command names)."""
+        data = res.data if isinstance(res.data, dict) else {}
+        if res.command == "help":
+            self.show_help()
+            return
+        if res.command == "preset":
+            self._job_presets()
+            if "presets" not in data:  # saved, deleted or applied: a status line says so
+                self.message.emit("info", (res.message.splitlines() or [""])[0])
+                return
+        if res.command == "attach" and isinstance(data.get("pending"), list):
+            self.attachmentsChanged.emit(data["pending"])
+            if "attachment" in data:  # the chip says it; the status line says where it goes
+                self.message.emit("info", res.message)
+                return
+        if res.reset:
+            self.message.emit("info", "Conversation and KV cache cleared")
+        elif (res.command in ("regen", "edit") and res.turn is not None) or (
+                res.command == "alt" and "reply" in data):
+            # the chat was drawn again with the new version in place: no echo of it
+            self.message.emit("info", f"Version {data['version']}/{data['versions']}")
+        elif res.message:
+            self.output.emit(res.message)
+        if res.reloaded:
+            self.message.emit("info", "Reloaded — the conversation is kept and re-read on the "
+                                      "next turn")
 
     def apply_settings(self, values: dict[str, Any]) -> None:
         """Settings from the panel. Live ones run as a quick command; reload ones reload."""
@@ -565,7 +753,14 @@ class ChatController(QObject):
 
     def _job_apply(self, values: dict[str, Any]) -> None:
         try:
-            self._command_done(self.session.apply_settings(values))
+            res = self.session.apply_settings(values)
+            # the panel shows the value; the status line says it took effect (nothing is
+            # written into the chat for a moved slider)
+            self.message.emit("info", (res.message.splitlines() or [""])[0])
+            if res.reloaded:
+                self.message.emit("info", "Reloaded — the conversation is kept and re-read on "
+                                          "the next turn")
+            self._command_done(res)
         except LoadCancelled:
             self._load_stopped()
         except DeskLMError as e:
@@ -687,6 +882,7 @@ class ChatController(QObject):
             except DeskLMError as e:
                 self.message.emit("warning", str(e))
                 return
+            self.message.emit("info", f"Conversation written to {out}")
             self.commandDone.emit(CommandResult("export", f"conversation written to {out}",
                                                 {"path": str(out)}))
 

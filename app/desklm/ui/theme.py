@@ -16,6 +16,18 @@ from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 MODES = ("system", "light", "dark")
 
+# The spacing scale (px): every margin and gap in the window is one of these.
+SPACE = (0, 4, 8, 12, 16, 24, 32)
+# The type scale: point sizes as multiples of the application font (body = 1.0).
+TYPE = {"caption": 0.85, "body": 1.0, "label": 0.92, "title": 1.15, "value": 1.3,
+        "heading": 1.45}
+RADIUS = {"small": 4, "card": 8, "bubble": 10}
+
+
+def pt(role: str, base: float = 10.0) -> float:
+    """The point size of type role ``role`` for a ``base`` application font size."""
+    return round(base * TYPE[role], 1)
+
 
 @dataclass(frozen=True)
 class Palette:
@@ -181,7 +193,49 @@ def qpalette(p: Palette) -> QPalette:
 
 
 def stylesheet(p: Palette) -> str:
+    s1, s2, s3 = SPACE[1], SPACE[2], SPACE[3]
+    r_small, r_card = RADIUS["small"], RADIUS["card"]
     return f"""
+QMainWindow::separator {{ background: {p.border}; width: 1px; height: 1px; }}
+QDockWidget {{ font-weight: 600; }}
+QDockWidget::title {{ padding: {s2}px {s3}px; background: {p.window};
+            border-bottom: 1px solid {p.border}; }}
+QToolBar#toolbar {{ spacing: {s1}px; padding: {s1}px {s2}px; border: none;
+            border-bottom: 1px solid {p.border}; }}
+QToolBar#toolbar QToolButton {{ padding: {s1}px {s2}px; border-radius: {r_small}px; }}
+QToolBar#toolbar QToolButton:hover {{ background: {p.track}; }}
+QToolBar#toolbar QToolButton:checked {{ background: {p.selection}; }}
+QPlainTextEdit#input {{ background: {p.base}; border: 1px solid {p.border};
+            border-radius: {r_card}px; padding: {s2}px; }}
+QPlainTextEdit#input:focus {{ border-color: {p.accent}; }}
+QPushButton#send {{ background: {p.accent}; color: {p.accent_text}; border: none;
+            border-radius: {r_card}px; padding: {s2}px {s3}px; font-weight: 600; }}
+QPushButton#send:disabled {{ background: {p.border}; color: {p.muted}; }}
+QFrame#notice {{ background: {p.model_bubble}; border: 1px solid {p.border};
+            border-radius: {r_small}px; }}
+QToolButton#notice_close {{ border: none; color: {p.muted}; padding: 0 {s1}px; }}
+QToolButton#notice_close:hover {{ color: {p.text}; }}
+QFrame#message_actions {{ background: {p.base}; border: 1px solid {p.border};
+            border-radius: {r_small}px; }}
+QFrame#message_actions QToolButton {{ color: {p.accent}; padding: 1px {s2}px; border: none; }}
+QFrame#message_actions QToolButton:hover {{ background: {p.track}; }}
+QToolButton#jump_latest {{ background: {p.accent}; color: {p.accent_text}; border: none;
+            border-radius: 12px; padding: {s1}px {s3}px; font-weight: 600; }}
+QSlider::groove:horizontal {{ height: 4px; background: {p.track}; border-radius: 2px;
+            border: 1px solid {p.border}; }}
+QSlider::sub-page:horizontal {{ background: {p.accent}; border-radius: 2px; }}
+QSlider::handle:horizontal {{ background: {p.base}; border: 2px solid {p.accent};
+            width: 12px; height: 12px; margin: -6px 0; border-radius: 8px; }}
+QSlider::handle:horizontal:disabled {{ border-color: {p.border}; }}
+QSlider::sub-page:horizontal:disabled {{ background: {p.border}; }}
+QTableWidget {{ background: {p.base}; alternate-background-color: {p.model_bubble};
+            border: 1px solid {p.border}; border-radius: {r_small}px; }}
+QHeaderView::section {{ background: {p.window}; color: {p.muted}; border: none;
+            border-bottom: 1px solid {p.border}; padding: {s1}px {s2}px; }}
+QTabBar::tab {{ padding: {s1}px {s3}px; border: 1px solid {p.border}; border-bottom: none;
+            background: {p.window}; color: {p.muted}; }}
+QTabBar::tab:selected {{ background: {p.base}; color: {p.text}; }}
+QLabel#queued {{ color: {p.muted}; }}
 QGroupBox {{ font-weight: 600; border: 1px solid {p.border}; border-radius: 6px;
             margin-top: 14px; padding: 10px 6px 6px 6px; }}
 QGroupBox::title {{ subcontrol-origin: margin; left: 8px; padding: 0 4px; }}

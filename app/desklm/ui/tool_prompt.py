@@ -61,7 +61,8 @@ class ToolPermissionBar(QFrame):
         lay.addWidget(self.arguments)
         lay.addLayout(buttons)
         self.waiting: list[Any] = []  # ToolRequests, the one shown first
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=lambda: self._answer("once"))
+        allow = QShortcut(QKeySequence("Ctrl+Return"), self)
+        allow.activated.connect(lambda: self._answer("once"))
         self.hide()
 
     @property

@@ -4,16 +4,17 @@ assistant sized to this machine.
 The recommendation comes from :func:`desklm.engine.models.curated.recommend` (free RAM / VRAM, CPU
 cores). "Download and use" lists the model's repo, downloads the file into the Hugging Face
 cache with progress and Cancel, checks its sha256 and emits ``useModel(path)``. Network work runs
-in a :class:`~desklm.ui.dialogs.model_dialog.HubWorker` on its own thread; nothing is sent until the
+as a :class:`~desklm.ui.workers.BackgroundOp`, off the UI thread; nothing is sent until the
 button is pressed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QSize, QThread, Signal, Slot
+from PySide6.QtCore import QSize, Signal
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -32,7 +33,6 @@ from desklm.engine import (
     DownloadCancelled,
     Recommendation,
     check_hub_reachable,
-    download_model,
     fmt_bytes,
     fmt_transfer,
     hub_offline,
@@ -41,39 +41,30 @@ from desklm.engine import (
 )
 from desklm.errors import DeskLMError
 from desklm.ui import theme
-from desklm.ui.dialogs.model_dialog import HubWorker
+from desklm.ui.dialogs.model_dialog import HubJobs
+from desklm.ui.workers import BackgroundOp, reason
 
 OFFLINE_NOTE = ("Downloading needs an internet connection. Meanwhile the chat works on the "
                 "embedded model.")
 
 
-class StarterWorker(HubWorker):
-    """A :class:`HubWorker` that also fetches one catalog model: reachability (fails in
-    seconds), the repo listing (exact size and sha256), then the download.
+class StarterJobs(HubJobs):
+    """:class:`HubJobs` that also fetch one catalog model: reachability (fails in seconds),
+    the repo listing (exact size and sha256, reported as an int), then the download (reported
+    as (done, total))."""
 
-    Signals (besides HubWorker's): listed(int): the exact size, once listed.
-    """
-
-    listed = Signal(int)
-
-    @Slot(object)
-    def fetch(self, model: CatalogModel) -> None:
+    def fetch(self, model: CatalogModel, report: Callable[[Any], None]) -> str:
         self.cancel.clear()
-        try:
-            check_hub_reachable()
-            files = list_gguf_files(model.repo_id)
-            f = next((x for x in files if x.path.lower() == model.filename.lower()), None)
-            if f is None:
-                raise DeskLMError(f"{model.repo_id}: {model.filename} is not in the repo any "
-                                  "more; pick another model in File > Models")
-            self.listed.emit(f.size)
-            if self.cancel.is_set():
-                raise DownloadCancelled("download cancelled")
-            path = download_model(f, self._progress, self.cancel)
-        except DeskLMError as e:
-            self.failed.emit(str(e))
-            return
-        self.downloaded.emit(str(path))
+        check_hub_reachable()
+        files = list_gguf_files(model.repo_id)
+        f = next((x for x in files if x.path.lower() == model.filename.lower()), None)
+        if f is None:
+            raise DeskLMError(f"{model.repo_id}: {model.filename} is not in the repo any "
+                              "more; pick another model in File > Models")
+        report(f.size)
+        if self.cancel.is_set():
+            raise DownloadCancelled("download cancelled")
+        return self.download(f, report)
 
 
 class WelcomeWidget(QWidget):
@@ -81,13 +72,11 @@ class WelcomeWidget(QWidget):
     useModel(str): a downloaded, verified model file to load now.
     dismissed(): the user closed the welcome (the window remembers it).
     browseRequested(): "Other models…" (open File > Models).
-    requestFetch(object): internal, to the worker thread.
     """
 
     useModel = Signal(str)
     dismissed = Signal()
     browseRequested = Signal()
-    requestFetch = Signal(object)
 
     def __init__(self, free: tuple[Any, Any] | None = None, gpu_offload: bool = False,
                  cores: int | None = None, model: CatalogModel | None = None,
@@ -181,29 +170,19 @@ class WelcomeWidget(QWidget):
         row.addStretch(1)
         outer.addLayout(row)
         outer.addStretch(2)
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(self.inner)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.viewport().setAutoFillBackground(False)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidget(self.inner)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.viewport().setAutoFillBackground(False)
         self.inner.setAutoFillBackground(False)
         own = QVBoxLayout(self)
         own.setContentsMargins(0, 0, 0, 0)
-        own.addWidget(self.scroll)
+        own.addWidget(self.scroll_area)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
-        self.worker = StarterWorker()
-        self.worker.free = free
-        self.worker.gpu_offload = gpu_offload
-        self.thread = QThread()
-        self.thread.setObjectName("welcome-hub")
-        self.worker.moveToThread(self.thread)
-        self.thread.start()
-        self.requestFetch.connect(self.worker.fetch)
-        self.worker.listed.connect(self._on_listed)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.downloaded.connect(self._on_downloaded)
-        self.worker.failed.connect(self._on_failed)
+        self.worker = StarterJobs(free, gpu_offload)
+        self.op: BackgroundOp[Any] | None = None
         theme.notifier().themeChanged.connect(self._on_theme)
         self._describe()
         if hub_offline():
@@ -246,7 +225,17 @@ class WelcomeWidget(QWidget):
         self.progress.setValue(0)
         self.progress.show()
         self.status.setText(f"Contacting Hugging Face for {self.model.filename}…")
-        self.requestFetch.emit(self.model)
+        model = self.model
+
+        def reported(v: Any) -> None:
+            if isinstance(v, int):
+                self._on_listed(v)
+            else:
+                self._on_progress(*v)
+
+        self.op = BackgroundOp(lambda report: self.worker.fetch(model, report), self,
+                               "fetch model").with_progress(reported) \
+            .success(self._on_downloaded).failure(lambda e: self._on_failed(reason(e))).run()
 
     def cancel(self) -> None:
         self.worker.cancel.set()  # direct: not queued behind the running download
@@ -289,8 +278,8 @@ class WelcomeWidget(QWidget):
 
     def shutdown(self) -> None:
         self.worker.cancel.set()
-        self.thread.quit()
-        self.thread.wait(5000)
+        if self.op is not None:
+            self.op.done.wait(5.0)
 
     def closeEvent(self, e: Any) -> None:
         self.shutdown()

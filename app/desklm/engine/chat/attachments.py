@@ -98,6 +98,22 @@ def compose(text: str, attachments: Sequence[Attachment]) -> str:
     return "\n\n".join(parts)
 
 
+def typed_text(content: str) -> str:
+    """What the user typed in a message built by :func:`compose`: the content without the
+    attachment blocks at its start (a chat's title and the transcript show this)."""
+    rest = content
+    while rest.startswith(HEADER.split("{", 1)[0]):
+        lines = rest.split("\n")
+        if len(lines) < 3 or not lines[1].startswith("```") or lines[1].strip("`"):
+            break
+        fence = lines[1]
+        end = next((i for i in range(2, len(lines)) if lines[i] == fence), None)
+        if end is None:
+            break
+        rest = "\n".join(lines[end + 1:]).lstrip("\n")
+    return rest
+
+
 # --- reading -----------------------------------------------------------------------------------
 def _open_regular(path: Path, limit: int) -> tuple[bytes, int]:
     """The file's bytes (at most ``limit``) and its size; refuses anything not a regular file

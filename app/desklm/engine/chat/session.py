@@ -17,7 +17,7 @@ from desklm.engine.backends.base import Backend, FinishReason, LoadInfo, TurnSta
 from desklm.engine.backends.local import kvcache
 from desklm.engine.chat import branches, commands
 from desklm.engine.chat import tool_commands as _tool_commands  # noqa: F401  (registers /tools)
-from desklm.engine.chat.attachments import Attachment, compose
+from desklm.engine.chat.attachments import Attachment, compose, typed_text
 from desklm.engine.chat.commands import CommandResult
 from desklm.engine.chat.conversation import Conversation, Message, PlanCancelled, PromptPlan
 from desklm.engine.fmt import fmt_rate, fmt_secs
@@ -109,7 +109,9 @@ class ChatSession:
     def record(self) -> dict[str, Any]:
         """The conversation as the versioned JSON record the store writes."""
         msgs = self.conversation.messages
-        title = self.title or (title_from(msgs[0].content) if msgs else "New chat")
+        # titled by what was asked, not by the file attached to it
+        title = self.title or (title_from(typed_text(msgs[0].content) or msgs[0].content)
+                               if msgs else "New chat")
         return {
             "id": self.conv_id, "title": title, "created": self.created,
             "model": getattr(self.engine, "model_label", None) or self.model_path.name,

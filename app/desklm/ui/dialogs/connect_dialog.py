@@ -4,8 +4,8 @@ server.
 The user types the server's URL, an optional API key and a name, presses **Test** (the served
 models are listed into the picker), picks a model and presses **Connect** (with "Remember" on, the
 connection is saved: name, URL and model in the settings, the key in the OS keyring). Network and
-keyring work run on the dialog's own thread pool, never on the UI thread; the dialog only reacts to
-the workers' signals.
+keyring work run as :class:`~desklm.ui.workers.BackgroundOp`, never on the UI thread; the dialog
+only reacts to their outcomes.
 
 Signals:
     connectionChosen(object): a :class:`ChosenConnection` once Connect succeeded (saved first when
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -41,7 +41,7 @@ from desklm.engine import (
     probe_server,
     save_connection,
 )
-from desklm.errors import DeskLMError
+from desklm.ui.workers import BackgroundOp, reason
 
 log = logging.getLogger("desklm.ui")
 
@@ -60,32 +60,6 @@ class ChosenConnection:
         return f"ChosenConnection({self.connection!r}, key={'yes' if self.api_key else 'no'})"
 
 
-class _Signals(QObject):
-    done = Signal(object)
-    failed = Signal(str)
-
-
-class _Task(QRunnable):
-    """Runs ``fn`` on a pool thread; reports through ``signals`` (queued to the UI thread)."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__()
-        self.fn = fn
-        self.signals = _Signals()
-
-    def run(self) -> None:
-        try:
-            result = self.fn()
-        except DeskLMError as e:
-            self.signals.failed.emit(str(e))
-            return
-        except Exception as e:  # a bug: logged, shown as one line, never a dead worker
-            log.exception("connect dialog task failed")
-            self.signals.failed.emit(f"internal error: {type(e).__name__}: {e}")
-            return
-        self.signals.done.emit(result)
-
-
 class ConnectDialog(QDialog):
     connectionChosen = Signal(object)
 
@@ -95,8 +69,6 @@ class ConnectDialog(QDialog):
         self.setWindowTitle("Connect to server")
         self.setObjectName("connectDialog")
         self.config = config
-        self.pool = QThreadPool.globalInstance()
-        self._tasks: list[_Task] = []
         self._listed_for: tuple[str, str] | None = None
         self._notice: str | None = None
 
@@ -159,12 +131,8 @@ class ConnectDialog(QDialog):
     # -- helpers --
     def _run(self, fn: Callable[[], Any], done: Callable[[Any], None],
              failed: Callable[[str], None]) -> None:
-        task = _Task(fn)
-        task.setAutoDelete(False)
-        task.signals.done.connect(done)
-        task.signals.failed.connect(failed)
-        self._tasks.append(task)  # kept alive until the dialog goes
-        self.pool.start(task)
+        BackgroundOp(fn, self, "connect dialog").success(done) \
+            .failure(lambda e: failed(reason(e))).run()
 
     def _busy(self, on: bool) -> None:
         self.test_button.setEnabled(not on)

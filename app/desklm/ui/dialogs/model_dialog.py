@@ -1,6 +1,7 @@
 """The Models dialog: models on this machine, and downloads from Hugging Face.
 
-Network work runs in a :class:`HubWorker` on its own thread; Cancel sets an Event directly.
+Network work and the local walk run as :class:`~desklm.ui.workers.BackgroundOp` (off the UI
+thread); Cancel sets an Event directly.
 Nothing touches the network until the user presses "List files" or "Download".
 """
 
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -42,76 +44,65 @@ from desklm.engine import (
 )
 from desklm.errors import DeskLMError
 from desklm.ui import theme
+from desklm.ui.workers import BackgroundOp, reason
 
 CONNECT_TIMEOUT_S = 5.0
 
 
-class HubWorker(QObject):
-    """Signals:
-    filesListed(object): list of RemoteFile.
-    fitReady(str, str, str): file path, verdict, summary.
-    progress(int, int): bytes done, bytes total.
-    downloaded(str): local path, checksum verified.
-    failed(str): one-line reason.
-    """
+class HubJobs:
+    """The dialog's network work, run by :class:`~desklm.ui.workers.BackgroundOp` on a pool
+    thread (it touches no widget); Cancel sets :attr:`cancel` directly."""
 
-    filesListed = Signal(object)
-    fitReady = Signal(str, str, str)
-    progress = Signal(int, int)
-    downloaded = Signal(str)
-    failed = Signal(str)
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, free: tuple[Any, Any] | None = None, gpu_offload: bool = False) -> None:
         self.cancel = threading.Event()
-        self.free: tuple[Any, Any] | None = None
-        self.gpu_offload = False
+        self.free = free
+        self.gpu_offload = gpu_offload
         self._last = 0.0
 
-    @Slot(str)
-    def listFiles(self, repo: str) -> None:
+    def list_files(self, repo: str, report: Callable[[Any], None]) -> list[RemoteFile]:
+        """The repo's GGUF files (reported first, as a list), then each one's fit from its
+        header alone, reported as (path, verdict, summary)."""
         from desklm.engine import auto_fit
 
         self.cancel.clear()
-        try:
-            check_hub_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
-            if self.cancel.is_set():
-                return
-            files = list_gguf_files(repo)
-        except DeskLMError as e:
-            self.failed.emit(str(e))
-            return
+        check_hub_reachable(CONNECT_TIMEOUT_S)  # seconds, not huggingface_hub's ~22 s
         if self.cancel.is_set():
-            return
-        self.filesListed.emit(files)
-        for f in files:  # then the fit of each, from its header alone
+            return []
+        files = list_gguf_files(repo)
+        if self.cancel.is_set():
+            return []
+        report(files)
+        for f in files:
             if self.cancel.is_set():
-                return
+                break
             try:
                 info = remote_header(f)
                 est = auto_fit(info, gpu_offload=self.gpu_offload, free=self.free,
                                max_ctx=8192)
                 summary = f"{est.verdict} at {est.n_ctx} tokens" + (
                     " on the GPU" if est.n_gpu_layers else "")
-                self.fitReady.emit(f.path, est.verdict, f"{summary} — {est.summary()}")
+                report((f.path, est.verdict, f"{summary} — {est.summary()}"))
             except DeskLMError as e:
-                self.fitReady.emit(f.path, "unknown", str(e))
+                report((f.path, "unknown", str(e)))
+        return files
 
-    @Slot(object)
-    def download(self, f: RemoteFile) -> None:
+    def download(self, f: RemoteFile, report: Callable[[Any], None]) -> str:
         self.cancel.clear()
-        try:
-            path = download_model(f, self._progress, self.cancel)
-        except DeskLMError as e:
-            self.failed.emit(str(e))
-            return
-        self.downloaded.emit(str(path))
 
-    def _progress(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self._last > 0.1 or done >= total:
-            self._last = now
-            self.progress.emit(done, total)
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - self._last > 0.1 or done >= total:
+                self._last = now
+                report((done, total))
+
+        return str(download_model(f, progress, self.cancel))
+
+
+def local_models() -> list[dict[str, Any]]:
+    """The models on this machine (walks the Hugging Face cache: never on the UI thread)."""
+    from desklm.engine import catalog
+
+    return list(catalog())
 
 
 class ModelDialog(QDialog):
@@ -120,9 +111,8 @@ class ModelDialog(QDialog):
     """
 
     loadRequested = Signal(str)
+    localListed = Signal(int)  # the local list is filled (how many models)
     serverChosen = Signal(object)  # a saved Connection to chat through
-    requestList = Signal(str)
-    requestDownload = Signal(object)
 
     def __init__(self, parent: QWidget | None = None, free: tuple[Any, Any] | None = None,
                  gpu_offload: bool = False) -> None:
@@ -176,7 +166,9 @@ class ModelDialog(QDialog):
                                   f"{m.name} (~{m.size / 2**30:.1f} GB as Q4_K_M)",
                                   Qt.ItemDataRole.ToolTipRole)
         self.repo.setCurrentText("")
-        self.repo.lineEdit().setPlaceholderText("owner/repo, or pick a suggestion")
+        edit = self.repo.lineEdit()
+        if edit is not None:  # an editable combo always has one
+            edit.setPlaceholderText("owner/repo, or pick a suggestion")
         self.list_button = QPushButton("List files")
         self.list_button.clicked.connect(self.list_files)
         top = QHBoxLayout()
@@ -216,29 +208,22 @@ class ModelDialog(QDialog):
         lay.addLayout(side, 1)
         lay.addWidget(remote, 2)
 
-        self.worker = HubWorker()
-        self.worker.free = free
-        self.worker.gpu_offload = gpu_offload
-        self.thread = QThread()
-        self.thread.setObjectName("hub")
-        self.worker.moveToThread(self.thread)
-        self.thread.start()
-        self.requestList.connect(self.worker.listFiles)
-        self.requestDownload.connect(self.worker.download)
-        self.worker.filesListed.connect(self._on_files)
-        self.worker.fitReady.connect(self._on_fit)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.downloaded.connect(self._on_downloaded)
-        self.worker.failed.connect(self._on_failed)
+        self.worker = HubJobs(free, gpu_offload)
+        self.ops: list[BackgroundOp[Any]] = []
         self.cancel_button.clicked.connect(self.cancel)
         self.refresh_local()
 
     # -- local --
-    def refresh_local(self) -> None:
-        from desklm.engine import catalog
+    def refresh_local(self) -> BackgroundOp[Any]:
+        """List the local models on a pool thread; the list fills when they are known."""
+        op: BackgroundOp[Any] = BackgroundOp(local_models, self, "local models")
+        self.ops.append(op.success(self._show_local).run())
+        return op
 
+    def _show_local(self, models: list[dict[str, Any]]) -> None:
         self.local_list.clear()
-        for m in catalog():
+        self.localListed.emit(len(models))
+        for m in models:
             item = QListWidgetItem(f"{m['name']}   ·   {fmt_bytes(float(str(m['size'])))}   ·   "
                                    f"{m['source']}")
             item.setData(Qt.ItemDataRole.UserRole, m["path"])
@@ -287,7 +272,16 @@ class ModelDialog(QDialog):
         self.cancel_button.setEnabled(True)
         self.listing = True
         self.last_error = ""
-        self.requestList.emit(repo)
+
+        def listed(value: Any) -> None:  # the file list first, then one fit per file
+            if isinstance(value, list):
+                self._on_files(value)
+            else:
+                self._on_fit(*value)
+
+        self.ops.append(BackgroundOp(lambda report: self.worker.list_files(repo, report), self,
+                                     "list files").with_progress(listed)
+                        .failure(lambda e: self._on_failed(reason(e))).run())
 
     def _on_files(self, files: list[RemoteFile]) -> None:
         if not self.listing:
@@ -334,7 +328,10 @@ class ModelDialog(QDialog):
         self.progress_label.setText(f"Downloading {f.path}…")
         self.download_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.requestDownload.emit(f)
+        self.ops.append(BackgroundOp(lambda report: self.worker.download(f, report), self,
+                                     "download").with_progress(lambda v: self._on_progress(*v))
+                        .success(self._on_downloaded)
+                        .failure(lambda e: self._on_failed(reason(e))).run())
 
     def cancel(self) -> None:
         self.worker.cancel.set()  # direct: not queued behind the running download
@@ -389,5 +386,6 @@ class ModelDialog(QDialog):
 
     def shutdown(self) -> None:
         self.worker.cancel.set()
-        self.thread.quit()
-        self.thread.wait(5000)
+        for op in self.ops:  # a closed dialog is never called back; its work ends here
+            op.done.wait(5.0)
+        self.ops.clear()

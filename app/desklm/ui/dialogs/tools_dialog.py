@@ -13,13 +13,14 @@ the UI thread; the dialog redraws when the controller's ``toolsChanged`` arrives
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QThreadPool, Slot
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -39,7 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from desklm.engine import DeskLMError, ServerConfig, ServerState
-from desklm.ui.dialogs.connect_dialog import _Task as Task  # the dialogs' pool-thread task
+from desklm.ui.workers import BackgroundOp
 
 log = logging.getLogger("desklm.ui")
 
@@ -141,9 +142,8 @@ class ToolsDialog(QDialog):
         self.resize(720, 460)
         self.controller = controller
         self.hub = controller.tools
-        self.pool = QThreadPool.globalInstance()
-        self._tasks: list[Task] = []
         self._drawing = False
+        self._ops: list[BackgroundOp[Any]] = []  # running: the dialog is busy until they end
         self.notices: list[str] = []
         self.servers = QListWidget()
         self.servers.setObjectName("servers")
@@ -210,30 +210,25 @@ class ToolsDialog(QDialog):
 
     # -- background work --
     def _background(self, fn: Callable[[], Any], done: Callable[[Any], None] | None = None
-                    ) -> Task:
-        task = Task(fn)
-        task.setAutoDelete(False)
-        self._tasks.append(task)
+                    ) -> BackgroundOp[Any]:
+        """``fn`` off the UI thread (the window's one background helper); then ``done`` and a
+        redraw, or the one-line reason under the lists."""
+        op: BackgroundOp[Any] = BackgroundOp(fn, self, "tools")
 
         def finished(result: Any) -> None:
-            self._forget(task)
+            self._ops.remove(op)
             if done is not None:
                 done(result)
             self.refresh()
 
-        def failed(reason: str) -> None:
-            self._forget(task)
-            self._say(reason)
+        def failed(e: BaseException) -> None:
+            self._ops.remove(op)
+            self._say(str(e) if isinstance(e, DeskLMError)
+                      else f"internal error: {type(e).__name__}: {e}")
             self.refresh()
 
-        task.signals.done.connect(finished)
-        task.signals.failed.connect(failed)
-        self.pool.start(task)
-        return task
-
-    def _forget(self, task: Task) -> None:
-        if task in self._tasks:
-            self._tasks.remove(task)
+        self._ops.append(op)
+        return op.success(finished).failure(failed).run()
 
     def _say(self, text: str) -> None:
         """One line under the lists: what the last action did (``notices`` keeps them all)."""
@@ -242,7 +237,7 @@ class ToolsDialog(QDialog):
 
     @property
     def busy(self) -> bool:
-        return bool(self._tasks)
+        return bool(self._ops)
 
     # -- drawing --
     def selected(self) -> str:
@@ -267,7 +262,7 @@ class ToolsDialog(QDialog):
             if st.name == current:
                 self.servers.setCurrentItem(item)
             if start and st.state == ServerState.OFF:
-                self._background(lambda n=st.name: self.hub.start(n))
+                self._background(functools.partial(self.hub.start, st.name))
         if self.servers.currentItem() is None and self.servers.count():
             self.servers.setCurrentRow(0)
         self.servers.blockSignals(False)
@@ -350,7 +345,7 @@ class ToolsDialog(QDialog):
                                 + (f": {', '.join(added)}" if added else "")
                                 + ("; " + "; ".join(notes) if notes else ""))
             for n in added:
-                self._background(lambda n=n: self.hub.start(n))
+                self._background(functools.partial(self.hub.start, n))
 
         self._background(lambda: self.hub.import_file(path), done)
 

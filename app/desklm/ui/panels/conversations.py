@@ -70,19 +70,19 @@ class ChatDelegate(QStyledItemDelegate):
               index: QModelIndex | QPersistentModelIndex) -> None:
         p = theme.current()
         painter.save()
-        r: QRect = option.rect  # type: ignore[attr-defined]
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)  # type: ignore[attr-defined]
+        r: QRect = option.rect
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
         if selected:
             painter.fillRect(r, QColor(p.selection))
-        elif option.state & QStyle.StateFlag.State_MouseOver:  # type: ignore[attr-defined]
+        elif option.state & QStyle.StateFlag.State_MouseOver:
             painter.fillRect(r, QColor(p.model_bubble))
-        fm = option.fontMetrics  # type: ignore[attr-defined]
+        fm = option.fontMetrics
         inner = r.adjusted(self.PAD + 4, self.PAD, -self.PAD, -self.PAD)
         view = self.parent()
         if isinstance(view, QListWidget):  # never under the scroll bar
             inner.setRight(min(inner.right(), view.viewport().width() - self.PAD))
         title = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
-        font = option.font  # type: ignore[attr-defined]
+        font = option.font
         bold = type(font)(font)
         bold.setWeight(bold.Weight.DemiBold)
         painter.setFont(bold)
@@ -184,9 +184,10 @@ class ConversationList(QWidget):
     def add_pending(self, record: dict[str, Any]) -> None:
         """Show a new chat at once (``record``: id, and optionally title and created), before
         the store has it; it is replaced by the saved one when ``set_items`` lists it."""
-        rec = {"id": str(record["id"]), "title": record.get("title") or "New chat",
-               "created": float(record.get("created") or time.time()),
-               "messages": len(record.get("messages", []) or [])}
+        rec: dict[str, Any] = {
+            "id": str(record["id"]), "title": record.get("title") or "New chat",
+            "created": float(record.get("created") or time.time()),
+            "messages": len(record.get("messages", []) or [])}
         saved = [it for it in self.items if it["id"] not in self.pending]
         self.pending = {rec["id"]: rec}  # an earlier new chat left empty was never saved
         self.current_id = rec["id"]

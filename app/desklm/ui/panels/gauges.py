@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from desklm.engine import NA, Snapshot, fmt_bytes, is_na
@@ -39,11 +39,13 @@ class GaugeCard(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.setToolTip(title)
 
+    HEIGHT = 70  # px: eight cards fit a 1280x800 window's column without a scrollbar
+
     def sizeHint(self) -> QSize:
-        return QSize(240, 86)
+        return QSize(240, self.HEIGHT)
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(180, 86)
+        return QSize(180, self.HEIGHT)
 
     def set(self, value_text: str, detail: str = "", fraction: float | None = None,
             point: float | None = None, sub: str = "") -> None:
@@ -55,23 +57,49 @@ class GaugeCard(QWidget):
             self.history.append(point)
         self.update()
 
+    def regions(self) -> dict[str, QRectF]:
+        """Where each part is drawn: the title row, the value, the sparkline beside the value
+        (never under any text), the sub line and the bar. Tests check they do not overlap."""
+        r = QRectF(self.rect()).adjusted(1, 1, -1, -1)
+        inner = r.adjusted(10, 5, -10, -5)
+        small = QFontMetrics(self._small_font()).height()
+        big = QFontMetrics(self._value_font()).height()
+        title = QRectF(inner.left(), inner.top(), inner.width(), small)
+        value_w = QFontMetrics(self._value_font()).horizontalAdvance(self.value_text) + 8
+        row = QRectF(inner.left(), title.bottom() + 1, inner.width(), big)
+        value = QRectF(row.left(), row.top(), min(row.width(), value_w), big)
+        spark = QRectF(value.right() + 4, row.top() + 3, max(0.0, row.right() - value.right() - 4),
+                       big - 6)
+        sub = QRectF(inner.left(), row.bottom() + 1, inner.width(), small)
+        bar = QRectF(inner.left(), inner.bottom() - 4, inner.width(), 4)
+        return {"title": title, "value": value, "spark": spark, "sub": sub, "bar": bar}
+
+    def _small_font(self) -> QFont:
+        f = QFont(self.font())
+        f.setPointSizeF(max(6.0, f.pointSizeF() * theme.TYPE["caption"]))
+        return f
+
+    def _value_font(self) -> QFont:
+        f = QFont(self.font())
+        f.setPointSizeF(f.pointSizeF() * theme.TYPE["value"] * 0.95)
+        f.setBold(True)
+        return f
+
     def paintEvent(self, _event: Any) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        pal = self.palette()
         th = theme.current()
         own = QColor(self.color) if isinstance(self.color, QColor) else th.color(self.color)
         muted = th.color("muted")
-        r = QRectF(self.rect()).adjusted(1, 1, -1, -1)
-        p.setPen(QPen(pal.mid().color(), 1))
-        p.setBrush(pal.base())
-        p.drawRoundedRect(r, 6, 6)
-        inner = r.adjusted(10, 6, -10, -6)
-        # sparkline behind the text, in the lower half
-        if len(self.history) >= 2:
+        box = QRectF(self.rect()).adjusted(1, 1, -1, -1)
+        p.setPen(QPen(th.color("border"), 1))
+        p.setBrush(th.color("base"))
+        p.drawRoundedRect(box, theme.RADIUS["card"], theme.RADIUS["card"])
+        reg = self.regions()
+        left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+        spark = reg["spark"]
+        if len(self.history) >= 2 and spark.width() > 20:
             top = max(self.history_max or 0.0, max(self.history), 1e-9)
-            spark = QRectF(inner.left(), inner.top() + inner.height() * 0.45, inner.width(),
-                           inner.height() * 0.55)
             path = QPainterPath()
             n = len(self.history)
             step = spark.width() / (HISTORY - 1)
@@ -80,39 +108,44 @@ class GaugeCard(QWidget):
                 pt = QPointF(x0 + i * step, spark.bottom() - spark.height() * (v / top))
                 path.moveTo(pt) if i == 0 else path.lineTo(pt)
             c = QColor(own)
-            c.setAlpha(140)
+            c.setAlpha(170)
             p.setPen(QPen(c, 1.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
+            p.save()
+            p.setClipRect(spark)
             p.drawPath(path)
-        f = QFont(self.font())
-        f.setPointSizeF(max(6.0, f.pointSizeF() * 0.85))
-        p.setFont(f)
+            p.restore()
+        small = self._small_font()
+        p.setFont(small)
         p.setPen(muted)
-        p.drawText(inner, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, self.title)
+        fm = QFontMetrics(small)
+        title = reg["title"]
+        detail_w = fm.horizontalAdvance(self.detail) if self.detail else 0
+        p.drawText(title.adjusted(0, 0, -detail_w - 6, 0), left,
+                   fm.elidedText(self.title, Qt.TextElideMode.ElideRight,
+                                 int(title.width() - detail_w - 6)))
         if self.detail:
-            p.drawText(inner, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, self.detail)
-        f2 = QFont(self.font())
-        f2.setPointSizeF(f2.pointSizeF() * 1.25)
-        f2.setBold(True)
-        p.setFont(f2)
-        p.setPen(pal.text().color())
-        p.drawText(inner.adjusted(0, 16, 0, 0),
-                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, self.value_text)
+            p.drawText(title, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                       self.detail)
+        p.setFont(self._value_font())
+        p.setPen(th.color("text"))
+        p.drawText(reg["value"], left, self.value_text)
         if self.sub:
-            p.setFont(f)
+            p.setFont(small)
             p.setPen(muted)
-            p.drawText(inner.adjusted(0, 0, 0, -8),
-                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, self.sub)
+            sub = reg["sub"]
+            p.drawText(sub, left, fm.elidedText(self.sub, Qt.TextElideMode.ElideRight,
+                                                int(sub.width())))
         if self.fraction is not None:
-            bar = QRectF(inner.left(), inner.bottom() - 5, inner.width(), 5)
+            bar = reg["bar"]
             p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(pal.alternateBase())
-            p.drawRoundedRect(bar, 2.5, 2.5)
+            p.setBrush(th.color("track"))
+            p.drawRoundedRect(bar, 2, 2)
             color = th.color("error") if self.fraction > 0.9 else th.color("warn") \
                 if self.fraction > 0.75 else own
             p.setBrush(color)
-            p.drawRoundedRect(QRectF(bar.left(), bar.top(), bar.width() * self.fraction, 5),
-                              2.5, 2.5)
+            p.drawRoundedRect(QRectF(bar.left(), bar.top(), bar.width() * self.fraction,
+                                     bar.height()), 2, 2)
         p.end()
 
 
@@ -126,8 +159,8 @@ class GaugePanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(6)
+        lay.setSpacing(theme.SPACE[1] + 2)
+        lay.setContentsMargins(theme.SPACE[2], theme.SPACE[2], theme.SPACE[2], theme.SPACE[2])
         self.vram = GaugeCard("VRAM", "gpu")
         self.gpu = GaugeCard("GPU utilisation", "gpu")
         self.ram = GaugeCard("RAM", "cpu")
@@ -188,8 +221,8 @@ class GaugePanel(QWidget):
         if tps is not None and not is_na(tps.value):
             parts.append(f"{tps.value:.1f} tok/s")
         if is_na(kv_v) and not parts:
-            self.server.set("n/a", "", None, None,
-                            sub="no /metrics (llama-server needs --metrics)")
+            # vLLM and llama-server (with --metrics) publish /metrics; many servers do not
+            self.server.set("n/a", "", None, None, sub="this server publishes no /metrics")
             return
         self.server.set("n/a" if is_na(kv_v) else f"{100 * kv_v:.0f}%", "server KV cache",
                         None if is_na(kv_v) else kv_v, None if is_na(kv_v) else kv_v,
@@ -207,11 +240,14 @@ class GaugePanel(QWidget):
         if self.remote:  # the model's memory and GPU are the server's, not this machine's
             self.vram.set("on the server", "", None, None, sub="the model runs on the server")
             self.gpu.set("on the server", "", None, None, sub="see the Server card")
+            self.gpu.hide()
             return
         if not snap.gpus:
             self.vram.set("No NVIDIA GPU", "", None, None, sub="running on CPU")
             self.gpu.set("No NVIDIA GPU", "", None, None, sub="running on CPU")
+            self.gpu.hide()  # one card says it: two said the same thing
             return
+        self.gpu.show()
         used = sum(g.vram_used for g in snap.gpus if not is_na(g.vram_used))
         total = sum(g.vram_total for g in snap.gpus if not is_na(g.vram_total))
         mine = [g.vram_process for g in snap.gpus]

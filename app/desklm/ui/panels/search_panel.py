@@ -1,9 +1,10 @@
 """The search box over saved chats: results as you type, off the UI thread.
 
 ``SearchPanel`` owns a line edit and a result list. Typing restarts a short timer (60 ms); when
-it fires, the query goes to a search thread of its own (``SearchIndex`` does file and SQLite
-work, never on the UI thread). Only the newest query's results are shown: a result for a query
-the user has typed past is dropped. Enter (or a click) on a result emits ``openRequested``.
+it fires, the query runs as a :class:`~desklm.ui.workers.BackgroundOp`, one at a time
+(``SearchIndex`` does file and SQLite work, never on the UI thread). Only the newest query's
+results are shown: a result for a query the user has typed past is dropped. Enter (or a click)
+on a result emits ``openRequested``.
 
 Signals:
     openRequested(str conversation_id, str message_id): open the chat at that message
@@ -15,15 +16,14 @@ Signals:
 from __future__ import annotations
 
 import html
-import queue
-import threading
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from desklm.engine import SearchIndex
+from desklm.ui.workers import BackgroundOp, reason
 
 ROLE_DATA = Qt.ItemDataRole.UserRole
 
@@ -37,42 +37,6 @@ def rich_snippet(hit: Any) -> str:
         pos = b
     out.append(html.escape(hit.snippet[pos:]))
     return "".join(out)
-
-
-class _Bridge(QObject):
-    done = Signal(int, object)  # (query serial, SearchResult or error text)
-
-
-class _SearchThread:
-    """One daemon thread answering the newest query; older queued queries are skipped."""
-
-    def __init__(self, index: Any, bridge: _Bridge) -> None:
-        self.index = index
-        self.bridge = bridge
-        self.jobs: queue.Queue[tuple[int, str] | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="desklm-search", daemon=True)
-        self.thread.start()
-
-    def submit(self, serial: int, text: str) -> None:
-        self.jobs.put((serial, text))
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-
-    def _run(self) -> None:
-        while True:
-            job = self.jobs.get()
-            while job is not None and not self.jobs.empty():  # skip to the newest
-                nxt = self.jobs.get()
-                job = nxt if nxt is not None else None
-            if job is None:
-                return
-            serial, text = job
-            try:
-                result: Any = self.index.search(text)
-            except Exception as e:  # a DeskLMError, or a bug: shown, never fatal
-                result = str(e)
-            self.bridge.done.emit(serial, result)
 
 
 class SearchPanel(QWidget):
@@ -108,14 +72,15 @@ class SearchPanel(QWidget):
         self.box.returnPressed.connect(self._enter)
         self.results.itemActivated.connect(self._open)
         self.results.itemClicked.connect(self._open)
-        self._bridge = _Bridge()
-        self._bridge.done.connect(self._show)
-        self._worker = _SearchThread(self.index, self._bridge)
+        self._running: BackgroundOp[Any] | None = None  # one search at a time
+        self._waiting: tuple[int, str] | None = None  # the newest query typed meanwhile
         if hasattr(self.index, "start_background_sync"):
             self.index.start_background_sync()
 
     def shutdown(self) -> None:
-        self._worker.stop()
+        self._waiting = None
+        if self._running is not None:
+            self._running.done.wait(5.0)
 
     def _fire(self) -> None:
         self._serial += 1
@@ -125,7 +90,24 @@ class SearchPanel(QWidget):
             self.results.hide()
             self.status.hide()
             return
-        self._worker.submit(self._serial, text)
+        self._search(self._serial, text)
+
+    def _search(self, serial: int, text: str) -> None:
+        """Searches run one at a time; a query typed meanwhile waits, and only the newest."""
+        if self._running is not None:
+            self._waiting = (serial, text)
+            return
+        index = self.index
+
+        def ended(result: Any) -> None:
+            self._running = None
+            self._show(serial, result)
+            if self._waiting is not None:
+                waiting, self._waiting = self._waiting, None
+                self._search(*waiting)
+
+        self._running = BackgroundOp(lambda: index.search(text), self, "search") \
+            .success(ended).failure(lambda e: ended(reason(e))).run()
 
     def _show(self, serial: int, result: Any) -> None:
         if serial != self._serial:

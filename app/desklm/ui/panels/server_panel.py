@@ -1,7 +1,8 @@
 """The API server's panel: state, start/stop, address, key, allowed origins and the request log.
 
-Self-contained: give it an :class:`~desklm.server.ApiServer`. Starting and stopping run off the
-UI thread (binding, the keyring); the server's events arrive through a queued signal.
+Self-contained: give it an :class:`~desklm.server.ApiServer`. Starting and stopping run as a
+:class:`~desklm.ui.workers.BackgroundOp`, off the UI thread (binding, the keyring); the
+server's events arrive through a queued signal.
 
 Signals:
     stateChanged(object): the :class:`~desklm.server.ServerState` after every change.
@@ -13,7 +14,6 @@ Signals:
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,11 +35,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desklm.errors import DeskLMError
 from desklm.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, RequestRecord, ServerState
 from desklm.server import is_loopback as _is_loopback
+from desklm.ui import theme
+from desklm.ui.workers import BackgroundOp, reason
 
-COLUMNS = ("Time", "Client", "Endpoint", "Status", "Tokens", "tok/s", "Seconds")
+# three columns fit the ~260 px tab beside the gauges (seven were cut to "dpo"); the client,
+# the token split and the seconds are in each row's tooltip
+COLUMNS = ("Time", "Request", "Result")
 MAX_ROWS = 500
 
 
@@ -49,7 +52,6 @@ class ServerPanel(QWidget):
     settingsChanged = Signal(dict)
     failed = Signal(str)
     _event = Signal(str, object)  # from the server's thread (queued to the UI thread)
-    _started = Signal(str, str)  # (url or "", error or "") from the starting thread
 
     def __init__(self, server: ApiServer, parent: QWidget | None = None,
                  key_source: Callable[[], str] | None = None) -> None:
@@ -60,6 +62,7 @@ class ServerPanel(QWidget):
         self.confirm_network: Callable[[str], bool] = self._ask_network
         self._busy = False
         self._key = ""
+        self._op: BackgroundOp[Any] | None = None
 
         self.state_label = QLabel("off")
         self.state_label.setObjectName("serverState")
@@ -81,11 +84,28 @@ class ServerPanel(QWidget):
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
 
+        # laid out for a narrow column: each field under its name, the state over a full-width
+        # Start/Stop, the log below taking the rest
+        self.toggle.setMinimumWidth(80)
+        self.state_label.setWordWrap(True)
+        self.state_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        head, fit = self.table.horizontalHeader(), QHeaderView.ResizeMode.ResizeToContents
+        head.setSectionResizeMode(0, fit)
+        head.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        head.setSectionResizeMode(2, fit)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
         form = QFormLayout()
-        form.addRow("Address", self.host)
-        form.addRow("Port", self.port)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        addr = QHBoxLayout()
+        addr.addWidget(self.host, 1)
+        addr.addWidget(QLabel(":"))
+        addr.addWidget(self.port)
+        form.addRow("Address and port", addr)
         form.addRow("Allowed web origins", self.cors)
         key_row = QHBoxLayout()
         key_row.addWidget(self.key_field, 1)
@@ -93,16 +113,19 @@ class ServerPanel(QWidget):
         form.addRow("API key", key_row)
         top = QHBoxLayout()
         top.addWidget(self.state_label, 1)
-        top.addWidget(self.toggle)
+        top.addWidget(self.toggle, 0, Qt.AlignmentFlag.AlignTop)
         lay = QVBoxLayout(self)
+        lay.setContentsMargins(8, 8, 8, 8)
         lay.addLayout(top)
         lay.addLayout(form)
+        log_title = QLabel("Requests")
+        log_title.setProperty("role", "muted")
+        lay.addWidget(log_title)
         lay.addWidget(self.table, 1)
 
         self.toggle.clicked.connect(self._on_toggle)
         self.copy_key.clicked.connect(self._copy_key)
         self._event.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
-        self._started.connect(self._on_started, Qt.ConnectionType.QueuedConnection)
         for w in (self.host, self.cors):
             w.editingFinished.connect(self._emit_settings)
         self.port.valueChanged.connect(lambda _v: self._emit_settings())
@@ -142,17 +165,14 @@ class ServerPanel(QWidget):
         self.toggle.setEnabled(False)
         port, origins = self.port.value(), self._origins()
 
-        def run() -> None:  # binding and the keyring stay off the UI thread
-            try:
-                key = None if _is_loopback(host) else self.key_source()
-                self._key = key or ""
-                url = self.server.start(host, port, key, origins)
-            except DeskLMError as e:
-                self._started.emit("", str(e))
-            else:
-                self._started.emit(url, "")
+        def run() -> str:  # binding and the keyring stay off the UI thread
+            key = None if _is_loopback(host) else self.key_source()
+            self._key = key or ""
+            return self.server.start(host, port, key, origins)
 
-        threading.Thread(target=run, name="api-server-start", daemon=True).start()
+        self._op = BackgroundOp(run, self, "api-server-start") \
+            .success(lambda url: self._on_started(url, "")) \
+            .failure(lambda e: self._on_started("", reason(e))).run()
 
     def stop(self) -> None:
         if self._busy or not self.server.running:
@@ -160,11 +180,9 @@ class ServerPanel(QWidget):
         self._busy = True
         self.toggle.setEnabled(False)
 
-        def run() -> None:
-            self.server.stop()
-            self._started.emit("", "")
-
-        threading.Thread(target=run, name="api-server-stop", daemon=True).start()
+        self._op = BackgroundOp(self.server.stop, self, "api-server-stop") \
+            .success(lambda _r: self._on_started("", "")) \
+            .failure(lambda e: self._on_started("", reason(e))).run()
 
     @Slot()
     def _on_toggle(self) -> None:
@@ -173,7 +191,6 @@ class ServerPanel(QWidget):
         else:
             self.stop()
 
-    @Slot(str, str)
     def _on_started(self, url: str, error: str) -> None:
         self._busy = False
         self.toggle.setEnabled(True)
@@ -223,20 +240,29 @@ class ServerPanel(QWidget):
             self.table.removeRow(0)
         row = self.table.rowCount()
         self.table.insertRow(row)
-        cells = (time.strftime("%H:%M:%S", time.localtime(rec.time)), rec.client, rec.endpoint,
-                 str(rec.status), f"{rec.prompt_tokens}+{rec.completion_tokens}",
-                 f"{rec.tokens_per_s:.1f}" if rec.tokens_per_s else "-",
-                 f"{rec.duration_s:.2f}")
+        result = str(rec.status)
+        if rec.completion_tokens:
+            result += f" · {rec.completion_tokens} tok"
+        if rec.tokens_per_s:
+            result += f" · {rec.tokens_per_s:.0f}/s"
+        cells = (time.strftime("%H:%M:%S", time.localtime(rec.time)), rec.endpoint, result)
+        tip = (f"{rec.endpoint} from {rec.client}: status {rec.status}, "
+               f"{rec.prompt_tokens} prompt + {rec.completion_tokens} generated tokens, "
+               + (f"{rec.tokens_per_s:.1f} tok/s, " if rec.tokens_per_s else "")
+               + f"{rec.duration_s:.2f} s" + (f"\n{rec.error}" if rec.error else ""))
         for col, text in enumerate(cells):
             item = QTableWidgetItem(text)
+            item.setToolTip(tip)
             if rec.status >= 400:
-                item.setToolTip(rec.error)
+                item.setForeground(theme.current().color("error"))
             self.table.setItem(row, col, item)
         self.table.scrollToBottom()
 
     def shutdown(self) -> None:
         """Stop the server (blocking, at most a few seconds) and stop listening to it."""
         self.server.remove_listener(self._listener)
+        if self._op is not None:
+            self._op.done.wait(5.0)
         self.server.stop()
 
 

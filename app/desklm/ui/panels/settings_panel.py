@@ -101,6 +101,34 @@ def formatter(s: Setting) -> Callable[[Any], str]:
     return str
 
 
+def no_wheel(widget: QWidget, e: Any, handle: Callable[[Any], None]) -> None:
+    """The mouse wheel scrolls the panel, never a value under the pointer by accident ("Chat
+    cache in RAM" went 512 -> 511 while scrolling past it): a setting takes the wheel only
+    once it has the keyboard focus (clicked or tabbed to)."""
+    if widget.hasFocus():
+        handle(e)
+    else:
+        e.ignore()  # passed on to the scroll area
+
+
+class WheelSafeSpinBox(QSpinBox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, e: Any) -> None:
+        no_wheel(self, e, super().wheelEvent)
+
+
+class WheelSafeComboBox(QComboBox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, e: Any) -> None:
+        no_wheel(self, e, super().wheelEvent)
+
+
 class PagingSlider(QSlider):
     """A click on the track moves one page step towards the click; only a drag of the handle
     moves freely. (Some styles and desktops make the left button set the value absolutely,
@@ -126,6 +154,9 @@ class PagingSlider(QSlider):
 
     _paged = False
 
+    def wheelEvent(self, e: Any) -> None:
+        no_wheel(self, e, super().wheelEvent)
+
     def mouseReleaseEvent(self, e: QMouseEvent) -> None:
         if self._paged:
             self._paged = False
@@ -147,6 +178,7 @@ class SliderRow(QWidget):
         self.values: list[Any] = []
         self.slider = PagingSlider(Qt.Orientation.Horizontal)
         self.slider.setObjectName(f"slider:{name}")
+        self.slider.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.slider.setMinimumWidth(100)
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.label = QLabel()
@@ -227,6 +259,8 @@ class SettingsPanel(QWidget):
         self.free: tuple[Any, Any] | None = None  # (free RAM, free VRAM) from the sampler
         self.fit: Any = None  # the last FitEstimate shown
         self._sys_timers: dict[str, QTimer] = {}
+        self.confirm_delete: Callable[[str], bool] = self._ask_delete  # tests answer it
+        self.remote = False
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 6, 4, 4)
         outer.addWidget(self._preset_row())
@@ -270,6 +304,9 @@ class SettingsPanel(QWidget):
         self.auto_button.clicked.connect(self.auto)
         self.apply_button = QPushButton("Apply && reload")
         self.apply_button.setObjectName("apply")
+        # the button is disabled while the model reloads: with the focus, Qt would pass it to
+        # the next row, and the scroll area would scroll there by itself
+        self.apply_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.apply_button.setEnabled(False)
         self.apply_button.clicked.connect(self.apply)
         brow = QHBoxLayout()
@@ -322,7 +359,7 @@ class SettingsPanel(QWidget):
             cb.toggled.connect(lambda v, n=name: self._edited(n, v))
             editor = cb
         elif kind == "choice":
-            combo = QComboBox()
+            combo = WheelSafeComboBox()
             combo.addItems(list(s.choices))
             combo.setCurrentText(str(value))
             combo.setSizeAdjustPolicy(
@@ -331,7 +368,7 @@ class SettingsPanel(QWidget):
             combo.currentTextChanged.connect(lambda v, n=name: self._edited(n, v))
             editor = combo
         elif kind == "spin":
-            spin = QSpinBox()
+            spin = WheelSafeSpinBox()
             lo = min([int(s.minimum or 0), *s.special])
             hi = self.settings.maximum(name)
             spin.setRange(lo, int(hi) if hi is not None else 2**31 - 1)
@@ -448,8 +485,15 @@ class SettingsPanel(QWidget):
 
     def _preset_delete_clicked(self) -> None:
         name = self.preset_combo.currentData()
-        if name:
+        if name and self.confirm_delete(name):
             self.presetDeleteRequested.emit(name)
+
+    def _ask_delete(self, name: str) -> bool:
+        from PySide6.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self, "Delete preset",
+                                      f"Delete the preset “{name}”? This cannot be undone.")
+        return answer == QMessageBox.StandardButton.Yes
 
     def reload_marked(self, name: str) -> bool:
         """Whether ``name`` shows the "reload needed" mark."""
@@ -460,7 +504,7 @@ class SettingsPanel(QWidget):
 
     def set_model_info(self, info: Any) -> None:
         self.model_info = info
-        self.auto_button.setEnabled(True)
+        self.auto_button.setEnabled(not self.remote)
         self.update_fit()  # the tune button follows the window's state, see MainWindow._on_state
 
     def set_kv_usage(self, u: dict[str, int]) -> None:
@@ -483,7 +527,7 @@ class SettingsPanel(QWidget):
     def update_fit(self) -> None:
         from desklm.engine import estimate
 
-        if self.model_info is None:
+        if self.model_info is None or getattr(self, "remote", False):
             return
         v = self.pending_or_current
         self.fit = estimate(self.model_info, v("n_ctx"), v("n_gpu_layers"), v("kv_cache_type"),
@@ -523,7 +567,8 @@ class SettingsPanel(QWidget):
         for name, mark in self.marks.items():
             mark.setText(MARK if name in self.pending else "")
         box = self.groups["reload"]
-        box.setTitle("Model — reload needed" if self.pending else "Model")
+        box.setTitle("Model — set on the server" if getattr(self, "remote", False) else
+                     "Model — reload needed" if self.pending else "Model")
         self.apply_button.setEnabled(bool(self.pending))
         self.update_fit()
 
@@ -569,14 +614,16 @@ class SettingsPanel(QWidget):
         self._update_gpu_warning()
 
     def sync(self, settings: Settings) -> None:
-        """Show the values in effect (after a load or an applied change); clears 'pending'."""
+        """Show the values in effect (after a load or an applied change). A reload change
+        still pending (not what is in effect now) stays pending, marked, with its editor at
+        the pending value: a live change made meanwhile (CPU threads) never discards it."""
         limits = dict(self.settings.limits)
         self.settings = settings.copy()
         for k, v in limits.items():
             self.settings.limits.setdefault(k, v)
-        self.pending.clear()
+        self.pending = {n: v for n, v in self.pending.items() if settings[n] != v}
         for name, ed in self.editors.items():
-            v = settings[name]
+            v = self.pending.get(name, settings[name])
             ed.blockSignals(True)
             if isinstance(ed, SliderRow):
                 if v not in ed.values:
@@ -617,6 +664,24 @@ class SettingsPanel(QWidget):
         ed.blockSignals(False)
         self._mark()
         self._update_gpu_warning()
+
+    def set_remote(self, remote: bool) -> None:
+        """On a server's model the load settings (context, GPU layers, batch, KV type,
+        threads) are the server's: shown, not editable, and no memory estimate; sampling
+        settings still go with each request."""
+        self.remote = remote
+        for key in ("reload", "live"):
+            box = self.groups.get(key)
+            if box is not None:
+                box.setEnabled(not remote)
+        title = dict(GROUPS)
+        self.groups["live"].setTitle(title["live"] + (" — set on the server" if remote else ""))
+        self._mark()
+        if remote:
+            self.fit = None
+            self.fit_label.setText("Memory: the model runs on the server")
+            self.fit_label.setStyleSheet("")
+        self.auto_button.setEnabled(not remote and self.model_info is not None)
 
     def set_gpu_available(self, available: bool) -> None:
         if available != self.gpu_available:
