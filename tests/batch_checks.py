@@ -27,8 +27,13 @@ def next_logits(eng: Any, tokens: Sequence[int]) -> Any:
     return llama_cpp.llama_get_logits_ith(eng.llm._ctx.ctx, -1)
 
 
-def assert_same_or_near_tie(eng: Any, prompt: list[int], a: list[int], b: list[int],
-                            call: Callable[[Callable[[], Any]], Any] = lambda f: f()) -> None:
+def assert_same_or_near_tie(
+    eng: Any,
+    prompt: list[int],
+    a: list[int],
+    b: list[int],
+    call: Callable[[Callable[[], Any]], Any] = lambda f: f(),
+) -> None:
     """Token ids ``a`` and ``b`` (two replies to ``prompt``) are equal, or part at a near tie.
     ``call`` runs a function on the inference thread (``runner.call``)."""
     if a == b:
@@ -41,13 +46,19 @@ def assert_same_or_near_tie(eng: Any, prompt: list[int], a: list[int], b: list[i
         return abs(float(lg[a[k]]) - float(lg[b[k]]))
 
     m = call(margin)
-    assert m < TIE, (f"replies part at token {k} ({a[k]} vs {b[k]}) where the model does not "
-                     f"waver: the logits are {m:.3f} apart")
+    assert m < TIE, (
+        f"replies part at token {k} ({a[k]} vs {b[k]}) where the model does not "
+        f"waver: the logits are {m:.3f} apart"
+    )
 
 
-def assert_text_same_or_near_tie(eng: Any, prompt: list[int], a: str, b: str,
-                                 call: Callable[[Callable[[], Any]], Any] = lambda f: f()
-                                 ) -> None:
+def assert_text_same_or_near_tie(
+    eng: Any,
+    prompt: list[int],
+    a: str,
+    b: str,
+    call: Callable[[Callable[[], Any]], Any] = lambda f: f(),
+) -> None:
     """As :func:`assert_same_or_near_tie` for replies known only as text (an API's): the
     texts part after their common prefix, cut back to where a word starts."""
     if a == b:
@@ -72,5 +83,7 @@ def assert_text_same_or_near_tie(eng: Any, prompt: list[int], a: str, b: str,
         return abs(float(lg[ta[0]]) - float(lg[tb[0]])), ta[0], tb[0]
 
     m, x, y = call(check)
-    assert m < TIE, (f"replies part after {a[:n]!r} ({x} vs {y}) where the model does not "
-                     f"waver: the logits are {m:.3f} apart\n{a!r}\n{b!r}")
+    assert m < TIE, (
+        f"replies part after {a[:n]!r} ({x} vs {y}) where the model does not "
+        f"waver: the logits are {m:.3f} apart\n{a!r}\n{b!r}"
+    )

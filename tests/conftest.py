@@ -60,15 +60,18 @@ def engine(model_path: Path):
     eng.unload()
 
 
-def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None,
-            timeout: float = 300):
+def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 300):
     import subprocess
 
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "desklm", *args], input=stdin, capture_output=True, text=True,
-        timeout=timeout, env=e,
+        [sys.executable, "-m", "desklm", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
     )
 
 
@@ -106,10 +109,9 @@ def online(monkeypatch, tmp_path):
 def server(online, monkeypatch, tmp_path, model_path):
     from tests.hubserver import HubFiles, HubServer
 
-    files = HubFiles(files={REPO: {"tiny.gguf": big_gguf(tmp_path / "tiny.gguf"),
-                                   "gemma.gguf": model_path}})
+    files = HubFiles(
+        files={REPO: {"tiny.gguf": big_gguf(tmp_path / "tiny.gguf"), "gemma.gguf": model_path}}
+    )
     with HubServer(files) as srv:
         monkeypatch.setenv("HF_ENDPOINT", srv.url)
         yield srv
-
-

@@ -81,10 +81,22 @@ def make_handler(hub: HubFiles) -> type[BaseHTTPRequestHandler]:
                 if repo is None:
                     self._err(404, "Repository not found")
                     return
-                self._json([{"type": "file", "oid": "1" * 40, "size": p.stat().st_size,
-                             "path": name, "lfs": {"oid": hub.sha(p), "size": p.stat().st_size,
-                                                   "pointerSize": 130}}
-                            for name, p in repo.items()])
+                self._json(
+                    [
+                        {
+                            "type": "file",
+                            "oid": "1" * 40,
+                            "size": p.stat().st_size,
+                            "path": name,
+                            "lfs": {
+                                "oid": hub.sha(p),
+                                "size": p.stat().st_size,
+                                "pointerSize": 130,
+                            },
+                        }
+                        for name, p in repo.items()
+                    ]
+                )
                 return
             m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             repo = hub.files.get(m.group(1)) if m else None

@@ -71,12 +71,28 @@ class Served:
 
 def start_llama_server(model: Path, log: Path, *extra: str, n_ctx: int = 2048) -> Served:
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
-           "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "2",
-           "--verbose", "False", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        "2",
+        "--verbose",
+        "False",
+        *extra,
+    ]
     out = log.open("wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+    )
     url = f"http://127.0.0.1:{port}"
     key = extra[extra.index("--api_key") + 1] if "--api_key" in extra else None
     import httpx
@@ -86,8 +102,11 @@ def start_llama_server(model: Path, log: Path, *extra: str, n_ctx: int = 2048) -
         if proc.poll() is not None:
             raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            r = httpx.get(url + "/v1/models", timeout=2,
-                          headers={"Authorization": f"Bearer {key}"} if key else {})
+            r = httpx.get(
+                url + "/v1/models",
+                timeout=2,
+                headers={"Authorization": f"Bearer {key}"} if key else {},
+            )
             if r.status_code == 200:
                 return Served(url, proc, key)
         time.sleep(0.3)
@@ -113,10 +132,12 @@ def llama_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
-def llama_server_keyed(model_path: Path,
-                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = start_llama_server(model_path, tmp_path_factory.mktemp("srvk") / "server.log",
-                           "--api_key", KEY)
+def llama_server_keyed(
+    model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    s = start_llama_server(
+        model_path, tmp_path_factory.mktemp("srvk") / "server.log", "--api_key", KEY
+    )
     yield s
     stop_server(s)
 
@@ -133,8 +154,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(self.hang_s)
             return
         else:
-            body = {"error": {"message": f"status {self.status} from the test server",
-                              "type": "test"}}
+            body = {
+                "error": {"message": f"status {self.status} from the test server", "type": "test"}
+            }
             code = self.status
         data = json.dumps(body).encode()
         self.send_response(code)

@@ -52,12 +52,16 @@ class QuietFileHandler(logging.handlers.RotatingFileHandler):
             with contextlib.suppress(Exception):
                 if stream is not None:
                     stream.close()
-            self._note(f"cannot write the log file {self.baseFilename} ({self.failed}); "
-                       "logging to it is off for this run")
+            self._note(
+                f"cannot write the log file {self.baseFilename} ({self.failed}); "
+                "logging to it is off for this run"
+            )
         elif not self._told_bad_record:  # a bad record (format arguments): drop it, go on
             self._told_bad_record = True
-            self._note(f"a log message could not be formatted and was dropped "
-                       f"({type(err).__name__}); see {self.baseFilename}")
+            self._note(
+                f"a log message could not be formatted and was dropped "
+                f"({type(err).__name__}); see {self.baseFilename}"
+            )
 
     @staticmethod
     def _note(text: str) -> None:
@@ -102,9 +106,7 @@ def install_excepthooks(on_error: object | None = None) -> None:
     """
     log = logging.getLogger("desklm")
 
-    def hook(
-        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if issubclass(exc_type, KeyboardInterrupt):
             sys.__excepthook__(exc_type, exc, tb)
             return

@@ -52,15 +52,25 @@ SYSTEM = "You are a helpful assistant."  # DeskLM's default system prompt
 
 def is_right(reply: str, accepted: list[str]) -> bool:
     low = reply.lower()
-    return any(re.search(r"(?<![a-z0-9])" + re.escape(a) + r"(?![a-z0-9])", low)
-               for a in accepted)
+    return any(re.search(r"(?<![a-z0-9])" + re.escape(a) + r"(?![a-z0-9])", low) for a in accepted)
 
 
-def run_desklm(model: Path | None, max_tokens: int, chat_format: str | None = None
-               ) -> list[dict[str, Any]]:
+def run_desklm(
+    model: Path | None, max_tokens: int, chat_format: str | None = None
+) -> list[dict[str, Any]]:
     """All questions through one ``desklm chat --json`` process, a new chat for each."""
-    args = [sys.executable, "-m", "desklm", "chat", "--json", "--no-save", "--temperature", "0",
-            "--max-tokens", str(max_tokens)]
+    args = [
+        sys.executable,
+        "-m",
+        "desklm",
+        "chat",
+        "--json",
+        "--no-save",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        str(max_tokens),
+    ]
     if model is not None:
         args += ["--model", str(model)]
     if chat_format:
@@ -74,8 +84,7 @@ def run_desklm(model: Path | None, max_tokens: int, chat_format: str | None = No
     turns = [o for o in map(json.loads, r.stdout.splitlines()) if "reply" in o or "error" in o]
     if len(turns) != len(QUESTIONS):
         raise SystemExit(f"expected {len(QUESTIONS)} replies, got {len(turns)}: {r.stdout[-2000:]}")
-    return [{"reply": t.get("reply", ""), "finish": t.get("finish_reason", "error")}
-            for t in turns]
+    return [{"reply": t.get("reply", ""), "finish": t.get("finish_reason", "error")} for t in turns]
 
 
 def run_raw(model: Path, max_tokens: int, fmt: str) -> list[dict[str, Any]]:
@@ -88,10 +97,12 @@ def run_raw(model: Path, max_tokens: int, fmt: str) -> list[dict[str, Any]]:
     template = builtin_template(fmt)
     out = []
     for q, _ in QUESTIONS:
-        prompt = template.render([{"role": "system", "content": SYSTEM},
-                                  {"role": "user", "content": q}])
-        res: Any = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0,
-                                         stop=template.stop)
+        prompt = template.render(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+        )
+        res: Any = llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=0.0, stop=template.stop
+        )
         choice = res["choices"][0]
         out.append({"reply": choice["text"].strip(), "finish": choice["finish_reason"]})
     llm.close()
@@ -113,24 +124,43 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     for name, fn in (
         ("desklm chat (auto format)", lambda: run_desklm(args.model, args.max_tokens)),
-        ("raw llama-cpp-python, Gemma turn format", lambda: run_raw(model, args.max_tokens,
-                                                                    "gemma")),
-        ("raw llama-cpp-python, few-shot dialogue", lambda: run_raw(model, args.max_tokens,
-                                                                    "dialogue")),
+        (
+            "raw llama-cpp-python, Gemma turn format",
+            lambda: run_raw(model, args.max_tokens, "gemma"),
+        ),
+        (
+            "raw llama-cpp-python, few-shot dialogue",
+            lambda: run_raw(model, args.max_tokens, "dialogue"),
+        ),
     ):
         t0 = time.perf_counter()
         paths[name] = fn()
         timings[name] = time.perf_counter() - t0
     summary = {}
     for name, results in paths.items():
-        right = sum(is_right(r["reply"], acc) for r, (_, acc) in zip(results, QUESTIONS,
-                                                                   strict=True))
+        right = sum(
+            is_right(r["reply"], acc) for r, (_, acc) in zip(results, QUESTIONS, strict=True)
+        )
         clean = sum(r["finish"] == "stop" for r in results)
-        summary[name] = {"right": right, "clean_stops": clean, "questions": len(QUESTIONS),
-                         "seconds": round(timings[name], 1)}
+        summary[name] = {
+            "right": right,
+            "clean_stops": clean,
+            "questions": len(QUESTIONS),
+            "seconds": round(timings[name], 1),
+        }
     if args.json:
-        print(json.dumps({"model": str(model), "max_tokens": args.max_tokens,
-                          "summary": summary, "replies": paths}, ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                {
+                    "model": str(model),
+                    "max_tokens": args.max_tokens,
+                    "summary": summary,
+                    "replies": paths,
+                },
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
         return 0
     if args.verbose:
         for i, (q, acc) in enumerate(QUESTIONS):
@@ -139,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
                 r = results[i]
                 mark = "+" if is_right(r["reply"], acc) else "-"
                 print(f"  {mark} {r['finish']:<6} {name[:28]:<28} {r['reply'][:90]!r}")
-    print(f"model: {model.name}, {len(QUESTIONS)} questions, greedy, max {args.max_tokens} "
-          "tokens per reply")
+    print(
+        f"model: {model.name}, {len(QUESTIONS)} questions, greedy, max {args.max_tokens} "
+        "tokens per reply"
+    )
     print(f"{'path':<42} {'right':>7} {'clean stop':>11} {'time':>8}")
     for name, s in summary.items():
-        print(f"{name:<42} {s['right']:>4}/{s['questions']} {s['clean_stops']:>8}/"
-              f"{s['questions']} {s['seconds']:>7.1f}s")
+        print(
+            f"{name:<42} {s['right']:>4}/{s['questions']} {s['clean_stops']:>8}/"
+            f"{s['questions']} {s['seconds']:>7.1f}s"
+        )
     return 0
 
 

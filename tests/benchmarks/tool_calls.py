@@ -19,9 +19,15 @@ import json
 import time
 from typing import Any
 
-WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
-           "properties": {"city": {"type": "string"},
-                          "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
+WEATHER = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["city", "unit"],
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+}
 SEARCH = {"type": "object", "required": ["query"], "properties": {"query": {"type": "string"}}}
 ASKS = [
     ("What is the weather in Paris?", "get_weather"),
@@ -53,13 +59,16 @@ def main() -> int:
         tool_grammar,
     )
 
-    tools = [Tool("get_weather", "The current weather in a city", WEATHER),
-             Tool("web_search", "Search the web", SEARCH)]
+    tools = [
+        Tool("get_weather", "The current weather in a city", WEATHER),
+        Tool("web_search", "Search the web", SEARCH),
+    ]
     schemas = {t.name: t.parameters for t in tools}
     eng = ChatEngine()
-    eng.load(args.model or embedded_model_path(),
-             Settings({"n_ctx": args.ctx, "max_tokens": args.max_tokens, "temperature": 0,
-                       "seed": 1}))
+    eng.load(
+        args.model or embedded_model_path(),
+        Settings({"n_ctx": args.ctx, "max_tokens": args.max_tokens, "temperature": 0, "seed": 1}),
+    )
     sampling = Settings({"max_tokens": args.max_tokens, "temperature": 0, "seed": 1})
     assert eng.template is not None
     rows: dict[str, dict[str, Any]] = {}
@@ -72,24 +81,34 @@ def main() -> int:
             prompt = render_tools(eng.template, msgs, offered)
             grammar = tool_grammar(tools, prompt.syntax, name=want) if mode == "forced" else None
             t0 = time.perf_counter()
-            reply, stats = eng.generate(eng.tokenize(prompt.parts), sampling, grammar=grammar,
-                                        stop=[] if grammar is not None else None,
-                                        keep=prompt.keep)
+            reply, stats = eng.generate(
+                eng.tokenize(prompt.parts),
+                sampling,
+                grammar=grammar,
+                stop=[] if grammar is not None else None,
+                keep=prompt.keep,
+            )
             seconds += time.perf_counter() - t0
             tokens += stats.completion_tokens
             if not offered:
                 continue
-            for call in parse_tool_calls(reply, prompt.syntax,
-                                         names=[t.name for t in tools]).calls[:1]:
+            for call in parse_tool_calls(reply, prompt.syntax, names=[t.name for t in tools]).calls[
+                :1
+            ]:
                 try:
                     jsonschema.validate(json.loads(call.arguments), schemas[call.name])
                 except (ValueError, jsonschema.ValidationError):
                     continue
                 valid += 1
                 right += call.name == want
-        rows[mode] = {"requests": len(ASKS), "valid_calls": valid, "right_tool": right,
-                      "tokens": tokens, "seconds": round(seconds, 2),
-                      "tokens_per_s": round(tokens / seconds, 1) if seconds else None}
+        rows[mode] = {
+            "requests": len(ASKS),
+            "valid_calls": valid,
+            "right_tool": right,
+            "tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        }
     name = eng.load_info.path.name if eng.load_info else "?"
     if args.json:
         print(json.dumps({"model": name, "format": eng.template.name, "modes": rows}, indent=2))
@@ -99,8 +118,10 @@ def main() -> int:
         for mode, r in rows.items():
             calls = f"{r['valid_calls']}/{r['requests']}" if mode != "free text" else "-"
             right = f"{r['right_tool']}/{r['requests']}" if mode != "free text" else "-"
-            print(f"{mode:<10} {calls:>11} {right:>10} {r['tokens']:>7} "
-                  f"{r['tokens_per_s'] or 0:>7.1f}")
+            print(
+                f"{mode:<10} {calls:>11} {right:>10} {r['tokens']:>7} "
+                f"{r['tokens_per_s'] or 0:>7.1f}"
+            )
     eng.unload()
     return 0
 

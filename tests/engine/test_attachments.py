@@ -39,8 +39,7 @@ def make_pdf(path, lines):
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
     out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objs) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
     path.write_bytes(bytes(out))
     return path
 
@@ -49,8 +48,12 @@ def test_text_files_of_every_kind(tmp_path):
     md = tmp_path / "notes.md"
     md.write_text("# Title\n\nSome *markdown*.\n", "utf-8")
     a = read_attachment(md)
-    assert (a.name, a.kind, a.chars, a.size) == ("notes.md", "text", len(md.read_text()),
-                                                 md.stat().st_size)
+    assert (a.name, a.kind, a.chars, a.size) == (
+        "notes.md",
+        "text",
+        len(md.read_text()),
+        md.stat().st_size,
+    )
     code = tmp_path / "x.py"
     code.write_text('print("```not the end```")\n', "utf-8")
     block = read_attachment(code).block()
@@ -119,8 +122,12 @@ def test_render_block_names_are_data():
 
 
 def session(engine, model_path, tmp_path, **over):
-    s = ChatSession(model_path, small_settings(max_tokens=6, **over), engine=engine,
-                    store=ConversationStore(tmp_path / "conv"))
+    s = ChatSession(
+        model_path,
+        small_settings(max_tokens=6, **over),
+        engine=engine,
+        store=ConversationStore(tmp_path / "conv"),
+    )
     s.reset()
     return s
 
@@ -135,8 +142,11 @@ def test_tokens_and_fitting_on_the_real_model(engine, model_path, tmp_path):
     assert 5 < a.tokens < 40 and not a.note
     huge = tmp_path / "huge.txt"
     huge.write_text("many words here " * 2000, "utf-8")
-    with pytest.raises(DeskLMError, match=r"needs [\d,]+ tokens but at most [\d,]+ of the "
-                                          r"2,048-token context"):
+    with pytest.raises(
+        DeskLMError,
+        match=r"needs [\d,]+ tokens but at most [\d,]+ of the "
+        r"2,048-token context",
+    ):
         read_attachment(huge, engine.tokenize, context_room(s))
 
 

@@ -29,15 +29,27 @@ def beng(model_path: Path) -> Any:
     eng.unload()
 
 
-def _seq(eng: Any, prompt: str, *, temperature: float = 0.0, seed: int = 7,
-         max_tokens: int = 16, repeat_penalty: float = 1.0, **kw: Any) -> Any:
+def _seq(
+    eng: Any,
+    prompt: str,
+    *,
+    temperature: float = 0.0,
+    seed: int = 7,
+    max_tokens: int = 16,
+    repeat_penalty: float = 1.0,
+    **kw: Any,
+) -> Any:
     from desklm.engine.backends.local.batch import SamplingParams, Sequence
 
-    return Sequence(eng.plain_tokens(prompt),
-                    sampling=SamplingParams(temperature=temperature, seed=seed,
-                                            max_tokens=max_tokens,
-                                            repeat_penalty=repeat_penalty),
-                    strip=False, stop_token_ids=eng._stop_token_ids, **kw)
+    return Sequence(
+        eng.plain_tokens(prompt),
+        sampling=SamplingParams(
+            temperature=temperature, seed=seed, max_tokens=max_tokens, repeat_penalty=repeat_penalty
+        ),
+        strip=False,
+        stop_token_ids=eng._stop_token_ids,
+        **kw,
+    )
 
 
 def _forget(eng: Any) -> None:
@@ -95,10 +107,13 @@ def test_together_same_as_one_at_a_time(beng: Any) -> None:
 def test_each_sequence_draws_with_its_own_seed(beng: Any) -> None:
     """Sampling (temperature 0.8): the same seeds give the same texts run after run; the
     seeds are the sequences' own (a different one changes that reply only)."""
+
     def run(seeds: list[int]) -> list[str]:
         _forget(beng)
-        seqs = [beng.batch.submit(_seq(beng, PROMPTS[1], temperature=0.8, seed=s,
-                                       max_tokens=24)) for s in seeds]
+        seqs = [
+            beng.batch.submit(_seq(beng, PROMPTS[1], temperature=0.8, seed=s, max_tokens=24))
+            for s in seeds
+        ]
         beng.batch.run()
         return [s.result()[0] for s in seqs]
 
@@ -160,8 +175,9 @@ def test_grammar_constrained_batched_with_a_free_one(beng: Any) -> None:
     free_solo = _solo_seq(beng, PROMPTS[1], max_tokens=32)
     _forget(beng)
     grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-    constrained = beng.batch.submit(_seq(beng, 'A JSON object describing a cat: ', max_tokens=48,
-                                         grammar=grammar))
+    constrained = beng.batch.submit(
+        _seq(beng, "A JSON object describing a cat: ", max_tokens=48, grammar=grammar)
+    )
     free = beng.batch.submit(_seq(beng, PROMPTS[1], max_tokens=32))
     beng.batch.run()
     text, stats = constrained.result()
@@ -169,11 +185,12 @@ def test_grammar_constrained_batched_with_a_free_one(beng: Any) -> None:
     if stats.finish_reason == "stop":  # the grammar completed: it must parse
         assert isinstance(json.loads(text), dict | list | str | int | float | bool | None)
     else:  # cut at max_tokens: what there is starts like the grammar's value
-        assert text.lstrip()[:1] in "{[\"-0123456789tfn"
+        assert text.lstrip()[:1] in '{["-0123456789tfn'
     assert text.strip()
     # a GBNF string works the same as a LlamaGrammar
-    digits = beng.batch.submit(_seq(beng, "My phone number is", max_tokens=8,
-                                    grammar='root ::= [0-9]+'))
+    digits = beng.batch.submit(
+        _seq(beng, "My phone number is", max_tokens=8, grammar="root ::= [0-9]+")
+    )
     beng.batch.run()
     assert digits.result()[0].isdigit()
 
@@ -274,8 +291,9 @@ def test_chunked_prompt_evaluation_interleaves(beng: Any) -> None:
 def test_utf8_split_over_tokens_is_whole(beng: Any) -> None:
     """Pieces are whole characters, and they add up to the reply."""
     pieces: list[str] = []
-    s = beng.batch.submit(_seq(beng, "Emoji: 🎉🎉 and more emoji:", max_tokens=24,
-                               on_text=pieces.append))
+    s = beng.batch.submit(
+        _seq(beng, "Emoji: 🎉🎉 and more emoji:", max_tokens=24, on_text=pieces.append)
+    )
     beng.batch.run()
     reply = s.result()[0]
     assert "".join(pieces) == reply
@@ -334,8 +352,7 @@ def test_loop_on_the_runner_yields_to_queued_jobs(beng: Any) -> None:
     loop = BatchLoop(runner, beng.batch)
     try:
         started = threading.Event()
-        seqs = [loop.submit(_seq(beng, p, max_tokens=32, on_start=started.set))
-                for p in PROMPTS]
+        seqs = [loop.submit(_seq(beng, p, max_tokens=32, on_start=started.set)) for p in PROMPTS]
         assert started.wait(60)
         while seqs[0].live_tokens < 2:
             time.sleep(0.01)

@@ -19,8 +19,9 @@ def test_tune_measures_applies_and_remembers(model_path):
     try:
         steps = []
         r = bench.tune(s, progress=lambda i, n, what: steps.append((i, n, what)))
-        expected = sorted({1, max(1, logical_cores() // 2), max(1, logical_cores() - 1),
-                           logical_cores()})
+        expected = sorted(
+            {1, max(1, logical_cores() // 2), max(1, logical_cores() - 1), logical_cores()}
+        )
         assert [t["threads"] for t in r.trials] == expected
         assert [i for i, _, _ in steps] == list(range(1, len(expected) + 1))
         assert all(t["gen_tps"] > 0 and t["prompt_tps"] > 0 for t in r.trials)
@@ -72,11 +73,27 @@ def test_bench_engine_paths_json():
 
 def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
     png = tmp_path / "bench.png"
-    r = run_cli("bench", "--runs", "1", "--gen-tokens", "16", "--plot", str(png),
-                env={"QT_QPA_PLATFORM": "offscreen"}, timeout=600)
+    r = run_cli(
+        "bench",
+        "--runs",
+        "1",
+        "--gen-tokens",
+        "16",
+        "--plot",
+        str(png),
+        env={"QT_QPA_PLATFORM": "offscreen"},
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-800:]
-    for needle in ("generation tok/s", "gui/raw", "multi-turn (20 turns)", "long reply",
-                   "longest UI event-loop stall", "window visible after launch", "targets:"):
+    for needle in (
+        "generation tok/s",
+        "gui/raw",
+        "multi-turn (20 turns)",
+        "long reply",
+        "longest UI event-loop stall",
+        "window visible after launch",
+        "targets:",
+    ):
         assert needle in r.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -100,12 +117,24 @@ def test_the_table_has_a_vram_row_only_where_vram_was_read():
     from desklm.bench import run as benchrun
 
     def out(vram):
-        run = {"load_s": 1.0, "ttft_s": 0.1, "prompt_tps": 100.0, "gen_tps": 50.0,
-               "memory_mb": 300.0, "vram_mb": vram}
-        return {"model": "m.gguf", "machine": "x", "runs": 1, "gen_tokens": 8,
-                "settings": {"n_ctx": 512, "n_threads": 1, "n_gpu_layers": -1},
-                "median": {"raw": dict(run), "engine": dict(run)},
-                "multi_turn": [{"ttft_s": 0.1, "evaluated": 5}], "targets": []}
+        run = {
+            "load_s": 1.0,
+            "ttft_s": 0.1,
+            "prompt_tps": 100.0,
+            "gen_tps": 50.0,
+            "memory_mb": 300.0,
+            "vram_mb": vram,
+        }
+        return {
+            "model": "m.gguf",
+            "machine": "x",
+            "runs": 1,
+            "gen_tokens": 8,
+            "settings": {"n_ctx": 512, "n_threads": 1, "n_gpu_layers": -1},
+            "median": {"raw": dict(run), "engine": dict(run)},
+            "multi_turn": [{"ttft_s": 0.1, "evaluated": 5}],
+            "targets": [],
+        }
 
     assert "VRAM (MB)" not in benchrun.table(out(None))
     row = next(x for x in benchrun.table(out(812.5)).splitlines() if x.startswith("VRAM"))

@@ -29,9 +29,14 @@ from pathlib import Path  # noqa: E402
 PKG = Path(desklm.engine.__file__).resolve().parents[1]  # app/desklm
 
 # Lower layers never import higher ones.
-LAYERS = [("desklm.errors", "desklm.paths", "desklm.logs", "desklm.resources", "desklm"),
-          ("desklm.engine",), ("desklm.server",), ("desklm.ui",), ("desklm.bench",),
-          ("desklm.cli", "desklm.__main__")]
+LAYERS = [
+    ("desklm.errors", "desklm.paths", "desklm.logs", "desklm.resources", "desklm"),
+    ("desklm.engine",),
+    ("desklm.server",),
+    ("desklm.ui",),
+    ("desklm.bench",),
+    ("desklm.cli", "desklm.__main__"),
+]
 
 
 def _module_name(path: Path) -> str:
@@ -53,8 +58,12 @@ def _imports(path: Path, mods: dict[str, Path]) -> list[tuple[str, int]]:
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.Import):
             out += [(a.name, node.lineno) for a in node.names if a.name.startswith("desklm")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                and node.module.startswith("desklm"):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.startswith("desklm")
+        ):
             for a in node.names:
                 sub = f"{node.module}.{a.name}"
                 out.append((sub if sub in mods else node.module, node.lineno))
@@ -72,8 +81,7 @@ def _layer(mod: str) -> int:
 
 def test_no_import_cycles_and_nothing_imports_upward() -> None:
     mods = _modules()
-    graph = {m: {t for t, _ in _imports(p, mods) if t in mods and t != m}
-             for m, p in mods.items()}
+    graph = {m: {t for t, _ in _imports(p, mods) if t in mods and t != m} for m, p in mods.items()}
     upward = [f"{m} -> {t}" for m, ts in graph.items() for t in ts if _layer(t) > _layer(m)]
     assert not upward, "lower layers import higher ones: " + ", ".join(sorted(upward))
     # cycles: depth-first search for a back edge (engine modules import each other by path,
@@ -85,7 +93,7 @@ def test_no_import_cycles_and_nothing_imports_upward() -> None:
         state[m] = 1
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(t):], t]))
+                cycles.append(" -> ".join([*stack[stack.index(t) :], t]))
             elif t not in state:
                 visit(t, [*stack, t])
         state[m] = 2
@@ -102,10 +110,16 @@ def test_ui_and_server_reach_the_engine_only_through_its_facade() -> None:
         if not m.startswith(("desklm.ui", "desklm.server")):
             continue
         for node in ast.walk(ast.parse(p.read_text("utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            bad += [f"{m}:{node.lineno} imports {n}" for n in names
-                    if n.startswith("desklm.engine.")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            bad += [
+                f"{m}:{node.lineno} imports {n}" for n in names if n.startswith("desklm.engine.")
+            ]
     assert not bad, "\n".join(bad)
     # and everything the facade names exists, imported by name (nvitop's way: types survive)
     for name in desklm.engine.__all__:
@@ -123,8 +137,11 @@ def test_the_facade_exports_names_never_modules() -> None:
     for m, p in mods.items():
         for node in ast.walk(ast.parse(p.read_text("utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module == "desklm.engine":
-                bad += [f"{m}:{node.lineno} imports the module {a.name}" for a in node.names
-                        if f"desklm.engine.{a.name}" in mods]
+                bad += [
+                    f"{m}:{node.lineno} imports the module {a.name}"
+                    for a in node.names
+                    if f"desklm.engine.{a.name}" in mods
+                ]
     assert not bad, "\n".join(bad)
     exported = {n: getattr(desklm.engine, n) for n in desklm.engine.__all__}
     assert not [n for n, v in exported.items() if isinstance(v, types.ModuleType)]
@@ -140,10 +157,18 @@ def test_only_the_local_backend_imports_llama_cpp_at_module_level() -> None:
         if m.startswith("desklm.engine.backends.local") or m.startswith("desklm.bench"):
             continue
         for node in ast.parse(p.read_text("utf-8")).body:  # module level only
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            bad += [f"{m}:{node.lineno} imports {n}" for n in names
-                    if n == "llama_cpp" or n.startswith("llama_cpp.")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            bad += [
+                f"{m}:{node.lineno} imports {n}"
+                for n in names
+                if n == "llama_cpp" or n.startswith("llama_cpp.")
+            ]
     assert not bad, "\n".join(bad)
 
 
@@ -151,13 +176,15 @@ def test_commands_that_need_no_model_load_neither_llama_cpp_nor_openai() -> None
     """The facade, the CLI's parser and the remote backend import without llama.cpp (a
     shared library, numpy, jinja2) or the openai client: ``desklm history`` or ``--help``
     start quickly, and a broken llama.cpp install cannot stop them."""
-    code = ("import sys\n"
-            "import desklm.engine, desklm.engine.backends.remote\n"
-            "from desklm.cli import build_parser\n"
-            "build_parser().parse_args(['history'])\n"
-            "print(sorted(m for m in ('llama_cpp', 'openai') if m in sys.modules))\n"
-            "from desklm.engine import Runtime\n"  # and the lazy names still resolve
-            "print(Runtime.__name__, 'llama_cpp' in sys.modules)\n")
+    code = (
+        "import sys\n"
+        "import desklm.engine, desklm.engine.backends.remote\n"
+        "from desklm.cli import build_parser\n"
+        "build_parser().parse_args(['history'])\n"
+        "print(sorted(m for m in ('llama_cpp', 'openai') if m in sys.modules))\n"
+        "from desklm.engine import Runtime\n"  # and the lazy names still resolve
+        "print(Runtime.__name__, 'llama_cpp' in sys.modules)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["[]", "Runtime True"]

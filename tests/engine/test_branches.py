@@ -94,19 +94,30 @@ def test_select_refuses_a_version_that_does_not_exist():
 
 
 def test_hostile_version_fields_are_dropped_not_fatal():
-    d = {"id": "m", "role": "assistant", "content": "hi",
-         "alternatives": [{"role": "user", "content": "wrong role"}, "junk",
-                          {"role": "assistant", "content": 5},
-                          {"role": "assistant", "content": "ok", "continuation": "x"}],
-         "alt_index": 99, "attachments": [{"name": "a.txt", "chars": "many"}, 3]}
+    d = {
+        "id": "m",
+        "role": "assistant",
+        "content": "hi",
+        "alternatives": [
+            {"role": "user", "content": "wrong role"},
+            "junk",
+            {"role": "assistant", "content": 5},
+            {"role": "assistant", "content": "ok", "continuation": "x"},
+        ],
+        "alt_index": 99,
+        "attachments": [{"name": "a.txt", "chars": "many"}, 3],
+    }
     m = Message.from_dict(d)
     assert [a.content for a in m.alternatives] == ["ok"] and m.alt_index == 1
     assert m.attachments == [{"name": "a.txt"}]
     # nesting deeper than MAX_DEPTH is cut, not a RecursionError
     deep: dict = {"role": "assistant", "content": "leaf"}
     for _ in range(200):
-        deep = {"role": "assistant", "content": "n", "alternatives": [
-            {"role": "assistant", "content": "alt", "continuation": [deep]}]}
+        deep = {
+            "role": "assistant",
+            "content": "n",
+            "alternatives": [{"role": "assistant", "content": "alt", "continuation": [deep]}],
+        }
     Message.from_dict(deep)
 
 
@@ -125,15 +136,33 @@ def test_clean_tree_fields_for_a_record_checker():
         branches.clean_tree_fields(m, out, clean_one)
         return out, ""
 
-    raw = {"id": "a", "role": "assistant", "content": "new", "alt_index": 7,
-           "attachments": [{"name": "f.txt", "chars": 3}],
-           "alternatives": [{"id": "o", "role": "assistant", "content": "old", "junk": 1,
-                             "continuation": [{"role": "user", "content": "q"}, 5]},
-                            {"role": "user", "content": "wrong role"}, "junk"]}
+    raw = {
+        "id": "a",
+        "role": "assistant",
+        "content": "new",
+        "alt_index": 7,
+        "attachments": [{"name": "f.txt", "chars": 3}],
+        "alternatives": [
+            {
+                "id": "o",
+                "role": "assistant",
+                "content": "old",
+                "junk": 1,
+                "continuation": [{"role": "user", "content": "q"}, 5],
+            },
+            {"role": "user", "content": "wrong role"},
+            "junk",
+        ],
+    }
     out, _ = clean_one(raw)
     assert out["alt_index"] == 1 and out["attachments"] == [{"name": "f.txt", "chars": 3}]
-    assert out["alternatives"] == [{"id": "o", "role": "assistant", "content": "old",
-                                    "continuation": [{"id": "x", "role": "user",
-                                                      "content": "q"}]}]
+    assert out["alternatives"] == [
+        {
+            "id": "o",
+            "role": "assistant",
+            "content": "old",
+            "continuation": [{"id": "x", "role": "user", "content": "q"}],
+        }
+    ]
     m = Message.from_dict(out)
     assert branches.version_label(m) == "2/2"

@@ -16,8 +16,12 @@ V1 = Path(__file__).parent / "data" / "conversation-v1.json"
 
 
 def session(engine, model_path, tmp_path, **over):
-    s = ChatSession(model_path, small_settings(max_tokens=6, temperature=1.0, seed=-1, **over),
-                    engine=engine, store=ConversationStore(tmp_path / "conv"))
+    s = ChatSession(
+        model_path,
+        small_settings(max_tokens=6, temperature=1.0, seed=-1, **over),
+        engine=engine,
+        store=ConversationStore(tmp_path / "conv"),
+    )
     s.reset()
     return s
 

@@ -68,47 +68,61 @@ PHI4_MINI = (  # microsoft/Phi-4-mini-instruct's template
 
 def test_phi4_mini_renders():
     t = gguf_template(PHI4_MINI, "<s>", "<|endoftext|>")
-    assert t.render(MSGS) == ("<|system|>Be brief.<|end|><|user|>Hi<|end|><|assistant|>Hello!"
-                              "<|end|><|user|>Bye<|end|><|assistant|>")
+    assert t.render(MSGS) == (
+        "<|system|>Be brief.<|end|><|user|>Hi<|end|><|assistant|>Hello!"
+        "<|end|><|user|>Bye<|end|><|assistant|>"
+    )
 
 
 def test_tools_are_undefined_not_none():
     # a template that tests `tools is defined` fails on None (None | length); llama.cpp leaves
     # tools undefined when there are none
-    tpl = ("{% if tools is defined %}{{ tools | length }} tools{% endif %}"
-           "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+    tpl = (
+        "{% if tools is defined %}{{ tools | length }} tools{% endif %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    )
     assert gguf_template(tpl, "", "").render(MSGS[1:2]) == "<user>Hi"
 
 
 def test_a_template_without_a_system_role_gets_it_in_the_first_user_turn():
-    tpl = ("{% for m in messages %}{% if m.role == 'system' %}"
-           "{{ raise_exception('System role not supported') }}{% endif %}"
-           "[{{ m.role }}]{{ m.content }}{% endfor %}")
+    tpl = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "[{{ m.role }}]{{ m.content }}{% endfor %}"
+    )
     t = gguf_template(tpl, "", "")
     assert t.render(MSGS) == "[user]Be brief.\nHi[assistant]Hello![user]Bye"
     # and one that silently drops it, likewise
-    drops = "{% for m in messages %}{% if m.role != 'system' %}[{{ m.role }}]{{ m.content }}" \
-            "{% endif %}{% endfor %}"
-    assert gguf_template(drops, "", "").render(MSGS) == "[user]Be brief.\nHi[assistant]Hello!" \
-                                                        "[user]Bye"
+    drops = (
+        "{% for m in messages %}{% if m.role != 'system' %}[{{ m.role }}]{{ m.content }}"
+        "{% endif %}{% endfor %}"
+    )
+    assert (
+        gguf_template(drops, "", "").render(MSGS) == "[user]Be brief.\nHi[assistant]Hello![user]Bye"
+    )
 
 
 def test_a_chatml_template_stops_at_im_end_even_when_eos_is_another_token():
-    tpl = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n" \
-          "{% endfor %}<|im_start|>assistant\n"
+    tpl = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endfor %}<|im_start|>assistant\n"
+    )
     t = gguf_template(tpl, "<bos>", "<eos>")
     assert t.stop[0] == "<eos>" and "<|im_end|>" in t.stop
 
 
-@pytest.mark.parametrize(("text", "family"), [
-    ("{{ '<|im_start|>' + m }}", "chatml"),
-    ("{{ '<start_of_turn>' }}", "gemma"),
-    ("<|start_header_id|>{{ r }}<|end_header_id|>", "llama3"),
-    ("<|user|>{{ c }}<|end|><|assistant|>", "phi3"),
-    ("{{ bos_token + '[INST] ' + c + ' [/INST]' }}", "llama2-sys-bos"),
-    ("[SYSTEM_PROMPT]{{ s }}[INST]", "mistral-v7"),
-    ("{{ hello }}", None),
-])
+@pytest.mark.parametrize(
+    ("text", "family"),
+    [
+        ("{{ '<|im_start|>' + m }}", "chatml"),
+        ("{{ '<start_of_turn>' }}", "gemma"),
+        ("<|start_header_id|>{{ r }}<|end_header_id|>", "llama3"),
+        ("<|user|>{{ c }}<|end|><|assistant|>", "phi3"),
+        ("{{ bos_token + '[INST] ' + c + ' [/INST]' }}", "llama2-sys-bos"),
+        ("[SYSTEM_PROMPT]{{ s }}[INST]", "mistral-v7"),
+        ("{{ hello }}", None),
+    ],
+)
 def test_family_is_recognised_from_the_template_text(text, family):
     assert detect_family(text) == family
 
@@ -128,8 +142,7 @@ def test_model_kind_from_metadata():
     assert not model_kind({"general.name": "Qwen2.5 0.5B Chat"}, None).base
     assert not model_kind({"general.name": "x"}, "{{ messages }}").base  # a chat template
     assert not model_kind({"general.name": "x", "general.base_model.count": 1}, None).base
-    assert model_kind({"general.name": "Llama 3 8B Base", "general.base_model.count": 1},
-                      None).base
+    assert model_kind({"general.name": "Llama 3 8B Base", "general.base_model.count": 1}, None).base
 
 
 def test_auto_picks_the_dialogue_for_a_base_model_and_the_setting_overrides_it():
@@ -171,8 +184,9 @@ def test_history_renders_identically_turn_after_turn(name):
     t = builtin_template(name)
     convo = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     before = t.render_parts(convo)
-    later = t.render_parts([*convo, {"role": "assistant", "content": "Hello!"},
-                            {"role": "user", "content": "Bye"}])
+    later = t.render_parts(
+        [*convo, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]
+    )
     if name == "dialogue":  # parts are tokenized one by one: same parts, same tokens
         assert later[: len(before)] == before
     else:
@@ -180,34 +194,39 @@ def test_history_renders_identically_turn_after_turn(name):
 
 
 # --- reasoning ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("reply", "opened", "expected"), [
-    ("<think>\nLet me see.\n</think>\n\nParis.", False, ("Let me see.", "Paris.")),
-    ("Let me see.\n</think>\n\nParis.", False, ("Let me see.", "Paris.")),
-    ("Let me see.</think>Paris.", True, ("Let me see.", "Paris.")),
-    ("Paris.", False, ("", "Paris.")),
-    ("still thinking", True, ("still thinking", "")),
-    ("<think>unfinished", False, ("unfinished", "")),
-    ("<think></think>Paris.", False, ("", "Paris.")),
-    # a tag that is not at the start is the answer's own text (a reply about the tags)
-    ("Use `<think>` tags in HTML.", False, ("", "Use `<think>` tags in HTML.")),
-    ("Hi <think>a</think>b", False, ("", "Hi <think>a</think>b")),
-    ("x" * 300 + "<think>y", False, ("", "x" * 300 + "<think>y")),
-    ("answer\n```\n<think>\n```\nmore", False, ("", "answer\n```\n<think>\n```\nmore")),
-])
+@pytest.mark.parametrize(
+    ("reply", "opened", "expected"),
+    [
+        ("<think>\nLet me see.\n</think>\n\nParis.", False, ("Let me see.", "Paris.")),
+        ("Let me see.\n</think>\n\nParis.", False, ("Let me see.", "Paris.")),
+        ("Let me see.</think>Paris.", True, ("Let me see.", "Paris.")),
+        ("Paris.", False, ("", "Paris.")),
+        ("still thinking", True, ("still thinking", "")),
+        ("<think>unfinished", False, ("unfinished", "")),
+        ("<think></think>Paris.", False, ("", "Paris.")),
+        # a tag that is not at the start is the answer's own text (a reply about the tags)
+        ("Use `<think>` tags in HTML.", False, ("", "Use `<think>` tags in HTML.")),
+        ("Hi <think>a</think>b", False, ("", "Hi <think>a</think>b")),
+        ("x" * 300 + "<think>y", False, ("", "x" * 300 + "<think>y")),
+        ("answer\n```\n<think>\n```\nmore", False, ("", "answer\n```\n<think>\n```\nmore")),
+    ],
+)
 def test_split_reasoning(reply, opened, expected):
     assert split_reasoning(reply, opened) == expected
 
 
 def test_reasoning_is_kept_out_of_later_prompts_unless_the_template_keeps_it():
-    convo = [{"role": "user", "content": "Q1"},
-             {"role": "assistant", "content": "<think>secret plan</think>A1"},
-             {"role": "user", "content": "Q2"}]
+    convo = [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "<think>secret plan</think>A1"},
+        {"role": "user", "content": "Q2"},
+    ]
     text = builtin_template("chatml").render(convo)
     assert "secret plan" not in text and "<|im_start|>assistant\nA1<|im_end|>" in text
     keeps = "{% for m in messages %}[{{ m.content }}]{% endfor %}"
     t = gguf_template(keeps, "", "")
     assert t.keeps_reasoning and "secret plan" in t.render(convo)
-    strips = ("{% for m in messages %}[{{ m.content.split('</think>')[-1] }}]{% endfor %}")
+    strips = "{% for m in messages %}[{{ m.content.split('</think>')[-1] }}]{% endfor %}"
     t = gguf_template(strips, "", "")
     assert not t.keeps_reasoning and t.render(convo) == "[Q1][A1][Q2]"
 

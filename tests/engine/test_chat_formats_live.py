@@ -80,9 +80,14 @@ def test_dialogue_replies_are_short_clean_and_never_show_a_stop_string(session):
 
 def test_dialogue_history_reuses_the_kv_prefix(session):
     session.settings.set("max_tokens", 24)
-    stats = [session.send(q).stats for q in ("What is the capital of Japan?",
-                                              "How many days are in a week?",
-                                              "What color is the sky?")]
+    stats = [
+        session.send(q).stats
+        for q in (
+            "What is the capital of Japan?",
+            "How many days are in a week?",
+            "What color is the sky?",
+        )
+    ]
     for prev, cur in itertools.pairwise(stats):
         assert cur.prompt_tokens_reused >= prev.prompt_tokens
         assert cur.prompt_tokens_evaluated < 30 + prev.completion_tokens
@@ -110,7 +115,8 @@ def space_prefix_model(tmp_path_factory, model_path):
 
 
 def test_a_space_prefix_vocabulary_tokenizes_the_prompt_whole_unless_a_message_forges(
-        space_prefix_model):
+    space_prefix_model,
+):
     from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
@@ -121,8 +127,11 @@ def test_a_space_prefix_vocabulary_tokenizes_the_prompt_whole_unless_a_message_f
         plain = t.render_parts([{"role": "user", "content": "Hello there"}])
         whole = eng.tokenize("".join(p.text for p in plain), special=True)
         assert eng.tokenize(plain) == whole  # no extra space at each part
-        apart = [tok for p in plain for tok in eng.llm.tokenize(p.text.encode(), add_bos=False,
-                                                                   special=p.special)]
+        apart = [
+            tok
+            for p in plain
+            for tok in eng.llm.tokenize(p.text.encode(), add_bos=False, special=p.special)
+        ]
         # (the test can fail: part by part, this vocabulary adds a space token at each part)
         assert apart != whole[1:]
         eng.set_chat_format("gemma")
@@ -139,8 +148,9 @@ def test_reasoning_tokens_are_counted_apart_in_the_turn_stats(session, engine):
     _, plain = engine.generate(plan.tokens, small_settings(max_tokens=8, temperature=0.0))
     assert plain.reasoning_tokens == 0 and plain.reasoning_s is None
     # as after a template that opened <think> in the prompt: every token so far is reasoning
-    _, opened = engine.generate(plan.tokens, small_settings(max_tokens=8, temperature=0.0),
-                                reasoning_open=True)
+    _, opened = engine.generate(
+        plan.tokens, small_settings(max_tokens=8, temperature=0.0), reasoning_open=True
+    )
     assert opened.reasoning_tokens == opened.completion_tokens > 0
     assert opened.reasoning_s is not None and 0 <= opened.reasoning_s <= opened.total_s
     assert opened.to_dict()["reasoning_tokens"] == opened.reasoning_tokens

@@ -45,8 +45,9 @@ def no_keyring() -> Iterator[None]:
     keyring.set_keyring(before)
 
 
-def test_key_goes_to_the_keyring_never_the_config(file_keyring: PlaintextKeyring,
-                                                   tmp_path: Path) -> None:
+def test_key_goes_to_the_keyring_never_the_config(
+    file_keyring: PlaintextKeyring, tmp_path: Path
+) -> None:
     cfg = AppConfig(tmp_path / "settings.json")
     cfg.save({"last_model": "x.gguf"})
     notes = save_connection(Connection("gpu box", "http://127.0.0.1:8000/v1", "llama"), KEY, cfg)
@@ -62,20 +63,25 @@ def test_key_goes_to_the_keyring_never_the_config(file_keyring: PlaintextKeyring
     stored = Path(file_keyring.file_path).read_text()  # where it really went (base64)
     assert base64.b64encode(KEY.encode()).decode() in stored
     # a URL that is a saved connection finds its key; a name finds url, key and model
-    assert resolve_server("http://127.0.0.1:8000/v1", cfg=cfg) == \
-        ("http://127.0.0.1:8000/v1", KEY, "llama")
+    assert resolve_server("http://127.0.0.1:8000/v1", cfg=cfg) == (
+        "http://127.0.0.1:8000/v1",
+        KEY,
+        "llama",
+    )
     assert resolve_server("gpu box", cfg=cfg) == ("http://127.0.0.1:8000", KEY, "llama")
     delete_connection("gpu box", cfg)
     assert list_connections(cfg) == [] and api_key_for(c) is None
 
 
-def test_without_a_keyring_the_key_is_not_kept(no_keyring: None, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_keyring_the_key_is_not_kept(
+    no_keyring: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ok, why = keyring_status()
     assert not ok and "no OS keyring" in why
     cfg = AppConfig(tmp_path / "settings.json")
-    notes = save_connection(Connection("lab", "http://10.1.2.3:8000", "m",
-                                       api_key_env="LAB_KEY"), KEY, cfg)
+    notes = save_connection(
+        Connection("lab", "http://10.1.2.3:8000", "m", api_key_env="LAB_KEY"), KEY, cfg
+    )
     assert any("private address" in n for n in notes)
     assert any("the API key was not saved" in n for n in notes)
     assert KEY not in cfg.path.read_text()

@@ -12,9 +12,17 @@ def test_the_list_is_sane():
         assert m.repo_id.count("/") == 1 and m.filename.lower().endswith("q4_k_m.gguf")
         assert 300 * 2**20 < m.size < 6 * GB and m.kv_bytes_per_token > 0
     names = {m.name for m in MODELS}
-    for want in ("Qwen2.5 0.5B Instruct", "Qwen2.5 1.5B Instruct", "Qwen2.5 3B Instruct",
-                 "Qwen2.5 7B Instruct", "Llama 3.2 1B Instruct", "Llama 3.2 3B Instruct",
-                 "Gemma 3 1B it", "Gemma 3 4B it", "Phi-4-mini Instruct"):
+    for want in (
+        "Qwen2.5 0.5B Instruct",
+        "Qwen2.5 1.5B Instruct",
+        "Qwen2.5 3B Instruct",
+        "Qwen2.5 7B Instruct",
+        "Llama 3.2 1B Instruct",
+        "Llama 3.2 3B Instruct",
+        "Gemma 3 1B it",
+        "Gemma 3 4B it",
+        "Phi-4-mini Instruct",
+    ):
         assert want in names
     assert find("Qwen/Qwen2.5-1.5B-Instruct-GGUF").params_b == 1.5
 

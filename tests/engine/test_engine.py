@@ -54,8 +54,9 @@ def test_stop_from_another_thread_ends_the_reply_as_cancelled(session):
         first.set()
 
     result = {}
-    worker = threading.Thread(target=lambda: result.update(r=session.send("Tell a long story.",
-                                                                          on_text)))
+    worker = threading.Thread(
+        target=lambda: result.update(r=session.send("Tell a long story.", on_text))
+    )
     worker.start()
     assert first.wait(60)
     session.stop()
@@ -96,8 +97,10 @@ def test_reset_really_clears_the_kv_cache(session, engine):
 
 
 def test_later_turns_reuse_the_kv_prefix(session):
-    stats = [session.send(q).stats for q in ("Hi, who are you?", "What do you like?",
-                                              "Tell me about the weather.", "Thanks!")]
+    stats = [
+        session.send(q).stats
+        for q in ("Hi, who are you?", "What do you like?", "Tell me about the weather.", "Thanks!")
+    ]
     for prev, cur in itertools.pairwise(stats):
         # everything up to the previous prompt is reused; only the new turn is evaluated
         assert cur.prompt_tokens_reused >= prev.prompt_tokens

@@ -27,11 +27,14 @@ print(json.dumps({"growth": p.memory_info().rss - before}))
 
 
 @pytest.mark.parametrize(("n_ctx", "parallel"), [(2048, 4), (4096, 1)])
-def test_estimate_matches_measured_memory_growth_within_25_percent(model_path, n_ctx,
-                                                                    parallel):
+def test_estimate_matches_measured_memory_growth_within_25_percent(model_path, n_ctx, parallel):
     """With parallel slots the KV cache holds slots + 1 contexts of n_ctx (counted)."""
-    r = subprocess.run([sys.executable, "-c", MEASURE, str(model_path), str(n_ctx),
-                        str(parallel)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(model_path), str(n_ctx), str(parallel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     growth = json.loads(r.stdout.strip().splitlines()[-1])["growth"]
     est = estimate(read_gguf(model_path), n_ctx, free=(10**12, fit.NA), parallel=parallel).ram
@@ -133,14 +136,16 @@ def test_a_load_lowers_parallel_to_what_fits_and_says_why(model_path, monkeypatc
     info = read_gguf(model_path)
     one = estimate(info, 2048, free=(10**12, fit.NA))
     # room for the model with one context (and a little), not for five
-    monkeypatch.setattr(fit, "free_memory",
-                        lambda sampler=None: (int(one.ram / fit.MARGIN) + 8 * MB, fit.NA))
+    monkeypatch.setattr(
+        fit, "free_memory", lambda sampler=None: (int(one.ram / fit.MARGIN) + 8 * MB, fit.NA)
+    )
     eng = ChatEngine()
     li = eng.load(model_path, small_settings(parallel=4))
     try:
         assert eng.settings["parallel"] < 4
         assert (eng.n_slots == 0) == (eng.settings["parallel"] == 1)
-        assert any(n.startswith("parallel lowered from 4 to ") and "KV cache" in n
-                   for n in li.notes), li.notes
+        assert any(
+            n.startswith("parallel lowered from 4 to ") and "KV cache" in n for n in li.notes
+        ), li.notes
     finally:
         eng.unload()

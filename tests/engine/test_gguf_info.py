@@ -58,9 +58,14 @@ def test_bad_paths_get_specific_reasons(tmp_path, model_path):
     assert "symbolic link loop" in reason(loop)
 
 
-@pytest.mark.parametrize(("keep", "where"), [
-    (12, "header"), (5000, "metadata"), (100_000_000, "tensor data"),
-])
+@pytest.mark.parametrize(
+    ("keep", "where"),
+    [
+        (12, "header"),
+        (5000, "metadata"),
+        (100_000_000, "tensor data"),
+    ],
+)
 def test_truncated_copies_of_the_real_model(tmp_path, model_path, keep, where):
     cut = tmp_path / "cut.gguf"
     with open(model_path, "rb") as src, open(cut, "wb") as dst:
@@ -82,4 +87,5 @@ def test_unknown_architecture_and_a_valid_small_file(tmp_path):
     ok = read_gguf(write_gguf(tmp_path / "ok.gguf"))
     assert ok.architecture == "llama" and ok.tensor_count == 1
     assert "architecture 'nosucharch' is not supported" in reason(
-        write_gguf(tmp_path / "x.gguf", "nosucharch"))
+        write_gguf(tmp_path / "x.gguf", "nosucharch")
+    )

@@ -95,9 +95,13 @@ def greedy(**over):
 
 
 def new_session(engine, model_path, tmp_path, **over) -> ChatSession:
-    s = ChatSession(model_path, greedy(**over), engine=engine,
-                    store=ConversationStore(tmp_path / "convs"),
-                    kv=SnapshotCache(tmp_path / "kv", ram_bytes=256 * MB, disk_bytes=256 * MB))
+    s = ChatSession(
+        model_path,
+        greedy(**over),
+        engine=engine,
+        store=ConversationStore(tmp_path / "convs"),
+        kv=SnapshotCache(tmp_path / "kv", ram_bytes=256 * MB, disk_bytes=256 * MB),
+    )
     s.reset()
     return s
 
@@ -106,8 +110,7 @@ A = ["My name is Ada and I keep bees.", "What do bees make?"]
 A_NEXT = "And what is my name?"
 
 
-def test_leaving_and_coming_back_restores_the_kv_and_replies_the_same(engine, model_path,
-                                                                      tmp_path):
+def test_leaving_and_coming_back_restores_the_kv_and_replies_the_same(engine, model_path, tmp_path):
     # without switching
     plain = new_session(engine, model_path, tmp_path / "plain")
     for q in A:
@@ -204,14 +207,34 @@ def test_a_fresh_engine_resumes_from_the_disk_snapshot(model_path, tmp_path):
 
 
 def test_desklm_chat_resume_continues_a_saved_conversation_from_its_snapshot(model_path):
-    first = run_cli("chat", "--json", "--temperature", "0", "--max-tokens", "8", "--ctx", "1024",
-                    stdin="My name is Ada and I keep bees.\n")
+    first = run_cli(
+        "chat",
+        "--json",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--ctx",
+        "1024",
+        stdin="My name is Ada and I keep bees.\n",
+    )
     assert first.returncode == 0, first.stderr
     conv_id = json.loads(first.stdout.splitlines()[-1])["conversation_id"]
-    second = run_cli("chat", "--json", "--temperature", "0", "--max-tokens", "8", "--ctx",
-                     "1024", "--resume", conv_id, stdin="And what is my name?\n")
+    second = run_cli(
+        "chat",
+        "--json",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--ctx",
+        "1024",
+        "--resume",
+        conv_id,
+        stdin="And what is my name?\n",
+    )
     assert second.returncode == 0, second.stderr
-    assert "resuming \"My name is Ada and I keep bees.\" (2 messages)" in second.stderr
+    assert 'resuming "My name is Ada and I keep bees." (2 messages)' in second.stderr
     assert "you: My name is Ada" in second.stderr
     turn = json.loads(second.stdout.splitlines()[-1])
     assert turn["conversation_id"] == conv_id

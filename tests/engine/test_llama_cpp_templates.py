@@ -15,8 +15,9 @@ import pytest
 
 from desklm.engine.prompt.chat_format import BUILTIN, builtin_template, detect_family, gguf_template
 
-DATA = json.loads((Path(__file__).parent / "data" / "llama_cpp_chat_templates.json")
-                  .read_text("utf-8"))
+DATA = json.loads(
+    (Path(__file__).parent / "data" / "llama_cpp_chat_templates.json").read_text("utf-8")
+)
 CASES = {c["name"]: c for c in DATA["cases"]}
 
 # Cases DeskLM cannot render, each with the reason. llama.cpp cannot either through Jinja
@@ -60,8 +61,9 @@ def test_at_least_34_of_36_cases_match_and_the_others_are_named():
     assert set(differ) == set(CANNOT)
 
 
-@pytest.mark.parametrize("name", [n for n, c in CASES.items()
-                                  if detect_family(c["template"]) is not None])
+@pytest.mark.parametrize(
+    "name", [n for n, c in CASES.items() if detect_family(c["template"]) is not None]
+)
 def test_built_in_formats_match_llama_cpps_formats_of_the_same_name(name):
     # llama.cpp detects the family from the template text and renders its built-in format;
     # DeskLM's built-in of that name must give the same text
@@ -73,9 +75,20 @@ def test_built_in_formats_match_llama_cpps_formats_of_the_same_name(name):
 
 def test_detection_covers_the_main_families():
     found = {detect_family(c["template"]) for c in CASES.values()}
-    assert {"chatml", "gemma", "llama3", "llama2", "llama2-sys-bos", "llama2-sys-strip",
-            "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7", "phi3",
-            "phi4"} <= found
+    assert {
+        "chatml",
+        "gemma",
+        "llama3",
+        "llama2",
+        "llama2-sys-bos",
+        "llama2-sys-strip",
+        "mistral-v1",
+        "mistral-v3",
+        "mistral-v3-tekken",
+        "mistral-v7",
+        "phi3",
+        "phi4",
+    } <= found
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if n not in CANNOT])

@@ -44,8 +44,7 @@ def test_an_unwritable_log_is_one_line_not_tracebacks(case):
         base.chmod(0o755)
         logs = base / "logs"
         logs.mkdir()
-        env = {**os.environ, "DESKLM_DATA_DIR": str(base),
-               "PYTHONPATH": os.pathsep.join(sys.path)}
+        env = {**os.environ, "DESKLM_DATA_DIR": str(base), "PYTHONPATH": os.pathsep.join(sys.path)}
         if case == "disk full":
             (logs / "desklm.log").symlink_to(full_device(base))
         else:  # the file is writable, its folder not: the first rotation fails
@@ -56,8 +55,9 @@ def test_an_unwritable_log_is_one_line_not_tracebacks(case):
             os.chown(f, 65534, 65534)
             logs.chmod(0o755)
             env["DROP_TO_NOBODY"] = "1"
-        r = subprocess.run([sys.executable, "-c", LOG_MANY], capture_output=True, text=True,
-                           timeout=60, env=env)
+        r = subprocess.run(
+            [sys.executable, "-c", LOG_MANY], capture_output=True, text=True, timeout=60, env=env
+        )
         assert r.returncode == 0 and r.stdout == "still running\n", r.stderr[-1500:]
         assert "Logging error" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
         notes = r.stderr.splitlines()

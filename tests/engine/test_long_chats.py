@@ -8,8 +8,13 @@ from tests.conftest import small_settings
 
 
 def test_long_chats_bench_measures_trimmed_turns_and_switching_back(model_path):
-    lc = bench.long_chats(model_path, bench.bench_settings(small_settings()), sizes=(4, 60),
-                          switch_tokens=300, n_ctx=512)
+    lc = bench.long_chats(
+        model_path,
+        bench.bench_settings(small_settings()),
+        sizes=(4, 60),
+        switch_tokens=300,
+        n_ctx=512,
+    )
     small, big = lc["histories"]
     assert small["messages"] == 4 and small["dropped"] == 0
     assert big["messages"] == 60 and big["dropped"] > 40

@@ -38,19 +38,27 @@ def proc(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def v2(tmp_path: Path, leaf_max: str = "1073741824", parent_max: str = "max",
-       current: str = "536870912", inactive: int = 100 * MB) -> Path:
+def v2(
+    tmp_path: Path,
+    leaf_max: str = "1073741824",
+    parent_max: str = "max",
+    current: str = "536870912",
+    inactive: int = 100 * MB,
+) -> Path:
     """A cgroup v2 mount as systemd lays it out: a slice and a scope under it."""
-    return tree(tmp_path / "cg", {
-        "cgroup.controllers": "cpu io memory pids\n",
-        "memory.current": "999999999\n",  # the root has no memory.max: never a limit
-        "user.slice/memory.max": parent_max + "\n",
-        "user.slice/memory.current": "600000000\n",
-        "user.slice/app.scope/memory.max": leaf_max + "\n",
-        "user.slice/app.scope/memory.current": current + "\n",
-        "user.slice/app.scope/memory.stat": f"anon 300000000\nfile 200000000\n"
-                                            f"active_file 50000000\ninactive_file {inactive}\n",
-    })
+    return tree(
+        tmp_path / "cg",
+        {
+            "cgroup.controllers": "cpu io memory pids\n",
+            "memory.current": "999999999\n",  # the root has no memory.max: never a limit
+            "user.slice/memory.max": parent_max + "\n",
+            "user.slice/memory.current": "600000000\n",
+            "user.slice/app.scope/memory.max": leaf_max + "\n",
+            "user.slice/app.scope/memory.current": current + "\n",
+            "user.slice/app.scope/memory.stat": f"anon 300000000\nfile 200000000\n"
+            f"active_file 50000000\ninactive_file {inactive}\n",
+        },
+    )
 
 
 def test_cgroup_v2_limit_minus_what_is_used_not_counting_dropable_cache(tmp_path):
@@ -70,8 +78,14 @@ def test_cgroup_v2_a_parent_with_less_room_is_the_limit(tmp_path):
 
 
 def test_cgroup_v2_inside_a_namespace_the_mount_is_our_cgroup(tmp_path):
-    root = tree(tmp_path / "cg", {"cgroup.controllers": "memory\n",
-                                  "memory.max": str(256 * MB), "memory.current": str(56 * MB)})
+    root = tree(
+        tmp_path / "cg",
+        {
+            "cgroup.controllers": "memory\n",
+            "memory.max": str(256 * MB),
+            "memory.current": str(56 * MB),
+        },
+    )
     # /proc/self/cgroup says "/" (cgroupns) or a path that is not under this mount
     for line in ("0::/\n", "0::/docker/0123abcd\n"):
         (lim,) = cgroup_limits(root, proc(tmp_path, line))
@@ -79,14 +93,17 @@ def test_cgroup_v2_inside_a_namespace_the_mount_is_our_cgroup(tmp_path):
 
 
 def test_cgroup_v1_memory_hierarchy(tmp_path):
-    root = tree(tmp_path / "cg", {
-        "memory/memory.limit_in_bytes": "9223372036854771712\n",  # v1's "no limit"
-        "memory/memory.usage_in_bytes": "5000000000\n",
-        "memory/docker/abc/memory.limit_in_bytes": str(2 << 30) + "\n",
-        "memory/docker/abc/memory.usage_in_bytes": str(1 << 30) + "\n",
-        "memory/docker/abc/memory.stat": f"cache 1\ntotal_inactive_file {256 * MB}\n",
-        "unified/cgroup.controllers": "\n",  # hybrid: v2 mounted, memory not on it
-    })
+    root = tree(
+        tmp_path / "cg",
+        {
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",  # v1's "no limit"
+            "memory/memory.usage_in_bytes": "5000000000\n",
+            "memory/docker/abc/memory.limit_in_bytes": str(2 << 30) + "\n",
+            "memory/docker/abc/memory.usage_in_bytes": str(1 << 30) + "\n",
+            "memory/docker/abc/memory.stat": f"cache 1\ntotal_inactive_file {256 * MB}\n",
+            "unified/cgroup.controllers": "\n",  # hybrid: v2 mounted, memory not on it
+        },
+    )
     p = proc(tmp_path, "12:pids:/docker/abc\n4:memory:/docker/abc\n1:name=systemd:/x\n0::/x\n")
     (lim,) = cgroup_limits(root, p)
     assert lim.limit == 2 << 30 and lim.available == (1 << 30) + 256 * MB
@@ -95,8 +112,10 @@ def test_cgroup_v1_memory_hierarchy(tmp_path):
 
 @pytest.mark.parametrize("content", ["max", "", "junk\n", "-5", "1e9", "99999999999999999999999"])
 def test_junk_or_unlimited_files_are_no_limit_and_never_raise(tmp_path, content):
-    root = tree(tmp_path / "cg", {"cgroup.controllers": "memory\n", "memory.max": content,
-                                  "memory.current": "100"})
+    root = tree(
+        tmp_path / "cg",
+        {"cgroup.controllers": "memory\n", "memory.max": content, "memory.current": "100"},
+    )
     assert cgroup_limits(root, proc(tmp_path, "0::/\n")) == []
     assert cgroup_limits(tmp_path / "nothing", tmp_path / "no-proc-file") == []
     assert cgroup_limits(root, proc(tmp_path, "garbage without colons\n\x00\n")) == []
@@ -104,8 +123,9 @@ def test_junk_or_unlimited_files_are_no_limit_and_never_raise(tmp_path, content)
 
 def test_the_sampler_and_the_fit_estimate_use_the_tightest_limit(tmp_path, model_path):
     root = v2(tmp_path, leaf_max=str(300 * MB), current=str(200 * MB), inactive=0)
-    sampler = ResourceSampler(cgroup_root=root,
-                              proc_cgroup=proc(tmp_path, "0::/user.slice/app.scope\n"))
+    sampler = ResourceSampler(
+        cgroup_root=root, proc_cgroup=proc(tmp_path, "0::/user.slice/app.scope\n")
+    )
     snap = sampler.sample()
     ram, _vram = snap.free()
     assert ram == 100 * MB and isinstance(ram, LimitedBytes)
@@ -145,8 +165,13 @@ print(json.dumps(out))
 
 def child(model_path: Path, extra_mb: int, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(model_path), str(extra_mb), mode],
-                       capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(model_path), str(extra_mb), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 0 and r.stdout, r.stderr[-1500:]
     return json.loads(r.stdout)
 

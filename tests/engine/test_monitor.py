@@ -29,9 +29,16 @@ def test_na_formats_as_na_and_is_falsy():
     assert str(NA) == "n/a" and f"{NA:.1f}" == "n/a" and not NA and is_na(NA)
     assert fmt_bytes(NA) == "n/a" and fmt_bytes(3 * 1024**3) == "3.00 GB"
     assert (fmt_bytes(512), fmt_bytes(2048), fmt_bytes(250.3 * 2**20)) == (
-        "512 B", "2 KB", "250.3 MB")
+        "512 B",
+        "2 KB",
+        "250.3 MB",
+    )
     assert (fmt_secs(0.25), fmt_secs(2.414), fmt_secs(185), fmt_secs(None)) == (
-        "250 ms", "2.41 s", "3 min 5 s", "n/a")
+        "250 ms",
+        "2.41 s",
+        "3 min 5 s",
+        "n/a",
+    )
     assert (fmt_rate(12.34), fmt_rate(NA)) == ("12.3", "n/a")
 
 
@@ -69,8 +76,10 @@ class FakeNVML:
         return SimpleNamespace(gpu=42, memory=10)
 
     def nvmlDeviceGetComputeRunningProcesses(self, h):
-        return [SimpleNamespace(pid=self.pid, usedGpuMemory=self.used_by_us),
-                SimpleNamespace(pid=1, usedGpuMemory=10**9)]
+        return [
+            SimpleNamespace(pid=self.pid, usedGpuMemory=self.used_by_us),
+            SimpleNamespace(pid=1, usedGpuMemory=10**9),
+        ]
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, h):
         return []
@@ -82,7 +91,11 @@ def test_gpu_readings_through_nvml():
     g = s.sample().gpus[0]
     assert g.name == "NVIDIA Test GPU"
     assert (g.vram_used, g.vram_total, g.vram_process, g.util_percent) == (
-        3 * 2**30, 8 * 2**30, 512 * 2**20, 42.0)
+        3 * 2**30,
+        8 * 2**30,
+        512 * 2**20,
+        42.0,
+    )
     assert s.sample().free()[1] == 5 * 2**30  # 8 GiB total - 3 GiB used
     assert nv.inits == 1  # initialised lazily, once
 

@@ -49,12 +49,28 @@ def test_a_damaged_file_never_stops_the_app(tmp_path):
     st = PresetStore(path)
     assert st.list_all() == [] and "moved aside" in st.problems[0]
     assert (tmp_path / "presets.json.corrupt").exists()
-    path.write_text(json.dumps({"schema": 1, "presets": {
-        "ok": {"settings": {"temperature": 0.3, "top_k": "lots", "bogus": 1,
-                            "n_threads": 4}},
-        "no settings": {"x": 1}, "": {"settings": {}}, "list": [1]},
-        "last_by_model": {str(tmp_path / "m.gguf"): "gone",
-                          str(tmp_path / "n.gguf"): "ok"}}), "utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "presets": {
+                    "ok": {
+                        "settings": {
+                            "temperature": 0.3,
+                            "top_k": "lots",
+                            "bogus": 1,
+                            "n_threads": 4,
+                        }
+                    },
+                    "no settings": {"x": 1},
+                    "": {"settings": {}},
+                    "list": [1],
+                },
+                "last_by_model": {str(tmp_path / "m.gguf"): "gone", str(tmp_path / "n.gguf"): "ok"},
+            }
+        ),
+        "utf-8",
+    )
     items = st.list_all()
     assert [p.name for p in items] == ["ok"] and items[0].values == {"temperature": 0.3}
     text = " | ".join(st.problems)

@@ -24,11 +24,26 @@ DEEP = 100_000  # far past Python's recursion limit
 
 
 def rec(conv_id: str = "good", **over: object) -> dict:
-    r = {"schema": 1, "id": conv_id, "title": "Hello", "created": 1.7e9, "updated": 1.7e9,
-         "model": "m.gguf", "settings": {"system_prompt": "Be kind."}, "context_start": 0,
-         "messages": [{"id": "u", "role": "user", "content": "question", "created": 1.7e9},
-                      {"id": "a", "role": "assistant", "content": "answer", "created": 1.7e9,
-                       "stats": {"completion_tokens": 3, "finish_reason": "stop"}}]}
+    r = {
+        "schema": 1,
+        "id": conv_id,
+        "title": "Hello",
+        "created": 1.7e9,
+        "updated": 1.7e9,
+        "model": "m.gguf",
+        "settings": {"system_prompt": "Be kind."},
+        "context_start": 0,
+        "messages": [
+            {"id": "u", "role": "user", "content": "question", "created": 1.7e9},
+            {
+                "id": "a",
+                "role": "assistant",
+                "content": "answer",
+                "created": 1.7e9,
+                "stats": {"completion_tokens": 3, "finish_reason": "stop"},
+            },
+        ],
+    }
     r.update(over)
     return r
 
@@ -82,8 +97,9 @@ def write_odd_files(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "good.json").write_text(json.dumps(rec()), "utf-8")
     for i, r in enumerate(ODD_RECORDS.values()):
-        (root / f"odd{i}.json").write_text(json.dumps({**r, "id": r["id"].replace(
-            "good", f"odd{i}")}), "utf-8")
+        (root / f"odd{i}.json").write_text(
+            json.dumps({**r, "id": r["id"].replace("good", f"odd{i}")}), "utf-8"
+        )
     for i, text in enumerate(UNUSABLE.values()):
         data = text if isinstance(text, bytes) else text.encode()
         (root / f"bad{i}.json").write_bytes(data)
@@ -98,7 +114,8 @@ def test_every_odd_conversation_still_lists_opens_and_exports(tmp_path):
     items = st.list_all()
     ids = {it["id"] for it in items}
     assert ids == {"good"} | {f"odd{i}" for i in range(len(ODD_RECORDS))} | {
-        f"raw{i}" for i in range(len(RAW_ODD))}
+        f"raw{i}" for i in range(len(RAW_ODD))
+    }
     for it in items:  # what the sidebar and `history list` use is always the right type
         assert isinstance(it["title"], str) and isinstance(it["updated"], float)
         assert isinstance(it["messages"], int)
@@ -108,15 +125,18 @@ def test_every_odd_conversation_still_lists_opens_and_exports(tmp_path):
         dt.datetime.fromtimestamp(it["updated"])
     # every unusable file is moved aside and named; the odd ones are named with what was skipped
     assert sorted(p.name for p in tmp_path.glob("bad*.json.corrupt")) == sorted(
-        f"bad{i}.json.corrupt" for i in range(len(UNUSABLE)))
+        f"bad{i}.json.corrupt" for i in range(len(UNUSABLE))
+    )
     assert sum("is damaged" in p for p in st.problems) == len(UNUSABLE)
     assert any("skipped 1 message(s): #1 (not an object but str)" in p for p in st.problems)
     assert any("'updated' is not a time ('yesterday')" in p for p in st.problems)
     for conv_id in ids:
         r = st.load(conv_id)
         to_markdown(r)
-        assert all(m["role"] in ("user", "assistant") and isinstance(m["content"], str)
-                   for m in r["messages"])
+        assert all(
+            m["role"] in ("user", "assistant") and isinstance(m["content"], str)
+            for m in r["messages"]
+        )
         s = ChatSession(Path("m.gguf"), store=st)
         s.open_conversation(conv_id)  # the session can take it as it is
         assert s.conversation.context_start <= len(s.conversation.messages)
@@ -139,8 +159,10 @@ def test_a_file_that_cannot_be_read_is_left_alone(tmp_path):
     (tmp_path / "folder.json").mkdir()  # an OSError (EISDIR), not damage
     assert [it["id"] for it in st.list_all()] == ["good"]
     assert (tmp_path / "folder.json").is_dir() and not (tmp_path / "folder.json.corrupt").exists()
-    assert any("could not read conversation file folder.json" in p and "left untouched" in p
-               for p in st.problems)
+    assert any(
+        "could not read conversation file folder.json" in p and "left untouched" in p
+        for p in st.problems
+    )
     with pytest.raises(StoreError, match="could not read"):
         st.load("folder")
 
@@ -160,18 +182,21 @@ def test_an_unreadable_file_is_not_renamed():
     for x in (tmp_path, d):
         x.chmod(0o777)
     (d / "good.json").chmod(0o644)
-    code = ("import os, json, pathlib\n"
-            "from desklm.engine.store.files import ConversationStore, AppConfig\n"
-            "import desklm.engine.store.records, desklm.engine.settings, desklm.errors\n"
-            "if os.geteuid() == 0:\n    os.setgid(65534); os.setuid(65534)\n"
-            f"st = ConversationStore({str(d)!r})\n"
-            "items = st.list_all()\n"
-            f"cfg = AppConfig(pathlib.Path({str(d / 'secret.json')!r}))\n"
-            "print(json.dumps([[i['id'] for i in items], st.problems, cfg.load(), cfg.problems]))")
+    code = (
+        "import os, json, pathlib\n"
+        "from desklm.engine.store.files import ConversationStore, AppConfig\n"
+        "import desklm.engine.store.records, desklm.engine.settings, desklm.errors\n"
+        "if os.geteuid() == 0:\n    os.setgid(65534); os.setuid(65534)\n"
+        f"st = ConversationStore({str(d)!r})\n"
+        "items = st.list_all()\n"
+        f"cfg = AppConfig(pathlib.Path({str(d / 'secret.json')!r}))\n"
+        "print(json.dumps([[i['id'] for i in items], st.problems, cfg.load(), cfg.problems]))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=60, env=env)
+        r = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+        )
         assert r.stdout, r.stderr[-800:]
         ids, problems, loaded, cfg_problems = json.loads(r.stdout)
         assert ids == ["good"] and "Permission denied" in problems[0], r.stderr[-500:]
@@ -192,19 +217,36 @@ def test_the_data_dir_being_a_file_is_a_reason(tmp_path):
 
 
 # --- settings.json --------------------------------------------------------------------------
-GOOD_CONFIG = {"last_model": "/models/x.gguf", "recent_models": ["/models/x.gguf"],
-               "settings": {"n_ctx": 2048, "temperature": 0.5},
-               "geometry": "AdnQywADAAA=", "window_state": "AAAA/wAAAAD9",
-               "tuned": {"m::k": {"n_threads": 1, "n_threads_batch": 1, "n_gpu_layers": 0}},
-               "servers": {"someone else's": ["key"]}}
+GOOD_CONFIG = {
+    "last_model": "/models/x.gguf",
+    "recent_models": ["/models/x.gguf"],
+    "settings": {"n_ctx": 2048, "temperature": 0.5},
+    "geometry": "AdnQywADAAA=",
+    "window_state": "AAAA/wAAAAD9",
+    "tuned": {"m::k": {"n_threads": 1, "n_threads_batch": 1, "n_gpu_layers": 0}},
+    "servers": {"someone else's": ["key"]},
+}
 WRONG_SHAPES = {
     "settings a list": ({"settings": [1, 2]}, "settings", {}),
-    "settings wrong types": ({"settings": {"n_ctx": "big", "temperature": [1],
-                                           "use_mmap": "maybe", "system_prompt": 5,
-                                           "top_k": 10}}, "settings", {"top_k": 10}),
+    "settings wrong types": (
+        {
+            "settings": {
+                "n_ctx": "big",
+                "temperature": [1],
+                "use_mmap": "maybe",
+                "system_prompt": 5,
+                "top_k": 10,
+            }
+        },
+        "settings",
+        {"top_k": 10},
+    ),
     "settings nested": ({"settings": {"n_ctx": {"a": {"b": {"c": [1]}}}}}, "settings", {}),
-    "settings out of range": ({"settings": {"n_threads": 10_000, "temperature": 99.0}},
-                              "settings", {"n_threads": os.cpu_count(), "temperature": 2.0}),
+    "settings out of range": (
+        {"settings": {"n_threads": 10_000, "temperature": 99.0}},
+        "settings",
+        {"n_threads": os.cpu_count(), "temperature": 2.0},
+    ),
     "settings unknown": ({"settings": {"colour": "red", "seed": 3}}, "settings", {"seed": 3}),
     "geometry junk text": ({"geometry": "not base64 at all!!"}, "geometry", None),
     "geometry non-ASCII": ({"geometry": "ÄÖÜ€"}, "geometry", None),
@@ -213,8 +255,11 @@ WRONG_SHAPES = {
     "last_model a number": ({"last_model": 7}, "last_model", ""),
     "last_model with NUL": ({"last_model": "/a\x00b.gguf"}, "last_model", ""),
     "recent_models an object": ({"recent_models": {"a": 1}}, "recent_models", []),
-    "recent_models mixed": ({"recent_models": ["/ok.gguf", 3, None]}, "recent_models",
-                            ["/ok.gguf"]),
+    "recent_models mixed": (
+        {"recent_models": ["/ok.gguf", 3, None]},
+        "recent_models",
+        ["/ok.gguf"],
+    ),
     "tuned a list": ({"tuned": [1]}, "tuned", {}),
     "tuned bad entry": ({"tuned": {"k": {"n_threads": "many"}}}, "tuned", {}),
 }
@@ -238,8 +283,19 @@ def test_settings_with_a_wrong_shape_load_what_is_valid(tmp_path, case):
     Settings().load_dict(data.get("settings", {}))  # what the window does with it: no error
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", '"text"', "42", "null", "[" * DEEP + "]" * DEEP,
-                                  '{"a": ' * DEEP + "1" + "}" * DEEP, "{not json", "9" * 5000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        '"text"',
+        "42",
+        "null",
+        "[" * DEEP + "]" * DEEP,
+        '{"a": ' * DEEP + "1" + "}" * DEEP,
+        "{not json",
+        "9" * 5000,
+    ],
+)
 def test_settings_that_are_not_an_object_are_moved_aside(tmp_path, text):
     path = tmp_path / "settings.json"
     path.write_text(text, "utf-8")
@@ -259,14 +315,17 @@ def test_settings_that_cannot_be_read_are_left_alone_and_not_overwritten(tmp_pat
     assert path.is_dir() and not path.with_suffix(".json.corrupt").exists()
 
 
-@pytest.mark.parametrize("content", [
-    "[1, 2]",
-    json.dumps({"tuned": [1], "settings": "x", "recent_models": 5}),
-    json.dumps({"tuned": {"KEY": {"n_threads": "x"}}, "geometry": "ÄÖ"}),
-    json.dumps({"tuned": {"KEY": {"n_threads": 999, "n_threads_batch": 1, "n_gpu_layers": 0}}}),
-    json.dumps({"tuned": {"KEY": [1, 2]}}),
-    "[" * DEEP + "]" * DEEP,
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[1, 2]",
+        json.dumps({"tuned": [1], "settings": "x", "recent_models": 5}),
+        json.dumps({"tuned": {"KEY": {"n_threads": "x"}}, "geometry": "ÄÖ"}),
+        json.dumps({"tuned": {"KEY": {"n_threads": 999, "n_threads_batch": 1, "n_gpu_layers": 0}}}),
+        json.dumps({"tuned": {"KEY": [1, 2]}}),
+        "[" * DEEP + "]" * DEEP,
+    ],
+)
 def test_desklm_chat_starts_whatever_settings_json_holds(data_dir, content, model_path):
     from desklm.engine.tune import machine_key, model_key
 

@@ -40,14 +40,17 @@ def backend(llama_server) -> RemoteBackend:
 
 
 # --- URL rule (pure) ------------------------------------------------------------------------
-@pytest.mark.parametrize("url,base", [
-    ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
-    ("localhost:11434/v1/", "http://localhost:11434/v1"),
-    ("http://192.168.1.5:8080/v1/chat/completions", "http://192.168.1.5:8080/v1"),
-    ("https://api.example.com/v1", "https://api.example.com/v1"),
-    ("http://[::1]:9000", "http://[::1]:9000/v1"),
-    ("http://100.101.102.103:8000", "http://100.101.102.103:8000/v1"),
-])
+@pytest.mark.parametrize(
+    "url,base",
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
+        ("localhost:11434/v1/", "http://localhost:11434/v1"),
+        ("http://192.168.1.5:8080/v1/chat/completions", "http://192.168.1.5:8080/v1"),
+        ("https://api.example.com/v1", "https://api.example.com/v1"),
+        ("http://[::1]:9000", "http://[::1]:9000/v1"),
+        ("http://100.101.102.103:8000", "http://100.101.102.103:8000/v1"),
+    ],
+)
 def test_url_normalised(url: str, base: str) -> None:
     assert check_url(url, resolve=False).base == base
 
@@ -69,8 +72,9 @@ def test_estimate_is_rough_but_sane() -> None:
 
 
 # --- a real server ---------------------------------------------------------------------------
-def test_lists_models_and_satisfies_the_interface(backend: RemoteBackend, llama_server,
-                                                   model_path: Path) -> None:
+def test_lists_models_and_satisfies_the_interface(
+    backend: RemoteBackend, llama_server, model_path: Path
+) -> None:
     assert isinstance(backend, Backend)
     assert [m.id for m in backend.models] == [str(model_path)]
     assert backend.model == str(model_path)
@@ -83,8 +87,11 @@ def test_lists_models_and_satisfies_the_interface(backend: RemoteBackend, llama_
 
 def test_streams_a_reply_with_stats(backend: RemoteBackend) -> None:
     pieces: list[str] = []
-    toks = backend.tokenize(backend.template.render(  # type: ignore[union-attr]
-        [SYS, {"role": "user", "content": "Say hello"}]))
+    toks = backend.tokenize(
+        backend.template.render(  # type: ignore[union-attr]
+            [SYS, {"role": "user", "content": "Say hello"}]
+        )
+    )
     assert len(toks) > 3
     reply, st = backend.generate(toks, _settings(max_tokens=6), pieces.append)
     assert reply == "".join(pieces) and reply.strip()
@@ -131,8 +138,11 @@ def test_stop_mid_reply_returns_quickly_and_keeps_the_text(backend: RemoteBacken
             stopped_at.append(time.perf_counter())
             threading.Thread(target=backend.stop).start()
 
-    toks = backend.tokenize(backend.template.render(  # type: ignore[union-attr]
-        [SYS, {"role": "user", "content": "Write a very long story."}]))
+    toks = backend.tokenize(
+        backend.template.render(  # type: ignore[union-attr]
+            [SYS, {"role": "user", "content": "Write a very long story."}]
+        )
+    )
     reply, st = backend.generate(toks, _settings(max_tokens=400), on_text)
     assert st.finish_reason == "cancelled", st
     assert time.perf_counter() - stopped_at[0] < 1.0
@@ -168,12 +178,15 @@ def test_a_slow_server_times_out_with_a_reason() -> None:
         b.close()
 
 
-@pytest.mark.parametrize("status,pattern", [
-    (429, r"busy or over its rate limit \(429"),
-    (500, r"failed \(HTTP 500\): status 500 from the test server"),
-    (503, r"failed \(HTTP 503\)"),
-    (404, r"model 'm' not found on the server .*\(404\)"),
-])
+@pytest.mark.parametrize(
+    "status,pattern",
+    [
+        (429, r"busy or over its rate limit \(429"),
+        (500, r"failed \(HTTP 500\): status 500 from the test server"),
+        (503, r"failed \(HTTP 503\)"),
+        (404, r"model 'm' not found on the server .*\(404\)"),
+    ],
+)
 def test_http_failures_are_one_line_reasons(status: int, pattern: str) -> None:
     with status_server(status) as url:
         b = RemoteBackend(read_timeout=5)
@@ -202,16 +215,22 @@ def test_wrong_key_and_missing_key(llama_server_keyed) -> None:
 
 def test_missing_model_name(llama_server) -> None:
     b = RemoteBackend(read_timeout=10)
-    with pytest.raises(DeskLMError, match=r"model 'no-such-model' is not served at .*; "
-                                          r"it serves: "):
+    with pytest.raises(
+        DeskLMError,
+        match=r"model 'no-such-model' is not served at .*; "
+        r"it serves: ",
+    ):
         b.connect(llama_server.url, model="no-such-model")
 
 
 def test_unreachable_port() -> None:
     b = RemoteBackend(connect_timeout=2)
     t0 = time.perf_counter()
-    with pytest.raises(DeskLMError, match=r"cannot reach the server at http://127.0.0.1:\d+: "
-                                          r"connection refused"):
+    with pytest.raises(
+        DeskLMError,
+        match=r"cannot reach the server at http://127.0.0.1:\d+: "
+        r"connection refused",
+    ):
         b.connect(f"http://127.0.0.1:{free_port()}")
     assert time.perf_counter() - t0 < 3
 

@@ -16,8 +16,10 @@ def test_vllm_v1() -> None:
     r = parse_metrics((DATA / "metrics_vllm.txt").read_text())
     assert abs(r["kv_cache"].value - 0.4312) < 1e-9
     assert str(r["kv_cache"]) == "server KV cache 43%"
-    assert r["requests_running"].value == 3 and str(r["requests_running"]) == \
-        "server requests running 3"
+    assert (
+        r["requests_running"].value == 3
+        and str(r["requests_running"]) == "server requests running 3"
+    )
     assert r["requests_waiting"].value == 2
     assert r["tokens_per_s"].value is NA and str(r["tokens_per_s"]) == "server tokens/s n/a"
 
@@ -30,8 +32,11 @@ def test_vllm_v0_names() -> None:
 
 def test_two_vllm_engines_are_combined() -> None:
     text = (DATA / "metrics_vllm.txt").read_text()
-    second = "\n".join(line.replace('engine="0"', 'engine="1"').replace(" 0.4312", " 0.2312")
-                       for line in text.splitlines() if line.startswith("vllm:"))
+    second = "\n".join(
+        line.replace('engine="0"', 'engine="1"').replace(" 0.4312", " 0.2312")
+        for line in text.splitlines()
+        if line.startswith("vllm:")
+    )
     r = parse_metrics(text + second + "\n")
     assert r["requests_running"].value == 6  # counts add up
     assert abs(r["kv_cache"].value - 0.3312) < 1e-9  # usage is averaged

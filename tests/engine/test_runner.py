@@ -15,8 +15,10 @@ from ..conftest import small_settings
 def test_jobs_run_in_order_on_one_long_lived_thread() -> None:
     r = Runner()
     seen: list[tuple[int, str]] = []
-    jobs = [r.submit(lambda _j, i=i: seen.append((i, threading.current_thread().name)))
-            for i in range(20)]
+    jobs = [
+        r.submit(lambda _j, i=i: seen.append((i, threading.current_thread().name)))
+        for i in range(20)
+    ]
     for j in jobs:
         j.result(5)
     assert [i for i, _ in seen] == list(range(20))
@@ -86,8 +88,9 @@ def test_cancel_stops_a_real_reply_on_the_model(model_path) -> None:
     r = Runner(interrupt=s.stop)
     r.submit(lambda _j: s.load()).result(60)
     first = threading.Event()
-    job = r.submit(lambda _j: s.send("Tell me a very long story.",
-                                     on_text=lambda _t: first.set()), "turn")
+    job = r.submit(
+        lambda _j: s.send("Tell me a very long story.", on_text=lambda _t: first.set()), "turn"
+    )
     assert first.wait(60)
     job.cancel()
     result = job.result(30)

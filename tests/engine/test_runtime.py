@@ -36,8 +36,10 @@ def test_cancelling_the_running_job_stops_the_reply(rt, model_path):
     rt.runner.call(lambda: rt.session.load(model_path))
     rt.runner.call(lambda: rt.session.apply_settings({"max_tokens": 2000}))
     first = threading.Event()
-    job = rt.runner.submit(lambda _job: rt.session.send("Count from one to a thousand.",
-                                                        lambda _t: first.set()), "turn")
+    job = rt.runner.submit(
+        lambda _job: rt.session.send("Count from one to a thousand.", lambda _t: first.set()),
+        "turn",
+    )
     assert first.wait(120)
     job.cancel()
     result = job.result(timeout=120)

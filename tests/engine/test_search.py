@@ -14,24 +14,55 @@ from desklm.engine.store.search import SearchIndex, fts_query
 def chat(conv_id, title, *texts, extra=None):
     msgs = []
     for i, t in enumerate(texts):
-        msgs.append({"id": f"{conv_id}-m{i}", "role": "user" if i % 2 == 0 else "assistant",
-                     "content": t, "created": 1.0})
+        msgs.append(
+            {
+                "id": f"{conv_id}-m{i}",
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": t,
+                "created": 1.0,
+            }
+        )
     if extra:
         msgs[-1].update(extra)
-    return {"id": conv_id, "title": title, "created": 1.0, "model": "m.gguf", "settings": {},
-            "messages": msgs}
+    return {
+        "id": conv_id,
+        "title": title,
+        "created": 1.0,
+        "model": "m.gguf",
+        "settings": {},
+        "messages": msgs,
+    }
 
 
 @pytest.fixture
 def store(tmp_path):
     st = ConversationStore(tmp_path / "conversations")
-    st.save(chat("c1", "Sorting in Python", "How do I sort a list in Python?",
-                 "Use sorted(my_list) or my_list.sort(); both take a key= function."))
-    st.save(chat("c2", "Paris trip", "Where can I get a good Café au lait near the Louvre?",
-                 "Try the small cafés on Rue de Rivoli.",
-                 extra={"alternatives": [{"id": "old-reply", "role": "assistant",
-                                          "content": "An older reply about croissants."}],
-                        "alt_index": 1}))
+    st.save(
+        chat(
+            "c1",
+            "Sorting in Python",
+            "How do I sort a list in Python?",
+            "Use sorted(my_list) or my_list.sort(); both take a key= function.",
+        )
+    )
+    st.save(
+        chat(
+            "c2",
+            "Paris trip",
+            "Where can I get a good Café au lait near the Louvre?",
+            "Try the small cafés on Rue de Rivoli.",
+            extra={
+                "alternatives": [
+                    {
+                        "id": "old-reply",
+                        "role": "assistant",
+                        "content": "An older reply about croissants.",
+                    }
+                ],
+                "alt_index": 1,
+            },
+        )
+    )
     return st
 
 
@@ -72,8 +103,19 @@ def test_older_versions_are_found_and_marked_inactive(index, store, model_path):
 
 
 def test_query_syntax_is_never_fts_syntax(index):
-    for q in ['"', 'sort" OR "x', "NEAR(sort list)", "-sort", "text:sort", "*", "(", "",
-              "   ", "sort AND", "'; DROP TABLE fts; --"]:
+    for q in [
+        '"',
+        'sort" OR "x',
+        "NEAR(sort list)",
+        "-sort",
+        "text:sort",
+        "*",
+        "(",
+        "",
+        "   ",
+        "sort AND",
+        "'; DROP TABLE fts; --",
+    ]:
         index.search(q)  # never raises
     assert fts_query("  ") is None
     assert fts_query('a"b') == '"a"* "b"*'
@@ -82,8 +124,9 @@ def test_query_syntax_is_never_fts_syntax(index):
 def test_results_follow_save_rename_and_delete(index, store):
     assert not index.search("xylophone").hits
     rec = store.load("c1")
-    rec["messages"].append({"id": "new", "role": "user", "content": "A xylophone question",
-                            "created": 2.0})
+    rec["messages"].append(
+        {"id": "new", "role": "user", "content": "A xylophone question", "created": 2.0}
+    )
     store.save(rec)
     assert [h.message_id for h in index.search("xylophone").hits] == ["new"]
     store.rename("c1", "Music lessons")

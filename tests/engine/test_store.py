@@ -14,11 +14,27 @@ def rec(conv_id="abc123", n=2, title="Hello"):
     msgs = []
     for i in range(n):
         msgs.append({"id": f"u{i}", "role": "user", "content": f"question {i}", "created": 1.0})
-        msgs.append({"id": f"a{i}", "role": "assistant", "content": f"answer {i}", "created": 2.0,
-                     "stats": {"completion_tokens": 3, "gen_tokens_per_s": 50.0,
-                               "finish_reason": "stop"}})
-    return {"id": conv_id, "title": title, "created": 1.0, "model": "m.gguf",
-            "settings": {"system_prompt": "Be kind."}, "messages": msgs}
+        msgs.append(
+            {
+                "id": f"a{i}",
+                "role": "assistant",
+                "content": f"answer {i}",
+                "created": 2.0,
+                "stats": {
+                    "completion_tokens": 3,
+                    "gen_tokens_per_s": 50.0,
+                    "finish_reason": "stop",
+                },
+            }
+        )
+    return {
+        "id": conv_id,
+        "title": title,
+        "created": 1.0,
+        "model": "m.gguf",
+        "settings": {"system_prompt": "Be kind."},
+        "messages": msgs,
+    }
 
 
 def test_save_load_list_rename_delete(tmp_path):
@@ -41,7 +57,7 @@ def test_a_damaged_file_is_moved_aside_and_the_rest_still_load(tmp_path):
     st = ConversationStore(tmp_path)
     st.save(rec("good"))
     (tmp_path / "bad.json").write_text('{"schema": 1, "messages": [', "utf-8")
-    (tmp_path / "odd.json").write_text('[1, 2, 3]', "utf-8")
+    (tmp_path / "odd.json").write_text("[1, 2, 3]", "utf-8")
     items = st.list_all()
     assert [c["id"] for c in items] == ["good"]
     assert len(st.problems) == 2 and all("moved aside" in p for p in st.problems)
@@ -90,7 +106,9 @@ def test_a_session_saves_after_every_turn_and_switches_cleanly(engine, model_pat
     rec1 = s.open_conversation(first_id)
     assert engine.kv_cache_pos_max() == -1  # switching clears the KV cache
     assert [m.content for m in s.conversation.messages][::2] == [
-        "First chat, first message", "First chat, second message"]
+        "First chat, first message",
+        "First chat, second message",
+    ]
     assert rec1["title"] == "First chat, first message"
     r = s.send("Back again")
     # not from another chat's KV: only what its own snapshot restored (engine.kvcache)

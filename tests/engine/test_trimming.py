@@ -25,13 +25,20 @@ from desklm.engine.chat.conversation import (
 from desklm.engine.prompt.chat_format import ChatTemplate, Part, builtin_template
 from desklm.errors import DeskLMError
 
-WORDS = ("apple pear river mountain sea cloud quick brown fox jumps over lazy dog, "
-         "the of and 42 7 — ünï 東京 ok yes no").split()
+WORDS = (
+    "apple pear river mountain sea cloud quick brown fox jumps over lazy dog, "
+    "the of and 42 7 — ünï 東京 ok yes no"
+).split()
 
 
-def reference_plan(conv: Conversation, user_text: str, template: ChatTemplate,
-                   tokenize: Callable[[str], list[int]], n_ctx: int,
-                   max_tokens: int) -> PromptPlan:
+def reference_plan(
+    conv: Conversation,
+    user_text: str,
+    template: ChatTemplate,
+    tokenize: Callable[[str], list[int]],
+    n_ctx: int,
+    max_tokens: int,
+) -> PromptPlan:
     """The exhaustive algorithm DeskLM used before: re-render after every dropped turn."""
     reserve = reply_reserve(n_ctx, max_tokens)
     new = Message("user", user_text)
@@ -88,8 +95,11 @@ class ChunkTokenizer(WordTokenizer):
 def random_history(rng: random.Random, n: int, regular: bool = True) -> list[Message]:
     msgs = []
     for i in range(n):
-        role = ("user" if i % 2 == 0 else "assistant") if regular else \
-            rng.choice(["user", "assistant", "assistant"])
+        role = (
+            ("user" if i % 2 == 0 else "assistant")
+            if regular
+            else rng.choice(["user", "assistant", "assistant"])
+        )
         words = rng.choices(WORDS, k=rng.choice([1, 3, 8, 20, 60]))
         msgs.append(Message(role, " ".join(words)))
     return msgs
@@ -112,8 +122,12 @@ def same(a: PromptPlan, b: PromptPlan) -> None:
 def test_turn_starts_follow_the_drop_rule():
     assert turn_starts(["user", "assistant", "user", "assistant", "user"]) == [0, 2, 4]
     # a history that begins with replies (or has several in a row) still cuts at user messages
-    assert turn_starts(["assistant", "assistant", "user", "user", "assistant", "user"]) == \
-        [0, 2, 3, 5]
+    assert turn_starts(["assistant", "assistant", "user", "user", "assistant", "user"]) == [
+        0,
+        2,
+        3,
+        5,
+    ]
     assert turn_starts(["user"]) == [0]
 
 
@@ -156,8 +170,11 @@ def test_plan_equals_the_exhaustive_algorithm_on_random_histories(template_name,
     template = builtin_template(template_name)
     for trial in range(40):
         msgs = random_history(rng, rng.randint(0, 80), regular=trial % 3 != 0)
-        conv = conv_with(msgs, system=rng.choice(["", "Be brief.", "You are terse. " * 20]),
-                         start=rng.randint(0, len(msgs) // 4) if msgs else 0)
+        conv = conv_with(
+            msgs,
+            system=rng.choice(["", "Be brief.", "You are terse. " * 20]),
+            start=rng.randint(0, len(msgs) // 4) if msgs else 0,
+        )
         n_ctx = rng.choice([128, 256, 512, 1024, 4096])
         max_tokens = rng.choice([8, 64, 512])
         user = " ".join(rng.choices(WORDS, k=rng.choice([1, 10, 40])))
@@ -227,8 +244,7 @@ def test_stop_during_planning_raises_plan_cancelled_and_changes_nothing():
 def test_the_message_alone_too_long_is_refused_with_both_numbers():
     conv = conv_with(random_history(random.Random(2), 10))
     with pytest.raises(DeskLMError, match=r"message too long: it needs \d+ tokens.*holds 512"):
-        conv.plan(" ".join(["word"] * 2000), builtin_template("gemma"), WordTokenizer(), 512,
-                  64)
+        conv.plan(" ".join(["word"] * 2000), builtin_template("gemma"), WordTokenizer(), 512, 64)
 
 
 # --- the real model ---------------------------------------------------------------------------
@@ -260,8 +276,7 @@ def test_planning_5000_messages_on_the_real_model_is_fast(engine):
     assert first < 3.0 and again < 1.5, (first, again)
 
 
-def test_stop_while_planning_a_long_history_ends_the_turn_with_nothing_added(engine,
-                                                                           model_path):
+def test_stop_while_planning_a_long_history_ends_the_turn_with_nothing_added(engine, model_path):
     import threading
 
     from desklm.engine.chat.session import ChatSession

@@ -102,8 +102,17 @@ def test_a_hard_linked_file_is_written_in_place_so_both_names_see_it(tmp_path):
     assert a.read_bytes() == DATA and os.stat(a).st_ino == os.stat(b).st_ino
 
 
-@pytest.mark.parametrize("kind", ["folder", "link to a folder", "socket", "link loop",
-                                  "fifo without a reader", "nul in the name"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "folder",
+        "link to a folder",
+        "socket",
+        "link loop",
+        "fifo without a reader",
+        "nul in the name",
+    ],
+)
 def test_what_cannot_take_a_file_is_refused_with_a_reason_and_left_alone(tmp_path, kind):
     p = tmp_path / "target"
     if kind == "folder":
@@ -126,9 +135,14 @@ def test_what_cannot_take_a_file_is_refused_with_a_reason_and_left_alone(tmp_pat
         write_user_file(p, DATA)
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path) in msg.replace("\\x00", "")
-    needle = {"folder": "is a folder", "link to a folder": "is a folder", "socket": "socket",
-              "link loop": "symbolic link loop", "fifo without a reader": "no program is reading",
-              "nul in the name": "NUL"}[kind]
+    needle = {
+        "folder": "is a folder",
+        "link to a folder": "is a folder",
+        "socket": "socket",
+        "link loop": "symbolic link loop",
+        "fifo without a reader": "no program is reading",
+        "nul in the name": "NUL",
+    }[kind]
     assert needle in msg
     if before is not None:
         assert os.lstat(p).st_mode == before  # not replaced by a regular file
@@ -171,10 +185,12 @@ def test_a_named_pipe_with_a_reader_gets_the_data_and_stays_a_pipe(tmp_path):
 
 
 def test_dev_stdout_prints_whatever_stdout_is(tmp_path):
-    code = ("from pathlib import Path; from desklm.engine.store.files import write_user_file\n"
-            "print('before', flush=True)\n"
-            "write_user_file(Path('/dev/stdout'), b'exported\\n')\n"
-            "write_user_file(Path('/dev/fd/1'), b'again\\n')\n")
+    code = (
+        "from pathlib import Path; from desklm.engine.store.files import write_user_file\n"
+        "print('before', flush=True)\n"
+        "write_user_file(Path('/dev/stdout'), b'exported\\n')\n"
+        "write_user_file(Path('/dev/fd/1'), b'again\\n')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, env=env)
     assert r.stdout == b"before\nexported\nagain\n", r.stderr[-500:]
@@ -187,9 +203,14 @@ def test_dev_stdout_prints_whatever_stdout_is(tmp_path):
 
 
 def rec(conv_id="abc123"):
-    return {"id": conv_id, "title": "Hello", "created": 1.0, "model": "m.gguf",
-            "settings": {}, "messages": [{"id": "u", "role": "user", "content": "question",
-                                          "created": 1.0}]}
+    return {
+        "id": conv_id,
+        "title": "Hello",
+        "created": 1.0,
+        "model": "m.gguf",
+        "settings": {},
+        "messages": [{"id": "u", "role": "user", "content": "question", "created": 1.0}],
+    }
 
 
 def test_export_record_uses_the_same_rules(tmp_path):
@@ -216,10 +237,16 @@ def test_history_export_to_dev_stdout_and_odd_targets(data_dir, tmp_path):
 def test_the_bench_chart_follows_the_same_rule(tmp_path):
     from desklm.bench import run as benchrun
 
-    out = {"model": "m.gguf", "machine": "test", "targets": [{"met": True}],
-           "median": {"raw": {"gen_tps": 10.0, "prompt_tps": 50.0},
-                      "engine": {"gen_tps": 9.5, "prompt_tps": 49.0}},
-           "multi_turn": [{"ttft_s": 0.05 + i / 1000} for i in range(20)]}
+    out = {
+        "model": "m.gguf",
+        "machine": "test",
+        "targets": [{"met": True}],
+        "median": {
+            "raw": {"gen_tps": 10.0, "prompt_tps": 50.0},
+            "engine": {"gen_tps": 9.5, "prompt_tps": 49.0},
+        },
+        "multi_turn": [{"ttft_s": 0.05 + i / 1000} for i in range(20)],
+    }
     link = tmp_path / "chart.png"
     link.symlink_to(tmp_path / "real.png")
     benchrun.plot(out, link)

@@ -7,9 +7,19 @@ import pytest
 from desklm import __version__
 from tests.conftest import run_cli
 
-KEYS = {"reply", "prompt_tokens", "prompt_tokens_reused", "completion_tokens", "ttft_s",
-        "prompt_tokens_per_s", "gen_tokens_per_s", "finish_reason", "context_used", "n_ctx",
-        "trimmed"}
+KEYS = {
+    "reply",
+    "prompt_tokens",
+    "prompt_tokens_reused",
+    "completion_tokens",
+    "ttft_s",
+    "prompt_tokens_per_s",
+    "gen_tokens_per_s",
+    "finish_reason",
+    "context_used",
+    "n_ctx",
+    "trimmed",
+}
 
 
 def test_version_names_desklm_and_the_llama_cpp_build():
@@ -35,8 +45,17 @@ def test_version_names_desklm_and_the_llama_cpp_build():
 
 
 def test_json_chat_piped(model_path):
-    r = run_cli("chat", "--json", "--max-tokens", "12", "--ctx", "1024", "--seed", "3",
-                stdin="Hello!\n/stats\nHow are you?\n/reset\n/bogus\nAgain?\n")
+    r = run_cli(
+        "chat",
+        "--json",
+        "--max-tokens",
+        "12",
+        "--ctx",
+        "1024",
+        "--seed",
+        "3",
+        stdin="Hello!\n/stats\nHow are you?\n/reset\n/bogus\nAgain?\n",
+    )
     assert r.returncode == 0, r.stderr
     objs = [json.loads(line) for line in r.stdout.splitlines()]
     turns = [o for o in objs if "reply" in o]
@@ -100,8 +119,7 @@ def test_no_save_leaves_no_file(data_dir):
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_data_dir_flag_moves_the_store_before_or_after_the_command(tmp_path, where):
     d = tmp_path / "elsewhere"
-    args = (["--data-dir", str(d), "chat"] if where == "before"
-            else ["chat", "--data-dir", str(d)])
+    args = ["--data-dir", str(d), "chat"] if where == "before" else ["chat", "--data-dir", str(d)]
     r = run_cli(*args, "--max-tokens", "4", stdin="Hi\n")
     assert r.returncode == 0, r.stderr
     assert len(list((d / "data" / "conversations").glob("*.json"))) == 1
@@ -118,8 +136,12 @@ def test_history_and_models_with_no_action_list(tmp_path):
 
 
 def test_pull_without_a_network_says_the_hub_cannot_be_reached(monkeypatch):
-    r = run_cli("models", "pull", "someone/Some-GGUF",
-                env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://desklm-no-such-host.invalid"})
+    r = run_cli(
+        "models",
+        "pull",
+        "someone/Some-GGUF",
+        env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://desklm-no-such-host.invalid"},
+    )
     assert r.returncode == 2
     assert r.stderr.startswith("desklm: error: cannot reach Hugging Face (desklm-no-such-host")
     assert r.stderr.count("\n") == 1
@@ -136,8 +158,17 @@ def test_terminal_turns_run_on_the_one_inference_thread(model_path, data_dir):
 
 
 def test_piped_text_output_labels_who_speaks(model_path):
-    r = run_cli("chat", "--no-save", "--max-tokens", "12", "--ctx", "1024", "--temperature", "0",
-                stdin="What is the capital of France?\n")
+    r = run_cli(
+        "chat",
+        "--no-save",
+        "--max-tokens",
+        "12",
+        "--ctx",
+        "1024",
+        "--temperature",
+        "0",
+        stdin="What is the capital of France?\n",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "you: What is the capital of France?"
@@ -145,15 +176,18 @@ def test_piped_text_output_labels_who_speaks(model_path):
     assert lines[2].startswith("[") and "tokens" in lines[2]
 
 
-@pytest.mark.parametrize(("argv", "ctx", "model", "as_json"), [
-    (["--ctx", "1024", "chat"], "1024", None, False),  # before the command: kept
-    (["chat", "--ctx", "1024"], "1024", None, False),
-    (["--model", "M.gguf", "chat"], None, "M.gguf", False),
-    (["history", "--json"], None, None, True),  # no action: list, and --json means it
-    (["history", "--json", "list"], None, None, True),
-    (["history", "list", "--json"], None, None, True),
-    (["models", "--json"], None, None, True),
-])
+@pytest.mark.parametrize(
+    ("argv", "ctx", "model", "as_json"),
+    [
+        (["--ctx", "1024", "chat"], "1024", None, False),  # before the command: kept
+        (["chat", "--ctx", "1024"], "1024", None, False),
+        (["--model", "M.gguf", "chat"], None, "M.gguf", False),
+        (["history", "--json"], None, None, True),  # no action: list, and --json means it
+        (["history", "--json", "list"], None, None, True),
+        (["history", "list", "--json"], None, None, True),
+        (["models", "--json"], None, None, True),
+    ],
+)
 def test_flags_before_the_command_are_not_reset_by_the_command(argv, ctx, model, as_json):
     from desklm.cli import build_parser
 

@@ -12,9 +12,24 @@ def lines(out):
 def test_regen_alt_edit_attach_and_preset_in_the_terminal(tmp_path):
     f = tmp_path / "fact.txt"
     f.write_text("The password is swordfish.\n", "utf-8")
-    script = "\n".join(["Hello", "/regen", "/alt", "/alt 1", "/alt 9", "/edit Hello again",
-                        f"/attach {f}", "What is the password?", "/preset save Quick",
-                        "/preset", "/preset Quick"]) + "\n"
+    script = (
+        "\n".join(
+            [
+                "Hello",
+                "/regen",
+                "/alt",
+                "/alt 1",
+                "/alt 9",
+                "/edit Hello again",
+                f"/attach {f}",
+                "What is the password?",
+                "/preset save Quick",
+                "/preset",
+                "/preset Quick",
+            ]
+        )
+        + "\n"
+    )
     r = run_cli("chat", "--json", "--max-tokens", "5", "--ctx", "1024", stdin=script)
     assert r.returncode == 0, r.stderr
     out = lines(r.stdout)
@@ -31,8 +46,9 @@ def test_regen_alt_edit_attach_and_preset_in_the_terminal(tmp_path):
     rec = json.loads(run_cli("history", "export", conv_id, "--format", "json").stdout)
     assert rec["schema"] == 3
     users = [m for m in rec["messages"] if m["role"] == "user"]
-    assert users[0]["content"] == "Hello again" and users[0]["alternatives"][0]["content"] == \
-        "Hello"
+    assert (
+        users[0]["content"] == "Hello again" and users[0]["alternatives"][0]["content"] == "Hello"
+    )
     assert users[1]["attachments"][0]["name"] == "fact.txt"
 
     found = run_cli("history", "search", "swordfish", "--json")

@@ -18,19 +18,24 @@ def run_window(env_changes: dict[str, str | None]) -> subprocess.CompletedProces
             env.pop(k, None)
         else:
             env[k] = v
-    return subprocess.run([sys.executable, "-m", "desklm"], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "desklm"], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 NO_DISPLAY = {"DISPLAY": None, "WAYLAND_DISPLAY": None, "QT_QPA_PLATFORM": None}
 
 
-@pytest.mark.parametrize("env", [
-    NO_DISPLAY,
-    {**NO_DISPLAY, "QT_QPA_PLATFORM": "xcb"},
-    {**NO_DISPLAY, "QT_QPA_PLATFORM": "wayland"},
-    {**NO_DISPLAY, "DISPLAY": ":987"},  # set, but no X server there (or X libraries missing)
-], ids=["nothing", "xcb asked", "wayland asked", "no server at :987"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        NO_DISPLAY,
+        {**NO_DISPLAY, "QT_QPA_PLATFORM": "xcb"},
+        {**NO_DISPLAY, "QT_QPA_PLATFORM": "wayland"},
+        {**NO_DISPLAY, "DISPLAY": ":987"},  # set, but no X server there (or X libraries missing)
+    ],
+    ids=["nothing", "xcb asked", "wayland asked", "no server at :987"],
+)
 def test_the_window_without_a_usable_display_is_one_line_and_exit_2(env):
     r = run_window(env)
     lines = r.stderr.strip().splitlines()
@@ -59,9 +64,12 @@ def test_missing_libraries_are_named_with_their_packages():
 
 
 def test_the_check_imports_no_qt():
-    code = ("import sys, desklm.ui.preflight as p; p.check_display({'DISPLAY': ':987'}, 'linux')\n"
-            "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported'")
+    code = (
+        "import sys, desklm.ui.preflight as p; p.check_display({'DISPLAY': ':987'}, 'linux')\n"
+        "assert not [m for m in sys.modules if m.startswith('PySide6')], 'Qt imported'"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
     assert r.returncode == 0, r.stderr[-800:]

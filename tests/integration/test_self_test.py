@@ -7,8 +7,14 @@ from tests.conftest import run_cli
 
 def test_self_test_chats_resets_and_saves_a_screenshot(tmp_path, model_path):
     shot = tmp_path / "shot.png"
-    r = run_cli("--self-test", "--screenshot", str(shot), "--max-tokens", "48",
-                env={"QT_QPA_PLATFORM": "offscreen"})
+    r = run_cli(
+        "--self-test",
+        "--screenshot",
+        str(shot),
+        "--max-tokens",
+        "48",
+        env={"QT_QPA_PLATFORM": "offscreen"},
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["ok"] is True and summary["reset_ok"] is True

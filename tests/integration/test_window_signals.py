@@ -17,10 +17,19 @@ import pytest
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_window_quits_cleanly_on_a_signal(tmp_path: Path, cache_dir: Path, sig) -> None:
     data = tmp_path / "data"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", DESKLM_DATA_DIR=str(data),
-               DESKLM_CACHE_DIR=str(cache_dir))
-    p = subprocess.Popen([sys.executable, "-m", "desklm", "--ctx", "1024"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        DESKLM_DATA_DIR=str(data),
+        DESKLM_CACHE_DIR=str(cache_dir),
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "desklm", "--ctx", "1024"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = data / "logs" / "desklm.log"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and p.poll() is None:

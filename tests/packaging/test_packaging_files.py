@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_make_icons_writes_pngs_ico_and_icns(tmp_path):
     # a subprocess, as a user runs it (a QGuiApplication made in this process would break the
     # widget tests that follow)
-    r = subprocess.run([sys.executable, str(ROOT / "packaging" / "make_icons.py"), "--out",
-                        str(tmp_path)], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "packaging" / "make_icons.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     assert r.returncode == 0, r.stderr
     for s in (16, 24, 32, 48, 64, 128, 256, 512, 1024):
         png = (tmp_path / f"desklm-{s}.png").read_bytes()
@@ -30,8 +34,8 @@ def test_make_icons_writes_pngs_ico_and_icns(tmp_path):
     reserved, kind, count = struct.unpack("<HHH", ico[:6])
     assert (reserved, kind, count) == (0, 1, 7)
     for i in range(count):  # every entry points at a PNG inside the file
-        size, offset = struct.unpack("<II", ico[6 + 16 * i + 8: 6 + 16 * i + 16])
-        assert ico[offset: offset + 8] == b"\x89PNG\r\n\x1a\n" and offset + size <= len(ico)
+        size, offset = struct.unpack("<II", ico[6 + 16 * i + 8 : 6 + 16 * i + 16])
+        assert ico[offset : offset + 8] == b"\x89PNG\r\n\x1a\n" and offset + size <= len(ico)
     icns = (tmp_path / "desklm.icns").read_bytes()
     assert icns[:4] == b"icns" and struct.unpack(">I", icns[4:8])[0] == len(icns)
     assert b"ic10" in icns and b"icp4" in icns
@@ -61,8 +65,9 @@ def test_metainfo_is_valid_xml_with_the_desktop_id():
 
 def test_build_scripts_are_valid_shell():
     for script in ("build_linux.sh", "build_macos.sh", "linux/make_deb.sh"):
-        r = subprocess.run(["bash", "-n", str(ROOT / "packaging" / script)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["bash", "-n", str(ROOT / "packaging" / script)], capture_output=True, text=True
+        )
         assert r.returncode == 0, r.stderr
 
 

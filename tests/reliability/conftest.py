@@ -57,7 +57,7 @@ def bad_files(tmp_path_factory, model_path) -> dict[str, Path]:
     data[32 + key_len : 36 + key_len] = (99).to_bytes(4, "little")
     (d / "corrupt.gguf").write_bytes(bytes(data))
     files["corrupted metadata"] = d / "corrupt.gguf"
-    arch = bytearray(model_path.read_bytes()[:8 << 20])
+    arch = bytearray(model_path.read_bytes()[: 8 << 20])
     i = arch.find(b"gemma3", 40)
     arch[i : i + 6] = b"zzzzz3"  # general.architecture -> an unknown one, same length
     with open(d / "arch.gguf", "wb") as f:
@@ -70,8 +70,9 @@ def bad_files(tmp_path_factory, model_path) -> dict[str, Path]:
     os.symlink(loop, loop)
     files["symlink loop"] = loop
     files["llama.cpp abort"] = patch_u32(model_path, d / "abort.gguf", "gemma3.block_count", 0)
-    files["llama.cpp refusal"] = patch_u32(model_path, d / "refused.gguf",
-                                           "gemma3.attention.head_count_kv", 3)
+    files["llama.cpp refusal"] = patch_u32(
+        model_path, d / "refused.gguf", "gemma3.attention.head_count_kv", 3
+    )
     return files
 
 
@@ -97,11 +98,25 @@ REASONS = {
 def hostile_template_model(tmp_path_factory, model_path) -> Path:
     """The embedded model with a chat template that tries to run a shell command."""
     out = tmp_path_factory.mktemp("hostile") / "hostile.gguf"
-    payload = ("{{ cycler.__init__.__globals__.os.system('touch /tmp/" + PAYLOAD_MARKER + "') }}"
-               "{{ ''.__class__.__mro__[1].__subclasses__() }}"
-               "{% for m in messages %}{{ m.content }}{% endfor %}")
-    r = subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata",
-                        "--chat-template", payload, "--force", str(model_path), str(out)],
-                       capture_output=True, text=True, timeout=600)
+    payload = (
+        "{{ cycler.__init__.__globals__.os.system('touch /tmp/" + PAYLOAD_MARKER + "') }}"
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--chat-template",
+            payload,
+            "--force",
+            str(model_path),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return out

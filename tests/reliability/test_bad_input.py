@@ -62,13 +62,14 @@ def test_an_unreadable_file(model_path):
         f = d / "private.gguf"
         f.write_bytes(model_path.read_bytes()[: 1 << 20])
         f.chmod(0o600)
-        code = ("import os, mmap, gguf.constants  # imports first: /root is closed to nobody\n"
-                "from desklm.engine.models.gguf_info import read_gguf\n"
-                "from desklm.errors import DeskLMError\n"
-                "if os.geteuid() == 0:\n    os.setgid(65534); os.setuid(65534)\n"
-                f"try:\n    read_gguf({str(f)!r})\nexcept DeskLMError as e:\n    print(e)")
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=60)
+        code = (
+            "import os, mmap, gguf.constants  # imports first: /root is closed to nobody\n"
+            "from desklm.engine.models.gguf_info import read_gguf\n"
+            "from desklm.errors import DeskLMError\n"
+            "if os.geteuid() == 0:\n    os.setgid(65534); os.setuid(65534)\n"
+            f"try:\n    read_gguf({str(f)!r})\nexcept DeskLMError as e:\n    print(e)"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert r.stdout.strip() == f"{f}: permission denied", r.stderr[-500:]
     finally:
         import shutil
@@ -76,25 +77,32 @@ def test_an_unreadable_file(model_path):
         shutil.rmtree(d)
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--ctx", "0"], "n_ctx = 0 is out of range; allowed: 512 to"),
-    (["--ctx", "-4096"], "n_ctx = -4096 is out of range"),
-    (["--ctx", "40000"], "allowed: 512 to 32768"),  # beyond the training context
-    (["--threads", "0"], "n_threads = 0 is out of range"),
-    (["--threads", str((os.cpu_count() or 1) + 1)], "n_threads"),
-    (["--gpu-layers", "500"], "n_gpu_layers = 500 is out of range; allowed: 0 to 19"),
-    (["--temperature", "-1"], "temperature = -1"),
-    (["--max-tokens", "0"], "max_tokens = 0 is out of range"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--ctx", "0"], "n_ctx = 0 is out of range; allowed: 512 to"),
+        (["--ctx", "-4096"], "n_ctx = -4096 is out of range"),
+        (["--ctx", "40000"], "allowed: 512 to 32768"),  # beyond the training context
+        (["--threads", "0"], "n_threads = 0 is out of range"),
+        (["--threads", str((os.cpu_count() or 1) + 1)], "n_threads"),
+        (["--gpu-layers", "500"], "n_gpu_layers = 500 is out of range; allowed: 0 to 19"),
+        (["--temperature", "-1"], "temperature = -1"),
+        (["--max-tokens", "0"], "max_tokens = 0 is out of range"),
+    ],
+)
 def test_bad_settings_name_the_setting_and_its_range(args, needle):
     r = run_cli("chat", *args, stdin="hi\n")
     assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_bad_set_commands_keep_the_session_going():
-    r = run_cli("chat", "--json", "--max-tokens", "4",
-                stdin="/set n_ctx 0\n/set colour red\n/set n_gpu_layers 99\n/set temperature x\n"
-                      "hello\n")
+    r = run_cli(
+        "chat",
+        "--json",
+        "--max-tokens",
+        "4",
+        stdin="/set n_ctx 0\n/set colour red\n/set n_gpu_layers 99\n/set temperature x\nhello\n",
+    )
     import json
 
     out = [json.loads(x) for x in r.stdout.splitlines()]
@@ -143,8 +151,13 @@ def test_a_hostile_chat_template_is_inert(hostile_template_model, tmp_path):
 def test_unicode_nul_empty_and_huge_messages(engine, model_path):
     s = ChatSession(model_path, small_settings(max_tokens=6), engine=engine)
     s.reset()
-    for text in ["مرحبا بالعالم — שלום", "emoji 👩‍👩‍👧‍👦🚀 and e\u0301 a\u0308 combining",
-                 "nul\x00in the middle", "\u202eright-to-left override", "zero\u200bwidth"]:
+    for text in [
+        "مرحبا بالعالم — שלום",
+        "emoji 👩‍👩‍👧‍👦🚀 and e\u0301 a\u0308 combining",
+        "nul\x00in the middle",
+        "\u202eright-to-left override",
+        "zero\u200bwidth",
+    ]:
         r = s.send(text)
         assert r.stats.completion_tokens >= 0
     assert s.conversation.messages[4].content == "nulin the middle"  # NUL removed, rest kept

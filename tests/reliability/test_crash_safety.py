@@ -35,8 +35,9 @@ def test_kill_9_while_saving_never_loses_a_completed_turn(tmp_path):
     completed = 0
     kills = 0
     for _ in range(25):
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
         first = p.stdout.readline()  # wait until it is really writing
         assert first.strip()
         time.sleep(rng.uniform(0.0, 0.15))

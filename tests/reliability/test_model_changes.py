@@ -56,9 +56,13 @@ print(json.dumps(out))
 
 def run_child(model_copy: Path, case: str, mmap: bool = True) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(model_copy), case,
-                        "mmap" if mmap else "read"],
-                       capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(model_copy), case, "mmap" if mmap else "read"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 0, f"child died (rc {r.returncode}): {r.stderr[-1000:]}"
     return json.loads(r.stdout)
 
@@ -70,11 +74,14 @@ def model_copy(model_path, tmp_path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize(("case", "needle"), [
-    ("truncated", "changed on disk while loaded (size"),
-    ("rewritten in place", "changed on disk while loaded (rewritten)"),
-    ("replaced", "was replaced on disk after it was loaded"),
-])
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("truncated", "changed on disk while loaded (size"),
+        ("rewritten in place", "changed on disk while loaded (rewritten)"),
+        ("replaced", "was replaced on disk after it was loaded"),
+    ],
+)
 def test_a_changed_model_file_stops_the_turn_with_a_reason(model_copy, case, needle):
     out = run_child(model_copy, case)
     assert needle in out["error"] and "reload" in out["error"] and "\n" not in out["error"]

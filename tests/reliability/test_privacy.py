@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-GUARD = r'''
+GUARD = r"""
 import os, socket
 _LOG = os.environ["DESKLM_NET_LOG"]
 
@@ -40,7 +40,7 @@ def getaddrinfo(host, *a, **k):
 
 socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
 socket.getaddrinfo = getaddrinfo
-'''
+"""
 
 
 def _isolated(cmd: list[str], tmp: Path, stdin: str = "") -> subprocess.CompletedProcess:
@@ -52,19 +52,28 @@ def _isolated(cmd: list[str], tmp: Path, stdin: str = "") -> subprocess.Complete
     # keep a PYTHONPATH already set (a clone's app/ ahead of an editable install): the guard
     # must watch the code under test
     path = os.pathsep.join(p for p in (str(guard), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, PYTHONPATH=path, DESKLM_NET_LOG=str(tmp / "net.log"),
-               QT_QPA_PLATFORM="offscreen")
+    env = dict(
+        os.environ,
+        PYTHONPATH=path,
+        DESKLM_NET_LOG=str(tmp / "net.log"),
+        QT_QPA_PLATFORM="offscreen",
+    )
     env.pop("HF_HUB_OFFLINE", None)  # prove it by behaviour, not by the offline switch
-    if os.geteuid() == 0 and shutil.which("unshare") and subprocess.run(
-            ["unshare", "-n", "true"], capture_output=True).returncode == 0:
+    if (
+        os.geteuid() == 0
+        and shutil.which("unshare")
+        and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    ):
         cmd = ["unshare", "-n", *cmd]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=300,
-                          env=env)
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_a_full_chat_opens_no_connection(tmp_path):
-    r = _isolated([sys.executable, "-m", "desklm", "chat", "--json", "--max-tokens", "8"],
-                  tmp_path, stdin="Hello\nTell me more\n/stats\n/reset\nAgain\n")
+    r = _isolated(
+        [sys.executable, "-m", "desklm", "chat", "--json", "--max-tokens", "8"],
+        tmp_path,
+        stdin="Hello\nTell me more\n/stats\n/reset\nAgain\n",
+    )
     assert r.returncode == 0, r.stderr[-1000:]
     assert len([x for x in r.stdout.splitlines() if '"reply"' in x]) == 3
     log = tmp_path / "net.log"
@@ -81,15 +90,21 @@ def test_the_window_opens_no_connection(tmp_path):
 
 def test_the_guard_itself_catches_a_connection(tmp_path):
     # the checks above can fail: an attempt is recorded (and stopped before any packet)
-    code = ("import socket\ntry:\n socket.create_connection(('127.0.0.1', 9), timeout=2)\n"
-            "except OSError: pass")
+    code = (
+        "import socket\ntry:\n socket.create_connection(('127.0.0.1', 9), timeout=2)\n"
+        "except OSError: pass"
+    )
     _isolated([sys.executable, "-c", code], tmp_path)
     assert "127.0.0.1" in (tmp_path / "net.log").read_text()
 
 
 def test_no_listening_socket_while_chatting(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "desklm", "chat", "--max-tokens", "8"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "desklm", "chat", "--max-tokens", "8"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         p.stdin.write("Hello\n")
         p.stdin.flush()

@@ -14,8 +14,9 @@ from tests.reliability.conftest import patch_u32
 @pytest.fixture(scope="module")
 def short_model(tmp_path_factory, model_path):
     """The embedded model declaring a 1024-token training context."""
-    return patch_u32(model_path, tmp_path_factory.mktemp("short") / "short.gguf",
-                     "gemma3.context_length", 1024)
+    return patch_u32(
+        model_path, tmp_path_factory.mktemp("short") / "short.gguf", "gemma3.context_length", 1024
+    )
 
 
 def test_saved_settings_above_the_models_limits_are_clamped_with_a_note(short_model):

@@ -40,9 +40,11 @@ def test_300_turns_small_context(model_path, tmp_path):
     gc.collect()
     rss_end = proc.memory_info().rss
     growth = (rss_end - rss_after_warmup) / rss_after_warmup
-    print(f"\nsoak: {TURNS} turns, {trims} trimmed, RSS after warm-up "
-          f"{rss_after_warmup / 2**20:.1f} MB, at the end {rss_end / 2**20:.1f} MB "
-          f"({growth:+.1%})")
+    print(
+        f"\nsoak: {TURNS} turns, {trims} trimmed, RSS after warm-up "
+        f"{rss_after_warmup / 2**20:.1f} MB, at the end {rss_end / 2**20:.1f} MB "
+        f"({growth:+.1%})"
+    )
     assert trims > TURNS // 2
     assert growth < 0.10
     rec = store.load(s.conv_id)

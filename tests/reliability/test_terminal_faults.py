@@ -30,8 +30,14 @@ def saved(data_dir: Path) -> list[dict]:
 
 
 # every class of bytes that is not UTF-8
-BAD_BYTES = [b"\x80 a lone continuation byte", b"cut short \xe2\x82", b"overlong \xc0\xaf",
-             b"a surrogate \xed\xa0\x80", b"latin-1 caf\xe9", b"\xff\xfe\x00w\x00i"]
+BAD_BYTES = [
+    b"\x80 a lone continuation byte",
+    b"cut short \xe2\x82",
+    b"overlong \xc0\xaf",
+    b"a surrogate \xed\xa0\x80",
+    b"latin-1 caf\xe9",
+    b"\xff\xfe\x00w\x00i",
+]
 
 
 def test_input_that_is_not_utf8_is_a_turn_with_replacement_characters(data_dir, model_path):
@@ -71,29 +77,42 @@ def test_nul_alone_is_an_empty_message_in_the_session(engine, model_path):
     assert s.conversation.messages == []
 
 
-@pytest.mark.parametrize(("path", "needle"), [
-    ("/tmp/a\x00b.md", "NUL"),
-    ("{tmp}", "is a folder"),
-    ("{tmp}/no/such/folder/x.md", "does not exist"),
-    ("/dev/full", "No space left"),
-])
-def test_export_to_a_bad_path_is_a_reason_and_the_chat_goes_on(data_dir, model_path, tmp_path,
-                                                               path, needle):
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/tmp/a\x00b.md", "NUL"),
+        ("{tmp}", "is a folder"),
+        ("{tmp}/no/such/folder/x.md", "does not exist"),
+        ("/dev/full", "No space left"),
+    ],
+)
+def test_export_to_a_bad_path_is_a_reason_and_the_chat_goes_on(
+    data_dir, model_path, tmp_path, path, needle
+):
     line = f"hi\n/export {path.format(tmp=tmp_path)}\nagain\n".encode()
     r = run_bytes([*CHAT, "--json", *SMALL], line)
     assert r.returncode == 0, r.stderr[-800:]
     objs = [json.loads(x) for x in r.stdout.splitlines()]
-    assert [("reply" in o, "error" in o) for o in objs] == [(True, False), (False, True),
-                                                            (True, False)]
+    assert [("reply" in o, "error" in o) for o in objs] == [
+        (True, False),
+        (False, True),
+        (True, False),
+    ]
     assert needle in objs[1]["error"] and "internal error" not in objs[1]["error"]
 
 
 def test_history_list_into_head_exits_quietly(data_dir):
     st = ConversationStore(data_dir / "data" / "conversations")
     for i in range(1500):  # ~100 KB of listing: more than a pipe holds
-        st.save({"id": f"c{i:05d}", "title": f"chat number {i} " + "x" * 40, "created": 1.0,
-                 "messages": [{"role": "user", "content": "q"}]})
-    cmd = f"{sys.executable} -m desklm history list | head -1; echo \"rc=${{PIPESTATUS[0]}}\""
+        st.save(
+            {
+                "id": f"c{i:05d}",
+                "title": f"chat number {i} " + "x" * 40,
+                "created": 1.0,
+                "messages": [{"role": "user", "content": "q"}],
+            }
+        )
+    cmd = f'{sys.executable} -m desklm history list | head -1; echo "rc=${{PIPESTATUS[0]}}"'
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and "chat number" in lines[0]
@@ -102,8 +121,12 @@ def test_history_list_into_head_exits_quietly(data_dir):
 
 
 def test_a_reader_that_leaves_stops_the_reply_and_keeps_the_turn(data_dir, model_path):
-    p = subprocess.Popen([*CHAT, "--ctx", "1024", "--max-tokens", "300", "--seed", "1"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [*CHAT, "--ctx", "1024", "--max-tokens", "300", "--seed", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert p.stdin and p.stdout and p.stderr
     p.stdin.write(b"Write a long story about a cat.\nAnd another one.\n")
     p.stdin.close()
@@ -117,8 +140,9 @@ def test_a_reader_that_leaves_stops_the_reply_and_keeps_the_turn(data_dir, model
 
 
 def start_chat(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([*CHAT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*CHAT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def sigterm(p: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, float, str]:
@@ -136,8 +160,20 @@ def sigterm(p: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, float,
 def test_sigterm_during_a_reply_keeps_it_marked_cancelled(data_dir, model_path):
     # the Gemma turn format on this base model runs on (the dialogue format would end the reply
     # before the signal): a reply that is surely still running when SIGTERM arrives
-    p = start_chat(["--ctx", "2048", "--max-tokens", "1500", "--seed", "1", "--temperature",
-                    "0.8", "--chat-format", "gemma"])
+    p = start_chat(
+        [
+            "--ctx",
+            "2048",
+            "--max-tokens",
+            "1500",
+            "--seed",
+            "1",
+            "--temperature",
+            "0.8",
+            "--chat-format",
+            "gemma",
+        ]
+    )
     assert p.stdin and p.stdout
     p.stdin.write(b"Count from one to five hundred, one number a line.\n")
     p.stdin.flush()  # stdin stays open: the chat would wait for more after the reply

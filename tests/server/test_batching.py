@@ -35,17 +35,32 @@ def _client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=180)
 
 
-def _chat(url: str, content: str, *, stream: bool, max_tokens: int = 16,
-          log: list[Any] | None = None, **kw: Any) -> str:
+def _chat(
+    url: str,
+    content: str,
+    *,
+    stream: bool,
+    max_tokens: int = 16,
+    log: list[Any] | None = None,
+    **kw: Any,
+) -> str:
     c = _client(url)
     messages = [{"role": "user", "content": content}]
     if not stream:
-        r = c.chat.completions.create(model="m", messages=messages, temperature=0, seed=7,
-                                      max_tokens=max_tokens, **kw)
+        r = c.chat.completions.create(
+            model="m", messages=messages, temperature=0, seed=7, max_tokens=max_tokens, **kw
+        )
         return r.choices[0].message.content or ""
     text = ""
-    for ch in c.chat.completions.create(model="m", messages=messages, temperature=0, seed=7,
-                                        max_tokens=max_tokens, stream=True, **kw):
+    for ch in c.chat.completions.create(
+        model="m",
+        messages=messages,
+        temperature=0,
+        seed=7,
+        max_tokens=max_tokens,
+        stream=True,
+        **kw,
+    ):
         piece = ch.choices[0].delta.content if ch.choices else None
         if piece:
             if log is not None:
@@ -56,19 +71,22 @@ def _chat(url: str, content: str, *, stream: bool, max_tokens: int = 16,
 
 def _prompt_tokens(served: Any, content: str) -> list[int]:
     return served.runner.call(
-        lambda: served.engine.prompt_tokens([{"role": "user", "content": content}]))
+        lambda: served.engine.prompt_tokens([{"role": "user", "content": content}])
+    )
 
 
 def _same(served: Any, content: str, a: str, b: str) -> None:
-    assert_text_same_or_near_tie(served.engine, _prompt_tokens(served, content), a, b,
-                                 call=lambda f: served.runner.call(f))
+    assert_text_same_or_near_tie(
+        served.engine, _prompt_tokens(served, content), a, b, call=lambda f: served.runner.call(f)
+    )
 
 
 def _idle(served: Any, within: float = 10.0) -> bool:
     t0 = time.monotonic()
     b = _batch(served)
-    while (served.runner.busy or (b is not None and b.has_work())) \
-            and time.monotonic() - t0 < within:
+    while (
+        served.runner.busy or (b is not None and b.has_work())
+    ) and time.monotonic() - t0 < within:
         time.sleep(0.01)
     return not served.runner.busy
 
@@ -106,8 +124,7 @@ def _concurrently(fns: list[Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_concurrent_requests_get_the_same_text_as_one_at_a_time(served: Any,
-                                                                stream: bool) -> None:
+def test_concurrent_requests_get_the_same_text_as_one_at_a_time(served: Any, stream: bool) -> None:
     solo = []
     for p in PROMPTS:
         _forget_slots(served)
@@ -115,8 +132,9 @@ def test_concurrent_requests_get_the_same_text_as_one_at_a_time(served: Any,
     _forget_slots(served)
     log: list[Any] = []
     steps = _batch(served).stats().steps_total
-    together = _concurrently([lambda p=p: _chat(served.url, p, stream=stream, log=log)
-                              for p in PROMPTS])
+    together = _concurrently(
+        [lambda p=p: _chat(served.url, p, stream=stream, log=log) for p in PROMPTS]
+    )
     for p, a, b in zip(PROMPTS, solo, together, strict=True):
         _same(served, p, a, b)
     assert all(together)
@@ -124,8 +142,10 @@ def test_concurrent_requests_get_the_same_text_as_one_at_a_time(served: Any,
     if stream:  # they streamed at once: one's first piece came before another's last
         first = {p: min(t for q, t in log if q == p) for p in PROMPTS}
         last = {p: max(t for q, t in log if q == p) for p in PROMPTS}
-        assert min(last.values()) > max(first.values()) - 0.001 or \
-            sum(first[p] < max(last.values()) for p in PROMPTS) >= 2
+        assert (
+            min(last.values()) > max(first.values()) - 0.001
+            or sum(first[p] < max(last.values()) for p in PROMPTS) >= 2
+        )
         assert max(first.values()) < max(last.values())
     assert _idle(served)
     assert _batch(served).busy == 0
@@ -142,11 +162,18 @@ def test_cancelling_one_stream_mid_batch_leaves_the_others_intact(served: Any) -
     cut = threading.Event()
 
     def victim() -> int:
-        body = {"model": "m", "messages": [{"role": "user", "content": "Write a long story."}],
-                "max_tokens": 300, "stream": True, "temperature": 0}
+        body = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "Write a long story."}],
+            "max_tokens": 300,
+            "stream": True,
+            "temperature": 0,
+        }
         pieces = 0
-        with httpx.Client(timeout=120) as h, h.stream(
-                "POST", served.url + "/chat/completions", json=body) as r:
+        with (
+            httpx.Client(timeout=120) as h,
+            h.stream("POST", served.url + "/chat/completions", json=body) as r,
+        ):
             for line in r.iter_lines():
                 if '"content":"' in line and '"content":""' not in line:
                     pieces += 1
@@ -155,8 +182,9 @@ def test_cancelling_one_stream_mid_batch_leaves_the_others_intact(served: Any) -
                         break  # the client goes away mid-reply
         return pieces
 
-    results = _concurrently([victim, *[lambda p=p: _chat(served.url, p, stream=True,
-                                                          max_tokens=24) for p in others]])
+    results = _concurrently(
+        [victim, *[lambda p=p: _chat(served.url, p, stream=True, max_tokens=24) for p in others]]
+    )
     assert results[0] == 3 and cut.is_set()
     for p, a, b in zip(others, solo, results[1:], strict=True):
         _same(served, p, a, b)
@@ -174,25 +202,40 @@ def test_a_grammar_constrained_request_batched_with_a_free_one(served: Any) -> N
 
     def constrained() -> Any:
         return _client(served.url).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "Describe a cat as JSON."}],
-            temperature=0, max_tokens=40, response_format={"type": "json_object"})
+            model="m",
+            messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+            temperature=0,
+            max_tokens=40,
+            response_format={"type": "json_object"},
+        )
 
     def schema() -> Any:
         return _client(served.url).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "Give a number."}],
-            temperature=0, max_tokens=12, response_format={
-                "type": "json_schema", "json_schema": {"name": "n", "schema": {
-                    "type": "object", "properties": {"n": {"type": "integer"}},
-                    "required": ["n"]}}})
+            model="m",
+            messages=[{"role": "user", "content": "Give a number."}],
+            temperature=0,
+            max_tokens=12,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "n",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"n": {"type": "integer"}},
+                        "required": ["n"],
+                    },
+                },
+            },
+        )
 
-    r_json, r_schema, free = _concurrently([
-        constrained, schema, lambda: _chat(served.url, PROMPTS[2], stream=False,
-                                           max_tokens=24)])
+    r_json, r_schema, free = _concurrently(
+        [constrained, schema, lambda: _chat(served.url, PROMPTS[2], stream=False, max_tokens=24)]
+    )
     text = r_json.choices[0].message.content
     if r_json.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(text), dict | list | str | int | float | bool | None)
     else:
-        assert text.lstrip()[:1] in "{[\"-0123456789tfn"
+        assert text.lstrip()[:1] in '{["-0123456789tfn'
     s = r_schema.choices[0].message.content
     if r_schema.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(s)["n"], int)
@@ -213,8 +256,9 @@ for ch in c.chat.completions.create(model="m", messages=[{"role": "user",
 
 def test_a_killed_client_frees_its_slot(served: Any) -> None:
     n_records = len(served.server.log)
-    p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, served.url],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CLIENT, served.url], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout is not None
         for _ in range(3):
@@ -247,9 +291,14 @@ def test_memory_is_returned_after_a_burst(served: Any) -> None:
     proc = psutil.Process()
 
     def burst() -> list[str]:
-        return _concurrently([lambda i=i: _chat(served.url, PROMPTS[i % 4] + f" ({i})",
-                                                stream=i % 2 == 0, max_tokens=12)
-                              for i in range(8)])
+        return _concurrently(
+            [
+                lambda i=i: _chat(
+                    served.url, PROMPTS[i % 4] + f" ({i})", stream=i % 2 == 0, max_tokens=12
+                )
+                for i in range(8)
+            ]
+        )
 
     assert all(burst())
     assert _idle(served)
@@ -290,8 +339,9 @@ def test_metrics_show_the_slots(served: Any) -> None:
     t = threading.Thread(target=scrape)
     t.start()
     try:
-        _concurrently([lambda p=p: _chat(served.url, p, stream=True, max_tokens=24)
-                       for p in PROMPTS])
+        _concurrently(
+            [lambda p=p: _chat(served.url, p, stream=True, max_tokens=24) for p in PROMPTS]
+        )
     finally:
         stop.set()
         t.join(30)

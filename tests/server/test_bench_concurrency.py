@@ -18,8 +18,9 @@ from ..conftest import small_settings
 
 
 def test_concurrency_bench_measures_every_level(model_path: Path) -> None:
-    r = run_concurrency_bench(model_path, small_settings(n_ctx=512, parallel=2), [1, 2],
-                              gen_tokens=8)
+    r = run_concurrency_bench(
+        model_path, small_settings(n_ctx=512, parallel=2), [1, 2], gen_tokens=8
+    )
     for system in ("desklm", "raw"):
         for c in (1, 2):
             row = r["results"][system][c]
@@ -33,23 +34,42 @@ def test_concurrency_bench_measures_every_level(model_path: Path) -> None:
     assert "DeskLM API" in text and "raw (1 stream)" in text and "single_stream_vs_raw" in text
 
 
-def test_a_peer_that_is_not_a_binary_is_refused_in_one_line(model_path: Path,
-                                                            tmp_path: Path) -> None:
+def test_a_peer_that_is_not_a_binary_is_refused_in_one_line(
+    model_path: Path, tmp_path: Path
+) -> None:
     with pytest.raises(DeskLMError, match="not an executable file"):
-        run_concurrency_bench(model_path, small_settings(n_ctx=512, parallel=2), [1],
-                              gen_tokens=8, peer=tmp_path / "llama-server", raw=False)
-    r = subprocess.run([sys.executable, "-m", "desklm", "bench", "--concurrency", "0"],
-                       capture_output=True, text=True, timeout=120)
+        run_concurrency_bench(
+            model_path,
+            small_settings(n_ctx=512, parallel=2),
+            [1],
+            gen_tokens=8,
+            peer=tmp_path / "llama-server",
+            raw=False,
+        )
+    r = subprocess.run(
+        [sys.executable, "-m", "desklm", "bench", "--concurrency", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == "desklm: error: --concurrency: each number of clients must be " \
-        "1 to 64"
+    assert (
+        r.stderr.strip() == "desklm: error: --concurrency: each number of clients must be 1 to 64"
+    )
 
 
-@pytest.mark.skipif(not os.environ.get("DESKLM_LLAMA_SERVER"),
-                    reason="no llama-server binary given (DESKLM_LLAMA_SERVER)")
+@pytest.mark.skipif(
+    not os.environ.get("DESKLM_LLAMA_SERVER"),
+    reason="no llama-server binary given (DESKLM_LLAMA_SERVER)",
+)
 def test_against_a_llama_server_binary(model_path: Path) -> None:
-    r = run_concurrency_bench(model_path, small_settings(n_ctx=512, parallel=2), [2],
-                              gen_tokens=8, peer=Path(os.environ["DESKLM_LLAMA_SERVER"]),
-                              raw=False)
+    r = run_concurrency_bench(
+        model_path,
+        small_settings(n_ctx=512, parallel=2),
+        [2],
+        gen_tokens=8,
+        peer=Path(os.environ["DESKLM_LLAMA_SERVER"]),
+        raw=False,
+    )
     assert r["results"]["peer"][2]["tokens"] == 16
     assert r["results"]["peer"][2]["aggregate_tok_s"] > 0

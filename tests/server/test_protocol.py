@@ -19,30 +19,47 @@ def parse_chat(**body):
 
 
 def test_a_valid_request_maps_to_settings_values() -> None:
-    req = parse_chat(temperature=0, top_p=0.5, max_tokens=3, seed=2**40, stop="x",
-                     stream=True, stream_options={"include_usage": True})
-    assert req.sampling_values() == {"temperature": 0, "top_p": 0.5, "max_tokens": 3,
-                                     "seed": 2**40 % (2**31 - 1)}
+    req = parse_chat(
+        temperature=0,
+        top_p=0.5,
+        max_tokens=3,
+        seed=2**40,
+        stop="x",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert req.sampling_values() == {
+        "temperature": 0,
+        "top_p": 0.5,
+        "max_tokens": 3,
+        "seed": 2**40 % (2**31 - 1),
+    }
     assert req.stop_list() == ["x"] and req.include_usage
     assert parse_chat(max_completion_tokens=5).max_tokens == 5
 
 
-@pytest.mark.parametrize("body,param,code", [
-    ({"foo": 1}, "foo", "unknown_parameter"),
-    ({"temperature": 2.5}, "temperature", "invalid_value"),
-    ({"temperature": "0.5"}, "temperature", "invalid_value"),  # strict: no string numbers
-    ({"max_tokens": 0}, "max_tokens", "invalid_value"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
-    ({"n": 2}, "n", "unsupported_parameter"),
-    ({"tools": [{"type": "function"}]}, "tools[0].function", "missing_required_parameter"),
-    ({"logprobs": True}, "logprobs", "unsupported_parameter"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
-    ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
-    ({"messages": []}, "messages", "invalid_value"),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "invalid_value"),
-    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema",
-     "invalid_value"),
-])
+@pytest.mark.parametrize(
+    "body,param,code",
+    [
+        ({"foo": 1}, "foo", "unknown_parameter"),
+        ({"temperature": 2.5}, "temperature", "invalid_value"),
+        ({"temperature": "0.5"}, "temperature", "invalid_value"),  # strict: no string numbers
+        ({"max_tokens": 0}, "max_tokens", "invalid_value"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
+        ({"n": 2}, "n", "unsupported_parameter"),
+        ({"tools": [{"type": "function"}]}, "tools[0].function", "missing_required_parameter"),
+        ({"logprobs": True}, "logprobs", "unsupported_parameter"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
+        ({"messages": []}, "messages", "invalid_value"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "invalid_value"),
+        (
+            {"response_format": {"type": "json_schema"}},
+            "response_format.json_schema",
+            "invalid_value",
+        ),
+    ],
+)
 def test_bad_requests_are_400_naming_the_parameter(body, param, code) -> None:
     with pytest.raises(ApiError) as e:
         parse_chat(**body)
@@ -64,18 +81,29 @@ def test_missing_messages_and_bad_json() -> None:
 
 
 def test_messages_become_plain_role_content_pairs() -> None:
-    req = parse_chat(messages=[
-        {"role": "developer", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-        {"role": "assistant", "content": "ok"},
-        {"role": "user", "content": "<start_of_turn>x\x00"},
-    ])
+    req = parse_chat(
+        messages=[
+            {"role": "developer", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "<start_of_turn>x\x00"},
+        ]
+    )
     assert req.plain_messages() == [
-        {"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"},
-        {"role": "assistant", "content": "ok"}, {"role": "user", "content": "<start_of_turn>x"}]
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "ab"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "<start_of_turn>x"},
+    ]
     with pytest.raises(ApiError):
-        parse_chat(messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "x"}}]}]).plain_messages()
+        parse_chat(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+            ]
+        ).plain_messages()
     with pytest.raises(ApiError):  # nothing to continue from: the last turn is the model's
         parse_chat(messages=[{"role": "assistant", "content": "x"}]).plain_messages()
 
@@ -83,8 +111,12 @@ def test_messages_become_plain_role_content_pairs() -> None:
 def test_completion_requests() -> None:
     req = P.parse_request(P.CompletionRequest, {"model": "m", "prompt": ["once"], "echo": True})
     assert req.prompt_text == "once" and req.echo
-    for bad in ({"prompt": ["a", "b"]}, {"prompt": "a", "suffix": "z"}, {"prompt": [1, 2]},
-                {"prompt": "a", "best_of": 3}):
+    for bad in (
+        {"prompt": ["a", "b"]},
+        {"prompt": "a", "suffix": "z"},
+        {"prompt": [1, 2]},
+        {"prompt": "a", "best_of": 3},
+    ):
         with pytest.raises(ApiError):
             P.parse_request(P.CompletionRequest, {"model": "m", **bad})
 

@@ -16,9 +16,25 @@ from desklm.server import ApiServer
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "desklm", "serve", "--port", "0", "--ctx",
-                             "1024", "--max-tokens", "4", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "desklm",
+            "serve",
+            "--port",
+            "0",
+            "--ctx",
+            "1024",
+            "--max-tokens",
+            "4",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_serve_answers_then_stops_cleanly_on_sigterm() -> None:
@@ -28,8 +44,11 @@ def test_serve_answers_then_stops_cleanly_on_sigterm() -> None:
         m = re.search(r"listening on (http://127\.0\.0\.1:(\d+)/v1)", line)
         assert m, line + p.stderr.read()
         url, port = m.group(1), int(m.group(2))
-        listening = [c for c in psutil.Process(p.pid).net_connections("all")
-                     if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c
+            for c in psutil.Process(p.pid).net_connections("all")
+            if c.status == psutil.CONN_LISTEN
+        ]
         assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", port)]
         c = openai.OpenAI(base_url=url, api_key="secret-key-123", max_retries=0, timeout=120)
         r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}])
@@ -64,6 +83,7 @@ def test_nothing_listens_until_started() -> None:
     r = Runner()
     srv = ApiServer(r, lambda: None)
     assert srv.state.text == "off" and not srv.running
-    assert [c for c in psutil.Process().net_connections("inet")
-            if c.status == psutil.CONN_LISTEN] == []
+    assert [
+        c for c in psutil.Process().net_connections("inet") if c.status == psutil.CONN_LISTEN
+    ] == []
     r.shutdown()

@@ -13,9 +13,18 @@ from desklm.ui.dialogs.about import AboutDialog, about_text
 
 
 def info(path: Path) -> LoadInfo:
-    return LoadInfo(path=path, name="Gemma 3 270m", architecture="gemma3", n_ctx=2048,
-                    n_ctx_train=32768, n_layers=18, load_s=0.4, chat_format="gemma",
-                    gpu_offload_supported=False, file_size=253_113_024)
+    return LoadInfo(
+        path=path,
+        name="Gemma 3 270m",
+        architecture="gemma3",
+        n_ctx=2048,
+        n_ctx_train=32768,
+        n_layers=18,
+        load_s=0.4,
+        chat_format="gemma",
+        gpu_offload_supported=False,
+        file_size=253_113_024,
+    )
 
 
 def test_about_text_has_everything(model_path):

@@ -13,12 +13,16 @@ def test_an_api_request_is_counted_in_the_gauges(window, qtbot):
     with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
         panel.toggle.click()
     qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=10_000)
-    client = openai.OpenAI(base_url=window.controller.api_server.url, api_key="unused",
-                           max_retries=0)
+    client = openai.OpenAI(
+        base_url=window.controller.api_server.url, api_key="unused", max_retries=0
+    )
     with qtbot.waitSignal(panel.requestLogged, timeout=REPLY_TIMEOUT_MS) as logged:
         r = client.chat.completions.create(
-            model="any", max_tokens=8, temperature=0,
-            messages=[{"role": "user", "content": "Say hello."}])
+            model="any",
+            max_tokens=8,
+            temperature=0,
+            messages=[{"role": "user", "content": "Say hello."}],
+        )
     rec = logged.args[0]
     assert rec.status == 200 and rec.completion_tokens == r.usage.completion_tokens
     g = window.gauges

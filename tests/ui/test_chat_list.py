@@ -14,9 +14,16 @@ def rows(w):
 
 def items(n, now=None):
     now = now or time.time()
-    return [{"id": f"c{i}", "title": f"Chat number {i} " + "long " * (i % 3 * 10),
-             "created": now - 3600 * (n - i), "updated": now - 60 * i, "messages": 2 * i}
-            for i in range(n)]
+    return [
+        {
+            "id": f"c{i}",
+            "title": f"Chat number {i} " + "long " * (i % 3 * 10),
+            "created": now - 3600 * (n - i),
+            "updated": now - 60 * i,
+            "messages": 2 * i,
+        }
+        for i in range(n)
+    ]
 
 
 def test_order_is_by_creation_and_rename_does_not_move(qtbot):
@@ -39,8 +46,10 @@ def test_a_new_chat_shows_at_once_and_is_replaced_when_saved(qtbot):
     w.add_pending({"id": "new1", "title": "", "created": time.time()})
     assert w.items[0]["id"] == "new1" and w.list.count() == 4
     assert w.selected_id() == "new1" and "new" in w.list.item(0).data(ROLE_SUB)
-    saved = [*items(3), {"id": "new1", "title": "Hello there", "created": time.time(),
-                         "messages": 2}]
+    saved = [
+        *items(3),
+        {"id": "new1", "title": "Hello there", "created": time.time(), "messages": 2},
+    ]
     w.set_items(saved)
     assert w.list.count() == 4 and rows(w)[0] == "Hello there" and not w.pending
     # a new chat left before its first message disappears when another chat opens
@@ -57,7 +66,10 @@ def test_eight_chats_fit_the_default_height(qtbot):
     w.resize(w.sizeHint())
     w.show()
     qtbot.waitExposed(w)
-    visible = sum(1 for i in range(w.list.count())
-                  if w.list.visualItemRect(w.list.item(i)).bottom() <= w.list.viewport().height())
+    visible = sum(
+        1
+        for i in range(w.list.count())
+        if w.list.visualItemRect(w.list.item(i)).bottom() <= w.list.viewport().height()
+    )
     assert visible >= 7, visible
     assert w.list.horizontalScrollBar().maximum() == 0  # long titles are elided, not scrolled

@@ -12,8 +12,10 @@ from PySide6.QtGui import QGuiApplication
 from desklm.ui import theme
 from desklm.ui.chat_view import ChatView, code_blocks, segments, split_reasoning
 
-REPLY = ("<think>The user wants a reversed string. Slicing.</think>\n"
-         "Here:\n\n```python\ndef rev(s):\n    return s[::-1]\n```\n\nDone.")
+REPLY = (
+    "<think>The user wants a reversed string. Slicing.</think>\n"
+    "Here:\n\n```python\ndef rev(s):\n    return s[::-1]\n```\n\nDone."
+)
 
 
 def test_split_reasoning_and_segments():
@@ -74,7 +76,8 @@ def test_code_is_highlighted_and_copied(qtbot):
     pos = v.toPlainText().index("def rev")
     block = doc.findBlock(pos)
     colours = {f.format.foreground().color().name() for f in block.layout().formats()} | {
-        it.fragment().charFormat().foreground().color().name() for it in block}
+        it.fragment().charFormat().foreground().color().name() for it in block
+    }
     assert len(colours) >= 2  # more than one colour on the line: highlighted
     assert block.charFormat().fontFixedPitch()
     v.anchorClicked.emit(QUrl("code:0:0"))
@@ -100,11 +103,18 @@ def test_opening_5000_messages_never_stalls_the_ui(qtbot):
     v.show()
     msgs = []
     for i in range(2500):
-        msgs.append({"role": "user", "content": f"Question {i}: what about item {i}?",
-                     "created": 1.7e9 + i})
-        msgs.append({"role": "assistant", "content": f"Answer {i}: **item {i}** is fine.\n\n"
-                     "```python\nprint(" + str(i) + ")\n```", "created": 1.7e9 + i,
-                     "stats": {"completion_tokens": 12, "finish_reason": "stop"}})
+        msgs.append(
+            {"role": "user", "content": f"Question {i}: what about item {i}?", "created": 1.7e9 + i}
+        )
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": f"Answer {i}: **item {i}** is fine.\n\n"
+                "```python\nprint(" + str(i) + ")\n```",
+                "created": 1.7e9 + i,
+                "stats": {"completion_tokens": 12, "finish_reason": "stop"},
+            }
+        )
     beats: list[float] = []
     hb = QTimer()
     hb.setInterval(5)
@@ -118,9 +128,11 @@ def test_opening_5000_messages_never_stalls_the_ui(qtbot):
     hb.stop()
     gaps = [b - a for a, b in itertools.pairwise(beats)]
     stall = max(max(gaps), call)
-    print(f"\nopen 5,000 messages: show_conversation returned in {call * 1000:.0f} ms; "
-          f"longest event-loop stall {stall * 1000:.0f} ms; rendered "
-          f"{len(v.items) - v.pending_older} of {len(v.items)}")
+    print(
+        f"\nopen 5,000 messages: show_conversation returned in {call * 1000:.0f} ms; "
+        f"longest event-loop stall {stall * 1000:.0f} ms; rendered "
+        f"{len(v.items) - v.pending_older} of {len(v.items)}"
+    )
     assert len(v.shown) == 5000 and v.replies[-1].startswith("Answer 2499")
     assert "Answer 2499" in v.toPlainText()
     assert v.pending_older > 4000  # the rest waits for the user to scroll up
@@ -144,8 +156,13 @@ def test_theme_switch_reaches_every_widget_and_outlives_deleted_ones(qtbot):
     from desklm.ui.panels.settings_panel import SettingsPanel
     from desklm.ui.welcome import WelcomeWidget
 
-    made = [ChatView(), ConversationList(), GaugePanel(), SettingsPanel(Settings()),
-            WelcomeWidget(free=(8 * 2**30, NA), cores=4)]
+    made = [
+        ChatView(),
+        ConversationList(),
+        GaugePanel(),
+        SettingsPanel(Settings()),
+        WelcomeWidget(free=(8 * 2**30, NA), cores=4),
+    ]
     made[-1].shutdown()
     for w in made:
         w.deleteLater()

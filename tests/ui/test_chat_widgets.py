@@ -16,12 +16,26 @@ from desklm.ui.panels.search_panel import SearchPanel, rich_snippet
 @pytest.fixture
 def store(tmp_path):
     st = ConversationStore(tmp_path / "conversations")
-    st.save({"id": "c1", "title": "Sorting <b>lists</b>", "created": 1.0, "settings": {},
-             "messages": [{"id": "m1", "role": "user", "content": "How do I sort a list?"},
-                          {"id": "m2", "role": "assistant", "content": "Use sorted(x).",
-                           "alternatives": [{"id": "m0", "role": "assistant",
-                                             "content": "Try x.sort() in place."}],
-                           "alt_index": 1}]})
+    st.save(
+        {
+            "id": "c1",
+            "title": "Sorting <b>lists</b>",
+            "created": 1.0,
+            "settings": {},
+            "messages": [
+                {"id": "m1", "role": "user", "content": "How do I sort a list?"},
+                {
+                    "id": "m2",
+                    "role": "assistant",
+                    "content": "Use sorted(x).",
+                    "alternatives": [
+                        {"id": "m0", "role": "assistant", "content": "Try x.sort() in place."}
+                    ],
+                    "alt_index": 1,
+                },
+            ],
+        }
+    )
     return st
 
 
@@ -54,8 +68,9 @@ def test_an_older_version_is_labelled_and_html_is_escaped(qtbot, panel):
     assert "older version" in label.text() and "<b><u>place</u></b>" in label.text()
     with qtbot.waitSignal(panel.searched, timeout=10_000):
         panel.box.setText("lists")
-    texts = [panel.results.itemWidget(panel.results.item(i)).text()
-             for i in range(panel.results.count())]
+    texts = [
+        panel.results.itemWidget(panel.results.item(i)).text() for i in range(panel.results.count())
+    ]
     assert any("Sorting &lt;b&gt;" in t for t in texts)
 
 
@@ -72,8 +87,9 @@ def test_only_the_newest_query_is_shown_and_no_match_says_so(qtbot, panel):
 def test_search_keeps_the_ui_responsive_on_2000_chats(qtbot, tmp_path):
     root = tmp_path / "big"
     make_chats(root, 2000)
-    p = SearchPanel(SearchIndex(ConversationStore(root), path=tmp_path / "big.sqlite3"),
-                    delay_ms=10)
+    p = SearchPanel(
+        SearchIndex(ConversationStore(root), path=tmp_path / "big.sqlite3"), delay_ms=10
+    )
     qtbot.addWidget(p)
     p.show()
     try:
@@ -99,8 +115,7 @@ def test_attachment_chips(qtbot, tmp_path, engine):
     a = read_attachment(f, engine.tokenize, (1000, 1500, 2048))
     chip = AttachmentChip(a, 2048)
     qtbot.addWidget(chip)
-    assert chip.label.text().startswith("notes.md · ") and f"{a.tokens} tokens" in \
-        chip.label.text()
+    assert chip.label.text().startswith("notes.md · ") and f"{a.tokens} tokens" in chip.label.text()
     assert chip.property("fit") == "fits" and "fits the context" in chip.fit_label.toolTip()
     tight = read_attachment(f, engine.tokenize, (1, 1500, 2048))
     tchip = AttachmentChip(tight, 2048)

@@ -34,8 +34,9 @@ def _test(qtbot, d: ConnectDialog) -> None:
     qtbot.waitUntil(lambda: d.test_button.isEnabled(), timeout=30_000)
 
 
-def test_test_lists_models_and_connect_saves(qtbot, llama_server_keyed, file_keyring,
-                                             tmp_path: Path, model_path: Path) -> None:
+def test_test_lists_models_and_connect_saves(
+    qtbot, llama_server_keyed, file_keyring, tmp_path: Path, model_path: Path
+) -> None:
     cfg = AppConfig(tmp_path / "settings.json")
     d = ConnectDialog(config=cfg)
     qtbot.addWidget(d)

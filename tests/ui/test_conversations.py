@@ -23,8 +23,7 @@ def test_new_switch_rename_delete(window, qtbot, data_dir):
     assert window.chat.toPlainText().strip() == ""
     send_and_wait(qtbot, window, "Chat B says bananas")
     qtbot.waitUntil(lambda: window.chats.list.count() == 2, timeout=5000)
-    assert [i["title"] for i in window.chats.items] == ["Chat B says bananas",
-                                                        "Chat A says apples"]
+    assert [i["title"] for i in window.chats.items] == ["Chat B says bananas", "Chat A says apples"]
     # switch back to A: its transcript, and an empty KV cache (no reuse across chats); the
     # next turn reuses only what A's own snapshot restored (engine.kvcache)
     rec = shown(qtbot, window, window.chats._activated, window.chats.list.item(1))
@@ -36,11 +35,15 @@ def test_new_switch_rename_delete(window, qtbot, data_dir):
     assert r.stats.prompt_tokens_reused == r.stats.restored_tokens > 0
     # rename
     window.controller.rename_conversation(first, "Fruit talk")
-    qtbot.waitUntil(lambda: any(i["title"] == "Fruit talk" for i in window.chats.items),
-                    timeout=10000)
+    qtbot.waitUntil(
+        lambda: any(i["title"] == "Fruit talk" for i in window.chats.items), timeout=10000
+    )
     # delete B, confirming in the dialog
-    window.chats.list.setCurrentRow([i["id"] for i in window.chats.items].index(
-        next(i["id"] for i in window.chats.items if i["id"] != first)))
+    window.chats.list.setCurrentRow(
+        [i["id"] for i in window.chats.items].index(
+            next(i["id"] for i in window.chats.items if i["id"] != first)
+        )
+    )
     window.chats.delete_button.click()
     box = window.chats.confirm
     assert box is not None and box.isVisible() and "cannot be undone" in box.text()
@@ -79,8 +82,9 @@ def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir
     from desklm.cli import build_parser
     from desklm.ui.app import build_window
 
-    args = build_parser().parse_args(["--model", str(model_path), "--ctx", "1024",
-                                      "--max-tokens", "8"])
+    args = build_parser().parse_args(
+        ["--model", str(model_path), "--ctx", "1024", "--max-tokens", "8"]
+    )
     w = build_window(args)
     qtbot.addWidget(w)
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
@@ -180,9 +184,12 @@ def test_the_settings_panel_shows_the_chat_cache_in_use(make_window, qtbot):
     with qtbot.waitSignal(w.conversationShown, timeout=10000):
         w.new_conversation()  # leaving the chat keeps its KV state in the cache
     n = before + 1
-    qtbot.waitUntil(lambda: label.text().startswith(
-        f"Chat cache: {n} chat{'s' if n != 1 else ''}\n"), timeout=10000)
+    qtbot.waitUntil(
+        lambda: label.text().startswith(f"Chat cache: {n} chat{'s' if n != 1 else ''}\n"),
+        timeout=10000,
+    )
     usage = w.controller.session.kv_usage()
-    assert f"RAM: {fmt_bytes(usage['ram_bytes'])} of {fmt_bytes(usage['ram_budget'])}" \
-        in label.text()
+    assert (
+        f"RAM: {fmt_bytes(usage['ram_bytes'])} of {fmt_bytes(usage['ram_budget'])}" in label.text()
+    )
     assert usage["ram_bytes"] > 0  # the chat just left is in RAM

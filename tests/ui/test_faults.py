@@ -179,9 +179,17 @@ def test_a_failed_chat_switch_never_leaves_messages_stuck(window, qtbot, data_di
     import json
 
     store = window.controller.session.store
-    bad = {"schema": 1, "id": "badchat", "title": "Broken", "created": 1.0, "updated": 2.0,
-           "model": "x", "settings": {}, "context_start": 0,
-           "messages": ["a plain string where a message object belongs", 42]}
+    bad = {
+        "schema": 1,
+        "id": "badchat",
+        "title": "Broken",
+        "created": 1.0,
+        "updated": 2.0,
+        "model": "x",
+        "settings": {},
+        "context_start": 0,
+        "messages": ["a plain string where a message object belongs", 42],
+    }
     store.root.mkdir(parents=True, exist_ok=True)
     (store.root / "badchat.json").write_text(json.dumps(bad))
     states = []
@@ -193,5 +201,4 @@ def test_a_failed_chat_switch_never_leaves_messages_stuck(window, qtbot, data_di
     assert State.SWITCHING in states
     qtbot.waitUntil(lambda: window.controller.state is State.IDLE, timeout=10000)
     assert window.controller.queue == []
-    assert window.controller.session.conversation.messages[-2].content == \
-        "Queued while switching"
+    assert window.controller.session.conversation.messages[-2].content == "Queued while switching"

@@ -10,23 +10,40 @@ import pytest
 DEEP = 100_000
 
 
-@pytest.mark.parametrize("content", [
-    json.dumps({"settings": [1, 2], "geometry": "ÄÖÜ", "window_state": 5, "last_model": 7}),
-    json.dumps({"settings": {"temperature": "hot", "n_ctx": {"a": [1]}, "seed": 3},
-                "geometry": "not base64!!", "recent_models": {"x": 1}, "tuned": [1]}),
-    "[" * DEEP + "]" * DEEP,
-    json.dumps([1, 2, 3]),
-])
-def test_the_window_starts_with_a_settings_file_of_any_shape(qtbot, data_dir, model_path,
-                                                             content):
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({"settings": [1, 2], "geometry": "ÄÖÜ", "window_state": 5, "last_model": 7}),
+        json.dumps(
+            {
+                "settings": {"temperature": "hot", "n_ctx": {"a": [1]}, "seed": 3},
+                "geometry": "not base64!!",
+                "recent_models": {"x": 1},
+                "tuned": [1],
+            }
+        ),
+        "[" * DEEP + "]" * DEEP,
+        json.dumps([1, 2, 3]),
+    ],
+)
+def test_the_window_starts_with_a_settings_file_of_any_shape(qtbot, data_dir, model_path, content):
     from desklm.ui.app import build_window
 
     cfg = data_dir / "config" / "settings.json"
     cfg.parent.mkdir(parents=True)
     cfg.write_text(content, "utf-8")
-    args = argparse.Namespace(model=str(model_path), self_test=False, screenshot=None, ctx=None,
-                              threads=None, gpu_layers=None, max_tokens=None, temperature=None,
-                              seed=None, system=None)
+    args = argparse.Namespace(
+        model=str(model_path),
+        self_test=False,
+        screenshot=None,
+        ctx=None,
+        threads=None,
+        gpu_layers=None,
+        max_tokens=None,
+        temperature=None,
+        seed=None,
+        system=None,
+    )
     w = build_window(args)
     qtbot.addWidget(w)
     try:

@@ -115,7 +115,9 @@ def test_esc_cancels_an_edit(make_window, qtbot):
     assert w.input.toPlainText() == "" and not w._editing
     send_and_wait(qtbot, w, "A new message, not an edit")
     assert [m["content"] for m in stored(w)["messages"] if m["role"] == "user"] == [
-        "Hello", "A new message, not an edit"]
+        "Hello",
+        "A new message, not an edit",
+    ]
 
 
 def test_copy_and_delete(make_window, qtbot):
@@ -135,8 +137,9 @@ def test_copy_and_delete(make_window, qtbot):
     assert len(stored(w)["messages"]) == 2  # its reply went with it
 
 
-def test_an_attached_file_is_a_chip_over_the_box_and_goes_with_the_message(make_window, qtbot,
-                                                                          tmp_path):
+def test_an_attached_file_is_a_chip_over_the_box_and_goes_with_the_message(
+    make_window, qtbot, tmp_path
+):
     notes = tmp_path / "notes.md"
     notes.write_text("The launch code word is PELICAN.\n", "utf-8")
     other = tmp_path / "other.txt"
@@ -175,8 +178,7 @@ def test_an_attached_file_is_a_chip_over_the_box_and_goes_with_the_message(make_
     assert stored_id and "📎 notes.md" in mine and "PELICAN" not in mine
 
 
-def test_a_file_that_cannot_be_attached_says_why_and_makes_no_chip(make_window, qtbot,
-                                                                   tmp_path):
+def test_a_file_that_cannot_be_attached_says_why_and_makes_no_chip(make_window, qtbot, tmp_path):
     w = make_window(max_tokens=8)
     with qtbot.waitSignal(w.controller.message, timeout=REPLY_TIMEOUT_MS) as m:
         w.attach_file(str(tmp_path))  # a folder
@@ -201,8 +203,9 @@ def test_a_search_result_opens_its_chat_at_the_match(make_window, qtbot):
     from desklm.ui.panels.search_panel import ROLE_DATA
 
     # the hit in the message (the chat's title, made from it, is a hit of its own)
-    row = next(k for k in range(w.search.results.count())
-               if w.search.results.item(k).data(ROLE_DATA)[1])
+    row = next(
+        k for k in range(w.search.results.count()) if w.search.results.item(k).data(ROLE_DATA)[1]
+    )
     w.search.results.setCurrentRow(row)
     with qtbot.waitSignal(w.controller.messageRevealed, timeout=REPLY_TIMEOUT_MS):
         qtbot.keyClick(w.search.box, Qt.Key.Key_Return)
@@ -227,8 +230,9 @@ def test_a_search_hit_in_an_old_branch_brings_that_branch_back(make_window, qtbo
         w.search.box.setText("marmalade")
     from desklm.ui.panels.search_panel import ROLE_DATA
 
-    row = next(k for k in range(w.search.results.count())
-               if w.search.results.item(k).data(ROLE_DATA)[1])
+    row = next(
+        k for k in range(w.search.results.count()) if w.search.results.item(k).data(ROLE_DATA)[1]
+    )
     with qtbot.waitSignal(w.controller.messageRevealed, timeout=REPLY_TIMEOUT_MS):
         w.search.results.setCurrentRow(row)
         qtbot.keyClick(w.search.box, Qt.Key.Key_Return)

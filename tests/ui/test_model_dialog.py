@@ -40,8 +40,13 @@ def test_list_fit_download_and_load(window, qtbot, server, tmp_path):
     dlg.download_button.click()
     qtbot.waitUntil(lambda: dlg.load_box is not None, timeout=120000)
     assert dlg.progress.value() == 1000 and "verified" in dlg.progress_label.text()
-    qtbot.waitUntil(lambda: any("hugging face cache" in dlg.local_list.item(i).text()
-                                for i in range(dlg.local_list.count())), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: any(
+            "hugging face cache" in dlg.local_list.item(i).text()
+            for i in range(dlg.local_list.count())
+        ),
+        timeout=10_000,
+    )
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
         dlg.load_box.button(QMessageBox.StandardButton.Yes).click()
     assert "models--someone--Tiny-GGUF" in str(b.args[0].path)
@@ -73,12 +78,12 @@ def test_cancel_and_failures_show_their_reason(window, qtbot, server):
     dlg.done(0)
 
 
-def test_saved_servers_are_offered_beside_local_files_and_connect(window, qtbot, llama_server,
-                                                                  model_path):
+def test_saved_servers_are_offered_beside_local_files_and_connect(
+    window, qtbot, llama_server, model_path
+):
     from desklm.engine.store.connections import Connection, save_connection
 
-    save_connection(Connection("test box", llama_server.url, str(model_path)), None,
-                    window.config)
+    save_connection(Connection("test box", llama_server.url, str(model_path)), None, window.config)
     dlg = open_dialog(window, qtbot)
     qtbot.waitUntil(lambda: dlg.server_button.isEnabled(), timeout=10_000)
     assert dlg.server_list.item(0).text().startswith("test box")

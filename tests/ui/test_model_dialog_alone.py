@@ -31,8 +31,9 @@ def test_the_local_walk_is_off_the_ui_thread(qtbot, monkeypatch):
 
     where = []
     real = model_dialog.local_models
-    monkeypatch.setattr(model_dialog, "local_models",
-                        lambda: where.append(threading.current_thread()) or real())
+    monkeypatch.setattr(
+        model_dialog, "local_models", lambda: where.append(threading.current_thread()) or real()
+    )
     dlg = ModelDialog()
     qtbot.addWidget(dlg)
     qtbot.waitUntil(lambda: dlg.local_list.count() > 0, timeout=10_000)

@@ -18,8 +18,9 @@ def test_a_server_model_shows_the_server_s_gauges(window, qtbot, llama_server, m
     g = window.gauges
     assert not g.server.isVisibleTo(window)
     qtbot.waitUntil(lambda: "NVIDIA" in g.vram.value_text, timeout=10_000)  # a first sample
-    chosen = ChosenConnection(Connection("box", llama_server.url, str(model_path)), None,
-                              [str(model_path)], [])
+    chosen = ChosenConnection(
+        Connection("box", llama_server.url, str(model_path)), None, [str(model_path)], []
+    )
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         window.controller.connect_remote(chosen)
     assert g.remote and g.server.isVisibleTo(window)
@@ -41,15 +42,17 @@ def test_a_server_model_shows_the_server_s_gauges(window, qtbot, llama_server, m
     qtbot.waitUntil(lambda: g.vram.value_text != "on the server", timeout=5000)
 
 
-def test_a_server_killed_mid_reply_keeps_the_partial_reply_and_says_why(window, qtbot,
-                                                                        model_path, tmp_path):
+def test_a_server_killed_mid_reply_keeps_the_partial_reply_and_says_why(
+    window, qtbot, model_path, tmp_path
+):
     from tests.remote_fixtures import start_llama_server, stop_server
     from tests.ui.conftest import REPLY_TIMEOUT_MS
 
     srv = start_llama_server(model_path, tmp_path / "dying.log")
     try:
-        chosen = ChosenConnection(Connection("box", srv.url, str(model_path)), None,
-                                  [str(model_path)], [])
+        chosen = ChosenConnection(
+            Connection("box", srv.url, str(model_path)), None, [str(model_path)], []
+        )
         with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS):
             window.controller.connect_remote(chosen)
         window.controller.session.settings.update({"max_tokens": 400})
@@ -59,8 +62,10 @@ def test_a_server_killed_mid_reply_keeps_the_partial_reply_and_says_why(window, 
         r = done.args[0]
         assert r.stats.finish_reason == "error" and r.reply
         text = window.chat.toPlainText()
-        assert "The reply was cut: the connection to the server was cut mid-reply" in \
-            window.notices.text()
+        assert (
+            "The reply was cut: the connection to the server was cut mid-reply"
+            in window.notices.text()
+        )
         assert "finish: error" in text and window.status.text().startswith("Reply cut")
     finally:
         stop_server(srv)

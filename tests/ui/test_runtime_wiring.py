@@ -12,14 +12,16 @@ from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
 
 
 def _connect(qtbot, w, llama_server, model_path) -> None:
-    chosen = ChosenConnection(Connection("box", llama_server.url, str(model_path)), None,
-                              [str(model_path)], [])
+    chosen = ChosenConnection(
+        Connection("box", llama_server.url, str(model_path)), None, [str(model_path)], []
+    )
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         w.controller.connect_remote(chosen)
 
 
 def test_on_a_server_the_live_token_count_and_context_come_from_the_server(
-        window, qtbot, llama_server, model_path):
+    window, qtbot, llama_server, model_path
+):
     _connect(qtbot, window, llama_server, model_path)
     started: list[dict] = []
     counts: list[int] = []
@@ -34,7 +36,8 @@ def test_on_a_server_the_live_token_count_and_context_come_from_the_server(
 
 
 def test_connecting_after_a_stopped_first_load_chats_and_keeps_only_what_was_sent(
-        make_window, qtbot, llama_server, model_path):
+    make_window, qtbot, llama_server, model_path
+):
     w = make_window(wait_loaded=False, use_mmap=False)
     qtbot.waitUntil(lambda: w.progress.isVisible(), timeout=10_000)
     w.menus.stop.trigger()

@@ -28,13 +28,14 @@ def test_start_log_a_request_and_stop(qtbot, panel) -> None:
     with qtbot.waitSignal(panel.settingsChanged, timeout=10_000) as saved:
         panel.toggle.click()
     assert panel.server.running and panel.toggle.text() == "Stop"
-    assert saved.args[0] == {"enabled": True, "host": "127.0.0.1", "port": 0,
-                             "cors_origins": []}
+    assert saved.args[0] == {"enabled": True, "host": "127.0.0.1", "port": 0, "cors_origins": []}
     assert panel.state_label.text() == f"listening on {panel.server.url}"
     assert not panel.host.isEnabled() and not panel.copy_key.isEnabled()  # no key on loopback
     with qtbot.waitSignal(panel.requestLogged, timeout=10_000):
-        r = httpx.post(panel.server.url + "/chat/completions",
-                       json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        r = httpx.post(
+            panel.server.url + "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert r.status_code == 503
     assert panel.table.rowCount() == 1
     row = [panel.table.item(0, c).text() for c in range(panel.table.columnCount())]

@@ -9,8 +9,15 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QSpinBox
 from desklm.engine.settings import SCHEMA, Settings
 from desklm.ui.panels.settings_panel import SettingsPanel, SliderRow, scrollable
 
-EDITOR_TYPES = {"pow2": SliderRow, "slider": SliderRow, "steps": SliderRow, "spin": QSpinBox,
-                "check": QCheckBox, "choice": QComboBox, "text": QPlainTextEdit}
+EDITOR_TYPES = {
+    "pow2": SliderRow,
+    "slider": SliderRow,
+    "steps": SliderRow,
+    "spin": QSpinBox,
+    "check": QCheckBox,
+    "choice": QComboBox,
+    "text": QPlainTextEdit,
+}
 
 
 def make(qtbot, width=300, height=560):
@@ -27,8 +34,12 @@ def geometries(panel):
     out = {}
     for name, ed in panel.editors.items():
         if isinstance(ed, SliderRow):
-            out[name] = (ed.slider.geometry(), ed.slider.value(), ed.value(),
-                         ed.slider.mapTo(panel, QPoint(0, 0)))
+            out[name] = (
+                ed.slider.geometry(),
+                ed.slider.value(),
+                ed.value(),
+                ed.slider.mapTo(panel, QPoint(0, 0)),
+            )
     return out
 
 
@@ -37,8 +48,7 @@ def test_every_schema_setting_has_its_editor(qtbot):
     assert set(panel.editors) == set(SCHEMA)
     for name, s in SCHEMA.items():
         assert isinstance(panel.editors[name], EDITOR_TYPES[s.editor]), name
-        assert panel.value(name) == Settings()[name] or isinstance(panel.editors[name],
-                                                                   SliderRow)
+        assert panel.value(name) == Settings()[name] or isinstance(panel.editors[name], SliderRow)
 
 
 def test_a_pending_reload_moves_nothing_and_titles_only_when_pending(qtbot, model_path):
@@ -123,9 +133,16 @@ def test_any_choice_setting_gets_a_combo(qtbot, monkeypatch):
     """A setting added to the schema later (e.g. chat_format) appears with no panel change."""
     import desklm.engine.settings as settings_mod
 
-    s = settings_mod.Setting("chat_format", "choice", "auto", "How turns are written.",
-                             "sampling", "Chat format", needs_reload=True,
-                             choices=("auto", "gguf", "chatml", "plain dialogue"))
+    s = settings_mod.Setting(
+        "chat_format",
+        "choice",
+        "auto",
+        "How turns are written.",
+        "sampling",
+        "Chat format",
+        needs_reload=True,
+        choices=("auto", "gguf", "chatml", "plain dialogue"),
+    )
     monkeypatch.setitem(settings_mod.SCHEMA, "chat_format", s)
     panel, _ = make(qtbot)
     combo = panel.editors["chat_format"]

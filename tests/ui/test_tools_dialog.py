@@ -57,13 +57,17 @@ def test_tools_dialog_on_a_real_server(qtbot, data_dir, tmp_path):
         qtbot.waitUntil(lambda: "\nrunning: " in dlg.status.text(), timeout=60_000)
         names = [dlg.tools.item(i).text() for i in range(dlg.tools.count())]
         assert "weather" in names and "add" in names
-        assert all(dlg.tools.item(i).checkState() == Qt.CheckState.Unchecked
-                   for i in range(dlg.tools.count()))  # nothing is on until checked
+        assert all(
+            dlg.tools.item(i).checkState() == Qt.CheckState.Unchecked
+            for i in range(dlg.tools.count())
+        )  # nothing is on until checked
         item = dlg.tools.findItems("weather", Qt.MatchFlag.MatchExactly)[0]
         item.setCheckState(Qt.CheckState.Checked)
         path = data_dir / "config" / "mcp.json"
-        qtbot.waitUntil(lambda: json.loads(path.read_text())["desklm"]["servers"]["t"]["on"]
-                        == ["weather"], timeout=20_000)
+        qtbot.waitUntil(
+            lambda: json.loads(path.read_text())["desklm"]["servers"]["t"]["on"] == ["weather"],
+            timeout=20_000,
+        )
         qtbot.waitUntil(lambda: dlg.force.count() == 2, timeout=10_000)
         dlg.force.setCurrentIndex(1)
         dlg._force_chosen(1)
@@ -72,12 +76,16 @@ def test_tools_dialog_on_a_real_server(qtbot, data_dir, tmp_path):
         theirs.write_text(json.dumps({"mcpServers": {"broken": {"command": "/no/such/x"}}}))
         dlg.import_file(str(theirs))
         qtbot.waitUntil(lambda: dlg.servers.count() == 2, timeout=20_000)
-        qtbot.waitUntil(lambda: "no such program" in dlg.servers.item(0).text()
-                        + dlg.servers.item(1).text(), timeout=30_000)
-        qtbot.waitUntil(lambda: any("imported 1 server(s): broken" in n for n in dlg.notices),
-                        timeout=10_000)
-        assert json.loads(theirs.read_text()) == {"mcpServers": {"broken": {"command":
-                                                                            "/no/such/x"}}}
+        qtbot.waitUntil(
+            lambda: "no such program" in dlg.servers.item(0).text() + dlg.servers.item(1).text(),
+            timeout=30_000,
+        )
+        qtbot.waitUntil(
+            lambda: any("imported 1 server(s): broken" in n for n in dlg.notices), timeout=10_000
+        )
+        assert json.loads(theirs.read_text()) == {
+            "mcpServers": {"broken": {"command": "/no/such/x"}}
+        }
     finally:
         c.shutdown()
 
@@ -104,7 +112,8 @@ def test_a_tool_call_in_the_window(qtbot, make_window, data_dir):
     text = w.chat.toPlainText()
     assert "▸ Tool weather (t)" in text and "done in" in text
     assert "Sunny and 21" not in text  # collapsed
-    w.chat._on_anchor(__import__("PySide6.QtCore").QtCore.QUrl(
-        f"tools:{w.chat.items.index(reply)}"))
+    w.chat._on_anchor(
+        __import__("PySide6.QtCore").QtCore.QUrl(f"tools:{w.chat.items.index(reply)}")
+    )
     assert "Sunny and 21 degrees" in w.chat.toPlainText()  # expanded on a click
     assert Path(data_dir / "config" / "mcp.json").exists()

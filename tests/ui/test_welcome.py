@@ -58,8 +58,9 @@ def test_download_and_use(make, qtbot, server):
     with qtbot.waitSignal(w.useModel, timeout=60000) as b:
         w.download_button.click()
     path = Path(b.args[0])
-    assert path.is_file() and hub.sha256_of(path) == server.hub.sha(server.hub.files[REPO][
-        "tiny.gguf"])
+    assert path.is_file() and hub.sha256_of(path) == server.hub.sha(
+        server.hub.files[REPO]["tiny.gguf"]
+    )
     assert w.progress.value() == 1000 and "verified" in w.status.text()
 
 
@@ -101,8 +102,14 @@ def test_a_short_narrow_window_scrolls_the_card_instead_of_overlapping_its_lines
     card = w.model_label.parentWidget()
 
     def laid_out_apart() -> None:
-        labels = sorted((lab for lab in card.findChildren(type(w.model_label))
-                         if lab.isVisible() and lab.text()), key=lambda lab: lab.y())
+        labels = sorted(
+            (
+                lab
+                for lab in card.findChildren(type(w.model_label))
+                if lab.isVisible() and lab.text()
+            ),
+            key=lambda lab: lab.y(),
+        )
         for upper, lower in itertools.pairwise(labels):
             assert upper.geometry().bottom() < lower.geometry().top()
             assert upper.height() >= upper.heightForWidth(upper.width()) - 1  # not squeezed

@@ -175,8 +175,13 @@ def test_a_bad_model_file_shows_its_reason_and_keeps_the_model(window, qtbot, tm
 def test_dropping_a_gguf_file_loads_it(window, qtbot, model_path):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(model_path))])
-    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
-                    Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    ev = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS) as b:
         window.dropEvent(ev)
     assert b.args[0].path == model_path
@@ -283,8 +288,7 @@ def test_a_visible_notice_when_earlier_turns_are_dropped(make_window, qtbot):
             break
     assert r.stats.trimmed, "a 512-token context must overflow"
     text = w.notices.text()
-    assert f"Dropped {len(r.stats.trimmed)} earlier message(s) to fit the 512-token context" \
-        in text
+    assert f"Dropped {len(r.stats.trimmed)} earlier message(s) to fit the 512-token context" in text
     assert "Note 0" in text.split("Dropped")[1]  # it names what was dropped
 
 
@@ -293,12 +297,12 @@ def test_tune_button_waits_until_the_load_has_ended(window, qtbot, model_path):
     # button must not be offered until the window is at rest
     seen = []
     window.controller.modelInfo.connect(
-        lambda _info: seen.append(window.settings_panel.tune_button.isEnabled()))
+        lambda _info: seen.append(window.settings_panel.tune_button.isEnabled())
+    )
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         window.load_model(str(model_path))
     assert seen == [False]
-    qtbot.waitUntil(lambda: window.settings_panel.tune_button.isEnabled(),
-                    timeout=LOAD_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.settings_panel.tune_button.isEnabled(), timeout=LOAD_TIMEOUT_MS)
 
 
 def test_tune_button_applies_and_remembers(window, qtbot, model_path):

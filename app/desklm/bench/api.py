@@ -38,15 +38,26 @@ def _direct_run(runner: Any, eng: Any, settings: Any, gen_tokens: int) -> dict[s
     t0 = time.perf_counter()
     _reply, stats = runner.submit(job, "bench").result(600)
     n = stats.completion_tokens
-    return {"ttft_ms": (times[0] - t0) * 1000, "tok_s": (n - 1) / (times[-1] - times[0]),
-            "engine_tok_s": stats.gen_tokens_per_s or 0.0, "tokens": n}
+    return {
+        "ttft_ms": (times[0] - t0) * 1000,
+        "tok_s": (n - 1) / (times[-1] - times[0]),
+        "engine_tok_s": stats.gen_tokens_per_s or 0.0,
+        "tokens": n,
+    }
 
 
-def _api_run(client: Any, url: str, runner: Any, eng: Any, gen_tokens: int,
-             sampling: dict[str, Any]) -> dict[str, float]:
+def _api_run(
+    client: Any, url: str, runner: Any, eng: Any, gen_tokens: int, sampling: dict[str, Any]
+) -> dict[str, float]:
     runner.call(eng.reset, "bench")
-    body = {"model": "m", "messages": PROMPT, "max_tokens": gen_tokens, "stream": True,
-            "stream_options": {"include_usage": True}, **sampling}
+    body = {
+        "model": "m",
+        "messages": PROMPT,
+        "max_tokens": gen_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **sampling,
+    }
     times: list[float] = []
     n = 0
     t0 = time.perf_counter()
@@ -62,8 +73,11 @@ def _api_run(client: Any, url: str, runner: Any, eng: Any, gen_tokens: int,
                 times.append(time.perf_counter())
             if chunk.get("usage"):
                 n = chunk["usage"]["completion_tokens"]
-    return {"ttft_ms": (times[0] - t0) * 1000, "tok_s": (n - 1) / (times[-1] - times[0]),
-            "tokens": n}
+    return {
+        "ttft_ms": (times[0] - t0) * 1000,
+        "tok_s": (n - 1) / (times[-1] - times[0]),
+        "tokens": n,
+    }
 
 
 def _thread_cpu_s(native_id: int | None) -> float:
@@ -76,8 +90,14 @@ def _thread_cpu_s(native_id: int | None) -> float:
     return 0.0
 
 
-def run_api_bench(model: Path, settings: Any, *, runs: int = 3, gen_tokens: int = 128,
-                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_api_bench(
+    model: Path,
+    settings: Any,
+    *,
+    runs: int = 3,
+    gen_tokens: int = 128,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Measure both paths; returns medians, the ratio and the added time to first token."""
     import httpx
 
@@ -94,8 +114,7 @@ def run_api_bench(model: Path, settings: Any, *, runs: int = 3, gen_tokens: int 
         info = runner.call(lambda: eng.load(model, s), "load")
         eng.ignore_eos = True  # exactly gen_tokens tokens on both paths
         url = server.start(port=0)
-        sampling = {k: s[k] for k in ("temperature", "top_p", "top_k", "min_p",
-                                      "repeat_penalty")}
+        sampling = {k: s[k] for k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")}
         direct: list[dict[str, float]] = []
         api: list[dict[str, float]] = []
         with httpx.Client(timeout=600) as client:
@@ -108,9 +127,11 @@ def run_api_bench(model: Path, settings: Any, *, runs: int = 3, gen_tokens: int 
                 cpu0 = _thread_cpu_s(tid)
                 api.append(_api_run(client, url, runner, eng, gen_tokens, sampling))
                 api[-1]["server_cpu_ms"] = (_thread_cpu_s(tid) - cpu0) * 1000
-                say(f"run {i + 1}/{runs}: direct {direct[-1]['tok_s']:.1f} tok/s, first token "
+                say(
+                    f"run {i + 1}/{runs}: direct {direct[-1]['tok_s']:.1f} tok/s, first token "
                     f"{direct[-1]['ttft_ms']:.1f} ms; API {api[-1]['tok_s']:.1f} tok/s, first "
-                    f"token {api[-1]['ttft_ms']:.1f} ms")
+                    f"token {api[-1]['ttft_ms']:.1f} ms"
+                )
     finally:
         server.stop()
         runner.shutdown(5)
@@ -122,31 +143,39 @@ def run_api_bench(model: Path, settings: Any, *, runs: int = 3, gen_tokens: int 
     d_tps, a_tps = med(direct, "tok_s"), med(api, "tok_s")
     d_ttft, a_ttft = med(direct, "ttft_ms"), med(api, "ttft_ms")
     return {
-        "model": info.path.name, "gen_tokens": gen_tokens, "runs": runs,
-        "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)
-        if hasattr(os, "getloadavg") else None,
-        "n_threads": s["n_threads"], "n_ctx": s["n_ctx"],
-        "direct_tok_s": round(d_tps, 2), "api_tok_s": round(a_tps, 2),
+        "model": info.path.name,
+        "gen_tokens": gen_tokens,
+        "runs": runs,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "n_threads": s["n_threads"],
+        "n_ctx": s["n_ctx"],
+        "direct_tok_s": round(d_tps, 2),
+        "api_tok_s": round(a_tps, 2),
         "ratio": round(a_tps / d_tps, 4) if d_tps else None,
-        "direct_ttft_ms": round(d_ttft, 2), "api_ttft_ms": round(a_ttft, 2),
+        "direct_ttft_ms": round(d_ttft, 2),
+        "api_ttft_ms": round(a_ttft, 2),
         "added_ttft_ms": round(a_ttft - d_ttft, 2),
         # CPU the server's own thread spent per request and per token (load-independent)
         "server_cpu_ms_per_request": round(med(api, "server_cpu_ms"), 2),
         "server_cpu_ms_per_token": round(med(api, "server_cpu_ms") / gen_tokens, 3),
-        "direct_runs": direct, "api_runs": api,
+        "direct_runs": direct,
+        "api_runs": api,
     }
 
 
 def table(r: dict[str, Any]) -> str:
-    return "\n".join([
-        f"model {r['model']}, {r['gen_tokens']} tokens x {r['runs']} runs (median), "
-        f"{r['n_threads']} threads; {r['cpus']} CPUs, load average {r['load_avg_1m']} "
-        "(numbers from a busy machine are noise)",
-        f"{'':<24}{'direct':>12}{'API':>12}",
-        f"{'generation tok/s':<24}{r['direct_tok_s']:>12.2f}{r['api_tok_s']:>12.2f}"
-        f"   ratio {r['ratio']:.3f} (target >= 0.97)",
-        f"{'first token ms':<24}{r['direct_ttft_ms']:>12.1f}{r['api_ttft_ms']:>12.1f}"
-        f"   added {r['added_ttft_ms']:.1f} ms (target <= 20)",
-        f"server thread CPU: {r['server_cpu_ms_per_request']:.1f} ms per request, "
-        f"{r['server_cpu_ms_per_token']:.3f} ms per token",
-    ])
+    return "\n".join(
+        [
+            f"model {r['model']}, {r['gen_tokens']} tokens x {r['runs']} runs (median), "
+            f"{r['n_threads']} threads; {r['cpus']} CPUs, load average {r['load_avg_1m']} "
+            "(numbers from a busy machine are noise)",
+            f"{'':<24}{'direct':>12}{'API':>12}",
+            f"{'generation tok/s':<24}{r['direct_tok_s']:>12.2f}{r['api_tok_s']:>12.2f}"
+            f"   ratio {r['ratio']:.3f} (target >= 0.97)",
+            f"{'first token ms':<24}{r['direct_ttft_ms']:>12.1f}{r['api_ttft_ms']:>12.1f}"
+            f"   added {r['added_ttft_ms']:.1f} ms (target <= 20)",
+            f"server thread CPU: {r['server_cpu_ms_per_request']:.1f} ms per request, "
+            f"{r['server_cpu_ms_per_token']:.3f} ms per token",
+        ]
+    )

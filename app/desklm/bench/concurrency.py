@@ -54,24 +54,37 @@ def _summary(rows: list[dict[str, float]], wall: float) -> dict[str, float]:
     tokens = sum(r["tokens"] for r in rows)
     ttft = [r["ttft_s"] for r in rows]
     rates = [r["tok_s"] for r in rows if r["tok_s"] > 0]
-    return {"aggregate_tok_s": round(tokens / wall, 2) if wall > 0 else 0.0,
-            "ttft_median_ms": round(statistics.median(ttft) * 1000, 1),
-            "ttft_p95_ms": round(_p95(ttft) * 1000, 1),
-            "per_request_tok_s": round(statistics.median(rates), 2) if rates else 0.0,
-            "tokens": tokens, "wall_s": round(wall, 3)}
+    return {
+        "aggregate_tok_s": round(tokens / wall, 2) if wall > 0 else 0.0,
+        "ttft_median_ms": round(statistics.median(ttft) * 1000, 1),
+        "ttft_p95_ms": round(_p95(ttft) * 1000, 1),
+        "per_request_tok_s": round(statistics.median(rates), 2) if rates else 0.0,
+        "tokens": tokens,
+        "wall_s": round(wall, 3),
+    }
 
 
 # --- the HTTP clients (DeskLM and the peer: the same requests) ----------------------------------
-def _stream_one(url: str, messages: list[dict[str, str]], gen_tokens: int,
-                extra: dict[str, Any], t_start: float) -> dict[str, float]:
+def _stream_one(
+    url: str, messages: list[dict[str, str]], gen_tokens: int, extra: dict[str, Any], t_start: float
+) -> dict[str, float]:
     import httpx
 
-    body = {"model": "m", "messages": messages, "max_tokens": gen_tokens, "stream": True,
-            "temperature": 0, "stream_options": {"include_usage": True}, **extra}
+    body = {
+        "model": "m",
+        "messages": messages,
+        "max_tokens": gen_tokens,
+        "stream": True,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
     times: list[float] = []
     n = 0
-    with httpx.Client(timeout=1800) as h, h.stream("POST", url + "/chat/completions",
-                                                   json=body) as r:
+    with (
+        httpx.Client(timeout=1800) as h,
+        h.stream("POST", url + "/chat/completions", json=body) as r,
+    ):
         if r.status_code != 200:
             r.read()
             raise DeskLMError(f"{url} answered {r.status_code}: {r.text[:200]}")
@@ -87,12 +100,17 @@ def _stream_one(url: str, messages: list[dict[str, str]], gen_tokens: int,
         raise DeskLMError(f"{url} streamed no text")
     n = n or len(times)
     span = times[-1] - times[0]
-    return {"ttft_s": times[0] - t_start, "tokens": n, "end": times[-1],
-            "tok_s": (n - 1) / span if n > 1 and span > 0 else 0.0}
+    return {
+        "ttft_s": times[0] - t_start,
+        "tokens": n,
+        "end": times[-1],
+        "tok_s": (n - 1) / span if n > 1 and span > 0 else 0.0,
+    }
 
 
-def _http_round(url: str, c: int, gen_tokens: int, round_: int,
-                extra: dict[str, Any]) -> dict[str, float]:
+def _http_round(
+    url: str, c: int, gen_tokens: int, round_: int, extra: dict[str, Any]
+) -> dict[str, float]:
     rows: list[dict[str, float] | None] = [None] * c
     errors: list[BaseException] = []
     go = threading.Barrier(c + 1)
@@ -119,8 +137,14 @@ def _http_round(url: str, c: int, gen_tokens: int, round_: int,
 
 
 # --- raw llama-cpp-python, one stream ----------------------------------------------------------
-def _raw_round(llm: Any, prompts: Callable[[int, int], list[int]], c: int, gen_tokens: int,
-               round_: int, sampling: dict[str, Any]) -> dict[str, float]:
+def _raw_round(
+    llm: Any,
+    prompts: Callable[[int, int], list[int]],
+    c: int,
+    gen_tokens: int,
+    round_: int,
+    sampling: dict[str, Any],
+) -> dict[str, float]:
     """``c`` requests that arrived together, answered one after another by ``Llama.generate``
     (which never stops by itself: exactly ``gen_tokens`` tokens, each turned into text)."""
     t_start = time.perf_counter()
@@ -134,8 +158,14 @@ def _raw_round(llm: Any, prompts: Callable[[int, int], list[int]], c: int, gen_t
                 break
         n = len(times)
         span = times[-1] - times[0]
-        rows.append({"ttft_s": times[0] - t_start, "tokens": n, "end": times[-1],
-                     "tok_s": (n - 1) / span if n > 1 and span > 0 else 0.0})
+        rows.append(
+            {
+                "ttft_s": times[0] - t_start,
+                "tokens": n,
+                "end": times[-1],
+                "tok_s": (n - 1) / span if n > 1 and span > 0 else 0.0,
+            }
+        )
     return _summary(rows, max(r["end"] for r in rows) - t_start)
 
 
@@ -147,18 +177,46 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _llama_server(binary: Path, model: Path, n_ctx: int, parallel: int, threads: int,
-                  threads_batch: int, n_batch: int, log_path: Path | None) -> Any:
+def _llama_server(
+    binary: Path,
+    model: Path,
+    n_ctx: int,
+    parallel: int,
+    threads: int,
+    threads_batch: int,
+    n_batch: int,
+    log_path: Path | None,
+) -> Any:
     import httpx
 
     if not binary.is_file() or not os.access(binary, os.X_OK):
-        raise DeskLMError(f"--peer {binary}: not an executable file (build one with "
-                          "tools/build_llama_server.sh)")
+        raise DeskLMError(
+            f"--peer {binary}: not an executable file (build one with tools/build_llama_server.sh)"
+        )
     port = _free_port()
-    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "-c", str(n_ctx * parallel), "-np", str(parallel), "-t", str(threads),
-           "-tb", str(threads_batch), "-b", str(n_batch), "-ub", str(min(512, n_batch)),
-           "--no-webui", "--swa-full"]
+    cmd = [
+        str(binary),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        str(n_ctx * parallel),
+        "-np",
+        str(parallel),
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads_batch),
+        "-b",
+        str(n_batch),
+        "-ub",
+        str(min(512, n_batch)),
+        "--no-webui",
+        "--swa-full",
+    ]
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -166,8 +224,9 @@ def _llama_server(binary: Path, model: Path, n_ctx: int, parallel: int, threads:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if p.poll() is not None:
-                raise DeskLMError(f"llama-server exited ({p.returncode}) while starting; "
-                                  f"command: {' '.join(cmd)}")
+                raise DeskLMError(
+                    f"llama-server exited ({p.returncode}) while starting; command: {' '.join(cmd)}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
@@ -186,10 +245,17 @@ def _llama_server(binary: Path, model: Path, n_ctx: int, parallel: int, threads:
 
 
 # --- the whole run -------------------------------------------------------------------------------
-def run_concurrency_bench(model: Path, settings: Any, levels: list[int], *,
-                          gen_tokens: int = 64, runs: int = 1, peer: Path | None = None,
-                          raw: bool = True, say: Callable[[str], None] | None = None
-                          ) -> dict[str, Any]:
+def run_concurrency_bench(
+    model: Path,
+    settings: Any,
+    levels: list[int],
+    *,
+    gen_tokens: int = 64,
+    runs: int = 1,
+    peer: Path | None = None,
+    raw: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Measure every system at every level (``runs`` rounds each, interleaved); returns
     per-level medians and the ratios."""
     import llama_cpp
@@ -207,8 +273,7 @@ def run_concurrency_bench(model: Path, settings: Any, levels: list[int], *,
     eng = ChatEngine()
     runner = Runner(interrupt=eng.stop)
     server = ApiServer(runner, lambda: eng, lambda: s, max_waiting=max(levels) + 8)
-    results: dict[str, dict[int, list[dict[str, float]]]] = {"desklm": {}, "raw": {},
-                                                              "peer": {}}
+    results: dict[str, dict[int, list[dict[str, float]]]] = {"desklm": {}, "raw": {}, "peer": {}}
     raw_llm = None
     peer_cm = None
     sampling_raw: dict[str, Any] = {}
@@ -223,18 +288,33 @@ def run_concurrency_bench(model: Path, settings: Any, levels: list[int], *,
 
         peer_url = None
         if peer is not None:
-            peer_cm = _llama_server(peer, model, int(s["n_ctx"]), parallel,
-                                    int(s["n_threads"]), int(s["n_threads_batch"]),
-                                    int(s["n_batch"]), None)
+            peer_cm = _llama_server(
+                peer,
+                model,
+                int(s["n_ctx"]),
+                parallel,
+                int(s["n_threads"]),
+                int(s["n_threads_batch"]),
+                int(s["n_batch"]),
+                None,
+            )
             peer_url = peer_cm.__enter__()
         if raw:
-            raw_llm = llama_cpp.Llama(model_path=str(model), n_ctx=int(s["n_ctx"]),
-                                      n_threads=int(s["n_threads"]),
-                                      n_threads_batch=int(s["n_threads_batch"]),
-                                      n_batch=int(s["n_batch"]), swa_full=True, verbose=False)
-            sampling_raw = {"top_k": sampling["top_k"], "top_p": sampling["top_p"],
-                            "min_p": sampling["min_p"],
-                            "repeat_penalty": sampling["repeat_penalty"]}
+            raw_llm = llama_cpp.Llama(
+                model_path=str(model),
+                n_ctx=int(s["n_ctx"]),
+                n_threads=int(s["n_threads"]),
+                n_threads_batch=int(s["n_threads_batch"]),
+                n_batch=int(s["n_batch"]),
+                swa_full=True,
+                verbose=False,
+            )
+            sampling_raw = {
+                "top_k": sampling["top_k"],
+                "top_p": sampling["top_p"],
+                "min_p": sampling["min_p"],
+                "repeat_penalty": sampling["repeat_penalty"],
+            }
         # warm up every path once
         _http_round(url, 1, 8, -1, {})
         if peer_url:
@@ -253,8 +333,7 @@ def run_concurrency_bench(model: Path, settings: Any, levels: list[int], *,
                     results["peer"].setdefault(c, []).append(r)
                     line += f", llama-server {r['aggregate_tok_s']:.1f}"
                 if raw_llm is not None:
-                    r = _raw_round(raw_llm, prompt_tokens, c, gen_tokens, round_,
-                                   sampling_raw)
+                    r = _raw_round(raw_llm, prompt_tokens, c, gen_tokens, round_, sampling_raw)
                     results["raw"].setdefault(c, []).append(r)
                     line += f", raw {r['aggregate_tok_s']:.1f}"
                 say(line)
@@ -270,46 +349,68 @@ def run_concurrency_bench(model: Path, settings: Any, levels: list[int], *,
     def med(rows: list[dict[str, float]]) -> dict[str, float]:
         return {k: round(float(statistics.median(r[k] for r in rows)), 2) for k in rows[0]}
 
-    table = {name: {c: med(rows) for c, rows in per.items()} for name, per in results.items()
-             if per}
+    table = {
+        name: {c: med(rows) for c, rows in per.items()} for name, per in results.items() if per
+    }
     ratios: dict[str, float | None] = {}
     d = table.get("desklm", {})
     if "peer" in table and 4 in d:
         p4 = table["peer"][4]
-        ratios["aggregate_4_vs_peer"] = round(d[4]["aggregate_tok_s"] / p4["aggregate_tok_s"],
-                                              3) if p4["aggregate_tok_s"] else None
-        ratios["p95_ttft_4_vs_peer"] = round(d[4]["ttft_p95_ms"] / p4["ttft_p95_ms"], 3) \
-            if p4["ttft_p95_ms"] else None
+        ratios["aggregate_4_vs_peer"] = (
+            round(d[4]["aggregate_tok_s"] / p4["aggregate_tok_s"], 3)
+            if p4["aggregate_tok_s"]
+            else None
+        )
+        ratios["p95_ttft_4_vs_peer"] = (
+            round(d[4]["ttft_p95_ms"] / p4["ttft_p95_ms"], 3) if p4["ttft_p95_ms"] else None
+        )
     if "raw" in table and 1 in d:
         r1 = table["raw"][1]
-        ratios["single_stream_vs_raw"] = round(d[1]["per_request_tok_s"]
-                                               / r1["per_request_tok_s"], 3) \
-            if r1["per_request_tok_s"] else None
-    return {"model": Path(model).name, "gen_tokens": gen_tokens, "runs": runs,
-            "parallel": parallel, "n_ctx": int(s["n_ctx"]), "n_threads": int(s["n_threads"]),
-            "cpus": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "levels": levels, "results": table, "ratios": ratios}
+        ratios["single_stream_vs_raw"] = (
+            round(d[1]["per_request_tok_s"] / r1["per_request_tok_s"], 3)
+            if r1["per_request_tok_s"]
+            else None
+        )
+    return {
+        "model": Path(model).name,
+        "gen_tokens": gen_tokens,
+        "runs": runs,
+        "parallel": parallel,
+        "n_ctx": int(s["n_ctx"]),
+        "n_threads": int(s["n_threads"]),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "levels": levels,
+        "results": table,
+        "ratios": ratios,
+    }
 
 
 def table_text(r: dict[str, Any]) -> str:
     names = {"desklm": "DeskLM API", "peer": "llama-server", "raw": "raw (1 stream)"}
-    lines = [f"model {r['model']}, {r['gen_tokens']} tokens per request, {r['parallel']} "
-             f"slots, {r['n_threads']} threads; {r['cpus']} CPUs, load average "
-             f"{r['load_avg_1m']} (numbers from a busy machine are noise)",
-             f"{'clients':>7}  {'system':<15}{'aggregate tok/s':>16}{'TTFT median ms':>16}"
-             f"{'TTFT p95 ms':>13}{'per-request tok/s':>19}"]
+    lines = [
+        f"model {r['model']}, {r['gen_tokens']} tokens per request, {r['parallel']} "
+        f"slots, {r['n_threads']} threads; {r['cpus']} CPUs, load average "
+        f"{r['load_avg_1m']} (numbers from a busy machine are noise)",
+        f"{'clients':>7}  {'system':<15}{'aggregate tok/s':>16}{'TTFT median ms':>16}"
+        f"{'TTFT p95 ms':>13}{'per-request tok/s':>19}",
+    ]
     for c in r["levels"]:
         for key, label in names.items():
             row = r["results"].get(key, {}).get(c)
             if row is None:
                 continue
-            lines.append(f"{c:>7}  {label:<15}{row['aggregate_tok_s']:>16.1f}"
-                         f"{row['ttft_median_ms']:>16.1f}{row['ttft_p95_ms']:>13.1f}"
-                         f"{row['per_request_tok_s']:>19.1f}")
+            lines.append(
+                f"{c:>7}  {label:<15}{row['aggregate_tok_s']:>16.1f}"
+                f"{row['ttft_median_ms']:>16.1f}{row['ttft_p95_ms']:>13.1f}"
+                f"{row['per_request_tok_s']:>19.1f}"
+            )
     ratios = r["ratios"]
-    targets = {"aggregate_4_vs_peer": ">= 0.9", "p95_ttft_4_vs_peer": "<= 2",
-               "single_stream_vs_raw": ">= 0.97"}
+    targets = {
+        "aggregate_4_vs_peer": ">= 0.9",
+        "p95_ttft_4_vs_peer": "<= 2",
+        "single_stream_vs_raw": ">= 0.97",
+    }
     for k, v in ratios.items():
         lines.append(f"{k}: {v} (target {targets[k]})")
     return "\n".join(lines)

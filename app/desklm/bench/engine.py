@@ -22,8 +22,10 @@ import psutil
 from desklm.engine.settings import Settings
 from desklm.engine.tune import SYSTEM, TuneResult, bench_settings, tune, tuned_for  # noqa: F401  (the tuner is benchmarked too)
 
-PROMPT = ("Here are some notes about rivers, mountains and the sea. " * 24
-          + "\nSummarise the notes above in a long, detailed answer.")
+PROMPT = (
+    "Here are some notes about rivers, mountains and the sea. " * 24
+    + "\nSummarise the notes above in a long, detailed answer."
+)
 MB = 2**20
 
 
@@ -83,23 +85,40 @@ def run_raw(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     before, vram_before = rss(), vram()
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(
-        model_path=str(model), n_ctx=s["n_ctx"], n_threads=s["n_threads"],
-        n_threads_batch=s["n_threads_batch"], n_gpu_layers=s["n_gpu_layers"],
-        n_batch=s["n_batch"], flash_attn=s["flash_attn"], use_mmap=s["use_mmap"],
-        type_k=KV_TYPES[s["kv_cache_type"]], type_v=KV_TYPES[s["kv_cache_type"]],
-        chat_format="gemma", verbose=False,
+        model_path=str(model),
+        n_ctx=s["n_ctx"],
+        n_threads=s["n_threads"],
+        n_threads_batch=s["n_threads_batch"],
+        n_gpu_layers=s["n_gpu_layers"],
+        n_batch=s["n_batch"],
+        flash_attn=s["flash_attn"],
+        use_mmap=s["use_mmap"],
+        type_k=KV_TYPES[s["kv_cache_type"]],
+        type_v=KV_TYPES[s["kv_cache_type"]],
+        chat_format="gemma",
+        verbose=False,
     )
     load_s = time.perf_counter() - t0
-    eog = [t for t in range(llm.n_vocab())
-           if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm._model.model), t)]
+    eog = [
+        t
+        for t in range(llm.n_vocab())
+        if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm._model.model), t)
+    ]
     llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
     t1 = time.perf_counter()
     ttft = None
     chunks = 0
     for chunk in llm.create_chat_completion(
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
-        stream=True, max_tokens=gen_tokens, temperature=0.0, top_k=40, top_p=0.95, min_p=0.05,
-        repeat_penalty=1.0, seed=1, logit_bias={t: -1e9 for t in eog},
+        stream=True,
+        max_tokens=gen_tokens,
+        temperature=0.0,
+        top_k=40,
+        top_p=0.95,
+        min_p=0.05,
+        repeat_penalty=1.0,
+        seed=1,
+        logit_bias={t: -1e9 for t in eog},
     ):
         choice: Any = chunk["choices"][0]  # type: ignore[index]
         delta = choice.get("delta", {})
@@ -112,8 +131,16 @@ def run_raw(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     llm.close()
     del llm
     gc.collect()
-    return PathRun("raw", load_s, ttft or float("nan"), prompt_tps, gen_tps, mem,
-                   completion_tokens=chunks, vram_mb=vram_mb)
+    return PathRun(
+        "raw",
+        load_s,
+        ttft or float("nan"),
+        prompt_tps,
+        gen_tps,
+        mem,
+        completion_tokens=chunks,
+        vram_mb=vram_mb,
+    )
 
 
 def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
@@ -135,9 +162,17 @@ def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     del sess
     gc.collect()
     st = r.stats
-    return PathRun("engine", load_s, st.ttft_s or float("nan"), st.prompt_tokens_per_s,
-                   st.gen_tokens_per_s, mem, st.prompt_tokens, st.completion_tokens,
-                   vram_mb=vram_mb)
+    return PathRun(
+        "engine",
+        load_s,
+        st.ttft_s or float("nan"),
+        st.prompt_tokens_per_s,
+        st.gen_tokens_per_s,
+        mem,
+        st.prompt_tokens,
+        st.completion_tokens,
+        vram_mb=vram_mb,
+    )
 
 
 def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]]:
@@ -146,23 +181,33 @@ def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]
     from desklm.engine.chat.session import ChatSession
 
     eng = ChatEngine()
-    sess = ChatSession(model, bench_settings(s, max_tokens=32, n_ctx=max(4096, s["n_ctx"])),
-                       engine=eng)
+    sess = ChatSession(
+        model, bench_settings(s, max_tokens=32, n_ctx=max(4096, s["n_ctx"])), engine=eng
+    )
     eng.probe = False
     sess.load()
     eng.ignore_eos = True
     out = []
     for i in range(turns):
         st = sess.send(f"Question {i + 1}: tell me one more thing about rivers.").stats
-        out.append({"turn": i + 1, "ttft_s": st.ttft_s, "prompt_tokens": st.prompt_tokens,
-                    "evaluated": st.prompt_tokens_evaluated, "reused": st.prompt_tokens_reused})
+        out.append(
+            {
+                "turn": i + 1,
+                "ttft_s": st.ttft_s,
+                "prompt_tokens": st.prompt_tokens,
+                "evaluated": st.prompt_tokens_evaluated,
+                "reused": st.prompt_tokens_reused,
+            }
+        )
     eng.unload()
     return out
 
 
 # --- long chats --------------------------------------------------------------------------------
-_WORDS = ("river mountain sea valley cloud rain forest stone bridge harbour lantern meadow "
-          "orchard winter summer north south quiet bright ancient narrow wide").split()
+_WORDS = (
+    "river mountain sea valley cloud rain forest stone bridge harbour lantern meadow "
+    "orchard winter summer north south quiet bright ancient narrow wide"
+).split()
 
 
 def synthetic_history(n: int, seed: int = 1) -> list[Any]:
@@ -186,19 +231,30 @@ def _timed_turn(sess: Any, text: str) -> dict[str, Any]:
     """One turn; time to first token measured from the call (planning included)."""
     marks: dict[str, float] = {}
     t0 = time.perf_counter()
-    r = sess.send(text, on_start=lambda plan, reused: marks.setdefault("planned",
-                                                                       time.perf_counter()))
+    r = sess.send(
+        text, on_start=lambda plan, reused: marks.setdefault("planned", time.perf_counter())
+    )
     st = r.stats
     plan_s = marks.get("planned", t0) - t0
-    return {"ttft_s": plan_s + (st.ttft_s or 0.0), "plan_s": plan_s,
-            "prompt_tokens": st.prompt_tokens, "evaluated": st.prompt_tokens_evaluated,
-            "reused": st.prompt_tokens_reused, "restored": st.restored_tokens,
-            "dropped": len(st.trimmed)}
+    return {
+        "ttft_s": plan_s + (st.ttft_s or 0.0),
+        "plan_s": plan_s,
+        "prompt_tokens": st.prompt_tokens,
+        "evaluated": st.prompt_tokens_evaluated,
+        "reused": st.prompt_tokens_reused,
+        "restored": st.restored_tokens,
+        "dropped": len(st.trimmed),
+    }
 
 
-def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000),
-               switch_tokens: int = 2000, n_ctx: int = 2048,
-               say: Callable[[str], None] | None = None) -> dict[str, Any]:
+def long_chats(
+    model: Path,
+    s: Settings,
+    sizes: tuple[int, ...] = (50, 500, 5000),
+    switch_tokens: int = 2000,
+    n_ctx: int = 2048,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Chats of any length: time to first token of a new turn on histories of ``sizes``
     messages (opened cold: the history has to be trimmed to the context and read), the next
     turn after it, and switching back to a ``switch_tokens``-token chat with its KV snapshot
@@ -212,8 +268,7 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
 
     say = say or (lambda _m: None)
     out: dict[str, Any] = {"n_ctx": n_ctx, "histories": []}
-    sess = ChatSession(model, bench_settings(s, max_tokens=8, n_ctx=n_ctx),
-                       engine=ChatEngine())
+    sess = ChatSession(model, bench_settings(s, max_tokens=8, n_ctx=n_ctx), engine=ChatEngine())
     assert isinstance(sess.engine, ChatEngine)
     sess.engine.probe = False
     sess.load()
@@ -224,15 +279,24 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
         sess.conversation.messages = synthetic_history(n)
         first = _timed_turn(sess, "One more question about rivers?")
         nxt = _timed_turn(sess, "And about mountains?")
-        out["histories"].append({"messages": n, **first, "next_ttft_s": nxt["ttft_s"],
-                                 "next_evaluated": nxt["evaluated"]})
+        out["histories"].append(
+            {
+                "messages": n,
+                **first,
+                "next_ttft_s": nxt["ttft_s"],
+                "next_evaluated": nxt["evaluated"],
+            }
+        )
     sess.engine.unload()
     with tempfile.TemporaryDirectory(prefix="desklm-bench-") as tmp:
         kv = kvcache.SnapshotCache(Path(tmp) / "kv", ram_bytes=1024 * MB, disk_bytes=1024 * MB)
-        sess = ChatSession(model, bench_settings(s, max_tokens=8,
-                                                 n_ctx=max(2048, 2 * switch_tokens)),
-                           store=ConversationStore(Path(tmp) / "convs"), kv=kv,
-                           engine=ChatEngine())
+        sess = ChatSession(
+            model,
+            bench_settings(s, max_tokens=8, n_ctx=max(2048, 2 * switch_tokens)),
+            store=ConversationStore(Path(tmp) / "convs"),
+            kv=kv,
+            engine=ChatEngine(),
+        )
         assert isinstance(sess.engine, ChatEngine)
         sess.engine.probe = False
         sess.load()
@@ -243,16 +307,18 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
             history.append(m)
             if len(history) % 2 == 0:
                 assert eng.template is not None
-                parts = eng.template.render_parts(
-                    sess.conversation.as_msgs(history))
+                parts = eng.template.render_parts(sess.conversation.as_msgs(history))
                 if len(eng.tokenize(parts)) >= switch_tokens:
                     break
         say(f"long chats: switching back to a {switch_tokens:,}-token chat…")
         sess.conversation.messages = history
         _timed_turn(sess, "Tell me about the harbour.")
         a_id = sess.conv_id
-        runs: dict[str, list[dict[str, Any]]] = {"snapshot_ram": [], "snapshot_disk": [],
-                                                 "reevaluate": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "snapshot_ram": [],
+            "snapshot_disk": [],
+            "reevaluate": [],
+        }
         for i in range(2):
             for how in ("snapshot_ram", "snapshot_disk", "reevaluate"):
                 kv.set_budgets(0 if how == "snapshot_disk" else 1024 * MB, 1024 * MB)
@@ -267,17 +333,18 @@ def long_chats(model: Path, s: Settings, sizes: tuple[int, ...] = (50, 500, 5000
         if snap is not None:
             out["snapshot_bytes_per_1000_tokens"] = snap.nbytes * 1000 / len(snap.tokens)
         for how, rs in runs.items():
-            out[how] = {"ttft_s": median([r["ttft_s"] for r in rs]),
-                        "prepare_s": median([r["plan_s"] for r in rs]),  # plan (+ restore)
-                        "restored": max(r["restored"] for r in rs),
-                        "evaluated": median([r["evaluated"] for r in rs]),
-                        "prompt_tokens": rs[-1]["prompt_tokens"]}
+            out[how] = {
+                "ttft_s": median([r["ttft_s"] for r in rs]),
+                "prepare_s": median([r["plan_s"] for r in rs]),  # plan (+ restore)
+                "restored": max(r["restored"] for r in rs),
+                "evaluated": median([r["evaluated"] for r in rs]),
+                "prompt_tokens": rs[-1]["prompt_tokens"],
+            }
         eng.unload()
     ttft = [h["ttft_s"] for h in out["histories"]]
     out["ttft_ratio"] = ratio(ttft[-1], ttft[0])
     out["switch_ratio"] = ratio(out["snapshot_ram"]["ttft_s"], out["reevaluate"]["ttft_s"])
-    out["switch_disk_ratio"] = ratio(out["snapshot_disk"]["ttft_s"],
-                                     out["reevaluate"]["ttft_s"])
+    out["switch_disk_ratio"] = ratio(out["snapshot_disk"]["ttft_s"], out["reevaluate"]["ttft_s"])
     return out
 
 

@@ -114,9 +114,13 @@ class GuiBench:
         scratch = Path(tempfile.mkdtemp(prefix="desklm-bench-"))
         self.baseline, self.vram_baseline = bench.rss(), bench.vram()
         self.t_window = time.perf_counter()
-        self.w = MainWindow(bench.bench_settings(s, max_tokens=gen_tokens), str(model),
-                            show_dialogs=False, store=ConversationStore(scratch / "c"),
-                            config=AppConfig(scratch / "settings.json"))
+        self.w = MainWindow(
+            bench.bench_settings(s, max_tokens=gen_tokens),
+            str(model),
+            show_dialogs=False,
+            store=ConversationStore(scratch / "c"),
+            config=AppConfig(scratch / "settings.json"),
+        )
         self.w.controller.runtime.local.probe = False
         self.w.controller.runtime.local.ignore_eos = True  # set before the runner runs anything
         return self.w
@@ -131,8 +135,14 @@ class GuiBench:
         out = []
         for n in sizes:
             conv_id = f"bench-open-{n}"
-            store.save({"id": conv_id, "title": f"{n} messages", "created": time.time(),
-                        "messages": [m.to_dict() for m in bench.synthetic_history(n)]})
+            store.save(
+                {
+                    "id": conv_id,
+                    "title": f"{n} messages",
+                    "created": time.time(),
+                    "messages": [m.to_dict() for m in bench.synthetic_history(n)],
+                }
+            )
             hb = Heartbeat()
             hb.start()
             t0 = time.perf_counter()
@@ -149,10 +159,16 @@ class GuiBench:
                 sb.setValue(0)
                 _pump(0.01)
             hb.stop()
-            out.append({"messages": n, "shown_s": shown, "opening_stall_ms": opening_stall,
-                        "to_top_s": time.perf_counter() - t1,
-                        "left_unrendered": w.chat.pending_older,
-                        "max_stall_ms": hb.max_stall_ms})
+            out.append(
+                {
+                    "messages": n,
+                    "shown_s": shown,
+                    "opening_stall_ms": opening_stall,
+                    "to_top_s": time.perf_counter() - t1,
+                    "left_unrendered": w.chat.pending_older,
+                    "max_stall_ms": hb.max_stall_ms,
+                }
+            )
             w.new_conversation()
             _wait(w.conversationShown, 60, w.failed)
         return out
@@ -185,16 +201,23 @@ class GuiBench:
         elapsed = time.perf_counter() - self.t_window
         st = result.stats
         self.runs += 1
-        return bench.PathRun("gui", info.load_s, ttft, st.prompt_tokens_per_s,
-                             st.gen_tokens_per_s, (bench.rss() - self.baseline) / bench.MB,
-                             st.prompt_tokens, st.completion_tokens,
-                             vram_mb=bench.growth_mb(self.vram_baseline, bench.vram()),
-                       extra={"max_stall_ms": hb.max_stall_ms,
-                              "sampler_core_percent":
-                                  100 * w.controller.sampler.cpu_seconds / elapsed,
-                              "ui_thread_core_percent": 100 * ui_cpu / ui_wall
-                              if ui_wall else None,
-                              "flushes": list(w.chat.flush_log)})
+        return bench.PathRun(
+            "gui",
+            info.load_s,
+            ttft,
+            st.prompt_tokens_per_s,
+            st.gen_tokens_per_s,
+            (bench.rss() - self.baseline) / bench.MB,
+            st.prompt_tokens,
+            st.completion_tokens,
+            vram_mb=bench.growth_mb(self.vram_baseline, bench.vram()),
+            extra={
+                "max_stall_ms": hb.max_stall_ms,
+                "sampler_core_percent": 100 * w.controller.sampler.cpu_seconds / elapsed,
+                "ui_thread_core_percent": 100 * ui_cpu / ui_wall if ui_wall else None,
+                "flushes": list(w.chat.flush_log),
+            },
+        )
 
     def close(self) -> None:
         if self.w is not None:
@@ -212,26 +235,38 @@ def flush_profile(flushes: list[tuple[int, float]]) -> dict[str, Any]:
     if n < 10:
         return {"flushes": n}
     q = max(1, n // 5)
-    first = sum(d for _, d in flushes[q: 2 * q]) / q
+    first = sum(d for _, d in flushes[q : 2 * q]) / q
     last = sum(d for _, d in flushes[-q:]) / q
-    return {"flushes": n, "chars": flushes[-1][0], "second_fifth_ms": 1000 * first,
-            "last_fifth_ms": 1000 * last, "ratio": last / first if first else None,
-            "total_ms": 1000 * sum(d for _, d in flushes)}
+    return {
+        "flushes": n,
+        "chars": flushes[-1][0],
+        "second_fifth_ms": 1000 * first,
+        "last_fifth_ms": 1000 * last,
+        "ratio": last / first if first else None,
+        "total_ms": 1000 * sum(d for _, d in flushes),
+    }
 
 
 def launch_time(runs: int = 1) -> list[float]:
     """Seconds from starting the process to the window being shown (a cold Python start)."""
     out = []
     for _ in range(runs):
-        env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"),
-                   DESKLM_LAUNCH_T0=repr(time.time()))
-        cmd = ([sys.executable, "--self-test", "--max-tokens", "2"] if getattr(sys, "frozen", False)
-               else [sys.executable, "-m", "desklm", "--self-test", "--max-tokens", "2"])
+        env = dict(
+            os.environ,
+            QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"),
+            DESKLM_LAUNCH_T0=repr(time.time()),
+        )
+        cmd = (
+            [sys.executable, "--self-test", "--max-tokens", "2"]
+            if getattr(sys, "frozen", False)
+            else [sys.executable, "-m", "desklm", "--self-test", "--max-tokens", "2"]
+        )
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         try:
             summary = json.loads(r.stdout.strip().splitlines()[-1])
             out.append(float(summary["launch_to_window_s"]))
         except (ValueError, KeyError, IndexError):
             raise DeskLMError(
-                f"self-test failed while timing the launch: {r.stderr[-300:]}") from None
+                f"self-test failed while timing the launch: {r.stderr[-300:]}"
+            ) from None
     return out

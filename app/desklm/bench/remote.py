@@ -21,8 +21,10 @@ from desklm.engine.prompt.chat_format import Msg
 from desklm.engine.settings import Settings
 from desklm.errors import DeskLMError
 
-PROMPT = ("Write a long, detailed story about a lighthouse keeper who finds a message in a "
-          "bottle. Keep going until you are told to stop.")
+PROMPT = (
+    "Write a long, detailed story about a lighthouse keeper who finds a message in a "
+    "bottle. Keep going until you are told to stop."
+)
 
 
 def _rate(n: int, t_first: float | None, t_last: float | None) -> float | None:
@@ -36,10 +38,13 @@ def run_desklm(backend: RemoteBackend, messages: list[Msg], sampling: Settings) 
     t0 = time.perf_counter()
     _, st = backend.chat(messages, sampling, lambda _p: times.append(time.perf_counter()))
     n = st.completion_tokens
-    return {"tokens": n, "tps": _rate(n, times[0] if times else None,
-                                      times[-1] if times else None),
-            "ttft_s": (times[0] - t0) if times else None, "reported_tps": st.gen_tokens_per_s,
-            "finish": st.finish_reason}
+    return {
+        "tokens": n,
+        "tps": _rate(n, times[0] if times else None, times[-1] if times else None),
+        "ttft_s": (times[0] - t0) if times else None,
+        "reported_tps": st.gen_tokens_per_s,
+        "finish": st.finish_reason,
+    }
 
 
 def run_direct(client: openai.OpenAI, body: dict[str, Any]) -> dict[str, Any]:
@@ -63,22 +68,36 @@ def run_direct(client: openai.OpenAI, body: dict[str, Any]) -> dict[str, Any]:
     finally:
         stream.close()
     n = usage_n if usage_n is not None else chunks
-    return {"tokens": n, "tps": _rate(n, t_first, t_last),
-            "ttft_s": (t_first - t0) if t_first else None, "finish": finish}
+    return {
+        "tokens": n,
+        "tps": _rate(n, t_first, t_last),
+        "ttft_s": (t_first - t0) if t_first else None,
+        "finish": finish,
+    }
 
 
-def bench_remote(backend: RemoteBackend, *, runs: int = 3, gen_tokens: int = 128,
-                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
+def bench_remote(
+    backend: RemoteBackend,
+    *,
+    runs: int = 3,
+    gen_tokens: int = 128,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Interleaved runs of both paths; medians and the ratio DeskLM / direct (target >= 0.97)."""
     if backend.url is None:
         raise DeskLMError("not connected to a server")
     sampling = Settings({"max_tokens": gen_tokens, "seed": 1234, "temperature": 0.8})
-    messages: list[Msg] = [{"role": "system", "content": "You are a storyteller."},
-                           {"role": "user", "content": PROMPT}]
+    messages: list[Msg] = [
+        {"role": "system", "content": "You are a storyteller."},
+        {"role": "user", "content": PROMPT},
+    ]
     body = backend.request_body(messages, sampling, gen_tokens)
-    client = openai.OpenAI(base_url=backend.url.base, api_key=backend._key or NO_KEY,
-                           max_retries=0, timeout=openai.Timeout(backend.read_timeout,
-                                                                 connect=backend.connect_timeout))
+    client = openai.OpenAI(
+        base_url=backend.url.base,
+        api_key=backend._key or NO_KEY,
+        max_retries=0,
+        timeout=openai.Timeout(backend.read_timeout, connect=backend.connect_timeout),
+    )
     rows: list[dict[str, Any]] = []
     try:
         if say:
@@ -88,13 +107,18 @@ def bench_remote(backend: RemoteBackend, *, runs: int = 3, gen_tokens: int = 128
         for i in range(runs):
             order = ("desklm", "direct") if i % 2 == 0 else ("direct", "desklm")
             for path in order:
-                r = (run_desklm(backend, messages, sampling) if path == "desklm"
-                     else run_direct(client, dict(body)))
+                r = (
+                    run_desklm(backend, messages, sampling)
+                    if path == "desklm"
+                    else run_direct(client, dict(body))
+                )
                 r.update(path=path, run=i + 1)
                 rows.append(r)
                 if say:
-                    say(f"run {i + 1} {path:6}: {r['tokens']} tokens, "
-                        f"{r['tps'] or 0:.1f} tok/s, first token {r['ttft_s'] or 0:.3f} s")
+                    say(
+                        f"run {i + 1} {path:6}: {r['tokens']} tokens, "
+                        f"{r['tps'] or 0:.1f} tok/s, first token {r['ttft_s'] or 0:.3f} s"
+                    )
     except openai.OpenAIError as e:
         from desklm.engine.backends.remote import explain
 
@@ -115,26 +139,37 @@ def bench_remote(backend: RemoteBackend, *, runs: int = 3, gen_tokens: int = 128
         b = next((r["tps"] for r in rows if r["run"] == i and r["path"] == "direct"), None)
         if a and b:
             pairs.append(a / b)
-    return {"server": backend.where, "model": backend.model, "runs": runs,
-            "gen_tokens": gen_tokens, "desklm_tps": d, "direct_tps": o,
-            "ratio": statistics.median(pairs) if pairs else None,
-            "ratio_of_medians": (d / o) if d and o else None, "pair_ratios": pairs,
-            "desklm_ttft_s": med("desklm", "ttft_s"),
-            "direct_ttft_s": med("direct", "ttft_s"), "target": 0.97, "rows": rows}
+    return {
+        "server": backend.where,
+        "model": backend.model,
+        "runs": runs,
+        "gen_tokens": gen_tokens,
+        "desklm_tps": d,
+        "direct_tps": o,
+        "ratio": statistics.median(pairs) if pairs else None,
+        "ratio_of_medians": (d / o) if d and o else None,
+        "pair_ratios": pairs,
+        "desklm_ttft_s": med("desklm", "ttft_s"),
+        "direct_ttft_s": med("direct", "ttft_s"),
+        "target": 0.97,
+        "rows": rows,
+    }
 
 
 def table(out: dict[str, Any]) -> str:
     def f(v: float | None, spec: str = ".1f") -> str:
         return "n/a" if v is None else format(v, spec)
 
-    lines = [f"server {out['server']}, model {out['model']}, {out['runs']} run(s) of "
-             f"{out['gen_tokens']} tokens",
-             f"{'path':<28}{'tok/s':>10}{'first token':>14}",
-             f"{'DeskLM (RemoteBackend)':<28}{f(out['desklm_tps']):>10}"
-             f"{f(out['desklm_ttft_s'], '.3f') + ' s':>14}",
-             f"{'openai client, direct':<28}{f(out['direct_tps']):>10}"
-             f"{f(out['direct_ttft_s'], '.3f') + ' s':>14}",
-             f"ratio DeskLM / direct: {f(out['ratio'], '.3f')} (median of the back-to-back "
-             f"pairs; ratio of the medians {f(out['ratio_of_medians'], '.3f')}; "
-             f"target >= {out['target']})"]
+    lines = [
+        f"server {out['server']}, model {out['model']}, {out['runs']} run(s) of "
+        f"{out['gen_tokens']} tokens",
+        f"{'path':<28}{'tok/s':>10}{'first token':>14}",
+        f"{'DeskLM (RemoteBackend)':<28}{f(out['desklm_tps']):>10}"
+        f"{f(out['desklm_ttft_s'], '.3f') + ' s':>14}",
+        f"{'openai client, direct':<28}{f(out['direct_tps']):>10}"
+        f"{f(out['direct_ttft_s'], '.3f') + ' s':>14}",
+        f"ratio DeskLM / direct: {f(out['ratio'], '.3f')} (median of the back-to-back "
+        f"pairs; ratio of the medians {f(out['ratio_of_medians'], '.3f')}; "
+        f"target >= {out['target']})",
+    ]
     return "\n".join(lines)

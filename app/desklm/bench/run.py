@@ -26,10 +26,13 @@ TARGETS = [
     ("memory above raw llama-cpp-python, GUI (MB)", "gui_mem_over_raw_mb", "<=", 150.0),
     ("long reply: render cost per repaint, last fifth vs second", "render_ratio", "<=", 1.5),
     ("long chats: first token at 5,000 messages vs 50", "long_ttft_ratio", "<=", 1.5),
-    ("longest UI stall opening a 50 / 500 / 5,000-message chat (ms)", "open_stall_ms", "<=",
-     50.0),
-    ("switch back to a 2,000-token chat: first token with snapshot vs re-evaluating",
-     "switch_ttft_ratio", "<=", 0.10),
+    ("longest UI stall opening a 50 / 500 / 5,000-message chat (ms)", "open_stall_ms", "<=", 50.0),
+    (
+        "switch back to a 2,000-token chat: first token with snapshot vs re-evaluating",
+        "switch_ttft_ratio",
+        "<=",
+        0.10,
+    ),
 ]
 
 
@@ -40,13 +43,22 @@ def machine() -> str:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {psutil.cpu_count(logical=False)} cores / {psutil.cpu_count()} threads, "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GB RAM, {platform.system()}")
+    return (
+        f"{cpu}, {psutil.cpu_count(logical=False)} cores / {psutil.cpu_count()} threads, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GB RAM, {platform.system()}"
+    )
 
 
-def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
-        gui: bool = True, long_tokens: int = 1200, say: Any = print,
-        long_chats: bool = False) -> dict[str, Any]:
+def run(
+    model: Path,
+    settings: Settings,
+    runs: int = 3,
+    gen_tokens: int = 128,
+    gui: bool = True,
+    long_tokens: int = 1200,
+    say: Any = print,
+    long_chats: bool = False,
+) -> dict[str, Any]:
     s = bench.bench_settings(settings)
     paths = ["raw", "engine", *(["gui"] if gui else [])]
     results: dict[str, list[bench.PathRun]] = {p: [] for p in paths}
@@ -55,7 +67,7 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
 
         window = bench_gui.GuiBench()
     for i in range(runs):  # interleaved, so drift in the machine hits every path alike
-        order = paths[i % len(paths):] + paths[: i % len(paths)]
+        order = paths[i % len(paths) :] + paths[: i % len(paths)]
         for p in order:
             say(f"run {i + 1}/{runs}: {p}…")
             if p == "raw":
@@ -66,12 +78,18 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
                 results[p].append(window.run(model, s, gen_tokens))
     med: dict[str, dict[str, Any]] = {}
     for p, rs in results.items():
-        med[p] = {k: bench.median([getattr(r, k) for r in rs])
-                  for k in ("load_s", "ttft_s", "prompt_tps", "gen_tps", "memory_mb",
-                            "vram_mb")}
-    out: dict[str, Any] = {"model": str(model), "machine": machine(), "runs": runs,
-                           "gen_tokens": gen_tokens, "settings": s.load_values(),
-                           "median": med}
+        med[p] = {
+            k: bench.median([getattr(r, k) for r in rs])
+            for k in ("load_s", "ttft_s", "prompt_tps", "gen_tps", "memory_mb", "vram_mb")
+        }
+    out: dict[str, Any] = {
+        "model": str(model),
+        "machine": machine(),
+        "runs": runs,
+        "gen_tokens": gen_tokens,
+        "settings": s.load_values(),
+        "median": med,
+    }
     m = out["summary"] = {}
     m["engine_gen_ratio"] = bench.ratio(med["engine"]["gen_tps"], med["raw"]["gen_tps"])
     m["engine_prompt_ratio"] = bench.ratio(med["engine"]["prompt_tps"], med["raw"]["prompt_tps"])
@@ -95,8 +113,12 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
             m["open_stall_ms"] = max((o["max_stall_ms"] or 0) for o in opened)
         window.close()
         prof = bench_gui.flush_profile(long.extra["flushes"])
-        out["long_reply"] = {"tokens": long.completion_tokens, "gen_tps": long.gen_tps,
-                             "max_stall_ms": long.extra["max_stall_ms"], **prof}
+        out["long_reply"] = {
+            "tokens": long.completion_tokens,
+            "gen_tps": long.gen_tps,
+            "max_stall_ms": long.extra["max_stall_ms"],
+            **prof,
+        }
         m["render_ratio"] = prof.get("ratio")
         m["max_stall_ms"] = max(m["max_stall_ms"], long.extra["max_stall_ms"] or 0)
         say("launch to window…")
@@ -110,9 +132,17 @@ def run(model: Path, settings: Settings, runs: int = 3, gen_tokens: int = 128,
         for x in r:
             x.extra.pop("flushes", None)
     out["runs_detail"] = {p: [x.__dict__ for x in rs] for p, rs in results.items()}
-    out["targets"] = [{"target": name, "value": m.get(key), "op": op, "limit": lim,
-                       "met": _met(m.get(key), op, lim)} for name, key, op, lim in TARGETS
-                      if key in m]
+    out["targets"] = [
+        {
+            "target": name,
+            "value": m.get(key),
+            "op": op,
+            "limit": lim,
+            "met": _met(m.get(key), op, lim),
+        }
+        for name, key, op, lim in TARGETS
+        if key in m
+    ]
     return out
 
 
@@ -129,17 +159,27 @@ def _f(v: Any, digits: int = 1) -> str:
 def table(out: dict[str, Any]) -> str:
     med = out["median"]
     paths = list(med)
-    lines = [f"DeskLM bench — {Path(out['model']).name}",
-             f"machine: {out['machine']}",
-             f"settings: n_ctx {out['settings']['n_ctx']}, threads {out['settings']['n_threads']}"
-             f", GPU layers {out['settings']['n_gpu_layers']}; {out['runs']} interleaved runs, "
-             f"{out['gen_tokens']} generated tokens, medians", ""]
-    head = f"{'':22}" + "".join(f"{p:>11}" for p in paths) + "".join(
-        f"{p + '/raw':>12}" for p in paths if p != "raw")
+    lines = [
+        f"DeskLM bench — {Path(out['model']).name}",
+        f"machine: {out['machine']}",
+        f"settings: n_ctx {out['settings']['n_ctx']}, threads {out['settings']['n_threads']}"
+        f", GPU layers {out['settings']['n_gpu_layers']}; {out['runs']} interleaved runs, "
+        f"{out['gen_tokens']} generated tokens, medians",
+        "",
+    ]
+    head = (
+        f"{'':22}"
+        + "".join(f"{p:>11}" for p in paths)
+        + "".join(f"{p + '/raw':>12}" for p in paths if p != "raw")
+    )
     lines.append(head)
-    rows = [("load (s)", "load_s", 2), ("first token (ms)", "ttft_s", 0),
-            ("prompt tok/s", "prompt_tps", 1), ("generation tok/s", "gen_tps", 1),
-            ("memory (MB)", "memory_mb", 1)]
+    rows = [
+        ("load (s)", "load_s", 2),
+        ("first token (ms)", "ttft_s", 0),
+        ("prompt tok/s", "prompt_tps", 1),
+        ("generation tok/s", "gen_tps", 1),
+        ("memory (MB)", "memory_mb", 1),
+    ]
     if any(med[p].get("vram_mb") is not None for p in paths):  # only where NVML reads VRAM
         rows.append(("VRAM (MB)", "vram_mb", 1))
     for label, key, d in rows:
@@ -153,23 +193,29 @@ def table(out: dict[str, Any]) -> str:
                 row += f"{_f(r, 3) + 'x':>12}"
         lines.append(row)
     t = out["multi_turn"]
-    lines += ["", "multi-turn (20 turns): first token "
-              f"{t[0]['ttft_s'] * 1000:.0f} ms on turn 1, {t[-1]['ttft_s'] * 1000:.0f} ms on turn"
-              f" 20; prompt tokens evaluated per turn: "
-              + ", ".join(str(x["evaluated"]) for x in t)]
+    lines += [
+        "",
+        "multi-turn (20 turns): first token "
+        f"{t[0]['ttft_s'] * 1000:.0f} ms on turn 1, {t[-1]['ttft_s'] * 1000:.0f} ms on turn"
+        f" 20; prompt tokens evaluated per turn: " + ", ".join(str(x["evaluated"]) for x in t),
+    ]
     if "long_reply" in out:
         lr = out["long_reply"]
-        lines.append(f"long reply ({lr['tokens']} tokens, {lr.get('chars', 0):,} chars): "
-                     f"{lr.get('flushes')} repaints, {_f(lr.get('second_fifth_ms'), 2)} ms each in "
-                     f"the second fifth, {_f(lr.get('last_fifth_ms'), 2)} ms in the last; "
-                     f"{_f(lr.get('total_ms'), 0)} ms rendering in all")
+        lines.append(
+            f"long reply ({lr['tokens']} tokens, {lr.get('chars', 0):,} chars): "
+            f"{lr.get('flushes')} repaints, {_f(lr.get('second_fifth_ms'), 2)} ms each in "
+            f"the second fifth, {_f(lr.get('last_fifth_ms'), 2)} ms in the last; "
+            f"{_f(lr.get('total_ms'), 0)} ms rendering in all"
+        )
     if "long_chats" in out:
         lines += ["", *long_chats_lines(out["long_chats"])]
     for o in out.get("open_stalls", []):
-        lines.append(f"  opening a {o['messages']:,}-message chat in the window: shown in "
-                     f"{o['shown_s'] * 1000:,.0f} ms (longest UI stall "
-                     f"{_f(o['opening_stall_ms'], 0)} ms); scrolled to its first message in "
-                     f"{o['to_top_s']:.2f} s (longest stall {_f(o['max_stall_ms'], 0)} ms)")
+        lines.append(
+            f"  opening a {o['messages']:,}-message chat in the window: shown in "
+            f"{o['shown_s'] * 1000:,.0f} ms (longest UI stall "
+            f"{_f(o['opening_stall_ms'], 0)} ms); scrolled to its first message in "
+            f"{o['to_top_s']:.2f} s (longest stall {_f(o['max_stall_ms'], 0)} ms)"
+        )
     lines += ["", "targets:"]
     for tg in out["targets"]:
         mark = {True: "met ", False: "MISS", None: "n/a "}[tg["met"]]
@@ -180,19 +226,25 @@ def table(out: dict[str, Any]) -> str:
 def long_chats_lines(lc: dict[str, Any]) -> list[str]:
     lines = [f"long chats (n_ctx {lc['n_ctx']}; opened cold, trimmed to fit, then one more turn):"]
     for h in lc["histories"]:
-        lines.append(f"  {h['messages']:>6,} messages: first token {h['ttft_s'] * 1000:,.0f} ms "
-                     f"(planning {h['plan_s'] * 1000:,.0f} ms, {h['dropped']:,} dropped, "
-                     f"{h['evaluated']:,} tokens read); "
-                     f"next turn {h['next_ttft_s'] * 1000:,.0f} ms")
-    for key, label in (("snapshot_ram", "with its snapshot (RAM)"),
-                       ("snapshot_disk", "with its snapshot (disk)"),
-                       ("reevaluate", "re-evaluating it")):
+        lines.append(
+            f"  {h['messages']:>6,} messages: first token {h['ttft_s'] * 1000:,.0f} ms "
+            f"(planning {h['plan_s'] * 1000:,.0f} ms, {h['dropped']:,} dropped, "
+            f"{h['evaluated']:,} tokens read); "
+            f"next turn {h['next_ttft_s'] * 1000:,.0f} ms"
+        )
+    for key, label in (
+        ("snapshot_ram", "with its snapshot (RAM)"),
+        ("snapshot_disk", "with its snapshot (disk)"),
+        ("reevaluate", "re-evaluating it"),
+    ):
         r = lc[key]
-        lines.append(f"  switch back to a {r['prompt_tokens']:,}-token chat {label}: first token "
-                     f"{r['ttft_s'] * 1000:,.0f} ms ({r['restored']:,} restored, "
-                     f"{r['evaluated']:,.0f} evaluated; planning"
-                     + (" and restoring " if r["restored"] else " ")
-                     + f"{(r.get('prepare_s') or 0) * 1000:,.0f} ms)")
+        lines.append(
+            f"  switch back to a {r['prompt_tokens']:,}-token chat {label}: first token "
+            f"{r['ttft_s'] * 1000:,.0f} ms ({r['restored']:,} restored, "
+            f"{r['evaluated']:,.0f} evaluated; planning"
+            + (" and restoring " if r["restored"] else " ")
+            + f"{(r.get('prepare_s') or 0) * 1000:,.0f} ms)"
+        )
     per = lc.get("snapshot_bytes_per_1000_tokens")
     if per:
         lines.append(f"  snapshot size: {per / 2**20:.2f} MB per 1,000 tokens")
@@ -239,10 +291,16 @@ def plot(out: dict[str, Any], path: Path) -> Path:
             bh = area.height() * v / top
             r = QRectF(area.left() + bw * (0.25 + 1.5 * i), area.bottom() - bh, bw, bh)
             p.fillRect(r, colors.get(k, QColor("gray")))
-            p.drawText(QRectF(r.left() - 10, r.top() - 16, r.width() + 20, 14),
-                       Qt.AlignmentFlag.AlignCenter, f"{v:.1f}")
-            p.drawText(QRectF(r.left() - 10, area.bottom() + 4, r.width() + 20, 14),
-                       Qt.AlignmentFlag.AlignCenter, k)
+            p.drawText(
+                QRectF(r.left() - 10, r.top() - 16, r.width() + 20, 14),
+                Qt.AlignmentFlag.AlignCenter,
+                f"{v:.1f}",
+            )
+            p.drawText(
+                QRectF(r.left() - 10, area.bottom() + 4, r.width() + 20, 14),
+                Qt.AlignmentFlag.AlignCenter,
+                k,
+            )
 
     bars(20, "generation tokens/s", "gen_tps")
     bars(340, "prompt tokens/s", "prompt_tps")
@@ -250,19 +308,31 @@ def plot(out: dict[str, Any], path: Path) -> Path:
     turns = out["multi_turn"]
     area = QRectF(680, 80, 290, 360)
     p.setPen(QColor("black"))
-    p.drawText(QRectF(680, 60, 290, 18), Qt.AlignmentFlag.AlignCenter,
-               "first token per turn (ms), 20 turns")
+    p.drawText(
+        QRectF(680, 60, 290, 18),
+        Qt.AlignmentFlag.AlignCenter,
+        "first token per turn (ms), 20 turns",
+    )
     top = max(t["ttft_s"] for t in turns) * 1000 * 1.2
     p.setPen(QPen(colors["engine"], 2))
-    pts = [(area.left() + area.width() * i / (len(turns) - 1),
-            area.bottom() - area.height() * t["ttft_s"] * 1000 / top) for i, t in enumerate(turns)]
+    pts = [
+        (
+            area.left() + area.width() * i / (len(turns) - 1),
+            area.bottom() - area.height() * t["ttft_s"] * 1000 / top,
+        )
+        for i, t in enumerate(turns)
+    ]
     for (x1, y1), (x2, y2) in itertools.pairwise(pts):
         p.drawLine(int(x1), int(y1), int(x2), int(y2))
     p.setPen(QColor("black"))
-    p.drawText(QRectF(area.left(), area.bottom() + 4, area.width(), 14),
-               Qt.AlignmentFlag.AlignCenter, f"turn 1: {turns[0]['ttft_s'] * 1000:.0f} ms  ·  "
-               f"turn 20: {turns[-1]['ttft_s'] * 1000:.0f} ms")
+    p.drawText(
+        QRectF(area.left(), area.bottom() + 4, area.width(), 14),
+        Qt.AlignmentFlag.AlignCenter,
+        f"turn 1: {turns[0]['ttft_s'] * 1000:.0f} ms  ·  "
+        f"turn 20: {turns[-1]['ttft_s'] * 1000:.0f} ms",
+    )
     if lc:
+
         def panel(x0: float, title_: str, vals: list[tuple[str, float]], color: QColor) -> None:
             area = QRectF(x0, 560, 440, 300)
             p.setPen(QColor("black"))
@@ -273,20 +343,35 @@ def plot(out: dict[str, Any], path: Path) -> Path:
                 bh = area.height() * v / top
                 r = QRectF(area.left() + bw * (0.25 + 1.5 * i), area.bottom() - bh, bw, bh)
                 p.fillRect(r, color)
-                p.drawText(QRectF(r.left() - 30, r.top() - 16, r.width() + 60, 14),
-                           Qt.AlignmentFlag.AlignCenter, f"{v:,.0f}")
-                p.drawText(QRectF(r.left() - 30, area.bottom() + 4, r.width() + 60, 14),
-                           Qt.AlignmentFlag.AlignCenter, k)
+                p.drawText(
+                    QRectF(r.left() - 30, r.top() - 16, r.width() + 60, 14),
+                    Qt.AlignmentFlag.AlignCenter,
+                    f"{v:,.0f}",
+                )
+                p.drawText(
+                    QRectF(r.left() - 30, area.bottom() + 4, r.width() + 60, 14),
+                    Qt.AlignmentFlag.AlignCenter,
+                    k,
+                )
 
-        panel(20, f"long chats: first token of a new turn (ms), n_ctx {lc['n_ctx']}",
-              [(f"{x['messages']:,} msgs", x["ttft_s"] * 1000) for x in lc["histories"]],
-              colors["engine"])
+        panel(
+            20,
+            f"long chats: first token of a new turn (ms), n_ctx {lc['n_ctx']}",
+            [(f"{x['messages']:,} msgs", x["ttft_s"] * 1000) for x in lc["histories"]],
+            colors["engine"],
+        )
         per = lc.get("snapshot_bytes_per_1000_tokens") or 0
-        panel(520, f"switch back to a {lc['reevaluate']['prompt_tokens']:,}-token chat: first "
-              f"token (ms); snapshot {per / 2**20:.1f} MB / 1k tokens",
-              [("snapshot, RAM", lc["snapshot_ram"]["ttft_s"] * 1000),
-               ("snapshot, disk", lc["snapshot_disk"]["ttft_s"] * 1000),
-               ("re-evaluate", lc["reevaluate"]["ttft_s"] * 1000)], colors["gui"])
+        panel(
+            520,
+            f"switch back to a {lc['reevaluate']['prompt_tokens']:,}-token chat: first "
+            f"token (ms); snapshot {per / 2**20:.1f} MB / 1k tokens",
+            [
+                ("snapshot, RAM", lc["snapshot_ram"]["ttft_s"] * 1000),
+                ("snapshot, disk", lc["snapshot_disk"]["ttft_s"] * 1000),
+                ("re-evaluate", lc["reevaluate"]["ttft_s"] * 1000),
+            ],
+            colors["gui"],
+        )
     met = sum(1 for t in out["targets"] if t["met"])
     p.drawText(20, h - 20, f"targets met: {met} of {len(out['targets'])}")
     p.end()

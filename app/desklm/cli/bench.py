@@ -81,17 +81,24 @@ def _bench_concurrency(args: argparse.Namespace, model: Path, settings: object) 
     try:
         levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
     except ValueError:
-        raise DeskLMError(f"--concurrency {args.concurrency}: give numbers of clients, "
-                          "e.g. 1,2,4,8") from None
+        raise DeskLMError(
+            f"--concurrency {args.concurrency}: give numbers of clients, e.g. 1,2,4,8"
+        ) from None
     if not levels or min(levels) < 1 or max(levels) > 64:
         raise DeskLMError("--concurrency: each number of clients must be 1 to 64")
     gen = args.gen_tokens if "--gen-tokens" in sys.argv else 64
     if args.runs < 1 or gen < 8:
         raise DeskLMError("--runs must be at least 1 and --gen-tokens at least 8")
     peer = Path(args.peer).expanduser() if args.peer else None
-    r = run_concurrency_bench(model, settings, levels, gen_tokens=gen,
-                              runs=1 if "--runs" not in sys.argv else args.runs, peer=peer,
-                              say=benchrun._stderr)
+    r = run_concurrency_bench(
+        model,
+        settings,
+        levels,
+        gen_tokens=gen,
+        runs=1 if "--runs" not in sys.argv else args.runs,
+        peer=peer,
+        say=benchrun._stderr,
+    )
     print(json.dumps(r) if args.json else table_text(r))
     return 0
 

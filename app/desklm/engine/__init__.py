@@ -136,11 +136,17 @@ if TYPE_CHECKING:  # the names that load llama.cpp: imported on first use (below
     from desklm.engine.runtime import Runtime
 
 _BATCH = "desklm.engine.backends.local.batch"  # continuous batching: API requests together
-_ON_FIRST_USE = {"ChatEngine": "desklm.engine.backends.local.engine",
-                 "Runtime": "desklm.engine.runtime",
-                 "BatchEngine": _BATCH, "BatchLoop": _BATCH, "BatchStats": _BATCH,
-                 "SamplingParams": _BATCH, "Sequence": _BATCH, "batch_for": _BATCH,
-                 "batch_loop": _BATCH}
+_ON_FIRST_USE = {
+    "ChatEngine": "desklm.engine.backends.local.engine",
+    "Runtime": "desklm.engine.runtime",
+    "BatchEngine": _BATCH,
+    "BatchLoop": _BATCH,
+    "BatchStats": _BATCH,
+    "SamplingParams": _BATCH,
+    "Sequence": _BATCH,
+    "batch_for": _BATCH,
+    "batch_loop": _BATCH,
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,14 @@ def llama_info() -> dict[str, Any]:
     own version (``llama_cpp``), the commit it was built from and ggml's version (``commit``,
     ``ggml``, "" where the library does not say), its system info line (the CPU features and
     backends compiled in) and GPU offload support."""
-    out: dict[str, Any] = {"version": "not installed", "llama_cpp": "", "commit": "", "ggml": "",
-                           "system_info": "", "gpu_offload": False}
+    out: dict[str, Any] = {
+        "version": "not installed",
+        "llama_cpp": "",
+        "commit": "",
+        "ggml": "",
+        "system_info": "",
+        "gpu_offload": False,
+    }
     try:
         import llama_cpp
     except Exception as e:  # an ImportError, or a shared library that fails to load
@@ -46,8 +52,11 @@ def llama_info() -> dict[str, Any]:
         pass
     try:
         raw = llama_cpp.llama_print_system_info()
-        out["system_info"] = (raw.decode("utf-8", "replace") if isinstance(raw, bytes)
-                              else str(raw)).strip().rstrip(" |")
+        out["system_info"] = (
+            (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
+            .strip()
+            .rstrip(" |")
+        )
     except Exception as e:
         out["system_info"] = f"n/a ({type(e).__name__})"
     try:
@@ -60,9 +69,15 @@ def llama_info() -> dict[str, Any]:
 def backend_name(system_info: str, gpu_offload: bool) -> str:
     """A short name for the compute backend from llama.cpp's system info."""
     info = system_info.upper()
-    for key, name in (("CUDA", "CUDA"), ("METAL", "Metal"), ("VULKAN", "Vulkan"),
-                      ("ROCM", "ROCm"), ("HIP", "ROCm/HIP"), ("SYCL", "SYCL"),
-                      ("OPENCL", "OpenCL")):
+    for key, name in (
+        ("CUDA", "CUDA"),
+        ("METAL", "Metal"),
+        ("VULKAN", "Vulkan"),
+        ("ROCM", "ROCm"),
+        ("HIP", "ROCm/HIP"),
+        ("SYCL", "SYCL"),
+        ("OPENCL", "OpenCL"),
+    ):
         if key in info:
             return f"{name} (GPU offload {'on' if gpu_offload else 'unavailable'})"
     return "CPU" + (" (GPU offload available)" if gpu_offload else "")
@@ -72,15 +87,17 @@ def paths() -> dict[str, str]:
     from desklm.engine.store.files import app_dirs
 
     d = app_dirs()
-    return {"data": str(d.data), "config": str(d.config), "logs": str(d.log),
-            "cache": str(d.cache)}
+    return {"data": str(d.data), "config": str(d.config), "logs": str(d.log), "cache": str(d.cache)}
 
 
 def versions() -> dict[str, str]:
     from desklm import __version__
 
-    out = {"desklm": __version__, "python": platform.python_version(),
-           "platform": f"{platform.system()} {platform.release()} ({platform.machine()})"}
+    out = {
+        "desklm": __version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.release()} ({platform.machine()})",
+    }
     out["executable"] = sys.executable
     return out
 
@@ -88,8 +105,10 @@ def versions() -> dict[str, str]:
 def llama_build(info: dict[str, Any]) -> str:
     """One line naming the llama.cpp build, e.g. "llama.cpp 0.5.0-dev (commit 0c1e570,
     ggml 0.25.3) via llama-cpp-python 0.3.36"."""
-    details = [f"commit {info['commit']}" if info.get("commit") else "",
-               f"ggml {info['ggml']}" if info.get("ggml") else ""]
+    details = [
+        f"commit {info['commit']}" if info.get("commit") else "",
+        f"ggml {info['ggml']}" if info.get("ggml") else "",
+    ]
     inner = ", ".join(d for d in details if d)
     head = f"llama.cpp {info.get('llama_cpp') or '(version unknown)'}"
     return f"{head}{f' ({inner})' if inner else ''} via llama-cpp-python {info['version']}"
@@ -100,9 +119,11 @@ def version_text() -> str:
     backend, then what it runs on."""
     v = versions()
     llama = llama_info()
-    lines = [f"desklm {v['desklm']}",
-             llama_build(llama),
-             f"backend: {backend_name(llama['system_info'], llama['gpu_offload'])}"]
+    lines = [
+        f"desklm {v['desklm']}",
+        llama_build(llama),
+        f"backend: {backend_name(llama['system_info'], llama['gpu_offload'])}",
+    ]
     if llama["system_info"]:
         lines.append(f"build: {llama['system_info']}")
     lines.append(f"Python {v['python']} on {v['platform']}")

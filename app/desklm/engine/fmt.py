@@ -49,5 +49,4 @@ def fmt_transfer(done: int, total: int, seconds: float) -> str:
     """A download's progress: ``120.0 MB / 250.3 MB · 8.0 MB/s · ETA 16 s``."""
     speed = done / max(1e-6, seconds)
     eta = (total - done) / speed if speed > 0 and total else 0
-    return (f"{fmt_bytes(done)} / {fmt_bytes(total)} · {fmt_bytes(speed)}/s · "
-            f"ETA {eta:,.0f} s")
+    return f"{fmt_bytes(done)} / {fmt_bytes(total)} · {fmt_bytes(speed)}/s · ETA {eta:,.0f} s"

@@ -121,8 +121,9 @@ def cgroup_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> 
             if limit is None or used is None or limit >= UNLIMITED:
                 continue
             used -= _stat_value(d / "memory.stat", ("inactive_file",))
-            found.append(MemoryLimit(max(0, limit - max(0, used)), limit,
-                                     f"cgroup memory.max of {name}"))
+            found.append(
+                MemoryLimit(max(0, limit - max(0, used)), limit, f"cgroup memory.max of {name}")
+            )
     v1_mount = root / "memory"
     if v1_path is not None and v1_mount.is_dir():
         for d, name in _levels(v1_mount, v1_path):
@@ -131,8 +132,11 @@ def cgroup_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> 
             if limit is None or used is None or limit >= UNLIMITED:
                 continue
             used -= _stat_value(d / "memory.stat", ("total_inactive_file", "inactive_file"))
-            found.append(MemoryLimit(max(0, limit - max(0, used)), limit,
-                                     f"cgroup memory.limit_in_bytes of {name}"))
+            found.append(
+                MemoryLimit(
+                    max(0, limit - max(0, used)), limit, f"cgroup memory.limit_in_bytes of {name}"
+                )
+            )
     return found
 
 
@@ -168,8 +172,7 @@ def rlimit_as() -> MemoryLimit | None:
     return MemoryLimit(max(0, soft - used), soft, "RLIMIT_AS (ulimit -v)")
 
 
-def memory_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP
-                  ) -> list[MemoryLimit]:
+def memory_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> list[MemoryLimit]:
     out = cgroup_limits(root, proc_cgroup)
     r = rlimit_as()
     if r is not None:

@@ -82,12 +82,16 @@ class Snapshot:
         or RLIMIT_AS limits this process; then it is a ``LimitedBytes`` naming the limit."""
         from desklm.engine.memlimit import LimitedBytes
 
-        ram = NA if is_na(self.ram_total) or is_na(self.ram_used) else \
-            self.ram_total - self.ram_used  # ram_used is total - available
+        ram = (
+            NA if is_na(self.ram_total) or is_na(self.ram_used) else self.ram_total - self.ram_used
+        )  # ram_used is total - available
         if not is_na(self.ram_limit) and (is_na(ram) or self.ram_limit < ram):
             ram = LimitedBytes(self.ram_limit, self.ram_limit_source)
-        vram = [g.vram_total - g.vram_used for g in self.gpus
-                if not is_na(g.vram_total) and not is_na(g.vram_used)]
+        vram = [
+            g.vram_total - g.vram_used
+            for g in self.gpus
+            if not is_na(g.vram_total) and not is_na(g.vram_used)
+        ]
         return ram, (sum(vram) if vram else NA)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,8 +99,11 @@ class Snapshot:
             return None if x is NA else x
 
         return {
-            "rss": v(self.rss), "rss_anon": v(self.rss_anon), "ram_used": v(self.ram_used),
-            "ram_total": v(self.ram_total), "cpu_percent": v(self.cpu_percent),
+            "rss": v(self.rss),
+            "rss_anon": v(self.rss_anon),
+            "ram_used": v(self.ram_used),
+            "ram_total": v(self.ram_total),
+            "cpu_percent": v(self.cpu_percent),
             "gpu_status": self.gpu_status,
             "gpus": [{k: v(x) for k, x in g.__dict__.items()} for g in self.gpus],
         }
@@ -105,13 +112,19 @@ class Snapshot:
 class ResourceSampler:
     """Samples one process (default: this one). ``nvml`` may be given (tests); else ``pynvml``."""
 
-    def __init__(self, pid: int | None = None, nvml: ModuleType | Any | None = None,
-                 cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> None:
+    def __init__(
+        self,
+        pid: int | None = None,
+        nvml: ModuleType | Any | None = None,
+        cgroup_root: Path | None = None,
+        proc_cgroup: Path | None = None,
+    ) -> None:
         from desklm.engine.memlimit import CGROUP_ROOT, PROC_CGROUP
 
         self.cgroup_root = cgroup_root or CGROUP_ROOT
-        self.proc_cgroup = proc_cgroup or (PROC_CGROUP if pid is None or pid == os.getpid()
-                                           else Path(f"/proc/{pid}/cgroup"))
+        self.proc_cgroup = proc_cgroup or (
+            PROC_CGROUP if pid is None or pid == os.getpid() else Path(f"/proc/{pid}/cgroup")
+        )
         self.pid = pid or os.getpid()
         self._proc = psutil.Process(self.pid)
         self._ncpu = psutil.cpu_count() or 1
@@ -170,19 +183,24 @@ class ResourceSampler:
                 name = name.decode(errors="replace")
             mem = self._call("memory", nv.nvmlDeviceGetMemoryInfo, h)
             util = self._call("utilization", nv.nvmlDeviceGetUtilizationRates, h)
-            out.append(GpuReading(
-                index=i, name=str(name) if name is not NA else f"GPU {i}",
-                vram_used=NA if mem is NA else int(mem.used),
-                vram_total=NA if mem is NA else int(mem.total),
-                vram_process=self._process_vram(nv, h),
-                util_percent=NA if util is NA else float(util.gpu),
-            ))
+            out.append(
+                GpuReading(
+                    index=i,
+                    name=str(name) if name is not NA else f"GPU {i}",
+                    vram_used=NA if mem is NA else int(mem.used),
+                    vram_total=NA if mem is NA else int(mem.total),
+                    vram_process=self._process_vram(nv, h),
+                    util_percent=NA if util is NA else float(util.gpu),
+                )
+            )
         return out
 
     def _process_vram(self, nv: Any, handle: Any) -> Any:
         total, known = 0, False
-        for key in ("nvmlDeviceGetComputeRunningProcesses",
-                    "nvmlDeviceGetGraphicsRunningProcesses"):
+        for key in (
+            "nvmlDeviceGetComputeRunningProcesses",
+            "nvmlDeviceGetGraphicsRunningProcesses",
+        ):
             fn = getattr(nv, key, None)
             procs = NA if fn is None else self._call(key, fn, handle)
             if procs is NA:

@@ -50,8 +50,9 @@ class Job(Generic[T]):
         future: resolves to ``fn(job)``'s result, or its exception.
     """
 
-    def __init__(self, runner: Runner, fn: Callable[[Job[T]], T], kind: str, job_id: int,
-                 interrupt: bool) -> None:
+    def __init__(
+        self, runner: Runner, fn: Callable[[Job[T]], T], kind: str, job_id: int, interrupt: bool
+    ) -> None:
         self._runner = runner
         self.fn = fn
         self.kind = kind
@@ -89,8 +90,13 @@ class Runner:
     running one); :meth:`submit` raises :class:`RunnerBusy` past it.
     """
 
-    def __init__(self, interrupt: Callable[[], None] | None = None, *, name: str = "inference",
-                 max_queued: int = 0) -> None:
+    def __init__(
+        self,
+        interrupt: Callable[[], None] | None = None,
+        *,
+        name: str = "inference",
+        max_queued: int = 0,
+    ) -> None:
         self._interrupt = interrupt
         self._queue: queue.Queue[Job[Any] | None] = queue.Queue()
         self._pending: list[Job[Any]] = []  # queued, not started (mirrors _queue, for counts)
@@ -103,8 +109,9 @@ class Runner:
         self.thread.start()
 
     # -- submitting --
-    def submit(self, fn: Callable[[Job[T]], T], kind: str = "job", *,
-               interrupt: bool = True) -> Job[T]:
+    def submit(
+        self, fn: Callable[[Job[T]], T], kind: str = "job", *, interrupt: bool = True
+    ) -> Job[T]:
         """Queue ``fn(job)`` to run on the inference thread; returns the job at once."""
         with self._lock:
             if self._closed:
@@ -147,8 +154,11 @@ class Runner:
     def cancel(self, kinds: tuple[str, ...] | None = None) -> int:
         """Cancel the running job and every queued one (of ``kinds``, or all); returns how many."""
         with self._lock:
-            jobs = [j for j in ([self.current] if self.current else []) + self._pending
-                    if kinds is None or j.kind in kinds]
+            jobs = [
+                j
+                for j in ([self.current] if self.current else []) + self._pending
+                if kinds is None or j.kind in kinds
+            ]
         for j in jobs:
             j.cancel()
         return len(jobs)
@@ -207,8 +217,19 @@ class OnRunner:
     inference thread exactly as the window and the API server do. Other attributes, and
     ``stop()`` (which only sets an Event), pass straight through."""
 
-    ON_RUNNER = frozenset({"load", "send", "run_command", "apply_settings", "open_conversation",
-                           "new_conversation", "close", "regenerate", "edit_and_resend"})
+    ON_RUNNER = frozenset(
+        {
+            "load",
+            "send",
+            "run_command",
+            "apply_settings",
+            "open_conversation",
+            "new_conversation",
+            "close",
+            "regenerate",
+            "edit_and_resend",
+        }
+    )
 
     def __init__(self, target: Any, runner: Runner) -> None:
         object.__setattr__(self, "_target", target)

@@ -39,12 +39,17 @@ class Runtime:
     Everything else about the session and its backends belongs to the runner's thread.
     """
 
-    def __init__(self, settings: Settings | None = None,
-                 store: ConversationStore | None = None, *, model_path: Path | None = None,
-                 name: str = "inference", local: ChatEngine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: ConversationStore | None = None,
+        *,
+        model_path: Path | None = None,
+        name: str = "inference",
+        local: ChatEngine | None = None,
+    ) -> None:
         self.local: ChatEngine = local if local is not None else ChatEngine()
-        self.session = ChatSession(model_path or Path(""), settings, engine=self.local,
-                                   store=store)
+        self.session = ChatSession(model_path or Path(""), settings, engine=self.local, store=store)
         self.runner = Runner(interrupt=self.interrupt, name=name)
         self.local.cancel_hook = self._job_cancelled
         self._snapshot = self.session.settings.copy()

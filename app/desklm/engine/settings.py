@@ -18,9 +18,25 @@ from desklm.errors import DeskLMError
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 # auto, gguf, dialogue, then the built-in formats (desklm.engine.prompt.chat_format.FORMAT_NAMES;
 # spelled out here so the schema stays free of imports)
-CHAT_FORMATS = ("auto", "gguf", "dialogue", "chatml", "gemma", "llama3", "llama2", "llama2-sys",
-                "llama2-sys-bos", "llama2-sys-strip", "mistral-v1", "mistral-v3",
-                "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken", "phi3", "phi4")
+CHAT_FORMATS = (
+    "auto",
+    "gguf",
+    "dialogue",
+    "chatml",
+    "gemma",
+    "llama3",
+    "llama2",
+    "llama2-sys",
+    "llama2-sys-bos",
+    "llama2-sys-strip",
+    "mistral-v1",
+    "mistral-v3",
+    "mistral-v3-tekken",
+    "mistral-v7",
+    "mistral-v7-tekken",
+    "phi3",
+    "phi4",
+)
 
 
 def logical_cores() -> int:
@@ -147,8 +163,10 @@ class Setting:
             if value in self.special:
                 return value
             hi = self.maximum if maximum is None else maximum
-            if value != value or (self.minimum is not None and value < self.minimum) or (
-                hi is not None and value > hi
+            if (
+                value != value
+                or (self.minimum is not None and value < self.minimum)
+                or (hi is not None and value > hi)
             ):
                 raise DeskLMError(
                     f"{self.name} = {_fmt(value)} is out of range; allowed: {self.range_text(hi)}"
@@ -170,75 +188,267 @@ def _fmt(x: float | None) -> str:
 
 _SETTINGS: list[Setting] = [
     # --- load settings -------------------------------------------------------------------
-    Setting("n_ctx", "int", 4096, "Context length in tokens: how much conversation the model "
-            "sees at once. More costs memory (the KV cache grows linearly).", "load",
-            "Context length", needs_reload=True, minimum=512, maximum=131072, flag="--ctx",
-            widget="pow2"),
-    Setting("n_threads", "int", default_threads, "CPU threads used while generating. "
-            "Applied live, no reload.", "load", "CPU threads", minimum=1, maximum=logical_cores(),
-            flag="--threads",
-            widget="slider"),
-    Setting("n_threads_batch", "int", default_threads, "CPU threads used while reading the "
-            "prompt (prompt evaluation). Applied live, no reload.", "load", "Prompt threads",
-            minimum=1, maximum=logical_cores(), flag="--prompt-threads", widget="slider"),
-    Setting("n_gpu_layers", "int", 0, "Model layers offloaded to the GPU (-1 = all). More is "
-            "faster and uses VRAM instead of RAM.", "load", "GPU layers", needs_reload=True,
-            minimum=0, maximum=1000, special={-1: "all"}, flag="--gpu-layers",
-            widget="slider"),
-    Setting("n_batch", "int", 512, "Tokens evaluated per step while reading the prompt.",
-            "load", "Batch size", needs_reload=True, minimum=8, maximum=8192, flag="--batch",
-            widget="pow2"),
-    Setting("parallel", "int", 4, "Requests answered at once (slots): API clients are "
-            "decoded together in one batch instead of queueing (1 = one at a time). The context "
-            "is split, not unified: each slot, and your own chat, has its own context of "
-            "n_ctx tokens, so the KV cache costs n_ctx x (slots + 1); lowered at load when "
-            "memory does not allow it.", "load", "Parallel requests", needs_reload=True,
-            minimum=1, maximum=16, flag="--parallel", widget="slider"),
-    Setting("flash_attn", "bool", False, "Use flash attention (needed for a quantized V cache).",
-            "load", "Flash attention", needs_reload=True),
-    Setting("use_mmap", "bool", True, "Memory-map the model file instead of reading it into "
-            "RAM: faster loads, pages shared with the OS cache.", "load", "Memory-map model",
-            needs_reload=True, flag="--mmap"),
-    Setting("use_mlock", "bool", False, "Lock the model in RAM so the OS never swaps it out.",
-            "load", "Lock in RAM", needs_reload=True, flag="--mlock"),
-    Setting("kv_cache_type", "choice", "f16", "Precision of the KV cache. q8_0 halves its memory, "
-            "q4_0 quarters it; a quantized cache needs flash attention.", "load", "KV cache type",
-            needs_reload=True, choices=KV_CACHE_TYPES),
-    Setting("kv_snapshot_ram_mb", "int", 512, "RAM kept for the KV caches of chats you left, "
-            "so switching back is instant (0 = none). Older ones go to disk.", "load",
-            "Chat cache in RAM (MB)", minimum=0, maximum=65536),
-    Setting("kv_snapshot_disk_mb", "int", 2048, "Disk space for KV caches of chats you left "
-            "(in the cache folder; also used to resume after a restart; 0 = none).", "load",
-            "Chat cache on disk (MB)", minimum=0, maximum=1048576),
+    Setting(
+        "n_ctx",
+        "int",
+        4096,
+        "Context length in tokens: how much conversation the model "
+        "sees at once. More costs memory (the KV cache grows linearly).",
+        "load",
+        "Context length",
+        needs_reload=True,
+        minimum=512,
+        maximum=131072,
+        flag="--ctx",
+        widget="pow2",
+    ),
+    Setting(
+        "n_threads",
+        "int",
+        default_threads,
+        "CPU threads used while generating. Applied live, no reload.",
+        "load",
+        "CPU threads",
+        minimum=1,
+        maximum=logical_cores(),
+        flag="--threads",
+        widget="slider",
+    ),
+    Setting(
+        "n_threads_batch",
+        "int",
+        default_threads,
+        "CPU threads used while reading the prompt (prompt evaluation). Applied live, no reload.",
+        "load",
+        "Prompt threads",
+        minimum=1,
+        maximum=logical_cores(),
+        flag="--prompt-threads",
+        widget="slider",
+    ),
+    Setting(
+        "n_gpu_layers",
+        "int",
+        0,
+        "Model layers offloaded to the GPU (-1 = all). More is "
+        "faster and uses VRAM instead of RAM.",
+        "load",
+        "GPU layers",
+        needs_reload=True,
+        minimum=0,
+        maximum=1000,
+        special={-1: "all"},
+        flag="--gpu-layers",
+        widget="slider",
+    ),
+    Setting(
+        "n_batch",
+        "int",
+        512,
+        "Tokens evaluated per step while reading the prompt.",
+        "load",
+        "Batch size",
+        needs_reload=True,
+        minimum=8,
+        maximum=8192,
+        flag="--batch",
+        widget="pow2",
+    ),
+    Setting(
+        "parallel",
+        "int",
+        4,
+        "Requests answered at once (slots): API clients are "
+        "decoded together in one batch instead of queueing (1 = one at a time). The context "
+        "is split, not unified: each slot, and your own chat, has its own context of "
+        "n_ctx tokens, so the KV cache costs n_ctx x (slots + 1); lowered at load when "
+        "memory does not allow it.",
+        "load",
+        "Parallel requests",
+        needs_reload=True,
+        minimum=1,
+        maximum=16,
+        flag="--parallel",
+        widget="slider",
+    ),
+    Setting(
+        "flash_attn",
+        "bool",
+        False,
+        "Use flash attention (needed for a quantized V cache).",
+        "load",
+        "Flash attention",
+        needs_reload=True,
+    ),
+    Setting(
+        "use_mmap",
+        "bool",
+        True,
+        "Memory-map the model file instead of reading it into "
+        "RAM: faster loads, pages shared with the OS cache.",
+        "load",
+        "Memory-map model",
+        needs_reload=True,
+        flag="--mmap",
+    ),
+    Setting(
+        "use_mlock",
+        "bool",
+        False,
+        "Lock the model in RAM so the OS never swaps it out.",
+        "load",
+        "Lock in RAM",
+        needs_reload=True,
+        flag="--mlock",
+    ),
+    Setting(
+        "kv_cache_type",
+        "choice",
+        "f16",
+        "Precision of the KV cache. q8_0 halves its memory, "
+        "q4_0 quarters it; a quantized cache needs flash attention.",
+        "load",
+        "KV cache type",
+        needs_reload=True,
+        choices=KV_CACHE_TYPES,
+    ),
+    Setting(
+        "kv_snapshot_ram_mb",
+        "int",
+        512,
+        "RAM kept for the KV caches of chats you left, "
+        "so switching back is instant (0 = none). Older ones go to disk.",
+        "load",
+        "Chat cache in RAM (MB)",
+        minimum=0,
+        maximum=65536,
+    ),
+    Setting(
+        "kv_snapshot_disk_mb",
+        "int",
+        2048,
+        "Disk space for KV caches of chats you left "
+        "(in the cache folder; also used to resume after a restart; 0 = none).",
+        "load",
+        "Chat cache on disk (MB)",
+        minimum=0,
+        maximum=1048576,
+    ),
     # --- sampling settings ---------------------------------------------------------------
-    Setting("temperature", "float", 0.7, "Randomness of the reply; 0 always picks the most "
-            "likely token.", "sampling", "Temperature", minimum=0.0, maximum=2.0, widget="slider",
-            step=0.05),
-    Setting("top_p", "float", 0.95, "Sample only from the most likely tokens whose "
-            "probabilities add up to this.", "sampling", "Top-p", minimum=0.0, maximum=1.0,
-            widget="slider",            step=0.01),
-    Setting("top_k", "int", 40, "Sample only from this many most likely tokens (0 = no limit).",
-            "sampling", "Top-k", minimum=0, maximum=1000, widget="steps",
-            steps=(0, 1, 5, 10, 20, 40, 60, 80, 100, 200, 500, 1000)),
-    Setting("min_p", "float", 0.05, "Drop tokens less likely than this fraction of the best one.",
-            "sampling", "Min-p", minimum=0.0, maximum=1.0, widget="slider",
-            step=0.01),
-    Setting("repeat_penalty", "float", 1.1, "Penalty for repeating recent tokens (1 = none).",
-            "sampling", "Repeat penalty", minimum=0.5, maximum=2.0, widget="slider",
-            step=0.05),
-    Setting("max_tokens", "int", 512, "Longest reply, in tokens.", "sampling", "Max tokens",
-            minimum=1, maximum=32768, widget="pow2"),
-    Setting("tool_calls_per_turn", "int", 4, "Most tool calls the model may make in one turn "
-            "(MCP tools); then it answers with what it has.", "sampling", "Tool calls per turn",
-            minimum=1, maximum=32, widget="spin"),
-    Setting("seed", "int", -1, "Random seed for sampling (-1 = random each reply).", "sampling",
-            "Seed", minimum=0, maximum=2**31 - 1, special={-1: "random"}),
-    Setting("system_prompt", "str", "You are a helpful assistant.", "Instructions the model "
-            "sees before the conversation.", "sampling", "System prompt", flag="--system"),
-    Setting("chat_format", "choice", "auto", "How the conversation is written for the model: "
-            "auto (a plain dialogue for base models, else the model's own template), gguf (the "
-            "model's own template), dialogue, or a built-in format. Applies from the next turn.",
-            "sampling", "Chat format", choices=CHAT_FORMATS),
+    Setting(
+        "temperature",
+        "float",
+        0.7,
+        "Randomness of the reply; 0 always picks the most likely token.",
+        "sampling",
+        "Temperature",
+        minimum=0.0,
+        maximum=2.0,
+        widget="slider",
+        step=0.05,
+    ),
+    Setting(
+        "top_p",
+        "float",
+        0.95,
+        "Sample only from the most likely tokens whose probabilities add up to this.",
+        "sampling",
+        "Top-p",
+        minimum=0.0,
+        maximum=1.0,
+        widget="slider",
+        step=0.01,
+    ),
+    Setting(
+        "top_k",
+        "int",
+        40,
+        "Sample only from this many most likely tokens (0 = no limit).",
+        "sampling",
+        "Top-k",
+        minimum=0,
+        maximum=1000,
+        widget="steps",
+        steps=(0, 1, 5, 10, 20, 40, 60, 80, 100, 200, 500, 1000),
+    ),
+    Setting(
+        "min_p",
+        "float",
+        0.05,
+        "Drop tokens less likely than this fraction of the best one.",
+        "sampling",
+        "Min-p",
+        minimum=0.0,
+        maximum=1.0,
+        widget="slider",
+        step=0.01,
+    ),
+    Setting(
+        "repeat_penalty",
+        "float",
+        1.1,
+        "Penalty for repeating recent tokens (1 = none).",
+        "sampling",
+        "Repeat penalty",
+        minimum=0.5,
+        maximum=2.0,
+        widget="slider",
+        step=0.05,
+    ),
+    Setting(
+        "max_tokens",
+        "int",
+        512,
+        "Longest reply, in tokens.",
+        "sampling",
+        "Max tokens",
+        minimum=1,
+        maximum=32768,
+        widget="pow2",
+    ),
+    Setting(
+        "tool_calls_per_turn",
+        "int",
+        4,
+        "Most tool calls the model may make in one turn "
+        "(MCP tools); then it answers with what it has.",
+        "sampling",
+        "Tool calls per turn",
+        minimum=1,
+        maximum=32,
+        widget="spin",
+    ),
+    Setting(
+        "seed",
+        "int",
+        -1,
+        "Random seed for sampling (-1 = random each reply).",
+        "sampling",
+        "Seed",
+        minimum=0,
+        maximum=2**31 - 1,
+        special={-1: "random"},
+    ),
+    Setting(
+        "system_prompt",
+        "str",
+        "You are a helpful assistant.",
+        "Instructions the model sees before the conversation.",
+        "sampling",
+        "System prompt",
+        flag="--system",
+    ),
+    Setting(
+        "chat_format",
+        "choice",
+        "auto",
+        "How the conversation is written for the model: "
+        "auto (a plain dialogue for base models, else the model's own template), gguf (the "
+        "model's own template), dialogue, or a built-in format. Applies from the next turn.",
+        "sampling",
+        "Chat format",
+        choices=CHAT_FORMATS,
+    ),
 ]
 
 SCHEMA: dict[str, Setting] = {s.name: s for s in _SETTINGS}
@@ -335,8 +545,9 @@ class Settings:
 
 
 # --- the command line, generated from the schema ------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-                  default: Any = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: Any = None
+) -> None:
     """A flag for every setting (``--ctx N``, ``--flash-attn on``, ...), its help from the schema.
 
     Values stay text here and are validated by :func:`settings_from_args`, so a bad value gets
@@ -344,11 +555,14 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     that a flag given before the command is not reset by the subcommand's own default.
     """
     for s in _SETTINGS:
-        metavar = {"bool": "on|off", "choice": "|".join(s.choices), "str": "TEXT"}.get(
-            s.kind, "N")
-        parser.add_argument(s.cli_flag, dest=f"setting_{s.name}", metavar=metavar, default=default,
-                            help=f"{s.help} ({s.range_text()}; default "
-                                 f"{_fmt_default(s)})".replace("%", "%%"))
+        metavar = {"bool": "on|off", "choice": "|".join(s.choices), "str": "TEXT"}.get(s.kind, "N")
+        parser.add_argument(
+            s.cli_flag,
+            dest=f"setting_{s.name}",
+            metavar=metavar,
+            default=default,
+            help=f"{s.help} ({s.range_text()}; default {_fmt_default(s)})".replace("%", "%%"),
+        )
 
 
 def _fmt_default(s: Setting) -> str:
@@ -363,8 +577,9 @@ def _fmt_default(s: Setting) -> str:
 def values_from_args(args: argparse.Namespace) -> dict[str, str]:
     """The settings given on the command line, as raw text by name. ``--threads`` alone sets
     the prompt threads too (one number for both, as before ``--prompt-threads`` existed)."""
-    given = {s.name: v for s in _SETTINGS
-             if (v := getattr(args, f"setting_{s.name}", None)) is not None}
+    given = {
+        s.name: v for s in _SETTINGS if (v := getattr(args, f"setting_{s.name}", None)) is not None
+    }
     if "n_threads" in given and "n_threads_batch" not in given:
         given["n_threads_batch"] = given["n_threads"]
     return given

@@ -18,8 +18,9 @@ from typing import Any
 QUIT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
-def install_quit_handlers(on_quit: Callable[[int], None],
-                          signals: tuple[int, ...] = QUIT_SIGNALS) -> Callable[[], None]:
+def install_quit_handlers(
+    on_quit: Callable[[int], None], signals: tuple[int, ...] = QUIT_SIGNALS
+) -> Callable[[], None]:
     """Call ``on_quit(signum)`` for each of ``signals``; returns a function that puts the
     previous handlers back. Off the main thread (where Python cannot set handlers) nothing is
     installed. A signal the process was told to ignore (``nohup`` ignores SIGHUP) stays

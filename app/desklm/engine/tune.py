@@ -22,8 +22,18 @@ SYSTEM = "You are a helpful assistant."
 def bench_settings(base: Settings | None = None, **over: Any) -> Settings:
     """Greedy, seeded settings, so every measured run does the same work."""
     s = base.copy() if base is not None else Settings()
-    s.update({"temperature": 0.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
-              "repeat_penalty": 1.0, "seed": 1, "system_prompt": SYSTEM, **over})
+    s.update(
+        {
+            "temperature": 0.0,
+            "top_k": 40,
+            "top_p": 0.95,
+            "min_p": 0.05,
+            "repeat_penalty": 1.0,
+            "seed": 1,
+            "system_prompt": SYSTEM,
+            **over,
+        }
+    )
     return s
 
 
@@ -63,9 +73,12 @@ def gpu_layer_choices(engine: Any) -> list[int] | None:
     return [0, max(1, li.n_layers // 2), -1]
 
 
-def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
-         cancelled: Callable[[], bool] | None = None,
-         gpu_layer_options: list[int] | None = None) -> TuneResult:
+def tune(
+    session: Any,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    gpu_layer_options: list[int] | None = None,
+) -> TuneResult:
     """Sweep threads (live, no reload) and GPU layers (reload; by default
     :func:`gpu_layer_choices`) on the loaded model; apply and return the fastest.
     Generation speed decides ``n_threads``, prompt speed ``n_threads_batch``.
@@ -77,12 +90,10 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
         raise DeskLMError("load a model before tuning")
     cores = logical_cores()
     threads = sorted({1, max(1, cores // 2), max(1, cores - 1), cores})
-    layers = (gpu_layer_options or gpu_layer_choices(eng)
-              or [session.settings["n_gpu_layers"]])
+    layers = gpu_layer_options or gpu_layer_choices(eng) or [session.settings["n_gpu_layers"]]
     steps = len(layers) * len(threads)
     trials: list[dict[str, Any]] = []
-    prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n",
-                          special=True)
+    prompt = eng.tokenize("<start_of_turn>user\n" + "tune " * 200 + "<end_of_turn>\n", special=True)
     s = bench_settings(session.settings, max_tokens=32)
     old_ignore, eng.ignore_eos = eng.ignore_eos, True
     before = (session.settings["n_threads"], session.settings["n_threads_batch"])
@@ -101,22 +112,34 @@ def tune(session: Any, progress: Callable[[int, int, str], None] | None = None,
                 eng.set_threads(t, t)
                 eng.reset()  # evaluate the whole prompt every time
                 _, st = eng.generate(prompt, s)
-                trials.append({"n_gpu_layers": ngl, "threads": t,
-                               "gen_tps": st.gen_tokens_per_s or 0.0,
-                               "prompt_tps": st.prompt_tokens_per_s or 0.0})
+                trials.append(
+                    {
+                        "n_gpu_layers": ngl,
+                        "threads": t,
+                        "gen_tps": st.gen_tokens_per_s or 0.0,
+                        "prompt_tps": st.prompt_tokens_per_s or 0.0,
+                    }
+                )
         done = True
     finally:
         eng.ignore_eos = old_ignore
         eng.reset()
         if not done:  # cancelled or failed: the threads the user had
             eng.set_threads(*before)
-    best_ngl = max(layers, key=lambda g: max(x["gen_tps"] for x in trials
-                                             if x["n_gpu_layers"] == g))
+    best_ngl = max(
+        layers, key=lambda g: max(x["gen_tps"] for x in trials if x["n_gpu_layers"] == g)
+    )
     mine = [x for x in trials if x["n_gpu_layers"] == best_ngl]
     gen_best = max(mine, key=lambda x: x["gen_tps"])
     prompt_best = max(mine, key=lambda x: x["prompt_tps"])
-    result = TuneResult(gen_best["threads"], prompt_best["threads"], best_ngl,
-                        gen_best["gen_tps"], prompt_best["prompt_tps"], trials)
+    result = TuneResult(
+        gen_best["threads"],
+        prompt_best["threads"],
+        best_ngl,
+        gen_best["gen_tps"],
+        prompt_best["prompt_tps"],
+        trials,
+    )
     # the sweep moved the engine's threads behind the session's back: set the winners on the
     # engine itself (apply_settings only acts on values that differ from the session's)
     eng.set_threads(result.n_threads, result.n_threads_batch)
@@ -135,9 +158,13 @@ def remember_tuned(model: Path, r: TuneResult) -> None:
         old = data.get("tuned")
         tuned: dict[str, Any] = old if isinstance(old, dict) else {}
         tuned[f"{machine_key()}::{model_key(model)}"] = {
-            "n_threads": r.n_threads, "n_threads_batch": r.n_threads_batch,
-            "n_gpu_layers": r.n_gpu_layers, "gen_tps": round(r.gen_tps, 2),
-            "prompt_tps": round(r.prompt_tps, 2), "when": time.time()}
+            "n_threads": r.n_threads,
+            "n_threads_batch": r.n_threads_batch,
+            "n_gpu_layers": r.n_gpu_layers,
+            "gen_tps": round(r.gen_tps, 2),
+            "prompt_tps": round(r.prompt_tps, 2),
+            "when": time.time(),
+        }
         data["tuned"] = tuned
 
     try:
@@ -156,4 +183,3 @@ def tuned_for(model: Path) -> dict[str, Any] | None:
         return tuned.get(f"{machine_key()}::{model_key(model)}")
     except OSError:
         return None
-

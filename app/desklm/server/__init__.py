@@ -7,5 +7,11 @@ inference :class:`~desklm.engine.runner.Runner`.
 from desklm.server.app import RequestRecord
 from desklm.server.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, ServerState, is_loopback
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ApiServer", "RequestRecord", "ServerState",
-           "is_loopback"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ApiServer",
+    "RequestRecord",
+    "ServerState",
+    "is_loopback",
+]

@@ -71,9 +71,11 @@ class RequestRecord:
         rate = f"{self.tokens_per_s:.1f} tok/s" if self.tokens_per_s else "- tok/s"
         when = time.strftime("%H:%M:%S", time.localtime(self.time))
         tail = f" ({self.error})" if self.error else ""
-        return (f"{when} {self.client} {self.endpoint} {self.status} "
-                f"{self.prompt_tokens}+{self.completion_tokens} tokens {rate} "
-                f"{self.duration_s:.2f} s{tail}")
+        return (
+            f"{when} {self.client} {self.endpoint} {self.status} "
+            f"{self.prompt_tokens}+{self.completion_tokens} tokens {rate} "
+            f"{self.duration_s:.2f} s{tail}"
+        )
 
 
 class _ClientGone(Exception):
@@ -141,41 +143,69 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         err = self._check(headers)
         if err is not None:
             client = scope.get("client")
-            self.ctx.on_record(RequestRecord(
-                time=time.time(), client=f"{client[0]}:{client[1]}" if client else "?",
-                endpoint=f"{scope.get('method', '?')} {scope.get('path', '')}",
-                status=err.status, error=err.message))
+            self.ctx.on_record(
+                RequestRecord(
+                    time=time.time(),
+                    client=f"{client[0]}:{client[1]}" if client else "?",
+                    endpoint=f"{scope.get('method', '?')} {scope.get('path', '')}",
+                    status=err.status,
+                    error=err.message,
+                )
+            )
             await _error_response(err)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
     def _check(self, headers: dict[str, str]) -> ApiError | None:
         if self.ctx.loopback and not _is_loopback_name(_host_name(headers.get("host", ""))):
-            return ApiError(403, "this server answers only requests addressed to localhost",
-                            "invalid_request_error", "invalid_host")
+            return ApiError(
+                403,
+                "this server answers only requests addressed to localhost",
+                "invalid_request_error",
+                "invalid_host",
+            )
         origin = headers.get("origin")
-        if origin is not None and origin not in self.ctx.cors_origins \
-                and "*" not in self.ctx.cors_origins:
-            return ApiError(403, f"requests from web pages at {origin} are not allowed (allow "
-                            "the origin in DeskLM's server settings)", "invalid_request_error",
-                            "origin_not_allowed")
+        if (
+            origin is not None
+            and origin not in self.ctx.cors_origins
+            and "*" not in self.ctx.cors_origins
+        ):
+            return ApiError(
+                403,
+                f"requests from web pages at {origin} are not allowed (allow "
+                "the origin in DeskLM's server settings)",
+                "invalid_request_error",
+                "origin_not_allowed",
+            )
         if self.key is not None:
             auth = headers.get("authorization", "")
             scheme, _, given = auth.partition(" ")
             if not auth:
-                return ApiError(401, "You didn't provide an API key. You need to provide your "
-                                "API key in an Authorization header using Bearer auth (i.e. "
-                                "Authorization: Bearer YOUR_KEY).", "invalid_request_error",
-                                "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                return ApiError(
+                    401,
+                    "You didn't provide an API key. You need to provide your "
+                    "API key in an Authorization header using Bearer auth (i.e. "
+                    "Authorization: Bearer YOUR_KEY).",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    given.strip().encode("utf-8", "replace"), self.key):
-                return ApiError(401, "Incorrect API key provided.", "invalid_request_error",
-                                "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+                given.strip().encode("utf-8", "replace"), self.key
+            ):
+                return ApiError(
+                    401,
+                    "Incorrect API key provided.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return None
 
 
@@ -185,8 +215,12 @@ def _error_response(err: ApiError) -> JSONResponse:
 
 # --- helpers ----------------------------------------------------------------------------------
 async def _read_body(request: Request, limit: int) -> bytes:
-    too_big = ApiError(413, f"the request body is larger than {limit // 1024} KiB",
-                       "invalid_request_error", "request_too_large")
+    too_big = ApiError(
+        413,
+        f"the request body is larger than {limit // 1024} KiB",
+        "invalid_request_error",
+        "request_too_large",
+    )
     cl = request.headers.get("content-length", "")
     if cl.isdigit() and int(cl) > limit:
         raise too_big
@@ -245,28 +279,44 @@ def _grammar(rf: P.ResponseFormat | None) -> Any:
     try:
         return LlamaGrammar.from_json_schema(json.dumps(rf.json_schema.schema_), verbose=False)
     except Exception as e:  # the converter raises bare exceptions for schemas it cannot do
-        raise P.unsupported("response_format.json_schema.schema",
-                            f"this schema cannot be turned into a grammar ({e})") from None
+        raise P.unsupported(
+            "response_format.json_schema.schema",
+            f"this schema cannot be turned into a grammar ({e})",
+        ) from None
 
 
-def _checked_prompt(eng: Any, kind: str, prepare: Callable[[Any], list[int]],
-                    rec: RequestRecord) -> list[int]:
+def _checked_prompt(
+    eng: Any, kind: str, prepare: Callable[[Any], list[int]], rec: RequestRecord
+) -> list[int]:
     """The request's prompt tokens (inference thread), or 400 when the context cannot hold
     them; the request log learns their count."""
     tokens = prepare(eng)
     n_ctx = eng.n_ctx
     if len(tokens) >= n_ctx:
-        raise ApiError(400, f"This model's maximum context length is {n_ctx} tokens. "
-                       f"However, your {'messages' if kind == 'chat' else 'prompt'} "
-                       f"resulted in {len(tokens)} tokens.", "invalid_request_error",
-                       "context_length_exceeded", "messages" if kind == "chat" else "prompt")
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {n_ctx} tokens. "
+            f"However, your {'messages' if kind == 'chat' else 'prompt'} "
+            f"resulted in {len(tokens)} tokens.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            "messages" if kind == "chat" else "prompt",
+        )
     rec.prompt_tokens, rec.n_ctx = len(tokens), n_ctx
     return tokens
 
 
-def _sequence(eng: Any, kind: str, prepare: Callable[[Any], list[int]], sampling: Any,
-              stops: Callable[[Any], list[str] | None], grammar: Any, rec: RequestRecord,
-              put: Callable[[Any], None], stream: bool) -> Sequence:
+def _sequence(
+    eng: Any,
+    kind: str,
+    prepare: Callable[[Any], list[int]],
+    sampling: Any,
+    stops: Callable[[Any], list[str] | None],
+    grammar: Any,
+    rec: RequestRecord,
+    put: Callable[[Any], None],
+    stream: bool,
+) -> Sequence:
     """A completion as a sequence of the engine's batch: the same prompt, stops, grammar and
     text rules as ``ChatEngine.generate`` (a raw completion keeps its whitespace)."""
     from desklm.engine import SamplingParams, Sequence
@@ -276,11 +326,16 @@ def _sequence(eng: Any, kind: str, prepare: Callable[[Any], list[int]], sampling
     return Sequence(
         prepare=lambda: _checked_prompt(eng, kind, prepare, rec),
         sampling=SamplingParams.from_settings(sampling),
-        stops=eng.template.stop if chosen is None else chosen, grammar=grammar,
-        strip=kind == "chat", on_start=lambda: put(None),
+        stops=eng.template.stop if chosen is None else chosen,
+        grammar=grammar,
+        strip=kind == "chat",
+        on_start=lambda: put(None),
         on_text=(lambda piece: put(piece)) if stream else None,
-        stop_token_ids=eng._stop_token_ids, blank_stop_ids=eng._blank_stop_ids,
-        ignore_eos=eng.ignore_eos, label=f"api {rec.client}")
+        stop_token_ids=eng._stop_token_ids,
+        blank_stop_ids=eng._blank_stop_ids,
+        ignore_eos=eng.ignore_eos,
+        label=f"api {rec.client}",
+    )
 
 
 class _EventStream(StreamingResponse):
@@ -289,8 +344,11 @@ class _EventStream(StreamingResponse):
     relied on to cancel the job promptly)."""
 
     def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -310,12 +368,22 @@ class Handlers:
         r = self.ctx.runner
         jobs = ([r.current] if r.current is not None else []) + r.pending()
         if any(j.kind == "load" for j in jobs):
-            raise ApiError(503, "a model is loading; try again shortly", "server_error",
-                           "model_loading", headers={"Retry-After": "5"})
+            raise ApiError(
+                503,
+                "a model is loading; try again shortly",
+                "server_error",
+                "model_loading",
+                headers={"Retry-After": "5"},
+            )
         eng = self.ctx.engine()
         if eng is None or not eng.loaded or eng.load_info is None:
-            raise ApiError(503, "no model is loaded in DeskLM", "server_error",
-                           "model_not_loaded", headers={"Retry-After": "5"})
+            raise ApiError(
+                503,
+                "no model is loaded in DeskLM",
+                "server_error",
+                "model_not_loaded",
+                headers={"Retry-After": "5"},
+            )
         return eng, eng.load_info.path.stem
 
     def _sampling(self, req: P._Sampling) -> Any:
@@ -334,9 +402,13 @@ class Handlers:
     async def model(self, request: Request) -> Response:
         eng, mid = self._model()
         if request.path_params["model"] != mid:
-            raise ApiError(404, f"The model '{request.path_params['model']}' does not exist; "
-                           f"DeskLM serves '{mid}'", "invalid_request_error", "model_not_found",
-                           "model")
+            raise ApiError(
+                404,
+                f"The model '{request.path_params['model']}' does not exist; DeskLM serves '{mid}'",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         return JSONResponse(self._model_obj(eng, mid))
 
     @staticmethod
@@ -345,13 +417,25 @@ class Handlers:
             created = int(eng.load_info.path.stat().st_mtime)
         except OSError:
             created = 0
-        return {"id": mid, "object": "model", "created": created, "owned_by": "desklm",
-                "context_length": eng.load_info.n_ctx}
+        return {
+            "id": mid,
+            "object": "model",
+            "created": created,
+            "owned_by": "desklm",
+            "context_length": eng.load_info.n_ctx,
+        }
 
     def _rejected(self, request: Request, t0: float, e: ApiError) -> None:
-        self.ctx.on_record(RequestRecord(
-            time=t0, client=_client(request), endpoint=f"{request.method} {request.url.path}",
-            status=e.status, duration_s=time.time() - t0, error=e.message))
+        self.ctx.on_record(
+            RequestRecord(
+                time=t0,
+                client=_client(request),
+                endpoint=f"{request.method} {request.url.path}",
+                status=e.status,
+                duration_s=time.time() - t0,
+                error=e.message,
+            )
+        )
 
     async def chat(self, request: Request) -> Response:
         t0 = time.time()
@@ -384,8 +468,16 @@ class Handlers:
         def stops(eng: Any) -> list[str] | None:
             return [*eng.template.stop, *extra_stop] if extra_stop else None
 
-        return await self._run(request, req, t0, "chat", lambda eng: eng.prompt_tokens(messages),
-                               sampling, stops, grammar)
+        return await self._run(
+            request,
+            req,
+            t0,
+            "chat",
+            lambda eng: eng.prompt_tokens(messages),
+            sampling,
+            stops,
+            grammar,
+        )
 
     async def _tool_chat(self, request: Request, req: P.ChatRequest, t0: float) -> Response:
         """A chat that offers tools or carries calls: the prompt, grammar and reply are the
@@ -398,8 +490,9 @@ class Handlers:
         def stops(eng: Any) -> list[str] | None:
             return [*eng.template.stop, *extra_stop] if extra_stop else None
 
-        return await self._run(request, req, t0, "chat", turn.prepare, sampling, stops, grammar,
-                               turn=turn)
+        return await self._run(
+            request, req, t0, "chat", turn.prepare, sampling, stops, grammar, turn=turn
+        )
 
     async def _completions(self, request: Request, t0: float) -> Response:
         body = await _read_body(request, self.ctx.max_body)
@@ -407,21 +500,44 @@ class Handlers:
         prompt = req.prompt_text
         sampling = self._sampling(req)
         stop = req.stop_list()
-        return await self._run(request, req, t0, "text", lambda eng: eng.plain_tokens(prompt),
-                               sampling, lambda _eng: stop, None, echo=getattr(req, "echo", False),
-                               prompt=prompt)
+        return await self._run(
+            request,
+            req,
+            t0,
+            "text",
+            lambda eng: eng.plain_tokens(prompt),
+            sampling,
+            lambda _eng: stop,
+            None,
+            echo=getattr(req, "echo", False),
+            prompt=prompt,
+        )
 
     # -- the common path --
-    async def _run(self, request: Request, req: P._Sampling, t0: float, kind: str,
-                   prepare: Callable[[Any], list[int]], sampling: Any,
-                   stops: Callable[[Any], list[str] | None], grammar: Any, *,
-                   echo: bool = False, prompt: str = "", turn: ToolTurn | None = None
-                   ) -> Response:
+    async def _run(
+        self,
+        request: Request,
+        req: P._Sampling,
+        t0: float,
+        kind: str,
+        prepare: Callable[[Any], list[int]],
+        sampling: Any,
+        stops: Callable[[Any], list[str] | None],
+        grammar: Any,
+        *,
+        echo: bool = False,
+        prompt: str = "",
+        turn: ToolTurn | None = None,
+    ) -> Response:
         ctx = self.ctx
         _eng, mid = self._model()
-        rec = RequestRecord(time=t0, client=_client(request),
-                            endpoint=f"{request.method} {request.url.path}", status=200,
-                            stream=req.stream)
+        rec = RequestRecord(
+            time=t0,
+            client=_client(request),
+            endpoint=f"{request.method} {request.url.path}",
+            status=200,
+            stream=req.stream,
+        )
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -433,8 +549,9 @@ class Handlers:
                 raise JobCancelled("cancelled before it started")
             eng = ctx.engine()
             if eng is None or not eng.loaded:
-                raise ApiError(503, "no model is loaded in DeskLM", "server_error",
-                               "model_not_loaded")
+                raise ApiError(
+                    503, "no model is loaded in DeskLM", "server_error", "model_not_loaded"
+                )
             tokens = _checked_prompt(eng, kind, prepare, rec)
             put(None)  # started: the prompt is valid, the stream may begin
 
@@ -461,16 +578,31 @@ class Handlers:
             if loop_ is not None:
                 waiting += loop_.batch.waiting
             if waiting >= ctx.max_waiting:
-                raise ApiError(429, f"{waiting} requests are already waiting for the model; "
-                               "try again shortly", "rate_limit_error", "rate_limit_exceeded",
-                               headers={"Retry-After": "2"})
+                raise ApiError(
+                    429,
+                    f"{waiting} requests are already waiting for the model; try again shortly",
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    headers={"Retry-After": "2"},
+                )
             try:
-                job = ctx.runner.submit(work, "api") if loop_ is None else loop_.submit(
-                    _sequence(_eng, kind, prepare, sampling, stops, grammar, rec, put,
-                              req.stream))
+                job = (
+                    ctx.runner.submit(work, "api")
+                    if loop_ is None
+                    else loop_.submit(
+                        _sequence(
+                            _eng, kind, prepare, sampling, stops, grammar, rec, put, req.stream
+                        )
+                    )
+                )
             except RunnerBusy as e:
-                raise ApiError(429, str(e), "rate_limit_error", "rate_limit_exceeded",
-                               headers={"Retry-After": "2"}) from None
+                raise ApiError(
+                    429,
+                    str(e),
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    headers={"Retry-After": "2"},
+                ) from None
             except RunnerClosed as e:
                 raise ApiError(503, str(e), "server_error", "shutting_down") from None
             except DeskLMError as e:  # the batch's engine was unloaded meanwhile
@@ -522,9 +654,12 @@ class Handlers:
             finish(200, stats=stats)
             return self._complete(kind, mid, reply, stats, echo, prompt, turn)
 
-        return _EventStream(self._events(q, job, kind, mid, req.include_usage, finish,
-                                         first is _END, echo, prompt, turn),
-                            on_close=lambda: finish(499, "client went away"))
+        return _EventStream(
+            self._events(
+                q, job, kind, mid, req.include_usage, finish, first is _END, echo, prompt, turn
+            ),
+            on_close=lambda: finish(499, "client went away"),
+        )
 
     @staticmethod
     def _outcome(job: Job[Any] | Sequence) -> tuple[str, Any]:
@@ -534,43 +669,83 @@ class Handlers:
         except ApiError:
             raise
         except (JobCancelled, RunnerClosed):
-            raise ApiError(503, "the request was cancelled (the server is stopping or the "
-                           "model was stopped)", "server_error", "cancelled") from None
+            raise ApiError(
+                503,
+                "the request was cancelled (the server is stopping or the model was stopped)",
+                "server_error",
+                "cancelled",
+            ) from None
         except DeskLMError as e:
             if "no model is loaded" in str(e):
                 raise ApiError(503, str(e), "server_error", "model_not_loaded") from None
             raise ApiError(500, str(e), "server_error", "generation_failed") from None
         except Exception as e:  # a bug: logged (by the runner too), answered in OpenAI's shape
             log.error("API request failed", exc_info=e)
-            raise ApiError(500, f"internal error: {type(e).__name__} (details in DeskLM's log)",
-                           "server_error", "internal_error") from None
+            raise ApiError(
+                500,
+                f"internal error: {type(e).__name__} (details in DeskLM's log)",
+                "server_error",
+                "internal_error",
+            ) from None
         if stats.finish_reason == "error":
-            raise ApiError(500, "generation failed mid-reply (details in DeskLM's log)",
-                           "server_error", "generation_failed")
+            raise ApiError(
+                500,
+                "generation failed mid-reply (details in DeskLM's log)",
+                "server_error",
+                "generation_failed",
+            )
         if stats.finish_reason == "cancelled":
-            raise ApiError(503, "the request was cancelled (the server is stopping or the "
-                           "model was stopped)", "server_error", "cancelled")
+            raise ApiError(
+                503,
+                "the request was cancelled (the server is stopping or the model was stopped)",
+                "server_error",
+                "cancelled",
+            )
         return reply, stats
 
     @staticmethod
-    def _complete(kind: str, mid: str, reply: str, stats: Any, echo: bool,
-                  prompt: str, turn: ToolTurn | None = None) -> Response:
+    def _complete(
+        kind: str,
+        mid: str,
+        reply: str,
+        stats: Any,
+        echo: bool,
+        prompt: str,
+        turn: ToolTurn | None = None,
+    ) -> Response:
         fin = P.finish_reason(stats.finish_reason)
         if turn is not None:
-            body = turn.body(P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens,
-                             stats.completion_tokens)
+            body = turn.body(
+                P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens, stats.completion_tokens
+            )
         elif kind == "chat":
-            body = P.chat_completion(P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens,
-                                     stats.completion_tokens)
+            body = P.chat_completion(
+                P.new_id("chatcmpl"), mid, reply, fin, stats.prompt_tokens, stats.completion_tokens
+            )
         else:
-            body = P.text_completion(P.new_id("cmpl"), mid, (prompt if echo else "") + reply,
-                                     fin, stats.prompt_tokens, stats.completion_tokens)
+            body = P.text_completion(
+                P.new_id("cmpl"),
+                mid,
+                (prompt if echo else "") + reply,
+                fin,
+                stats.prompt_tokens,
+                stats.completion_tokens,
+            )
         return JSONResponse(body)
 
-    async def _events(self, q: asyncio.Queue[Any], job: Job[Any] | Sequence, kind: str, mid: str,
-                      include_usage: bool, finish: Callable[..., None], ended: bool,
-                      echo: bool, prompt: str, turn: ToolTurn | None = None
-                      ) -> AsyncIterator[bytes]:
+    async def _events(
+        self,
+        q: asyncio.Queue[Any],
+        job: Job[Any] | Sequence,
+        kind: str,
+        mid: str,
+        include_usage: bool,
+        finish: Callable[..., None],
+        ended: bool,
+        echo: bool,
+        prompt: str,
+        turn: ToolTurn | None = None,
+    ) -> AsyncIterator[bytes]:
         cid = P.new_id("chatcmpl" if kind == "chat" else "cmpl")
         created = int(time.time())
 
@@ -581,15 +756,23 @@ class Handlers:
             if turn is not None:
                 return b"".join(delta(d) for d in turn.deltas(text))
             if kind == "chat":
-                return P.sse(P.chat_chunk(cid, mid, created, {"content": text},
-                                          with_usage=include_usage))
+                return P.sse(
+                    P.chat_chunk(cid, mid, created, {"content": text}, with_usage=include_usage)
+                )
             return P.sse(P.text_chunk(cid, mid, created, text))
 
         status, error, stats = 499, "client went away", None
         try:
             if kind == "chat":
-                yield P.sse(P.chat_chunk(cid, mid, created, {"role": "assistant", "content": ""},
-                                         with_usage=include_usage))
+                yield P.sse(
+                    P.chat_chunk(
+                        cid,
+                        mid,
+                        created,
+                        {"role": "assistant", "content": ""},
+                        with_usage=include_usage,
+                    )
+                )
             elif echo and prompt:
                 yield piece(prompt)
             while not ended:
@@ -622,9 +805,16 @@ class Handlers:
             else:
                 yield P.sse(P.text_chunk(cid, mid, created, "", fin))
             if include_usage:
-                yield P.sse(P.usage_chunk(cid, mid, created, "chat.completion.chunk"
-                                          if kind == "chat" else "text_completion",
-                                          stats.prompt_tokens, stats.completion_tokens))
+                yield P.sse(
+                    P.usage_chunk(
+                        cid,
+                        mid,
+                        created,
+                        "chat.completion.chunk" if kind == "chat" else "text_completion",
+                        stats.prompt_tokens,
+                        stats.completion_tokens,
+                    )
+                )
             yield P.sse("[DONE]")
             status, error = 200, ""
         finally:
@@ -640,13 +830,21 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        err = ApiError(404, f"Unknown request URL: {request.method} {request.url.path}. "
-                       "DeskLM serves /v1/models, /v1/chat/completions and /v1/completions.",
-                       "invalid_request_error", "unknown_url")
+        err = ApiError(
+            404,
+            f"Unknown request URL: {request.method} {request.url.path}. "
+            "DeskLM serves /v1/models, /v1/chat/completions and /v1/completions.",
+            "invalid_request_error",
+            "unknown_url",
+        )
     elif exc.status_code == 405:
-        err = ApiError(405, f"{request.method} is not allowed on {request.url.path}",
-                       "invalid_request_error", "method_not_allowed",
-                       headers=dict(exc.headers or {}))
+        err = ApiError(
+            405,
+            f"{request.method} is not allowed on {request.url.path}",
+            "invalid_request_error",
+            "method_not_allowed",
+            headers=dict(exc.headers or {}),
+        )
     else:
         err = ApiError(exc.status_code, str(exc.detail), "invalid_request_error")
     return _error_response(err)
@@ -654,8 +852,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s", request.url.path, exc_info=exc)
-    return _error_response(ApiError(500, f"internal error: {type(exc).__name__}",
-                                    "server_error", "internal_error"))
+    return _error_response(
+        ApiError(500, f"internal error: {type(exc).__name__}", "server_error", "internal_error")
+    )
 
 
 class _SlotCollector:
@@ -676,25 +875,39 @@ class _SlotCollector:
         slots, busy = (b.slots, b.busy) if b is not None else (1, one)
         yield GaugeMetricFamily("desklm_slots", "Requests the model answers at once", slots)
         yield GaugeMetricFamily("desklm_slots_busy", "Slots answering a request now", busy)
-        yield GaugeMetricFamily("desklm_requests_waiting", "Requests waiting for a slot",
-                                queued + (b.waiting if b is not None else 0))
-        yield GaugeMetricFamily("desklm_requests_active", "API requests admitted and not done",
-                                ctx.active)
+        yield GaugeMetricFamily(
+            "desklm_requests_waiting",
+            "Requests waiting for a slot",
+            queued + (b.waiting if b is not None else 0),
+        )
+        yield GaugeMetricFamily(
+            "desklm_requests_active", "API requests admitted and not done", ctx.active
+        )
         if b is not None:
-            yield GaugeMetricFamily("desklm_tokens_per_second",
-                                    "Tokens generated per second, all slots together (last 3 s)",
-                                    b.tokens_per_s)
-            per = GaugeMetricFamily("desklm_request_tokens_per_second",
-                                    "Each running request's generation rate", labels=["slot"])
+            yield GaugeMetricFamily(
+                "desklm_tokens_per_second",
+                "Tokens generated per second, all slots together (last 3 s)",
+                b.tokens_per_s,
+            )
+            per = GaugeMetricFamily(
+                "desklm_request_tokens_per_second",
+                "Each running request's generation rate",
+                labels=["slot"],
+            )
             for i, rate in enumerate(b.per_request_tokens_per_s):
                 per.add_metric([str(i)], rate)
             yield per
-            yield CounterMetricFamily("desklm_tokens_generated", "Tokens generated by the slots",
-                                      b.tokens_total)
-            yield CounterMetricFamily("desklm_prompt_tokens", "Prompt tokens evaluated by the "
-                                      "slots", b.prompt_tokens_total)
-            yield CounterMetricFamily("desklm_batch_requests", "Requests the slots finished",
-                                      b.requests_total)
+            yield CounterMetricFamily(
+                "desklm_tokens_generated", "Tokens generated by the slots", b.tokens_total
+            )
+            yield CounterMetricFamily(
+                "desklm_prompt_tokens",
+                "Prompt tokens evaluated by the slots",
+                b.prompt_tokens_total,
+            )
+            yield CounterMetricFamily(
+                "desklm_batch_requests", "Requests the slots finished", b.requests_total
+            )
             yield CounterMetricFamily("desklm_batch_steps", "Batch decoding steps", b.steps_total)
 
 
@@ -721,9 +934,21 @@ def build_app(ctx: ApiContext) -> Starlette:
     ]
     middleware = []
     if ctx.cors_origins:  # outermost: browsers get CORS headers on errors too
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(ctx.cors_origins),
-                                     allow_methods=["GET", "POST"],
-                                     allow_headers=["Authorization", "Content-Type"]))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(ctx.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
     middleware.append(Middleware(_Guard, ctx=ctx))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error})
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )

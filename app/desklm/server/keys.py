@@ -13,9 +13,11 @@ from desklm.errors import DeskLMError
 
 SERVICE = "desklm"
 USERNAME = "api-server-key"
-NO_KEYRING = ("no secure OS keyring is available to keep the API key (on Linux: GNOME Keyring "
-              "or KWallet; on macOS and Windows it is built in); pass a key with "
-              "--api-key-env VAR instead")
+NO_KEYRING = (
+    "no secure OS keyring is available to keep the API key (on Linux: GNOME Keyring "
+    "or KWallet; on macOS and Windows it is built in); pass a key with "
+    "--api-key-env VAR instead"
+)
 
 
 def new_key() -> str:
@@ -31,8 +33,9 @@ def _backend():  # type: ignore[no-untyped-def]
         raise DeskLMError(NO_KEYRING) from None
     kr = keyring.get_keyring()
     name = f"{type(kr).__module__}.{type(kr).__name__}"
-    insecure = isinstance(kr, fail.Keyring) or name.startswith(("keyrings.alt",
-                                                                "keyring.backends.null"))
+    insecure = isinstance(kr, fail.Keyring) or name.startswith(
+        ("keyrings.alt", "keyring.backends.null")
+    )
     if not insecure and hasattr(kr, "backends"):  # a chainer: every link must be secure
         links = [f"{type(b).__module__}" for b in kr.backends]
         insecure = not links or any(m.startswith("keyrings.alt") for m in links)

@@ -24,9 +24,15 @@ MAX_STOP = 4  # as OpenAI
 class ApiError(DeskLMError):
     """An error answered in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -36,18 +42,30 @@ class ApiError(DeskLMError):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
-def bad_request(message: str, param: str | None = None,
-                code: str | None = "invalid_value") -> ApiError:
+def bad_request(
+    message: str, param: str | None = None, code: str | None = "invalid_value"
+) -> ApiError:
     return ApiError(400, message, "invalid_request_error", code, param)
 
 
 def unsupported(param: str, what: str) -> ApiError:
-    return ApiError(400, f"'{param}' is not supported by DeskLM: {what}",
-                    "invalid_request_error", "unsupported_parameter", param)
+    return ApiError(
+        400,
+        f"'{param}' is not supported by DeskLM: {what}",
+        "invalid_request_error",
+        "unsupported_parameter",
+        param,
+    )
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -185,8 +203,9 @@ class _Sampling(BaseModel):
         if self.logprobs not in (None, False):
             raise unsupported("logprobs", "log probabilities are not returned")
         if self.stream_options is not None and not self.stream:
-            raise bad_request("stream_options is only allowed when stream is true",
-                              "stream_options")
+            raise bad_request(
+                "stream_options is only allowed when stream is true", "stream_options"
+            )
 
     @property
     def include_usage(self) -> bool:
@@ -195,9 +214,14 @@ class _Sampling(BaseModel):
     def sampling_values(self) -> dict[str, Any]:
         """The request's sampling parameters as DeskLM setting values (only those given)."""
         out: dict[str, Any] = {}
-        for ours, theirs in (("temperature", self.temperature), ("top_p", self.top_p),
-                             ("max_tokens", self.max_tokens), ("top_k", self.top_k),
-                             ("min_p", self.min_p), ("repeat_penalty", self.repeat_penalty)):
+        for ours, theirs in (
+            ("temperature", self.temperature),
+            ("top_p", self.top_p),
+            ("max_tokens", self.max_tokens),
+            ("top_k", self.top_k),
+            ("min_p", self.min_p),
+            ("repeat_penalty", self.repeat_penalty),
+        ):
             if theirs is not None:
                 out[ours] = theirs
         if self.seed is not None:
@@ -230,8 +254,10 @@ class ChatRequest(_Sampling):
     def check(self) -> None:
         self.check_common()
         if self.functions or self.function_call is not None:
-            raise unsupported("functions" if self.functions else "function_call",
-                              "the deprecated functions API (use tools and tool_choice)")
+            raise unsupported(
+                "functions" if self.functions else "function_call",
+                "the deprecated functions API (use tools and tool_choice)",
+            )
         self.check_tools()
         if self.top_logprobs:
             raise unsupported("top_logprobs", "log probabilities are not returned")
@@ -245,44 +271,64 @@ class ChatRequest(_Sampling):
             raise unsupported("web_search_options", "no web search")
         if self.max_completion_tokens is not None:
             if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
-                raise bad_request("max_tokens and max_completion_tokens differ; give one",
-                                  "max_completion_tokens")
+                raise bad_request(
+                    "max_tokens and max_completion_tokens differ; give one", "max_completion_tokens"
+                )
             self.max_tokens = self.max_completion_tokens
         rf = self.response_format
-        if rf is not None and rf.type == "json_schema" and (
-                rf.json_schema is None or rf.json_schema.schema_ is None):
-            raise bad_request("response_format json_schema needs json_schema.schema",
-                              "response_format.json_schema")
+        if (
+            rf is not None
+            and rf.type == "json_schema"
+            and (rf.json_schema is None or rf.json_schema.schema_ is None)
+        ):
+            raise bad_request(
+                "response_format json_schema needs json_schema.schema",
+                "response_format.json_schema",
+            )
 
     # -- tools --
     def check_tools(self) -> None:
         """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as OpenAI checks them."""
         if not self.tools:
             if self.tool_choice is not None:
-                raise bad_request("Invalid value for 'tool_choice': 'tool_choice' is only "
-                                  "allowed when 'tools' are specified.", "tool_choice")
+                raise bad_request(
+                    "Invalid value for 'tool_choice': 'tool_choice' is only "
+                    "allowed when 'tools' are specified.",
+                    "tool_choice",
+                )
             if self.parallel_tool_calls is not None:
-                raise bad_request("Invalid value for 'parallel_tool_calls': "
-                                  "'parallel_tool_calls' is only allowed when 'tools' are "
-                                  "specified.", "parallel_tool_calls")
+                raise bad_request(
+                    "Invalid value for 'parallel_tool_calls': "
+                    "'parallel_tool_calls' is only allowed when 'tools' are "
+                    "specified.",
+                    "parallel_tool_calls",
+                )
             return
         seen: set[str] = set()
         for i, t in enumerate(self.tools):
             fn = t.function
             if fn.name in seen:
-                raise bad_request(f"Invalid 'tools': duplicate function name '{fn.name}'.",
-                                  f"tools[{i}].function.name")
+                raise bad_request(
+                    f"Invalid 'tools': duplicate function name '{fn.name}'.",
+                    f"tools[{i}].function.name",
+                )
             seen.add(fn.name)
             if fn.parameters is not None:
                 check_tool_schema(fn.name, fn.parameters, f"tools[{i}].function.parameters")
         named = self.named_tool
         if named is not None and named not in seen:
-            raise bad_request(f"Invalid value for 'tool_choice': no function named '{named}' "
-                              "is in 'tools'.", "tool_choice")
-        if self.forced_tool and self.response_format is not None \
-                and self.response_format.type != "text":
-            raise unsupported("response_format", "a response format together with a forced "
-                              "tool_choice")
+            raise bad_request(
+                f"Invalid value for 'tool_choice': no function named '{named}' is in 'tools'.",
+                "tool_choice",
+            )
+        if (
+            self.forced_tool
+            and self.response_format is not None
+            and self.response_format.type != "text"
+        ):
+            raise unsupported(
+                "response_format", "a response format together with a forced tool_choice"
+            )
 
     @property
     def named_tool(self) -> str | None:
@@ -292,8 +338,7 @@ class ChatRequest(_Sampling):
     @property
     def forced_tool(self) -> bool:
         """tool_choice ``required`` or a named function: the reply must be a call."""
-        return bool(self.tools) and (self.tool_choice == "required"
-                                     or self.named_tool is not None)
+        return bool(self.tools) and (self.tool_choice == "required" or self.named_tool is not None)
 
     @property
     def offers_tools(self) -> bool:
@@ -303,8 +348,7 @@ class ChatRequest(_Sampling):
     @property
     def uses_tools(self) -> bool:
         """The request needs the tool path: tools given, or a history holding calls."""
-        return bool(self.tools) or any(m.role == "tool" or m.tool_calls
-                                       for m in self.messages)
+        return bool(self.tools) or any(m.role == "tool" or m.tool_calls for m in self.messages)
 
     def tool_messages(self) -> list[dict[str, Any]]:
         """The messages with their calls and results, for ``render_tools``: each
@@ -318,18 +362,23 @@ class ChatRequest(_Sampling):
         for i, (m, p) in enumerate(zip(self.messages, plain, strict=True)):
             msg: dict[str, Any] = dict(p)
             if m.role == "assistant" and m.tool_calls:
-                msg["tool_calls"] = [ToolCall(c.function.name, c.function.arguments, c.id)
-                                     for c in m.tool_calls]
+                msg["tool_calls"] = [
+                    ToolCall(c.function.name, c.function.arguments, c.id) for c in m.tool_calls
+                ]
                 pending = {c.id: c.function.name for c in m.tool_calls}
             elif m.role == "tool":
                 if m.tool_call_id is None:
-                    raise bad_request("Missing required parameter: "
-                                      f"'messages[{i}].tool_call_id'.",
-                                      f"messages[{i}].tool_call_id", "missing_required_parameter")
+                    raise bad_request(
+                        f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                        f"messages[{i}].tool_call_id",
+                        "missing_required_parameter",
+                    )
                 if m.tool_call_id not in pending:
-                    raise bad_request("Invalid parameter: messages with role 'tool' must be a "
-                                      "response to a preceeding message with 'tool_calls'.",
-                                      f"messages[{i}].role")
+                    raise bad_request(
+                        "Invalid parameter: messages with role 'tool' must be a "
+                        "response to a preceeding message with 'tool_calls'.",
+                        f"messages[{i}].role",
+                    )
                 msg["tool_call_id"] = m.tool_call_id
                 msg["name"] = pending[m.tool_call_id]
             else:
@@ -343,16 +392,17 @@ class ChatRequest(_Sampling):
         out = []
         for i, m in enumerate(self.messages):
             if m.role == "function":
-                raise unsupported(f"messages[{i}].role", "the deprecated functions API (use "
-                                  "tools)")
+                raise unsupported(f"messages[{i}].role", "the deprecated functions API (use tools)")
             if not allow_tools and (m.role == "tool" or m.tool_calls):
                 raise unsupported(f"messages[{i}].role", "tool messages without tools")
             if isinstance(m.content, list):
                 texts = []
                 for j, part in enumerate(m.content):
                     if part.type != "text" or part.text is None:
-                        raise unsupported(f"messages[{i}].content[{j}]",
-                                          f"content parts of type '{part.type}' (text only)")
+                        raise unsupported(
+                            f"messages[{i}].content[{j}]",
+                            f"content parts of type '{part.type}' (text only)",
+                        )
                     texts.append(part.text)
                 text = "".join(texts)
             else:
@@ -360,8 +410,11 @@ class ChatRequest(_Sampling):
             role = "system" if m.role == "developer" else m.role
             out.append({"role": role, "content": text.replace("\x00", "")})
         if out[-1]["role"] == "assistant":
-            raise bad_request("the last message must not be the assistant's (DeskLM does not "
-                              "continue a partial reply)", f"messages[{len(out) - 1}].role")
+            raise bad_request(
+                "the last message must not be the assistant's (DeskLM does not "
+                "continue a partial reply)",
+                f"messages[{len(out) - 1}].role",
+            )
         return out
 
 
@@ -392,14 +445,20 @@ def check_tool_schema(name: str, schema: dict[str, Any], param: str) -> None:
     import jsonschema
 
     if schema.get("type", "object") != "object":
-        raise bad_request(f"Invalid schema for function '{name}': schema must be a JSON Schema "
-                          "of 'type: \"object\"', got 'type: \"{schema.get('type')}\"'.",
-                          param, "invalid_function_parameters")
+        raise bad_request(
+            f"Invalid schema for function '{name}': schema must be a JSON Schema "
+            "of 'type: \"object\"', got 'type: \"{schema.get('type')}\"'.",
+            param,
+            "invalid_function_parameters",
+        )
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as e:
-        raise bad_request(f"Invalid schema for function '{name}': {e.message}.", param,
-                          "invalid_function_parameters") from None
+        raise bad_request(
+            f"Invalid schema for function '{name}': {e.message}.",
+            param,
+            "invalid_function_parameters",
+        ) from None
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -416,9 +475,11 @@ def parse_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise bad_request("We could not parse the JSON body of your request. (HINT: send valid "
-                          "JSON with Content-Type: application/json)", code="invalid_json"
-                          ) from None
+        raise bad_request(
+            "We could not parse the JSON body of your request. (HINT: send valid "
+            "JSON with Content-Type: application/json)",
+            code="invalid_json",
+        ) from None
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_json")
     return data
@@ -431,16 +492,26 @@ def parse_request(cls: type[R], data: dict[str, Any]) -> R:
     except ValidationError as e:
         err = e.errors()[0]
         # a union (str | list) reports each branch; report the parameter, not the branch
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
-            p in ("str", "list[str]", "list[_TextPart]", "NamedToolChoice")
-            or p.startswith(("function-", "list[", "literal[")))))
+        loc = tuple(
+            p
+            for p in err["loc"]
+            if not (
+                isinstance(p, str)
+                and (
+                    p in ("str", "list[str]", "list[_TextPart]", "NamedToolChoice")
+                    or p.startswith(("function-", "list[", "literal["))
+                )
+            )
+        )
         param = _loc(loc)
         if err["type"] == "extra_forbidden":
-            raise bad_request(f"Unrecognized request argument supplied: {param}", param,
-                              "unknown_parameter") from None
+            raise bad_request(
+                f"Unrecognized request argument supplied: {param}", param, "unknown_parameter"
+            ) from None
         if err["type"] == "missing":
-            raise bad_request(f"Missing required parameter: '{param}'.", param,
-                              "missing_required_parameter") from None
+            raise bad_request(
+                f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+            ) from None
         raise bad_request(f"Invalid value for '{param}': {err['msg']}.", param) from None
     req.check()  # type: ignore[attr-defined]
     return req
@@ -452,29 +523,49 @@ def new_id(prefix: str) -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def chat_completion(cid: str, model: str, reply: str | None, finish: str, prompt_tokens: int,
-                    completion_tokens: int,
-                    tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def chat_completion(
+    cid: str,
+    model: str,
+    reply: str | None,
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
-        "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "message": message,
-                     "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
-def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any],
-               finish: str | None = None, with_usage: bool = False) -> dict[str, Any]:
+def chat_chunk(
+    cid: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    with_usage: bool = False,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
         "system_fingerprint": None,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
@@ -483,34 +574,52 @@ def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any],
     return out
 
 
-def text_completion(cid: str, model: str, text: str, finish: str, prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
+def text_completion(
+    cid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
     return {
-        "id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+        "id": cid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
         "system_fingerprint": None,
         "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
-def text_chunk(cid: str, model: str, created: int, text: str,
-               finish: str | None = None) -> dict[str, Any]:
-    return {"id": cid, "object": "text_completion", "created": created, "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+def text_chunk(
+    cid: str, model: str, created: int, text: str, finish: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
 
 
-def usage_chunk(cid: str, model: str, created: int, obj: str, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
-    return {"id": cid, "object": obj, "created": created, "model": model,
-            "system_fingerprint": None, "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens)}
+def usage_chunk(
+    cid: str, model: str, created: int, obj: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
 def sse(obj: dict[str, Any] | str) -> bytes:
     """One server-sent event: ``data: <json>`` and a blank line."""
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False,
-                                                       separators=(",", ":"))
+    data = (
+        obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    )
     return f"data: {data}\n\n".encode()
 
 

@@ -82,9 +82,15 @@ class ApiServer:
     them); ``max_waiting`` bounds the API requests waiting for the model (429 past it).
     """
 
-    def __init__(self, runner: Runner, engine: Callable[[], Any],
-                 settings: Callable[[], Any] | None = None, *, max_waiting: int = 8,
-                 log_size: int = 500) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        engine: Callable[[], Any],
+        settings: Callable[[], Any] | None = None,
+        *,
+        max_waiting: int = 8,
+        log_size: int = 500,
+    ) -> None:
         from desklm.engine import Settings
 
         self.runner = runner
@@ -101,12 +107,18 @@ class ApiServer:
         self.port = 0
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime, *, max_waiting: int = 8,
-                    log_size: int = 500) -> ApiServer:
+    def for_runtime(
+        cls, runtime: Runtime, *, max_waiting: int = 8, log_size: int = 500
+    ) -> ApiServer:
         """A server lending ``runtime``'s local model (only while the session uses it) with
         the settings in effect, on its runner."""
-        return cls(runtime.runner, runtime.served_engine, runtime.settings_snapshot,
-                   max_waiting=max_waiting, log_size=log_size)
+        return cls(
+            runtime.runner,
+            runtime.served_engine,
+            runtime.settings_snapshot,
+            max_waiting=max_waiting,
+            log_size=log_size,
+        )
 
     # -- listeners --
     def add_listener(self, fn: Listener) -> None:
@@ -142,8 +154,9 @@ class ApiServer:
         b = self.batch_stats()
         if b is None:
             return ServerState(True, self._url, queued, running)
-        return ServerState(True, self._url, queued + b.waiting, running + b.busy, b.slots,
-                           b.tokens_per_s)
+        return ServerState(
+            True, self._url, queued + b.waiting, running + b.busy, b.slots, b.tokens_per_s
+        )
 
     def batch_stats(self) -> Any:
         """The slots' readings (a ``BatchStats``: slots, busy, waiting, aggregate and
@@ -158,9 +171,15 @@ class ApiServer:
         self._emit("request", rec)
 
     # -- lifecycle --
-    def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-              api_key: str | None = None, cors_origins: tuple[str, ...] | list[str] = (),
-              *, timeout: float = 10.0) -> str:
+    def start(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        api_key: str | None = None,
+        cors_origins: tuple[str, ...] | list[str] = (),
+        *,
+        timeout: float = 10.0,
+    ) -> str:
         """Bind and serve; returns the base URL (``http://HOST:PORT/v1``). Raises
         DeskLMError with a one-line reason (no key for a network address, port in use...)."""
         import uvicorn
@@ -170,22 +189,39 @@ class ApiServer:
         host = (host or DEFAULT_HOST).strip()
         key = api_key or None
         if not is_loopback(host) and not key:
-            raise DeskLMError(f"listening on {host} makes the model reachable from the "
-                              "network: set an API key first")
+            raise DeskLMError(
+                f"listening on {host} makes the model reachable from the "
+                "network: set an API key first"
+            )
         if key is not None and (len(key) < MIN_KEY_LENGTH or any(c.isspace() for c in key)):
-            raise DeskLMError(f"the API key must be at least {MIN_KEY_LENGTH} characters, "
-                              "without spaces")
+            raise DeskLMError(
+                f"the API key must be at least {MIN_KEY_LENGTH} characters, without spaces"
+            )
         origins = tuple(o.strip().rstrip("/") for o in cors_origins if o.strip())
         sock = self._bind(host, port)
         bound_port = sock.getsockname()[1]
         self._ctx = ApiContext(
-            runner=self.runner, engine=self.engine, settings=self.settings, api_key=key,
-            max_waiting=self.max_waiting, loopback=is_loopback(host), cors_origins=origins,
-            on_record=self._record, on_queue=lambda: self._emit("state", self.state),
-            batch_stats=self.batch_stats)
-        config = uvicorn.Config(build_app(self._ctx), log_config=None, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=1,
-                                loop="asyncio", server_header=False)
+            runner=self.runner,
+            engine=self.engine,
+            settings=self.settings,
+            api_key=key,
+            max_waiting=self.max_waiting,
+            loopback=is_loopback(host),
+            cors_origins=origins,
+            on_record=self._record,
+            on_queue=lambda: self._emit("state", self.state),
+            batch_stats=self.batch_stats,
+        )
+        config = uvicorn.Config(
+            build_app(self._ctx),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            loop="asyncio",
+            server_header=False,
+        )
         server = uvicorn.Server(config)
         self._server = server
         self._url = url_for(host, bound_port)
@@ -208,8 +244,10 @@ class ApiServer:
             time.sleep(0.01)
         if not server.started:
             self.stop()
-            raise DeskLMError(f"the API server could not start on {host}:{port}"
-                              + (f": {failed[0]}" if failed else ""))
+            raise DeskLMError(
+                f"the API server could not start on {host}:{port}"
+                + (f": {failed[0]}" if failed else "")
+            )
         log.info("API server listening on %s%s", self._url, " (key required)" if key else "")
         self._emit("state", self.state)
         return self._url
@@ -219,8 +257,7 @@ class ApiServer:
         if not 0 <= port <= 65535:
             raise DeskLMError(f"port {port} is out of range (0 to 65535)")
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as e:
             raise DeskLMError(f"cannot listen on {host}: {e.strerror or e}") from None
         family, _type, _proto, _name, addr = infos[0]

@@ -33,9 +33,14 @@ class ToolTurn:
 
     def __init__(self, req: P.ChatRequest) -> None:
         self.messages = req.tool_messages()
-        self.tools = [Tool(t.function.name, t.function.description or "",
-                           t.function.parameters or {"type": "object", "properties": {}})
-                      for t in req.tools or []]
+        self.tools = [
+            Tool(
+                t.function.name,
+                t.function.description or "",
+                t.function.parameters or {"type": "object", "properties": {}},
+            )
+            for t in req.tools or []
+        ]
         self.offered = self.tools if req.offers_tools else []
         self.named = req.named_tool
         self.forced = req.forced_tool
@@ -47,8 +52,9 @@ class ToolTurn:
         self._calls = 0
         if self.forced:  # a schema the grammar converter cannot take: 400 now, not mid-job
             try:
-                tool_grammar_text(self.offered, ToolSyntax.GENERIC, name=self.named,
-                                  max_calls=self.max_calls)
+                tool_grammar_text(
+                    self.offered, ToolSyntax.GENERIC, name=self.named, max_calls=self.max_calls
+                )
             except DeskLMError as e:
                 raise P.unsupported("tools", str(e)) from None
 
@@ -61,8 +67,7 @@ class ToolTurn:
     # -- in the job (the inference thread) --
     def prepare(self, eng: Any) -> list[int]:
         """The prompt's tokens: tools and history through the model's template or syntax."""
-        prompt = render_tools(eng.template, self.messages, self.offered,
-                              parallel=self.parallel)
+        prompt = render_tools(eng.template, self.messages, self.offered, parallel=self.parallel)
         self.syntax, self.keep = prompt.syntax, prompt.keep
         if self.offered:
             self._stream = ToolStream(self.syntax, parallel=self.parallel, names=self.names)
@@ -73,8 +78,9 @@ class ToolTurn:
         own stop strings: the call's JSON must not be cut), and the tokens to keep."""
         kw: dict[str, Any] = {"keep": self.keep}
         if self.forced:
-            kw["grammar"] = tool_grammar(self.offered, self.syntax, name=self.named,
-                                         max_calls=self.max_calls)
+            kw["grammar"] = tool_grammar(
+                self.offered, self.syntax, name=self.named, max_calls=self.max_calls
+            )
             kw["stop"] = list(extra_stop)
         return kw
 
@@ -95,8 +101,16 @@ class ToolTurn:
             return {"content": d.text}
         if isinstance(d, CallStart):
             self._calls += 1
-            return {"tool_calls": [{"index": d.index, "id": d.id, "type": "function",
-                                    "function": {"name": d.name, "arguments": ""}}]}
+            return {
+                "tool_calls": [
+                    {
+                        "index": d.index,
+                        "id": d.id,
+                        "type": "function",
+                        "function": {"name": d.name, "arguments": ""},
+                    }
+                ]
+            }
         assert isinstance(d, ArgsDelta)
         return {"tool_calls": [{"index": d.index, "function": {"arguments": d.text}}]}
 
@@ -107,8 +121,15 @@ class ToolTurn:
     def streamed_calls(self) -> bool:
         return self._calls > 0
 
-    def body(self, cid: str, mid: str, reply: str, finish: str, prompt_tokens: int,
-             completion_tokens: int) -> dict[str, Any]:
+    def body(
+        self,
+        cid: str,
+        mid: str,
+        reply: str,
+        finish: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> dict[str, Any]:
         """The whole reply in OpenAI's shape: ``message.tool_calls`` and finish_reason
         ``tool_calls`` when the model called (content null when it wrote nothing else)."""
         if not self.offered:
@@ -116,5 +137,12 @@ class ToolTurn:
         parsed = parse_tool_calls(reply, self.syntax, parallel=self.parallel, names=self.names)
         calls = [c.openai() for c in parsed.calls]
         content = parsed.content if parsed.content or not calls else None
-        return P.chat_completion(cid, mid, content, self.finish_reason(finish, bool(calls)),
-                                 prompt_tokens, completion_tokens, tool_calls=calls)
+        return P.chat_completion(
+            cid,
+            mid,
+            content,
+            self.finish_reason(finish, bool(calls)),
+            prompt_tokens,
+            completion_tokens,
+            tool_calls=calls,
+        )

@@ -20,6 +20,7 @@ from desklm.ui.main_window import MainWindow
 
 log = logging.getLogger("desklm.ui")
 
+
 class ErrorBridge(QObject):
     """Carries exceptions from any thread to the UI thread (queued signal)."""
 
@@ -39,8 +40,9 @@ def make_thread_safe_reporter(window: MainWindow) -> Any:
     window._error_bridge = bridge  # type: ignore[attr-defined]  # kept alive with the window
 
     def on_error(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
-        bridge.raised.emit(f"Unexpected error: {exc_type.__name__}: {exc} "
-                           "(the details are in the log file)")
+        bridge.raised.emit(
+            f"Unexpected error: {exc_type.__name__}: {exc} (the details are in the log file)"
+        )
 
     return on_error
 
@@ -75,8 +77,10 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
 
     if args.self_test:
         scratch = Path(tempfile.mkdtemp(prefix="desklm-self-test-"))
-        store, config = ConversationStore(scratch / "conversations"), AppConfig(
-            scratch / "settings.json")
+        store, config = (
+            ConversationStore(scratch / "conversations"),
+            AppConfig(scratch / "settings.json"),
+        )
     else:
         store, config = ConversationStore(), AppConfig()
     saved = config.load()
@@ -90,8 +94,9 @@ def build_window(args: argparse.Namespace, settings: Settings | None = None) -> 
     last = saved.get("last_model")
     if not model and isinstance(last, str) and last and Path(last).exists():
         model = last
-    window = MainWindow(settings, model, show_dialogs=not args.self_test, store=store,
-                        config=config, saved=saved)
+    window = MainWindow(
+        settings, model, show_dialogs=not args.self_test, store=store, config=config, saved=saved
+    )
     if config.problem:
         window.notices.add(config.problem, "error")
     return window
@@ -149,8 +154,10 @@ class SelfTest(QObject):
         window.replyFinished.connect(self._replied)
         window.commandFinished.connect(self._command)
         window.failed.connect(self._fail)
-        QTimer.singleShot(SELF_TEST_TIMEOUT_S * 1000,
-                          lambda: self._fail(f"timed out after {SELF_TEST_TIMEOUT_S} s"))
+        QTimer.singleShot(
+            SELF_TEST_TIMEOUT_S * 1000,
+            lambda: self._fail(f"timed out after {SELF_TEST_TIMEOUT_S} s"),
+        )
         QTimer.singleShot(0, self._shown)
 
     def _shown(self) -> None:
@@ -177,9 +184,12 @@ class SelfTest(QObject):
     def _replied(self, result: Any) -> None:
         s = result.stats
         self.summary.update(
-            reply_chars=len(result.reply), reply_preview=result.reply[:80],
-            completion_tokens=s.completion_tokens, tokens_per_s=s.gen_tokens_per_s,
-            ttft_s=s.ttft_s, finish_reason=s.finish_reason,
+            reply_chars=len(result.reply),
+            reply_preview=result.reply[:80],
+            completion_tokens=s.completion_tokens,
+            tokens_per_s=s.gen_tokens_per_s,
+            ttft_s=s.ttft_s,
+            finish_reason=s.finish_reason,
             streamed_pieces=self.w.chat.streamed_pieces,
             transcript_flushes=self.w.chat.flush_count,
         )
@@ -233,6 +243,8 @@ class SelfTest(QObject):
         if sys.stdout is not None:
             print(out, flush=True)
         if self.rc and sys.stderr is not None:
-            print(f"desklm: error: self-test failed: {self.summary.get('error')}",
-                  file=sys.stderr, flush=True)
-
+            print(
+                f"desklm: error: self-test failed: {self.summary.get('error')}",
+                file=sys.stderr,
+                flush=True,
+            )

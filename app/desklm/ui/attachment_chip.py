@@ -34,8 +34,9 @@ def chip_text(att: Any) -> str:
 class AttachmentChip(QFrame):
     removeRequested = Signal()
 
-    def __init__(self, attachment: Any, n_ctx: int | None = None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, attachment: Any, n_ctx: int | None = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.attachment = attachment
         self.setObjectName("attachmentChip")

@@ -83,8 +83,8 @@ def segments(answer: str) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     pos = 0
     for m in FENCE_RE.finditer(answer):
-        if m.start() > pos and answer[pos:m.start()].strip():
-            out.append(("md", "", answer[pos:m.start()]))
+        if m.start() > pos and answer[pos : m.start()].strip():
+            out.append(("md", "", answer[pos : m.start()]))
         out.append(("code", m.group(1).strip(), m.group(2).rstrip("\n")))
         pos = m.end()
     if answer[pos:].strip():
@@ -266,8 +266,8 @@ class ChatView(QTextBrowser):
         p = theme.current()
         self._fmt_cache.clear()
         self.document().setDefaultStyleSheet(
-            f"a {{ color: {p.accent}; text-decoration: none; }}"
-            f" code {{ background: {p.code_bg}; }}")
+            f"a {{ color: {p.accent}; text-decoration: none; }} code {{ background: {p.code_bg}; }}"
+        )
 
     def _on_theme(self, _p: object) -> None:
         self._apply_theme()
@@ -281,7 +281,7 @@ class ChatView(QTextBrowser):
         self._theme_dirty = False
         bottom = self._at_bottom()
         self.document().clear()
-        for it in self.items[self.first_rendered:]:
+        for it in self.items[self.first_rendered :]:
             self._insert_item(it, at_start=False)
         self._scroll(bottom)
 
@@ -332,8 +332,9 @@ class ChatView(QTextBrowser):
         if show:
             b.adjustSize()
             vp = self.viewport()
-            b.move(vp.width() - b.width() - theme.SPACE[4],
-                   vp.height() - b.height() - theme.SPACE[3])
+            b.move(
+                vp.width() - b.width() - theme.SPACE[4], vp.height() - b.height() - theme.SPACE[3]
+            )
             b.raise_()
         b.setVisible(show)
 
@@ -348,7 +349,7 @@ class ChatView(QTextBrowser):
     def item_at(self, pos: QPoint) -> Item | None:
         """The message under a viewport position."""
         at = self.cursorForPosition(pos).position()
-        for it in reversed(self.items[self.first_rendered:]):
+        for it in reversed(self.items[self.first_rendered :]):
             f = it.frame
             if f is not None and f.firstPosition() <= at <= f.lastPosition():
                 return it if it.kind in ("user", "assistant") else None
@@ -359,8 +360,9 @@ class ChatView(QTextBrowser):
         if it.frame is None:
             return QRect()
         r = self.document().documentLayout().frameBoundingRect(it.frame)
-        return r.translated(-self.horizontalScrollBar().value(),
-                            -self.verticalScrollBar().value()).toRect()
+        return r.translated(
+            -self.horizontalScrollBar().value(), -self.verticalScrollBar().value()
+        ).toRect()
 
     def hover(self, it: Item | None) -> list[str]:
         """Show the hover bar on ``it`` (None hides it); returns the actions it offers."""
@@ -395,8 +397,7 @@ class ChatView(QTextBrowser):
 
     def leaveEvent(self, e: Any) -> None:
         super().leaveEvent(e)
-        if not self.action_bar.geometry().contains(self.viewport().mapFromGlobal(
-                QCursor.pos())):
+        if not self.action_bar.geometry().contains(self.viewport().mapFromGlobal(QCursor.pos())):
             self.hover(None)
 
     def _frame_format(self, it: Item) -> QTextFrameFormat:
@@ -431,8 +432,15 @@ class ChatView(QTextBrowser):
         it.frame = c.insertFrame(self._frame_format(it))
         self._fill(it)
 
-    def _char(self, color: str = "", bold: bool = False, size: float = 0, italic: bool = False,
-              mono: bool = False, anchor: str = "") -> QTextCharFormat:
+    def _char(
+        self,
+        color: str = "",
+        bold: bool = False,
+        size: float = 0,
+        italic: bool = False,
+        mono: bool = False,
+        anchor: str = "",
+    ) -> QTextCharFormat:
         key = (color, bold, size, italic, mono, anchor)
         f = self._fmt_cache.get(key)
         if f is None:
@@ -476,8 +484,7 @@ class ChatView(QTextBrowser):
                 c.setCharFormat(self._char(p.text, mono=True))
                 self._plain_lines(c, it.text, self._char(p.text, mono=True))
             else:
-                c.insertText(it.text, self._char(getattr(p, it.color or "notice"),
-                                                 italic=True))
+                c.insertText(it.text, self._char(getattr(p, it.color or "notice"), italic=True))
             return
         who = "You" if it.kind == "user" else (it.name or "Model")
         color = p.user_name if it.kind == "user" else p.accent
@@ -490,8 +497,9 @@ class ChatView(QTextBrowser):
             if it.versions > 1:
                 self._versions(c, it)
             if it.attachments:  # what was sent with it, as the chips showed it
-                c.insertText("📎 " + " · ".join(it.attachments),
-                             self._char(p.muted, size=self._small()))
+                c.insertText(
+                    "📎 " + " · ".join(it.attachments), self._char(p.muted, size=self._small())
+                )
                 c.insertBlock(QTextBlockFormat(), QTextCharFormat())
             shown = typed_text(it.text) if it.attachments else it.text
             self._plain_lines(c, shown or it.text, self._char(p.text))  # verbatim, no Markdown
@@ -507,9 +515,10 @@ class ChatView(QTextBrowser):
         arrow = "▾" if it.tools_open else "▸"
         anchor = f"tools:{self.items.index(it)}" if it is not self._stream_item else ""
         for step in it.tools:
-            c.insertText(f"{arrow} Tool {tool_line(step)}", self._char(
-                anchor=anchor, size=small, italic=True,
-                color="" if anchor else p.muted))
+            c.insertText(
+                f"{arrow} Tool {tool_line(step)}",
+                self._char(anchor=anchor, size=small, italic=True, color="" if anchor else p.muted),
+            )
             c.insertBlock(QTextBlockFormat(), QTextCharFormat())
             if not it.tools_open:
                 continue
@@ -518,8 +527,11 @@ class ChatView(QTextBrowser):
             self._plain_lines(c, "arguments: " + args, mono)
             c.insertBlock(QTextBlockFormat(), QTextCharFormat())
             result = str(step.get("result") or "")
-            shown = result[:TOOL_SHOWN] + (f"\n… ({len(result) - TOOL_SHOWN:,} more characters)"
-                                           if len(result) > TOOL_SHOWN else "")
+            shown = result[:TOOL_SHOWN] + (
+                f"\n… ({len(result) - TOOL_SHOWN:,} more characters)"
+                if len(result) > TOOL_SHOWN
+                else ""
+            )
             self._plain_lines(c, "result: " + (shown or "(none)"), mono)
             c.insertBlock(QTextBlockFormat(), QTextCharFormat())
             if step.get("note"):
@@ -555,12 +567,17 @@ class ChatView(QTextBrowser):
         tf.setCellPadding(3)
         tf.setCellSpacing(0)
         tf.setWidth(QTextLength(QTextLength.Type.PercentageLength, 100))
-        tf.setColumnWidthConstraints([QTextLength(QTextLength.Type.PercentageLength, 30),
-                                      QTextLength(QTextLength.Type.PercentageLength, 70)])
+        tf.setColumnWidthConstraints(
+            [
+                QTextLength(QTextLength.Type.PercentageLength, 30),
+                QTextLength(QTextLength.Type.PercentageLength, 70),
+            ]
+        )
         table = c.insertTable(max(1, len(rows)), 2, tf)
         for r, (usage, desc) in enumerate(rows):
-            table.cellAt(r, 0).firstCursorPosition().insertText(usage, self._char(p.accent,
-                                                                                    mono=True))
+            table.cellAt(r, 0).firstCursorPosition().insertText(
+                usage, self._char(p.accent, mono=True)
+            )
             table.cellAt(r, 1).firstCursorPosition().insertText(desc, self._char(p.text))
 
     def _plain_lines(self, c: QTextCursor, text: str, fmt: QTextCharFormat) -> None:
@@ -576,8 +593,10 @@ class ChatView(QTextBrowser):
             words = len(reasoning.split())
             arrow = "▾" if it.expanded else "▸"
             verb = "hide" if it.expanded else "show"
-            c.insertText(f"{arrow} Reasoning ({words} words, click to {verb})",
-                         self._char(anchor=f"think:{it.reply}", italic=True))
+            c.insertText(
+                f"{arrow} Reasoning ({words} words, click to {verb})",
+                self._char(anchor=f"think:{it.reply}", italic=True),
+            )
             if it.expanded:
                 ff = QTextFrameFormat()
                 ff.setBackground(QColor(p.reasoning_bg))
@@ -596,8 +615,10 @@ class ChatView(QTextBrowser):
                 c.insertBlock(QTextBlockFormat(), QTextCharFormat())
                 continue
             c.insertText((lang or "code") + "   ", self._char(p.muted, size=self._small()))
-            c.insertText(f"Copy code {n_code + 1}",
-                         self._char(anchor=f"code:{it.reply}:{n_code}", size=self._small()))
+            c.insertText(
+                f"Copy code {n_code + 1}",
+                self._char(anchor=f"code:{it.reply}:{n_code}", size=self._small()),
+            )
             n_code += 1
             ff = QTextFrameFormat()
             ff.setBackground(QColor(p.code_bg))
@@ -620,8 +641,11 @@ class ChatView(QTextBrowser):
 
         p = theme.current()
         try:
-            lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False) if lang else \
-                TextLexer(ensurenl=False)
+            lexer = (
+                get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+                if lang
+                else TextLexer(ensurenl=False)
+            )
         except ClassNotFound:
             lexer = TextLexer(ensurenl=False)
         style = get_style_by_name(p.pygments_style)
@@ -690,9 +714,12 @@ class ChatView(QTextBrowser):
 
     def trigger(self, it: Item, name: str) -> None:
         """Run one of :meth:`actions_for` on ``it`` (the hover bar's buttons call this)."""
-        anchors = {"Edit": f"edit:{it.msg_id}", "Delete": f"delete:{it.msg_id}",
-                   "Regenerate": "regen:",
-                   "Copy": f"copymsg:{it.msg_id}" if it.msg_id else f"copy:{it.reply}"}
+        anchors = {
+            "Edit": f"edit:{it.msg_id}",
+            "Delete": f"delete:{it.msg_id}",
+            "Regenerate": "regen:",
+            "Copy": f"copymsg:{it.msg_id}" if it.msg_id else f"copy:{it.reply}",
+        }
         if it.kind == "user" and not it.msg_id:
             QGuiApplication.clipboard().setText(it.text)
             self.copied.emit(it.text)
@@ -704,14 +731,17 @@ class ChatView(QTextBrowser):
         p, small = theme.current(), self._small()
         sep = self._char(p.muted, size=small)
         if it.version > 1:
-            c.insertText("‹", self._char(anchor=f"version:{it.msg_id}:{it.version - 2}",
-                                         size=small, bold=True))
+            c.insertText(
+                "‹",
+                self._char(anchor=f"version:{it.msg_id}:{it.version - 2}", size=small, bold=True),
+            )
         else:
             c.insertText("‹", sep)
         c.insertText(f" {it.version}/{it.versions} ", self._char(p.text, size=small))
         if it.version < it.versions:
-            c.insertText("›", self._char(anchor=f"version:{it.msg_id}:{it.version}",
-                                         size=small, bold=True))
+            c.insertText(
+                "›", self._char(anchor=f"version:{it.msg_id}:{it.version}", size=small, bold=True)
+            )
         else:
             c.insertText("›", sep)
         if it.kind == "user":
@@ -755,25 +785,36 @@ class ChatView(QTextBrowser):
                 it.text = str(m.get("content") or it.text)  # what was sent, files included
             touched.append(it)
         # by identity: items are dataclasses, and == would compare their fields
-        before = next((i for i in reversed(self.items)
-                       if i.kind == "assistant" and all(i is not t for t in touched)), None)
+        before = next(
+            (
+                i
+                for i in reversed(self.items)
+                if i.kind == "assistant" and all(i is not t for t in touched)
+            ),
+            None,
+        )
         for it in [*touched, *([before] if before is not None else [])]:
             if it.frame is not None and it is not self._stream_item:
                 self._fill(it)
 
     # -- public API --
-    def add_user(self, text: str, created: float | None = None,
-                 attachments: list[str] | None = None) -> None:
-        self._append(Item("user", text, created or time.time(),
-                          attachments=list(attachments or [])))
+    def add_user(
+        self, text: str, created: float | None = None, attachments: list[str] | None = None
+    ) -> None:
+        self._append(
+            Item("user", text, created or time.time(), attachments=list(attachments or []))
+        )
         self.shown.append(("user", text))
 
     def add_notice(self, text: str, color: str = "notice") -> None:
         """A one-line notice; ``color`` is a theme key (notice, error, warn, ok) or a colour
         of either palette (``theme.color("error")``), kept by name so a theme switch
         re-colours it."""
-        key = LEGACY_COLORS.get(color.lower()) or (
-            color if color in theme.KEYS else theme.key_of(color)) or "notice"
+        key = (
+            LEGACY_COLORS.get(color.lower())
+            or (color if color in theme.KEYS else theme.key_of(color))
+            or "notice"
+        )
         self._append(Item("notice", text, color=key))
 
     def add_output(self, text: str) -> None:
@@ -786,8 +827,7 @@ class ChatView(QTextBrowser):
         self._insert_item(it, at_start=False)
         self._scroll(bottom)
 
-    def show_conversation(self, messages: list[dict[str, Any]], model_name: str = "Model"
-                          ) -> None:
+    def show_conversation(self, messages: list[dict[str, Any]], model_name: str = "Model") -> None:
         """Show a saved chat (dicts with role, content, and optionally created / stats).
 
         Renders the newest messages first and the older ones in slices; returns at once."""
@@ -814,8 +854,14 @@ class ChatView(QTextBrowser):
             if role == "user":
                 it = Item("user", text, created)
             elif role == "assistant":
-                it = Item("assistant", text, created, name=model_name,
-                          stats=dict(m.get("stats") or {}), reply=len(self.replies))
+                it = Item(
+                    "assistant",
+                    text,
+                    created,
+                    name=model_name,
+                    stats=dict(m.get("stats") or {}),
+                    reply=len(self.replies),
+                )
                 self.replies.append(text)
             else:
                 continue
@@ -865,8 +911,11 @@ class ChatView(QTextBrowser):
         return n
 
     def _maybe_render_older(self, value: int) -> None:
-        if self.first_rendered > 0 and not self._lazy.isActive() and \
-                value < EAGER_ABOVE * max(1, self.viewport().height()):
+        if (
+            self.first_rendered > 0
+            and not self._lazy.isActive()
+            and value < EAGER_ABOVE * max(1, self.viewport().height())
+        ):
             self._lazy.start()
 
     # -- streaming --
@@ -907,8 +956,7 @@ class ChatView(QTextBrowser):
         if not self._stream_answer and THINK_CLOSE in self._stream_text:
             # reasoning ended: start the answer afresh (drop what was committed so far)
             self._stream_answer = True
-            self._committed_pos, self._committed_chars, self._carry = self._stream_start or 0, \
-                0, ""
+            self._committed_pos, self._committed_chars, self._carry = self._stream_start or 0, 0, ""
         if self._stream_answer:
             return f"*▸ Reasoning ({len(reasoning.split())} words)*\n\n" + answer
         return f"*Thinking… ({len(reasoning.split())} words)*"
@@ -922,10 +970,10 @@ class ChatView(QTextBrowser):
         cut = _commit_point(text, self._committed_chars, self._carry)
         if cut is not None:  # finished text: render it once and never again
             end, closing, carry, joiner = cut
-            self._replace_tail(self._carry + text[self._committed_chars:end] + closing, joiner)
+            self._replace_tail(self._carry + text[self._committed_chars : end] + closing, joiner)
             self._committed_pos = self._frame_end()
             self._committed_chars, self._carry = end, carry
-        self._replace_tail(self._carry + text[self._committed_chars:])  # the growing block
+        self._replace_tail(self._carry + text[self._committed_chars :])  # the growing block
         self._dirty = False
         self._scroll(bottom)
         dt_s = time.perf_counter() - t0
@@ -1007,8 +1055,9 @@ class ChatView(QTextBrowser):
 
     def drop_unsent(self, text: str) -> bool:
         """The last user message (``text``) was not sent: it and its empty reply go."""
-        k = next((i for i in range(len(self.items) - 1, -1, -1)
-                  if self.items[i].kind == "user"), None)
+        k = next(
+            (i for i in range(len(self.items) - 1, -1, -1) if self.items[i].kind == "user"), None
+        )
         if k is None or self.items[k].msg_id or self.items[k].text != text:
             return False
         self.drop_from(k)
@@ -1018,8 +1067,14 @@ class ChatView(QTextBrowser):
         """A new version starts at ``message_id`` ("" = the last reply): what it replaces
         leaves the view while the new one streams."""
         if not message_id:
-            k = next((i for i in range(len(self.items) - 1, -1, -1)
-                      if self.items[i].kind == "assistant"), None)
+            k = next(
+                (
+                    i
+                    for i in range(len(self.items) - 1, -1, -1)
+                    if self.items[i].kind == "assistant"
+                ),
+                None,
+            )
         else:
             k = next((i for i, it in enumerate(self.items) if it.msg_id == message_id), None)
         if k is not None:
@@ -1107,10 +1162,14 @@ def tool_line(step: dict[str, Any]) -> str:
     args = json.dumps(step.get("arguments") or {}, ensure_ascii=False)
     args = args if len(args) <= 80 else args[:79] + "…"
     status = str(step.get("status") or "")
-    how = {"ok": f"done in {float(step.get('seconds') or 0):.1f} s",
-           "error": f"failed: {step.get('note', '')}", "denied": "denied by you",
-           "stopped": "stopped", "limit": str(step.get("note") or "limit reached"),
-           "asking": "waiting for your permission"}.get(status, status)
+    how = {
+        "ok": f"done in {float(step.get('seconds') or 0):.1f} s",
+        "error": f"failed: {step.get('note', '')}",
+        "denied": "denied by you",
+        "stopped": "stopped",
+        "limit": str(step.get("note") or "limit reached"),
+        "asking": "waiting for your permission",
+    }.get(status, status)
     return f"{step.get('tool', '?')} ({step.get('server', '?')}) {args}: {how}"
 
 
@@ -1184,8 +1243,9 @@ class ChatInput(QPlainTextEdit):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("input")
-        self.setPlaceholderText("Message the model — Enter to send, Shift+Enter for a new line, "
-                                "/help for commands")
+        self.setPlaceholderText(
+            "Message the model — Enter to send, Shift+Enter for a new line, /help for commands"
+        )
         self.setTabChangesFocus(True)
         self.setFixedHeight(80)
 

@@ -88,15 +88,15 @@ JOIN_TIMEOUT_S = 10.0  # only reached if a job will not stop; a clean quit takes
 class State(enum.Enum):
     """What the window is doing. Exactly one at a time."""
 
-    STARTING = "starting"      # shown, no model requested yet
-    LOADING = "loading"        # a model is loading (or reloading for new settings)
-    NO_MODEL = "no model"      # nothing loaded: a load failed or was stopped
-    IDLE = "idle"              # a model is loaded and free
+    STARTING = "starting"  # shown, no model requested yet
+    LOADING = "loading"  # a model is loading (or reloading for new settings)
+    NO_MODEL = "no model"  # nothing loaded: a load failed or was stopped
+    IDLE = "idle"  # a model is loaded and free
     GENERATING = "generating"  # a reply is streaming
-    COMMAND = "command"        # a slash command or a live settings change is running
-    SWITCHING = "switching"    # a chat is being opened, created or deleted
-    TUNING = "tuning"          # the thread sweep is measuring
-    CLOSING = "closing"        # quitting: nothing new starts
+    COMMAND = "command"  # a slash command or a live settings change is running
+    SWITCHING = "switching"  # a chat is being opened, created or deleted
+    TUNING = "tuning"  # the thread sweep is measuring
+    CLOSING = "closing"  # quitting: nothing new starts
 
 
 # Every allowed move. A move not listed is a bug: it is logged and refused.
@@ -104,8 +104,16 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.LOADING, State.CLOSING}),
     State.LOADING: frozenset({State.IDLE, State.NO_MODEL, State.CLOSING}),
     State.NO_MODEL: frozenset({State.LOADING, State.COMMAND, State.SWITCHING, State.CLOSING}),
-    State.IDLE: frozenset({State.LOADING, State.GENERATING, State.COMMAND, State.SWITCHING,
-                           State.TUNING, State.CLOSING}),
+    State.IDLE: frozenset(
+        {
+            State.LOADING,
+            State.GENERATING,
+            State.COMMAND,
+            State.SWITCHING,
+            State.TUNING,
+            State.CLOSING,
+        }
+    ),
     State.GENERATING: frozenset({State.IDLE, State.CLOSING}),
     State.COMMAND: frozenset({State.IDLE, State.NO_MODEL, State.CLOSING}),
     State.SWITCHING: frozenset({State.IDLE, State.NO_MODEL, State.CLOSING}),
@@ -114,8 +122,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 # States in which the model thread is working: new messages wait in the queue.
-BUSY = frozenset({State.STARTING, State.LOADING, State.GENERATING, State.COMMAND,
-                  State.SWITCHING, State.TUNING})
+BUSY = frozenset(
+    {State.STARTING, State.LOADING, State.GENERATING, State.COMMAND, State.SWITCHING, State.TUNING}
+)
 # States that Stop (Esc) interrupts.
 # COMMAND: /regen and an edited message generate a reply, and Stop ends it like any other
 STOPPABLE = frozenset({State.LOADING, State.GENERATING, State.TUNING, State.COMMAND})
@@ -165,8 +174,13 @@ class ChatController(QObject):
     # from the inference thread to this object's own slots (queued: they run on the UI thread)
     _jobEnded = Signal(object, object, object, object)  # (job, state it ran in, result, error)
 
-    def __init__(self, settings: Settings, store: ConversationStore | None = None,
-                 sample_interval_ms: int = 500, config: AppConfig | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ConversationStore | None = None,
+        sample_interval_ms: int = 500,
+        config: AppConfig | None = None,
+    ) -> None:
         super().__init__()
         self.config = config if config is not None else AppConfig()
         self.state = State.STARTING
@@ -194,8 +208,9 @@ class ChatController(QObject):
         self.loaded.connect(self._set_load_info, Qt.ConnectionType.QueuedConnection)
         # connected before any window slot: the state is at rest when observers hear of it
         self.turnFinished.connect(self._turn_ended, Qt.ConnectionType.QueuedConnection)
-        self.modelUnloaded.connect(lambda: self._set_load_info(None),
-                                   Qt.ConnectionType.QueuedConnection)
+        self.modelUnloaded.connect(
+            lambda: self._set_load_info(None), Qt.ConnectionType.QueuedConnection
+        )
         self.sampler = SamplerWorker(sample_interval_ms)
         self.sampler_thread = start_thread(self.sampler, "sampler")
         self.sampler.sampled.connect(self.snapshot.emit)
@@ -261,8 +276,9 @@ class ChatController(QObject):
             self._drain()
 
     @Slot(object, object, object, object)
-    def _on_job_ended(self, job: Job[Any], state: State, result: Any,
-                      exc: BaseException | None) -> None:
+    def _on_job_ended(
+        self, job: Job[Any], state: State, result: Any, exc: BaseException | None
+    ) -> None:
         current = job is self._job
         if current:
             self._job = None
@@ -272,8 +288,9 @@ class ChatController(QObject):
             self.loadEnded.emit("cancelled")
         if exc is not None and not isinstance(exc, DeskLMError | JobCancelled):
             log.error("unexpected error while %s", state.value, exc_info=exc)
-            self.message.emit("error", f"internal error: {type(exc).__name__}: {exc} (details "
-                                       "in the log file)")
+            self.message.emit(
+                "error", f"internal error: {type(exc).__name__}: {exc} (details in the log file)"
+            )
         if not current:  # released early (a finished reply): the state moved on already
             return
         self._enter(self._rest())
@@ -391,6 +408,7 @@ class ChatController(QObject):
     def connect_saved(self, conn: Any) -> None:
         """Connect to a saved server (its key from the keyring or its variable, read on the
         inference thread)."""
+
         def body(_job: Job[Any]) -> None:
             from desklm.engine import api_key_for
 
@@ -407,7 +425,8 @@ class ChatController(QObject):
         """Chat with a model on a server (File > Connect to server): the chat is kept."""
         self._start_loading(
             lambda: self.connect_remote(chosen),
-            lambda _job: self._job_connect(chosen.connection, chosen.api_key, chosen.notes))
+            lambda _job: self._job_connect(chosen.connection, chosen.api_key, chosen.notes),
+        )
 
     def _job_connect(self, conn: Any, api_key: str | None, notes: list[str]) -> None:
         from desklm.engine import RemoteBackend
@@ -462,9 +481,12 @@ class ChatController(QObject):
         def save_app_settings() -> None:
             from desklm.engine import is_embedded
 
-            values.update({"settings": session.settings.to_dict(),
-                           "last_model": "" if info is None or is_embedded(info.path)
-                           else str(info.path)})
+            values.update(
+                {
+                    "settings": session.settings.to_dict(),
+                    "last_model": "" if info is None or is_embedded(info.path) else str(info.path),
+                }
+            )
             try:
                 config.update(lambda d: d.update(values))
             except OSError as e:
@@ -488,8 +510,10 @@ class ChatController(QObject):
         values = {k: t[k] for k in ("n_threads", "n_threads_batch")}
         if any(self.session.settings[k] != v for k, v in values.items()):
             res = self.session.apply_settings(values)
-            res.message = (f"using the threads tuned for this model: {values['n_threads']} "
-                           f"generating, {values['n_threads_batch']} reading the prompt")
+            res.message = (
+                f"using the threads tuned for this model: {values['n_threads']} "
+                f"generating, {values['n_threads_batch']} reading the prompt"
+            )
             self.message.emit("info", res.message)
             self.commandDone.emit(res)
 
@@ -500,19 +524,28 @@ class ChatController(QObject):
         eng = self.runtime.backend  # the backend in use: local, or a server's model
 
         def started(plan: Any, reused: int) -> None:
-            self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
-                                   "n_ctx": eng.n_ctx, "dropped": plan.dropped, "text": text})
+            self.turnStarted.emit(
+                {
+                    "prompt_tokens": len(plan.tokens),
+                    "reused": reused,
+                    "n_ctx": eng.n_ctx,
+                    "dropped": plan.dropped,
+                    "text": text,
+                }
+            )
 
         try:
-            result = self.session.send(text, lambda t: self.token.emit(t, eng.live_tokens),
-                                       on_start=started)
+            result = self.session.send(
+                text, lambda t: self.token.emit(t, eng.live_tokens), on_start=started
+            )
         except DeskLMError as e:
             self.turnFailed.emit(str(e), text)
             return
         except Exception as e:
             log.error("the turn failed", exc_info=e)
-            self.turnFailed.emit(f"internal error: {type(e).__name__}: {e} (details in the "
-                                 "log file)", text)
+            self.turnFailed.emit(
+                f"internal error: {type(e).__name__}: {e} (details in the log file)", text
+            )
             return
         # ids first: the reply is drawn once, with its actions, when turnFinished arrives
         self.tailStored.emit([m.to_dict() for m in self.session.conversation.messages[-2:]])
@@ -525,8 +558,9 @@ class ChatController(QObject):
     def regenerate(self) -> None:
         """A new version of the last reply (the earlier ones kept: "‹ 2/2 ›"), streamed like
         any reply: the gauges and the transcript follow it."""
-        self._branch_turn("regen", "", "", lambda on_text, on_start: self.session.regenerate(
-            on_text, on_start))
+        self._branch_turn(
+            "regen", "", "", lambda on_text, on_start: self.session.regenerate(on_text, on_start)
+        )
 
     def select_version(self, message_id: str, index: int) -> None:
         self._message_job(lambda: self.session.select_alternative(message_id, index))
@@ -537,9 +571,14 @@ class ChatController(QObject):
     def edit_message(self, message_id: str, text: str) -> None:
         """Replace a sent message and answer it again, streamed: the chat branches there, the
         old branch kept as a version."""
-        self._branch_turn("edit", message_id, text,
-                          lambda on_text, on_start: self.session.edit_and_resend(
-                              message_id, text, on_text, on_start))
+        self._branch_turn(
+            "edit",
+            message_id,
+            text,
+            lambda on_text, on_start: self.session.edit_and_resend(
+                message_id, text, on_text, on_start
+            ),
+        )
 
     def _branch_turn(self, mode: str, message_id: str, text: str, run: Any) -> None:
         """A reply that makes a new version (regenerate, edit): a GENERATING job like a sent
@@ -559,10 +598,17 @@ class ChatController(QObject):
             eng = self.runtime.backend  # the backend in use: local, or a server's model
 
             def started(plan: Any, reused: int) -> None:
-                self.turnStarted.emit({"prompt_tokens": len(plan.tokens), "reused": reused,
-                                       "n_ctx": eng.n_ctx, "dropped": plan.dropped,
-                                       "text": text, "mode": mode,
-                                       "message_id": message_id})
+                self.turnStarted.emit(
+                    {
+                        "prompt_tokens": len(plan.tokens),
+                        "reused": reused,
+                        "n_ctx": eng.n_ctx,
+                        "dropped": plan.dropped,
+                        "text": text,
+                        "mode": mode,
+                        "message_id": message_id,
+                    }
+                )
 
             try:
                 result = run(lambda t: self.token.emit(t, eng.live_tokens), started)
@@ -583,17 +629,22 @@ class ChatController(QObject):
     def attach(self, path: str) -> None:
         """Read and measure a file for the next message, on the inference thread; the chips
         follow ``attachmentsChanged`` (or a notice says why it cannot go)."""
+
         def job(_job: Job[Any]) -> None:
             try:
                 att = self.session.attach(path.strip().strip("'\""))
             except DeskLMError as e:
                 self.message.emit("warning", str(e))
                 return
-            self.attachmentsChanged.emit([{**a.meta(), "note": a.note}
-                                          for a in self.session.pending_attachments])
-            self.message.emit("info", f"attached {att.name}: {att.chars:,} characters"
-                              + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
-                              + "; it goes with your next message")
+            self.attachmentsChanged.emit(
+                [{**a.meta(), "note": a.note} for a in self.session.pending_attachments]
+            )
+            self.message.emit(
+                "info",
+                f"attached {att.name}: {att.chars:,} characters"
+                + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
+                + "; it goes with your next message",
+            )
 
         self.runner.submit(job, "command", interrupt=False)
 
@@ -602,8 +653,10 @@ class ChatController(QObject):
             from desklm.engine import PresetStore
 
             p = PresetStore().save(name, self.session.settings, self.session.model_path)
-            self.message.emit("info", f"preset '{p.name}' saved ({len(p.values)} settings, "
-                                      "the system prompt among them)")
+            self.message.emit(
+                "info",
+                f"preset '{p.name}' saved ({len(p.values)} settings, the system prompt among them)",
+            )
             self._job_presets()
 
         self._preset_job(job)
@@ -621,6 +674,7 @@ class ChatController(QObject):
 
     def apply_preset(self, name: str) -> None:
         """Apply a saved preset (a load setting in it reloads the model, the chat kept)."""
+
         def job(_job: Job[Any]) -> None:
             from desklm.engine import PresetStore, apply_preset
 
@@ -727,14 +781,16 @@ class ChatController(QObject):
         if res.reset:
             self.message.emit("info", "Conversation and KV cache cleared")
         elif (res.command in ("regen", "edit") and res.turn is not None) or (
-                res.command == "alt" and "reply" in data):
+            res.command == "alt" and "reply" in data
+        ):
             # the chat was drawn again with the new version in place: no echo of it
             self.message.emit("info", f"Version {data['version']}/{data['versions']}")
         elif res.message:
             self.output.emit(res.message)
         if res.reloaded:
-            self.message.emit("info", "Reloaded — the conversation is kept and re-read on the "
-                                      "next turn")
+            self.message.emit(
+                "info", "Reloaded — the conversation is kept and re-read on the next turn"
+            )
 
     def apply_settings(self, values: dict[str, Any]) -> None:
         """Settings from the panel. Live ones run as a quick command; reload ones reload."""
@@ -758,8 +814,9 @@ class ChatController(QObject):
             # written into the chat for a moved slider)
             self.message.emit("info", (res.message.splitlines() or [""])[0])
             if res.reloaded:
-                self.message.emit("info", "Reloaded — the conversation is kept and re-read on "
-                                          "the next turn")
+                self.message.emit(
+                    "info", "Reloaded — the conversation is kept and re-read on the next turn"
+                )
             self._command_done(res)
         except LoadCancelled:
             self._load_stopped()
@@ -778,9 +835,11 @@ class ChatController(QObject):
         from desklm.engine import autotune
 
         try:  # with a GPU the tuner also tries 0, half and all GPU layers
-            result = autotune(self.session,
-                                progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
-                                cancelled=lambda: job.cancelled)
+            result = autotune(
+                self.session,
+                progress=lambda i, n, what: self.tuneProgress.emit(i, n, what),
+                cancelled=lambda: job.cancelled,
+            )
         except DeskLMError as e:
             self.message.emit("warning", str(e))
             return
@@ -830,6 +889,7 @@ class ChatController(QObject):
     def open_at(self, conv_id: str, message_id: str) -> None:
         """Open a chat at one message (a search result): on the branch that holds it, which
         becomes the one shown; messageRevealed then names it."""
+
         def body() -> None:
             self._open(conv_id)
             if message_id:
@@ -883,8 +943,9 @@ class ChatController(QObject):
                 self.message.emit("warning", str(e))
                 return
             self.message.emit("info", f"Conversation written to {out}")
-            self.commandDone.emit(CommandResult("export", f"conversation written to {out}",
-                                                {"path": str(out)}))
+            self.commandDone.emit(
+                CommandResult("export", f"conversation written to {out}", {"path": str(out)})
+            )
 
         self.runner.submit(export, "export", interrupt=False)
 
@@ -912,10 +973,12 @@ class ChatController(QObject):
 
     def queue_job(self, fn: Any) -> None:
         """Run ``fn`` (a request) as soon as the controller is at rest again."""
+
         def once(state: State) -> None:
             if state in (State.IDLE, State.NO_MODEL):
                 self.stateChanged.disconnect(once)
                 fn()
+
         self.stateChanged.connect(once)
 
     # --- tools ---------------------------------------------------------------------------------
@@ -925,8 +988,11 @@ class ChatController(QObject):
         self.toolPermission.emit(req)
         try:
             with self._tool_answered:
-                while req.call_id not in self._tool_answers and not req.cancelled() \
-                        and self.state is not State.CLOSING:
+                while (
+                    req.call_id not in self._tool_answers
+                    and not req.cancelled()
+                    and self.state is not State.CLOSING
+                ):
                     self._tool_answered.wait(0.1)
                 answer = self._tool_answers.pop(req.call_id, "deny")
         finally:
@@ -956,8 +1022,9 @@ class ChatController(QObject):
         self.queue.clear()
         # the running reply stops (kept, marked cancelled) and waiting model work is dropped;
         # queued writes (settings, a rename, an export) still run before the final save
-        self.runner.cancel(kinds=("turn", "load", "settings", "tune", "switch", "command",
-                                  "api", "list"))
+        self.runner.cancel(
+            kinds=("turn", "load", "settings", "tune", "switch", "command", "api", "list")
+        )
 
         def close(_job: Job[Any]) -> None:
             try:
@@ -970,8 +1037,9 @@ class ChatController(QObject):
         ok = self.runner.shutdown(JOIN_TIMEOUT_S, cancel=False)
         if self.sampler_thread.isRunning():
             # stop() must run in the sampler's own thread: its QTimer belongs to that thread
-            QMetaObject.invokeMethod(self.sampler, "stop",
-                                     Qt.ConnectionType.BlockingQueuedConnection)
+            QMetaObject.invokeMethod(
+                self.sampler, "stop", Qt.ConnectionType.BlockingQueuedConnection
+            )
             self.sampler_thread.quit()
             self.sampler_thread.wait(int(JOIN_TIMEOUT_S * 1000))
         self.tools.close()  # the tool servers' processes end with the window

@@ -69,9 +69,16 @@ class MainWindow(QMainWindow):
     commandFinished = Signal(object)
     failed = Signal(str)
 
-    def __init__(self, settings: Settings, model_path: str = "", *,
-                 show_dialogs: bool = True, store: ConversationStore | None = None,
-                 config: AppConfig | None = None, saved: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model_path: str = "",
+        *,
+        show_dialogs: bool = True,
+        store: ConversationStore | None = None,
+        config: AppConfig | None = None,
+        saved: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config if config is not None else AppConfig()
         self.setObjectName("DeskLM")
@@ -102,8 +109,9 @@ class MainWindow(QMainWindow):
         cb.setContentsMargins(theme.SPACE[2], theme.SPACE[2], theme.SPACE[2], 0)
         cb.addWidget(self.search)
         cb.addWidget(self.chats, 1)
-        self.panels = SidePanels(self, chats_box, self.settings_panel, self.gauges,
-                                 self.server_panel)
+        self.panels = SidePanels(
+            self, chats_box, self.settings_panel, self.gauges, self.server_panel
+        )
         self.statusline = StatusLine(self.statusBar())
         self.status, self.progress = self.statusline.status, self.statusline.progress
         self.menus = Menus(self, self.panels.by_name())
@@ -158,8 +166,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         """Every connection between the widgets, the window and the controller, in one place."""
-        c, m, sp, t, v = (self.controller, self.menus, self.settings_panel, self.turns,
-                          self.views)
+        c, m, sp, t, v = (self.controller, self.menus, self.settings_panel, self.turns, self.views)
         # menus
         m.models.triggered.connect(self.show_models)
         m.open.triggered.connect(self.dialogs.open_model_dialog)
@@ -263,8 +270,9 @@ class MainWindow(QMainWindow):
     def _show_attachments(self, pending: list[dict[str, Any]]) -> None:
         self.attachments.clear()
         for meta in pending:
-            self.attachments.add(SimpleNamespace(**{"tokens": None, "note": "", **meta}),
-                                 self.turns.n_ctx)
+            self.attachments.add(
+                SimpleNamespace(**{"tokens": None, "note": "", **meta}), self.turns.n_ctx
+            )
 
     def dragEnterEvent(self, e: QDragEnterEvent) -> None:
         urls = e.mimeData().urls() if e.mimeData().hasUrls() else []
@@ -294,7 +302,8 @@ class MainWindow(QMainWindow):
         self.welcome = WelcomeWidget(cores=logical_cores())
         self.welcome.useModel.connect(self._welcome_model)
         self.welcome.dismissed.connect(
-            lambda: self.controller.save_config({"welcome_dismissed": True}))
+            lambda: self.controller.save_config({"welcome_dismissed": True})
+        )
         self.welcome.browseRequested.connect(self.show_models)
         self.central_layout.insertWidget(0, self.welcome)
 
@@ -334,8 +343,10 @@ class MainWindow(QMainWindow):
             if part is not None:
                 part.shutdown()
         self.turns.live_timer.stop()
-        layout = {"geometry": _b64(self.saveGeometry()),
-                  "window_state": _b64(self.panels.state_to_save())}
+        layout = {
+            "geometry": _b64(self.saveGeometry()),
+            "window_state": _b64(self.panels.state_to_save()),
+        }
         return self.controller.close(layout)
 
     def _restore_layout(self, saved: dict[str, Any]) -> None:
@@ -360,8 +371,9 @@ class MainWindow(QMainWindow):
         self.menus.stop.setEnabled(True)  # Esc cancels the edit
         self.input.setPlainText(text)
         self.input.setFocus()
-        self.statusline.set("Editing a sent message: Enter resends it (the old version is "
-                            "kept), Esc cancels")
+        self.statusline.set(
+            "Editing a sent message: Enter resends it (the old version is kept), Esc cancels"
+        )
 
     def submit(self, text: str) -> None:
         """Send a message or run a slash command (queued while the model is busy)."""
@@ -372,8 +384,9 @@ class MainWindow(QMainWindow):
         self._hide_welcome()
         if self._shown_id in self.chats.pending and not text.lstrip().startswith("/"):
             # the new chat's entry takes its first message as title, as the saved one will
-            self.chats.add_pending({"id": self._shown_id, "title": title_from(text),
-                                    "messages": [text]})
+            self.chats.add_pending(
+                {"id": self._shown_id, "title": title_from(text), "messages": [text]}
+            )
         self.controller.submit(text)
 
     def _send_or_stop(self) -> None:
@@ -415,8 +428,9 @@ class MainWindow(QMainWindow):
         if waiting:
             current = self.input.toPlainText().strip()
             self.input.setPlainText("\n\n".join([*waiting, current] if current else waiting))
-            self.notices.add(f"{len(waiting)} queued message(s) not sent: back in the input "
-                             "box", key="requeued")
+            self.notices.add(
+                f"{len(waiting)} queued message(s) not sent: back in the input box", key="requeued"
+            )
 
     def _apply_reload(self, values: dict[str, Any]) -> None:
         self.statusline.set("Reloading the model with new settings…")
@@ -434,8 +448,9 @@ class MainWindow(QMainWindow):
             act.setEnabled(state is not State.CLOSING)
         sp.apply_button.setEnabled(bool(sp.pending) and idle)
         # a model is known before its load job ends: tuning waits until the window is at rest
-        sp.tune_button.setEnabled(state is State.IDLE and sp.model_info is not None
-                                  and not self.turns.remote)
+        sp.tune_button.setEnabled(
+            state is State.IDLE and sp.model_info is not None and not self.turns.remote
+        )
         if not gen:
             self.turns.live_timer.stop()
         self.statusline.on_state(state)
@@ -447,8 +462,9 @@ class MainWindow(QMainWindow):
         log.warning("shown to the user: %s", reason)
         self.failed.emit(reason)
         if self.show_dialogs and not self._closing:
-            box = QMessageBox(QMessageBox.Icon.Warning, "DeskLM", reason,
-                              QMessageBox.StandardButton.Ok, self)
+            box = QMessageBox(
+                QMessageBox.Icon.Warning, "DeskLM", reason, QMessageBox.StandardButton.Ok, self
+            )
             box.setObjectName("error_dialog")
             box.open()
             self.last_dialog = box

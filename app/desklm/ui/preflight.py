@@ -50,8 +50,18 @@ XCB_LIBRARIES: dict[str, str] = {
     "libdbus-1.so.3": "libdbus-1-3",
 }
 # platforms that need no display server (or are not ours to second-guess)
-NO_DISPLAY_PLATFORMS = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb", "vkkhrdisplay",
-                        "minimalegl", "windows", "cocoa", "direct2d")
+NO_DISPLAY_PLATFORMS = (
+    "offscreen",
+    "minimal",
+    "vnc",
+    "eglfs",
+    "linuxfb",
+    "vkkhrdisplay",
+    "minimalegl",
+    "windows",
+    "cocoa",
+    "direct2d",
+)
 CHAT_HINT = "or use `desklm chat` in a terminal"
 
 
@@ -77,8 +87,11 @@ def missing_libraries(plugin: Path | None = None) -> list[str]:
     if plugin is not None and ldd:
         try:
             r = subprocess.run([ldd, str(plugin)], capture_output=True, text=True, timeout=20)
-            missing = {line.split("=>")[0].strip() for line in r.stdout.splitlines()
-                       if "=> not found" in line}
+            missing = {
+                line.split("=>")[0].strip()
+                for line in r.stdout.splitlines()
+                if "=> not found" in line
+            }
             return sorted(missing)
         except (OSError, subprocess.SubprocessError):
             pass
@@ -99,8 +112,7 @@ def install_hint(missing: list[str]) -> str:
     unknown = [so for so in missing if so not in XCB_LIBRARIES]
     hint = f"on Debian/Ubuntu: sudo apt-get install {' '.join(pkgs)}" if pkgs else ""
     if unknown:
-        hint += ("; " if hint else "") + "install the packages that provide " + \
-            ", ".join(unknown)
+        hint += ("; " if hint else "") + "install the packages that provide " + ", ".join(unknown)
     return hint
 
 
@@ -120,37 +132,49 @@ def x_connect_error(display: str) -> int:
         lib.xcb_disconnect(conn)
 
 
-def check_display(env: Mapping[str, str] | None = None, platform: str | None = None,
-                  plugin: Path | None = None) -> str | None:
+def check_display(
+    env: Mapping[str, str] | None = None, platform: str | None = None, plugin: Path | None = None
+) -> str | None:
     """Why the window cannot open here (one line, with the fix), or None if it may."""
     env = os.environ if env is None else env
     platform = sys.platform if platform is None else platform
     if not platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
         return None
-    wanted = [p.split(":")[0].strip().lower() for p in env.get("QT_QPA_PLATFORM", "").split(";")
-              if p.strip()]
+    wanted = [
+        p.split(":")[0].strip().lower()
+        for p in env.get("QT_QPA_PLATFORM", "").split(";")
+        if p.strip()
+    ]
     if any(p in NO_DISPLAY_PLATFORMS for p in wanted):
         return None
     display, wayland = env.get("DISPLAY", ""), env.get("WAYLAND_DISPLAY", "")
     if wanted and all(p == "wayland" or p.startswith("wayland-") for p in wanted):
         if wayland:
             return None
-        return ("the window cannot open: QT_QPA_PLATFORM asks for Wayland but WAYLAND_DISPLAY "
-                f"is not set; run it in a desktop session, {CHAT_HINT}")
+        return (
+            "the window cannot open: QT_QPA_PLATFORM asks for Wayland but WAYLAND_DISPLAY "
+            f"is not set; run it in a desktop session, {CHAT_HINT}"
+        )
     if wayland and "xcb" not in wanted:
         return None  # Qt picks Wayland (and falls back to X if it must)
     if not display:
-        return ("the window cannot open: there is no display (DISPLAY and WAYLAND_DISPLAY are "
-                f"not set); run it in a desktop session or over `ssh -X`, {CHAT_HINT}")
+        return (
+            "the window cannot open: there is no display (DISPLAY and WAYLAND_DISPLAY are "
+            f"not set); run it in a desktop session or over `ssh -X`, {CHAT_HINT}"
+        )
     missing = missing_libraries(plugin)
     if missing:
-        return (f"the window cannot open: X libraries are missing: {', '.join(missing)}; "
-                f"{install_hint(missing)}; {CHAT_HINT}")
+        return (
+            f"the window cannot open: X libraries are missing: {', '.join(missing)}; "
+            f"{install_hint(missing)}; {CHAT_HINT}"
+        )
     try:
         err = x_connect_error(display)
     except (OSError, AttributeError):
         return None  # cannot ask libxcb: let Qt try
     if err:
-        return (f"the window cannot open: cannot connect to the X display '{display}' (is the "
-                f"X server running, and may this user use it?); {CHAT_HINT}")
+        return (
+            f"the window cannot open: cannot connect to the X display '{display}' (is the "
+            f"X server running, and may this user use it?); {CHAT_HINT}"
+        )
     return None

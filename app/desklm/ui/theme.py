@@ -19,8 +19,7 @@ MODES = ("system", "light", "dark")
 # The spacing scale (px): every margin and gap in the window is one of these.
 SPACE = (0, 4, 8, 12, 16, 24, 32)
 # The type scale: point sizes as multiples of the application font (body = 1.0).
-TYPE = {"caption": 0.85, "body": 1.0, "label": 0.92, "title": 1.15, "value": 1.3,
-        "heading": 1.45}
+TYPE = {"caption": 0.85, "body": 1.0, "label": 0.92, "title": 1.15, "value": 1.3, "heading": 1.45}
 RADIUS = {"small": 4, "card": 8, "bubble": 10}
 
 
@@ -61,21 +60,57 @@ class Palette:
 
 
 LIGHT = Palette(
-    name="light", window="#f4f5f7", base="#ffffff", text="#1d2330", muted="#6b7385",
-    border="#d5d9e0", accent="#2f6fe4", accent_text="#ffffff", user_name="#1e8a62",
-    user_bubble="#e9f4ee", model_bubble="#f5f7fb", notice="#a86a00", reasoning="#5d6575",
-    reasoning_bg="#eef0f4", code_bg="#f6f8fa", code_border="#d8dde5", ok="#1e8a62",
-    warn="#b87400", error="#c93c3c", gpu="#7b4fe0", cpu="#1e8a62", track="#e3e6eb",
-    selection="#cfe0ff", pygments_style="friendly",
+    name="light",
+    window="#f4f5f7",
+    base="#ffffff",
+    text="#1d2330",
+    muted="#6b7385",
+    border="#d5d9e0",
+    accent="#2f6fe4",
+    accent_text="#ffffff",
+    user_name="#1e8a62",
+    user_bubble="#e9f4ee",
+    model_bubble="#f5f7fb",
+    notice="#a86a00",
+    reasoning="#5d6575",
+    reasoning_bg="#eef0f4",
+    code_bg="#f6f8fa",
+    code_border="#d8dde5",
+    ok="#1e8a62",
+    warn="#b87400",
+    error="#c93c3c",
+    gpu="#7b4fe0",
+    cpu="#1e8a62",
+    track="#e3e6eb",
+    selection="#cfe0ff",
+    pygments_style="friendly",
 )
 
 DARK = Palette(
-    name="dark", window="#1b1e24", base="#22262e", text="#e3e6ec", muted="#9098a8",
-    border="#3a404c", accent="#6ea2ff", accent_text="#0d1117", user_name="#4fd1a0",
-    user_bubble="#23352e", model_bubble="#282d37", notice="#e8b04a", reasoning="#aab1bf",
-    reasoning_bg="#2c313b", code_bg="#16191f", code_border="#3a404c", ok="#4fd1a0",
-    warn="#e8b04a", error="#ff6b6b", gpu="#a98bff", cpu="#4fd1a0", track="#353a45",
-    selection="#2f4a7a", pygments_style="monokai",
+    name="dark",
+    window="#1b1e24",
+    base="#22262e",
+    text="#e3e6ec",
+    muted="#9098a8",
+    border="#3a404c",
+    accent="#6ea2ff",
+    accent_text="#0d1117",
+    user_name="#4fd1a0",
+    user_bubble="#23352e",
+    model_bubble="#282d37",
+    notice="#e8b04a",
+    reasoning="#aab1bf",
+    reasoning_bg="#2c313b",
+    code_bg="#16191f",
+    code_border="#3a404c",
+    ok="#4fd1a0",
+    warn="#e8b04a",
+    error="#ff6b6b",
+    gpu="#a98bff",
+    cpu="#4fd1a0",
+    track="#353a45",
+    selection="#2f4a7a",
+    pygments_style="monokai",
 )
 
 PALETTES = {"light": LIGHT, "dark": DARK}
@@ -141,7 +176,7 @@ def key_of(value: str) -> str | None:
 
 
 def set_mode(new_mode: str) -> Palette:
-    """"system", "light" or "dark"; applies it to the running QApplication."""
+    """ "system", "light" or "dark"; applies it to the running QApplication."""
     global _mode
     if new_mode not in MODES:
         raise ValueError(f"theme must be one of {', '.join(MODES)}")
@@ -179,13 +214,25 @@ def watch_system() -> None:
 def qpalette(p: Palette) -> QPalette:
     pal = QPalette()
     R = QPalette.ColorRole
-    for role, key in ((R.Window, "window"), (R.WindowText, "text"), (R.Base, "base"),
-                      (R.AlternateBase, "model_bubble"), (R.Text, "text"),
-                      (R.Button, "window"), (R.ButtonText, "text"), (R.ToolTipBase, "base"),
-                      (R.ToolTipText, "text"), (R.Highlight, "accent"),
-                      (R.HighlightedText, "accent_text"), (R.Link, "accent"),
-                      (R.PlaceholderText, "muted"), (R.Mid, "border"), (R.Midlight, "track"),
-                      (R.Dark, "border"), (R.Light, "base")):
+    for role, key in (
+        (R.Window, "window"),
+        (R.WindowText, "text"),
+        (R.Base, "base"),
+        (R.AlternateBase, "model_bubble"),
+        (R.Text, "text"),
+        (R.Button, "window"),
+        (R.ButtonText, "text"),
+        (R.ToolTipBase, "base"),
+        (R.ToolTipText, "text"),
+        (R.Highlight, "accent"),
+        (R.HighlightedText, "accent_text"),
+        (R.Link, "accent"),
+        (R.PlaceholderText, "muted"),
+        (R.Mid, "border"),
+        (R.Midlight, "track"),
+        (R.Dark, "border"),
+        (R.Light, "base"),
+    ):
         pal.setColor(role, p.color(key))
     for role in (R.Text, R.WindowText, R.ButtonText):
         pal.setColor(QPalette.ColorGroup.Disabled, role, p.color("muted"))

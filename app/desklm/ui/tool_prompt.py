@@ -80,8 +80,10 @@ class ToolPermissionBar(QFrame):
         if req is None:
             self.hide()
             return
-        self.title.setText(f"The model wants to call the tool “{req.tool}” of the server "
-                           f"“{req.server}” with these arguments. Allow it?")
+        self.title.setText(
+            f"The model wants to call the tool “{req.tool}” of the server "
+            f"“{req.server}” with these arguments. Allow it?"
+        )
         self.arguments.setPlainText(req.arguments_text())
         self.show()
         self.once_button.setFocus()

@@ -44,8 +44,9 @@ from desklm.ui import theme
 from desklm.ui.dialogs.model_dialog import HubJobs
 from desklm.ui.workers import BackgroundOp, reason
 
-OFFLINE_NOTE = ("Downloading needs an internet connection. Meanwhile the chat works on the "
-                "embedded model.")
+OFFLINE_NOTE = (
+    "Downloading needs an internet connection. Meanwhile the chat works on the embedded model."
+)
 
 
 class StarterJobs(HubJobs):
@@ -59,8 +60,10 @@ class StarterJobs(HubJobs):
         files = list_gguf_files(model.repo_id)
         f = next((x for x in files if x.path.lower() == model.filename.lower()), None)
         if f is None:
-            raise DeskLMError(f"{model.repo_id}: {model.filename} is not in the repo any "
-                              "more; pick another model in File > Models")
+            raise DeskLMError(
+                f"{model.repo_id}: {model.filename} is not in the repo any "
+                "more; pick another model in File > Models"
+            )
         report(f.size)
         if self.cancel.is_set():
             raise DownloadCancelled("download cancelled")
@@ -78,9 +81,14 @@ class WelcomeWidget(QWidget):
     dismissed = Signal()
     browseRequested = Signal()
 
-    def __init__(self, free: tuple[Any, Any] | None = None, gpu_offload: bool = False,
-                 cores: int | None = None, model: CatalogModel | None = None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        free: tuple[Any, Any] | None = None,
+        gpu_offload: bool = False,
+        cores: int | None = None,
+        model: CatalogModel | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         """``free``: (free RAM, free VRAM) if known (read now if not); ``model`` overrides
         the recommendation (tests)."""
         super().__init__(parent)
@@ -108,12 +116,14 @@ class WelcomeWidget(QWidget):
         intro = QLabel(
             "DeskLM chats with language models that run <b>on this computer</b>. Your "
             "messages, files and chats stay here: nothing is sent anywhere unless you "
-            "download a model or turn on the API server.")
+            "download a model or turn on the API server."
+        )
         embedded = QLabel(
             "The model it starts with is <b>Gemma 3 270M</b>, a tiny <i>base</i> model built "
             "in so you can try the app at once. It continues text rather than following "
             "instructions, so its answers are short and often off. For a real assistant, "
-            "get an instruct model:")
+            "get an instruct model:"
+        )
         for lab in (intro, embedded):
             lab.setWordWrap(True)
         self.model_label = QLabel()
@@ -189,7 +199,6 @@ class WelcomeWidget(QWidget):
             self.download_button.setEnabled(False)
             self.status.setText(OFFLINE_NOTE + " (HF_HUB_OFFLINE is set.)")
 
-
     def sizeHint(self) -> QSize:
         """As tall as the card wants: the window gives it that where it can, and the
         transcript below keeps the rest."""
@@ -205,13 +214,14 @@ class WelcomeWidget(QWidget):
             f"Recommended for this computer: <b>{m.name}</b> "
             f"<span style='color:{p.muted}'>({m.repo_id}, {m.filename})</span><br>"
             f"Download: about {self._size / GB:.1f} GB · {m.params_b:g}B parameters, "
-            f"4-bit (Q4_K_M) · licence: {m.licence}"
-            + (f" · {m.note}" if m.note else ""))
+            f"4-bit (Q4_K_M) · licence: {m.licence}" + (f" · {m.note}" if m.note else "")
+        )
         if m is r.model:
-            color = {"fits": p.ok, "tight": p.warn, "won't fit": p.error}.get(r.verdict,
-                                                                             p.muted)
-            self.fit_label.setText(f"<span style='color:{color}'><b>{r.verdict.capitalize()}"
-                                   f"</b></span> · {r.reason}; {r.summary()}")
+            color = {"fits": p.ok, "tight": p.warn, "won't fit": p.error}.get(r.verdict, p.muted)
+            self.fit_label.setText(
+                f"<span style='color:{color}'><b>{r.verdict.capitalize()}"
+                f"</b></span> · {r.reason}; {r.summary()}"
+            )
         else:
             self.fit_label.setText("")
 
@@ -233,9 +243,13 @@ class WelcomeWidget(QWidget):
             else:
                 self._on_progress(*v)
 
-        self.op = BackgroundOp(lambda report: self.worker.fetch(model, report), self,
-                               "fetch model").with_progress(reported) \
-            .success(self._on_downloaded).failure(lambda e: self._on_failed(reason(e))).run()
+        self.op = (
+            BackgroundOp(lambda report: self.worker.fetch(model, report), self, "fetch model")
+            .with_progress(reported)
+            .success(self._on_downloaded)
+            .failure(lambda e: self._on_failed(reason(e)))
+            .run()
+        )
 
     def cancel(self) -> None:
         self.worker.cancel.set()  # direct: not queued behind the running download

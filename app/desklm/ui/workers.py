@@ -104,8 +104,7 @@ class _Task(QRunnable):
 class BackgroundOp(Generic[T]):
     """``op`` off the UI thread, its outcome on it. See the module docstring."""
 
-    def __init__(self, op: Callable[..., T], parent: QObject | None = None,
-                 name: str = "") -> None:
+    def __init__(self, op: Callable[..., T], parent: QObject | None = None, name: str = "") -> None:
         self.op = op
         self.parent = parent
         self.name = name or getattr(op, "__name__", "op")
@@ -190,9 +189,12 @@ class BackgroundOp(Generic[T]):
             log.warning("%s: %s", self.name, reason(value))
 
 
-def run_in_background(op: Callable[[], T], success: Callable[[T], None] | None = None,
-                      failure: Callable[[BaseException], None] | None = None,
-                      parent: QObject | None = None) -> BackgroundOp[T]:
+def run_in_background(
+    op: Callable[[], T],
+    success: Callable[[T], None] | None = None,
+    failure: Callable[[BaseException], None] | None = None,
+    parent: QObject | None = None,
+) -> BackgroundOp[T]:
     """Shorthand for ``BackgroundOp(op, parent).success(..).failure(..).run()``."""
     bop: BackgroundOp[T] = BackgroundOp(op, parent)
     if success is not None:

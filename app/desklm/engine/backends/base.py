@@ -28,10 +28,10 @@ class LoadCancelled(DeskLMError):
 class FinishReason(enum.StrEnum):
     """Why a reply ended (a str: JSON and comparisons see "stop", "length", ...)."""
 
-    STOP = "stop"            # the model ended its turn, or a stop string matched
-    LENGTH = "length"        # max_tokens, or the context was full
+    STOP = "stop"  # the model ended its turn, or a stop string matched
+    LENGTH = "length"  # max_tokens, or the context was full
     CANCELLED = "cancelled"  # Stop, Ctrl+C, a client that went away
-    ERROR = "error"          # the backend failed mid-reply (the partial reply is kept)
+    ERROR = "error"  # the backend failed mid-reply (the partial reply is kept)
 
 
 @dataclass
@@ -87,8 +87,6 @@ class LoadInfo:
         return d
 
 
-
-
 @runtime_checkable
 class Backend(Protocol):
     """What a chat session needs from whatever produces the tokens."""
@@ -108,8 +106,13 @@ class Backend(Protocol):
     @property
     def context_used(self) -> int: ...
 
-    def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo: ...
+    def load(
+        self,
+        path: str | Path,
+        settings: Settings,
+        progress: Callable[[float], None] | None = None,
+        clamp: bool = False,
+    ) -> LoadInfo: ...
 
     def unload(self) -> None: ...
 
@@ -123,9 +126,14 @@ class Backend(Protocol):
 
     def stop_requested(self) -> bool: ...
 
-    def generate(self, tokens: list[int], sampling: Settings,
-                 on_text: Callable[[str], None] | None = None, reasoning_open: bool = False,
-                 clear_stop: bool = True) -> tuple[str, TurnStats]: ...
+    def generate(
+        self,
+        tokens: list[int],
+        sampling: Settings,
+        on_text: Callable[[str], None] | None = None,
+        reasoning_open: bool = False,
+        clear_stop: bool = True,
+    ) -> tuple[str, TurnStats]: ...
 
     def stop(self) -> None: ...
 

@@ -22,16 +22,29 @@ log = logging.getLogger("desklm.monitor")
 # reading key -> (label, unit, [(metric family name, how to combine samples)])
 # vLLM: gpu_cache_usage_perc (V0) / kv_cache_usage_perc (V1) are fractions 0..1, despite "perc".
 READINGS: dict[str, tuple[str, str, list[str]]] = {
-    "kv_cache": ("server KV cache", "%", ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
-                                          "llamacpp:kv_cache_usage_ratio"]),
-    "requests_running": ("server requests running", "", ["vllm:num_requests_running",
-                                                         "llamacpp:requests_processing"]),
-    "requests_waiting": ("server requests waiting", "", ["vllm:num_requests_waiting",
-                                                         "llamacpp:requests_deferred"]),
+    "kv_cache": (
+        "server KV cache",
+        "%",
+        ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "llamacpp:kv_cache_usage_ratio"],
+    ),
+    "requests_running": (
+        "server requests running",
+        "",
+        ["vllm:num_requests_running", "llamacpp:requests_processing"],
+    ),
+    "requests_waiting": (
+        "server requests waiting",
+        "",
+        ["vllm:num_requests_waiting", "llamacpp:requests_deferred"],
+    ),
     "tokens_per_s": ("server tokens/s", "tok/s", ["llamacpp:predicted_tokens_seconds"]),
 }
-_MEAN = {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
-         "llamacpp:kv_cache_usage_ratio", "llamacpp:predicted_tokens_seconds"}
+_MEAN = {
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "llamacpp:kv_cache_usage_ratio",
+    "llamacpp:predicted_tokens_seconds",
+}
 
 
 @dataclass(frozen=True)
@@ -82,8 +95,9 @@ def parse_metrics(text: str) -> dict[str, ServerReading]:
 _hinted: set[str] = set()
 
 
-def server_metrics(url: str, api_key: str | None = None,
-                   timeout: float = 1.5) -> dict[str, ServerReading]:
+def server_metrics(
+    url: str, api_key: str | None = None, timeout: float = 1.5
+) -> dict[str, ServerReading]:
     """GET the server's ``/metrics`` and parse it. Never raises; all NA when unavailable.
 
     ``url`` is the connection's URL (with or without ``/v1``); nothing is resolved or checked
@@ -100,8 +114,12 @@ def server_metrics(url: str, api_key: str | None = None,
             text = r.text
         elif root not in _hinted:
             _hinted.add(root)
-            log.info("server metrics: %s/metrics answered %d (llama-server needs --metrics); "
-                     "server gauges show n/a", root, r.status_code)
+            log.info(
+                "server metrics: %s/metrics answered %d (llama-server needs --metrics); "
+                "server gauges show n/a",
+                root,
+                r.status_code,
+            )
     except httpx.HTTPError as e:
         if root not in _hinted:
             _hinted.add(root)

@@ -59,6 +59,7 @@ def _openai() -> Any:
 
     return openai
 
+
 log = logging.getLogger("desklm.engine")
 
 CONNECT_TIMEOUT_S = 5.0
@@ -88,8 +89,12 @@ def _private(addr: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     shared = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, Tailscale
-    return bool(ip.is_loopback or ip.is_private or ip.is_link_local
-                or (isinstance(ip, ipaddress.IPv4Address) and ip in shared))
+    return bool(
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or (isinstance(ip, ipaddress.IPv4Address) and ip in shared)
+    )
 
 
 def check_url(url: str, *, resolve: bool = True) -> ServerURL:
@@ -114,8 +119,9 @@ def check_url(url: str, *, resolve: bool = True) -> ServerURL:
     if scheme not in ("http", "https") or not host:
         raise DeskLMError(f"not a valid server URL: {url!r} (use http://HOST:PORT or https://...)")
     if u.username or u.password:
-        raise DeskLMError("put the API key in the key field (or an environment variable), "
-                          "not in the URL")
+        raise DeskLMError(
+            "put the API key in the key field (or an environment variable), not in the URL"
+        )
     path = u.path.rstrip("/")
     for tail in ("/chat/completions", "/completions", "/models"):
         if path.endswith("/v1" + tail):
@@ -146,10 +152,13 @@ def check_url(url: str, *, resolve: bool = True) -> ServerURL:
         if public or not addrs:
             raise DeskLMError(
                 f"refusing plain http to {host}: it is not a loopback or private address, so "
-                "the conversation and key would cross the internet unencrypted; use https://")
+                "the conversation and key would cross the internet unencrypted; use https://"
+            )
         if not all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs):
-            notice = (f"plain http to {host} (a private address): the conversation is not "
-                      "encrypted on your network")
+            notice = (
+                f"plain http to {host} (a private address): the conversation is not "
+                "encrypted on your network"
+            )
     return ServerURL(base=base, root=root, host=host, notice=notice)
 
 
@@ -171,42 +180,59 @@ def _server_message(body: object, fallback: str = "") -> str:
     return text[:200] + ("…" if len(text) > 200 else "")
 
 
-def explain(e: BaseException, where: str, *, model: str = "", key_given: bool = True,
-            read_timeout: float = READ_TIMEOUT_S) -> DeskLMError:
+def explain(
+    e: BaseException,
+    where: str,
+    *,
+    model: str = "",
+    key_given: bool = True,
+    read_timeout: float = READ_TIMEOUT_S,
+) -> DeskLMError:
     """Turn a client exception into a one-line DeskLMError."""
     if isinstance(e, DeskLMError):
         return e
     if isinstance(e, _openai().APITimeoutError | httpx.TimeoutException):
-        return DeskLMError(f"the server at {where} did not answer within {read_timeout:g} s "
-                           "(it may be overloaded or stuck)")
+        return DeskLMError(
+            f"the server at {where} did not answer within {read_timeout:g} s "
+            "(it may be overloaded or stuck)"
+        )
     if isinstance(e, _openai().APIConnectionError | httpx.TransportError):
         cause = e.__cause__ or e.__context__ or e
         detail = " ".join(str(cause).split()) or type(cause).__name__
         if "refused" in detail.lower():
-            return DeskLMError(f"cannot reach the server at {where}: connection refused "
-                               "(is it running, on that port?)")
+            return DeskLMError(
+                f"cannot reach the server at {where}: connection refused "
+                "(is it running, on that port?)"
+            )
         return DeskLMError(f"cannot reach the server at {where}: {detail[:160]}")
     if isinstance(e, _openai().APIStatusError):
         code = e.status_code
         msg = _server_message(e.body, e.message)
         if code == 401:
             return DeskLMError(
-                f"the server at {where} refused the API key (401 Unauthorized)" if key_given
-                else f"the server at {where} needs an API key (401 Unauthorized)")
+                f"the server at {where} refused the API key (401 Unauthorized)"
+                if key_given
+                else f"the server at {where} needs an API key (401 Unauthorized)"
+            )
         if code == 403:
             return DeskLMError(f"the server at {where} denied access (403 Forbidden): {msg}")
         if code == 404:
             what = f"model {model!r}" if model else "the endpoint"
             return DeskLMError(f"{what} not found on the server at {where} (404): {msg}")
         if code == 429:
-            return DeskLMError(f"the server at {where} is busy or over its rate limit (429 Too "
-                               f"Many Requests); try again later: {msg}")
+            return DeskLMError(
+                f"the server at {where} is busy or over its rate limit (429 Too "
+                f"Many Requests); try again later: {msg}"
+            )
         if code >= 500:
             return DeskLMError(f"the server at {where} failed (HTTP {code}): {msg}")
         return DeskLMError(f"the server at {where} rejected the request (HTTP {code}): {msg}")
     if isinstance(e, _openai().APIError):
-        return DeskLMError(f"the server at {where} reported an error: {_server_message(e.body)}"
-                           if e.body else f"the server at {where} reported an error: {e}")
+        return DeskLMError(
+            f"the server at {where} reported an error: {_server_message(e.body)}"
+            if e.body
+            else f"the server at {where} reported an error: {e}"
+        )
     return DeskLMError(f"talking to the server at {where} failed: {type(e).__name__}: {e}")
 
 
@@ -258,8 +284,9 @@ class RemoteBackend:
     from any thread.
     """
 
-    def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT_S,
-                 read_timeout: float = READ_TIMEOUT_S) -> None:
+    def __init__(
+        self, *, connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.url: ServerURL | None = None
@@ -302,8 +329,13 @@ class RemoteBackend:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    def connect(self, url: str, api_key: str | None = None, model: str | None = None,
-                settings: Settings | None = None) -> list[str]:
+    def connect(
+        self,
+        url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        settings: Settings | None = None,
+    ) -> list[str]:
         """Connect: list the served models, pick ``model`` (or the only/first one), learn the
         context size and the tokenizer. Returns the model ids. Raises DeskLMError."""
         target = check_url(url)
@@ -312,18 +344,25 @@ class RemoteBackend:
         if target.notice:
             log.info("%s", target.notice)
         self._client = _openai().OpenAI(
-            base_url=target.base, api_key=self._key or NO_KEY, max_retries=0,
-            timeout=_openai().Timeout(self.read_timeout, connect=self.connect_timeout))
-        self._http = httpx.Client(timeout=self._timeout(PROBE_TIMEOUT_S), headers=self._headers(),
-                                  follow_redirects=False)
+            base_url=target.base,
+            api_key=self._key or NO_KEY,
+            max_retries=0,
+            timeout=_openai().Timeout(self.read_timeout, connect=self.connect_timeout),
+        )
+        self._http = httpx.Client(
+            timeout=self._timeout(PROBE_TIMEOUT_S), headers=self._headers(), follow_redirects=False
+        )
         self.models = self.list_models()
         ids = [m.id for m in self.models]
         if not ids:
             raise DeskLMError(f"the server at {self.where} serves no models")
         if model:
             if model not in ids:
-                raise DeskLMError(f"model {model!r} is not served at {self.where}; it serves: "
-                                  + ", ".join(ids[:8]) + (" …" if len(ids) > 8 else ""))
+                raise DeskLMError(
+                    f"model {model!r} is not served at {self.where}; it serves: "
+                    + ", ".join(ids[:8])
+                    + (" …" if len(ids) > 8 else "")
+                )
             self.model = model
         else:
             self.model = ids[0]
@@ -332,8 +371,13 @@ class RemoteBackend:
         self._probe_tokenizer()
         self.template = ChatTemplate("server", parts_fn=lambda msgs: [Part(_to_json(msgs), True)])
         self.load(Path(self.model), settings or Settings())
-        log.info("connected to %s, model %s (n_ctx %s, tokens: %s)", self.where, self.model,
-                 self.n_ctx, self.token_source)
+        log.info(
+            "connected to %s, model %s (n_ctx %s, tokens: %s)",
+            self.where,
+            self.model,
+            self.n_ctx,
+            self.token_source,
+        )
         return ids
 
     def list_models(self) -> list[ModelEntry]:
@@ -345,8 +389,12 @@ class RemoteBackend:
             for m in page.data:
                 extra = dict(m.model_extra or {})
                 n = None
-                for k in ("max_model_len", "context_length", "max_context_length",
-                          "context_window"):
+                for k in (
+                    "max_model_len",
+                    "context_length",
+                    "max_context_length",
+                    "context_window",
+                ):
                     v = extra.get(k)
                     if isinstance(v, int) and v > 0:
                         n = v
@@ -355,10 +403,13 @@ class RemoteBackend:
             return out
         except Exception as e:
             if isinstance(e, _openai().NotFoundError):
-                raise DeskLMError(f"{self.where} does not look like an OpenAI-compatible server "
-                                  "(no /v1/models); give the address of its API") from None
-            raise explain(e, self.where, key_given=bool(self._key),
-                          read_timeout=self.read_timeout) from None
+                raise DeskLMError(
+                    f"{self.where} does not look like an OpenAI-compatible server "
+                    "(no /v1/models); give the address of its API"
+                ) from None
+            raise explain(
+                e, self.where, key_given=bool(self._key), read_timeout=self.read_timeout
+            ) from None
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         """POST to a non-OpenAI endpoint of the server; None where it is absent or fails."""
@@ -392,8 +443,9 @@ class RemoteBackend:
 
     def _probe_tokenizer(self) -> None:
         probe: list[Msg] = [{"role": "user", "content": "hello"}]
-        got = self._post("/tokenize", {"model": self.model, "messages": probe,
-                                       "add_generation_prompt": True})
+        got = self._post(
+            "/tokenize", {"model": self.model, "messages": probe, "add_generation_prompt": True}
+        )
         if isinstance(got, dict) and isinstance(got.get("count"), int):
             self._tok_mode, self.token_source = "vllm", TOK_EXACT
             if not self.server_n_ctx and isinstance(got.get("max_model_len"), int):
@@ -443,8 +495,13 @@ class RemoteBackend:
         local models."""
         return "server"
 
-    def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
+    def load(
+        self,
+        path: str | Path,
+        settings: Settings,
+        progress: Callable[[float], None] | None = None,
+        clamp: bool = False,
+    ) -> LoadInfo:
         """The session's "load": adopt ``settings`` (``n_ctx`` is the context size where the
         server does not say it). The model was chosen by :meth:`connect`; ``path`` is ignored."""
         if self._client is None or self.url is None:
@@ -456,17 +513,29 @@ class RemoteBackend:
         if self.server_n_ctx:
             self.ctx_note = f"context {self.server_n_ctx} tokens, as the server reports"
         else:
-            self.ctx_note = (f"the server does not report its context size: using the "
-                             f"n_ctx setting ({self.n_ctx} tokens)")
+            self.ctx_note = (
+                f"the server does not report its context size: using the "
+                f"n_ctx setting ({self.n_ctx} tokens)"
+            )
             notes.append(self.ctx_note)
         if self.token_source == TOK_ESTIMATE:
-            notes.append("the server offers no tokenizer: token counts for the context budget "
-                         "are estimates")
+            notes.append(
+                "the server offers no tokenizer: token counts for the context budget are estimates"
+            )
         self.settings.limits["n_ctx"] = max(self.n_ctx, 512)
         self.load_info = LoadInfo(
-            path=Path(self.model), name=self.model_label, architecture="remote",
-            n_ctx=self.n_ctx, n_ctx_train=self.server_n_ctx or 0, n_layers=0, load_s=0.0,
-            chat_format="server", gpu_offload_supported=False, file_size=0, notes=notes)
+            path=Path(self.model),
+            name=self.model_label,
+            architecture="remote",
+            n_ctx=self.n_ctx,
+            n_ctx_train=self.server_n_ctx or 0,
+            n_layers=0,
+            load_s=0.0,
+            chat_format="server",
+            gpu_offload_supported=False,
+            file_size=0,
+            notes=notes,
+        )
         if progress is not None:
             progress(1.0)
         return self.load_info
@@ -484,8 +553,10 @@ class RemoteBackend:
 
     def _count(self, messages: list[Msg]) -> list[int]:
         if self._tok_mode == "vllm":
-            got = self._post("/tokenize", {"model": self.model, "messages": messages,
-                                           "add_generation_prompt": True})
+            got = self._post(
+                "/tokenize",
+                {"model": self.model, "messages": messages, "add_generation_prompt": True},
+            )
             if isinstance(got, dict) and isinstance(got.get("tokens"), list):
                 return [int(t) for t in got["tokens"]]
         elif self._tok_mode == "llama-server":
@@ -495,8 +566,9 @@ class RemoteBackend:
                 if isinstance(toks, dict) and isinstance(toks.get("tokens"), list):
                     return [int(t) for t in toks["tokens"]]
         elif self._tok_mode == "llama-cpp-python":
-            got = self._post("/extras/tokenize", {"input": _render_for_count(messages),
-                                                  "model": self.model})
+            got = self._post(
+                "/extras/tokenize", {"input": _render_for_count(messages), "model": self.model}
+            )
             if isinstance(got, dict) and isinstance(got.get("tokens"), list):
                 return [int(t) for t in got["tokens"]]
         if self._tok_mode != "estimate":
@@ -532,26 +604,41 @@ class RemoteBackend:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def generate(self, tokens: list[int], sampling: Settings,
-                 on_text: Callable[[str], None] | None = None, reasoning_open: bool = False,
-                 clear_stop: bool = True) -> tuple[str, TurnStats]:
+    def generate(
+        self,
+        tokens: list[int],
+        sampling: Settings,
+        on_text: Callable[[str], None] | None = None,
+        reasoning_open: bool = False,
+        clear_stop: bool = True,
+    ) -> tuple[str, TurnStats]:
         """Stream a reply to the messages ``tokens`` were counted for (see ``tokenize``).
         (``reasoning_open`` and ``clear_stop`` are the local engine's; a server splits
         reasoning itself.)"""
         messages = getattr(tokens, "messages", None)
         if messages is None:
-            raise DeskLMError("a server model takes messages: budget the prompt with this "
-                              "backend's template and tokenize first")
+            raise DeskLMError(
+                "a server model takes messages: budget the prompt with this "
+                "backend's template and tokenize first"
+            )
         return self.chat(messages, sampling, on_text, prompt_tokens=len(tokens))
 
     # -- the request --
-    def request_body(self, messages: list[Msg], sampling: Settings, max_tokens: int,
-                     stop: list[str] | None = None) -> dict[str, Any]:
+    def request_body(
+        self,
+        messages: list[Msg],
+        sampling: Settings,
+        max_tokens: int,
+        stop: list[str] | None = None,
+    ) -> dict[str, Any]:
         """The keyword arguments for ``client.chat.completions.create``."""
         body: dict[str, Any] = {
-            "model": self.model, "messages": messages, "stream": True,
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
             "stream_options": {"include_usage": True},
-            "temperature": float(sampling["temperature"]), "top_p": float(sampling["top_p"]),
+            "temperature": float(sampling["temperature"]),
+            "top_p": float(sampling["top_p"]),
             "max_tokens": max_tokens,
         }
         seed = int(sampling["seed"])
@@ -562,14 +649,23 @@ class RemoteBackend:
         if self.extras_ok:
             # llama.cpp's names; vLLM calls the penalty repetition_penalty (others ignore both)
             rp = float(sampling["repeat_penalty"])
-            body["extra_body"] = {"top_k": int(sampling["top_k"]),
-                                  "min_p": float(sampling["min_p"]),
-                                  "repeat_penalty": rp, "repetition_penalty": rp}
+            body["extra_body"] = {
+                "top_k": int(sampling["top_k"]),
+                "min_p": float(sampling["min_p"]),
+                "repeat_penalty": rp,
+                "repetition_penalty": rp,
+            }
         return body
 
-    def chat(self, messages: list[Msg], sampling: Settings,
-             on_text: Callable[[str], None] | None = None, *, prompt_tokens: int = 0,
-             stop: list[str] | None = None) -> tuple[str, RemoteTurnStats]:
+    def chat(
+        self,
+        messages: list[Msg],
+        sampling: Settings,
+        on_text: Callable[[str], None] | None = None,
+        *,
+        prompt_tokens: int = 0,
+        stop: list[str] | None = None,
+    ) -> tuple[str, RemoteTurnStats]:
         """Stream one reply. Returns (reply, stats); raises DeskLMError when nothing arrived."""
         if self._client is None or self.url is None:
             raise DeskLMError("not connected to a server")
@@ -584,15 +680,25 @@ class RemoteBackend:
         except _ExtrasRejected:
             log.info("%s rejects top_k/min_p/repeat_penalty; sending without them", self.where)
             self.extras_ok = False
-            return self._run(self.request_body(messages, sampling, max_tokens, stop), on_text,
-                             prompt_tokens, n_ctx)
+            return self._run(
+                self.request_body(messages, sampling, max_tokens, stop),
+                on_text,
+                prompt_tokens,
+                n_ctx,
+            )
 
-    def _run(self, body: dict[str, Any], on_text: Callable[[str], None] | None,
-             prompt_tokens: int, n_ctx: int) -> tuple[str, RemoteTurnStats]:
+    def _run(
+        self,
+        body: dict[str, Any],
+        on_text: Callable[[str], None] | None,
+        prompt_tokens: int,
+        n_ctx: int,
+    ) -> tuple[str, RemoteTurnStats]:
         assert self._client is not None and self.url is not None
         client = self._client
-        stats = RemoteTurnStats(prompt_tokens=prompt_tokens, n_ctx=n_ctx,
-                                server=self.url.root, model=self.model)
+        stats = RemoteTurnStats(
+            prompt_tokens=prompt_tokens, n_ctx=n_ctx, server=self.url.root, model=self.model
+        )
         q: queue.Queue[tuple[str, Any, float]] = queue.Queue()
         cancel = threading.Event()
         holder: list[Any] = []
@@ -677,18 +783,31 @@ class RemoteBackend:
         if self._stop.is_set():  # our own shutdown may have surfaced as a read error first
             finish, error = "cancelled", None
         if error is not None:
-            if isinstance(error, _openai().BadRequestError) and "extra_body" in body \
-                    and not text and _rejects_extras(error):
+            if (
+                isinstance(error, _openai().BadRequestError)
+                and "extra_body" in body
+                and not text
+                and _rejects_extras(error)
+            ):
                 raise _ExtrasRejected()
-            reason = explain(error, self.where, model=self.model, key_given=bool(self._key),
-                             read_timeout=self.read_timeout)
+            reason = explain(
+                error,
+                self.where,
+                model=self.model,
+                key_given=bool(self._key),
+                read_timeout=self.read_timeout,
+            )
             if not text:
                 raise reason
             finish = "error"
-            cut = isinstance(error, _openai().APIConnectionError) and \
-                not isinstance(error, _openai().APITimeoutError)
-            stats.note = ("the connection to the server was cut mid-reply; the partial reply "
-                          "is kept" if cut else f"{reason}; the partial reply is kept")
+            cut = isinstance(error, _openai().APIConnectionError) and not isinstance(
+                error, _openai().APITimeoutError
+            )
+            stats.note = (
+                "the connection to the server was cut mid-reply; the partial reply is kept"
+                if cut
+                else f"{reason}; the partial reply is kept"
+            )
         elif finish == "cancelled":
             stats.note = "stopped; the partial reply is kept" if text else "stopped"
         if finish is None:
@@ -697,7 +816,8 @@ class RemoteBackend:
                 stats.note = "the server ended the stream without a finish reason"
         # the server's word (content_filter, tool_calls) is kept; a few spellings normalised
         stats.finish_reason = {"eos": "stop", "stop_sequence": "stop"}.get(  # type: ignore[assignment]
-            finish, finish)
+            finish, finish
+        )
         # token figures: the server's usage where it sent one, else counted from the stream
         if usage is not None and getattr(usage, "completion_tokens", None) is not None:
             stats.completion_tokens = int(usage.completion_tokens)
@@ -709,8 +829,9 @@ class RemoteBackend:
             stats.token_source = "usage"
         else:
             stats.completion_tokens = chunks
-            stats.token_source = ("counted from the stream; prompt: " +
-                                  (self.token_source if prompt_tokens else "unknown"))
+            stats.token_source = "counted from the stream; prompt: " + (
+                self.token_source if prompt_tokens else "unknown"
+            )
         if isinstance(timings.get("cache_n"), int) and not stats.prompt_tokens_reused:
             stats.prompt_tokens_reused = timings["cache_n"]
         pps = timings.get("prompt_per_second")
@@ -732,8 +853,18 @@ class _ExtrasRejected(Exception):
 
 def _rejects_extras(e: openai.BadRequestError) -> bool:
     msg = _server_message(e.body, e.message).lower()
-    return any(k in msg for k in ("top_k", "min_p", "repeat_penalty", "repetition_penalty",
-                                  "unrecognized", "extra", "unknown"))
+    return any(
+        k in msg
+        for k in (
+            "top_k",
+            "min_p",
+            "repeat_penalty",
+            "repetition_penalty",
+            "unrecognized",
+            "extra",
+            "unknown",
+        )
+    )
 
 
 def _shutdown(stream: Any) -> None:
@@ -746,8 +877,9 @@ def _shutdown(stream: Any) -> None:
 
 
 def _to_json(messages: Sequence[Msg]) -> str:
-    return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages],
-                      ensure_ascii=False)
+    return json.dumps(
+        [{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False
+    )
 
 
 def _from_json(text: str) -> list[Msg]:

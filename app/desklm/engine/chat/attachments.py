@@ -40,10 +40,16 @@ MAX_PDF_BYTES = 64 * 2**20
 MAX_CHARS = 2_000_000  # extracted text longer than this is refused
 MAX_PDF_PAGES = 2000
 HEADER = "Attached file {name}:"
-_BINARY_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
-                 b"GIF8": "a GIF image", b"PK\x03\x04": "a ZIP archive (or an Office file)",
-                 b"\x7fELF": "a program", b"MZ": "a Windows program",
-                 b"\x1f\x8b": "a gzip archive", b"GGUF": "a model file"}
+_BINARY_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"PK\x03\x04": "a ZIP archive (or an Office file)",
+    b"\x7fELF": "a program",
+    b"MZ": "a Windows program",
+    b"\x1f\x8b": "a gzip archive",
+    b"GGUF": "a model file",
+}
 
 
 @dataclass
@@ -72,8 +78,7 @@ class Attachment:
         return d
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.meta(), "kind": self.kind, "encoding": self.encoding,
-                "note": self.note}
+        return {**self.meta(), "kind": self.kind, "encoding": self.encoding, "note": self.note}
 
 
 def clean_name(name: str) -> str:
@@ -110,7 +115,7 @@ def typed_text(content: str) -> str:
         end = next((i for i in range(2, len(lines)) if lines[i] == fence), None)
         if end is None:
             break
-        rest = "\n".join(lines[end + 1:]).lstrip("\n")
+        rest = "\n".join(lines[end + 1 :]).lstrip("\n")
     return rest
 
 
@@ -130,8 +135,10 @@ def _open_regular(path: Path, limit: int) -> tuple[bytes, int]:
     if not stat.S_ISREG(st.st_mode):
         raise DeskLMError(f"cannot attach {name}: not a regular file (a pipe, socket or device)")
     if st.st_size > limit:
-        raise DeskLMError(f"cannot attach {name}: {st.st_size / 2**20:,.2f} MB is more than "
-                          f"the {limit / 2**20:,.0f} MB limit")
+        raise DeskLMError(
+            f"cannot attach {name}: {st.st_size / 2**20:,.2f} MB is more than "
+            f"the {limit / 2**20:,.0f} MB limit"
+        )
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
@@ -179,8 +186,7 @@ def decode_text(data: bytes, name: str) -> tuple[str, str]:
             try:
                 text, enc = data.decode("cp1252"), "windows-1252"
             except UnicodeDecodeError:
-                raise DeskLMError(f"cannot attach {name}: not text in a known encoding") \
-                    from None
+                raise DeskLMError(f"cannot attach {name}: not text in a known encoding") from None
     bad = sum(1 for c in text[:100_000] if ord(c) < 32 and c not in "\t\n\r\f\v\x1b")
     if bad > max(2, len(text[:100_000]) // 100):
         raise DeskLMError(f"cannot attach {name}: binary data, not text")
@@ -200,33 +206,37 @@ def pdf_text(data: bytes, name: str) -> str:
             raise DeskLMError(f"cannot attach {name}: the PDF is password-protected")
         n = len(reader.pages)
         if n > MAX_PDF_PAGES:
-            raise DeskLMError(f"cannot attach {name}: {n:,} pages is more than the "
-                              f"{MAX_PDF_PAGES:,}-page limit")
+            raise DeskLMError(
+                f"cannot attach {name}: {n:,} pages is more than the {MAX_PDF_PAGES:,}-page limit"
+            )
         pages, total = [], 0
         for page in reader.pages:
             t = page.extract_text() or ""
             total += len(t)
             if total > MAX_CHARS:
-                raise DeskLMError(f"cannot attach {name}: more than {MAX_CHARS:,} characters "
-                                  "of text")
+                raise DeskLMError(
+                    f"cannot attach {name}: more than {MAX_CHARS:,} characters of text"
+                )
             pages.append(t.strip())
     except DeskLMError:
         raise
     except RecursionError:
-        raise DeskLMError(f"cannot attach {name}: the PDF is damaged (nested too deeply)") \
-            from None
+        raise DeskLMError(f"cannot attach {name}: the PDF is damaged (nested too deeply)") from None
     except Exception as e:  # pypdf raises many kinds on damaged files: all are "damaged"
-        raise DeskLMError(f"cannot attach {name}: the PDF could not be read "
-                          f"({type(e).__name__})") from None
+        raise DeskLMError(
+            f"cannot attach {name}: the PDF could not be read ({type(e).__name__})"
+        ) from None
     text = "\n\n".join(p for p in pages if p).replace("\x00", "")
     if not text.strip():
-        raise DeskLMError(f"cannot attach {name}: the PDF has no text layer (a scanned "
-                          "document?)")
+        raise DeskLMError(f"cannot attach {name}: the PDF has no text layer (a scanned document?)")
     return text
 
 
-def read_attachment(path: Path | str, tokenize: Callable[[str], list[int]] | None = None,
-                    room: tuple[int, int, int] | None = None) -> Attachment:
+def read_attachment(
+    path: Path | str,
+    tokenize: Callable[[str], list[int]] | None = None,
+    room: tuple[int, int, int] | None = None,
+) -> Attachment:
     """Read a file to attach.
 
     ``tokenize`` (the loaded model's tokenizer) counts the tokens of the attachment's block.
@@ -246,8 +256,10 @@ def read_attachment(path: Path | str, tokenize: Callable[[str], list[int]] | Non
     else:
         text, enc = decode_text(data, name)
         if len(text) > MAX_CHARS:
-            raise DeskLMError(f"cannot attach {name}: {len(text):,} characters is more than "
-                              f"the {MAX_CHARS:,} limit")
+            raise DeskLMError(
+                f"cannot attach {name}: {len(text):,} characters is more than "
+                f"the {MAX_CHARS:,} limit"
+            )
         if not text.strip():
             raise DeskLMError(f"cannot attach {name}: the file is empty")
         att = Attachment(name, text, size, encoding=enc)
@@ -259,10 +271,13 @@ def read_attachment(path: Path | str, tokenize: Callable[[str], list[int]] | Non
                 raise DeskLMError(
                     f"cannot attach {name}: it needs {att.tokens:,} tokens but at most "
                     f"{most:,} of the {n_ctx:,}-token context are free for it; raise the "
-                    "context length or attach a smaller file")
+                    "context length or attach a smaller file"
+                )
             if att.tokens > free_now:
-                att.note = (f"needs {att.tokens:,} tokens, {free_now:,} free now: older "
-                            "messages will be dropped to make room")
+                att.note = (
+                    f"needs {att.tokens:,} tokens, {free_now:,} free now: older "
+                    "messages will be dropped to make room"
+                )
     return att
 
 

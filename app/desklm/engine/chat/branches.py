@@ -55,8 +55,11 @@ def _messages_from(cls: Any, items: Any, depth: int) -> list[Message]:
     if not isinstance(items, list) or depth > MAX_DEPTH:
         return out
     for raw in items:
-        if not isinstance(raw, dict) or raw.get("role") not in ("user", "assistant") \
-                or not isinstance(raw.get("content"), str):
+        if (
+            not isinstance(raw, dict)
+            or raw.get("role") not in ("user", "assistant")
+            or not isinstance(raw.get("content"), str)
+        ):
             continue
         try:
             out.append(cls.from_dict(raw, depth + 1))
@@ -87,8 +90,9 @@ def tree_fields_from_dict(msg: Message, d: dict[str, Any], depth: int = 0) -> No
     Anything of the wrong type is dropped (a version whose role differs from ``msg``'s too);
     nesting deeper than MAX_DEPTH is cut there."""
     msg.attachments = clean_attachments(d.get("attachments"))
-    alts = [a for a in _messages_from(type(msg), d.get("alternatives"), depth)
-            if a.role == msg.role]
+    alts = [
+        a for a in _messages_from(type(msg), d.get("alternatives"), depth) if a.role == msg.role
+    ]
     alts = alts[:MAX_VERSIONS]
     for a in alts:  # only the active version holds the list
         a.alternatives, a.alt_index = [], 0
@@ -99,9 +103,12 @@ def tree_fields_from_dict(msg: Message, d: dict[str, Any], depth: int = 0) -> No
     msg.continuation = _messages_from(type(msg), d.get("continuation"), depth)
 
 
-def clean_tree_fields(raw: dict[str, Any], out: dict[str, Any],
-                      clean_one: Callable[[Any], tuple[dict[str, Any] | None, str]],
-                      depth: int = 0) -> None:
+def clean_tree_fields(
+    raw: dict[str, Any],
+    out: dict[str, Any],
+    clean_one: Callable[[Any], tuple[dict[str, Any] | None, str]],
+    depth: int = 0,
+) -> None:
     """For a checker of stored messages (``records.clean_message``): copy ``raw``'s version
     fields and attachments into the cleaned message ``out``, each version checked with
     ``clean_one`` (which should call this function in turn). Wrong types are dropped."""
@@ -160,7 +167,7 @@ def versions(msg: Message) -> list[Message]:
 
 
 def version_label(msg: Message) -> str:
-    """"2/3": which version of how many; "" for a message with one version."""
+    """ "2/3": which version of how many; "" for a message with one version."""
     n = len(msg.alternatives) + 1
     return f"{min(msg.alt_index, n - 1) + 1}/{n}" if n > 1 else ""
 
@@ -172,8 +179,9 @@ def index_of(path: list[Message], message_id: str) -> int:
     raise DeskLMError(f"no message '{message_id}' in this conversation")
 
 
-def _activate(path: list[Message], index: int, all_versions: list[Message],
-              j: int) -> list[Message]:
+def _activate(
+    path: list[Message], index: int, all_versions: list[Message], j: int
+) -> list[Message]:
     new = all_versions[j]
     tail = new.continuation
     new.continuation = []
@@ -190,11 +198,12 @@ def select(path: list[Message], index: int, j: int) -> list[Message]:
     cur = path[index]
     all_versions = versions(cur)
     if not 0 <= j < len(all_versions):
-        raise DeskLMError(f"that message has {len(all_versions)} version(s); "
-                          f"choose 1 to {len(all_versions)}")
+        raise DeskLMError(
+            f"that message has {len(all_versions)} version(s); choose 1 to {len(all_versions)}"
+        )
     if all_versions[j] is cur:
         return path
-    cur.continuation = list(path[index + 1:])
+    cur.continuation = list(path[index + 1 :])
     return _activate(path, index, all_versions, j)
 
 
@@ -203,7 +212,7 @@ def add_version(path: list[Message], index: int, new: Message) -> list[Message]:
     version keeps what followed it. What follows ``new`` is for the caller to append."""
     cur = path[index]
     all_versions = versions(cur)
-    cur.continuation = list(path[index + 1:])
+    cur.continuation = list(path[index + 1 :])
     cur.alternatives, cur.alt_index = [], 0
     new.alternatives = all_versions
     new.alt_index = len(all_versions)
@@ -249,8 +258,11 @@ def reveal(path: list[Message], message_id: str) -> tuple[list[Message], int]:
             if m.id == message_id:
                 return path, i
         for i, m in enumerate(path):
-            hit = [k for k, v in enumerate(versions(m)) if v is not m and
-                   (v.id == message_id or _contains(v.continuation, message_id))]
+            hit = [
+                k
+                for k, v in enumerate(versions(m))
+                if v is not m and (v.id == message_id or _contains(v.continuation, message_id))
+            ]
             if hit:
                 path = select(path, i, hit[0])
                 break
@@ -268,8 +280,9 @@ def walk(path: list[Message], active: bool = True) -> Iterator[tuple[Message, bo
             yield from walk(a.continuation, False)
 
 
-def walk_dicts(messages: Any, active: bool = True,
-               depth: int = 0) -> Iterator[tuple[dict[str, Any], bool]]:
+def walk_dicts(
+    messages: Any, active: bool = True, depth: int = 0
+) -> Iterator[tuple[dict[str, Any], bool]]:
     """:func:`walk` over stored messages (dicts), skipping anything malformed."""
     if not isinstance(messages, list) or depth > MAX_DEPTH:
         return

@@ -52,9 +52,11 @@ REGISTRY: dict[str, Command] = {}
 
 def command(name: str, usage: str, help: str) -> Callable[[Handler], Handler]:
     """Register ``handler`` as ``/name``."""
+
     def register(handler: Handler) -> Handler:
         REGISTRY[name] = Command(name, usage, help, handler)
         return handler
+
     return register
 
 
@@ -68,8 +70,9 @@ def parse(text: str) -> tuple[Command, str]:
     name, _, arg = text.strip()[1:].partition(" ")
     name = name.strip().lower()
     if name not in REGISTRY:
-        raise DeskLMError(f"unknown command '/{name}'; known commands: "
-                          + ", ".join(f"/{n}" for n in REGISTRY))
+        raise DeskLMError(
+            f"unknown command '/{name}'; known commands: " + ", ".join(f"/{n}" for n in REGISTRY)
+        )
     return REGISTRY[name], arg.strip()
 
 
@@ -94,23 +97,32 @@ def help_rows() -> list[tuple[str, str]]:
 def _reset(session: Any, arg: str, on_text: OnText) -> CommandResult:
     # like "New chat": the previous chat stays saved in history, untouched
     session.new_conversation()
-    return CommandResult("reset", "conversation and KV cache cleared",
-                         {"context_used": session.engine.context_used,
-                          "conversation_id": session.conv_id}, reset=True, redraw=True)
+    return CommandResult(
+        "reset",
+        "conversation and KV cache cleared",
+        {"context_used": session.engine.context_used, "conversation_id": session.conv_id},
+        reset=True,
+        redraw=True,
+    )
 
 
 @command("help", "/help", "list the commands")
 def _help(session: Any, arg: str, on_text: OnText) -> CommandResult:
-    return CommandResult("help", help_text(),
-                         {"commands": {c.usage.split()[0]: c.help for c in REGISTRY.values()},
-                          "rows": help_rows()})
+    return CommandResult(
+        "help",
+        help_text(),
+        {"commands": {c.usage.split()[0]: c.help for c in REGISTRY.values()}, "rows": help_rows()},
+    )
 
 
 @command("system", "/system [text]", "show or set the system prompt (takes effect next turn)")
 def _system(session: Any, arg: str, on_text: OnText) -> CommandResult:
     if not arg:
-        return CommandResult("system", f"system prompt: {session.settings['system_prompt']}",
-                             {"system_prompt": session.settings["system_prompt"]})
+        return CommandResult(
+            "system",
+            f"system prompt: {session.settings['system_prompt']}",
+            {"system_prompt": session.settings["system_prompt"]},
+        )
     res: CommandResult = session.apply_settings({"system_prompt": arg})
     res.command = "system"
     return res
@@ -122,14 +134,18 @@ def _set(session: Any, arg: str, on_text: OnText) -> CommandResult:
 
     s = session.settings
     if not arg:
-        lines = [f"{n} = {s[n]}  ({spec.range_text(s.maximum(n))}"
-                 f"{'; reload' if spec.needs_reload else ''})" for n, spec in SCHEMA.items()]
+        lines = [
+            f"{n} = {s[n]}  ({spec.range_text(s.maximum(n))}"
+            f"{'; reload' if spec.needs_reload else ''})"
+            for n, spec in SCHEMA.items()
+        ]
         return CommandResult("set", "\n".join(lines), {"settings": s.to_dict()})
     name, _, value = arg.partition(" ")
     get_setting(name)  # unknown names fail with the list of known ones
     if not value.strip():
-        raise DeskLMError(f"usage: /set {name} <value>; allowed: "
-                          f"{SCHEMA[name].range_text(s.maximum(name))}")
+        raise DeskLMError(
+            f"usage: /set {name} <value>; allowed: {SCHEMA[name].range_text(s.maximum(name))}"
+        )
     res: CommandResult = session.apply_settings({name: value})
     return res
 
@@ -161,26 +177,37 @@ def _alt(session: Any, arg: str, on_text: OnText) -> CommandResult:
         raise DeskLMError("no reply yet: /alt switches between versions of the last reply")
     vs = branches.versions(reply)
     if not arg:
-        lines = [f"{'*' if v is reply else ' '} {k + 1}: "
-                 + " ".join(v.content.split())[:70] for k, v in enumerate(vs)]
-        return CommandResult("alt", "\n".join(lines),
-                             {"version": reply.alt_index + 1, "versions": len(vs),
-                              "message_id": reply.id}, redraw=True)
+        lines = [
+            f"{'*' if v is reply else ' '} {k + 1}: " + " ".join(v.content.split())[:70]
+            for k, v in enumerate(vs)
+        ]
+        return CommandResult(
+            "alt",
+            "\n".join(lines),
+            {"version": reply.alt_index + 1, "versions": len(vs), "message_id": reply.id},
+            redraw=True,
+        )
     try:
         n = int(arg)
     except ValueError:
         raise DeskLMError(f"usage: /alt N, with N from 1 to {len(vs)}") from None
     if not 1 <= n <= len(vs):
-        raise DeskLMError(f"the last reply has {len(vs)} version(s); choose 1 to {len(vs)}"
-                          + ("" if len(vs) > 1 else " (/regen makes another)"))
+        raise DeskLMError(
+            f"the last reply has {len(vs)} version(s); choose 1 to {len(vs)}"
+            + ("" if len(vs) > 1 else " (/regen makes another)")
+        )
     shown = session.select_alternative(reply.id, n - 1)
-    return CommandResult("alt", f"[version {n}/{len(vs)}]\n{shown.content}",
-                         {"version": n, "versions": len(vs), "message_id": shown.id,
-                          "reply": shown.content}, redraw=True)
+    return CommandResult(
+        "alt",
+        f"[version {n}/{len(vs)}]\n{shown.content}",
+        {"version": n, "versions": len(vs), "message_id": shown.id, "reply": shown.content},
+        redraw=True,
+    )
 
 
-@command("edit", "/edit TEXT", "replace your last message with TEXT and resend (the old branch "
-                               "is kept)")
+@command(
+    "edit", "/edit TEXT", "replace your last message with TEXT and resend (the old branch is kept)"
+)
 def _edit(session: Any, arg: str, on_text: OnText) -> CommandResult:
     if not arg:
         raise DeskLMError("usage: /edit TEXT (replaces your last message and resends it)")
@@ -190,28 +217,43 @@ def _edit(session: Any, arg: str, on_text: OnText) -> CommandResult:
     return _turn_result("edit", session, session.edit_and_resend(user.id, arg, on_text))
 
 
-@command("attach", "/attach [PATH]", "attach a text file or PDF to your next message (lists "
-                                     "what is attached without PATH)")
+@command(
+    "attach",
+    "/attach [PATH]",
+    "attach a text file or PDF to your next message (lists what is attached without PATH)",
+)
 def _attach(session: Any, arg: str, on_text: OnText) -> CommandResult:
     pending = session.pending_attachments
     if arg:
         att = session.attach(arg.strip().strip("'\""))
-        msg = (f"attached {att.name}: {att.chars:,} characters"
-               + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
-               + (f" ({att.note})" if att.note else "") + "; it goes with your next message")
-        return CommandResult("attach", msg, {"attachment": att.to_dict(),
-                                             "pending": [_pending(a) for a in pending]})
+        msg = (
+            f"attached {att.name}: {att.chars:,} characters"
+            + (f", {att.tokens:,} tokens" if att.tokens is not None else "")
+            + (f" ({att.note})" if att.note else "")
+            + "; it goes with your next message"
+        )
+        return CommandResult(
+            "attach", msg, {"attachment": att.to_dict(), "pending": [_pending(a) for a in pending]}
+        )
     if not pending:
-        return CommandResult("attach", "nothing attached; /attach PATH adds a file",
-                             {"pending": []})
-    return CommandResult("attach", "\n".join(f"{a.name}: {a.chars:,} characters"
-                                             + (f", {a.tokens:,} tokens" if a.tokens else "")
-                                             for a in pending),
-                         {"pending": [_pending(a) for a in pending]})
+        return CommandResult(
+            "attach", "nothing attached; /attach PATH adds a file", {"pending": []}
+        )
+    return CommandResult(
+        "attach",
+        "\n".join(
+            f"{a.name}: {a.chars:,} characters" + (f", {a.tokens:,} tokens" if a.tokens else "")
+            for a in pending
+        ),
+        {"pending": [_pending(a) for a in pending]},
+    )
 
 
-@command("preset", "/preset [NAME | save NAME | delete NAME]",
-         "list presets, load one, save the current settings as one, or delete one")
+@command(
+    "preset",
+    "/preset [NAME | save NAME | delete NAME]",
+    "list presets, load one, save the current settings as one, or delete one",
+)
 def _preset_cmd(session: Any, arg: str, on_text: OnText) -> CommandResult:
     return _preset(session, arg)
 
@@ -226,11 +268,17 @@ def _last(session: Any, role: str) -> Any:
 
 def _turn_result(name: str, session: Any, turn: Any) -> CommandResult:
     last = session.conversation.messages[-1]
-    data = {**turn.to_dict(), "message_id": last.id, "version": last.alt_index + 1,
-            "versions": len(last.alternatives) + 1, "conversation_id": session.conv_id}
+    data = {
+        **turn.to_dict(),
+        "message_id": last.id,
+        "version": last.alt_index + 1,
+        "versions": len(last.alternatives) + 1,
+        "conversation_id": session.conv_id,
+    }
     label = branches.version_label(last)
-    return CommandResult(name, turn.reply + (f"\n[version {label}]" if label else ""), data,
-                         turn=turn, redraw=True)
+    return CommandResult(
+        name, turn.reply + (f"\n[version {label}]" if label else ""), data, turn=turn, redraw=True
+    )
 
 
 def _preset(session: Any, arg: str) -> CommandResult:
@@ -245,17 +293,27 @@ def _preset(session: Any, arg: str) -> CommandResult:
         if not items:
             lines = ["no presets yet; /preset save NAME saves the current settings"]
         else:
-            lines = [f"{'*' if p.name == last else ' '} {p.name}: "
-                     + ", ".join(f"{k}={v}" for k, v in p.values.items()
-                                 if k != "system_prompt") for p in items]
-        return CommandResult("preset", "\n".join(notes + lines),
-                             {"presets": [p.to_dict() for p in items], "last_for_model": last,
-                              "problems": store.problems})
+            lines = [
+                f"{'*' if p.name == last else ' '} {p.name}: "
+                + ", ".join(f"{k}={v}" for k, v in p.values.items() if k != "system_prompt")
+                for p in items
+            ]
+        return CommandResult(
+            "preset",
+            "\n".join(notes + lines),
+            {
+                "presets": [p.to_dict() for p in items],
+                "last_for_model": last,
+                "problems": store.problems,
+            },
+        )
     if verb == "save":
         p = store.save(rest, session.settings, session.model_path)
-        return CommandResult("preset", f"preset '{p.name}' saved "
-                             f"({len(p.values)} settings, the system prompt among them)",
-                             {"preset": p.name, "settings": p.values})
+        return CommandResult(
+            "preset",
+            f"preset '{p.name}' saved ({len(p.values)} settings, the system prompt among them)",
+            {"preset": p.name, "settings": p.values},
+        )
     if verb == "delete":
         name = store.get(rest).name
         store.delete(name)

@@ -40,8 +40,12 @@ class Message:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "role": self.role, "content": self.content,
-                             "created": self.created}
+        d: dict[str, Any] = {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "created": self.created,
+        }
         if self.stats is not None:
             d["stats"] = self.stats
         if self.attachments:
@@ -56,9 +60,13 @@ class Message:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], _depth: int = 0) -> Message:
-        msg = cls(role=str(d["role"]), content=str(d["content"]),
-                  created=float(d.get("created", time.time())),
-                  id=str(d.get("id") or uuid.uuid4().hex[:12]), stats=d.get("stats"))
+        msg = cls(
+            role=str(d["role"]),
+            content=str(d["content"]),
+            created=float(d.get("created", time.time())),
+            id=str(d.get("id") or uuid.uuid4().hex[:12]),
+            stats=d.get("stats"),
+        )
         if "tool_calls" in d and msg.role == "assistant":
             from desklm.engine.store.records import clean_tool_calls
 
@@ -168,8 +176,7 @@ class Conversation:
         far_over = len(starts) > 1 and sum(weights) > 2 * budget
         cut: int | None = 0
         if far_over or real(0) > budget:
-            cut = find_cut(starts, weights, real, budget,
-                           anchor=len(starts) - 1 if far_over else 0)
+            cut = find_cut(starts, weights, real, budget, anchor=len(starts) - 1 if far_over else 0)
             if cut is None:
                 self._refuse(new, template, tokenize, n_ctx, max_tokens)
         s = cut or 0
@@ -177,11 +184,13 @@ class Conversation:
         report = [
             {"id": m.id, "role": m.role, "preview": preview(m.content)} for m in candidate[:s]
         ]
-        return PromptPlan(text=text, tokens=tokens, dropped=report,
-                          reserve=reply_reserve(n_ctx, max_tokens))
+        return PromptPlan(
+            text=text, tokens=tokens, dropped=report, reserve=reply_reserve(n_ctx, max_tokens)
+        )
 
-    def _refuse(self, new: Message, template: ChatTemplate,
-                tokenize: Tokenize, n_ctx: int, max_tokens: int) -> None:
+    def _refuse(
+        self, new: Message, template: ChatTemplate, tokenize: Tokenize, n_ctx: int, max_tokens: int
+    ) -> None:
         reserve = reply_reserve(n_ctx, max_tokens)
         alone = len(tokenize(template.render_parts(self.as_msgs([new]))))
         raise DeskLMError(
@@ -190,9 +199,14 @@ class Conversation:
             f"holds {n_ctx}; shorten it or raise the context length"
         )
 
-    def _weights(self, candidate: list[Message], template: ChatTemplate,
-                 tokenize: Tokenize, check: Callable[[], bool],
-                 budget: int) -> list[int]:
+    def _weights(
+        self,
+        candidate: list[Message],
+        template: ChatTemplate,
+        tokenize: Tokenize,
+        check: Callable[[], bool],
+        budget: int,
+    ) -> list[int]:
         """Estimated tokens per message as rendered: its text's tokens (cached, keyed by the
         tokenizer, template, message id, role and content) plus the template's per-message
         markup. Only a guide for the search: the cut is always confirmed by real renders.
@@ -251,8 +265,14 @@ def turn_starts(roles: list[str]) -> list[int]:
     return [0] + [i for i, r in enumerate(roles) if i > 0 and r == "user"]
 
 
-def find_cut(starts: list[int], weights: list[int], real: Callable[[int], int],
-             budget: int, guided: int = 4, anchor: int = 0) -> int | None:
+def find_cut(
+    starts: list[int],
+    weights: list[int],
+    real: Callable[[int], int],
+    budget: int,
+    guided: int = 4,
+    anchor: int = 0,
+) -> int | None:
     """The first of ``starts`` whose kept prompt fits: ``real(start) <= budget``.
 
     ``real`` is the true (expensive) token count of the prompt keeping messages ``start:``;

@@ -47,8 +47,12 @@ class Preset:
     updated: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "settings": dict(self.values), "created": self.created,
-                "updated": self.updated}
+        return {
+            "name": self.name,
+            "settings": dict(self.values),
+            "created": self.created,
+            "updated": self.updated,
+        }
 
 
 def check_name(name: str) -> str:
@@ -76,8 +80,14 @@ def values_of(settings: Settings) -> dict[str, Any]:
 
 
 def _time(v: Any) -> float:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) \
-        and math.isfinite(v) and 0 <= v < 2.6e11 else 0.0
+    return (
+        float(v)
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and 0 <= v < 2.6e11
+        else 0.0
+    )
 
 
 class PresetStore:
@@ -106,14 +116,16 @@ class PresetStore:
             aside = self.path.with_name(self.path.name + ".corrupt")
             with contextlib.suppress(OSError):
                 os.replace(self.path, aside)
-            self.problems.append(f"presets file was damaged ({type(e).__name__}); moved aside "
-                                 f"to {aside.name}, starting with no presets")
+            self.problems.append(
+                f"presets file was damaged ({type(e).__name__}); moved aside "
+                f"to {aside.name}, starting with no presets"
+            )
             return {"presets": {}, "last_by_model": {}}
         version = data.get("schema")
-        if isinstance(version, int) and not isinstance(version, bool) \
-                and version > PRESETS_SCHEMA:
-            raise DeskLMError(f"presets file was written by a newer DeskLM (schema {version});"
-                              " left untouched")
+        if isinstance(version, int) and not isinstance(version, bool) and version > PRESETS_SCHEMA:
+            raise DeskLMError(
+                f"presets file was written by a newer DeskLM (schema {version}); left untouched"
+            )
         presets: dict[str, Preset] = {}
         items = data.get("presets")
         if not isinstance(items, dict):
@@ -133,19 +145,27 @@ class PresetStore:
             for k, v in body["settings"].items():
                 if k not in PRESET_SETTINGS:
                     if k not in MACHINE_SETTINGS:
-                        self.problems.append(f"preset {clean!r}: unknown setting "
-                                             f"{str(k)[:40]!r} ignored")
+                        self.problems.append(
+                            f"preset {clean!r}: unknown setting {str(k)[:40]!r} ignored"
+                        )
                     continue
                 try:
                     values[k] = SCHEMA[k].validate(v)
                 except DeskLMError as e:
                     self.problems.append(f"preset {clean!r}: {k} ignored ({e})")
-            presets[clean] = Preset(clean, values, _time(body.get("created")),
-                                    _time(body.get("updated")))
+            presets[clean] = Preset(
+                clean, values, _time(body.get("created")), _time(body.get("updated"))
+            )
         last = data.get("last_by_model")
-        last_by_model = {k: v for k, v in last.items()
-                         if isinstance(k, str) and isinstance(v, str) and v in presets} \
-            if isinstance(last, dict) else {}
+        last_by_model = (
+            {
+                k: v
+                for k, v in last.items()
+                if isinstance(k, str) and isinstance(v, str) and v in presets
+            }
+            if isinstance(last, dict)
+            else {}
+        )
         return {"presets": presets, "last_by_model": last_by_model}
 
     def list_all(self) -> list[Preset]:
@@ -156,7 +176,8 @@ class PresetStore:
         presets: dict[str, Preset] = self._load()["presets"]
         clean = " ".join(str(name).split())
         found = presets.get(clean) or next(
-            (p for n, p in presets.items() if n.casefold() == clean.casefold()), None)
+            (p for n, p in presets.items() if n.casefold() == clean.casefold()), None
+        )
         if found is None:
             known = ", ".join(sorted(presets)) or "none saved yet"
             raise DeskLMError(f"no preset '{clean}'; presets: {known}")
@@ -176,23 +197,30 @@ class PresetStore:
             with FileLock(str(self.path) + ".lock", timeout=10):
                 data = self._load()
                 change(data)
-                out = {"schema": PRESETS_SCHEMA,
-                       "presets": {n: {"settings": p.values, "created": p.created,
-                                       "updated": p.updated}
-                                   for n, p in data["presets"].items()},
-                       "last_by_model": data["last_by_model"]}
+                out = {
+                    "schema": PRESETS_SCHEMA,
+                    "presets": {
+                        n: {"settings": p.values, "created": p.created, "updated": p.updated}
+                        for n, p in data["presets"].items()
+                    },
+                    "last_by_model": data["last_by_model"],
+                }
                 atomic_write_json(self.path, out)
         except Timeout:
             raise DeskLMError(f"{self.path} is locked by another DeskLM process") from None
         except OSError as e:
             raise DeskLMError(f"could not write {self.path}: {e.strerror or e}") from None
 
-    def save(self, name: str, settings: Settings | dict[str, Any],
-             model: Path | str | None = None) -> Preset:
+    def save(
+        self, name: str, settings: Settings | dict[str, Any], model: Path | str | None = None
+    ) -> Preset:
         """Save (or replace) a preset from the current settings; remembers it for ``model``."""
         clean = check_name(name)
-        values = values_of(settings) if isinstance(settings, Settings) else \
-            {k: SCHEMA[k].validate(v) for k, v in settings.items() if k in PRESET_SETTINGS}
+        values = (
+            values_of(settings)
+            if isinstance(settings, Settings)
+            else {k: SCHEMA[k].validate(v) for k, v in settings.items() if k in PRESET_SETTINGS}
+        )
         now = time.time()
         made: list[Preset] = []
 
@@ -212,8 +240,7 @@ class PresetStore:
 
         def change(data: dict[str, Any]) -> None:
             data["presets"].pop(clean, None)
-            data["last_by_model"] = {k: v for k, v in data["last_by_model"].items()
-                                     if v != clean}
+            data["last_by_model"] = {k: v for k, v in data["last_by_model"].items() if v != clean}
 
         self._change(change)
 

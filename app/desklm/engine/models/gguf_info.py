@@ -35,12 +35,21 @@ SUPPORTED_ARCHITECTURES = frozenset(
     granitemoe granitehybrid chameleon plm bailingmoe bailingmoe2 dots1 arcee ernie4_5
     ernie4_5-moe hunyuan-moe hunyuan-dense smollm3 gpt-oss lfm2 lfm2moe dream smallthinker
     llada llada-moe seed_oss grovemoe apertus minimax-m2 cogvlm afmoe mistral3
-    pangu-embedded"""
-    .split()
+    pangu-embedded""".split()
 )
 
 _SCALAR = {  # GGUFValueType -> struct format
-    0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d",
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
 }
 
 
@@ -195,8 +204,9 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         raise DeskLMError(f"{p}: permission denied") from None
     except DeskLMError as e:
         msg = str(e)
-        raise DeskLMError(msg if msg.startswith(p.name) or msg.startswith(str(p))
-                          else f"{p.name}: {msg}") from None
+        raise DeskLMError(
+            msg if msg.startswith(p.name) or msg.startswith(str(p)) else f"{p.name}: {msg}"
+        ) from None
     except OSError as e:
         raise DeskLMError(f"{p.name}: cannot read ({e.strerror or e})") from None
 
@@ -221,12 +231,19 @@ def read_gguf_header(data: bytes, file_size: int, name: str = "remote.gguf") -> 
 
     if data[:4] != GGUF_MAGIC:
         raise DeskLMError(f"{name}: not a GGUF model file")
-    return _parse(Path(name), data, len(data), GGML_QUANT_SIZES, GGMLQuantizationType,
-                  file_size=file_size)
+    return _parse(
+        Path(name), data, len(data), GGML_QUANT_SIZES, GGMLQuantizationType, file_size=file_size
+    )
 
 
-def _parse(p: Path, mm: mmap.mmap | bytes, size: int, quant_sizes: Any, qtype: Any,
-           file_size: int | None = None) -> GGUFInfo:
+def _parse(
+    p: Path,
+    mm: mmap.mmap | bytes,
+    size: int,
+    quant_sizes: Any,
+    qtype: Any,
+    file_size: int | None = None,
+) -> GGUFInfo:
     file_size = size if file_size is None else file_size
     cur = _Cursor(mm, size)
     cur.pos = 4

@@ -50,8 +50,12 @@ class RemoteFile:
     sha256: str | None  # from the hub's LFS metadata
 
     def to_dict(self) -> dict[str, Any]:
-        return {"repo_id": self.repo_id, "path": self.path, "size": self.size,
-                "sha256": self.sha256}
+        return {
+            "repo_id": self.repo_id,
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
 
 
 def endpoint() -> str:
@@ -84,13 +88,20 @@ def _reason(e: BaseException) -> str:
     # the HTTP status decides: huggingface_hub turns some 401s into RepositoryNotFoundError
     # (the Hub answers 401 for private repos), so the exception class alone is ambiguous
     status = getattr(getattr(e, "response", None), "status_code", None)
-    if status in (401, 403) or "GatedRepo" in name or (status is None and (
-            "401" in msg or "403" in msg)):
+    if (
+        status in (401, 403)
+        or "GatedRepo" in name
+        or (status is None and ("401" in msg or "403" in msg))
+    ):
         return "access denied: this repo is gated or private (log in with `hf auth login`)"
     if status == 404 or "NotFound" in name or "404" in msg:
         return "repository or file not found (check the name; private repos need a token)"
-    if isinstance(e, urllib.error.URLError | ConnectionError | TimeoutError | OSError) or \
-            "Connect" in name or "Timeout" in name or "Network" in name:
+    if (
+        isinstance(e, urllib.error.URLError | ConnectionError | TimeoutError | OSError)
+        or "Connect" in name
+        or "Timeout" in name
+        or "Network" in name
+    ):
         return f"cannot reach Hugging Face ({msg[:160] or name})"
     return f"{name}: {msg[:200]}"
 
@@ -120,8 +131,10 @@ def check_reachable(timeout: float = 5.0) -> None:
     t.start()
     t.join(timeout)
     if not result:
-        raise DeskLMError(f"cannot reach Hugging Face ({host}: no answer in {timeout:.0f} s; "
-                          "check the connection)")
+        raise DeskLMError(
+            f"cannot reach Hugging Face ({host}: no answer in {timeout:.0f} s; "
+            "check the connection)"
+        )
     err = result[0]
     if err is not None:
         why = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
@@ -162,23 +175,28 @@ def remote_header(f: RemoteFile, first: int = 8 << 20, limit: int = 64 << 20) ->
     while True:
         headers = {**build_hf_headers(), "Range": f"bytes=0-{min(n, f.size) - 1}"}
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                        timeout=30) as r:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers), timeout=30
+            ) as r:
                 data = r.read(n)
         except Exception as e:
             raise DeskLMError(f"{f.path}: {_reason(e)}") from None
         try:
             return read_gguf_header(data, f.size, Path(f.path).name)
         except DeskLMError as e:
-            if "truncated in the" in str(e) and "tensor data" not in str(e) and \
-                    n < min(limit, f.size):
+            if (
+                "truncated in the" in str(e)
+                and "tensor data" not in str(e)
+                and n < min(limit, f.size)
+            ):
                 n *= 2
                 continue
             raise
 
 
-def _progress_class(on_progress: Callable[[int, int], None] | None,
-                    cancel: threading.Event | None) -> type:
+def _progress_class(
+    on_progress: Callable[[int, int], None] | None, cancel: threading.Event | None
+) -> type:
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Progress(hf_tqdm):
@@ -211,8 +229,11 @@ def sha256_of(path: Path, cancel: threading.Event | None = None) -> str:
     return h.hexdigest()
 
 
-def download(f: RemoteFile, on_progress: Callable[[int, int], None] | None = None,
-             cancel: threading.Event | None = None) -> Path:
+def download(
+    f: RemoteFile,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
     """Download into the Hugging Face cache and verify its sha256. A connection dropped
     mid-transfer is resumed with a range request; a cancelled download leaves nothing behind."""
     _online()
@@ -220,10 +241,15 @@ def download(f: RemoteFile, on_progress: Callable[[int, int], None] | None = Non
 
     t0 = time.monotonic()
     try:
-        path = Path(hf_hub_download(
-            f.repo_id, f.path, endpoint=endpoint(), cache_dir=str(cache_dir()),
-            tqdm_class=_progress_class(on_progress, cancel),
-        ))
+        path = Path(
+            hf_hub_download(
+                f.repo_id,
+                f.path,
+                endpoint=endpoint(),
+                cache_dir=str(cache_dir()),
+                tqdm_class=_progress_class(on_progress, cancel),
+            )
+        )
     except DownloadCancelled:
         raise
     except Exception as e:
@@ -235,8 +261,10 @@ def download(f: RemoteFile, on_progress: Callable[[int, int], None] | None = Non
             for p in (path, blob):
                 with contextlib.suppress(OSError):
                     p.unlink()
-            raise DeskLMError(f"{f.path}: checksum mismatch (expected sha256 {f.sha256[:12]}…, "
-                              f"got {got[:12]}…); the file was deleted, try again")
+            raise DeskLMError(
+                f"{f.path}: checksum mismatch (expected sha256 {f.sha256[:12]}…, "
+                f"got {got[:12]}…); the file was deleted, try again"
+            )
     log.info("downloaded %s/%s in %.1fs", f.repo_id, f.path, time.monotonic() - t0)
     return path
 
@@ -248,12 +276,19 @@ def cached_gguf_files() -> list[dict[str, Any]]:
     if not root.exists():
         return out
     for snap in root.glob("models--*/snapshots/*"):
-        repo = snap.parent.parent.name[len("models--"):].replace("--", "/")
+        repo = snap.parent.parent.name[len("models--") :].replace("--", "/")
         for p in snap.rglob("*.gguf"):
             try:
                 size = p.stat().st_size
             except OSError:
                 continue  # a dangling link: an interrupted or deleted download
-            out.append({"name": p.name, "path": str(p), "repo_id": repo, "size": size,
-                        "source": "hugging face cache"})
+            out.append(
+                {
+                    "name": p.name,
+                    "path": str(p),
+                    "repo_id": repo,
+                    "size": size,
+                    "source": "hugging face cache",
+                }
+            )
     return sorted(out, key=lambda d: (d["repo_id"], d["name"]))

@@ -80,8 +80,7 @@ class ChatTemplate:
     #: the GGUF's Jinja text ("" for a built-in format), and its renderer that takes extra
     #: template variables (``tools``) and messages carrying ``tool_calls`` (prompt/tools.py)
     source: str = ""
-    render_with: Callable[[Sequence[dict[str, Any]], Mapping[str, Any]], list[Part]] | None \
-        = None
+    render_with: Callable[[Sequence[dict[str, Any]], Mapping[str, Any]], list[Part]] | None = None
 
     def render_parts(self, messages: Sequence[Msg]) -> list[Part]:
         msgs = [dict(m) for m in messages]
@@ -333,14 +332,14 @@ def format_for(architecture: str, vocab_has: Callable[[str], bool] | None = None
     arch = (architecture or "").lower()
     if arch == "llama":
         # Meta's Llama 2 chat template is what llama.cpp calls llama2-sys-strip
-        return "llama3" if vocab_has is not None and vocab_has("<|eot_id|>") \
-            else "llama2-sys-strip"
+        return "llama3" if vocab_has is not None and vocab_has("<|eot_id|>") else "llama2-sys-strip"
     return ARCHITECTURE_FORMATS.get(arch, "chatml")
 
 
 def detect_family(template: str) -> str | None:
     """The built-in format a Jinja template's text names, by its markers (the facts llama.cpp's
     ``llm_chat_detect_template`` uses), or None when no built-in format matches it."""
+
     def has(s: str) -> bool:
         return s in template
 
@@ -384,7 +383,9 @@ def _environment() -> Any:
 
     # the settings chat templates are written for (Hugging Face's, llama-cpp-python's)
     env = ImmutableSandboxedEnvironment(
-        loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
+        loader=jinja2.BaseLoader(),
+        trim_blocks=True,
+        lstrip_blocks=True,
         extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, jinja2.ext.loopcontrols],
     )
     env.filters["tojson"] = Jinja2ChatFormatter.tojson
@@ -435,8 +436,11 @@ def _align(real: str, skeleton: str, contents: list[str]) -> list[Part] | None:
         last = k + 1 == len(refs)
         for cand in dict.fromkeys((c, c.strip(), c.lstrip(), c.rstrip(), c.strip("\n"))):
             end = pos + len(cand)
-            if real.startswith(cand, pos) and (real.endswith(nxt) and end + len(nxt) == len(real)
-                                               if last else real.startswith(nxt, end)):
+            if real.startswith(cand, pos) and (
+                real.endswith(nxt) and end + len(nxt) == len(real)
+                if last
+                else real.startswith(nxt, end)
+            ):
                 break
         else:
             return None
@@ -457,16 +461,26 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
 
     def text(msgs: Sequence[Msg], extra: Mapping[str, Any] | None = None) -> str:
         # only what llama.cpp passes: without ``extra``, tools and the like stay *undefined*
-        return str(compiled.render(
-            messages=[dict(m) for m in msgs], bos_token=bos_token, eos_token=eos_token,
-            add_generation_prompt=True, raise_exception=_raise, strftime_now=_strftime_now,
-            **(extra or {}),
-        ))
+        return str(
+            compiled.render(
+                messages=[dict(m) for m in msgs],
+                bos_token=bos_token,
+                eos_token=eos_token,
+                add_generation_prompt=True,
+                raise_exception=_raise,
+                strftime_now=_strftime_now,
+                **(extra or {}),
+            )
+        )
 
     def supports_system() -> bool:
         try:
-            out = text([{"role": "system", "content": "\ue000sys\ue001"},
-                        {"role": "user", "content": "\ue000usr\ue001"}])
+            out = text(
+                [
+                    {"role": "system", "content": "\ue000sys\ue001"},
+                    {"role": "user", "content": "\ue000usr\ue001"},
+                ]
+            )
         except Exception:
             return False
         return "\ue000sys\ue001" in out
@@ -480,8 +494,10 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
         nonce = 0
         while any(f"\ue000desklm{nonce}:" in c for c in contents):
             nonce += 1  # a sentinel no message contains: deterministic, and unforgeable
-        ghost = [{**m, "content": _SENTINEL.format(nonce, i) if m["content"] else ""}
-                 for i, m in enumerate(msgs)]
+        ghost = [
+            {**m, "content": _SENTINEL.format(nonce, i) if m["content"] else ""}
+            for i, m in enumerate(msgs)
+        ]
         skeleton = text(ghost, extra)
         aligned = _align(real, skeleton, contents)
         if aligned is not None:
@@ -492,7 +508,7 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
         last = 0
         for m in _SENTINEL_RE.finditer(skeleton):
             if m.start() > last:
-                out.append(Part(skeleton[last:m.start()], True))
+                out.append(Part(skeleton[last : m.start()], True))
             if contents[int(m.group(2))]:
                 out.append(Part(contents[int(m.group(2))], False))
             last = m.end()
@@ -506,17 +522,21 @@ def gguf_template(template: str, bos_token: str, eos_token: str) -> ChatTemplate
         stop += [s for s in BUILTIN[family][1] if s not in stop]
     keeps = False
     try:  # does the template keep an earlier reply's reasoning?
-        probe = [{"role": "user", "content": "q"},
-                 {"role": "assistant", "content": "<think>\ue000r\ue001</think>a"},
-                 {"role": "user", "content": "q"}]
+        probe = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "<think>\ue000r\ue001</think>a"},
+            {"role": "user", "content": "q"},
+        ]
         keeps = "\ue000r\ue001" in text(probe if system_ok else _fold_system(probe))
     except Exception:
         keeps = False
+
     def render_with(msgs: Sequence[dict[str, Any]], extra: Mapping[str, Any]) -> list[Part]:
         return parts(cast("Sequence[Msg]", msgs), extra)
 
-    return ChatTemplate(GGUF, parts, stop, keeps_reasoning=keeps, source=template,
-                        render_with=render_with)
+    return ChatTemplate(
+        GGUF, parts, stop, keeps_reasoning=keeps, source=template, render_with=render_with
+    )
 
 
 # --- instruct or base? ----------------------------------------------------------------------
@@ -543,8 +563,10 @@ def model_kind(metadata: Mapping[str, Any], chat_template: str | None) -> ModelK
     """
     if chat_template and chat_template.strip():
         return ModelKind(False, "the file has a chat template")
-    names = [str(metadata.get(k) or "") for k in ("general.finetune", "general.name",
-                                                    "general.basename", "general.file_name")]
+    names = [
+        str(metadata.get(k) or "")
+        for k in ("general.finetune", "general.name", "general.basename", "general.file_name")
+    ]
     words = " ".join(n.lower().replace("_", "-") for n in names if n)
     m = _INSTRUCT_WORDS.search(words)
     if m:
@@ -572,13 +594,14 @@ def choose_template(
     """The template for ``chat_format``: ``auto`` (dialogue for a base model, else the file's
     template, else a built-in by architecture), ``gguf``, ``dialogue`` or a built-in name."""
     if chat_format not in FORMAT_NAMES:
-        raise DeskLMError(f"unknown chat format '{chat_format}'; known: "
-                          + ", ".join(FORMAT_NAMES))
+        raise DeskLMError(f"unknown chat format '{chat_format}'; known: " + ", ".join(FORMAT_NAMES))
     has_template = bool(chat_template and chat_template.strip())
     if chat_format == GGUF:
         if not has_template:
-            raise DeskLMError("this model file has no chat template of its own; choose auto, "
-                              "dialogue or a built-in format")
+            raise DeskLMError(
+                "this model file has no chat template of its own; choose auto, "
+                "dialogue or a built-in format"
+            )
         assert chat_template is not None
         return gguf_template(chat_template, bos_token, eos_token)
     if chat_format != AUTO:
@@ -591,8 +614,9 @@ def choose_template(
     return builtin_template(format_for(architecture, vocab_has))
 
 
-def fallback_template(architecture: str, chat_template: str | None,
-                      vocab_has: Callable[[str], bool] | None = None) -> ChatTemplate:
+def fallback_template(
+    architecture: str, chat_template: str | None, vocab_has: Callable[[str], bool] | None = None
+) -> ChatTemplate:
     """What to use when the file's template fails: its family by its text, else by
     architecture."""
     family = detect_family(chat_template or "")

@@ -20,14 +20,14 @@ def split_reasoning(text: str, opened: bool = False) -> tuple[str, str]:
     """
     body = text.lstrip()
     if body.startswith(THINK_OPEN):
-        body = body[len(THINK_OPEN):]
+        body = body[len(THINK_OPEN) :]
         end = body.find(THINK_CLOSE)
         if end == -1:
             return body.strip(), ""
-        return body[:end].strip(), body[end + len(THINK_CLOSE):].strip()
+        return body[:end].strip(), body[end + len(THINK_CLOSE) :].strip()
     end = text.find(THINK_CLOSE)
     if end != -1 and THINK_OPEN not in text[:end]:
-        return text[:end].strip(), text[end + len(THINK_CLOSE):].strip()
+        return text[:end].strip(), text[end + len(THINK_CLOSE) :].strip()
     if opened and end == -1:
         return text.strip(), ""
     return "", text.strip()

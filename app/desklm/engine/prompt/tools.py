@@ -80,7 +80,8 @@ class Tool:
     name: str
     description: str = ""
     parameters: Mapping[str, Any] = field(
-        default_factory=lambda: {"type": "object", "properties": {}})
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
 
     def openai(self) -> dict[str, Any]:
         """OpenAI's shape: ``{"type": "function", "function": {...}}`` (what templates get)."""
@@ -112,8 +113,11 @@ class ToolCall:
             return {}
 
     def openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass
@@ -264,11 +268,28 @@ def _caps(template: ChatTemplate) -> _Caps:
             return ""
 
     has_tools = "desklm_probe_fn" in text([user])
-    out = text([user, {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "call_1", "type": "function",
-         "function": {"name": "desklm_probe_call", "arguments": {"k": "v"}}}]},
-        {"role": "tool", "tool_call_id": "call_1", "name": "desklm_probe_call",
-         "content": "desklm probe result"}])
+    out = text(
+        [
+            user,
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "desklm_probe_call", "arguments": {"k": "v"}},
+                    }
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "call_1",
+                "name": "desklm_probe_call",
+                "content": "desklm probe result",
+            },
+        ]
+    )
     caps = _Caps(has_tools, "desklm_probe_call" in out and "desklm probe result" in out)
     _CAPS[template.source] = caps
     return caps
@@ -283,40 +304,52 @@ def _tools_text(tools: Sequence[Tool], syntax: Syntax, mark: _Marks, parallel: b
     listing = "\n".join(_dump(t.openai()) for t in tools)
     many = " You may call more than one." if parallel else ""
     if syntax is Syntax.HERMES:
-        return ("# Tools\n\nYou may call functions to answer. Their signatures, one per line, "
-                f"within <tools></tools>:\n<tools>\n{listing}\n</tools>\n\nTo call a function, "
-                "reply with a JSON object holding its name and arguments within "
-                f"{mark('<tool_call>')}{mark('</tool_call>')} tags:\n{mark('<tool_call>')}\n"
-                '{"name": <function-name>, "arguments": <args-json-object>}\n'
-                f"{mark('</tool_call>')}{many}")
+        return (
+            "# Tools\n\nYou may call functions to answer. Their signatures, one per line, "
+            f"within <tools></tools>:\n<tools>\n{listing}\n</tools>\n\nTo call a function, "
+            "reply with a JSON object holding its name and arguments within "
+            f"{mark('<tool_call>')}{mark('</tool_call>')} tags:\n{mark('<tool_call>')}\n"
+            '{"name": <function-name>, "arguments": <args-json-object>}\n'
+            f"{mark('</tool_call>')}{many}"
+        )
     if syntax is Syntax.LLAMA3:
-        return ("You have access to the functions below. To call one, reply with only a JSON "
-                'object of the form {"name": function name, "parameters": object of argument '
-                f"names and values}}. Do not use variables.{many}\n\n{listing}")
+        return (
+            "You have access to the functions below. To call one, reply with only a JSON "
+            'object of the form {"name": function name, "parameters": object of argument '
+            f"names and values}}. Do not use variables.{many}\n\n{listing}"
+        )
     if syntax is Syntax.MISTRAL:
-        return (f"{mark('[AVAILABLE_TOOLS]')}[{', '.join(_dump(t.openai()) for t in tools)}]"
-                f"{mark('[/AVAILABLE_TOOLS]')}\nTo call functions, reply with "
-                f"{mark('[TOOL_CALLS]')} and a JSON list of "
-                '{"name": .., "arguments": {..}} objects.')
-    return ("You can call these functions (JSON schemas): " + " ".join(
-        _dump(t.openai()["function"]) for t in tools)
+        return (
+            f"{mark('[AVAILABLE_TOOLS]')}[{', '.join(_dump(t.openai()) for t in tools)}]"
+            f"{mark('[/AVAILABLE_TOOLS]')}\nTo call functions, reply with "
+            f"{mark('[TOOL_CALLS]')} and a JSON list of "
+            '{"name": .., "arguments": {..}} objects.'
+        )
+    return (
+        "You can call these functions (JSON schemas): "
+        + " ".join(_dump(t.openai()["function"]) for t in tools)
         + ' To call one, reply with only {"tool_call": {"name": "<name>", "arguments": '
-        '{<arguments>}}}' + (' (several: {"tool_calls": [{"name": .., "arguments": ..}, '
-                             '...]})' if parallel else "")
-        + "; otherwise answer in words.")
+        "{<arguments>}}}"
+        + (' (several: {"tool_calls": [{"name": .., "arguments": ..}, ...]})' if parallel else "")
+        + "; otherwise answer in words."
+    )
 
 
 def _calls_text(calls: Sequence[ToolCall], syntax: Syntax, mark: _Marks) -> str:
     """Earlier calls, written the way the model writes them."""
     if syntax is Syntax.HERMES:
-        return "\n".join(f"{mark('<tool_call>')}\n"
-                         + _dump({"name": c.name, "arguments": c.args()})
-                         + f"\n{mark('</tool_call>')}" for c in calls)
+        return "\n".join(
+            f"{mark('<tool_call>')}\n"
+            + _dump({"name": c.name, "arguments": c.args()})
+            + f"\n{mark('</tool_call>')}"
+            for c in calls
+        )
     if syntax is Syntax.LLAMA3:
         return "\n".join(_dump({"name": c.name, "parameters": c.args()}) for c in calls)
     if syntax is Syntax.MISTRAL:
         return mark("[TOOL_CALLS]") + _dump(
-            [{"name": c.name, "arguments": c.args(), "id": c.id} for c in calls])
+            [{"name": c.name, "arguments": c.args(), "id": c.id} for c in calls]
+        )
     if len(calls) == 1:
         return _dump({"tool_call": {"name": calls[0].name, "arguments": calls[0].args()}})
     return _dump({"tool_calls": [{"name": c.name, "arguments": c.args()} for c in calls]})
@@ -340,17 +373,29 @@ def _without_reasoning(template: ChatTemplate, m: ToolMsg) -> str:
     return content
 
 
-def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[Tool],
-           *, parallel: bool = True) -> ToolPrompt:
+def render(
+    template: ChatTemplate,
+    messages: Sequence[ToolMsg],
+    tools: Sequence[Tool],
+    *,
+    parallel: bool = True,
+) -> ToolPrompt:
     """The prompt for ``messages`` with ``tools`` on offer (none: only the history's calls and
     results are rendered). Raises DeskLMError when the template refuses the conversation."""
     syntax = syntax_for(template)
     caps = _caps(template)
     native_tools = bool(tools) and caps.tools and syntax is not Syntax.GENERIC
     native_calls = caps.calls and syntax is not Syntax.GENERIC
-    blob = json.dumps([[{k: (v if k != "tool_calls" else [c.openai() for c in v])
-                         for k, v in m.items()} for m in messages],
-                       [t.openai() for t in tools]], ensure_ascii=False)
+    blob = json.dumps(
+        [
+            [
+                {k: (v if k != "tool_calls" else [c.openai() for c in v]) for k, v in m.items()}
+                for m in messages
+            ],
+            [t.openai() for t in tools],
+        ],
+        ensure_ascii=False,
+    )
     mark = _Marks(blob)
     msgs: list[dict[str, Any]] = []
     from_tool: list[bool] = []
@@ -362,19 +407,33 @@ def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[
             if native_calls:
                 wire = []
                 for c in calls:
-                    wire.append({"id": c.id, "type": "function",
-                                 "function": {"name": c.name, "arguments": mark.data(c.args())}})
+                    wire.append(
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": mark.data(c.args())},
+                        }
+                    )
                 msgs.append({"role": "assistant", "content": content, "tool_calls": wire})
             else:
                 text = _calls_text(calls, syntax, mark)
-                msgs.append({"role": "assistant",
-                             "content": f"{content}\n{text}" if content.strip() else text})
+                msgs.append(
+                    {
+                        "role": "assistant",
+                        "content": f"{content}\n{text}" if content.strip() else text,
+                    }
+                )
             from_tool.append(False)
         elif role == "tool":
             if native_calls:
-                msgs.append({"role": "tool", "content": content,
-                             "tool_call_id": m.get("tool_call_id") or "",
-                             "name": m.get("name") or ""})
+                msgs.append(
+                    {
+                        "role": "tool",
+                        "content": content,
+                        "tool_call_id": m.get("tool_call_id") or "",
+                        "name": m.get("name") or "",
+                    }
+                )
                 from_tool.append(False)
                 continue
             text = _result_text(m, syntax, mark)
@@ -400,8 +459,9 @@ def render(template: ChatTemplate, messages: Sequence[ToolMsg], tools: Sequence[
         if template.render_with is not None and (extra or native_calls):
             parts = template.render_with(msgs, extra)
         else:
-            parts = template.render_parts([{"role": m["role"], "content": m["content"]}
-                                           for m in msgs])
+            parts = template.render_parts(
+                [{"role": m["role"], "content": m["content"]} for m in msgs]
+            )
     except DeskLMError:
         raise
     except Exception as e:
@@ -438,8 +498,9 @@ _NAME_OK = re.compile(r"[\w.\-:/]*")
 FULL, PARTIAL, FAIL = "full", "partial", "fail"
 
 
-def _match(seq: Sequence[_El], s: str, i: int, cap: dict[str, str], final: bool
-           ) -> tuple[str, int, dict[str, str]]:
+def _match(
+    seq: Sequence[_El], s: str, i: int, cap: dict[str, str], final: bool
+) -> tuple[str, int, dict[str, str]]:
     if not seq:
         return FULL, i, cap
     el, rest = seq[0], seq[1:]
@@ -519,44 +580,108 @@ class _Form:
 
 
 def _name_args(args_key: Sequence[str] = ("arguments",)) -> tuple[_El, ...]:
-    return (_lit("{"), WS, _lit('"name"'), WS, _lit(":"), WS, _lit('"'), _cap("name"),
-            _lit('"'), WS, _lit(","), WS, _alt(*[[_lit(f'"{k}"')] for k in args_key]), WS,
-            _lit(":"), WS)
+    return (
+        _lit("{"),
+        WS,
+        _lit('"name"'),
+        WS,
+        _lit(":"),
+        WS,
+        _lit('"'),
+        _cap("name"),
+        _lit('"'),
+        WS,
+        _lit(","),
+        WS,
+        _alt(*[[_lit(f'"{k}"')] for k in args_key]),
+        WS,
+        _lit(":"),
+        WS,
+    )
 
 
 _HERMES_TAGS = ("tool_call", "function_call", "tools", "tool", "response", "json", "xml", "JSON")
-_ID_TAIL = (WS, _opt(_lit(","), WS, _lit('"id"'), WS, _lit(":"), WS, _lit('"'), _cap("id"),
-                     _lit('"')), WS, _lit("}"))
+_ID_TAIL = (
+    WS,
+    _opt(_lit(","), WS, _lit('"id"'), WS, _lit(":"), WS, _lit('"'), _cap("id"), _lit('"')),
+    WS,
+    _lit("}"),
+)
 _FORMS: dict[Syntax, tuple[_Form, ...]] = {
     # llama.cpp's Hermes 2 Pro parser: <tool_call> and the tags models use in its place,
     # optionally in a ``` fence; <function=name>{..}</function>; <function name="..">
     Syntax.HERMES: (
-        _Form((), (_opt(_lit("```"), _opt(_alt([_lit("xml")], [_lit("json")])), WS),
-                   _opt(_lit("<"), _alt(*[[_lit(t)] for t in _HERMES_TAGS]), _lit(">"), WS),
-                   *_name_args()),
-              (WS, _lit("}"), WS, _opt(_lit("</"), _alt(*[[_lit(t)] for t in _HERMES_TAGS]),
-                                       _lit(">")), WS, _opt(_lit("```"))), triggers="`<{"),
-        _Form((), (_lit("<function="), _cap("name", ">"), _lit(">"), WS),
-              (WS, _lit("</function>")), triggers="<"),
-        _Form((), (_lit('<function name="'), _cap("name"), _lit('">'), WS),
-              (WS, _lit("</function>")), triggers="<"),
+        _Form(
+            (),
+            (
+                _opt(_lit("```"), _opt(_alt([_lit("xml")], [_lit("json")])), WS),
+                _opt(_lit("<"), _alt(*[[_lit(t)] for t in _HERMES_TAGS]), _lit(">"), WS),
+                *_name_args(),
+            ),
+            (
+                WS,
+                _lit("}"),
+                WS,
+                _opt(_lit("</"), _alt(*[[_lit(t)] for t in _HERMES_TAGS]), _lit(">")),
+                WS,
+                _opt(_lit("```")),
+            ),
+            triggers="`<{",
+        ),
+        _Form(
+            (),
+            (_lit("<function="), _cap("name", ">"), _lit(">"), WS),
+            (WS, _lit("</function>")),
+            triggers="<",
+        ),
+        _Form(
+            (),
+            (_lit('<function name="'), _cap("name"), _lit('">'), WS),
+            (WS, _lit("</function>")),
+            triggers="<",
+        ),
     ),
     Syntax.LLAMA3: (
-        _Form((), (_lit("{"), WS, _opt(_lit('"type"'), WS, _lit(":"), WS, _lit('"function"'),
-                                       WS, _lit(","), WS),
-                   *_name_args(("parameters", "arguments"))[1:]),
-              (WS, _lit("}")), sep=(WS, _opt(_lit(";")), WS), triggers="{"),
+        _Form(
+            (),
+            (
+                _lit("{"),
+                WS,
+                _opt(_lit('"type"'), WS, _lit(":"), WS, _lit('"function"'), WS, _lit(","), WS),
+                *_name_args(("parameters", "arguments"))[1:],
+            ),
+            (WS, _lit("}")),
+            sep=(WS, _opt(_lit(";")), WS),
+            triggers="{",
+        ),
     ),
     Syntax.MISTRAL: (
-        _Form((_lit("[TOOL_CALLS]"), WS, _lit("["), WS), (WS, *_name_args()), _ID_TAIL,
-              sep=(WS, _lit(","), WS), end=(WS, _lit("]")), triggers="["),
+        _Form(
+            (_lit("[TOOL_CALLS]"), WS, _lit("["), WS),
+            (WS, *_name_args()),
+            _ID_TAIL,
+            sep=(WS, _lit(","), WS),
+            end=(WS, _lit("]")),
+            triggers="[",
+        ),
     ),
     Syntax.GENERIC: (
-        _Form((WS, _lit("{"), WS, _lit('"tool_call"'), WS, _lit(":"), WS), (WS, *_name_args()),
-              _ID_TAIL, sep=(), end=(WS, _lit("}")), anywhere=False),
-        _Form((WS, _lit("{"), WS, _lit('"tool_calls"'), WS, _lit(":"), WS, _lit("["), WS),
-              (WS, *_name_args()), _ID_TAIL, sep=(WS, _lit(","), WS),
-              end=(WS, _lit("]"), WS, _lit("}")), anywhere=False),
+        _Form(
+            (WS, _lit("{"), WS, _lit('"tool_call"'), WS, _lit(":"), WS),
+            (WS, *_name_args()),
+            _ID_TAIL,
+            sep=(),
+            end=(WS, _lit("}")),
+            anywhere=False,
+        ),
+        _Form(
+            (WS, _lit("{"), WS, _lit('"tool_calls"'), WS, _lit(":"), WS, _lit("["), WS),
+            (WS, *_name_args()),
+            _ID_TAIL,
+            sep=(WS, _lit(","), WS),
+            end=(WS, _lit("]"), WS, _lit("}")),
+            anywhere=False,
+        ),
     ),
 }
 # the open pattern above starts at "{" for hermes/llama3 but after it for the list forms
@@ -579,18 +704,23 @@ class _Scan:
     held: bool  # text is held back: it may still become a call
 
 
-def _scan(text: str, syntax: Syntax, final: bool, parallel: bool,
-          names: Collection[str] | None) -> _Scan:
+def _scan(
+    text: str, syntax: Syntax, final: bool, parallel: bool, names: Collection[str] | None
+) -> _Scan:
     forms = _FORMS[syntax]
     hold = None
     for p in range(len(text)):
         ch = text[p]
-        if syntax is Syntax.LLAMA3 and ch == "<" and (
-                text.startswith(_PYTHON_TAG, p) or (_PYTHON_TAG.startswith(text[p:])
-                                                    and not final)):
+        if (
+            syntax is Syntax.LLAMA3
+            and ch == "<"
+            and (
+                text.startswith(_PYTHON_TAG, p) or (_PYTHON_TAG.startswith(text[p:]) and not final)
+            )
+        ):
             if not final:
                 return _Scan(text[:p], [], "", True)
-            call = _python_tag_call(text[p + len(_PYTHON_TAG):])
+            call = _python_tag_call(text[p + len(_PYTHON_TAG) :])
             if call is not None and (names is None or call.name in names):
                 return _Scan(text[:p], [call], "", False)
             continue
@@ -617,9 +747,15 @@ def _scan(text: str, syntax: Syntax, final: bool, parallel: bool,
     return _Scan(text, [], "", False)
 
 
-def _calls_from(text: str, at: int, cap: dict[str, str], form: _Form, final: bool,
-                parallel: bool, names: Collection[str] | None
-                ) -> tuple[list[_Call], str, bool]:
+def _calls_from(
+    text: str,
+    at: int,
+    cap: dict[str, str],
+    form: _Form,
+    final: bool,
+    parallel: bool,
+    names: Collection[str] | None,
+) -> tuple[list[_Call], str, bool]:
     """The calls from ``at`` (just past the first call's opening, its name in ``cap``):
     (calls, the text after them, whether the scan waits for more text)."""
     calls: list[_Call] = []
@@ -693,13 +829,16 @@ def _python_tag_call(rest: str) -> _Call | None:
     return _Call("python", _dump({"code": body}), True) if body else None
 
 
-def parse(text: str, syntax: Syntax, *, parallel: bool = True,
-          names: Collection[str] | None = None) -> Parsed:
+def parse(
+    text: str, syntax: Syntax, *, parallel: bool = True, names: Collection[str] | None = None
+) -> Parsed:
     """The calls in a finished reply and the text around them. ``names``: only calls of these
     functions count (others stay text); ``parallel=False``: only the first call."""
     sc = _scan(text, syntax, True, parallel, names)
-    return Parsed((sc.before + sc.after).strip(),
-                  [ToolCall(c.name, c.args, c.id or new_call_id()) for c in sc.calls])
+    return Parsed(
+        (sc.before + sc.after).strip(),
+        [ToolCall(c.name, c.args, c.id or new_call_id()) for c in sc.calls],
+    )
 
 
 @dataclass(frozen=True)
@@ -729,8 +868,9 @@ class ToolStream:
     and pieces of its arguments' JSON text. The deltas add up to :meth:`result`, which is
     what :func:`parse` reads in the whole reply (the call ids are this stream's own)."""
 
-    def __init__(self, syntax: Syntax, *, parallel: bool = True,
-                 names: Collection[str] | None = None) -> None:
+    def __init__(
+        self, syntax: Syntax, *, parallel: bool = True, names: Collection[str] | None = None
+    ) -> None:
         self.syntax, self.parallel, self.names = syntax, parallel, names
         self.text = ""
         self._content = 0  # characters of content sent
@@ -746,8 +886,9 @@ class ToolStream:
         sc = _scan(self.text, self.syntax, True, self.parallel, self.names)
         content = (sc.before + sc.after).strip()
         out = self._deltas(content, sc.calls)
-        self._final = Parsed(content, [ToolCall(c.name, c.args, self._calls[i][0])
-                                       for i, c in enumerate(sc.calls)])
+        self._final = Parsed(
+            content, [ToolCall(c.name, c.args, self._calls[i][0]) for i, c in enumerate(sc.calls)]
+        )
         return out
 
     def result(self) -> Parsed:
@@ -759,7 +900,7 @@ class ToolStream:
     def _deltas(self, content: str, calls: list[_Call]) -> list[Delta]:
         out: list[Delta] = []
         if len(content) > self._content:
-            out.append(ContentDelta(content[self._content:]))
+            out.append(ContentDelta(content[self._content :]))
             self._content = len(content)
         for i, c in enumerate(calls):
             if i >= len(self._calls):
@@ -775,8 +916,11 @@ class ToolStream:
 # --- a grammar that forces a call -----------------------------------------------------------
 def _args_schema(tool: Tool) -> dict[str, Any]:
     schema = dict(tool.parameters) if tool.parameters else {}
-    if not schema or (schema.get("type") in (None, "object") and "properties" not in schema
-                      and not any(k in schema for k in ("$ref", "anyOf", "oneOf", "allOf"))):
+    if not schema or (
+        schema.get("type") in (None, "object")
+        and "properties" not in schema
+        and not any(k in schema for k in ("$ref", "anyOf", "oneOf", "allOf"))
+    ):
         return {"type": "object"}
     return schema
 
@@ -797,8 +941,9 @@ _LIST_TEXT: dict[Syntax, tuple[str, str, str, str]] = {
 }
 
 
-def grammar_text(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None,
-                 max_calls: int = 1) -> str:
+def grammar_text(
+    tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None, max_calls: int = 1
+) -> str:
     """GBNF for a reply that is a call (of ``name``, else of any of ``tools``; up to
     ``max_calls`` of them) in ``syntax``, its arguments valid for the tool's JSON schema.
     Raises DeskLMError naming the tool whose schema the converter cannot handle."""
@@ -816,8 +961,9 @@ def grammar_text(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = No
             schema = conv.resolve_refs(_args_schema(t), f"tool-{i}")
             args = conv.visit(schema, f"tool-{i}-args")
         except Exception as e:  # the converter raises bare exceptions for what it cannot do
-            raise DeskLMError(f"the parameters of tool '{t.name}' cannot be turned into a "
-                              f"grammar ({e})") from None
+            raise DeskLMError(
+                f"the parameters of tool '{t.name}' cannot be turned into a grammar ({e})"
+            ) from None
         alts.append(conv._add_rule(f"call-{i}", f"{lit(pre + t.name + mid)} {args} {lit(post)}"))
     conv._add_rule("call", " | ".join(alts))
     one, several, sep, end = _LIST_TEXT[syntax]
@@ -825,14 +971,16 @@ def grammar_text(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = No
         end = "]}"
     start = several if max_calls > 1 else one
     more = f" ({lit(sep)} call){{0,{max_calls - 1}}}" if max_calls > 1 else ""
-    root = " ".join(x for x in (lit(start) if start else "", "call" + more,
-                                lit(end) if end else "") if x)
+    root = " ".join(
+        x for x in (lit(start) if start else "", "call" + more, lit(end) if end else "") if x
+    )
     conv._add_rule("root", root)
     return str(conv.format_grammar())
 
 
-def grammar(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None,
-            max_calls: int = 1) -> Any:
+def grammar(
+    tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None, max_calls: int = 1
+) -> Any:
     """:func:`grammar_text` as a ``llama_cpp.LlamaGrammar`` for ``ChatEngine.generate``."""
     from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -841,4 +989,3 @@ def grammar(tools: Sequence[Tool], syntax: Syntax, *, name: str | None = None,
         return LlamaGrammar.from_string(text, verbose=False)
     except Exception as e:
         raise DeskLMError(f"the tools' grammar could not be built ({e})") from None
-

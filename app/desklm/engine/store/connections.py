@@ -43,8 +43,12 @@ class Connection:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Connection:
-        return cls(name=str(d["name"]), url=str(d["url"]), model=str(d.get("model") or ""),
-                   api_key_env=str(d.get("api_key_env") or ""))
+        return cls(
+            name=str(d["name"]),
+            url=str(d["url"]),
+            model=str(d.get("model") or ""),
+            api_key_env=str(d.get("api_key_env") or ""),
+        )
 
 
 def _user(name: str) -> str:
@@ -64,8 +68,9 @@ def keyring_status() -> tuple[bool, str]:
     if prio <= 0:
         return False, f"no OS keyring is available here (keyring backend: {name})"
     plain = "plaintext" in type(kr).__name__.lower()
-    return True, (f"keyring backend {name}" + (" (stores keys unencrypted in a file)"
-                                                 if plain else ""))
+    return True, (
+        f"keyring backend {name}" + (" (stores keys unencrypted in a file)" if plain else "")
+    )
 
 
 def list_connections(cfg: AppConfig | None = None) -> list[Connection]:
@@ -83,8 +88,9 @@ def find_connection(name: str, cfg: AppConfig | None = None) -> Connection | Non
     return next((c for c in list_connections(cfg) if c.name == name), None)
 
 
-def save_connection(conn: Connection, api_key: str | None = None,
-                    cfg: AppConfig | None = None) -> list[str]:
+def save_connection(
+    conn: Connection, api_key: str | None = None, cfg: AppConfig | None = None
+) -> list[str]:
     """Save (or replace, by name) a connection; the key goes to the keyring. Returns notes
     (plain http on a private network; where the key went, or why it was not kept)."""
     if not _NAME.match(conn.name.strip() or ""):
@@ -104,8 +110,10 @@ def save_connection(conn: Connection, api_key: str | None = None,
     if api_key:
         ok, what = keyring_status()
         if not ok:
-            notes.append(f"{what}: the API key was not saved; put it in an environment "
-                         "variable and name it in the connection, or enter it when connecting")
+            notes.append(
+                f"{what}: the API key was not saved; put it in an environment "
+                "variable and name it in the connection, or enter it when connecting"
+            )
         else:
             import keyring
             from keyring.errors import KeyringError
@@ -114,8 +122,10 @@ def save_connection(conn: Connection, api_key: str | None = None,
                 keyring.set_password(SERVICE, _user(conn.name), api_key)
                 notes.append(f"API key saved in the OS keyring ({what})")
             except KeyringError as e:
-                notes.append(f"the keyring refused the API key ({type(e).__name__}): it was "
-                             "not saved; enter it when connecting")
+                notes.append(
+                    f"the keyring refused the API key ({type(e).__name__}): it was "
+                    "not saved; enter it when connecting"
+                )
     return notes
 
 
@@ -151,8 +161,12 @@ def api_key_for(conn: Connection) -> str | None:
     return None
 
 
-def resolve_server(server: str, api_key_env: str | None = None, model: str | None = None,
-                   cfg: AppConfig | None = None) -> tuple[str, str | None, str | None]:
+def resolve_server(
+    server: str,
+    api_key_env: str | None = None,
+    model: str | None = None,
+    cfg: AppConfig | None = None,
+) -> tuple[str, str | None, str | None]:
     """What ``desklm chat --server X`` means: X is a saved connection's name or a URL.
     Returns (url, api key or None, model or None)."""
     conn = find_connection(server, cfg) if "/" not in server and ":" not in server else None
@@ -162,8 +176,9 @@ def resolve_server(server: str, api_key_env: str | None = None, model: str | Non
             raise DeskLMError(f"--api-key-env {api_key_env!r} is not an environment variable name")
         key = os.environ.get(api_key_env)
         if not key:
-            raise DeskLMError(f"--api-key-env {api_key_env}: that environment variable is not "
-                              "set (or empty)")
+            raise DeskLMError(
+                f"--api-key-env {api_key_env}: that environment variable is not set (or empty)"
+            )
     if conn is None and not key:  # a URL saved as a connection: use that connection's key
         root = check_url(server, resolve=False).root
         conn = next((c for c in list_connections(cfg) if c.url == root), None)

@@ -107,8 +107,9 @@ class ConversationStore:
         except FileNotFoundError:
             raise StoreError(f"no conversation '{p.stem}'") from None
         except OSError as e:
-            raise StoreError(f"could not read conversation file {p.name}: "
-                             f"{e.strerror or e}; left untouched") from None
+            raise StoreError(
+                f"could not read conversation file {p.name}: {e.strerror or e}; left untouched"
+            ) from None
         try:
             data = parse_json(raw.decode("utf-8"))
             if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
@@ -124,11 +125,15 @@ class ConversationStore:
             raise StoreError(f"conversation file {p.name} is damaged ({why}); {where}") from None
         version = data.get("schema")
         if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM (schema "
-                             f"{version}, this version reads {SCHEMA_VERSION}); left untouched")
+            raise StoreError(
+                f"conversation {p.stem} was saved by a newer DeskLM (schema "
+                f"{version}, this version reads {SCHEMA_VERSION}); left untouched"
+            )
         if not isinstance(version, int) or isinstance(version, bool):
-            raise StoreError(f"conversation {p.stem} has no valid schema version "
-                             f"({str(version)[:20]!r}); left untouched")
+            raise StoreError(
+                f"conversation {p.stem} has no valid schema version "
+                f"({str(version)[:20]!r}); left untouched"
+            )
         if version < SCHEMA_VERSION:  # an older file is read as the current schema
             from desklm.engine.chat.branches import migrate
 
@@ -146,8 +151,9 @@ class ConversationStore:
                 on_disk = json.loads(p.read_text("utf-8"))
                 v = on_disk.get("schema") if isinstance(on_disk, dict) else None
                 if isinstance(v, int) and v > SCHEMA_VERSION:
-                    raise StoreError(f"conversation {p.stem} was saved by a newer DeskLM; "
-                                     "not overwriting it")
+                    raise StoreError(
+                        f"conversation {p.stem} was saved by a newer DeskLM; not overwriting it"
+                    )
             except (OSError, ValueError, RecursionError):
                 pass  # a damaged file may be replaced by a good one
         rec = dict(record)
@@ -165,8 +171,9 @@ class ConversationStore:
         except FileNotFoundError:
             return out
         except OSError as e:
-            self.problems.append(f"could not read the conversations folder {self.root}: "
-                                 f"{e.strerror or e}")
+            self.problems.append(
+                f"could not read the conversations folder {self.root}: {e.strerror or e}"
+            )
             return out
         for name in names:
             p = self.root / name
@@ -177,9 +184,16 @@ class ConversationStore:
                 continue
             if self.last_notes:
                 self.problems.append(f"conversation {p.stem}: " + "; ".join(self.last_notes))
-            out.append({"id": d["id"], "title": d["title"], "created": d["created"],
-                        "updated": d["updated"], "model": d["model"],
-                        "messages": len(d["messages"])})
+            out.append(
+                {
+                    "id": d["id"],
+                    "title": d["title"],
+                    "created": d["created"],
+                    "updated": d["updated"],
+                    "model": d["model"],
+                    "messages": len(d["messages"]),
+                }
+            )
         out.sort(key=lambda d: d["updated"], reverse=True)
         return out
 
@@ -203,8 +217,10 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines = [f"# {record.get('title') or 'Conversation'}", ""]
     created = record.get("created")
     if created:
-        lines.append(f"*{dt.datetime.fromtimestamp(created).strftime('%Y-%m-%d %H:%M')}"
-                     f"{' · ' + str(record['model']) if record.get('model') else ''}*")
+        lines.append(
+            f"*{dt.datetime.fromtimestamp(created).strftime('%Y-%m-%d %H:%M')}"
+            f"{' · ' + str(record['model']) if record.get('model') else ''}*"
+        )
         lines.append("")
     system = (record.get("settings") or {}).get("system_prompt")
     if system:
@@ -215,9 +231,12 @@ def to_markdown(record: dict[str, Any]) -> str:
         st = m.get("stats")
         if st:
             rate = st.get("gen_tokens_per_s")
-            lines += [f"*{st.get('completion_tokens', 0)} tokens"
-                      + (f" · {rate:.1f} tok/s" if isinstance(rate, int | float) else "")
-                      + f" · {st.get('finish_reason', '')}*", ""]
+            lines += [
+                f"*{st.get('completion_tokens', 0)} tokens"
+                + (f" · {rate:.1f} tok/s" if isinstance(rate, int | float) else "")
+                + f" · {st.get('finish_reason', '')}*",
+                "",
+            ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -253,8 +272,10 @@ class AppConfig:
             return {}
         except OSError as e:
             self._unreadable = f"{e.strerror or e}"
-            self.problems.append(f"could not read {self.path} ({self._unreadable}); using "
-                                 "defaults and leaving it as it is")
+            self.problems.append(
+                f"could not read {self.path} ({self._unreadable}); using "
+                "defaults and leaving it as it is"
+            )
             return {}
         try:
             data = parse_json(raw.decode("utf-8"))
@@ -276,8 +297,7 @@ class AppConfig:
 
     def save(self, data: dict[str, Any]) -> None:
         if self._unreadable is not None and self.path.exists():
-            raise OSError(f"not overwriting {self.path}: it could not be read "
-                          f"({self._unreadable})")
+            raise OSError(f"not overwriting {self.path}: it could not be read ({self._unreadable})")
         atomic_write_json(self.path, {**data, "schema": CONFIG_SCHEMA})
 
     def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -335,8 +355,8 @@ def _own_fd(chain: list[str]) -> int | None:
         if c in names:
             return names[c]
         for d in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
-            if c.startswith(d) and c[len(d):].isdigit():
-                return int(c[len(d):])
+            if c.startswith(d) and c[len(d) :].isdigit():
+                return int(c[len(d) :])
     return None
 
 
@@ -385,8 +405,7 @@ def write_user_file(path: Path | str, data: bytes) -> Path:
 
     shown = str(path)
     if "\x00" in shown:
-        raise DeskLMError(f"cannot write to {shown!r}: a file name may not contain a NUL "
-                          "character")
+        raise DeskLMError(f"cannot write to {shown!r}: a file name may not contain a NUL character")
     p = os.path.expanduser(shown)
     try:
         chain = _link_chain(os.path.abspath(p))
@@ -405,14 +424,17 @@ def write_user_file(path: Path | str, data: bytes) -> Path:
             if os.path.islink(p):  # a dangling link: create its target, keep the link
                 target = Path(os.path.realpath(p))
                 if not target.parent.is_dir():
-                    raise DeskLMError(f"cannot write to {shown}: it is a link to {target}, "
-                                      "whose folder does not exist") from None
+                    raise DeskLMError(
+                        f"cannot write to {shown}: it is a link to {target}, "
+                        "whose folder does not exist"
+                    ) from None
                 atomic_write_bytes(target, data)
                 return Path(p)
             parent = Path(p).parent
             if not parent.is_dir():
-                raise DeskLMError(f"cannot write to {shown}: folder {parent} does not "
-                                  "exist") from None
+                raise DeskLMError(
+                    f"cannot write to {shown}: folder {parent} does not exist"
+                ) from None
             atomic_write_bytes(Path(p), data)
             return Path(p)
         mode = st.st_mode
@@ -427,8 +449,10 @@ def write_user_file(path: Path | str, data: bytes) -> Path:
                 fd = os.open(p, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as e:
                 if e.errno == errno.ENXIO:
-                    raise DeskLMError(f"cannot write to {shown}: it is a named pipe and no "
-                                      "program is reading from it") from None
+                    raise DeskLMError(
+                        f"cannot write to {shown}: it is a named pipe and no "
+                        "program is reading from it"
+                    ) from None
                 raise
             os.set_blocking(fd, True)
             _write_fd(fd, data)

@@ -85,10 +85,12 @@ def clean_message(m: Any, _depth: int = 0) -> tuple[dict[str, Any] | None, str]:
         return None, f"content is {type(content).__name__}, not text"
     if len(content) > MAX_TEXT:
         return None, f"content of {len(content):,} characters is too long"
-    out: dict[str, Any] = {"id": m["id"] if isinstance(m.get("id"), str) and m["id"]
-                           else uuid.uuid4().hex[:12],
-                           "role": role, "content": content.replace("\x00", ""),
-                           "created": _time(m.get("created")) or 0.0}
+    out: dict[str, Any] = {
+        "id": m["id"] if isinstance(m.get("id"), str) and m["id"] else uuid.uuid4().hex[:12],
+        "role": role,
+        "content": content.replace("\x00", ""),
+        "created": _time(m.get("created")) or 0.0,
+    }
     stats = _clean_stats(m.get("stats"))
     if stats is not None:
         out["stats"] = stats
@@ -131,8 +133,14 @@ def clean_tool_calls(items: Any) -> list[dict[str, Any]]:
         if not ok:
             continue
         secs = c.get("seconds", 0.0)
-        seconds = float(secs) if isinstance(secs, int | float) and not isinstance(secs, bool) \
-            and math.isfinite(secs) and secs >= 0 else 0.0
+        seconds = (
+            float(secs)
+            if isinstance(secs, int | float)
+            and not isinstance(secs, bool)
+            and math.isfinite(secs)
+            and secs >= 0
+            else 0.0
+        )
         rec: dict[str, Any] = {k: v.replace("\x00", "") for k, v in texts.items()}
         rec.update({"arguments": args, "status": c["status"], "seconds": seconds})
         out.append(rec)
@@ -173,12 +181,18 @@ def clean_conversation(data: dict[str, Any], stem: str) -> tuple[dict[str, Any],
         else:
             msgs.append(good)
     if skipped:
-        notes.append(f"skipped {len(skipped)} message(s): " + ", ".join(skipped[:3])
-                     + (" …" if len(skipped) > 3 else ""))
+        notes.append(
+            f"skipped {len(skipped)} message(s): "
+            + ", ".join(skipped[:3])
+            + (" …" if len(skipped) > 3 else "")
+        )
     rec["messages"] = msgs
     start = rec.get("context_start", 0)
-    rec["context_start"] = start if isinstance(start, int) and not isinstance(start, bool) \
-        and 0 <= start <= len(msgs) else 0
+    rec["context_start"] = (
+        start
+        if isinstance(start, int) and not isinstance(start, bool) and 0 <= start <= len(msgs)
+        else 0
+    )
     return rec, notes
 
 
@@ -221,8 +235,12 @@ def clean_settings_values(values: Any) -> tuple[dict[str, Any], list[str]]:
             parsed = s.parse(v)
         except DeskLMError:
             parsed = None
-        if s.kind in ("int", "float") and isinstance(parsed, int | float) \
-                and not isinstance(parsed, bool) and math.isfinite(parsed):
+        if (
+            s.kind in ("int", "float")
+            and isinstance(parsed, int | float)
+            and not isinstance(parsed, bool)
+            and math.isfinite(parsed)
+        ):
             lo = s.minimum if s.minimum is not None else parsed
             hi = s.maximum if s.maximum is not None else parsed
             clamped = type(parsed)(min(max(parsed, lo), hi))
@@ -243,7 +261,8 @@ def _clean_tuned(v: Any) -> tuple[dict[str, Any], int]:
     for key, t in v.items():
         ok = isinstance(t, dict) and all(
             isinstance(t.get(k), int) and not isinstance(t.get(k), bool) and t[k] >= lo
-            for k, lo in (("n_threads", 1), ("n_threads_batch", 1), ("n_gpu_layers", -1)))
+            for k, lo in (("n_threads", 1), ("n_threads_batch", 1), ("n_gpu_layers", -1))
+        )
         if ok:
             out[key] = _scalars(t)
         else:

@@ -76,10 +76,16 @@ class SearchHit:
         return "".join(out)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"conversation_id": self.conversation_id, "message_id": self.message_id,
-                "role": self.role, "title": self.title, "snippet": self.snippet,
-                "spans": [list(s) for s in self.spans], "active": self.active,
-                "updated": self.updated}
+        return {
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            "role": self.role,
+            "title": self.title,
+            "snippet": self.snippet,
+            "spans": [list(s) for s in self.spans],
+            "active": self.active,
+            "updated": self.updated,
+        }
 
 
 @dataclass
@@ -90,8 +96,12 @@ class SearchResult:
     partial: bool = False  # the index was still being built: more chats may match later
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "elapsed_s": round(self.elapsed_s, 6),
-                "partial": self.partial, "hits": [h.to_dict() for h in self.hits]}
+        return {
+            "query": self.query,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "partial": self.partial,
+            "hits": [h.to_dict() for h in self.hits],
+        }
 
 
 def fts_query(text: str) -> str | None:
@@ -146,11 +156,9 @@ class SearchIndex:
     """A full-text index of a :class:`ConversationStore`'s folder. Thread safe: one writer at a
     time syncs; searches run between its batches (``partial`` says the build is not done)."""
 
-    def __init__(self, store: ConversationStore | None = None,
-                 path: Path | None = None) -> None:
+    def __init__(self, store: ConversationStore | None = None, path: Path | None = None) -> None:
         if not fts5_available():
-            raise DeskLMError("search needs SQLite with FTS5, which this Python's sqlite3 "
-                              "lacks")
+            raise DeskLMError("search needs SQLite with FTS5, which this Python's sqlite3 lacks")
         self.root = (store or ConversationStore()).root
         self.path = path if path is not None else index_path_for(self.root)
         self._lock = threading.RLock()  # the connection
@@ -180,8 +188,9 @@ class SearchIndex:
                     with contextlib.suppress(OSError):
                         os.unlink(str(self.path) + suffix)
                 if attempt == 2:
-                    raise DeskLMError(f"could not create the search index {self.path}: "
-                                      f"{e}") from None
+                    raise DeskLMError(
+                        f"could not create the search index {self.path}: {e}"
+                    ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -208,8 +217,9 @@ class SearchIndex:
     # -- keeping up with the folder --
     def _remove(self, conv_id: str) -> None:
         c = self._con
-        c.execute("DELETE FROM fts WHERE rowid IN (SELECT rowid FROM meta WHERE conv_id = ?)",
-                  (conv_id,))
+        c.execute(
+            "DELETE FROM fts WHERE rowid IN (SELECT rowid FROM meta WHERE conv_id = ?)", (conv_id,)
+        )
         c.execute("DELETE FROM meta WHERE conv_id = ?", (conv_id,))
         c.execute("DELETE FROM files WHERE conv_id = ?", (conv_id,))
 
@@ -217,15 +227,21 @@ class SearchIndex:
         c = self._con
         self._remove(conv_id)
         if data is None:  # unreadable: remembered so it is not read again until it changes
-            c.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                      (conv_id, stamp[0], stamp[1], "", 0.0))
+            c.execute(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?)", (conv_id, stamp[0], stamp[1], "", 0.0)
+            )
             return
         title = data.get("title") if isinstance(data.get("title"), str) else ""
         updated = data.get("updated")
-        updated = float(updated) if isinstance(updated, int | float) and \
-            not isinstance(updated, bool) else 0.0
-        c.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                  (conv_id, stamp[0], stamp[1], title or "New chat", updated))
+        updated = (
+            float(updated)
+            if isinstance(updated, int | float) and not isinstance(updated, bool)
+            else 0.0
+        )
+        c.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+            (conv_id, stamp[0], stamp[1], title or "New chat", updated),
+        )
         rows: list[tuple[str | None, str, int, str]] = []
         if title:
             rows.append((None, "title", 1, title))
@@ -235,8 +251,10 @@ class SearchIndex:
                 mid = m.get("id")
                 rows.append((mid if isinstance(mid, str) else None, role, int(active), content))
         for row_mid, row_role, flag, text in rows:
-            cur = c.execute("INSERT INTO meta(conv_id, msg_id, role, active) VALUES (?,?,?,?)",
-                            (conv_id, row_mid, row_role, flag))
+            cur = c.execute(
+                "INSERT INTO meta(conv_id, msg_id, role, active) VALUES (?,?,?,?)",
+                (conv_id, row_mid, row_role, flag),
+            )
             c.execute("INSERT INTO fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, _clean(text)))
 
     @staticmethod
@@ -284,8 +302,10 @@ class SearchIndex:
         if found is None:
             return 0
         with self._lock:
-            known = {r[0]: (r[1], r[2]) for r in
-                     self._con.execute("SELECT conv_id, mtime_ns, size FROM files")}
+            known = {
+                r[0]: (r[1], r[2])
+                for r in self._con.execute("SELECT conv_id, mtime_ns, size FROM files")
+            }
         changed = [cid for cid, stamp in found.items() if known.get(cid) != stamp]
         gone = [cid for cid in known if cid not in found]
         total = len(changed) + len(gone)
@@ -300,9 +320,11 @@ class SearchIndex:
                     self._remove(cid)
                 self._con.execute("COMMIT")
             for i in range(0, len(changed), BATCH):
-                batch = changed[i:i + BATCH]
-                loaded = [(cid, found[cid], self._read(self.root / f"{cid}.json", found[cid][1]))
-                          for cid in batch]  # read outside the lock: searches go on
+                batch = changed[i : i + BATCH]
+                loaded = [
+                    (cid, found[cid], self._read(self.root / f"{cid}.json", found[cid][1]))
+                    for cid in batch
+                ]  # read outside the lock: searches go on
                 with self._lock:
                     self._con.execute("BEGIN")
                     try:
@@ -321,6 +343,7 @@ class SearchIndex:
 
     def start_background_sync(self) -> threading.Thread:
         """Build (or catch up) the index on a thread of its own; returns the thread."""
+
         def run() -> None:
             try:
                 self.sync()
@@ -354,24 +377,35 @@ class SearchIndex:
             with self._lock:
                 # ranking every match of a broad query (one letter, "the") costs ~50 ms per
                 # 20,000 messages: past RANK_LIMIT matches, newest saved first instead
-                broad = len(self._con.execute(
-                    "SELECT rowid FROM fts WHERE fts MATCH ? LIMIT ?",
-                    (q, RANK_LIMIT + 1)).fetchall()) > RANK_LIMIT
+                broad = (
+                    len(
+                        self._con.execute(
+                            "SELECT rowid FROM fts WHERE fts MATCH ? LIMIT ?", (q, RANK_LIMIT + 1)
+                        ).fetchall()
+                    )
+                    > RANK_LIMIT
+                )
                 order = "rowid DESC" if broad else "rank"
                 # one query: FTS5 sorts and makes snippets for the top rows only
                 top = self._con.execute(
                     f"SELECT rowid, snippet(fts, 0, ?, ?, '…', {SNIPPET_WORDS}) FROM fts "
                     f"WHERE fts MATCH ? ORDER BY {order} LIMIT ?",
-                    (_OPEN, _CLOSE, q, max(1, min(int(limit), 1000)))).fetchall()
+                    (_OPEN, _CLOSE, q, max(1, min(int(limit), 1000))),
+                ).fetchall()
                 ids = [r[0] for r in top]
                 snippets = dict(top)
                 meta = {}
                 if ids:
                     marks = ",".join("?" * len(ids))
-                    meta = {r[0]: r[1:] for r in self._con.execute(
-                        "SELECT m.rowid, m.conv_id, m.msg_id, m.role, m.active, f.title, "
-                        f"f.updated FROM meta m JOIN files f USING (conv_id) "
-                        f"WHERE m.rowid IN ({marks})", ids)}
+                    meta = {
+                        r[0]: r[1:]
+                        for r in self._con.execute(
+                            "SELECT m.rowid, m.conv_id, m.msg_id, m.role, m.active, f.title, "
+                            f"f.updated FROM meta m JOIN files f USING (conv_id) "
+                            f"WHERE m.rowid IN ({marks})",
+                            ids,
+                        )
+                    }
         except sqlite3.Error as e:
             raise DeskLMError(f"search failed: {e}") from None
         for rid in ids:
@@ -379,8 +413,18 @@ class SearchIndex:
                 continue
             conv_id, msg_id, role, active, title, updated = meta[rid]
             text, spans = _split_snippet(snippets.get(rid, ""))
-            result.hits.append(SearchHit(conv_id, msg_id, role, title or "New chat", text,
-                                         spans, bool(active), float(updated or 0.0)))
+            result.hits.append(
+                SearchHit(
+                    conv_id,
+                    msg_id,
+                    role,
+                    title or "New chat",
+                    text,
+                    spans,
+                    bool(active),
+                    float(updated or 0.0),
+                )
+            )
         result.partial = partial
         result.elapsed_s = time.perf_counter() - t0
         return result

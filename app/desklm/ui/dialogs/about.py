@@ -43,23 +43,44 @@ def about_sections(load_info: Any = None) -> list[tuple[str, list[tuple[str, str
         size = getattr(load_info, "file_size", 0) or 0
         arch = getattr(load_info, "architecture", "") or "?"
         fmt = getattr(load_info, "chat_format", "") or "?"
-        model = [("Name", str(getattr(load_info, "name", "?"))),
-                 ("File", str(path)),
-                 ("Format", f"GGUF · {arch} · {size / 2**20:,.0f} MB · chat format {fmt}"),
-                 ("Context", f"{getattr(load_info, 'n_ctx', '?')} tokens "
-                             f"(trained for {getattr(load_info, 'n_ctx_train', '?')})")]
+        model = [
+            ("Name", str(getattr(load_info, "name", "?"))),
+            ("File", str(path)),
+            ("Format", f"GGUF · {arch} · {size / 2**20:,.0f} MB · chat format {fmt}"),
+            (
+                "Context",
+                f"{getattr(load_info, 'n_ctx', '?')} tokens "
+                f"(trained for {getattr(load_info, 'n_ctx_train', '?')})",
+            ),
+        ]
     return [
-        ("DeskLM", [("Version", v["desklm"]), ("Python", v["python"]),
-                    ("Qt for Python", pyside_version), ("System", v["platform"])]),
+        (
+            "DeskLM",
+            [
+                ("Version", v["desklm"]),
+                ("Python", v["python"]),
+                ("Qt for Python", pyside_version),
+                ("System", v["platform"]),
+            ],
+        ),
         ("Loaded model", model),
-        ("llama.cpp", [("Version", llama["llama_cpp"] or "not reported by this build"),
-                       ("Commit", llama["commit"] or "not reported by this build"),
-                       ("ggml", llama["ggml"] or "not reported by this build"),
-                       ("llama-cpp-python", llama["version"]),
-                       ("Backend", backend),
-                       ("GPU offload", "supported by this build" if llama["gpu_offload"]
-                        else "not in this build (CPU only)"),
-                       ("Build", llama["system_info"] or "n/a")]),
+        (
+            "llama.cpp",
+            [
+                ("Version", llama["llama_cpp"] or "not reported by this build"),
+                ("Commit", llama["commit"] or "not reported by this build"),
+                ("ggml", llama["ggml"] or "not reported by this build"),
+                ("llama-cpp-python", llama["version"]),
+                ("Backend", backend),
+                (
+                    "GPU offload",
+                    "supported by this build"
+                    if llama["gpu_offload"]
+                    else "not in this build (CPU only)",
+                ),
+                ("Build", llama["system_info"] or "n/a"),
+            ],
+        ),
         ("Files", [(k.capitalize(), p) for k, p in data_paths().items()]),
         ("Licences", LICENCES),
     ]
@@ -76,12 +97,16 @@ def about_text(load_info: Any = None) -> str:
 
 
 def about_html(load_info: Any = None) -> str:
-    parts = ["<h2>DeskLM</h2><p>A private desktop chat app for local language models. "
-             "Everything runs and stays on this computer.</p>"]
+    parts = [
+        "<h2>DeskLM</h2><p>A private desktop chat app for local language models. "
+        "Everything runs and stays on this computer.</p>"
+    ]
     for title, rows in about_sections(load_info):
         parts.append(f"<h3>{html.escape(title)}</h3><table cellspacing='2'>")
-        parts.extend(f"<tr><td><b>{html.escape(k)}</b>&nbsp;&nbsp;</td>"
-                     f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
+        parts.extend(
+            f"<tr><td><b>{html.escape(k)}</b>&nbsp;&nbsp;</td><td>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
         parts.append("</table>")
     return "".join(parts)
 
@@ -100,8 +125,7 @@ class AboutDialog(QDialog):
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy this information, for a bug report")
         buttons.addButton(self.copy_button, QDialogButtonBox.ButtonRole.ActionRole)
-        self.copy_button.clicked.connect(
-            lambda: QGuiApplication.clipboard().setText(self.text))
+        self.copy_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.text))
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         lay.addWidget(self.browser, 1)

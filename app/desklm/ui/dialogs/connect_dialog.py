@@ -63,8 +63,12 @@ class ChosenConnection:
 class ConnectDialog(QDialog):
     connectionChosen = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None, initial: Connection | None = None,
-                 config: AppConfig | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        initial: Connection | None = None,
+        config: AppConfig | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Connect to server")
         self.setObjectName("connectDialog")
@@ -76,8 +80,9 @@ class ConnectDialog(QDialog):
         self.saved.setObjectName("savedConnections")
         self.url = QLineEdit()
         self.url.setObjectName("url")
-        self.url.setPlaceholderText("http://127.0.0.1:8000/v1  (vLLM, llama-server, Ollama: "
-                                    "http://localhost:11434/v1)")
+        self.url.setPlaceholderText(
+            "http://127.0.0.1:8000/v1  (vLLM, llama-server, Ollama: http://localhost:11434/v1)"
+        )
         self.key = QLineEdit()
         self.key.setObjectName("apiKey")
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
@@ -107,7 +112,8 @@ class ConnectDialog(QDialog):
         form.addRow("Model", self.model)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.connect_button = self.buttons.addButton(
-            "Connect", QDialogButtonBox.ButtonRole.AcceptRole)
+            "Connect", QDialogButtonBox.ButtonRole.AcceptRole
+        )
         self.connect_button.setObjectName("connectButton")
         self.connect_button.setEnabled(False)
         lay = QVBoxLayout(self)
@@ -129,10 +135,12 @@ class ConnectDialog(QDialog):
             self._fill(initial)
 
     # -- helpers --
-    def _run(self, fn: Callable[[], Any], done: Callable[[Any], None],
-             failed: Callable[[str], None]) -> None:
-        BackgroundOp(fn, self, "connect dialog").success(done) \
-            .failure(lambda e: failed(reason(e))).run()
+    def _run(
+        self, fn: Callable[[], Any], done: Callable[[Any], None], failed: Callable[[str], None]
+    ) -> None:
+        BackgroundOp(fn, self, "connect dialog").success(done).failure(
+            lambda e: failed(reason(e))
+        ).run()
 
     def _busy(self, on: bool) -> None:
         self.test_button.setEnabled(not on)
@@ -171,6 +179,7 @@ class ConnectDialog(QDialog):
         url, key = self.url.text().strip(), self.key.text()
         self._busy(True)
         self.status.setText(f"Asking {url or '…'} for its models…")
+
         def probe() -> tuple[str, str, list[str], str | None]:
             return (url, key, *probe_server(url, key or None))
 

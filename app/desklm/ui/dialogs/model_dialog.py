@@ -77,10 +77,10 @@ class HubJobs:
                 break
             try:
                 info = remote_header(f)
-                est = auto_fit(info, gpu_offload=self.gpu_offload, free=self.free,
-                               max_ctx=8192)
+                est = auto_fit(info, gpu_offload=self.gpu_offload, free=self.free, max_ctx=8192)
                 summary = f"{est.verdict} at {est.n_ctx} tokens" + (
-                    " on the GPU" if est.n_gpu_layers else "")
+                    " on the GPU" if est.n_gpu_layers else ""
+                )
                 report((f.path, est.verdict, f"{summary} — {est.summary()}"))
             except DeskLMError as e:
                 report((f.path, "unknown", str(e)))
@@ -114,8 +114,12 @@ class ModelDialog(QDialog):
     localListed = Signal(int)  # the local list is filled (how many models)
     serverChosen = Signal(object)  # a saved Connection to chat through
 
-    def __init__(self, parent: QWidget | None = None, free: tuple[Any, Any] | None = None,
-                 gpu_offload: bool = False) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        free: tuple[Any, Any] | None = None,
+        gpu_offload: bool = False,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
         self.setObjectName("models_dialog")
@@ -162,9 +166,11 @@ class ModelDialog(QDialog):
 
         for m in CURATED_MODELS:
             self.repo.addItem(m.repo_id, m.repo_id)
-            self.repo.setItemData(self.repo.count() - 1,
-                                  f"{m.name} (~{m.size / 2**30:.1f} GB as Q4_K_M)",
-                                  Qt.ItemDataRole.ToolTipRole)
+            self.repo.setItemData(
+                self.repo.count() - 1,
+                f"{m.name} (~{m.size / 2**30:.1f} GB as Q4_K_M)",
+                Qt.ItemDataRole.ToolTipRole,
+            )
         self.repo.setCurrentText("")
         edit = self.repo.lineEdit()
         if edit is not None:  # an editable combo always has one
@@ -224,8 +230,9 @@ class ModelDialog(QDialog):
         self.local_list.clear()
         self.localListed.emit(len(models))
         for m in models:
-            item = QListWidgetItem(f"{m['name']}   ·   {fmt_bytes(float(str(m['size'])))}   ·   "
-                                   f"{m['source']}")
+            item = QListWidgetItem(
+                f"{m['name']}   ·   {fmt_bytes(float(str(m['size'])))}   ·   {m['source']}"
+            )
             item.setData(Qt.ItemDataRole.UserRole, m["path"])
             item.setToolTip(str(m["path"]))
             self.local_list.addItem(item)
@@ -263,8 +270,12 @@ class ModelDialog(QDialog):
 
     # -- remote --
     def list_files(self) -> None:
-        repo = self.repo.currentData() if self.repo.currentText() == self.repo.itemText(
-            self.repo.currentIndex()) and self.repo.currentData() else self.repo.currentText()
+        repo = (
+            self.repo.currentData()
+            if self.repo.currentText() == self.repo.itemText(self.repo.currentIndex())
+            and self.repo.currentData()
+            else self.repo.currentText()
+        )
         repo = str(repo).strip()
         self.table.setRowCount(0)
         self.progress_label.setText(f"Listing {repo}…")
@@ -279,9 +290,12 @@ class ModelDialog(QDialog):
             else:
                 self._on_fit(*value)
 
-        self.ops.append(BackgroundOp(lambda report: self.worker.list_files(repo, report), self,
-                                     "list files").with_progress(listed)
-                        .failure(lambda e: self._on_failed(reason(e))).run())
+        self.ops.append(
+            BackgroundOp(lambda report: self.worker.list_files(repo, report), self, "list files")
+            .with_progress(listed)
+            .failure(lambda e: self._on_failed(reason(e)))
+            .run()
+        )
 
     def _on_files(self, files: list[RemoteFile]) -> None:
         if not self.listing:
@@ -328,10 +342,13 @@ class ModelDialog(QDialog):
         self.progress_label.setText(f"Downloading {f.path}…")
         self.download_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.ops.append(BackgroundOp(lambda report: self.worker.download(f, report), self,
-                                     "download").with_progress(lambda v: self._on_progress(*v))
-                        .success(self._on_downloaded)
-                        .failure(lambda e: self._on_failed(reason(e))).run())
+        self.ops.append(
+            BackgroundOp(lambda report: self.worker.download(f, report), self, "download")
+            .with_progress(lambda v: self._on_progress(*v))
+            .success(self._on_downloaded)
+            .failure(lambda e: self._on_failed(reason(e)))
+            .run()
+        )
 
     def cancel(self) -> None:
         self.worker.cancel.set()  # direct: not queued behind the running download
@@ -355,9 +372,13 @@ class ModelDialog(QDialog):
         self.progress.setValue(1000)
         self.progress_label.setText(f"Downloaded and verified (sha256): {path}")
         self.refresh_local()
-        box = QMessageBox(QMessageBox.Icon.Question, "Download complete",
-                          f"{Path(path).name} is ready. Load it now?",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Download complete",
+            f"{Path(path).name} is ready. Load it now?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
         box.setObjectName("load_now")
 
         def done(result: int) -> None:

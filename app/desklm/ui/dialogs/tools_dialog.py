@@ -86,8 +86,9 @@ class AddServerDialog(QDialog):
         self.error = QLabel("")
         self.error.setObjectName("addError")
         self.error.setWordWrap(True)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self._check)
         buttons.rejected.connect(self.reject)
         form = QFormLayout()
@@ -156,12 +157,14 @@ class ToolsDialog(QDialog):
         self.tools.setObjectName("tools")
         self.tools.itemChanged.connect(self._tool_toggled)
         self.forget_button = QPushButton("Ask again")
-        self.forget_button.setToolTip("Take back \"Always allow\" for the selected tool")
+        self.forget_button.setToolTip('Take back "Always allow" for the selected tool')
         self.forget_button.clicked.connect(self.forget_always)
         self.force = QComboBox()
         self.force.setObjectName("forceTool")
-        self.force.setToolTip("For models that do not call tools by themselves: the next "
-                              "reply is a call (you are still asked)")
+        self.force.setToolTip(
+            "For models that do not call tools by themselves: the next "
+            "reply is a call (you are still asked)"
+        )
         self.force.activated.connect(self._force_chosen)
         self.add_button = QPushButton("Add…")
         self.import_button = QPushButton("Import mcp.json…")
@@ -209,8 +212,9 @@ class ToolsDialog(QDialog):
         self.refresh()
 
     # -- background work --
-    def _background(self, fn: Callable[[], Any], done: Callable[[Any], None] | None = None
-                    ) -> BackgroundOp[Any]:
+    def _background(
+        self, fn: Callable[[], Any], done: Callable[[Any], None] | None = None
+    ) -> BackgroundOp[Any]:
         """``fn`` off the UI thread (the window's one background helper); then ``done`` and a
         redraw, or the one-line reason under the lists."""
         op: BackgroundOp[Any] = BackgroundOp(fn, self, "tools")
@@ -223,8 +227,9 @@ class ToolsDialog(QDialog):
 
         def failed(e: BaseException) -> None:
             self._ops.remove(op)
-            self._say(str(e) if isinstance(e, DeskLMError)
-                      else f"internal error: {type(e).__name__}: {e}")
+            self._say(
+                str(e) if isinstance(e, DeskLMError) else f"internal error: {type(e).__name__}: {e}"
+            )
             self.refresh()
 
         self._ops.append(op)
@@ -277,8 +282,10 @@ class ToolsDialog(QDialog):
         self._drawing = True
         self.tools.clear()
         if not name:
-            self.status.setText("No tool servers yet: Add… one, or import an mcp.json "
-                                "(Claude Desktop's claude_desktop_config.json works).")
+            self.status.setText(
+                "No tool servers yet: Add… one, or import an mcp.json "
+                "(Claude Desktop's claude_desktop_config.json works)."
+            )
             self._drawing = False
             return
         st = self.hub.status(name)
@@ -308,8 +315,9 @@ class ToolsDialog(QDialog):
     def _tool_toggled(self, item: QListWidgetItem) -> None:
         if self._drawing:
             return
-        self.set_tool_on(str(item.data(Qt.ItemDataRole.UserRole)),
-                         item.checkState() == Qt.CheckState.Checked)
+        self.set_tool_on(
+            str(item.data(Qt.ItemDataRole.UserRole)), item.checkState() == Qt.CheckState.Checked
+        )
 
     def set_tool_on(self, tool: str, on: bool) -> None:
         server = self.selected()
@@ -326,8 +334,11 @@ class ToolsDialog(QDialog):
 
     def add_server(self, cfg: ServerConfig, key: str | None = None) -> None:
         def done(notes: Any) -> None:
-            self._say("; ".join(notes) if notes else
-                                f"added {cfg.name}: check the tools the model may ask for")
+            self._say(
+                "; ".join(notes)
+                if notes
+                else f"added {cfg.name}: check the tools the model may ask for"
+            )
             self._background(lambda: self.hub.start(cfg.name))
 
         self._background(lambda: self.hub.add(cfg, key), done)
@@ -341,9 +352,11 @@ class ToolsDialog(QDialog):
     def import_file(self, path: str) -> None:
         def done(result: Any) -> None:
             added, notes = result
-            self._say(f"imported {len(added)} server(s)"
-                                + (f": {', '.join(added)}" if added else "")
-                                + ("; " + "; ".join(notes) if notes else ""))
+            self._say(
+                f"imported {len(added)} server(s)"
+                + (f": {', '.join(added)}" if added else "")
+                + ("; " + "; ".join(notes) if notes else "")
+            )
             for n in added:
                 self._background(functools.partial(self.hub.start, n))
 
@@ -352,20 +365,23 @@ class ToolsDialog(QDialog):
     def import_dialog(self) -> None:
         start = Path.home() / ".config" / "Claude"
         path, _ = QFileDialog.getOpenFileName(
-            self, "Import mcp.json", str(start if start.is_dir() else Path.home()),
-            "MCP configuration (*.json)")
+            self,
+            "Import mcp.json",
+            str(start if start.is_dir() else Path.home()),
+            "MCP configuration (*.json)",
+        )
         if path:
             self.import_file(path)
 
     def remove_selected(self) -> None:
         name = self.selected()
         if name:
-            self._background(lambda: self.hub.remove(name),
-                             lambda _r: self._say(f"removed {name}"))
+            self._background(lambda: self.hub.remove(name), lambda _r: self._say(f"removed {name}"))
 
     def restart_selected(self) -> None:
         name = self.selected()
         if name:
+
             def restart() -> Any:
                 self.hub.stop(name)
                 return self.hub.start(name)

@@ -61,13 +61,18 @@ class ChatDelegate(QStyledItemDelegate):
 
     PAD = 6
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
-                 ) -> QSize:
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
         fm = option.fontMetrics
         return QSize(120, fm.height() * 2 + 2 * self.PAD + 2)
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
-              index: QModelIndex | QPersistentModelIndex) -> None:
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
         p = theme.current()
         painter.save()
         r: QRect = option.rect
@@ -87,17 +92,21 @@ class ChatDelegate(QStyledItemDelegate):
         bold.setWeight(bold.Weight.DemiBold)
         painter.setFont(bold)
         painter.setPen(QColor(p.text))
-        painter.drawText(inner.adjusted(0, 0, 0, -fm.height()), int(Qt.AlignmentFlag.AlignLeft),
-                         painter.fontMetrics().elidedText(title, Qt.TextElideMode.ElideRight,
-                                                          inner.width()))
+        painter.drawText(
+            inner.adjusted(0, 0, 0, -fm.height()),
+            int(Qt.AlignmentFlag.AlignLeft),
+            painter.fontMetrics().elidedText(title, Qt.TextElideMode.ElideRight, inner.width()),
+        )
         small = type(font)(font)
         small.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
         painter.setFont(small)
         painter.setPen(QColor(p.accent if index.data(ROLE_PENDING) else p.muted))
         sub = str(index.data(ROLE_SUB) or "")
-        painter.drawText(inner.adjusted(0, fm.height(), 0, 0), int(Qt.AlignmentFlag.AlignLeft),
-                         painter.fontMetrics().elidedText(sub, Qt.TextElideMode.ElideRight,
-                                                          inner.width()))
+        painter.drawText(
+            inner.adjusted(0, fm.height(), 0, 0),
+            int(Qt.AlignmentFlag.AlignLeft),
+            painter.fontMetrics().elidedText(sub, Qt.TextElideMode.ElideRight, inner.width()),
+        )
         painter.setPen(QPen(QColor(p.border)))
         painter.drawLine(r.left() + 4, r.bottom(), r.right() - 4, r.bottom())
         painter.restore()
@@ -167,9 +176,14 @@ class ConversationList(QWidget):
         for it in self.items:
             pending = it["id"] in self.pending
             n = int(it.get("messages", 0) or 0)
-            sub = " · ".join(x for x in (
-                when(float(it.get("created") or 0)),
-                "new" if pending else f"{n} message{'s' if n != 1 else ''}") if x)
+            sub = " · ".join(
+                x
+                for x in (
+                    when(float(it.get("created") or 0)),
+                    "new" if pending else f"{n} message{'s' if n != 1 else ''}",
+                )
+                if x
+            )
             row = QListWidgetItem(str(it.get("title") or "New chat"))
             row.setData(ROLE_ID, it["id"])
             row.setData(ROLE_SUB, sub)
@@ -185,9 +199,11 @@ class ConversationList(QWidget):
         """Show a new chat at once (``record``: id, and optionally title and created), before
         the store has it; it is replaced by the saved one when ``set_items`` lists it."""
         rec: dict[str, Any] = {
-            "id": str(record["id"]), "title": record.get("title") or "New chat",
+            "id": str(record["id"]),
+            "title": record.get("title") or "New chat",
             "created": float(record.get("created") or time.time()),
-            "messages": len(record.get("messages", []) or [])}
+            "messages": len(record.get("messages", []) or []),
+        }
         saved = [it for it in self.items if it["id"] not in self.pending]
         self.pending = {rec["id"]: rec}  # an earlier new chat left empty was never saved
         self.current_id = rec["id"]
@@ -216,8 +232,9 @@ class ConversationList(QWidget):
         conv_id = self.selected_id() or self.current_id
         if not conv_id:
             return
-        title, ok = QInputDialog.getText(self, "Rename chat", "Title:",
-                                         text=self._title_of(conv_id))
+        title, ok = QInputDialog.getText(
+            self, "Rename chat", "Title:", text=self._title_of(conv_id)
+        )
         if ok and title.strip():
             self.renameRequested.emit(conv_id, title.strip())
 
@@ -225,10 +242,13 @@ class ConversationList(QWidget):
         conv_id = self.selected_id()
         if not conv_id:
             return
-        box = QMessageBox(QMessageBox.Icon.Question, "Delete chat",
-                          f"Delete “{self._title_of(conv_id)}”? This cannot be undone.",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                          self)
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Delete chat",
+            f"Delete “{self._title_of(conv_id)}”? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            self,
+        )
         box.setObjectName("confirm_delete")
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
 

@@ -24,8 +24,9 @@ HISTORY = 120  # points: one minute at 2 Hz
 
 
 class GaugeCard(QWidget):
-    def __init__(self, title: str, color: QColor | str = "accent",
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, title: str, color: QColor | str = "accent", parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName(f"gauge:{title}")
         self.title = title
@@ -47,8 +48,14 @@ class GaugeCard(QWidget):
     def minimumSizeHint(self) -> QSize:
         return QSize(180, self.HEIGHT)
 
-    def set(self, value_text: str, detail: str = "", fraction: float | None = None,
-            point: float | None = None, sub: str = "") -> None:
+    def set(
+        self,
+        value_text: str,
+        detail: str = "",
+        fraction: float | None = None,
+        point: float | None = None,
+        sub: str = "",
+    ) -> None:
         self.value_text = value_text
         self.detail = detail
         self.sub = sub
@@ -68,8 +75,9 @@ class GaugeCard(QWidget):
         value_w = QFontMetrics(self._value_font()).horizontalAdvance(self.value_text) + 8
         row = QRectF(inner.left(), title.bottom() + 1, inner.width(), big)
         value = QRectF(row.left(), row.top(), min(row.width(), value_w), big)
-        spark = QRectF(value.right() + 4, row.top() + 3, max(0.0, row.right() - value.right() - 4),
-                       big - 6)
+        spark = QRectF(
+            value.right() + 4, row.top() + 3, max(0.0, row.right() - value.right() - 4), big - 6
+        )
         sub = QRectF(inner.left(), row.bottom() + 1, inner.width(), small)
         bar = QRectF(inner.left(), inner.bottom() - 4, inner.width(), 4)
         return {"title": title, "value": value, "spark": spark, "sub": sub, "bar": bar}
@@ -121,12 +129,17 @@ class GaugeCard(QWidget):
         fm = QFontMetrics(small)
         title = reg["title"]
         detail_w = fm.horizontalAdvance(self.detail) if self.detail else 0
-        p.drawText(title.adjusted(0, 0, -detail_w - 6, 0), left,
-                   fm.elidedText(self.title, Qt.TextElideMode.ElideRight,
-                                 int(title.width() - detail_w - 6)))
+        p.drawText(
+            title.adjusted(0, 0, -detail_w - 6, 0),
+            left,
+            fm.elidedText(
+                self.title, Qt.TextElideMode.ElideRight, int(title.width() - detail_w - 6)
+            ),
+        )
         if self.detail:
-            p.drawText(title, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                       self.detail)
+            p.drawText(
+                title, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, self.detail
+            )
         p.setFont(self._value_font())
         p.setPen(th.color("text"))
         p.drawText(reg["value"], left, self.value_text)
@@ -134,18 +147,25 @@ class GaugeCard(QWidget):
             p.setFont(small)
             p.setPen(muted)
             sub = reg["sub"]
-            p.drawText(sub, left, fm.elidedText(self.sub, Qt.TextElideMode.ElideRight,
-                                                int(sub.width())))
+            p.drawText(
+                sub, left, fm.elidedText(self.sub, Qt.TextElideMode.ElideRight, int(sub.width()))
+            )
         if self.fraction is not None:
             bar = reg["bar"]
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(th.color("track"))
             p.drawRoundedRect(bar, 2, 2)
-            color = th.color("error") if self.fraction > 0.9 else th.color("warn") \
-                if self.fraction > 0.75 else own
+            color = (
+                th.color("error")
+                if self.fraction > 0.9
+                else th.color("warn")
+                if self.fraction > 0.75
+                else own
+            )
             p.setBrush(color)
-            p.drawRoundedRect(QRectF(bar.left(), bar.top(), bar.width() * self.fraction,
-                                     bar.height()), 2, 2)
+            p.drawRoundedRect(
+                QRectF(bar.left(), bar.top(), bar.width() * self.fraction, bar.height()), 2, 2
+            )
         p.end()
 
 
@@ -175,8 +195,16 @@ class GaugePanel(QWidget):
         self.remote = False
         self.cpu.history_max = self.gpu.history_max = 100.0
         self.ctx.history_max = 1.0
-        for card in (self.tps, self.ttft, self.ctx, self.server, self.ram, self.cpu, self.vram,
-                     self.gpu):
+        for card in (
+            self.tps,
+            self.ttft,
+            self.ctx,
+            self.server,
+            self.ram,
+            self.cpu,
+            self.vram,
+            self.gpu,
+        ):
             lay.addWidget(card)
         lay.addStretch(1)
         self.last_snapshot: Snapshot | None = None
@@ -192,9 +220,16 @@ class GaugePanel(QWidget):
             card.update()
 
     def cards(self) -> dict[str, GaugeCard]:
-        return {"vram": self.vram, "gpu": self.gpu, "ram": self.ram, "cpu": self.cpu,
-                "tokens_per_s": self.tps, "ttft": self.ttft, "context": self.ctx,
-                "server": self.server}
+        return {
+            "vram": self.vram,
+            "gpu": self.gpu,
+            "ram": self.ram,
+            "cpu": self.cpu,
+            "tokens_per_s": self.tps,
+            "ttft": self.ttft,
+            "context": self.ctx,
+            "server": self.server,
+        }
 
     def set_remote(self, remote: bool) -> None:
         """On a server's model: VRAM and GPU are the server's, and a Server card shows what
@@ -224,19 +259,30 @@ class GaugePanel(QWidget):
             # vLLM and llama-server (with --metrics) publish /metrics; many servers do not
             self.server.set("n/a", "", None, None, sub="this server publishes no /metrics")
             return
-        self.server.set("n/a" if is_na(kv_v) else f"{100 * kv_v:.0f}%", "server KV cache",
-                        None if is_na(kv_v) else kv_v, None if is_na(kv_v) else kv_v,
-                        sub=" · ".join(parts) or "requests: n/a")
+        self.server.set(
+            "n/a" if is_na(kv_v) else f"{100 * kv_v:.0f}%",
+            "server KV cache",
+            None if is_na(kv_v) else kv_v,
+            None if is_na(kv_v) else kv_v,
+            sub=" · ".join(parts) or "requests: n/a",
+        )
 
     def on_snapshot(self, snap: Snapshot) -> None:
         self.last_snapshot = snap
-        self.ram.set(fmt_bytes(snap.rss), f"anon {fmt_bytes(snap.rss_anon)}",
-                     None if is_na(snap.ram_total) else snap.ram_used / snap.ram_total,
-                     None if is_na(snap.rss) else snap.rss / 2**20,
-                     sub=f"system {fmt_bytes(snap.ram_used)} / {fmt_bytes(snap.ram_total)}")
-        self.cpu.set(pct(snap.cpu_percent), "this process", None,
-                     None if is_na(snap.cpu_percent) else snap.cpu_percent,
-                     sub="100% = every core busy")
+        self.ram.set(
+            fmt_bytes(snap.rss),
+            f"anon {fmt_bytes(snap.rss_anon)}",
+            None if is_na(snap.ram_total) else snap.ram_used / snap.ram_total,
+            None if is_na(snap.rss) else snap.rss / 2**20,
+            sub=f"system {fmt_bytes(snap.ram_used)} / {fmt_bytes(snap.ram_total)}",
+        )
+        self.cpu.set(
+            pct(snap.cpu_percent),
+            "this process",
+            None,
+            None if is_na(snap.cpu_percent) else snap.cpu_percent,
+            sub="100% = every core busy",
+        )
         if self.remote:  # the model's memory and GPU are the server's, not this machine's
             self.vram.set("on the server", "", None, None, sub="the model runs on the server")
             self.gpu.set("on the server", "", None, None, sub="see the Server card")
@@ -251,40 +297,67 @@ class GaugePanel(QWidget):
         used = sum(g.vram_used for g in snap.gpus if not is_na(g.vram_used))
         total = sum(g.vram_total for g in snap.gpus if not is_na(g.vram_total))
         mine = [g.vram_process for g in snap.gpus]
-        mine_txt = "n/a" if all(is_na(m) for m in mine) else fmt_bytes(
-            sum(m for m in mine if not is_na(m)))
+        mine_txt = (
+            "n/a"
+            if all(is_na(m) for m in mine)
+            else fmt_bytes(sum(m for m in mine if not is_na(m)))
+        )
         names = ", ".join(g.name for g in snap.gpus)
-        self.vram.set(f"{fmt_bytes(used)} / {fmt_bytes(total)}", f"DeskLM {mine_txt}",
-                      used / total if total else None, used / 2**20, sub=names)
+        self.vram.set(
+            f"{fmt_bytes(used)} / {fmt_bytes(total)}",
+            f"DeskLM {mine_txt}",
+            used / total if total else None,
+            used / 2**20,
+            sub=names,
+        )
         utils = [g.util_percent for g in snap.gpus if not is_na(g.util_percent)]
         util = max(utils) if utils else NA
-        self.gpu.set(pct(util), "", None if is_na(util) else util / 100,
-                     None if is_na(util) else util, sub=names)
+        self.gpu.set(
+            pct(util),
+            "",
+            None if is_na(util) else util / 100,
+            None if is_na(util) else util,
+            sub=names,
+        )
 
     def set_speed(self, tps: float | None, live: bool, api: bool = False) -> None:
         """``api``: the figure is an API client's request, not the user's chat."""
         self.tps_value = tps
-        self.tps.set("—" if tps is None else f"{tps:.1f}",
-                     "API request" if api else "live" if live else "last reply",
-                     None, tps, sub="generation speed")
+        self.tps.set(
+            "—" if tps is None else f"{tps:.1f}",
+            "API request" if api else "live" if live else "last reply",
+            None,
+            tps,
+            sub="generation speed",
+        )
 
     def set_ttft(self, ttft: float | None, api: bool = False) -> None:
         self.ttft_value = ttft
         txt = "—" if ttft is None else (f"{ttft * 1000:.0f} ms" if ttft < 1 else f"{ttft:.2f} s")
-        self.ttft.set(txt, "API request" if api else "", None,
-                      None if ttft is None else ttft * 1000,
-                      sub="from the request to the first word" if api else
-                      "from send to the first word")
+        self.ttft.set(
+            txt,
+            "API request" if api else "",
+            None,
+            None if ttft is None else ttft * 1000,
+            sub="from the request to the first word" if api else "from send to the first word",
+        )
 
     def set_context(self, used: int, n_ctx: int, api: bool = False) -> None:
         frac = used / n_ctx if n_ctx else 0.0
         full = f"{frac * 100:.0f}% full" if n_ctx else ""
-        self.ctx.set(f"{used:,} / {n_ctx:,}" if n_ctx else "no model",
-                     f"API · {full}" if api and n_ctx else full, frac, frac,
-                     sub="tokens in the KV cache / context length")
+        self.ctx.set(
+            f"{used:,} / {n_ctx:,}" if n_ctx else "no model",
+            f"API · {full}" if api and n_ctx else full,
+            frac,
+            frac,
+            sub="tokens in the KV cache / context length",
+        )
 
     def readings(self) -> dict[str, str]:
         """What each card shows now (for the self-test summary and tests); the Server card
         only while it is shown (a model on a server)."""
-        return {k: " · ".join(x for x in (c.value_text, c.detail, c.sub) if x)
-                for k, c in self.cards().items() if k != "server" or self.remote}
+        return {
+            k: " · ".join(x for x in (c.value_text, c.detail, c.sub) if x)
+            for k, c in self.cards().items()
+            if k != "server" or self.remote
+        }

@@ -32,8 +32,12 @@ def rich_snippet(hit: Any) -> str:
     """The snippet as Qt rich text, matches bold and underlined, everything else escaped."""
     out, pos = [], 0
     for a, b in hit.spans:
-        out += [html.escape(hit.snippet[pos:a]), "<b><u>", html.escape(hit.snippet[a:b]),
-                "</u></b>"]
+        out += [
+            html.escape(hit.snippet[pos:a]),
+            "<b><u>",
+            html.escape(hit.snippet[a:b]),
+            "</u></b>",
+        ]
         pos = b
     out.append(html.escape(hit.snippet[pos:]))
     return "".join(out)
@@ -43,8 +47,9 @@ class SearchPanel(QWidget):
     openRequested = Signal(str, str)
     searched = Signal(str, int, float)
 
-    def __init__(self, index: Any = None, parent: QWidget | None = None,
-                 delay_ms: int = 60) -> None:
+    def __init__(
+        self, index: Any = None, parent: QWidget | None = None, delay_ms: int = 60
+    ) -> None:
         super().__init__(parent)
         self.index = index if index is not None else SearchIndex()
         self.box = QLineEdit()
@@ -106,8 +111,12 @@ class SearchPanel(QWidget):
                 waiting, self._waiting = self._waiting, None
                 self._search(*waiting)
 
-        self._running = BackgroundOp(lambda: index.search(text), self, "search") \
-            .success(ended).failure(lambda e: ended(reason(e))).run()
+        self._running = (
+            BackgroundOp(lambda: index.search(text), self, "search")
+            .success(ended)
+            .failure(lambda e: ended(reason(e)))
+            .run()
+        )
 
     def _show(self, serial: int, result: Any) -> None:
         if serial != self._serial:
@@ -119,13 +128,15 @@ class SearchPanel(QWidget):
             self.results.hide()
             return
         for hit in result.hits:
-            where = "title" if hit.message_id is None else \
-                ("you" if hit.role == "user" else "model")
+            where = (
+                "title" if hit.message_id is None else ("you" if hit.role == "user" else "model")
+            )
             if not hit.active:
                 where += ", older version"
             item = QListWidgetItem()
-            label = QLabel(f"<b>{html.escape(hit.title)}</b> <small>({where})</small><br>"
-                           + rich_snippet(hit))
+            label = QLabel(
+                f"<b>{html.escape(hit.title)}</b> <small>({where})</small><br>" + rich_snippet(hit)
+            )
             label.setWordWrap(True)
             label.setTextFormat(Qt.TextFormat.RichText)
             item.setData(ROLE_DATA, (hit.conversation_id, hit.message_id or ""))
@@ -134,8 +145,10 @@ class SearchPanel(QWidget):
             self.results.addItem(item)
             self.results.setItemWidget(item, label)
         n = len(result.hits)
-        self.status.setText(("No matches" if not n else f"{n} match{'es' if n != 1 else ''}")
-                            + (" (still indexing…)" if result.partial else ""))
+        self.status.setText(
+            ("No matches" if not n else f"{n} match{'es' if n != 1 else ''}")
+            + (" (still indexing…)" if result.partial else "")
+        )
         self.status.show()
         self.results.setVisible(bool(n))
         if n:

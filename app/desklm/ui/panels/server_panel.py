@@ -53,8 +53,12 @@ class ServerPanel(QWidget):
     failed = Signal(str)
     _event = Signal(str, object)  # from the server's thread (queued to the UI thread)
 
-    def __init__(self, server: ApiServer, parent: QWidget | None = None,
-                 key_source: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        server: ApiServer,
+        parent: QWidget | None = None,
+        key_source: Callable[[], str] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.server = server
         # where a key comes from when one is needed (the OS keyring; tests pass their own)
@@ -133,8 +137,12 @@ class ServerPanel(QWidget):
 
     # -- settings ----------------------------------------------------------------------------
     def values(self) -> dict[str, Any]:
-        return {"enabled": self.server.running, "host": self.host.text().strip() or DEFAULT_HOST,
-                "port": self.port.value(), "cors_origins": self._origins()}
+        return {
+            "enabled": self.server.running,
+            "host": self.host.text().strip() or DEFAULT_HOST,
+            "port": self.port.value(),
+            "cors_origins": self._origins(),
+        }
 
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the fields from saved settings (does not start the server)."""
@@ -170,9 +178,12 @@ class ServerPanel(QWidget):
             self._key = key or ""
             return self.server.start(host, port, key, origins)
 
-        self._op = BackgroundOp(run, self, "api-server-start") \
-            .success(lambda url: self._on_started(url, "")) \
-            .failure(lambda e: self._on_started("", reason(e))).run()
+        self._op = (
+            BackgroundOp(run, self, "api-server-start")
+            .success(lambda url: self._on_started(url, ""))
+            .failure(lambda e: self._on_started("", reason(e)))
+            .run()
+        )
 
     def stop(self) -> None:
         if self._busy or not self.server.running:
@@ -180,9 +191,12 @@ class ServerPanel(QWidget):
         self._busy = True
         self.toggle.setEnabled(False)
 
-        self._op = BackgroundOp(self.server.stop, self, "api-server-stop") \
-            .success(lambda _r: self._on_started("", "")) \
-            .failure(lambda e: self._on_started("", reason(e))).run()
+        self._op = (
+            BackgroundOp(self.server.stop, self, "api-server-stop")
+            .success(lambda _r: self._on_started("", ""))
+            .failure(lambda e: self._on_started("", reason(e)))
+            .run()
+        )
 
     @Slot()
     def _on_toggle(self) -> None:
@@ -209,9 +223,11 @@ class ServerPanel(QWidget):
 
     def _ask_network(self, host: str) -> bool:
         answer = QMessageBox.question(
-            self, "Serve to the network?",
+            self,
+            "Serve to the network?",
             f"Listening on {host} makes the model reachable from other computers on the "
-            "network. Requests will need the API key shown here. Continue?")
+            "network. Requests will need the API key shown here. Continue?",
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def _copy_key(self) -> None:
@@ -246,10 +262,13 @@ class ServerPanel(QWidget):
         if rec.tokens_per_s:
             result += f" · {rec.tokens_per_s:.0f}/s"
         cells = (time.strftime("%H:%M:%S", time.localtime(rec.time)), rec.endpoint, result)
-        tip = (f"{rec.endpoint} from {rec.client}: status {rec.status}, "
-               f"{rec.prompt_tokens} prompt + {rec.completion_tokens} generated tokens, "
-               + (f"{rec.tokens_per_s:.1f} tok/s, " if rec.tokens_per_s else "")
-               + f"{rec.duration_s:.2f} s" + (f"\n{rec.error}" if rec.error else ""))
+        tip = (
+            f"{rec.endpoint} from {rec.client}: status {rec.status}, "
+            f"{rec.prompt_tokens} prompt + {rec.completion_tokens} generated tokens, "
+            + (f"{rec.tokens_per_s:.1f} tok/s, " if rec.tokens_per_s else "")
+            + f"{rec.duration_s:.2f} s"
+            + (f"\n{rec.error}" if rec.error else "")
+        )
         for col, text in enumerate(cells):
             item = QTableWidgetItem(text)
             item.setToolTip(tip)

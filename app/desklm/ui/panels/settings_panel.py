@@ -63,7 +63,7 @@ def float_steps(lo: float, hi: float, step: float) -> list[float]:
 
 
 def group_of(s: Setting) -> str:
-    """"reload" (the Model group) for anything that needs a reload, "live" for other load
+    """ "reload" (the Model group) for anything that needs a reload, "live" for other load
     settings, "sampling" for the rest."""
     if s.needs_reload:
         return "reload"
@@ -138,15 +138,19 @@ class PagingSlider(QSlider):
         if e.button() == Qt.MouseButton.LeftButton:
             opt = QStyleOptionSlider()
             self.initStyleOption(opt)
-            handle = self.style().subControlRect(QStyle.ComplexControl.CC_Slider, opt,
-                                                 QStyle.SubControl.SC_SliderHandle, self)
+            handle = self.style().subControlRect(
+                QStyle.ComplexControl.CC_Slider, opt, QStyle.SubControl.SC_SliderHandle, self
+            )
             at = e.position().toPoint()
             if not handle.contains(at):
                 after = at.x() > handle.center().x()
                 if self.invertedAppearance() != self.isRightToLeft():
                     after = not after
-                self.triggerAction(QSlider.SliderAction.SliderPageStepAdd if after
-                                   else QSlider.SliderAction.SliderPageStepSub)
+                self.triggerAction(
+                    QSlider.SliderAction.SliderPageStepAdd
+                    if after
+                    else QSlider.SliderAction.SliderPageStepSub
+                )
                 self._paged = True
                 e.accept()
                 return
@@ -189,7 +193,6 @@ class SliderRow(QWidget):
         lay.addWidget(self.label)
         self.slider.valueChanged.connect(self._moved)
         self.set_values(values, values[0])
-
 
     def set_values(self, values: list[Any], current: Any) -> None:
         self.values = list(values)
@@ -293,13 +296,16 @@ class SettingsPanel(QWidget):
         # room for two lines from the start: a longer estimate never pushes the rows below
         self.fit_label.setMinimumHeight(self.fit_label.fontMetrics().lineSpacing() * 2 + 2)
         self.fit_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self.fit_label.setToolTip("Estimated from the model file before loading: weights, KV "
-                                  "cache and working memory, against free RAM and VRAM.")
+        self.fit_label.setToolTip(
+            "Estimated from the model file before loading: weights, KV "
+            "cache and working memory, against free RAM and VRAM."
+        )
         mform.addRow(self.fit_label)
         self.auto_button = QPushButton("Auto")
         self.auto_button.setObjectName("auto")
-        self.auto_button.setToolTip("Pick the most GPU layers, then the longest context, that "
-                                    "fit with a safety margin")
+        self.auto_button.setToolTip(
+            "Pick the most GPU layers, then the longest context, that fit with a safety margin"
+        )
         self.auto_button.setEnabled(False)
         self.auto_button.clicked.connect(self.auto)
         self.apply_button = QPushButton("Apply && reload")
@@ -317,16 +323,20 @@ class SettingsPanel(QWidget):
         self.kv_label = QLabel("")
         self.kv_label.setObjectName("kv_usage")
         self.kv_label.setProperty("role", "muted")
-        self.kv_label.setToolTip("Chats you left keep their KV cache here, so coming back to "
-                                 "one evaluates only what is new. Oldest go first.")
+        self.kv_label.setToolTip(
+            "Chats you left keep their KV cache here, so coming back to "
+            "one evaluates only what is new. Oldest go first."
+        )
         self.kv_label.hide()
         forms["live"].addRow(self.kv_label)
 
         self.tune_button = QPushButton("Tune for this machine")
         self.tune_button.setObjectName("tune")
-        self.tune_button.setToolTip("Measure speed at several thread counts (and GPU layers, "
-                                    "with a GPU), apply the fastest and remember it for this "
-                                    "model. Stop cancels.")
+        self.tune_button.setToolTip(
+            "Measure speed at several thread counts (and GPU layers, "
+            "with a GPU), apply the fastest and remember it for this "
+            "model. Stop cancels."
+        )
         self.tune_button.setEnabled(False)
         self.tune_button.clicked.connect(self.tuneRequested.emit)
         forms["live"].addRow(self.tune_button)
@@ -348,8 +358,9 @@ class SettingsPanel(QWidget):
         value = self.settings[name]
         editor: QWidget
         if kind in ("pow2", "slider", "steps"):
-            row = SliderRow(name, slider_values(s, self.settings.maximum(name), value),
-                            formatter(s))
+            row = SliderRow(
+                name, slider_values(s, self.settings.maximum(name), value), formatter(s)
+            )
             row.set_value(value)
             row.valueChanged.connect(lambda v, n=name: self._edited(n, v))
             editor = row
@@ -363,7 +374,8 @@ class SettingsPanel(QWidget):
             combo.addItems(list(s.choices))
             combo.setCurrentText(str(value))
             combo.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
             combo.setMinimumContentsLength(6)
             combo.currentTextChanged.connect(lambda v, n=name: self._edited(n, v))
             editor = combo
@@ -439,8 +451,9 @@ class SettingsPanel(QWidget):
         lay = QVBoxLayout(box)  # the list over its buttons: a narrow dock cuts neither
         self.preset_combo = QComboBox()
         self.preset_combo.setObjectName("presets")
-        self.preset_combo.setToolTip("Apply a saved preset (a load setting in it reloads the "
-                                     "model)")
+        self.preset_combo.setToolTip(
+            "Apply a saved preset (a load setting in it reloads the model)"
+        )
         self.preset_combo.setMinimumContentsLength(6)
         self.preset_combo.activated.connect(self._preset_activated)
         self.preset_save = QPushButton("Save as…")
@@ -478,8 +491,9 @@ class SettingsPanel(QWidget):
         from PySide6.QtWidgets import QInputDialog
 
         current = self.preset_combo.currentData() or ""
-        name, ok = QInputDialog.getText(self, "Save preset", "Name for the current settings:",
-                                        text=current)
+        name, ok = QInputDialog.getText(
+            self, "Save preset", "Name for the current settings:", text=current
+        )
         if ok and name.strip():
             self.presetSaveRequested.emit(name.strip())
 
@@ -491,8 +505,9 @@ class SettingsPanel(QWidget):
     def _ask_delete(self, name: str) -> bool:
         from PySide6.QtWidgets import QMessageBox
 
-        answer = QMessageBox.question(self, "Delete preset",
-                                      f"Delete the preset “{name}”? This cannot be undone.")
+        answer = QMessageBox.question(
+            self, "Delete preset", f"Delete the preset “{name}”? This cannot be undone."
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def reload_marked(self, name: str) -> bool:
@@ -516,7 +531,8 @@ class SettingsPanel(QWidget):
         self.kv_label.setText(
             f"Chat cache: {n} chat{'s' if n != 1 else ''}\n"
             f"RAM: {fmt_bytes(u.get('ram_bytes', 0))} of {fmt_bytes(u.get('ram_budget', 0))}\n"
-            f"disk: {fmt_bytes(u.get('disk_bytes', 0))} of {fmt_bytes(u.get('disk_budget', 0))}")
+            f"disk: {fmt_bytes(u.get('disk_bytes', 0))} of {fmt_bytes(u.get('disk_budget', 0))}"
+        )
         self.kv_label.show()
 
     def set_free(self, free_ram: Any, free_vram: Any) -> None:
@@ -530,10 +546,17 @@ class SettingsPanel(QWidget):
         if self.model_info is None or getattr(self, "remote", False):
             return
         v = self.pending_or_current
-        self.fit = estimate(self.model_info, v("n_ctx"), v("n_gpu_layers"), v("kv_cache_type"),
-                            n_ubatch=min(512, v("n_batch")), flash_attn=v("flash_attn"),
-                            gpu_offload=self.gpu_available, free=self.free,
-                            parallel=int(v("parallel")))  # KV per slot (engine.models.fit)
+        self.fit = estimate(
+            self.model_info,
+            v("n_ctx"),
+            v("n_gpu_layers"),
+            v("kv_cache_type"),
+            n_ubatch=min(512, v("n_batch")),
+            flash_attn=v("flash_attn"),
+            gpu_offload=self.gpu_available,
+            free=self.free,
+            parallel=int(v("parallel")),
+        )  # KV per slot (engine.models.fit)
         self.fit_label.setText(f"Memory: {self.fit.summary()}")
         self._restyle()
 
@@ -554,11 +577,17 @@ class SettingsPanel(QWidget):
         if self.model_info is None:
             return
         v = self.pending_or_current
-        best = auto_fit(self.model_info, v("kv_cache_type"), v("flash_attn"),
-                        gpu_offload=self.gpu_available, free=self.free,
-                        max_ctx=int(self.settings.maximum("n_ctx") or 131072))
+        best = auto_fit(
+            self.model_info,
+            v("kv_cache_type"),
+            v("flash_attn"),
+            gpu_offload=self.gpu_available,
+            free=self.free,
+            max_ctx=int(self.settings.maximum("n_ctx") or 131072),
+        )
         self.editors["n_ctx"].set_values(
-            sorted({*self.editors["n_ctx"].values, best.n_ctx}), best.n_ctx)
+            sorted({*self.editors["n_ctx"].values, best.n_ctx}), best.n_ctx
+        )
         self.editors["n_gpu_layers"].set_value(best.n_gpu_layers)
         self._edited("n_ctx", best.n_ctx)
         self._edited("n_gpu_layers", best.n_gpu_layers)
@@ -567,8 +596,13 @@ class SettingsPanel(QWidget):
         for name, mark in self.marks.items():
             mark.setText(MARK if name in self.pending else "")
         box = self.groups["reload"]
-        box.setTitle("Model — set on the server" if getattr(self, "remote", False) else
-                     "Model — reload needed" if self.pending else "Model")
+        box.setTitle(
+            "Model — set on the server"
+            if getattr(self, "remote", False)
+            else "Model — reload needed"
+            if self.pending
+            else "Model"
+        )
         self.apply_button.setEnabled(bool(self.pending))
         self.update_fit()
 
@@ -693,8 +727,10 @@ class SettingsPanel(QWidget):
             return
         layers = self.pending.get("n_gpu_layers", self.settings["n_gpu_layers"])
         show = layers != 0 and not self.gpu_available
-        self.gpu_warning.setText("No usable GPU: GPU layers will run on the CPU "
-                                 "(no NVIDIA GPU, or llama.cpp built without GPU support).")
+        self.gpu_warning.setText(
+            "No usable GPU: GPU layers will run on the CPU "
+            "(no NVIDIA GPU, or llama.cpp built without GPU support)."
+        )
         self.gpu_warning.setVisible(show)
 
 

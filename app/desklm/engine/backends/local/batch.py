@@ -81,14 +81,20 @@ class SamplingParams:
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any] | Any) -> SamplingParams:
-        return cls(temperature=float(s["temperature"]), top_k=int(s["top_k"]),
-                   top_p=float(s["top_p"]), min_p=float(s["min_p"]),
-                   repeat_penalty=float(s["repeat_penalty"]), max_tokens=int(s["max_tokens"]),
-                   seed=int(s["seed"]))
+        return cls(
+            temperature=float(s["temperature"]),
+            top_k=int(s["top_k"]),
+            top_p=float(s["top_p"]),
+            min_p=float(s["min_p"]),
+            repeat_penalty=float(s["repeat_penalty"]),
+            max_tokens=int(s["max_tokens"]),
+            seed=int(s["seed"]),
+        )
 
 
-def build_sampler(model: Any, params: SamplingParams, grammar: str | None = None,
-                  grammar_root: str = "root") -> Any:
+def build_sampler(
+    model: Any, params: SamplingParams, grammar: str | None = None, grammar_root: str = "root"
+) -> Any:
     """A sampler chain like ``Llama.generate``'s (the same order, so the same replies):
     repeat penalty, the grammar, then greedy at temperature 0, else top-k, typical (off),
     top-p, min-p, temperature and a seeded draw. Free it with ``llama_sampler_free``."""
@@ -98,11 +104,15 @@ def build_sampler(model: Any, params: SamplingParams, grammar: str | None = None
     def add(s: Any) -> None:
         ll.llama_sampler_chain_add(chain, s)
 
-    add(ll.llama_sampler_init_penalties(ll.llama_vocab_n_tokens(vocab), PENALTY_LAST_N,
-                                        params.repeat_penalty, 0.0, 0.0))
+    add(
+        ll.llama_sampler_init_penalties(
+            ll.llama_vocab_n_tokens(vocab), PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0
+        )
+    )
     if grammar is not None:
-        g = ll.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"),
-                                          grammar_root.encode("utf-8"))
+        g = ll.llama_sampler_init_grammar(
+            vocab, grammar.encode("utf-8"), grammar_root.encode("utf-8")
+        )
         if not g:
             ll.llama_sampler_free(chain)
             raise DeskLMError("the grammar could not be parsed (llama.cpp's log says where)")
@@ -139,8 +149,13 @@ class ReplyText:
     surrounding whitespace held back (``strip``) - the same rules as ``ChatEngine.generate``.
     ``on_text`` receives pieces that add up to the final :attr:`text`."""
 
-    def __init__(self, stops: Iterable[str], strip: bool,
-                 on_text: Callable[[str], None] | None, check_stops: bool = True) -> None:
+    def __init__(
+        self,
+        stops: Iterable[str],
+        strip: bool,
+        on_text: Callable[[str], None] | None,
+        check_stops: bool = True,
+    ) -> None:
         self.stops = [s for s in stops if s]
         self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.strip = strip
@@ -154,8 +169,9 @@ class ReplyText:
         """Add a token's bytes; True when a stop string ended the reply."""
         self.reply += self._decoder.decode(piece)
         reply, emitted = self.reply, self.emitted
-        cut = find_stop(reply, self.stops, max(0, emitted - self.hold)) \
-            if self.check_stops else None
+        cut = (
+            find_stop(reply, self.stops, max(0, emitted - self.hold)) if self.check_stops else None
+        )
         if cut is not None:
             self.reply = reply[:cut]
             return True
@@ -177,7 +193,7 @@ class ReplyText:
             self.emitted = len(self.reply) - len(self.reply.lstrip())
         end = len(self.reply.rstrip()) if self.strip else len(self.reply)
         if self.on_text is not None and end > self.emitted:
-            self.on_text(self.reply[self.emitted:end])
+            self.on_text(self.reply[self.emitted : end])
         self.emitted = max(self.emitted, end)
         return self.reply.strip() if self.strip else self.reply
 
@@ -201,14 +217,22 @@ class Sequence:
 
     kind = "batch"
 
-    def __init__(self, tokens: list[int] | None = None, *,
-                 prepare: Callable[[], list[int]] | None = None,
-                 sampling: SamplingParams | None = None, stops: Iterable[str] = (),
-                 grammar: Any = None, strip: bool = True,
-                 on_text: Callable[[str], None] | None = None,
-                 on_start: Callable[[], None] | None = None,
-                 stop_token_ids: Iterable[int] = (), blank_stop_ids: Iterable[int] = (),
-                 ignore_eos: bool = False, label: str = "") -> None:
+    def __init__(
+        self,
+        tokens: list[int] | None = None,
+        *,
+        prepare: Callable[[], list[int]] | None = None,
+        sampling: SamplingParams | None = None,
+        stops: Iterable[str] = (),
+        grammar: Any = None,
+        strip: bool = True,
+        on_text: Callable[[str], None] | None = None,
+        on_start: Callable[[], None] | None = None,
+        stop_token_ids: Iterable[int] = (),
+        blank_stop_ids: Iterable[int] = (),
+        ignore_eos: bool = False,
+        label: str = "",
+    ) -> None:
         if tokens is None and prepare is None:
             raise ValueError("a sequence needs tokens or prepare")
         self.tokens = list(tokens) if tokens is not None else None
@@ -295,14 +319,24 @@ class BatchEngine:
     together. :meth:`step` and :meth:`close` on the inference thread only; :meth:`submit`,
     :meth:`cancel_all`, :meth:`stats` from any thread."""
 
-    def __init__(self, llm: llama_cpp.Llama, n_slots: int, *, n_ctx_slot: int | None = None,
-                 first_seq: int = 1, n_batch: int | None = None, keep_cache: bool = True,
-                 on_step: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        llm: llama_cpp.Llama,
+        n_slots: int,
+        *,
+        n_ctx_slot: int | None = None,
+        first_seq: int = 1,
+        n_batch: int | None = None,
+        keep_cache: bool = True,
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
         ctx = llm._ctx.ctx
         n_seq_max = int(ll.llama_n_seq_max(ctx))
         if first_seq + n_slots > n_seq_max:
-            raise DeskLMError(f"the context holds {n_seq_max} sequences; {n_slots} slots from "
-                              f"sequence {first_seq} do not fit")
+            raise DeskLMError(
+                f"the context holds {n_seq_max} sequences; {n_slots} slots from "
+                f"sequence {first_seq} do not fit"
+            )
         self.llm = llm
         self.ctx = ctx
         self.model = llm._model.model
@@ -376,12 +410,24 @@ class BatchEngine:
             rate = sum(n for _t, n in recent[1:]) / span if span > 0 else 0.0
         per = []
         for s in list(self.slots):
-            if s.seq is not None and s.t_first is not None and s.seq.live_tokens > 1 \
-                    and s.t_last > s.t_first:
+            if (
+                s.seq is not None
+                and s.t_first is not None
+                and s.seq.live_tokens > 1
+                and s.t_last > s.t_first
+            ):
                 per.append((s.seq.live_tokens - 1) / (s.t_last - s.t_first))
-        return BatchStats(len(self.slots), self.busy, self.waiting, rate, tuple(per),
-                          self._tokens_total, self._prompt_total, self._requests_total,
-                          self._steps)
+        return BatchStats(
+            len(self.slots),
+            self.busy,
+            self.waiting,
+            rate,
+            tuple(per),
+            self._tokens_total,
+            self._prompt_total,
+            self._requests_total,
+            self._steps,
+        )
 
     def kv_tokens(self, slot: int) -> int:
         """Cells sequence ``slot`` holds in the KV cache (llama.cpp's own count)."""
@@ -416,8 +462,7 @@ class BatchEngine:
         generated = self._sample(now)
         self._steps += 1
         self._recent.append((now, generated))
-        log.debug("batch step: %d tokens, %d sampled in %.1f ms", n, generated,
-                  (now - t0) * 1000)
+        log.debug("batch step: %d tokens, %d sampled in %.1f ms", n, generated, (now - t0) * 1000)
         if self.on_step is not None:
             self.on_step()
         return n
@@ -479,10 +524,10 @@ class BatchEngine:
                 if not tokens:
                     raise DeskLMError("the prompt is empty")
                 if len(tokens) >= self.n_ctx_slot:
-                    raise DeskLMError(f"prompt needs {len(tokens)} tokens but the context "
-                                      f"holds {self.n_ctx_slot}")
-                sampler = build_sampler(self.model, seq.sampling,
-                                        *(seq.grammar or (None, "root")))
+                    raise DeskLMError(
+                        f"prompt needs {len(tokens)} tokens but the context holds {self.n_ctx_slot}"
+                    )
+                sampler = build_sampler(self.model, seq.sampling, *(seq.grammar or (None, "root")))
             except BaseException as e:  # the request's own failure, delivered to its caller
                 if not seq.future.done():
                     seq.future.set_exception(e)
@@ -496,10 +541,10 @@ class BatchEngine:
             slot.seq, slot.sampler = seq, sampler
             slot.pending = list(tokens[reuse:])
             slot.next_token = None
-            slot.text = ReplyText(seq.stops, seq.strip, seq.on_text,
-                                  check_stops=not seq.ignore_eos)
-            slot.stats = TurnStats(prompt_tokens=len(tokens), prompt_tokens_reused=reuse,
-                                   n_ctx=self.n_ctx_slot)
+            slot.text = ReplyText(seq.stops, seq.strip, seq.on_text, check_stops=not seq.ignore_eos)
+            slot.stats = TurnStats(
+                prompt_tokens=len(tokens), prompt_tokens_reused=reuse, n_ctx=self.n_ctx_slot
+            )
             slot.max_new = min(seq.sampling.max_tokens, self.n_ctx_slot - len(tokens))
             slot.t_admit, slot.t_first, slot.t_last = now, None, now
             seq.live_tokens = 0
@@ -565,7 +610,8 @@ class BatchEngine:
                 self._leave(s, FinishReason.CANCELLED)
                 continue
             stop_tok = tok in seq.stop_token_ids and not (
-                tok in seq.blank_stop_ids and not text.text.strip())
+                tok in seq.blank_stop_ids and not text.text.strip()
+            )
             if (ll.llama_vocab_is_eog(self.vocab, tok) or stop_tok) and not seq.ignore_eos:
                 self._leave(s, FinishReason.STOP)
                 continue
@@ -588,24 +634,26 @@ class BatchEngine:
         return generated
 
     def _token_bytes(self, tok: int) -> bytes:
-        n = int(ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0,
-                                        False))
+        n = int(ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0, False))
         if n < 0:  # longer than the buffer: grow it
             self._piece = ctypes.create_string_buffer(-n)
-            n = int(ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0,
-                                            False))
-        return self._piece.raw[:max(0, n)]
+            n = int(
+                ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0, False)
+            )
+        return self._piece.raw[: max(0, n)]
 
     def _decode_failed(self, rc: int) -> None:
         reason = {1: "the KV cache has no room for this batch", 2: "decoding was aborted"}.get(
-            rc, f"llama_decode failed ({rc})")
+            rc, f"llama_decode failed ({rc})"
+        )
         log.error("batch step failed: %s", reason)
         for s in self.slots:
             if s.busy and (s.batch_index >= 0 or s.kv):
                 self._leave(s, error=DeskLMError(f"generation failed: {reason}"))
 
-    def _leave(self, s: _Slot, finish: FinishReason = FinishReason.STOP,
-               error: BaseException | None = None) -> None:
+    def _leave(
+        self, s: _Slot, finish: FinishReason = FinishReason.STOP, error: BaseException | None = None
+    ) -> None:
         """The slot's sequence is done: resolve its future, free the sampler; free the KV
         unless it is a finished reply's (kept as the slot's cache)."""
         seq, stats, text = s.seq, s.stats, s.text
@@ -646,8 +694,13 @@ def batch_for(eng: ChatEngine) -> BatchEngine | None:
     if not isinstance(eng, ChatEngine):  # a remote backend: nothing to batch here
         return None
     if eng.batch is None and eng.llm is not None and eng.n_slots > 0:
-        eng.batch = BatchEngine(eng.llm, eng.n_slots, n_ctx_slot=eng.n_ctx, first_seq=1,
-                                n_batch=int(eng.settings["n_batch"]) if eng.settings else None)
+        eng.batch = BatchEngine(
+            eng.llm,
+            eng.n_slots,
+            n_ctx_slot=eng.n_ctx,
+            first_seq=1,
+            n_batch=int(eng.settings["n_batch"]) if eng.settings else None,
+        )
     batch: BatchEngine | None = eng.batch
     return batch
 
@@ -674,8 +727,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 # --- driving a batch on the runner ---------------------------------------------------------------
 class _RunnerLike(Protocol):
-    def submit(self, fn: Callable[[Any], Any], kind: str = ..., *,
-               interrupt: bool = ...) -> Any: ...
+    def submit(
+        self, fn: Callable[[Any], Any], kind: str = ..., *, interrupt: bool = ...
+    ) -> Any: ...
 
     def pending(self) -> list[Any]: ...
 

@@ -42,8 +42,11 @@ from desklm.errors import DeskLMError
 log = logging.getLogger("desklm.engine")
 llama_log = logging.getLogger("desklm.llama")
 
-KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0,
-            "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+KV_TYPES = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+}
 
 
 # --- llama.cpp's own log ----------------------------------------------------------------------
@@ -56,8 +59,13 @@ class _LlamaLogCapture:
 
     # ggml_log_level as of the bundled llama.cpp (llama-cpp-python's own table is out of date)
     DEBUG, INFO, WARN, ERROR, CONT = 1, 2, 3, 4, 5
-    LEVELS: ClassVar[dict[int, int]] = {0: logging.DEBUG, DEBUG: logging.DEBUG, INFO: logging.DEBUG,
-              WARN: logging.WARNING, ERROR: logging.ERROR}
+    LEVELS: ClassVar[dict[int, int]] = {
+        0: logging.DEBUG,
+        DEBUG: logging.DEBUG,
+        INFO: logging.DEBUG,
+        WARN: logging.WARNING,
+        ERROR: logging.ERROR,
+    }
 
     def __init__(self) -> None:
         self.lines: deque[tuple[int, str]] = deque(maxlen=200)
@@ -89,7 +97,7 @@ class _LlamaLogCapture:
     def problems_since(self, lines_before: list[tuple[int, str]]) -> list[str]:
         with self._lock:
             now = list(self.lines)
-        fresh = now[len(lines_before):] if now[: len(lines_before)] == lines_before else now
+        fresh = now[len(lines_before) :] if now[: len(lines_before)] == lines_before else now
         return [t for lvl, t in fresh if lvl in (self.WARN, self.ERROR)]
 
     def snapshot(self) -> list[tuple[int, str]]:
@@ -101,8 +109,13 @@ LLAMA_LOG = _LlamaLogCapture()
 
 
 # llama.cpp follows the specific cause with generic lines; these never explain anything
-_GENERIC = ("failed to load model", "failed to initialize", "failed to create", "failed to init",
-            "unable to load model")
+_GENERIC = (
+    "failed to load model",
+    "failed to initialize",
+    "failed to create",
+    "failed to init",
+    "unable to load model",
+)
 
 
 def _reason_from_log(lines: list[str], fallback: str) -> str:
@@ -116,8 +129,19 @@ def _reason_from_log(lines: list[str], fallback: str) -> str:
         low = line.lower()
         if any(g in low for g in _GENERIC):
             continue
-        if any(w in low for w in ("error", "failed", "invalid", "unknown", "not supported",
-                                  "corrupt", "wrong", "requires")):
+        if any(
+            w in low
+            for w in (
+                "error",
+                "failed",
+                "invalid",
+                "unknown",
+                "not supported",
+                "corrupt",
+                "wrong",
+                "requires",
+            )
+        ):
             text = line.split("error loading model: ", 1)[-1]
             return " ".join(text.split())
     return lines[-1] if lines else fallback
@@ -165,8 +189,9 @@ def _limit_note() -> str:
     return ""
 
 
-def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
-                      s: Settings) -> str | None:
+def allocation_reason(
+    problems: list[str], exc: BaseException, info: GGUFInfo, s: Settings
+) -> str | None:
     """Name what an allocation that failed during a load was for, and what to lower.
 
     Measured on this llama.cpp: a batch's logits (n_batch x vocabulary x 4 bytes) are both
@@ -180,37 +205,53 @@ def allocation_reason(problems: list[str], exc: BaseException, info: GGUFInfo,
     n_ubatch = min(512, int(s["n_batch"]))
     text = " ".join([*problems, str(exc)])
     low = text.lower()
-    m = re.search(r"unable to allocate .* for an array with shape \((\d+), (\d+)\)", text,
-                  re.IGNORECASE)
+    m = re.search(
+        r"unable to allocate .* for an array with shape \((\d+), (\d+)\)", text, re.IGNORECASE
+    )
     if isinstance(exc, MemoryError) or m:
         if m and n_vocab and int(m.group(2)) == n_vocab:
             rows = int(m.group(1))
             smaller = max(8, rows // 8)
-            return (f"out of memory: the logits buffer for a batch of {rows} tokens x a "
-                    f"vocabulary of {n_vocab:,} tokens ({_mib(rows * n_vocab * 4)}) could not be "
-                    "allocated"
-                    f"{_limit_note()}; lower the batch size (n_batch {smaller} needs "
-                    f"{_mib(smaller * n_vocab * 4)})")
+            return (
+                f"out of memory: the logits buffer for a batch of {rows} tokens x a "
+                f"vocabulary of {n_vocab:,} tokens ({_mib(rows * n_vocab * 4)}) could not be "
+                "allocated"
+                f"{_limit_note()}; lower the batch size (n_batch {smaller} needs "
+                f"{_mib(smaller * n_vocab * 4)})"
+            )
         return f"out of memory while loading ({exc}){_limit_note()}"
-    if not any(w in low for w in ("failed to allocate", "insufficient memory",
-                                  "out of memory", "unable to allocate")):
+    if not any(
+        w in low
+        for w in (
+            "failed to allocate",
+            "insufficient memory",
+            "out of memory",
+            "unable to allocate",
+        )
+    ):
         return None
     size = re.search(r"buffer of size (\d+)", text)
     nbytes = int(size.group(1)) if size else 0
     what = f" of {_mib(nbytes)}" if nbytes else ""
     if "kv cache" in low:
-        return (f"out of memory: the KV cache{what} for a context of {s['n_ctx']} tokens could "
-                f"not be allocated{_limit_note()}; lower the context length, or use "
-                "kv_cache_type q8_0 with flash attention")
+        return (
+            f"out of memory: the KV cache{what} for a context of {s['n_ctx']} tokens could "
+            f"not be allocated{_limit_note()}; lower the context length, or use "
+            "kv_cache_type q8_0 with flash attention"
+        )
     if "compute" in low or "output buffer" in low:
         logits = n_ubatch * n_vocab * 4
         if nbytes and logits >= nbytes / 2:
-            return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated; "
-                    f"{_mib(logits)} of it are the logits of a {n_ubatch}-token batch x a "
-                    f"{n_vocab:,}-token vocabulary{_limit_note()}; lower the batch size "
-                    f"(n_batch)")
-        return (f"out of memory: llama.cpp's compute buffer{what} could not be allocated"
-                f"{_limit_note()}; lower the batch size (n_batch) or the context length")
+            return (
+                f"out of memory: llama.cpp's compute buffer{what} could not be allocated; "
+                f"{_mib(logits)} of it are the logits of a {n_ubatch}-token batch x a "
+                f"{n_vocab:,}-token vocabulary{_limit_note()}; lower the batch size "
+                f"(n_batch)"
+            )
+        return (
+            f"out of memory: llama.cpp's compute buffer{what} could not be allocated"
+            f"{_limit_note()}; lower the batch size (n_batch) or the context length"
+        )
     return None
 
 
@@ -234,8 +275,9 @@ def check_load_settings(settings: Settings, info: GGUFInfo, clamp: bool = False)
             "on, or use kv_cache_type f16"
         )
     if settings["n_gpu_layers"] != 0 and not llama_cpp.llama_supports_gpu_offload():
-        notes.append("GPU layers requested, but this llama.cpp build has no GPU support: "
-                     "running on CPU")
+        notes.append(
+            "GPU layers requested, but this llama.cpp build has no GPU support: running on CPU"
+        )
     return notes
 
 
@@ -357,8 +399,13 @@ class ChatEngine:
             log.exception("progress callback failed")
         return not self._stopping()
 
-    def load(self, path: str | Path, settings: Settings,
-             progress: Callable[[float], None] | None = None, clamp: bool = False) -> LoadInfo:
+    def load(
+        self,
+        path: str | Path,
+        settings: Settings,
+        progress: Callable[[float], None] | None = None,
+        clamp: bool = False,
+    ) -> LoadInfo:
         """Load a model; on failure the previously loaded model (if any) is kept.
 
         ``progress(fraction)`` is called during the load. :meth:`stop` cancels a load in
@@ -395,17 +442,26 @@ class ChatEngine:
         from desklm.engine.models.fit import NO_FIT, fit_parallel
 
         parallel, est, why = fit_parallel(
-            info, s["n_ctx"], int(s["parallel"]), s["n_gpu_layers"], s["kv_cache_type"],
-            n_ubatch=min(512, s["n_batch"]), flash_attn=s["flash_attn"],
-            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+            info,
+            s["n_ctx"],
+            int(s["parallel"]),
+            s["n_gpu_layers"],
+            s["kv_cache_type"],
+            n_ubatch=min(512, s["n_batch"]),
+            flash_attn=s["flash_attn"],
+            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        )
         if why:
             s.set("parallel", parallel)
             notes.append(why)
             log.warning("%s", why)
         self.last_fit = est
         if est.verdict == NO_FIT:
-            raise DeskLMError(f"{info.path.name} will not fit: " + "; ".join(est.reasons)
-                              + "; lower the context length or GPU layers (or press Auto)")
+            raise DeskLMError(
+                f"{info.path.name} will not fit: "
+                + "; ".join(est.reasons)
+                + "; lower the context length or GPU layers (or press Auto)"
+            )
 
     def _load(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
         if self.check_fit:
@@ -445,8 +501,9 @@ class ChatEngine:
             problems = LLAMA_LOG.problems_since(before)
             mem = allocation_reason(problems, e, info, s)
             reason = _reason_from_log(problems, str(e))
-            raise DeskLMError(f"{info.path.name}: could not load: "
-                              + (mem or f"{reason}{_suggest(reason)}")) from e
+            raise DeskLMError(
+                f"{info.path.name}: could not load: " + (mem or f"{reason}{_suggest(reason)}")
+            ) from e
         load_s = time.perf_counter() - t0
         self.llm, self.info, self.settings = llm, info, s
         self._n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(llm._ctx.ctx))
@@ -469,48 +526,72 @@ class ChatEngine:
         self.base_model = kind.base
         # SentencePiece vocabularies put a space before each tokenized text unless told not to
         self._space_prefix = info.metadata.get("tokenizer.ggml.model") == "llama" and bool(
-            info.metadata.get("tokenizer.ggml.add_space_prefix", True))
+            info.metadata.get("tokenizer.ggml.add_space_prefix", True)
+        )
         self.template = self._pick_template(info, s["chat_format"], notes)
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
         self.load_info = LoadInfo(
-            path=info.path, name=info.name, architecture=info.architecture,
-            n_ctx=self._n_ctx_seq, n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
-            n_layers=llama_cpp.llama_model_n_layer(model), load_s=load_s,
+            path=info.path,
+            name=info.name,
+            architecture=info.architecture,
+            n_ctx=self._n_ctx_seq,
+            n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+            n_layers=llama_cpp.llama_model_n_layer(model),
+            load_s=load_s,
             chat_format=self.template.name,
             gpu_offload_supported=bool(llama_cpp.llama_supports_gpu_offload()),
-            file_size=info.file_size, notes=notes, base_model=kind.base,
+            file_size=info.file_size,
+            notes=notes,
+            base_model=kind.base,
             format_note=self._format_note(),
         )
-        log.info("loaded %s in %.2fs (n_ctx=%d, format=%s)", info.path, load_s,
-                 self.load_info.n_ctx, self.template.name)
+        log.info(
+            "loaded %s in %.2fs (n_ctx=%d, format=%s)",
+            info.path,
+            load_s,
+            self.load_info.n_ctx,
+            self.template.name,
+        )
 
-    def _pick_template(self, info: GGUFInfo, chat_format: str, notes: list[str]
-                       ) -> ChatTemplate:
+    def _pick_template(self, info: GGUFInfo, chat_format: str, notes: list[str]) -> ChatTemplate:
         """The template for ``chat_format``; a GGUF template that fails on a plain
         conversation (broken, or hostile: the sandbox stops it) falls back to the family its
         text names, else to the architecture's built-in format."""
         bos, eos = self._special_text
         try:
-            template = choose_template(info.architecture, info.chat_template, bos_token=bos,
-                                       eos_token=eos, vocab_has=self._vocab_has,
-                                       chat_format=chat_format, base=self.base_model)
+            template = choose_template(
+                info.architecture,
+                info.chat_template,
+                bos_token=bos,
+                eos_token=eos,
+                vocab_has=self._vocab_has,
+                chat_format=chat_format,
+                base=self.base_model,
+            )
             if template.name == "gguf":  # only roles a user's chat has: no invented system
-                template.render([{"role": "user", "content": "u"},
-                                 {"role": "assistant", "content": "a"},
-                                 {"role": "user", "content": "u"}])
+                template.render(
+                    [
+                        {"role": "user", "content": "u"},
+                        {"role": "assistant", "content": "a"},
+                        {"role": "user", "content": "u"},
+                    ]
+                )
         except DeskLMError as e:
             if chat_format not in ("auto", "gguf") or not info.chat_template:
                 raise  # not the file's template failing: the user's choice cannot be used
             template = fallback_template(info.architecture, info.chat_template, self._vocab_has)
-            notes.append(f"the model's own chat template failed ({e}); using the "
-                         f"{template.name} format instead")
+            notes.append(
+                f"the model's own chat template failed ({e}); using the "
+                f"{template.name} format instead"
+            )
             log.warning("chat template rejected: %s", e)
         self._stop_token_ids = {
             t for t in (self._single_token(x) for x in template.stop) if t is not None
         }
         # whitespace stops (the dialogue's blank line) end a reply, never open one
         self._blank_stop_ids = {
-            t for t in (self._single_token(x) for x in template.stop if not x.strip())
+            t
+            for t in (self._single_token(x) for x in template.stop if not x.strip())
             if t is not None
         }
         return template
@@ -594,8 +675,9 @@ class ChatEngine:
             # part: tokenize the prompt whole, which is safe when no message holds marker text
             parts = [Part("".join(p.text for p in parts), True)]
         bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(
-            llama_cpp.llama_model_get_vocab(llm._model.model)))
+        add_bos = bool(
+            llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm._model.model))
+        )
         first = next((p for p in parts if p.text), None)
         if bos and first is not None and first.special and first.text.startswith(bos):
             add_bos = False  # the template already wrote it
@@ -603,8 +685,11 @@ class ChatEngine:
         for p in parts:
             if not p.text:
                 continue
-            out += llm.tokenize(p.text.encode("utf-8", errors="replace"),
-                                add_bos=add_bos and not out, special=p.special)
+            out += llm.tokenize(
+                p.text.encode("utf-8", errors="replace"),
+                add_bos=add_bos and not out,
+                special=p.special,
+            )
         if add_bos and not out and llm.token_bos() >= 0:
             out = [llm.token_bos()]
         return out
@@ -627,8 +712,9 @@ class ChatEngine:
         for p in parts:
             if not p.special and p.text:
                 raw = p.text.encode("utf-8", errors="replace")
-                if llm.tokenize(raw, add_bos=False, special=True) != \
-                        llm.tokenize(raw, add_bos=False, special=False):
+                if llm.tokenize(raw, add_bos=False, special=True) != llm.tokenize(
+                    raw, add_bos=False, special=False
+                ):
                     return False
         return True
 
@@ -650,8 +736,10 @@ class ChatEngine:
 
     def threads(self) -> tuple[int, int]:
         llm = self._need()
-        return (llama_cpp.llama_n_threads(llm._ctx.ctx),
-                llama_cpp.llama_n_threads_batch(llm._ctx.ctx))
+        return (
+            llama_cpp.llama_n_threads(llm._ctx.ctx),
+            llama_cpp.llama_n_threads_batch(llm._ctx.ctx),
+        )
 
     def reusable_prefix(self, tokens: list[int]) -> int:
         """How many of ``tokens`` the KV cache already holds (Llama.generate replays one token
@@ -674,8 +762,12 @@ class ChatEngine:
         before every turn; what cannot be caught is a change during a turn. A file read into
         RAM (use_mmap off) and a deleted file (its data live on while mapped) are safe.
         """
-        if self.info is None or self._file_stamp is None or self.settings is None \
-                or not self.settings["use_mmap"]:
+        if (
+            self.info is None
+            or self._file_stamp is None
+            or self.settings is None
+            or not self.settings["use_mmap"]
+        ):
             return
         now = _file_stamp(self.info.path)
         if now is None or now == self._file_stamp:
@@ -683,11 +775,15 @@ class ChatEngine:
         name = self.info.path.name
         dev, ino, size, _mtime = self._file_stamp
         if (now[0], now[1]) != (dev, ino):
-            raise DeskLMError(f"the model file {name} was replaced on disk after it was loaded; "
-                              "reload the model to use the new file")
+            raise DeskLMError(
+                f"the model file {name} was replaced on disk after it was loaded; "
+                "reload the model to use the new file"
+            )
         change = f"size {size:,} -> {now[2]:,} bytes" if now[2] != size else "rewritten"
-        raise DeskLMError(f"the model file {name} changed on disk while loaded ({change}); "
-                          "reading it now could crash DeskLM: reload the model")
+        raise DeskLMError(
+            f"the model file {name} changed on disk while loaded ({change}); "
+            "reading it now could crash DeskLM: reload the model"
+        )
 
     def stop(self) -> None:
         """Ask the running reply (or prompt evaluation) to stop. Safe from any thread."""
@@ -756,9 +852,14 @@ class ChatEngine:
         self._abort_armed = True
         try:
             gen = llm.generate(
-                tokens, top_k=int(sampling["top_k"]), top_p=float(sampling["top_p"]),
-                min_p=float(sampling["min_p"]), temp=float(sampling["temperature"]),
-                repeat_penalty=float(sampling["repeat_penalty"]), reset=True, grammar=grammar,
+                tokens,
+                top_k=int(sampling["top_k"]),
+                top_p=float(sampling["top_p"]),
+                min_p=float(sampling["min_p"]),
+                temp=float(sampling["temperature"]),
+                repeat_penalty=float(sampling["repeat_penalty"]),
+                reset=True,
+                grammar=grammar,
             )
             for tok in gen:
                 if stats.completion_tokens == 0 and stats.ttft_s is None:
@@ -768,7 +869,8 @@ class ChatEngine:
                     finish = FinishReason.CANCELLED
                     break
                 stop_tok = tok in self._stop_token_ids and not (
-                    tok in self._blank_stop_ids and not reply.strip())
+                    tok in self._blank_stop_ids and not reply.strip()
+                )
                 if (llama_cpp.llama_vocab_is_eog(vocab, tok) or stop_tok) and not self.ignore_eos:
                     finish = FinishReason.STOP
                     break
@@ -845,12 +947,14 @@ def probe_child_main(path: str) -> int:
         return 2
     before = LLAMA_LOG.snapshot()
     try:
-        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=64, n_gpu_layers=0,
-                              verbose=False)
+        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=64, n_gpu_layers=0, verbose=False)
     except Exception as e:
         reason = _reason_from_log(LLAMA_LOG.problems_since(before), str(e))
-        print(f"desklm: error: {info.path.name}: could not load: {reason}", file=sys.stderr,
-              flush=True)
+        print(
+            f"desklm: error: {info.path.name}: could not load: {reason}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     llm.close()
     return 0

@@ -156,8 +156,9 @@ class SnapshotCache:
     one that does not read back whole is deleted and ignored.
     """
 
-    def __init__(self, root: Path | None = None, ram_bytes: int = 512 * MB,
-                 disk_bytes: int = 2048 * MB) -> None:
+    def __init__(
+        self, root: Path | None = None, ram_bytes: int = 512 * MB, disk_bytes: int = 2048 * MB
+    ) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.ram_bytes = max(0, int(ram_bytes))
         self.disk_bytes = max(0, int(disk_bytes))
@@ -175,9 +176,14 @@ class SnapshotCache:
             ram = sum(s.nbytes for s in self._ram.values())
             n_ram = len(self._ram)
         files = self._files()
-        return {"ram_bytes": ram, "ram_snapshots": n_ram, "ram_budget": self.ram_bytes,
-                "disk_bytes": sum(sz for _, sz, _ in files), "disk_snapshots": len(files),
-                "disk_budget": self.disk_bytes}
+        return {
+            "ram_bytes": ram,
+            "ram_snapshots": n_ram,
+            "ram_budget": self.ram_bytes,
+            "disk_bytes": sum(sz for _, sz, _ in files),
+            "disk_snapshots": len(files),
+            "disk_budget": self.disk_bytes,
+        }
 
     # -- store and fetch --
     def put(self, snap: Snapshot) -> None:
@@ -200,8 +206,7 @@ class SnapshotCache:
         if snap is None:
             return None
         if snap.fingerprint != fp:
-            log.info("KV snapshot of %s was taken under another model or layout: dropped",
-                     conv_id)
+            log.info("KV snapshot of %s was taken under another model or layout: dropped", conv_id)
             self.drop(conv_id)
             return None
         snap.used = time.time()
@@ -272,9 +277,16 @@ class SnapshotCache:
         toks = array("i", s.tokens)
         if sys.byteorder != "little":
             toks.byteswap()
-        head = json.dumps({"conv_id": s.conv_id, "fingerprint": s.fingerprint,
-                           "n_tokens": len(s.tokens), "data_bytes": len(s.data),
-                           "crc32": zlib.crc32(s.data), "used": s.used}).encode()
+        head = json.dumps(
+            {
+                "conv_id": s.conv_id,
+                "fingerprint": s.fingerprint,
+                "n_tokens": len(s.tokens),
+                "data_bytes": len(s.data),
+                "crc32": zlib.crc32(s.data),
+                "used": s.used,
+            }
+        ).encode()
         blob = b"".join([MAGIC, struct.pack("<I", len(head)), head, toks.tobytes(), s.data])
         try:
             atomic_write_bytes(self._path(s.conv_id), blob)
@@ -293,22 +305,31 @@ class SnapshotCache:
             at = len(MAGIC)
             (hlen,) = struct.unpack_from("<I", blob, at)
             at += 4
-            head = json.loads(blob[at:at + hlen])
+            head = json.loads(blob[at : at + hlen])
             at += hlen
             n, size = int(head["n_tokens"]), int(head["data_bytes"])
             toks = array("i")
-            toks.frombytes(blob[at:at + 4 * n])
+            toks.frombytes(blob[at : at + 4 * n])
             if sys.byteorder != "little":
                 toks.byteswap()
             at += 4 * n
-            data = blob[at:at + size]
-            if len(toks) != n or len(data) != size or zlib.crc32(data) != head["crc32"] \
-                    or head["conv_id"] != conv_id:
+            data = blob[at : at + size]
+            if (
+                len(toks) != n
+                or len(data) != size
+                or zlib.crc32(data) != head["crc32"]
+                or head["conv_id"] != conv_id
+            ):
                 raise ValueError("truncated or damaged")
         except (ValueError, KeyError, TypeError, struct.error) as e:
             log.warning("KV snapshot %s is unusable (%s): deleted", p.name, e)
             with contextlib.suppress(OSError):
                 p.unlink()
             return None
-        return Snapshot(conv_id, str(head["fingerprint"]), toks.tolist(), data,
-                        used=float(head.get("used", 0.0)))
+        return Snapshot(
+            conv_id,
+            str(head["fingerprint"]),
+            toks.tolist(),
+            data,
+            used=float(head.get("used", 0.0)),
+        )

@@ -77,11 +77,18 @@ def probe(path: Path, timeout: float = PROBE_TIMEOUT_S) -> float:
     t0 = time.perf_counter()
     env = dict(os.environ, DESKLM_PROBE_CHILD="1")
     try:
-        r = subprocess.run(probe_command(path), capture_output=True, text=True,
-                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            probe_command(path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        raise DeskLMError(f"{path.name}: loading it did not finish within {timeout:.0f} s "
-                          "in a test process") from None
+        raise DeskLMError(
+            f"{path.name}: loading it did not finish within {timeout:.0f} s in a test process"
+        ) from None
     took = time.perf_counter() - t0
     if r.returncode == 0:
         remember_good(path)
@@ -89,16 +96,22 @@ def probe(path: Path, timeout: float = PROBE_TIMEOUT_S) -> float:
         return took
     lines = [ln.strip() for ln in (r.stderr or "").splitlines() if ln.strip()]
     if r.returncode == 2 and lines and lines[-1].startswith("desklm: error: "):
-        raise DeskLMError(lines[-1][len("desklm: error: "):])
+        raise DeskLMError(lines[-1][len("desklm: error: ") :])
     if r.returncode < 0:
         try:
             sig = signal.Signals(-r.returncode).name
         except ValueError:
             sig = f"signal {-r.returncode}"
-        cause = next((ln for ln in reversed(lines) if "GGML_ASSERT" in ln or "error" in
-                      ln.lower()), lines[-1] if lines else "")
-        raise DeskLMError(f"{path.name}: llama.cpp crashed reading this file ({sig})"
-                          + (f": {cause[:200]}" if cause else "")
-                          + "; the file is damaged or not supported")
-    raise DeskLMError(f"{path.name}: could not be loaded (test process exit {r.returncode})"
-                      + (f": {lines[-1][:200]}" if lines else ""))
+        cause = next(
+            (ln for ln in reversed(lines) if "GGML_ASSERT" in ln or "error" in ln.lower()),
+            lines[-1] if lines else "",
+        )
+        raise DeskLMError(
+            f"{path.name}: llama.cpp crashed reading this file ({sig})"
+            + (f": {cause[:200]}" if cause else "")
+            + "; the file is damaged or not supported"
+        )
+    raise DeskLMError(
+        f"{path.name}: could not be loaded (test process exit {r.returncode})"
+        + (f": {lines[-1][:200]}" if lines else "")
+    )
