@@ -329,11 +329,13 @@ def test_metrics_show_the_slots(served: Any) -> None:
     assert idle_["desklm_slots"] == 4 and idle_["desklm_slots_busy"] == 0
     assert idle_["desklm_requests_waiting"] == 0
     seen: list[dict[str, float]] = []
+    lines: list[str] = []  # what the window's API panel shows, read the way it reads it
     stop = threading.Event()
 
     def scrape() -> None:
         while not stop.is_set():
             seen.append(read())
+            lines.append(served.server.state.text)
             time.sleep(0.05)
 
     t = threading.Thread(target=scrape)
@@ -347,6 +349,7 @@ def test_metrics_show_the_slots(served: Any) -> None:
         t.join(30)
     assert max(m["desklm_slots_busy"] for m in seen) >= 2
     assert max(m.get("desklm_tokens_per_second", 0) for m in seen) > 0
+    assert any(" of 4 at once, " in t and "tok/s together" in t for t in lines), lines[-3:]
     after = read()
     assert after["desklm_tokens_generated_total"] > idle_["desklm_tokens_generated_total"]
     assert after["desklm_batch_requests_total"] >= idle_["desklm_batch_requests_total"] + 4

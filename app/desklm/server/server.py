@@ -54,7 +54,14 @@ class ServerState:
             return "off"
         extra = f", {self.queued} queued" if self.queued else ""
         if self.slots:
-            busy = f", answering {self.running} of {self.slots} at once" if self.running else ""
+            busy = (
+                (
+                    f", answering {self.running} of {self.slots} at once, "
+                    f"{self.tokens_per_s:.0f} tok/s together"
+                )
+                if self.running
+                else ""
+            )
         else:
             busy = ", answering a request" if self.running else ""
         return f"listening on {self.url}{busy}{extra}"

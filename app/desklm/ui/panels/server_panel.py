@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -67,6 +67,11 @@ class ServerPanel(QWidget):
         self._busy = False
         self._key = ""
         self._op: BackgroundOp[Any] | None = None
+        # while listening with parallel slots, the slots' live readings (busy, waiting,
+        # tokens/s) once a second: a state event comes only when a request starts or ends
+        self.live = QTimer(self)
+        self.live.setInterval(1000)
+        self.live.timeout.connect(self._refresh_live)
 
         self.state_label = QLabel("off")
         self.state_label.setObjectName("serverState")
@@ -249,7 +254,19 @@ class ServerPanel(QWidget):
     def _show_state(self, state: ServerState) -> None:
         if not (self.state_label.text().startswith("off: ") and not state.listening):
             self.state_label.setText(state.text)
+        if state.listening and state.slots and not self.live.isActive():
+            self.live.start()
+        elif not state.listening:
+            self.live.stop()
         self.stateChanged.emit(state)
+
+    def _refresh_live(self) -> None:
+        """The slots' readings now (counters and a rate: cheap, safe from any thread)."""
+        state = self.server.state
+        if state.listening:
+            self.state_label.setText(state.text)
+        else:
+            self.live.stop()
 
     def _add_row(self, rec: RequestRecord) -> None:
         if self.table.rowCount() >= MAX_ROWS:
