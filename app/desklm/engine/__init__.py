@@ -135,17 +135,17 @@ if TYPE_CHECKING:  # the names that load llama.cpp: imported on first use (below
     from desklm.engine.backends.local.engine import ChatEngine
     from desklm.engine.runtime import Runtime
 
-_BATCH = "desklm.engine.backends.local.batch"  # continuous batching: API requests together
+# module names as plain strings: the bundle check reads this table to know they are collected
 _ON_FIRST_USE = {
     "ChatEngine": "desklm.engine.backends.local.engine",
     "Runtime": "desklm.engine.runtime",
-    "BatchEngine": _BATCH,
-    "BatchLoop": _BATCH,
-    "BatchStats": _BATCH,
-    "SamplingParams": _BATCH,
-    "Sequence": _BATCH,
-    "batch_for": _BATCH,
-    "batch_loop": _BATCH,
+    "BatchEngine": "desklm.engine.backends.local.batch",
+    "BatchLoop": "desklm.engine.backends.local.batch",
+    "BatchStats": "desklm.engine.backends.local.batch",
+    "SamplingParams": "desklm.engine.backends.local.batch",
+    "Sequence": "desklm.engine.backends.local.batch",
+    "batch_for": "desklm.engine.backends.local.batch",
+    "batch_loop": "desklm.engine.backends.local.batch",
 }
 
 
