@@ -121,6 +121,15 @@ def test_auto_picks_the_longest_context_that_fits(model_path):
     assert gpu.n_gpu_layers == -1
 
 
+def test_auto_keeps_the_slots_while_the_chat_gets_a_useful_context_then_lowers_them(model_path):
+    info = read_gguf(model_path)
+    roomy = auto_fit(info, free=(10**12, fit.NA), parallel=4)
+    assert roomy.parallel == 4 and roomy.verdict == FITS
+    tight = auto_fit(info, free=(450 * MB, fit.NA), parallel=4)  # little memory left
+    assert tight.verdict == FITS and 1 <= tight.parallel < 4
+    assert estimate(info, tight.n_ctx, free=(450 * MB, fit.NA), parallel=4).verdict != FITS
+
+
 def test_a_load_that_cannot_fit_is_refused_with_the_numbers(model_path, monkeypatch):
     # this machine has 24 GB: pretend only 200 MB are free (the one thing we cannot do for real)
     monkeypatch.setattr(fit, "free_memory", lambda sampler=None: (200 * MB, fit.NA))

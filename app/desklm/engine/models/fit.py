@@ -262,8 +262,10 @@ def auto_fit(
     gpu_offload: bool = True,
     free: tuple[Any, Any] | None = None,
     max_ctx: int | None = None,
+    parallel: int = 1,
 ) -> FitEstimate:
-    """The most GPU layers, then the longest context (powers of two), that fit with margin."""
+    """The most GPU layers, then the longest context (powers of two), that fit with margin,
+    counting the KV cache of ``parallel`` API slots beside the chat's."""
     free = free if free is not None else free_memory()
     train = info.context_length or 4096
     top = min(train, max_ctx or train, 131072)
@@ -280,15 +282,37 @@ def auto_fit(
     def ok(e: FitEstimate) -> bool:
         return e.verdict == FITS
 
-    best_ngl = 0
-    if gpu_offload and not is_na(free[1]):
-        for ngl in [-1, *range(n_layers, 0, -1)]:
-            if ok(estimate(info, base_ctx, ngl, kv_cache_type, flash_attn=flash_attn, free=free)):
-                best_ngl = ngl
-                break
-    best = estimate(info, 512, best_ngl, kv_cache_type, flash_attn=flash_attn, free=free)
-    for c in ctxs:
-        e = estimate(info, c, best_ngl, kv_cache_type, flash_attn=flash_attn, free=free)
-        if ok(e):
-            best = e
+    def longest(slots: int) -> FitEstimate:
+        best_ngl = 0
+        if gpu_offload and not is_na(free[1]):
+            for ngl in [-1, *range(n_layers, 0, -1)]:
+                e = estimate(
+                    info,
+                    base_ctx,
+                    ngl,
+                    kv_cache_type,
+                    flash_attn=flash_attn,
+                    free=free,
+                    parallel=slots,
+                )
+                if ok(e):
+                    best_ngl = ngl
+                    break
+        best = estimate(
+            info, 512, best_ngl, kv_cache_type, flash_attn=flash_attn, free=free, parallel=slots
+        )
+        for c in ctxs:
+            e = estimate(
+                info, c, best_ngl, kv_cache_type, flash_attn=flash_attn, free=free, parallel=slots
+            )
+            if ok(e):
+                best = e
+        return best
+
+    # the slots stay while the chat still gets a useful context; then fewer slots
+    enough = min(2048, top)
+    for slots in range(max(1, parallel), 0, -1):
+        best = longest(slots)
+        if ok(best) and best.n_ctx >= enough:
+            return best
     return best

@@ -584,6 +584,7 @@ class SettingsPanel(QWidget):
             gpu_offload=self.gpu_available,
             free=self.free,
             max_ctx=int(self.settings.maximum("n_ctx") or 131072),
+            parallel=int(v("parallel")),
         )
         self.editors["n_ctx"].set_values(
             sorted({*self.editors["n_ctx"].values, best.n_ctx}), best.n_ctx
@@ -591,6 +592,9 @@ class SettingsPanel(QWidget):
         self.editors["n_gpu_layers"].set_value(best.n_gpu_layers)
         self._edited("n_ctx", best.n_ctx)
         self._edited("n_gpu_layers", best.n_gpu_layers)
+        if best.parallel != int(v("parallel")):  # fewer API slots: their KV cache is the cost
+            self.editors["parallel"].set_value(best.parallel)
+            self._edited("parallel", best.parallel)
 
     def _mark(self) -> None:
         for name, mark in self.marks.items():
