@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=${PYTHON:-$REPO/.venv/bin/python}
 OUT=$REPO/build/check
+mkdir -p "$OUT"  # a fresh clone has no build/ yet
 DIST=$OUT/dist
 T0=$(date +%s)
 step_start=$T0
