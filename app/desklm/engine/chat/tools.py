@@ -233,7 +233,7 @@ class McpConfig:
         self._refuse: str | None = None
 
     def load(self) -> dict[str, ServerConfig]:
-        from desklm.engine.store.records import Unusable, parse_json
+        from desklm.engine.store.files import DamagedFile, json_object_or_aside
 
         self.problems, self._extra, self._refuse = [], {}, None
         try:
@@ -245,19 +245,11 @@ class McpConfig:
             self.problems.append(f"could not read {self.path} ({e.strerror or e}); no tools")
             return {}
         try:
-            data = parse_json(raw.decode("utf-8"))
-            if not isinstance(data, dict):
-                raise Unusable(f"a JSON {type(data).__name__}, not an object")
-        except (Unusable, UnicodeDecodeError) as e:
-            why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            try:
-                os.replace(self.path, aside)
-                where = f"moved aside to {aside.name}"
-            except OSError as oe:
-                where = f"could not move it aside ({oe.strerror or oe})"
+            data = json_object_or_aside(self.path, raw)
+        except DamagedFile as d:
+            if not d.moved:
                 self._refuse = "it is damaged and could not be moved aside"
-            self.problems.append(f"{self.path.name} was damaged ({why}); {where}")
+            self.problems.append(f"{self.path.name} was damaged ({d.why}); {d.where}")
             return {}
         own_raw = data.get("desklm")
         own: dict[str, Any] = own_raw if isinstance(own_raw, dict) else {}

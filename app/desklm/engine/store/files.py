@@ -241,6 +241,37 @@ def to_markdown(record: dict[str, Any]) -> str:
 
 
 # --- app settings -------------------------------------------------------------------------------
+class DamagedFile(Exception):
+    """A stored JSON file that is not a JSON object: ``why``, and ``where`` it went
+    (``moved`` says whether it was moved aside to ``<name>.corrupt``)."""
+
+    def __init__(self, why: str, where: str, moved: bool) -> None:
+        super().__init__(why)
+        self.why, self.where, self.moved = why, where, moved
+
+
+def json_object_or_aside(path: Path, raw: bytes) -> dict[str, Any]:
+    """``raw`` (read from ``path``) as a JSON object; anything else is moved aside to
+    ``<name>.corrupt`` (never overwritten later) and raised as :class:`DamagedFile`."""
+    from desklm.engine.store.records import Unusable, parse_json
+
+    try:
+        data = parse_json(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise Unusable(f"a JSON {type(data).__name__}, not an object")
+    except (Unusable, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except OSError as oe:
+            raise DamagedFile(
+                why, f"could not move it aside ({oe.strerror or oe})", False
+            ) from None
+        raise DamagedFile(why, f"moved aside to {aside.name}", moved=True) from None
+    return data
+
+
 class AppConfig:
     """App settings (last model, setting values, window geometry) in the config dir, as JSON
     written atomically.
@@ -262,7 +293,7 @@ class AppConfig:
         return "settings file: " + "; ".join(self.problems) if self.problems else None
 
     def load(self) -> dict[str, Any]:
-        from desklm.engine.store.records import Unusable, clean_app_config, parse_json
+        from desklm.engine.store.records import clean_app_config
 
         self.problems = []
         self._unreadable = None
@@ -278,18 +309,9 @@ class AppConfig:
             )
             return {}
         try:
-            data = parse_json(raw.decode("utf-8"))
-            if not isinstance(data, dict):
-                raise Unusable(f"a JSON {type(data).__name__}, not an object")
-        except (Unusable, UnicodeDecodeError) as e:
-            why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
-            aside = self.path.with_name(self.path.name + ".corrupt")
-            try:
-                os.replace(self.path, aside)
-                where = f"moved aside to {aside.name}"
-            except OSError as oe:
-                where = f"could not move it aside ({oe.strerror or oe})"
-            self.problems.append(f"it was damaged ({why}); {where}; using defaults")
+            data = json_object_or_aside(self.path, raw)
+        except DamagedFile as d:
+            self.problems.append(f"it was damaged ({d.why}); {d.where}; using defaults")
             return {}
         data, notes = clean_app_config(data)
         self.problems += notes
