@@ -20,6 +20,7 @@ engine when they mean the session's current backend (:attr:`Runtime.backend`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,10 @@ class Runtime:
         store: ConversationStore | None = None,
         *,
         model_path: Path | None = None,
-        name: str = "inference",
-        local: ChatEngine | None = None,
     ) -> None:
-        self.local: ChatEngine = local if local is not None else ChatEngine()
+        self.local = ChatEngine()
         self.session = ChatSession(model_path or Path(""), settings, engine=self.local, store=store)
-        self.runner = Runner(interrupt=self.interrupt, name=name)
+        self.runner = Runner(interrupt=self.interrupt, name="inference")
         self.local.cancel_hook = self._job_cancelled
         self._snapshot = self.session.settings.copy()
         self.session.on_setting(self._setting_changed)
@@ -129,11 +128,27 @@ class Runtime:
         return job is not None and job.cancelled
 
     # -- the end --
-    def close(self, timeout: float = 10.0) -> bool:
-        """Cancel what waits, save the chat and free the model on the inference thread, then
-        join it. True if the thread ended within ``timeout``."""
-        self.runner.cancel()
-        self.runner.submit(lambda _job: self.session.close(), "close", interrupt=False)
+    def close(
+        self,
+        timeout: float = 10.0,
+        *,
+        kinds: tuple[str, ...] | None = None,
+        before: Callable[[], None] | None = None,
+    ) -> bool:
+        """Cancel what waits (every job, or those of ``kinds``: the window lets its queued
+        writes run), then on the inference thread run ``before`` (e.g. writing the app's
+        settings), save the chat and free the model; join the thread. True if it ended
+        within ``timeout``."""
+        self.runner.cancel(kinds=kinds)
+
+        def close(_job: Any) -> None:
+            try:
+                if before is not None:
+                    before()
+            finally:
+                self.session.close()
+
+        self.runner.submit(close, "close", interrupt=False)
         done = self.runner.shutdown(timeout, cancel=False)
         if self.tools is not None:  # the servers' processes end with the app
             self.tools.close()

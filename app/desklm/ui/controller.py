@@ -55,6 +55,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -520,8 +521,12 @@ class ChatController(QObject):
     def _send(self, text: str) -> None:
         self._run(State.GENERATING, lambda job: self._job_send(job, text), "turn")
 
-    def _job_send(self, job: Job[Any], text: str) -> None:
-        eng = self.runtime.backend  # the backend in use: local, or a server's model
+    def _turn_observers(
+        self, text: str, **extra: Any
+    ) -> tuple[Callable[[str], None], Callable[[Any, int], None]]:
+        """(on_text, on_start) for a turn on the backend in use (local, or a server's model):
+        each piece with the reply's tokens so far, and turnStarted with the planned prompt."""
+        eng = self.runtime.backend
 
         def started(plan: Any, reused: int) -> None:
             self.turnStarted.emit(
@@ -531,13 +536,16 @@ class ChatController(QObject):
                     "n_ctx": eng.n_ctx,
                     "dropped": plan.dropped,
                     "text": text,
+                    **extra,
                 }
             )
 
+        return (lambda t: self.token.emit(t, eng.live_tokens)), started
+
+    def _job_send(self, job: Job[Any], text: str) -> None:
+        on_text, started = self._turn_observers(text)
         try:
-            result = self.session.send(
-                text, lambda t: self.token.emit(t, eng.live_tokens), on_start=started
-            )
+            result = self.session.send(text, on_text, on_start=started)
         except DeskLMError as e:
             self.turnFailed.emit(str(e), text)
             return
@@ -595,23 +603,9 @@ class ChatController(QObject):
             return
 
         def body(_job: Job[Any]) -> None:
-            eng = self.runtime.backend  # the backend in use: local, or a server's model
-
-            def started(plan: Any, reused: int) -> None:
-                self.turnStarted.emit(
-                    {
-                        "prompt_tokens": len(plan.tokens),
-                        "reused": reused,
-                        "n_ctx": eng.n_ctx,
-                        "dropped": plan.dropped,
-                        "text": text,
-                        "mode": mode,
-                        "message_id": message_id,
-                    }
-                )
-
+            on_text, started = self._turn_observers(text, mode=mode, message_id=message_id)
             try:
-                result = run(lambda t: self.token.emit(t, eng.live_tokens), started)
+                result = run(on_text, started)
             except DeskLMError as e:
                 self.turnFailed.emit(str(e), "")
                 self.conversationOpened.emit(self.session.record())
@@ -636,9 +630,7 @@ class ChatController(QObject):
             except DeskLMError as e:
                 self.message.emit("warning", str(e))
                 return
-            self.attachmentsChanged.emit(
-                [{**a.meta(), "note": a.note} for a in self.session.pending_attachments]
-            )
+            self.attachmentsChanged.emit([a.chip() for a in self.session.pending_attachments])
             self.message.emit(
                 "info",
                 f"attached {att.name}: {att.chars:,} characters"
@@ -1022,19 +1014,11 @@ class ChatController(QObject):
         self.queue.clear()
         # the running reply stops (kept, marked cancelled) and waiting model work is dropped;
         # queued writes (settings, a rename, an export) still run before the final save
-        self.runner.cancel(
-            kinds=("turn", "load", "settings", "tune", "switch", "command", "api", "list")
+        ok = self.runtime.close(
+            JOIN_TIMEOUT_S,
+            kinds=("turn", "load", "settings", "tune", "switch", "command", "api", "list"),
+            before=on_close,
         )
-
-        def close(_job: Job[Any]) -> None:
-            try:
-                if on_close is not None:
-                    on_close()
-            finally:
-                self.session.close()
-
-        self.runner.submit(close, "close", interrupt=False)
-        ok = self.runner.shutdown(JOIN_TIMEOUT_S, cancel=False)
         if self.sampler_thread.isRunning():
             # stop() must run in the sampler's own thread: its QTimer belongs to that thread
             QMetaObject.invokeMethod(
@@ -1042,7 +1026,6 @@ class ChatController(QObject):
             )
             self.sampler_thread.quit()
             self.sampler_thread.wait(int(JOIN_TIMEOUT_S * 1000))
-        self.tools.close()  # the tool servers' processes end with the window
         if not ok:
             log.error("the inference thread did not stop within %.1f s", JOIN_TIMEOUT_S)
         return time.perf_counter() - t0

@@ -77,6 +77,10 @@ class Attachment:
             d["tokens"] = self.tokens
         return d
 
+    def chip(self) -> dict[str, Any]:
+        """A queued file as the window's chip shows it: name, size, tokens and any fit note."""
+        return {**self.meta(), "note": self.note}
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.meta(), "kind": self.kind, "encoding": self.encoding, "note": self.note}
 

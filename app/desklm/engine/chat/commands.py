@@ -111,7 +111,7 @@ def _help(session: Any, arg: str, on_text: OnText) -> CommandResult:
     return CommandResult(
         "help",
         help_text(),
-        {"commands": {c.usage.split()[0]: c.help for c in REGISTRY.values()}, "rows": help_rows()},
+        {"commands": {c.usage.split()[0]: c.help for c in REGISTRY.values()}},
     )
 
 
@@ -233,7 +233,7 @@ def _attach(session: Any, arg: str, on_text: OnText) -> CommandResult:
             + "; it goes with your next message"
         )
         return CommandResult(
-            "attach", msg, {"attachment": att.to_dict(), "pending": [_pending(a) for a in pending]}
+            "attach", msg, {"attachment": att.to_dict(), "pending": [a.chip() for a in pending]}
         )
     if not pending:
         return CommandResult(
@@ -245,7 +245,7 @@ def _attach(session: Any, arg: str, on_text: OnText) -> CommandResult:
             f"{a.name}: {a.chars:,} characters" + (f", {a.tokens:,} tokens" if a.tokens else "")
             for a in pending
         ),
-        {"pending": [_pending(a) for a in pending]},
+        {"pending": [a.chip() for a in pending]},
     )
 
 
@@ -319,8 +319,3 @@ def _preset(session: Any, arg: str) -> CommandResult:
         store.delete(name)
         return CommandResult("preset", f"preset '{name}' deleted", {"preset": name})
     return apply_preset(session, arg, store)
-
-
-def _pending(a: Any) -> dict[str, Any]:
-    """A queued file as the window's chip shows it: name, size, tokens and any fit note."""
-    return {**a.meta(), "note": a.note}
