@@ -104,19 +104,22 @@ def test_no_import_cycles_and_nothing_imports_upward() -> None:
     assert not cycles, "import cycles: " + "; ".join(cycles)
 
 
+def _imported_names(node: ast.AST) -> list[str]:
+    """The modules an ``import`` / ``from ... import`` statement names (none for others)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    return []
+
+
 def test_ui_and_server_reach_the_engine_only_through_its_facade() -> None:
     bad = []
     for m, p in _modules().items():
         if not m.startswith(("desklm.ui", "desklm.server")):
             continue
         for node in ast.walk(ast.parse(p.read_text("utf-8"))):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
+            names = _imported_names(node)
             bad += [
                 f"{m}:{node.lineno} imports {n}" for n in names if n.startswith("desklm.engine.")
             ]
@@ -157,13 +160,7 @@ def test_only_the_local_backend_imports_llama_cpp_at_module_level() -> None:
         if m.startswith("desklm.engine.backends.local") or m.startswith("desklm.bench"):
             continue
         for node in ast.parse(p.read_text("utf-8")).body:  # module level only
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
+            names = _imported_names(node)
             bad += [
                 f"{m}:{node.lineno} imports {n}"
                 for n in names
