@@ -23,7 +23,10 @@ def next_logits(eng: Any, tokens: Sequence[int]) -> Any:
     import llama_cpp
 
     eng.reset()
-    eng.llm.eval(list(tokens))
+    eng.llm.eval(list(tokens))  # Llama.eval clears every sequence's KV past its start:
+    if eng.batch is not None:  # the slots' records must say so
+        for s in eng.batch.slots:
+            s.kv = []
     return llama_cpp.llama_get_logits_ith(eng.llm._ctx.ctx, -1)
 
 

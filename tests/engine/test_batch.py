@@ -123,12 +123,108 @@ def test_each_sequence_draws_with_its_own_seed(beng: Any) -> None:
     assert run([1, 2, 3, 4])[0] == first[0]
 
 
-def test_same_text_as_the_single_stream_engine(beng: Any) -> None:
-    """The batch's sampler chain is Llama.generate's: the reply matches ChatEngine.generate."""
+@pytest.fixture(scope="module")
+def single(model_path: Path) -> Any:
+    """The same model with parallel 1: no slots, so ChatEngine.generate is Llama.generate."""
+    from desklm.engine.backends.local.engine import ChatEngine
+
+    eng = ChatEngine()
+    eng.load(model_path, small_settings(n_ctx=1024, parallel=1, n_batch=512))
+    assert eng.n_slots == 0
+    yield eng
+    eng.unload()
+
+
+def test_same_text_as_the_single_stream_engine(beng: Any, single: Any) -> None:
+    """The batch's sampler chain is Llama.generate's: a slot's reply and the window's (the
+    batch's sequence 0) match parallel 1's ``Llama.generate``, with the same stats."""
     settings = small_settings(temperature=0.0, max_tokens=16)
-    tokens = beng.plain_tokens(PROMPTS[0])
-    reply, _stats = beng.generate(tokens, settings, stop=[], strip=False)
+    tokens = single.plain_tokens(PROMPTS[0])
+    assert beng.plain_tokens(PROMPTS[0]) == tokens
+    single.reset()
+    reply, plain = single.generate(tokens, settings, stop=[], strip=False)
     assert _solo(beng, PROMPTS[0], repeat_penalty=1.1) == reply
+    beng.reset()
+    home, stats = beng.generate(tokens, settings, stop=[], strip=False)
+    assert home == reply
+    assert (stats.prompt_tokens, stats.completion_tokens) == (
+        plain.prompt_tokens,
+        plain.completion_tokens,
+    )
+    assert stats.finish_reason == plain.finish_reason
+    assert stats.context_used == plain.context_used == beng.context_used
+    assert stats.gen_tokens_per_s and stats.prompt_tokens_per_s and stats.ttft_s
+
+
+def test_the_window_reply_is_decoded_in_the_same_steps_as_the_slots(beng: Any) -> None:
+    """A window turn while API sequences run: they advance during its reply (one batch, not
+    a queue), its text is its own, and theirs is what they give alone. A long API prompt
+    puts that sequence's KV past the window's: ``Llama.eval`` on sequence 0 removed every
+    sequence's cells from its own length on, which cut the slot's KV under it."""
+    settings = small_settings(temperature=0.0, max_tokens=20)
+    tokens = beng.plain_tokens(PROMPTS[2])
+    beng.reset()
+    alone, _ = beng.generate(tokens, settings, stop=[], strip=False)
+    long_prompt = "Here is a list of numbers: " + ", ".join(str(i) for i in range(120)) + ","
+    solo = [_solo_seq(beng, p, max_tokens=40) for p in (long_prompt, PROMPTS[3])]
+    _forget(beng)
+    seqs = [beng.batch.submit(_seq(beng, p, max_tokens=40)) for p in (long_prompt, PROMPTS[3])]
+    while min(s.live_tokens for s in seqs) < 2:  # both are generating
+        beng.batch.step()
+    seen: list[int] = []
+    beng.reset()
+    again, stats = beng.generate(
+        tokens,
+        settings,
+        lambda _piece: seen.append(sum(s.live_tokens for s in seqs)),
+        stop=[],
+        strip=False,
+    )
+    assert again == alone and stats.completion_tokens > 2
+    assert seen[-1] > seen[0]  # the slots' replies grew while the window's was written
+    beng.batch.run()
+    for p, a, b in zip((long_prompt, PROMPTS[3]), solo, seqs, strict=True):
+        _same(beng, p, a, b)
+    # the window's KV prefix stays: the next turn evaluates only what is new
+    _, next_stats = beng.generate(tokens, settings, stop=[], strip=False)
+    assert next_stats.prompt_tokens_reused == len(tokens) - 1
+
+
+def test_stopping_the_window_reply_keeps_its_kv_and_the_slots_going(beng: Any) -> None:
+    from desklm.engine.backends.base import FinishReason
+
+    settings = small_settings(temperature=0.0, max_tokens=60)
+    _forget(beng)
+    s = beng.batch.submit(_seq(beng, PROMPTS[1], max_tokens=40))
+    beng.batch.step()
+    pieces: list[str] = []
+
+    def on_text(piece: str) -> None:
+        pieces.append(piece)
+        if len(pieces) == 3:
+            beng.stop()  # the window's Stop, from the reply's own callback
+
+    beng.reset()
+    tokens = beng.plain_tokens(PROMPTS[0])
+    reply, stats = beng.generate(tokens, settings, on_text, stop=[], strip=False)
+    assert stats.finish_reason == FinishReason.CANCELLED
+    assert 3 <= stats.completion_tokens < 10 and reply == "".join(pieces)
+    assert beng.context_used == beng.kv_cache_pos_max() + 1 >= len(tokens)
+    assert not s.done()  # the slot's sequence did not stop with it
+    beng.batch.run()
+    assert s.result()[1].finish_reason == FinishReason.LENGTH
+
+
+def test_a_sequence_counts_its_reasoning(beng: Any) -> None:
+    """A reply that starts inside <think> (the template opened it) counts its tokens as
+    reasoning until </think>, the same clock as ChatEngine.generate's."""
+    _forget(beng)
+    opened = beng.batch.submit(_seq(beng, PROMPTS[1], max_tokens=8, reasoning_open=True))
+    plain = beng.batch.submit(_seq(beng, PROMPTS[1], max_tokens=8))
+    beng.batch.run()
+    o, p = opened.result()[1], plain.result()[1]
+    assert o.reasoning_tokens == o.completion_tokens == 8 and o.reasoning_s is not None
+    assert p.reasoning_tokens == 0 and p.reasoning_s is None
 
 
 def test_cancel_one_mid_batch_leaves_the_others_intact(beng: Any) -> None:
@@ -326,7 +422,7 @@ def test_prompt_longer_than_a_slot_is_refused(beng: Any) -> None:
 
 
 def test_the_window_sequence_and_the_slots_do_not_disturb_each_other(beng: Any) -> None:
-    """The window's Llama (sequence 0) and batch steps interleave; each keeps its own text."""
+    """The window's sequence 0 and the slots' steps interleave; each keeps its own text."""
     settings = small_settings(temperature=0.0, max_tokens=12)
     tokens = beng.plain_tokens(PROMPTS[2])
     alone, _ = beng.generate(tokens, settings, stop=[], strip=False)

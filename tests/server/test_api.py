@@ -304,17 +304,32 @@ def test_a_client_that_disconnects_stops_its_generation(served) -> None:
     assert rec.status == 499 and rec.completion_tokens < 300
 
 
-def test_a_request_during_a_window_turn_is_queued_then_served(served, client) -> None:
-    eng = served.engine
-    started = threading.Event()
+def _window_turn(eng, started, max_tokens, count=False):
+    """What the window submits for a reply (a runner job of kind "turn"); ``count``: a long
+    one (the base model goes on counting, without a stop string)."""
 
-    def window_turn(_job):  # what the window submits for a reply
-        tokens = eng.prompt_tokens([{"role": "user", "content": "Tell me a story."}])
+    def turn(_job):
+        if count:
+            tokens, kw = eng.plain_tokens("1, 2, 3, 4, 5, 6, 7, 8,"), {"stop": []}
+        else:
+            tokens, kw = eng.prompt_tokens([{"role": "user", "content": "Tell me a story."}]), {}
         return eng.generate(
-            tokens, small_settings(max_tokens=12, temperature=0), lambda _t: started.set()
+            tokens,
+            small_settings(max_tokens=max_tokens, temperature=0),
+            lambda _t: started.set(),
+            **kw,
         )
 
-    turn = served.runner.submit(window_turn, "turn")
+    return turn
+
+
+def test_with_parallel_1_a_request_during_a_window_turn_is_queued_then_served(
+    served_serial,
+) -> None:
+    served = served_serial
+    client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120)
+    started = threading.Event()
+    turn = served.runner.submit(_window_turn(served.engine, started, 12), "turn")
     assert started.wait(60)
     states = []
 
@@ -332,6 +347,24 @@ def test_a_request_during_a_window_turn_is_queued_then_served(served, client) ->
     assert stats.completion_tokens == 12 or stats.finish_reason == "stop"
     assert r.choices[0].message.content
     assert any(s.queued == 1 for s in states)
+
+
+def test_a_request_during_a_window_turn_is_answered_alongside_it(served, client) -> None:
+    """With slots the window's reply is one of the batch's sequences: a request made while it
+    is written is decoded in the same steps and can end first; neither changes the other."""
+    eng = served.engine
+    alone_api = greedy(client, max_tokens=3).choices[0].message.content
+    first = threading.Event()
+    alone = served.runner.submit(_window_turn(eng, first, 200, True), "turn").result(120)
+    assert alone[1].completion_tokens == 200  # long enough to be asked something meanwhile
+    started = threading.Event()
+    turn = served.runner.submit(_window_turn(eng, started, 200, True), "turn")
+    assert started.wait(60)
+    r = greedy(client, max_tokens=3)
+    assert not turn.done()  # answered while the window's reply was still being written
+    reply, stats = turn.result(120)
+    assert (reply, stats.completion_tokens) == (alone[0], alone[1].completion_tokens)
+    assert r.choices[0].message.content == alone_api
 
 
 def test_429_when_the_queue_is_full_and_503_while_loading(served) -> None:

@@ -355,3 +355,53 @@ def test_metrics_show_the_slots(served: Any) -> None:
     assert after["desklm_batch_requests_total"] >= idle_["desklm_batch_requests_total"] + 4
     state = served.server.state
     assert state.slots == 4 and "listening on" in state.text
+
+
+def test_the_window_reply_runs_while_four_streams_do(served: Any) -> None:
+    """The window's chat is one of the sequences: with four API streams running, a window
+    turn starts at once and writes while they go on (their pieces arrive between its first
+    and its last), its text the same as alone; the streams end whole."""
+    from ..conftest import small_settings
+
+    eng = served.engine
+    settings = small_settings(max_tokens=40, temperature=0)
+
+    def window(on_text: Any) -> Any:
+        tokens = eng.prompt_tokens([{"role": "user", "content": "Name three colours."}])
+        return served.runner.submit(lambda _j: eng.generate(tokens, settings, on_text), "turn")
+
+    alone = window(None).result(120)
+    pieces: dict[int, list[float]] = {i: [] for i in range(4)}
+
+    def stream(i: int) -> int:
+        body = {"model": "m", "prompt": f"{i + 1}, {i + 2}, {i + 3},", "max_tokens": 120}
+        c = _client(served.url)
+        n = 0
+        for ch in c.completions.create(**body, temperature=0, stream=True):
+            if ch.choices and ch.choices[0].text:
+                pieces[i].append(time.monotonic())
+                n += 1
+        return n
+
+    out: list[Any] = []
+    t = threading.Thread(
+        target=lambda: out.extend(_concurrently([lambda i=i: stream(i) for i in range(4)]))
+    )
+    t.start()
+    deadline = time.monotonic() + 120
+    while min(len(p) for p in pieces.values()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _batch(served).busy == 4
+    times: list[float] = []
+    asked = time.monotonic()
+    reply, stats = window(lambda _p: times.append(time.monotonic())).result(120)
+    t.join(300)
+    assert (reply, stats.completion_tokens) == (alone[0], alone[1].completion_tokens)
+    assert len(times) >= 2
+    during = [x for p in pieces.values() for x in p if times[0] < x < times[-1]]
+    assert len(during) >= 4, "the streams paused while the window's reply was written"
+    assert all(n >= 3 for n in out) and len(out) == 4
+    # the streams were still going when the window's reply began (it did not wait for them)
+    assert times[0] < min(p[-1] for p in pieces.values())
+    print(f"window first piece {times[0] - asked:.3f} s after asking, 4 streams running")
+    assert _idle(served)

@@ -221,3 +221,46 @@ def test_bad_tools_get_openai_shaped_400s(client, body, param, code) -> None:
     assert e.value.status_code == 400
     assert err["param"] == param and err["code"] == code, err
     assert err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_tool_requests_are_sequences_of_the_batch(served, client) -> None:
+    """Requests with tools join the batch like any other (the forcing grammar, the call
+    markers kept): a forced call, an auto one and a plain chat at once all come back right,
+    each the same as alone."""
+    import threading
+
+    from desklm.engine import batch_for
+
+    def forced():
+        return create(client, tools=[WEATHER], tool_choice=NAMED).choices[0]
+
+    def auto():
+        return create(client, tools=[SEARCH, WEATHER], max_tokens=24).choices[0]
+
+    def plain():
+        return create(client, max_tokens=24).choices[0]
+
+    alone = [f() for f in (forced, auto, plain)]
+    batch = batch_for(served.engine)
+    before = batch.stats().requests_total
+    out: list = [None] * 3
+
+    def run(i, f):
+        out[i] = f()
+
+    ts = [threading.Thread(target=run, args=(i, f)) for i, f in enumerate((forced, auto, plain))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(180)
+    assert batch.stats().requests_total - before == 3  # all three were the batch's
+    f_, a_, p_ = out
+    assert f_.finish_reason == "tool_calls"
+    jsonschema.validate(json.loads(f_.message.tool_calls[0].function.arguments), WEATHER_SCHEMA)
+    assert f_.message.tool_calls[0].function.name == "get_weather"
+    assert a_.message.content and p_.message.content
+    for a, b in zip(alone, out, strict=True):  # temperature 0: the same replies, near ties aside
+        assert (a.finish_reason, bool(a.message.tool_calls)) == (
+            b.finish_reason,
+            bool(b.message.tool_calls),
+        )

@@ -316,15 +316,29 @@ def _sequence(
     rec: RequestRecord,
     put: Callable[[Any], None],
     stream: bool,
+    tool_kw: Callable[[], dict[str, Any]],
 ) -> Sequence:
     """A completion as a sequence of the engine's batch: the same prompt, stops, grammar and
-    text rules as ``ChatEngine.generate`` (a raw completion keeps its whitespace)."""
+    text rules as ``ChatEngine.generate`` (a raw completion keeps its whitespace).
+    ``tool_kw()``: a tool turn's ``generate`` keywords once its prompt is made (the forcing
+    grammar and its stops, the call markers the reply keeps)."""
     from desklm.engine import SamplingParams, Sequence
 
     assert eng.template is not None
     chosen = stops(eng)
-    return Sequence(
-        prepare=lambda: _checked_prompt(eng, kind, prepare, rec),
+
+    def tokens() -> list[int]:
+        out = _checked_prompt(eng, kind, prepare, rec)
+        kw = tool_kw()  # read before the sequence's sampler and text are made
+        if "grammar" in kw:
+            seq.grammar = kw["grammar"]
+        if "stop" in kw:
+            seq.stops = list(kw["stop"])
+        seq.keep_ids = eng.keep_token_ids(kw.get("keep", ()))
+        return out
+
+    seq = Sequence(
+        prepare=tokens,
         sampling=SamplingParams.from_settings(sampling),
         stops=eng.template.stop if chosen is None else chosen,
         grammar=grammar,
@@ -336,6 +350,7 @@ def _sequence(
         ignore_eos=eng.ignore_eos,
         label=f"api {rec.client}",
     )
+    return seq
 
 
 class _EventStream(StreamingResponse):
@@ -562,16 +577,16 @@ class Handlers:
                     put(piece)
 
             # a raw completion continues its prompt exactly: its whitespace is kept
-            kw: dict[str, Any] = {"stop": stops(eng), "grammar": grammar}
-            if turn is not None:
-                kw.update(turn.generate_kw(extra_stop=req.stop_list()))
+            kw: dict[str, Any] = {"stop": stops(eng), "grammar": grammar, **tool_kw()}
             return eng.generate(tokens, sampling, on_text, strip=kind == "chat", **kw)
 
         from desklm.engine import batch_loop
 
-        # a request with tools runs as a job (ChatEngine.generate keeps its call markers and
-        # forcing grammar); everything else joins the batch when there are slots
-        loop_ = batch_loop(ctx.runner, _eng) if turn is None else None
+        def tool_kw() -> dict[str, Any]:  # after the prompt: the turn knows its syntax then
+            return turn.generate_kw(extra_stop=req.stop_list()) if turn is not None else {}
+
+        # a sequence of the batch when the model has slots; else a job, one at a time
+        loop_ = batch_loop(ctx.runner, _eng)
         job: Any
         with ctx.submit_lock:
             waiting = sum(1 for j in ctx.runner.pending() if j.kind == "api")
@@ -591,7 +606,16 @@ class Handlers:
                     if loop_ is None
                     else loop_.submit(
                         _sequence(
-                            _eng, kind, prepare, sampling, stops, grammar, rec, put, req.stream
+                            _eng,
+                            kind,
+                            prepare,
+                            sampling,
+                            stops,
+                            grammar,
+                            rec,
+                            put,
+                            req.stream,
+                            tool_kw,
                         )
                     )
                 )

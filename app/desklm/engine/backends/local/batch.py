@@ -4,8 +4,11 @@ The pieces (llama.cpp's own ``tools/server`` works the same way; this is a thin 
 llama-cpp-python's low-level API, ``llama_cpp.llama_cpp``):
 
 - :class:`BatchEngine` owns ``n_slots`` sequence ids of an existing ``llama_cpp.Llama``'s
-  context (the model is loaded once: the batch shares the window's model and context, created
-  with ``n_seq_max`` = slots + 1; sequence 0 stays the window's own chat, driven by ``Llama``).
+  context for API requests (the model is loaded once: the batch shares the window's model and
+  context, created with ``n_seq_max`` = slots + 1), and sequence 0, the window's own chat
+  (:meth:`BatchEngine.run_home`: ``ChatEngine.generate`` decodes a window reply there, in
+  the same steps as the API's replies; the ``Llama`` object keeps the record of which tokens
+  sequence 0 holds, so prefix reuse and the per-chat KV snapshots work as before).
   Each :meth:`BatchEngine.step` builds one ``llama_batch``: the next token of every generating
   sequence, then a chunk of each sequence still reading its prompt (``n_batch`` shared by the
   busy slots, so a long prompt takes several steps and never stalls the others' tokens), and
@@ -28,8 +31,10 @@ owns the model:
   running. The job steps the batch until it is idle, or until another job is queued: then it
   returns between two steps (the batch's state lives in the :class:`BatchEngine`, not in the
   job) and submits itself again, behind the queued jobs. So a load, a window turn or a command
-  waits at most one batch step (milliseconds to a prompt chunk), runs alone, and the batch
-  resumes after it with every sequence where it was.
+  waits at most one batch step (milliseconds to a prompt chunk). A window turn then steps the
+  batch itself until its reply ends (the API's sequences go on in the same steps, and new
+  ones join); a load or a command runs alone, and the batch resumes after it with every
+  sequence where it was.
 - A sequence is cancelled from any thread (a client that went away, the server stopping):
   a waiting one is dropped at once, a running one leaves at the next step and frees its KV.
 - Cancelling the batch job (the runner shutting down) cancels every sequence.
@@ -55,8 +60,7 @@ import llama_cpp
 import llama_cpp.llama_cpp as ll
 
 from desklm.engine.backends.base import FinishReason, TurnStats
-from desklm.engine.backends.local.engine import ChatEngine
-from desklm.engine.prompt.stream import find_stop, partial_stop_len
+from desklm.engine.prompt.stream import ReasoningClock, find_stop, partial_stop_len
 from desklm.engine.runner import JobCancelled
 from desklm.errors import DeskLMError
 
@@ -231,6 +235,8 @@ class Sequence:
         stop_token_ids: Iterable[int] = (),
         blank_stop_ids: Iterable[int] = (),
         ignore_eos: bool = False,
+        keep_ids: Iterable[int] = (),
+        reasoning_open: bool | None = None,
         label: str = "",
     ) -> None:
         if tokens is None and prepare is None:
@@ -239,13 +245,16 @@ class Sequence:
         self.prepare = prepare
         self.sampling = sampling or SamplingParams()
         self.stops = list(stops)
-        self.grammar = grammar_text(grammar)
+        self.grammar = grammar  # GBNF text or a LlamaGrammar (read when the sequence starts)
         self.strip = strip
         self.on_text = on_text
         self.on_start = on_start
         self.stop_token_ids = frozenset(stop_token_ids)
         self.blank_stop_ids = frozenset(blank_stop_ids)
         self.ignore_eos = ignore_eos
+        self.keep_ids = frozenset(keep_ids)  # control tokens whose text the reply keeps
+        # None: no reasoning count; else whether the prompt opened <think> (ChatEngine.generate)
+        self.reasoning_open = reasoning_open
         self.label = label
         self.future: Future[tuple[str, TurnStats]] = Future()
         self._cancel = threading.Event()
@@ -288,6 +297,7 @@ class _Slot:
     sampler: Any = None
     text: ReplyText | None = None
     stats: TurnStats | None = None
+    reasoning: ReasoningClock | None = None
     max_new: int = 0
     t_admit: float = 0.0
     t_first: float | None = None
@@ -347,6 +357,10 @@ class BatchEngine:
         self.keep_cache = keep_cache
         self.on_step = on_step
         self.slots = [_Slot(first_seq + i) for i in range(n_slots)]
+        # sequence 0, the window's chat, when the slots leave it free: stepped together with
+        # the slots while run_home drives it (never given to a request from the queue)
+        self.home: _Slot | None = _Slot(0) if first_seq > 0 else None
+        self._all = ([self.home] if self.home is not None else []) + self.slots
         self._batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self._batch_live = True
         self._waiting: deque[Sequence] = deque()
@@ -472,6 +486,50 @@ class BatchEngine:
         while self.has_work() and not (until is not None and until()):
             self.step()
 
+    def run_home(
+        self, seq: Sequence, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[str, TurnStats]:
+        """The window's reply as sequence 0, decoded together with the API's sequences until
+        it ends (inference thread: a window turn's job calls this, so the slots' sequences
+        advance with it, and ones that arrive meanwhile join between steps).
+
+        The ``Llama`` object stays the record of what sequence 0 holds: its token ids are
+        read here (a KV snapshot restored, a reset, an earlier turn) so the prompt reuses
+        what they share, and written back at the end (the next turn, the gauges and the
+        chat's snapshot read them). ``should_stop()`` is asked each step (the window's Stop).
+        The reply's KV stays when it ends or is stopped; a failure clears it."""
+        home = self.home
+        if home is None or home.busy or self.closed:
+            raise DeskLMError("the window's sequence is not free")
+        tokens = seq.tokens if seq.tokens is not None else seq.prepare()  # type: ignore[misc]
+        if not tokens:
+            raise DeskLMError("the prompt is empty")
+        if len(tokens) >= self.n_ctx_slot:
+            raise DeskLMError(
+                f"prompt needs {len(tokens)} tokens but the context holds {self.n_ctx_slot}"
+            )
+        llm = self.llm
+        home.kv = [int(t) for t in llm._input_ids[: llm.n_tokens]]
+        sampler = build_sampler(
+            self.model, seq.sampling, *(grammar_text(seq.grammar) or (None, "root"))
+        )
+        try:
+            self._start(home, seq, tokens, sampler)
+            while home.busy:
+                if should_stop is not None and should_stop():
+                    seq._cancel.set()
+                if self.step() == 0 and home.busy:  # nothing to decode: cannot go on
+                    self._leave(home, error=DeskLMError("generation stalled"))
+        except BaseException as e:
+            if home.busy:  # a step raised (not a sequence's own failure): nothing half-kept
+                self._leave(home, error=e)
+            raise
+        finally:
+            n = len(home.kv)
+            llm.input_ids[:n] = home.kv
+            llm.n_tokens = n
+        return seq.future.result()
+
     def abandon(self, reason: str) -> int:
         """Fail every waiting and running sequence without touching llama.cpp (any thread:
         for when no step will run again). Returns how many."""
@@ -502,7 +560,7 @@ class BatchEngine:
 
     # -- the steps --
     def _reap_cancelled(self) -> None:
-        for s in self.slots:
+        for s in self._all:
             if s.seq is not None and s.seq.cancelled:
                 self._leave(s, FinishReason.CANCELLED)
 
@@ -527,33 +585,40 @@ class BatchEngine:
                     raise DeskLMError(
                         f"prompt needs {len(tokens)} tokens but the context holds {self.n_ctx_slot}"
                     )
-                sampler = build_sampler(self.model, seq.sampling, *(seq.grammar or (None, "root")))
+                sampler = build_sampler(
+                    self.model, seq.sampling, *(grammar_text(seq.grammar) or (None, "root"))
+                )
             except BaseException as e:  # the request's own failure, delivered to its caller
                 if not seq.future.done():
                     seq.future.set_exception(e)
                 continue
-            slot = max(free, key=lambda s: _common_prefix(s.kv, tokens))
-            reuse = min(_common_prefix(slot.kv, tokens), len(tokens) - 1)
-            if reuse < len(slot.kv):
-                ll.llama_memory_seq_rm(self.mem, slot.seq_id, reuse, -1)
-                del slot.kv[reuse:]
-            now = time.perf_counter()
-            slot.seq, slot.sampler = seq, sampler
-            slot.pending = list(tokens[reuse:])
-            slot.next_token = None
-            slot.text = ReplyText(seq.stops, seq.strip, seq.on_text, check_stops=not seq.ignore_eos)
-            slot.stats = TurnStats(
-                prompt_tokens=len(tokens), prompt_tokens_reused=reuse, n_ctx=self.n_ctx_slot
-            )
-            slot.max_new = min(seq.sampling.max_tokens, self.n_ctx_slot - len(tokens))
-            slot.t_admit, slot.t_first, slot.t_last = now, None, now
-            seq.live_tokens = 0
-            seq.token_ids = []
-            if seq.on_start is not None:
-                try:
-                    seq.on_start()
-                except Exception:
-                    log.exception("a sequence's start callback failed")
+            self._start(max(free, key=lambda s: _common_prefix(s.kv, tokens)), seq, tokens, sampler)
+
+    def _start(self, slot: _Slot, seq: Sequence, tokens: list[int], sampler: Any) -> None:
+        """``seq`` takes ``slot``: the KV the prompt shares with the slot's cache stays, the
+        rest is read in the next steps."""
+        reuse = min(_common_prefix(slot.kv, tokens), len(tokens) - 1)
+        if reuse < len(slot.kv):
+            ll.llama_memory_seq_rm(self.mem, slot.seq_id, reuse, -1)
+            del slot.kv[reuse:]
+        now = time.perf_counter()
+        slot.seq, slot.sampler = seq, sampler
+        slot.pending = list(tokens[reuse:])
+        slot.next_token = None
+        slot.text = ReplyText(seq.stops, seq.strip, seq.on_text, check_stops=not seq.ignore_eos)
+        slot.reasoning = None if seq.reasoning_open is None else ReasoningClock(seq.reasoning_open)
+        slot.stats = TurnStats(
+            prompt_tokens=len(tokens), prompt_tokens_reused=reuse, n_ctx=self.n_ctx_slot
+        )
+        slot.max_new = min(seq.sampling.max_tokens, self.n_ctx_slot - len(tokens))
+        slot.t_admit, slot.t_first, slot.t_last = now, None, now
+        seq.live_tokens = 0
+        seq.token_ids = []
+        if seq.on_start is not None:
+            try:
+                seq.on_start()
+            except Exception:
+                log.exception("a sequence's start callback failed")
 
     def _fill(self) -> int:
         """Write this step's tokens into the batch: each generating slot's next token, then
@@ -573,13 +638,13 @@ class BatchEngine:
                 slot.batch_index = n
             n += 1
 
-        for s in self.slots:
+        for s in self._all:
             s.batch_index = -1
             if s.busy and s.next_token is not None:
                 put(s, s.next_token, True)
                 s.next_token = None
-        reading = [s for s in self.slots if s.busy and s.pending]
-        busy = max(1, sum(1 for s in self.slots if s.busy))
+        reading = [s for s in self._all if s.busy and s.pending]
+        busy = max(1, sum(1 for s in self._all if s.busy))
         share = max(MIN_CHUNK, self.n_batch // busy)
         for i, s in enumerate(reading):
             room = self.n_batch - n
@@ -596,7 +661,7 @@ class BatchEngine:
 
     def _sample(self, now: float) -> int:
         generated = 0
-        for s in self.slots:
+        for s in self._all:
             if s.batch_index < 0 or s.seq is None:
                 continue
             seq, stats, text = s.seq, s.stats, s.text
@@ -621,10 +686,12 @@ class BatchEngine:
             generated += 1
             self._tokens_total += 1
             try:
-                stopped = text.add(self._token_bytes(tok))
+                stopped = text.add(self._token_bytes(tok, tok in seq.keep_ids))
             except Exception as e:  # on_text failed: the caller's problem, reported to it
                 self._leave(s, error=e)
                 continue
+            if s.reasoning is not None:
+                s.reasoning.token(text.text)
             if stopped:
                 self._leave(s, FinishReason.STOP)
             elif stats.completion_tokens >= s.max_new:
@@ -633,12 +700,13 @@ class BatchEngine:
                 s.next_token = tok
         return generated
 
-    def _token_bytes(self, tok: int) -> bytes:
-        n = int(ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0, False))
+    def _token_bytes(self, tok: int, special: bool = False) -> bytes:
+        buf = self._piece
+        n = int(ll.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, special))
         if n < 0:  # longer than the buffer: grow it
             self._piece = ctypes.create_string_buffer(-n)
             n = int(
-                ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0, False)
+                ll.llama_token_to_piece(self.vocab, tok, self._piece, len(self._piece), 0, special)
             )
         return self._piece.raw[: max(0, n)]
 
@@ -647,7 +715,7 @@ class BatchEngine:
             rc, f"llama_decode failed ({rc})"
         )
         log.error("batch step failed: %s", reason)
-        for s in self.slots:
+        for s in self._all:
             if s.busy and (s.batch_index >= 0 or s.kv):
                 self._leave(s, error=DeskLMError(f"generation failed: {reason}"))
 
@@ -656,15 +724,22 @@ class BatchEngine:
     ) -> None:
         """The slot's sequence is done: resolve its future, free the sampler; free the KV
         unless it is a finished reply's (kept as the slot's cache)."""
-        seq, stats, text = s.seq, s.stats, s.text
+        seq, stats, text, reasoning = s.seq, s.stats, s.text, s.reasoning
         s.seq, s.stats, s.text, s.next_token, s.pending = None, None, None, None, []
+        s.reasoning = None
         if s.sampler is not None:
             ll.llama_sampler_free(s.sampler)
             s.sampler = None
-        if error is not None or finish == FinishReason.CANCELLED or not self.keep_cache:
+        home = s is self.home
+        if (
+            error is not None
+            or (finish == FinishReason.CANCELLED and not home)  # a stopped chat keeps its KV
+            or not (self.keep_cache or home)
+        ):
             ll.llama_memory_seq_rm(self.mem, s.seq_id, -1, -1)
             s.kv = []
-        self._requests_total += 1
+        if not home:
+            self._requests_total += 1
         if seq is None or seq.future.done():
             return
         if error is not None:
@@ -679,7 +754,9 @@ class BatchEngine:
         end = time.perf_counter()
         stats.finish_reason = finish
         stats.total_s = end - s.t_admit
-        stats.context_used = stats.prompt_tokens + stats.completion_tokens
+        stats.context_used = len(s.kv) if home else stats.prompt_tokens + stats.completion_tokens
+        if reasoning is not None:
+            stats.reasoning_tokens, stats.reasoning_s = reasoning.tokens, reasoning.seconds
         evaluated = stats.prompt_tokens - stats.prompt_tokens_reused
         if s.t_first is not None and s.t_first > s.t_admit and evaluated > 0:
             stats.prompt_tokens_per_s = evaluated / (s.t_first - s.t_admit)
@@ -688,10 +765,22 @@ class BatchEngine:
         seq.future.set_result((reply, stats))
 
 
-def batch_for(eng: ChatEngine) -> BatchEngine | None:
+class _SlotsOwner(Protocol):
+    """What :func:`batch_for` reads of a loaded ``ChatEngine`` (which imports this module)."""
+
+    llm: llama_cpp.Llama | None
+    n_slots: int
+    batch: BatchEngine | None
+    settings: Any
+
+    @property
+    def n_ctx(self) -> int: ...
+
+
+def batch_for(eng: _SlotsOwner | Any) -> BatchEngine | None:
     """The loaded engine's batch of API slots, made on first use; None when the model was
     loaded with parallel 1 (or none is loaded). Any thread: making one touches no KV."""
-    if not isinstance(eng, ChatEngine):  # a remote backend: nothing to batch here
+    if not getattr(eng, "n_slots", 0):  # parallel 1, or a remote backend: nothing to batch
         return None
     if eng.batch is None and eng.llm is not None and eng.n_slots > 0:
         eng.batch = BatchEngine(
@@ -705,7 +794,7 @@ def batch_for(eng: ChatEngine) -> BatchEngine | None:
     return batch
 
 
-def batch_loop(runner: _RunnerLike, eng: ChatEngine) -> BatchLoop | None:
+def batch_loop(runner: _RunnerLike, eng: _SlotsOwner | Any) -> BatchLoop | None:
     """The :class:`BatchLoop` of ``eng``'s batch on ``runner`` (made on first use), or None
     when the engine has no slots."""
     batch = batch_for(eng)

@@ -26,6 +26,8 @@ import llama_cpp
 import llama_cpp.llama_cpp as _llama_lowlevel
 
 from desklm.engine.backends.base import FinishReason, LoadCancelled, LoadInfo, TurnStats
+from desklm.engine.backends.local.batch import BatchEngine, SamplingParams, batch_for
+from desklm.engine.backends.local.batch import Sequence as BatchSequence
 from desklm.engine.models.gguf_info import GGUFInfo, read_gguf
 from desklm.engine.prompt.chat_format import (
     BASE_MODEL_NOTE,
@@ -377,7 +379,7 @@ class ChatEngine:
         # parallel 1: API requests then run one at a time). ``batch`` is their BatchEngine,
         # made on first use by engine.backends.local.batch.batch_for (closed on unload).
         self.n_slots = 0
-        self.batch: Any = None
+        self.batch: BatchEngine | None = None
         self._n_ctx_seq = 0
 
     # -- lifecycle --
@@ -798,6 +800,55 @@ class ChatEngine:
         return self._stopping()
 
     # -- generation --
+    def keep_token_ids(self, keep: Sequence[str]) -> frozenset[int]:
+        """The ids of the control tokens ``keep`` names (those that are one token)."""
+        return frozenset(t for t in (self._single_token(x) for x in keep) if t is not None)
+
+    def _turn_batch(self) -> BatchEngine | None:
+        """The batch a turn decodes in: the slots' BatchEngine when the model has API slots
+        (parallel above 1), so a reply here and the API's replies share each step; None
+        with parallel 1 (``Llama.generate`` then, the one sequence alone)."""
+        if self.n_slots <= 0 or self.llm is None:
+            return None
+        return batch_for(self)
+
+    def _generate_in_batch(
+        self,
+        batch: BatchEngine,
+        tokens: list[int],
+        sampling: Settings,
+        on_text: Callable[[str], None] | None,
+        reasoning_open: bool,
+        stop: list[str] | None,
+        grammar: Any,
+        strip: bool,
+        keep: Sequence[str],
+    ) -> tuple[str, TurnStats]:
+        """:meth:`generate` as the batch's sequence 0 (the same text rules: ReplyText)."""
+        assert self.template is not None
+        seq = BatchSequence(
+            tokens,
+            sampling=SamplingParams.from_settings(sampling),
+            stops=self.template.stop if stop is None else stop,
+            grammar=grammar,
+            strip=strip,
+            on_text=on_text,
+            stop_token_ids=self._stop_token_ids,
+            blank_stop_ids=self._blank_stop_ids,
+            ignore_eos=self.ignore_eos,
+            keep_ids=self.keep_token_ids(keep),
+            reasoning_open=reasoning_open,
+            label="window",
+        )
+
+        def should_stop() -> bool:
+            self.live_tokens = seq.live_tokens
+            return self._stopping()
+
+        reply, stats = batch.run_home(seq, should_stop)
+        self.live_tokens = stats.completion_tokens
+        return reply, stats
+
     def generate(
         self,
         tokens: list[int],
@@ -835,6 +886,11 @@ class ChatEngine:
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
         if len(tokens) >= n_ctx:
             raise DeskLMError(f"prompt needs {len(tokens)} tokens but the context holds {n_ctx}")
+        batch = self._turn_batch()
+        if batch is not None:  # the window's chat is one of the batch's sequences
+            return self._generate_in_batch(
+                batch, tokens, sampling, on_text, reasoning_open, stop, grammar, strip, keep
+            )
         stats.prompt_tokens_reused = self.reusable_prefix(tokens)
         max_new = min(int(sampling["max_tokens"]), n_ctx - len(tokens))
         seed = int(sampling["seed"])
@@ -843,7 +899,7 @@ class ChatEngine:
         stops = [s for s in (self.template.stop if stop is None else stop) if s]
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        keep_ids = {t for t in (self._single_token(x) for x in keep) if t is not None}
+        keep_ids = self.keep_token_ids(keep)
         reply, emitted = "", 0
         finish = FinishReason.LENGTH
         llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
