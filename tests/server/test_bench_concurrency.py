@@ -30,8 +30,11 @@ def test_concurrency_bench_measures_every_level(model_path: Path) -> None:
     # raw answers one at a time: the second request's first token waits for the first reply
     assert r["results"]["raw"][2]["ttft_p95_ms"] > r["results"]["raw"][1]["ttft_p95_ms"]
     assert r["ratios"]["single_stream_vs_raw"] > 0
+    # a window turn asked while the streams ran, at each level
+    assert set(r["window_ttft_ms"]) == {1, 2} and all(v > 0 for v in r["window_ttft_ms"].values())
     text = table_text(r)
     assert "DeskLM API" in text and "raw (1 stream)" in text and "single_stream_vs_raw" in text
+    assert "a window reply's first token with 2 API streams running" in text
 
 
 def test_a_peer_that_is_not_a_binary_is_refused_in_one_line(

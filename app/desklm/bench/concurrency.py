@@ -12,6 +12,10 @@ For each number of clients ``c``, ``c`` requests start together and each generat
   context of ``n_ctx x parallel`` (so each slot has ``n_ctx``, as DeskLM's), same threads,
   the same streaming requests (``ignore_eos``).
 
+And the window's chat while ``c`` DeskLM streams run (``c`` >= 1): once every stream has
+its first token, a window turn (a runner job calling ``ChatEngine.generate``, as the window
+does) asks for 16 tokens; its time to first token is measured from the moment it is asked.
+
 Per system and ``c``: aggregate tokens/s (all tokens / wall time from the first request sent to
 the last token), median and p95 time to first token (from sending), per-request tokens/s
 (median of ``(tokens - 1) / (last - first token)``). Rounds are interleaved (DeskLM, peer, raw
@@ -134,6 +138,65 @@ def _http_round(
         raise errors[0]
     done = [r for r in rows if r is not None]
     return _summary(done, max(r["end"] for r in done) - t_start[0])
+
+
+def _window_round(
+    url: str, runner: Any, eng: Any, settings: Any, c: int, gen_tokens: int, round_: int
+) -> float:
+    """Time to the first token of a window turn asked while ``c`` API streams are running
+    (each has streamed a token); the streams are then awaited."""
+    started = threading.Semaphore(0)
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            import httpx
+
+            body = {
+                "model": "m",
+                "messages": _messages(i, -round_),
+                "max_tokens": gen_tokens,
+                "stream": True,
+                "temperature": 0,
+            }
+            first = True
+            with (
+                httpx.Client(timeout=1800) as h,
+                h.stream("POST", url + "/chat/completions", json=body) as r,
+            ):
+                for line in r.iter_lines():
+                    if first and '"content":"' in line and '"content":""' not in line:
+                        first = False
+                        started.release()
+        except BaseException as e:
+            errors.append(e)
+            started.release()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(c)]
+    for t in threads:
+        t.start()
+    for _ in range(c):
+        started.acquire()
+    if errors:
+        raise errors[0]
+    s = settings.copy()
+    s.set("max_tokens", 16)
+    tokens = runner.call(lambda: eng.prompt_tokens(_messages(99, round_)))
+    first: list[float] = []
+
+    def on_text(_piece: str) -> None:
+        if not first:
+            first.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    runner.submit(lambda _j: eng.generate(tokens, s, on_text), "turn").result(1800)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    if not first:
+        raise DeskLMError("the window turn wrote nothing")
+    return first[0] - t0
 
 
 # --- raw llama-cpp-python, one stream ----------------------------------------------------------
@@ -274,6 +337,7 @@ def run_concurrency_bench(
     runner = Runner(interrupt=eng.stop)
     server = ApiServer(runner, lambda: eng, lambda: s, max_waiting=max(levels) + 8)
     results: dict[str, dict[int, list[dict[str, float]]]] = {"desklm": {}, "raw": {}, "peer": {}}
+    window: dict[int, list[float]] = {}
     raw_llm = None
     peer_cm = None
     sampling_raw: dict[str, Any] = {}
@@ -328,6 +392,9 @@ def run_concurrency_bench(
                 r = _http_round(url, c, gen_tokens, round_, {})
                 results["desklm"].setdefault(c, []).append(r)
                 line = f"{c} clients: DeskLM {r['aggregate_tok_s']:.1f} tok/s"
+                w = _window_round(url, runner, eng, s, c, gen_tokens, round_)
+                window.setdefault(c, []).append(w)
+                line += f" (a window reply's first token {w * 1000:.0f} ms)"
                 if peer_url:
                     r = _http_round(peer_url, c, gen_tokens, round_, {"ignore_eos": True})
                     results["peer"].setdefault(c, []).append(r)
@@ -382,6 +449,9 @@ def run_concurrency_bench(
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "levels": levels,
         "results": table,
+        "window_ttft_ms": {
+            c: round(float(statistics.median(ws)) * 1000, 1) for c, ws in window.items()
+        },
         "ratios": ratios,
     }
 
@@ -405,6 +475,8 @@ def table_text(r: dict[str, Any]) -> str:
                 f"{row['ttft_median_ms']:>16.1f}{row['ttft_p95_ms']:>13.1f}"
                 f"{row['per_request_tok_s']:>19.1f}"
             )
+    for c, ms in r.get("window_ttft_ms", {}).items():
+        lines.append(f"a window reply's first token with {c} API streams running: {ms:.0f} ms")
     ratios = r["ratios"]
     targets = {
         "aggregate_4_vs_peer": ">= 0.9",
