@@ -12,6 +12,9 @@ For each number of clients ``c``, ``c`` requests start together and each generat
   context of ``n_ctx x parallel`` (so each slot has ``n_ctx``, as DeskLM's), same threads,
   the same streaming requests (``ignore_eos``).
 
+The clients of both servers run in a child process of their own (as the apps that use a
+server do), each a thread streaming with httpx.
+
 And the window's chat while ``c`` DeskLM streams run (``c`` >= 1): once every stream has
 its first token, a window turn (a runner job calling ``ChatEngine.generate``, as the window
 does) asks for 16 tokens; its time to first token is measured from the moment it is asked.
@@ -70,7 +73,12 @@ def _summary(rows: list[dict[str, float]], wall: float) -> dict[str, float]:
 
 # --- the HTTP clients (DeskLM and the peer: the same requests) ----------------------------------
 def _stream_one(
-    url: str, messages: list[dict[str, str]], gen_tokens: int, extra: dict[str, Any], t_start: float
+    url: str,
+    messages: list[dict[str, str]],
+    gen_tokens: int,
+    extra: dict[str, Any],
+    t_start: float,
+    on_first: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     import httpx
 
@@ -98,6 +106,8 @@ def _stream_one(
             chunk = json.loads(line[6:])
             if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 times.append(time.perf_counter())
+                if len(times) == 1 and on_first is not None:
+                    on_first()
             if chunk.get("usage"):
                 n = int(chunk["usage"]["completion_tokens"])
     if not times:
@@ -113,7 +123,12 @@ def _stream_one(
 
 
 def _http_round(
-    url: str, c: int, gen_tokens: int, round_: int, extra: dict[str, Any]
+    url: str,
+    c: int,
+    gen_tokens: int,
+    round_: int,
+    extra: dict[str, Any],
+    on_first: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     rows: list[dict[str, float] | None] = [None] * c
     errors: list[BaseException] = []
@@ -123,7 +138,9 @@ def _http_round(
     def client(i: int) -> None:
         try:
             go.wait()
-            rows[i] = _stream_one(url, _messages(i, round_), gen_tokens, extra, t_start[0])
+            rows[i] = _stream_one(
+                url, _messages(i, round_), gen_tokens, extra, t_start[0], on_first
+            )
         except BaseException as e:
             errors.append(e)
 
@@ -145,40 +162,8 @@ def _window_round(
 ) -> float:
     """Time to the first token of a window turn asked while ``c`` API streams are running
     (each has streamed a token); the streams are then awaited."""
-    started = threading.Semaphore(0)
-    errors: list[BaseException] = []
-
-    def client(i: int) -> None:
-        try:
-            import httpx
-
-            body = {
-                "model": "m",
-                "messages": _messages(i, -round_),
-                "max_tokens": gen_tokens,
-                "stream": True,
-                "temperature": 0,
-            }
-            first = True
-            with (
-                httpx.Client(timeout=1800) as h,
-                h.stream("POST", url + "/chat/completions", json=body) as r,
-            ):
-                for line in r.iter_lines():
-                    if first and '"content":"' in line and '"content":""' not in line:
-                        first = False
-                        started.release()
-        except BaseException as e:
-            errors.append(e)
-            started.release()
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(c)]
-    for t in threads:
-        t.start()
-    for _ in range(c):
-        started.acquire()
-    if errors:
-        raise errors[0]
+    clients = _Clients(url, c, gen_tokens, -round_, {})
+    clients.wait_first()
     s = settings.copy()
     s.set("max_tokens", 16)
     tokens = runner.call(lambda: eng.prompt_tokens(_messages(99, round_)))
@@ -190,13 +175,102 @@ def _window_round(
 
     t0 = time.perf_counter()
     runner.submit(lambda _j: eng.generate(tokens, s, on_text), "turn").result(1800)
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    clients.result()
     if not first:
         raise DeskLMError("the window turn wrote nothing")
     return first[0] - t0
+
+
+# --- the clients, in a process of their own ------------------------------------------------------
+class _Clients:
+    """``c`` streaming clients in a child process, as the apps that use a server are: in this
+    process their Python would take turns with the server's under one GIL, which costs a
+    Python server (not llama-server) up to a third of its rate on two cores. Where no child
+    can be started (a frozen bundle) they run here, in threads."""
+
+    def __init__(self, url: str, c: int, gen_tokens: int, round_: int, extra: dict[str, Any]):
+        import sys
+
+        self.c = c
+        spec = json.dumps([url, c, gen_tokens, round_, extra])
+        self._local: dict[str, Any] | None = None
+        if getattr(sys, "frozen", False):
+            self._firsts = threading.Semaphore(0)
+            self._thread = threading.Thread(
+                target=lambda: self._run_local(url, c, gen_tokens, round_, extra), daemon=True
+            )
+            self._proc = None
+            self._thread.start()
+            return
+        code = (
+            "import sys; from desklm.bench.concurrency import client_main; client_main(sys.argv[1])"
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code, spec], stdout=subprocess.PIPE, text=True
+        )
+
+    def _run_local(self, url: str, c: int, gen: int, round_: int, extra: dict[str, Any]) -> None:
+        try:
+            self._local = {"ok": _http_round(url, c, gen, round_, extra, self._firsts.release)}
+        except BaseException as e:
+            self._local = {"error": e}
+            for _ in range(self.c):
+                self._firsts.release()
+
+    def _line(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait()
+            raise DeskLMError(f"the benchmark's client process exited ({self._proc.returncode})")
+        if line.startswith("error "):
+            raise DeskLMError(line[6:].strip())
+        return line
+
+    def wait_first(self) -> None:
+        """Until every client has its first token."""
+        for _ in range(self.c):
+            if self._proc is None:
+                self._firsts.acquire()
+            else:
+                while self._line().strip() != "first":
+                    pass
+
+    def result(self) -> dict[str, float]:
+        if self._proc is None:
+            self._thread.join()
+            assert self._local is not None
+            if "error" in self._local:
+                raise self._local["error"]
+            return dict(self._local["ok"])
+        while True:
+            line = self._line()
+            if line.startswith("result "):
+                self._proc.wait()
+                return dict(json.loads(line[7:]))
+
+
+def client_main(spec: str) -> None:
+    """The client process: run one round, print ``first`` per first token and the result."""
+    url, c, gen_tokens, round_, extra = json.loads(spec)
+    lock = threading.Lock()
+
+    def first() -> None:
+        with lock:
+            print("first", flush=True)
+
+    try:
+        r = _http_round(url, c, gen_tokens, round_, extra, first)
+    except Exception as e:
+        print("error " + str(e).replace("\n", " "), flush=True)
+        raise SystemExit(1) from None
+    print("result " + json.dumps(r), flush=True)
+
+
+def _client_round(
+    url: str, c: int, gen_tokens: int, round_: int, extra: dict[str, Any]
+) -> dict[str, float]:
+    return _Clients(url, c, gen_tokens, round_, extra).result()
 
 
 # --- raw llama-cpp-python, one stream ----------------------------------------------------------
@@ -380,23 +454,23 @@ def run_concurrency_bench(
                 "repeat_penalty": sampling["repeat_penalty"],
             }
         # warm up every path once
-        _http_round(url, 1, 8, -1, {})
+        _client_round(url, 1, 8, -1, {})
         if peer_url:
-            _http_round(peer_url, 1, 8, -1, {"ignore_eos": True})
+            _client_round(peer_url, 1, 8, -1, {"ignore_eos": True})
         if raw_llm is not None:
             _raw_round(raw_llm, prompt_tokens, 1, 8, -1, sampling_raw)
         round_ = 0
         for _ in range(runs):
             for c in levels:
                 round_ += 1
-                r = _http_round(url, c, gen_tokens, round_, {})
+                r = _client_round(url, c, gen_tokens, round_, {})
                 results["desklm"].setdefault(c, []).append(r)
                 line = f"{c} clients: DeskLM {r['aggregate_tok_s']:.1f} tok/s"
                 w = _window_round(url, runner, eng, s, c, gen_tokens, round_)
                 window.setdefault(c, []).append(w)
                 line += f" (a window reply's first token {w * 1000:.0f} ms)"
                 if peer_url:
-                    r = _http_round(peer_url, c, gen_tokens, round_, {"ignore_eos": True})
+                    r = _client_round(peer_url, c, gen_tokens, round_, {"ignore_eos": True})
                     results["peer"].setdefault(c, []).append(r)
                     line += f", llama-server {r['aggregate_tok_s']:.1f}"
                 if raw_llm is not None:

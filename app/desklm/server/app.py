@@ -2,8 +2,8 @@
 
 Every request that wants tokens becomes one job on the :class:`~desklm.engine.runner.Runner`
 (kind ``"api"``), queued in order behind whatever the window or ``desklm chat`` submitted. The
-job's text reaches the event loop through ``call_soon_threadsafe``; a client that goes away
-cancels its job (a queued job never runs; a running one stops at the next token).
+job's text reaches the event loop through a :class:`_Mailbox` (one wake-up per burst of
+pieces); a client that goes away cancels its job (a queued job never runs; a running one stops at the next token).
 
 With parallel slots (the ``parallel`` setting above 1) a completion is instead a
 :class:`~desklm.engine.Sequence` of the engine's batch: several clients stream at once, decoded
@@ -22,9 +22,11 @@ import json
 import logging
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -260,6 +262,52 @@ async def _until(request: Request, aw: Awaitable[T], job: Job[Any] | Sequence) -
     task.cancel()
     job.cancel()
     raise _ClientGone()
+
+
+class _Mailbox:
+    """Pieces from the inference thread to the event loop, one wake-up per burst: a batch
+    step gives every running request a piece, and a wake-up for each
+    (``call_soon_threadsafe``) had the loop's thread take the GIL from the inference thread
+    once per piece, between the step's samples, instead of once while the next step
+    decodes."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[asyncio.Queue[Any], Any]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Mailbox:
+        box = cls._by_loop.get(loop)
+        if box is None:
+            box = cls._by_loop[loop] = cls(loop)
+        return box
+
+    def post(self, q: asyncio.Queue[Any], item: Any) -> None:
+        """Any thread: ``item`` goes into ``q`` on the loop, in order."""
+        with self._lock:
+            self._items.append((q, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody reads the queues any more
+            with self._lock:
+                self._items.clear()
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._scheduled = False
+        for q, item in items:
+            q.put_nowait(item)
 
 
 def _client(request: Request) -> str:
@@ -553,11 +601,11 @@ class Handlers:
             status=200,
             stream=req.stream,
         )
-        loop = asyncio.get_running_loop()
+        mailbox = _Mailbox.of(asyncio.get_running_loop())
         q: asyncio.Queue[Any] = asyncio.Queue()
 
         def put(item: Any) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, item)
+            mailbox.post(q, item)
 
         def work(job: Job[Any]) -> tuple[str, Any]:
             if job.cancelled:
