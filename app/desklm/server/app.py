@@ -3,7 +3,8 @@
 Every request that wants tokens becomes one job on the :class:`~desklm.engine.runner.Runner`
 (kind ``"api"``), queued in order behind whatever the window or ``desklm chat`` submitted. The
 job's text reaches the event loop through a :class:`_Mailbox` (one wake-up per burst of
-pieces); a client that goes away cancels its job (a queued job never runs; a running one stops at the next token).
+pieces); a client that goes away cancels its job (a queued job never runs; a running one
+stops at the next token).
 
 With parallel slots (the ``parallel`` setting above 1) a completion is instead a
 :class:`~desklm.engine.Sequence` of the engine's batch: several clients stream at once, decoded
