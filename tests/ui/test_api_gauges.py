@@ -31,3 +31,38 @@ def test_an_api_request_is_counted_in_the_gauges(window, qtbot):
     used = r.usage.prompt_tokens + r.usage.completion_tokens
     assert g.ctx.value_text.startswith(f"{used:,} / ") and g.ctx.detail.startswith("API")
     panel.toggle.click()
+
+
+def test_the_status_bar_follows_the_slots_while_four_streams_run(window, qtbot):
+    """The state sent when the fourth request arrived said "1 of 4 at once, 3 queued"; the
+    batch took all four a step later, and the status bar must say so (it kept the stale line
+    for the whole burst)."""
+    import threading
+
+    panel = window.server_panel
+    panel.port.setValue(0)
+    with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
+        panel.toggle.click()
+    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=10_000)
+    url = window.controller.api_server.url
+    done: list[int] = []
+
+    def stream(i: int) -> None:
+        c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
+        n = 0
+        for ch in c.completions.create(
+            model="m", prompt=f"{i}, {i + 1}, {i + 2},", max_tokens=200, temperature=0, stream=True
+        ):
+            n += bool(ch.choices and ch.choices[0].text)
+        done.append(n)
+
+    ts = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(4)]
+    for t in ts:
+        t.start()
+    bar = window.statusline.server_state
+    qtbot.waitUntil(lambda: "answering 4 of 4 at once" in bar.text(), timeout=REPLY_TIMEOUT_MS)
+    assert "queued" not in bar.text()
+    qtbot.waitUntil(lambda: len(done) == 4, timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "answering" not in bar.text(), timeout=10_000)
+    assert bar.text() == f"API: listening on {url}"
+    panel.toggle.click()

@@ -261,12 +261,16 @@ class ServerPanel(QWidget):
         self.stateChanged.emit(state)
 
     def _refresh_live(self) -> None:
-        """The slots' readings now (counters and a rate: cheap, safe from any thread)."""
+        """The slots' readings now (counters and a rate: cheap, safe from any thread), here
+        and wherever the state is shown (the status bar): a state sent when a request
+        arrived says "3 queued" until the next arrives, though the batch took them at once."""
         state = self.server.state
-        if state.listening:
-            self.state_label.setText(state.text)
-        else:
+        if not state.listening:
             self.live.stop()
+            return
+        if state.text != self.state_label.text():
+            self.state_label.setText(state.text)
+            self.stateChanged.emit(state)
 
     def _add_row(self, rec: RequestRecord) -> None:
         if self.table.rowCount() >= MAX_ROWS:
