@@ -183,10 +183,10 @@ def _window_round(
 
 # --- the clients, in a process of their own ------------------------------------------------------
 class _Clients:
-    """``c`` streaming clients in a child process, as the apps that use a server are: in this
-    process their Python would take turns with the server's under one GIL, which costs a
-    Python server (not llama-server) up to a third of its rate on two cores. Where no child
-    can be started (a frozen bundle) they run here, in threads."""
+    """``c`` streaming clients in a child process, as the apps that use a server are (in this
+    process their Python would share the GIL with the server's; measured on two cores it
+    made no difference to the aggregate at four clients). Where no child can be started (a
+    frozen bundle) they run here, in threads."""
 
     def __init__(self, url: str, c: int, gen_tokens: int, round_: int, extra: dict[str, Any]):
         import sys

@@ -371,10 +371,6 @@ def _sequence(
     text rules as ``ChatEngine.generate`` (a raw completion keeps its whitespace).
     ``tool_kw()``: a tool turn's ``generate`` keywords once its prompt is made (the forcing
     grammar and its stops, the call markers the reply keeps)."""
-    from desklm.engine import SamplingParams, Sequence
-
-    assert eng.template is not None
-    chosen = stops(eng)
 
     def tokens() -> list[int]:
         out = _checked_prompt(eng, kind, prepare, rec)
@@ -386,17 +382,14 @@ def _sequence(
         seq.keep_ids = eng.keep_token_ids(kw.get("keep", ()))
         return out
 
-    seq = Sequence(
+    seq: Sequence = eng.batch_sequence(
         prepare=tokens,
-        sampling=SamplingParams.from_settings(sampling),
-        stops=eng.template.stop if chosen is None else chosen,
+        sampling=sampling,
+        stop=stops(eng),
         grammar=grammar,
         strip=kind == "chat",
         on_start=lambda: put(None),
         on_text=(lambda piece: put(piece)) if stream else None,
-        stop_token_ids=eng._stop_token_ids,
-        blank_stop_ids=eng._blank_stop_ids,
-        ignore_eos=eng.ignore_eos,
         label=f"api {rec.client}",
     )
     return seq

@@ -501,18 +501,9 @@ class BatchEngine:
         home = self.home
         if home is None or home.busy or self.closed:
             raise DeskLMError("the window's sequence is not free")
-        tokens = seq.tokens if seq.tokens is not None else seq.prepare()  # type: ignore[misc]
-        if not tokens:
-            raise DeskLMError("the prompt is empty")
-        if len(tokens) >= self.n_ctx_slot:
-            raise DeskLMError(
-                f"prompt needs {len(tokens)} tokens but the context holds {self.n_ctx_slot}"
-            )
+        tokens, sampler = self._prepared(seq)
         llm = self.llm
         home.kv = [int(t) for t in llm._input_ids[: llm.n_tokens]]
-        sampler = build_sampler(
-            self.model, seq.sampling, *(grammar_text(seq.grammar) or (None, "root"))
-        )
         try:
             self._start(home, seq, tokens, sampler)
             while home.busy:
@@ -578,21 +569,25 @@ class BatchEngine:
                     seq.future.set_exception(JobCancelled("cancelled before it started"))
                 continue
             try:
-                tokens = seq.tokens if seq.tokens is not None else seq.prepare()  # type: ignore[misc]
-                if not tokens:
-                    raise DeskLMError("the prompt is empty")
-                if len(tokens) >= self.n_ctx_slot:
-                    raise DeskLMError(
-                        f"prompt needs {len(tokens)} tokens but the context holds {self.n_ctx_slot}"
-                    )
-                sampler = build_sampler(
-                    self.model, seq.sampling, *(grammar_text(seq.grammar) or (None, "root"))
-                )
+                tokens, sampler = self._prepared(seq)
             except BaseException as e:  # the request's own failure, delivered to its caller
                 if not seq.future.done():
                     seq.future.set_exception(e)
                 continue
             self._start(max(free, key=lambda s: _common_prefix(s.kv, tokens)), seq, tokens, sampler)
+
+    def _prepared(self, seq: Sequence) -> tuple[list[int], Any]:
+        """``seq``'s prompt (made now if it has a ``prepare``), checked against a slot's
+        context, and its sampler chain; raises what the request did wrong."""
+        tokens = seq.tokens if seq.tokens is not None else seq.prepare()  # type: ignore[misc]
+        if not tokens:
+            raise DeskLMError("the prompt is empty")
+        if len(tokens) >= self.n_ctx_slot:
+            raise DeskLMError(
+                f"prompt needs {len(tokens)} tokens but the context holds {self.n_ctx_slot}"
+            )
+        grammar = grammar_text(seq.grammar) or (None, "root")
+        return tokens, build_sampler(self.model, seq.sampling, *grammar)
 
     def _start(self, slot: _Slot, seq: Sequence, tokens: list[int], sampler: Any) -> None:
         """``seq`` takes ``slot``: the KV the prompt shares with the slot's cache stays, the

@@ -804,6 +804,42 @@ class ChatEngine:
         """The ids of the control tokens ``keep`` names (those that are one token)."""
         return frozenset(t for t in (self._single_token(x) for x in keep) if t is not None)
 
+    def batch_sequence(
+        self,
+        tokens: list[int] | None = None,
+        *,
+        prepare: Callable[[], list[int]] | None = None,
+        sampling: Settings,
+        stop: list[str] | None = None,
+        grammar: Any = None,
+        strip: bool = True,
+        on_text: Callable[[str], None] | None = None,
+        on_start: Callable[[], None] | None = None,
+        keep: Sequence[str] = (),
+        reasoning_open: bool | None = None,
+        label: str = "",
+    ) -> BatchSequence:
+        """A request of this model's batch, with what :meth:`generate` would use: the chat
+        format's stop strings unless ``stop`` is given, its stop tokens, ``ignore_eos``; the
+        window's turns and the API's requests are both made here."""
+        assert self.template is not None, "no model is loaded"
+        return BatchSequence(
+            tokens,
+            prepare=prepare,
+            sampling=SamplingParams.from_settings(sampling),
+            stops=self.template.stop if stop is None else stop,
+            grammar=grammar,
+            strip=strip,
+            on_text=on_text,
+            on_start=on_start,
+            stop_token_ids=self._stop_token_ids,
+            blank_stop_ids=self._blank_stop_ids,
+            ignore_eos=self.ignore_eos,
+            keep_ids=self.keep_token_ids(keep),
+            reasoning_open=reasoning_open,
+            label=label,
+        )
+
     def _turn_batch(self) -> BatchEngine | None:
         """The batch a turn decodes in: the slots' BatchEngine when the model has API slots
         (parallel above 1), so a reply here and the API's replies share each step; None
@@ -825,18 +861,14 @@ class ChatEngine:
         keep: Sequence[str],
     ) -> tuple[str, TurnStats]:
         """:meth:`generate` as the batch's sequence 0 (the same text rules: ReplyText)."""
-        assert self.template is not None
-        seq = BatchSequence(
+        seq = self.batch_sequence(
             tokens,
-            sampling=SamplingParams.from_settings(sampling),
-            stops=self.template.stop if stop is None else stop,
+            sampling=sampling,
+            stop=stop,
             grammar=grammar,
             strip=strip,
             on_text=on_text,
-            stop_token_ids=self._stop_token_ids,
-            blank_stop_ids=self._blank_stop_ids,
-            ignore_eos=self.ignore_eos,
-            keep_ids=self.keep_token_ids(keep),
+            keep=keep,
             reasoning_open=reasoning_open,
             label="window",
         )
@@ -883,7 +915,6 @@ class ChatEngine:
             self._stop.clear()
         self.live_tokens = 0
         n_ctx = self.n_ctx
-        stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
         if len(tokens) >= n_ctx:
             raise DeskLMError(f"prompt needs {len(tokens)} tokens but the context holds {n_ctx}")
         batch = self._turn_batch()
@@ -891,6 +922,7 @@ class ChatEngine:
             return self._generate_in_batch(
                 batch, tokens, sampling, on_text, reasoning_open, stop, grammar, strip, keep
             )
+        stats = TurnStats(prompt_tokens=len(tokens), n_ctx=n_ctx)
         stats.prompt_tokens_reused = self.reusable_prefix(tokens)
         max_new = min(int(sampling["max_tokens"]), n_ctx - len(tokens))
         seed = int(sampling["seed"])
