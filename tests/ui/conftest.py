@@ -43,3 +43,14 @@ def send_and_wait(qtbot, w, text: str):
     with qtbot.waitSignal(w.replyFinished, timeout=REPLY_TIMEOUT_MS) as blocker:
         w.submit(text)
     return blocker.args[0]
+
+
+def synced_with(**expected):
+    """A settingsSynced check: the sync that shows these values. The window also syncs after a
+    load and after each earlier change (emitted from the inference thread, so one can still be
+    queued when a test moves the next slider): waiting for "a" sync can catch a stale one."""
+
+    def check(settings) -> bool:
+        return all(settings[k] == v for k, v in expected.items())
+
+    return check

@@ -7,7 +7,7 @@ import json
 from PySide6.QtWidgets import QMessageBox
 
 from desklm.engine.store.files import AppConfig, ConversationStore
-from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait, synced_with
 
 
 def shown(qtbot, w, action, *args):
@@ -90,7 +90,9 @@ def test_app_settings_and_the_chat_survive_a_restart(qtbot, model_path, data_dir
     with qtbot.waitSignal(w.modelLoaded, timeout=LOAD_TIMEOUT_MS):
         w.start()
     assert w.welcome is not None and w.welcome.isVisible()  # first run: the welcome shows
-    with qtbot.waitSignal(w.settingsSynced, timeout=10000):
+    with qtbot.waitSignal(
+        w.settingsSynced, timeout=10000, check_params_cb=synced_with(temperature=0.3)
+    ):
         w.settings_panel.editors["temperature"].slider.setValue(6)  # 0.30
     send_and_wait(qtbot, w, "Persist me")
     w.welcome.dismiss()

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QApplication
 
 from desklm.ui import theme
 from desklm.ui.controller import State
-from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait, synced_with
 
 
 def settle(qtbot, ms: int = 50) -> None:
@@ -55,7 +55,12 @@ def test_2_a_live_setting_keeps_a_pending_reload_change(window, qtbot):
     sp._edited("n_ctx", 4096)  # what dragging the slider does
     assert sp.reload_marked("n_ctx") and sp.pending == {"n_ctx": 4096}
     threads = sp.editors["n_threads"]
-    with qtbot.waitSignal(window.settingsSynced, timeout=REPLY_TIMEOUT_MS):
+    fewer = threads.values[threads.values.index(threads.value()) - 1]
+    with qtbot.waitSignal(
+        window.settingsSynced,
+        timeout=REPLY_TIMEOUT_MS,
+        check_params_cb=synced_with(n_threads=fewer),
+    ):
         threads.slider.triggerAction(threads.slider.SliderAction.SliderSingleStepSub)
     assert sp.pending == {"n_ctx": 4096} and sp.reload_marked("n_ctx")
     assert ctx.value() == 4096 and "reload needed" in sp.groups["reload"].title()

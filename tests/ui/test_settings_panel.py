@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QPlainTextEdit, QSpinBox
 
 from desklm.engine.settings import SCHEMA, Settings
 from desklm.ui.panels.settings_panel import SettingsPanel, SliderRow, scrollable
+from tests.ui.conftest import synced_with
 
 EDITOR_TYPES = {
     "pow2": SliderRow,
@@ -161,7 +162,9 @@ def test_presets_save_apply_and_delete_from_the_panel(make_window, qtbot, monkey
     w = make_window(max_tokens=8)
     sp = w.settings_panel
     qtbot.waitUntil(lambda: sp.preset_combo.count() >= 1, timeout=10000)
-    with qtbot.waitSignal(w.settingsSynced, timeout=10000):
+    with qtbot.waitSignal(
+        w.settingsSynced, timeout=10000, check_params_cb=synced_with(temperature=0.15)
+    ):
         sp.editors["temperature"].slider.setValue(3)  # 0.15
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Precise", True))
     with qtbot.waitSignal(w.controller.presetsListed, timeout=10000):
@@ -169,7 +172,9 @@ def test_presets_save_apply_and_delete_from_the_panel(make_window, qtbot, monkey
     qtbot.waitUntil(lambda: sp.preset_combo.findData("Precise") > 0, timeout=5000)
     assert PresetStore().get("Precise").values["temperature"] == 0.15
     # change the setting, then choose the preset: its value comes back
-    with qtbot.waitSignal(w.settingsSynced, timeout=10000):
+    with qtbot.waitSignal(
+        w.settingsSynced, timeout=10000, check_params_cb=synced_with(temperature=0.7)
+    ):
         sp.editors["temperature"].slider.setValue(14)  # 0.70
     with qtbot.waitSignal(w.controller.presetsListed, timeout=10000):
         sp.preset_combo.activated.emit(sp.preset_combo.findData("Precise"))

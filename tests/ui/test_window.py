@@ -8,7 +8,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QGuiApplication
 
 from desklm.ui.controller import State
-from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait, synced_with
 
 
 def test_window_appears_before_the_model_is_loaded(make_window, qtbot):
@@ -80,9 +80,13 @@ def test_slider_change_marks_reload_and_apply_reloads_keeping_the_chat(window, q
 def test_sampling_and_thread_changes_apply_without_reload(window, qtbot):
     llm = window.controller.runtime.local.llm
     panel = window.settings_panel
-    with qtbot.waitSignal(window.settingsSynced, timeout=10000):
+    with qtbot.waitSignal(
+        window.settingsSynced, timeout=10000, check_params_cb=synced_with(n_threads=1)
+    ):
         panel.editors["n_threads"].slider.setValue(0)  # 1 thread
-    with qtbot.waitSignal(window.settingsSynced, timeout=10000):
+    with qtbot.waitSignal(
+        window.settingsSynced, timeout=10000, check_params_cb=synced_with(temperature=0.2)
+    ):
         panel.editors["temperature"].slider.setValue(4)  # 0.20
     assert window.controller.runtime.local.threads()[0] == 1
     assert window.controller.session.settings["temperature"] == 0.2
