@@ -398,6 +398,8 @@ def test_the_window_reply_runs_while_four_streams_do(served: Any) -> None:
     t.join(300)
     assert (reply, stats.completion_tokens) == (alone[0], alone[1].completion_tokens)
     assert len(times) >= 2
+    # its speed was a share of the model's: the stats say with how many (the gauge shows it)
+    assert alone[1].shared_with == 0 and 1 <= stats.shared_with <= 4
     during = [x for p in pieces.values() for x in p if times[0] < x < times[-1]]
     assert len(during) >= 4, "the streams paused while the window's reply was written"
     assert all(n >= 3 for n in out) and len(out) == 4

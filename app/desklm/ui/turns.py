@@ -141,7 +141,7 @@ class TurnDrawer:
         w.attachments.clear()  # they went with the message
         self.live_timer.stop()
         w.chat.finish_reply(result.reply, s.to_dict())
-        w.gauges.set_speed(s.gen_tokens_per_s, live=False)
+        w.gauges.set_speed(s.gen_tokens_per_s, live=False, shared_with=s.shared_with)
         w.gauges.set_ttft(s.ttft_s)
         w.gauges.set_context(s.context_used, s.n_ctx)
         w.statusline.set("Stopped" if s.finish_reason == "cancelled" else "Ready")

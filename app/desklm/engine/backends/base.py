@@ -52,6 +52,9 @@ class TurnStats:
     reasoning_tokens: int = 0  # of completion_tokens, those inside <think>...</think>
     reasoning_s: float | None = None  # time spent generating them
     restored_tokens: int = 0  # prompt tokens restored from this chat's KV snapshot this turn
+    # the most other sequences (API requests) decoded in the same steps as this reply: its
+    # tokens/s is a share of the model's, not all of it
+    shared_with: int = 0
 
     @property
     def prompt_tokens_evaluated(self) -> int:

@@ -320,15 +320,20 @@ class GaugePanel(QWidget):
             sub=names,
         )
 
-    def set_speed(self, tps: float | None, live: bool, api: bool = False) -> None:
-        """``api``: the figure is an API client's request, not the user's chat."""
+    def set_speed(
+        self, tps: float | None, live: bool, api: bool = False, shared_with: int = 0
+    ) -> None:
+        """``api``: the figure is an API client's request, not the user's chat.
+        ``shared_with``: other requests were decoded in the same steps (the figure is a
+        share of the model's speed)."""
         self.tps_value = tps
+        others = f"{shared_with} other request{'s' if shared_with != 1 else ''}"
         self.tps.set(
             "—" if tps is None else f"{tps:.1f}",
             "API request" if api else "live" if live else "last reply",
             None,
             tps,
-            sub="generation speed",
+            sub=f"generation speed, shared with {others}" if shared_with else "generation speed",
         )
 
     def set_ttft(self, ttft: float | None, api: bool = False) -> None:

@@ -656,11 +656,13 @@ class BatchEngine:
 
     def _sample(self, now: float) -> int:
         generated = 0
+        others = sum(1 for s in self._all if s.batch_index >= 0 and s.seq is not None) - 1
         for s in self._all:
             if s.batch_index < 0 or s.seq is None:
                 continue
             seq, stats, text = s.seq, s.stats, s.text
             assert stats is not None and text is not None
+            stats.shared_with = max(stats.shared_with, others)
             tok = int(ll.llama_sampler_sample(s.sampler, self.ctx, s.batch_index))
             if s.t_first is None:
                 s.t_first = now
