@@ -71,3 +71,53 @@ def test_back_from_a_server_goes_through_the_session(rt, model_path, llama_serve
     assert rt.remote and rt.backend is remote and rt.served_engine() is None
     rt.runner.call(rt.use_local)
     assert not rt.remote and rt.backend is rt.local and rt.served_engine() is rt.local
+
+
+def _context_cells(rt) -> int:
+    import llama_cpp
+
+    return int(llama_cpp.llama_n_ctx(rt.local.llm._ctx.ctx))
+
+
+def test_the_api_slots_are_made_only_once_an_api_listens(rt, model_path):
+    """``parallel`` 4 (the default) with no API: the model holds the chat's context alone (the
+    slots' KV cache would be memory nobody uses). Starting the API reloads once to make them,
+    the chat kept; a port in use reloads nothing; stopping keeps them until the next load."""
+    import openai
+
+    from desklm.engine.backends.local import kvcache
+    from desklm.server import ApiServer
+
+    assert rt.session.settings["parallel"] == 4
+    rt.runner.call(lambda: rt.session.load(model_path))
+    n_ctx = rt.session.settings["n_ctx"]
+    assert rt.local.n_slots == 0 and _context_cells(rt) == n_ctx
+    rt.runner.call(lambda: rt.session.send("Hello there."))
+    said = [m.content for m in rt.session.conversation.messages]
+    assert len(said) == 2
+    alone = kvcache.fingerprint(rt.local)
+
+    server = ApiServer.for_runtime(rt)
+    url = server.start(port=0)
+    try:
+        assert rt.local.n_slots == 4 and _context_cells(rt) == 5 * n_ctx
+        assert "reloaded with 4 API slots" in server.note and "MB of KV cache" in server.note
+        assert [m.content for m in rt.session.conversation.messages] == said
+        # a chat's KV snapshot from the context alone is not restored into this layout
+        assert kvcache.fingerprint(rt.local) != alone
+        taken = ApiServer.for_runtime(rt)  # the same port: refused before anything reloads
+        llm = rt.local.llm
+        with pytest.raises(DeskLMError, match="in use"):
+            taken.start(port=server.port)
+        assert rt.local.llm is llm and rt.local.api_slots
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        reply = client.completions.create(model="m", prompt="One, two,", max_tokens=4)
+        assert reply.choices[0].text and server.state.slots == 4
+    finally:
+        server.stop()
+    assert rt.local.n_slots == 4 and not rt.local.api_slots  # kept: no reload to stop
+    assert server.start(port=0) and server.note == ""  # made already: nothing reloads
+    server.stop()
+    rt.runner.call(lambda: rt.session.load(model_path))  # the next load, API off: none
+    assert rt.local.n_slots == 0 and _context_cells(rt) == n_ctx
+    assert kvcache.fingerprint(rt.local) == alone

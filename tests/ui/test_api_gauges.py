@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import openai
 
-from tests.ui.conftest import REPLY_TIMEOUT_MS
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
 
 
 def test_an_api_request_is_counted_in_the_gauges(window, qtbot):
     panel = window.server_panel
     panel.port.setValue(0)  # any free port on 127.0.0.1
-    with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
+    with qtbot.waitSignal(panel.stateChanged, timeout=LOAD_TIMEOUT_MS):  # a reload: the slots
         panel.toggle.click()
-    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=10_000)
+    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
     client = openai.OpenAI(
         base_url=window.controller.api_server.url, api_key="unused", max_retries=0
     )
@@ -41,9 +41,9 @@ def test_the_status_bar_follows_the_slots_while_four_streams_run(window, qtbot):
 
     panel = window.server_panel
     panel.port.setValue(0)
-    with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
+    with qtbot.waitSignal(panel.stateChanged, timeout=LOAD_TIMEOUT_MS):  # a reload: the slots
         panel.toggle.click()
-    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=10_000)
+    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
     url = window.controller.api_server.url
     done: list[int] = []
 
@@ -62,7 +62,38 @@ def test_the_status_bar_follows_the_slots_while_four_streams_run(window, qtbot):
     bar = window.statusline.server_state
     qtbot.waitUntil(lambda: "answering 4 of 4 at once" in bar.text(), timeout=REPLY_TIMEOUT_MS)
     assert "queued" not in bar.text()
+    # a reply in the window meanwhile: its speed is a share of the model's, and says so
+    r = send_and_wait(qtbot, window, "Hello?")
+    assert r.stats.shared_with >= 1 and len(done) < 4
+    others = f"shared with {r.stats.shared_with} other request"
+    assert window.gauges.tps.sub.startswith(f"generation speed, {others}")
     qtbot.waitUntil(lambda: len(done) == 4, timeout=REPLY_TIMEOUT_MS)
     qtbot.waitUntil(lambda: "answering" not in bar.text(), timeout=10_000)
     assert bar.text() == f"API: listening on {url}"
     panel.toggle.click()
+
+
+def test_turning_the_api_on_makes_its_slots_and_says_so_once(window, qtbot):
+    """With the API off the model holds the chat's context alone and the memory estimate
+    counts no slots; turning it on reloads once for the 4 slots, one notice says so and the
+    estimate counts them; off and on again reloads nothing and adds no notice."""
+    sp, panel, eng = window.settings_panel, window.server_panel, window.controller.runtime.local
+    assert eng.n_slots == 0 and sp.fit is not None
+    kv_alone = sp.fit.kv_ram + sp.fit.kv_vram
+    panel.port.setValue(0)
+    with qtbot.waitSignal(panel.noted, timeout=LOAD_TIMEOUT_MS) as noted:
+        panel.toggle.click()
+    assert "reloaded with 4 API slots" in noted.args[0] and eng.n_slots == 4
+    qtbot.waitUntil(lambda: sp.fit.kv_ram + sp.fit.kv_vram == 5 * kv_alone, timeout=5_000)
+    assert [t for t in window.notices.texts() if "API slots" in t] == [noted.args[0] + "."]
+    assert window.notices.texts().count(noted.args[0] + ".") == 1
+    panel.toggle.click()
+    qtbot.waitUntil(lambda: not window.controller.api_server.running, timeout=10_000)
+    assert sp.fit.kv_ram + sp.fit.kv_vram == kv_alone  # off: a load would make none
+    llm = eng.llm
+    panel.toggle.click()
+    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
+    assert eng.llm is llm and window.controller.api_server.note == ""
+    assert len([t for t in window.notices.texts() if "API slots" in t]) == 1
+    panel.toggle.click()
+    qtbot.waitUntil(lambda: not window.controller.api_server.running, timeout=10_000)

@@ -19,7 +19,7 @@ from desklm.engine import Connection, typed_text
 from desklm.ui.controller import State
 from desklm.ui.dialogs.connect_dialog import ChosenConnection
 from tests.remote_fixtures import start_llama_server, stop_server
-from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait, synced_with
 
 
 def settle(qtbot, ms: int = 60) -> None:
@@ -104,14 +104,18 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
     first_chat = w.controller.session.conv_id
 
     # a live setting (the next reply is longer), then stop one mid-reply
-    with qtbot.waitSignal(w.settingsSynced, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(
+        w.settingsSynced, timeout=REPLY_TIMEOUT_MS, check_params_cb=synced_with(max_tokens=200)
+    ):
         w.controller.apply_settings({"max_tokens": 200})
     w.firstToken.connect(w.stop)
     r = send_and_wait(qtbot, w, "Tell me a long story about a lighthouse.")
     w.firstToken.disconnect(w.stop)
     assert r.stats.finish_reason == "cancelled"
     seen.all("stopped", r)
-    with qtbot.waitSignal(w.settingsSynced, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(
+        w.settingsSynced, timeout=REPLY_TIMEOUT_MS, check_params_cb=synced_with(max_tokens=8)
+    ):
         w.controller.apply_settings({"max_tokens": 8})
 
     # queue one while a reply streams: it is sent when the model is free
@@ -174,7 +178,9 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
     sp = w.settings_panel
     sp.editors["n_ctx"].set_value(4096)
     sp._edited("n_ctx", 4096)  # the slider dragged: pending, "reload needed"
-    with qtbot.waitSignal(w.settingsSynced, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(
+        w.settingsSynced, timeout=REPLY_TIMEOUT_MS, check_params_cb=synced_with(temperature=0.5)
+    ):
         sp.editors["temperature"].set_value(0.5)
         sp._edited("temperature", 0.5)
     assert sp.pending == {"n_ctx": 4096} and sp.reload_marked("n_ctx")
@@ -221,9 +227,9 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
     at_rest(qtbot, w)
     panel = w.server_panel
     panel.port.setValue(0)
-    with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
+    with qtbot.waitSignal(panel.stateChanged, timeout=LOAD_TIMEOUT_MS):
         w.menus.serve.trigger()
-    qtbot.waitUntil(lambda: w.controller.api_server.running, timeout=10_000)
+    qtbot.waitUntil(lambda: w.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
     assert w.panels.server.isVisible()
     client = openai.OpenAI(base_url=w.controller.api_server.url, api_key="unused", max_retries=0)
     with qtbot.waitSignal(panel.requestLogged, timeout=REPLY_TIMEOUT_MS) as logged:
@@ -236,5 +242,9 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
     seen.one_notice_per_fact("api")
     # nothing the API asked is in the user's chat
     assert "Say hi." not in [it.text for it in w.chat.items]
+    # turning the API on reloaded the model for its slots: the chat goes on, read again
+    assert w.controller.runtime.local.n_slots == 4
+    r = send_and_wait(qtbot, w, "Still there?")
+    seen.all("chat with the API on", r)
     with qtbot.waitSignal(panel.stateChanged, timeout=10_000):
         w.menus.serve.trigger()

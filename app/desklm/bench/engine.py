@@ -150,6 +150,7 @@ def run_engine(model: Path, s: Settings, gen_tokens: int) -> PathRun:
     from desklm.engine.backends.local.engine import ChatEngine
 
     eng = ChatEngine()
+    eng.api_slots = False  # the window's engine with its API off, the default (no slots)
     sess = ChatSession(model, bench_settings(s, max_tokens=gen_tokens), engine=eng)
     eng.probe = False  # measured separately: probing is a first-load cost only
     t0 = time.perf_counter()
@@ -181,6 +182,7 @@ def multi_turn(model: Path, s: Settings, turns: int = 20) -> list[dict[str, Any]
     from desklm.engine.chat.session import ChatSession
 
     eng = ChatEngine()
+    eng.api_slots = False  # as the window with its API off
     sess = ChatSession(
         model, bench_settings(s, max_tokens=32, n_ctx=max(4096, s["n_ctx"])), engine=eng
     )

@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise DeskLMError("--max-queued must be at least 1")
     settings = settings_from_args(args)
     model = resolve_model(args.model)
-    rt = Runtime(settings, None, model_path=model)  # no store: API requests are not chats
+    rt = Runtime(settings, None, model_path=model, api_slots=True)  # no store: not chats
     runner = rt.runner
     stop = threading.Event()
 

@@ -46,8 +46,12 @@ class Runtime:
         store: ConversationStore | None = None,
         *,
         model_path: Path | None = None,
+        api_slots: bool = False,
     ) -> None:
         self.local = ChatEngine()
+        # the ``parallel`` setting's API slots (a context of KV cache each) are made only for
+        # an API: ``desklm serve`` asks at once, the window when its API is turned on
+        self.local.api_slots = api_slots
         self.session = ChatSession(model_path or Path(""), settings, engine=self.local, store=store)
         self.runner = Runner(interrupt=self.interrupt, name="inference")
         self.local.cancel_hook = self._job_cancelled
@@ -103,6 +107,35 @@ class Runtime:
         self.session.use_backend(self.local, require_loaded=False)
         _close(old)
         self._snapshot = self.session.settings.copy()
+
+    # -- the API's slots --
+    def reserve_api_slots(self, on: bool) -> str:
+        """Ask for the API slots of the ``parallel`` setting (``on``), or stop asking (off:
+        the slots made stay until the model next loads). When the local model in use was
+        loaded without them it reloads now, the chat kept (re-read on the next turn).
+        Returns a line saying so, or "" when nothing had to load. On the runner's thread
+        (a job). A reload that fails leaves the model as it was, without slots."""
+        from desklm.errors import DeskLMError
+
+        eng = self.local
+        eng.api_slots = on
+        if not on or self.remote or not eng.slots_missing:
+            return ""
+        try:
+            info = self.session.load()
+        except DeskLMError:
+            eng.api_slots = False
+            if not eng.loaded:  # the restore with slots failed as well: back to none
+                self.session.load()
+            raise
+        est, mb = eng.last_fit, 2**20
+        kv = f" ({est.kv_per_sequence * eng.n_slots / mb:,.0f} MB of KV cache)" if est else ""
+        lowered = [n for n in info.notes if n.startswith("parallel lowered")]
+        return (
+            f"the model reloaded with {eng.n_slots} API slot{'s' if eng.n_slots != 1 else ''}"
+            f"{kv}; the chat is kept and re-read on the next turn"
+            + (f" ({lowered[0]})" if lowered else "")
+        )
 
     # -- tools --
     def enable_tools(self, hub: Any = None) -> Any:

@@ -261,7 +261,8 @@ _SETTINGS: list[Setting] = [
         "Requests answered at once (slots): API clients are "
         "decoded together in one batch instead of queueing (1 = one at a time). The context "
         "is split, not unified: each slot, and your own chat, has its own context of "
-        "n_ctx tokens, so the KV cache costs n_ctx x (slots + 1); lowered at load when "
+        "n_ctx tokens, so the KV cache costs n_ctx x (slots + 1). Made only while the API "
+        "is on (turning it on reloads the model once, the chat kept); lowered at load when "
         "memory does not allow it.",
         "load",
         "Parallel requests",

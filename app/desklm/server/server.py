@@ -97,12 +97,17 @@ class ApiServer:
         *,
         max_waiting: int = 8,
         log_size: int = 500,
+        slots: Callable[[bool], str] | None = None,
     ) -> None:
         from desklm.engine import Settings
 
         self.runner = runner
         self.engine = engine
         self.settings = settings or Settings
+        # asks for the model's API slots on start (a reload when it was loaded without them;
+        # returns a line saying so) and stops asking on stop; None: the model has its own
+        self._slots = slots
+        self.note = ""  # what starting did to the model ("" when nothing), for the window
         self.max_waiting = max_waiting
         self.log: deque[RequestRecord] = deque(maxlen=log_size)
         self._listeners: list[Listener] = []
@@ -119,12 +124,19 @@ class ApiServer:
     ) -> ApiServer:
         """A server lending ``runtime``'s local model (only while the session uses it) with
         the settings in effect, on its runner."""
+
+        def slots(on: bool) -> str:
+            if not on:  # nothing to load: the next load reads it
+                return runtime.reserve_api_slots(False)
+            return runtime.runner.call(lambda: runtime.reserve_api_slots(True), "slots")
+
         return cls(
             runtime.runner,
             runtime.served_engine,
             runtime.settings_snapshot,
             max_waiting=max_waiting,
             log_size=log_size,
+            slots=slots,
         )
 
     # -- listeners --
@@ -207,6 +219,14 @@ class ApiServer:
         origins = tuple(o.strip().rstrip("/") for o in cors_origins if o.strip())
         sock = self._bind(host, port)
         bound_port = sock.getsockname()[1]
+        self.note = ""
+        if self._slots is not None:
+            try:  # after the bind: a port in use reloads nothing
+                self.note = self._slots(True)
+            except BaseException:
+                sock.close()
+                self._slots(False)
+                raise
         self._ctx = ApiContext(
             runner=self.runner,
             engine=self.engine,
@@ -300,5 +320,7 @@ class ApiServer:
         self._server = self._thread = None
         self._ctx = None
         self._url = ""
+        if self._slots is not None:
+            self._slots(False)
         log.info("API server stopped")
         self._emit("state", ServerState())

@@ -125,6 +125,7 @@ class MainWindow(QMainWindow):
         if isinstance(server_values, dict):
             self.server_panel.set_values(server_values)
             if server_values.get("enabled"):
+                c.runtime.local.api_slots = True  # the first load makes them: no reload
                 QTimer.singleShot(0, self.server_panel.start)
         if not saved.get("welcome_dismissed"):
             self._show_welcome()
@@ -207,6 +208,7 @@ class MainWindow(QMainWindow):
         self.server_panel.requestLogged.connect(t.on_api_request)
         self.server_panel.settingsChanged.connect(lambda v: c.save_config({"api_server": v}))
         self.server_panel.failed.connect(self.report_error)
+        self.server_panel.noted.connect(self._on_server_note)
         # controller -> drawing
         c.messageRevealed.connect(self.chat.reveal)
         c.stateChanged.connect(self._on_state)
@@ -256,6 +258,10 @@ class MainWindow(QMainWindow):
         text = getattr(state, "text", str(state))
         self.statusline.server_state.setText("" if text == "off" else f"API: {text}")
         self.menus.serve.setChecked(text != "off")
+        self.settings_panel.set_api_on(bool(getattr(state, "listening", False)))
+
+    def _on_server_note(self, note: str) -> None:
+        self.notices.add(note + ".", key="api-slots")  # the status line shows the API's state
 
     def resizeEvent(self, e: QResizeEvent) -> None:
         super().resizeEvent(e)

@@ -10,6 +10,8 @@ Signals:
     settingsChanged(dict): ``{"enabled", "host", "port", "cors_origins"}`` to persist (no key:
         the key lives in the OS keyring only).
     failed(str): a one-line reason the server could not start.
+    noted(str): what starting did to the model, when it did something (it reloaded to make
+        the API slots).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ServerPanel(QWidget):
     requestLogged = Signal(object)
     settingsChanged = Signal(dict)
     failed = Signal(str)
+    noted = Signal(str)
     _event = Signal(str, object)  # from the server's thread (queued to the UI thread)
 
     def __init__(
@@ -176,6 +179,7 @@ class ServerPanel(QWidget):
             return
         self._busy = True
         self.toggle.setEnabled(False)
+        self.state_label.setText("starting (the API slots may need a reload of the model)…")
         port, origins = self.port.value(), self._origins()
 
         def run() -> str:  # binding and the keyring stay off the UI thread
@@ -224,6 +228,8 @@ class ServerPanel(QWidget):
         if error:
             self.state_label.setText(f"off: {error}")
             self.failed.emit(error)
+        elif running and self.server.note:
+            self.noted.emit(f"API on: {self.server.note}")
         self._emit_settings()
 
     def _ask_network(self, host: str) -> bool:

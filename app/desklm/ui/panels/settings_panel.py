@@ -257,6 +257,8 @@ class SettingsPanel(QWidget):
         self.editors: dict[str, Any] = {}
         self.groups: dict[str, QGroupBox] = {}
         self.gpu_available = False
+        # the API slots' KV cache is counted while the API is on (made then, not before)
+        self.api_on = False
         self.n_layers = 0
         self.model_info: Any = None  # GGUFInfo of the loaded model
         self.free: tuple[Any, Any] | None = None  # (free RAM, free VRAM) from the sampler
@@ -540,6 +542,16 @@ class SettingsPanel(QWidget):
         if self.fit is None and self.model_info is not None:
             self.update_fit()
 
+    def slots(self) -> int:
+        """The API slots a load would make now: the setting while the API is on, else 1."""
+        return int(self.pending_or_current("parallel")) if self.api_on else 1
+
+    def set_api_on(self, on: bool) -> None:
+        """The API started or stopped: the memory estimate counts its slots, or not."""
+        if on != self.api_on:
+            self.api_on = on
+            self.update_fit()
+
     def update_fit(self) -> None:
         from desklm.engine import estimate
 
@@ -555,7 +567,7 @@ class SettingsPanel(QWidget):
             flash_attn=v("flash_attn"),
             gpu_offload=self.gpu_available,
             free=self.free,
-            parallel=int(v("parallel")),
+            parallel=self.slots(),
         )  # KV per slot (engine.models.fit)
         self.fit_label.setText(f"Memory: {self.fit.summary()}")
         self._restyle()
@@ -584,7 +596,7 @@ class SettingsPanel(QWidget):
             gpu_offload=self.gpu_available,
             free=self.free,
             max_ctx=int(self.settings.maximum("n_ctx") or 131072),
-            parallel=int(v("parallel")),
+            parallel=self.slots(),
         )
         self.editors["n_ctx"].set_values(
             sorted({*self.editors["n_ctx"].values, best.n_ctx}), best.n_ctx
@@ -592,7 +604,7 @@ class SettingsPanel(QWidget):
         self.editors["n_gpu_layers"].set_value(best.n_gpu_layers)
         self._edited("n_ctx", best.n_ctx)
         self._edited("n_gpu_layers", best.n_gpu_layers)
-        if best.parallel != int(v("parallel")):  # fewer API slots: their KV cache is the cost
+        if self.api_on and best.parallel != int(v("parallel")):  # their KV cache is the cost
             self.editors["parallel"].set_value(best.parallel)
             self._edited("parallel", best.parallel)
 

@@ -381,6 +381,10 @@ class ChatEngine:
         self.n_slots = 0
         self.batch: BatchEngine | None = None
         self._n_ctx_seq = 0
+        # Reserve the ``parallel`` setting's slots at load. The runtime turns this off for the
+        # window and ``desklm chat`` while no API is listening: each slot is a context of
+        # n_ctx tokens of KV cache, memory nobody uses until a client connects.
+        self.api_slots = True
 
     # -- lifecycle --
     @property
@@ -438,6 +442,20 @@ class ChatEngine:
         assert self.load_info is not None
         return self.load_info
 
+    def slots_asked(self, s: Settings | None = None) -> int:
+        """The API slots a load makes: the ``parallel`` setting while :attr:`api_slots` is
+        on, else 1 (the window's chat alone, no slots' KV cache)."""
+        s = s if s is not None else self.settings
+        return int(s["parallel"]) if self.api_slots and s is not None else 1
+
+    @property
+    def slots_missing(self) -> bool:
+        """Loaded without the API slots the setting asks for (loaded while no API listened):
+        a reload makes them."""
+        from desklm.engine.models.fit import n_sequences
+
+        return self.loaded and n_sequences(self.slots_asked()) - 1 > self.n_slots
+
     def _check_fit(self, info: GGUFInfo, s: Settings, notes: list[str]) -> None:
         """Refuse a load the memory estimate says cannot fit, with the numbers; lower the
         parallel slots (with a note saying why) where that makes it fit."""
@@ -446,7 +464,7 @@ class ChatEngine:
         parallel, est, why = fit_parallel(
             info,
             s["n_ctx"],
-            int(s["parallel"]),
+            self.slots_asked(s),
             s["n_gpu_layers"],
             s["kv_cache_type"],
             n_ubatch=min(512, s["n_batch"]),
@@ -479,7 +497,7 @@ class ChatEngine:
         kv = KV_TYPES[s["kv_cache_type"]]
         from desklm.engine.models.fit import n_sequences
 
-        n_seq = n_sequences(int(s["parallel"]))
+        n_seq = n_sequences(self.slots_asked(s))
         slots = _context_params_for_slots(n_seq) if n_seq > 1 else contextlib.nullcontext()
         try:
             with _model_params_with_progress(self._progress_cb), slots:

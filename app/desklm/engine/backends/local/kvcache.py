@@ -48,7 +48,9 @@ MB = 2**20
 # Load settings that change what a KV snapshot holds or how it is laid out. n_batch / n_ubatch
 # only change how the prompt is cut into batches, threads and GPU layers where it runs: a
 # snapshot restores the same cache under any of them.
-LAYOUT_SETTINGS = ("n_ctx", "kv_cache_type", "flash_attn", "parallel")  # parallel: sequences
+# The sequences the context holds count too (engine.n_slots: the slots made at load, which
+# the ``parallel`` setting asks for only while the API is on).
+LAYOUT_SETTINGS = ("n_ctx", "kv_cache_type", "flash_attn")
 
 
 @dataclass
@@ -87,7 +89,7 @@ def fingerprint(engine: ChatEngine) -> str:
         ident: list[Any] = [str(Path(li.path).resolve()), st.st_size, st.st_mtime_ns]
     except OSError:
         ident = [str(li.path), li.file_size, None]
-    parts = [*ident, *(s[k] for k in LAYOUT_SETTINGS), llama_cpp.__version__]
+    parts = [*ident, *(s[k] for k in LAYOUT_SETTINGS), engine.n_slots, llama_cpp.__version__]
     fp = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
     engine._kv_fingerprint = (li, fp)  # type: ignore[attr-defined]
     return fp
