@@ -578,11 +578,12 @@ class ChatEngine:
             format_note=self._format_note(),
         )
         log.info(
-            "loaded %s in %.2fs (n_ctx=%d, format=%s)",
+            "loaded %s in %.2fs (n_ctx=%d, format=%s, API slots=%d)",
             info.path,
             load_s,
             self.load_info.n_ctx,
             self.template.name,
+            self.n_slots,
         )
 
     def _pick_template(self, info: GGUFInfo, chat_format: str, notes: list[str]) -> ChatTemplate:
