@@ -74,3 +74,31 @@ def test_desklm_chat_with_a_full_disk_for_its_log(data_dir, model_path, tmp_path
     assert r.returncode == 0 and r.stdout.count("completion_tokens") == 2, r.stderr[-800:]
     assert "Logging error" not in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.count("cannot write the log file") == 1
+
+
+LEVELS = (
+    "import logging, sys\n"
+    "from desklm.logs import setup_logging\n"
+    "path = setup_logging(logging.DEBUG if sys.argv[1] == 'debug' else logging.INFO)\n"
+    "log = logging.getLogger('desklm.engine')\n"
+    "log.debug('a debug line'); log.info('an info line')\n"
+    "print(log.isEnabledFor(logging.DEBUG), open(path).read().count('a debug line'))\n"
+)
+
+
+@pytest.mark.parametrize(("how", "expect"), [("plain", "False 0"), ("debug", "True 1")])
+def test_debug_records_are_not_even_made_without_debug(how, expect, tmp_path):
+    """Without --debug a debug record is not built at all (the batch logs one per step: the
+    frame lookup and record cost 3% of the inference thread when only handlers filtered it);
+    with --debug it reaches the file."""
+    env = {
+        **os.environ,
+        "DESKLM_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    env.pop("DESKLM_DEBUG", None)
+    r = subprocess.run(
+        [sys.executable, "-c", LEVELS, how], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == expect
