@@ -355,7 +355,6 @@ class ChatEngine:
         self.settings: Settings | None = None  # the load settings in effect
         self.template: ChatTemplate | None = None
         self._stop = threading.Event()
-        self._abort_armed = False
         self._abort_cb = llama_cpp.ggml_abort_callback(self._abort_check)
         self._stop_token_ids: set[int] = set()
         self._blank_stop_ids: set[int] = set()
@@ -396,7 +395,7 @@ class ChatEngine:
         return self._stop.is_set() or (self.cancel_hook is not None and self.cancel_hook())
 
     def _abort_check(self, _data: ctypes.c_void_p) -> bool:
-        return self._abort_armed and self._stopping()
+        return self._stopping()  # called only while _arm_abort(True) has it installed
 
     def _arm_abort(self, on: bool) -> None:
         """Install the abort callback (``on``: a prompt is being read, Stop must cut it) or
@@ -406,7 +405,6 @@ class ChatEngine:
         llm = self.llm
         if llm is None:
             return
-        self._abort_armed = on
         cb = self._abort_cb if on else llama_cpp.ggml_abort_callback()  # NULL: none
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, cb, None)
 
