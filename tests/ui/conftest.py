@@ -54,3 +54,17 @@ def synced_with(**expected):
         return all(settings[k] == v for k, v in expected.items())
 
     return check
+
+
+def switch_api(qtbot, panel, on: bool) -> None:
+    """Click the Server panel's Start (``on``) or Stop and wait until the panel is done, its
+    settings saved with the new state. The server can already be listening (or stopped) while
+    the panel still finishes: a click then, on the disabled button, does nothing."""
+    assert not panel.busy and panel.server.running is not on
+    with qtbot.waitSignal(
+        panel.settingsChanged,
+        timeout=LOAD_TIMEOUT_MS,
+        check_params_cb=lambda values: values["enabled"] is on,
+    ):
+        panel.toggle.click()
+    assert not panel.busy and panel.server.running is on

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import openai
 
-from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait
+from tests.ui.conftest import LOAD_TIMEOUT_MS, REPLY_TIMEOUT_MS, send_and_wait, switch_api
 
 
 def test_an_api_request_is_counted_in_the_gauges(window, qtbot):
     panel = window.server_panel
     panel.port.setValue(0)  # any free port on 127.0.0.1
-    with qtbot.waitSignal(panel.stateChanged, timeout=LOAD_TIMEOUT_MS):  # a reload: the slots
-        panel.toggle.click()
-    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
+    switch_api(qtbot, panel, True)  # a reload: the slots
     client = openai.OpenAI(
         base_url=window.controller.api_server.url, api_key="unused", max_retries=0
     )
@@ -30,7 +28,7 @@ def test_an_api_request_is_counted_in_the_gauges(window, qtbot):
     assert g.ttft.detail == "API request" and rec.ttft_s is not None
     used = r.usage.prompt_tokens + r.usage.completion_tokens
     assert g.ctx.value_text.startswith(f"{used:,} / ") and g.ctx.detail.startswith("API")
-    panel.toggle.click()
+    switch_api(qtbot, panel, False)
 
 
 def test_the_status_bar_follows_the_slots_while_four_streams_run(window, qtbot):
@@ -41,9 +39,7 @@ def test_the_status_bar_follows_the_slots_while_four_streams_run(window, qtbot):
 
     panel = window.server_panel
     panel.port.setValue(0)
-    with qtbot.waitSignal(panel.stateChanged, timeout=LOAD_TIMEOUT_MS):  # a reload: the slots
-        panel.toggle.click()
-    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
+    switch_api(qtbot, panel, True)  # a reload: the slots
     url = window.controller.api_server.url
     done: list[int] = []
 
@@ -70,7 +66,7 @@ def test_the_status_bar_follows_the_slots_while_four_streams_run(window, qtbot):
     qtbot.waitUntil(lambda: len(done) == 4, timeout=REPLY_TIMEOUT_MS)
     qtbot.waitUntil(lambda: "answering" not in bar.text(), timeout=10_000)
     assert bar.text() == f"API: listening on {url}"
-    panel.toggle.click()
+    switch_api(qtbot, panel, False)
 
 
 def test_turning_the_api_on_makes_its_slots_and_says_so_once(window, qtbot):
@@ -87,13 +83,10 @@ def test_turning_the_api_on_makes_its_slots_and_says_so_once(window, qtbot):
     qtbot.waitUntil(lambda: sp.fit.kv_ram + sp.fit.kv_vram == 5 * kv_alone, timeout=5_000)
     assert [t for t in window.notices.texts() if "API slots" in t] == [noted.args[0] + "."]
     assert window.notices.texts().count(noted.args[0] + ".") == 1
-    panel.toggle.click()
-    qtbot.waitUntil(lambda: not window.controller.api_server.running, timeout=10_000)
-    assert sp.fit.kv_ram + sp.fit.kv_vram == kv_alone  # off: a load would make none
+    switch_api(qtbot, panel, False)
+    qtbot.waitUntil(lambda: sp.fit.kv_ram + sp.fit.kv_vram == kv_alone, timeout=5_000)  # off
     llm = eng.llm
-    panel.toggle.click()
-    qtbot.waitUntil(lambda: window.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
+    switch_api(qtbot, panel, True)
     assert eng.llm is llm and window.controller.api_server.note == ""
     assert len([t for t in window.notices.texts() if "API slots" in t]) == 1
-    panel.toggle.click()
-    qtbot.waitUntil(lambda: not window.controller.api_server.running, timeout=10_000)
+    switch_api(qtbot, panel, False)

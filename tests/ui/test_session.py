@@ -229,7 +229,9 @@ def test_a_whole_session(make_window, qtbot, model_path, tmp_path):
     panel.port.setValue(0)
     with qtbot.waitSignal(panel.stateChanged, timeout=LOAD_TIMEOUT_MS):
         w.menus.serve.trigger()
-    qtbot.waitUntil(lambda: w.controller.api_server.running, timeout=LOAD_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: w.controller.api_server.running and not panel.busy, timeout=LOAD_TIMEOUT_MS
+    )
     assert w.panels.server.isVisible()
     client = openai.OpenAI(base_url=w.controller.api_server.url, api_key="unused", max_retries=0)
     with qtbot.waitSignal(panel.requestLogged, timeout=REPLY_TIMEOUT_MS) as logged:

@@ -169,6 +169,11 @@ class ServerPanel(QWidget):
         self.settingsChanged.emit(self.values())
 
     # -- start / stop --------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Starting or stopping (the button is disabled until it is done, and ignores clicks)."""
+        return self._busy
+
     def start(self) -> None:
         """Start with the fields' values (asks first when the address is not this machine)."""
         if self._busy or self.server.running:
