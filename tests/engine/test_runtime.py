@@ -121,3 +121,32 @@ def test_the_api_slots_are_made_only_once_an_api_listens(rt, model_path):
     rt.runner.call(lambda: rt.session.load(model_path))  # the next load, API off: none
     assert rt.local.n_slots == 0 and _context_cells(rt) == n_ctx
     assert kvcache.fingerprint(rt.local) == alone
+
+
+def test_changing_parallel_with_no_api_reloads_nothing_and_the_api_makes_the_new_number(
+    rt, model_path
+):
+    """With no API and no slots made, ``parallel`` changes nothing the model holds: applying
+    it keeps the model (no reload, the chat's KV untouched) and says when it takes effect; the
+    API turned on then makes the new number of slots. With slots made (the API was on), a
+    change reloads as any load setting does."""
+    from desklm.server import ApiServer
+
+    rt.runner.call(lambda: rt.session.load(model_path))
+    llm = rt.local.llm
+    assert rt.session.reloads({"parallel": 2}) is False
+    assert rt.session.reloads({"parallel": 2, "n_ctx": 1024}) is True
+    res = rt.runner.call(lambda: rt.session.apply_settings({"parallel": 2}))
+    assert not res.reloaded and rt.local.llm is llm and rt.local.n_slots == 0
+    assert "made when the API is turned on" in res.message
+    assert rt.session.settings["parallel"] == 2
+    server = ApiServer.for_runtime(rt)
+    server.start(port=0)
+    try:
+        assert rt.local.n_slots == 2 and "reloaded with 2 API slots" in server.note
+        assert rt.session.reloads({"parallel": 3}) is True  # the API asks for slots now
+    finally:
+        server.stop()
+    assert rt.session.reloads({"parallel": 3}) is True  # off, but 2 slots are still made
+    res = rt.runner.call(lambda: rt.session.apply_settings({"parallel": 3}))
+    assert res.reloaded and rt.local.n_slots == 0  # the reload, API off, made none

@@ -786,11 +786,9 @@ class ChatController(QObject):
 
     def apply_settings(self, values: dict[str, Any]) -> None:
         """Settings from the panel. Live ones run as a quick command; reload ones reload."""
-        from desklm.engine import SCHEMA
-
         if self.state is State.CLOSING:
             return
-        reload = any(SCHEMA[n].needs_reload for n in values)
+        reload = self.session.reloads(values)
         if reload:
             self.queue_stop()
         if self.busy:

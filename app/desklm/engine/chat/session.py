@@ -679,6 +679,14 @@ class ChatSession:
         new = self.settings.copy()
         changed = new.update(values)  # raises with the range before anything changes
         reload = [n for n in changed if SCHEMA[n].needs_reload]
+        notes = []
+        if reload == ["parallel"] and self.slots_unused():
+            # no API listens and the model holds no slots: the next load with the API on
+            # makes the new number; a reload now would change nothing
+            reload = []
+            assert self.engine.settings is not None
+            self.engine.settings.set("parallel", new["parallel"])
+            notes.append("the API slots are made when the API is turned on")
         old = self.settings
         self.settings = new
         self.conversation.system_prompt = new["system_prompt"]
@@ -686,7 +694,6 @@ class ChatSession:
             self.kv.set_budgets(
                 new["kv_snapshot_ram_mb"] * 2**20, new["kv_snapshot_disk_mb"] * 2**20
             )
-        notes = []
         if self.engine.loaded and "chat_format" in changed:
             try:
                 used = self.engine.set_chat_format(new["chat_format"])
@@ -721,6 +728,24 @@ class ChatSession:
                 "reloaded": bool(reload and self.engine.loaded),
             },
             reloaded=bool(reload and self.engine.loaded),
+        )
+
+    def reloads(self, values: dict[str, Any]) -> bool:
+        """Whether applying ``values`` reloads the model (a load setting that changes; the
+        ``parallel`` setting alone while no API slots are made or asked for does not)."""
+        names = [n for n, v in values.items() if n in SCHEMA and self.settings[n] != v]
+        reload = [n for n in names if SCHEMA[n].needs_reload]
+        return bool(reload) and not (reload == ["parallel"] and self.slots_unused())
+
+    def slots_unused(self) -> bool:
+        """The local model is loaded without API slots and makes none at its next load (no
+        API listens): the ``parallel`` setting changes nothing until the API is turned on."""
+        eng = self.engine
+        return (
+            eng.loaded
+            and getattr(eng, "api_slots", True) is False
+            and getattr(eng, "n_slots", 1) == 0
+            and eng.settings is not None
         )
 
     # -- commands (text a person typed; buttons call the methods below instead) --
