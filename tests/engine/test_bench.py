@@ -79,6 +79,8 @@ def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
         "1",
         "--gen-tokens",
         "16",
+        "--long-tokens",
+        "300",
         "--plot",
         str(png),
         env={"QT_QPA_PLATFORM": "offscreen"},
@@ -95,6 +97,7 @@ def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
         "targets:",
     ):
         assert needle in r.stdout
+    assert "long reply (" in r.stdout and "long reply (1200" not in r.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 

@@ -163,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tokens generated per run (default 128)",
     )
+    bench.add_argument(
+        "--long-tokens",
+        type=int,
+        default=1200,
+        metavar="N",
+        help="tokens of the long reply drawn in the window (default 1200)",
+    )
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
     bench.add_argument(

@@ -56,6 +56,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"GPU layers {tr.n_gpu_layers}; remembered for this model on this machine"
             )
         return 0
+    if args.long_tokens < 50:
+        raise DeskLMError("--long-tokens must be at least 50 (the render cost compares fifths)")
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = benchrun.run(
@@ -64,6 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         gen_tokens=args.gen_tokens,
         gui=not args.no_gui,
+        long_tokens=args.long_tokens,
         say=benchrun._stderr,
         long_chats=args.long_chats,
     )
