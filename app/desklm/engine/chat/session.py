@@ -678,12 +678,11 @@ class ChatSession:
         """Validate and apply settings; threads apply live, load settings reload the model."""
         new = self.settings.copy()
         changed = new.update(values)  # raises with the range before anything changes
-        reload = [n for n in changed if SCHEMA[n].needs_reload]
+        reload = self._reloading(changed)
         notes = []
-        if reload == ["parallel"] and self.slots_unused():
+        if "parallel" in changed and "parallel" not in reload:
             # no API listens and the model holds no slots: the next load with the API on
             # makes the new number; a reload now would change nothing
-            reload = []
             assert self.engine.settings is not None
             self.engine.settings.set("parallel", new["parallel"])
             notes.append("the API slots are made when the API is turned on")
@@ -731,11 +730,16 @@ class ChatSession:
         )
 
     def reloads(self, values: dict[str, Any]) -> bool:
-        """Whether applying ``values`` reloads the model (a load setting that changes; the
-        ``parallel`` setting alone while no API slots are made or asked for does not)."""
-        names = [n for n, v in values.items() if n in SCHEMA and self.settings[n] != v]
-        reload = [n for n in names if SCHEMA[n].needs_reload]
-        return bool(reload) and not (reload == ["parallel"] and self.slots_unused())
+        """Whether applying ``values`` reloads the model (see :meth:`_reloading`)."""
+        return bool(
+            self._reloading([n for n, v in values.items() if n in SCHEMA and self.settings[n] != v])
+        )
+
+    def _reloading(self, changed: Sequence[str]) -> list[str]:
+        """The load settings among ``changed`` that reload the model: all of them, except the
+        ``parallel`` setting alone while no API slots are made or asked for."""
+        reload = [n for n in changed if SCHEMA[n].needs_reload]
+        return [] if reload == ["parallel"] and self.slots_unused() else reload
 
     def slots_unused(self) -> bool:
         """The local model is loaded without API slots and makes none at its next load (no
