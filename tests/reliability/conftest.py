@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -94,6 +92,31 @@ REASONS = {
 }
 
 
+def add_chat_template(src: Path, dst: Path, template: str) -> Path:
+    """Copy ``src`` with ``tokenizer.chat_template`` added as its first metadata key, by bytes
+    (``gguf_new_metadata`` parses the 262k-token vocabulary in Python: 24 s). The value is
+    padded with spaces so the inserted bytes are a multiple of the file's alignment: the
+    tensor data moves by whole alignment units and every tensor offset stays valid."""
+    import gguf
+
+    from desklm.engine.models.gguf_info import read_gguf
+
+    info = read_gguf(src)
+    assert info.chat_template is None, "the file has a template already"
+    align = int(info.metadata.get("general.alignment", 32))
+    key, value = b"tokenizer.chat_template", template.encode()
+    fixed = 8 + len(key) + 4 + 8  # key length, key, value type, value length
+    value += b" " * (-(fixed + len(value)) % align)
+    kv = struct.pack("<Q", len(key)) + key
+    kv += struct.pack("<IQ", int(gguf.GGUFValueType.STRING), len(value)) + value
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        head = f.read(24)  # magic, version, tensor count, key count
+        (n_kv,) = struct.unpack_from("<Q", head, 16)
+        out.write(head[:16] + struct.pack("<Q", n_kv + 1) + kv)
+        shutil.copyfileobj(f, out, 16 << 20)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def hostile_template_model(tmp_path_factory, model_path) -> Path:
     """The embedded model with a chat template that tries to run a shell command."""
@@ -103,20 +126,4 @@ def hostile_template_model(tmp_path_factory, model_path) -> Path:
         "{{ ''.__class__.__mro__[1].__subclasses__() }}"
         "{% for m in messages %}{{ m.content }}{% endfor %}"
     )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gguf.scripts.gguf_new_metadata",
-            "--chat-template",
-            payload,
-            "--force",
-            str(model_path),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+    return add_chat_template(model_path, out, payload)
