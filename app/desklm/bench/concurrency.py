@@ -12,6 +12,10 @@ For each number of clients ``c``, ``c`` requests start together and each generat
   context of ``n_ctx x parallel`` (so each slot has ``n_ctx``, as DeskLM's), same threads,
   the same streaming requests (``ignore_eos``).
 
+Every request to either server carries the same sampling parameters (temperature 0 and the
+settings' top-k, top-p, min-p and repeat penalty; raw uses them too), so no server is measured
+with cheaper defaults than the other.
+
 The clients of both servers run in a child process of their own (as the apps that use a
 server do), each a thread streaming with httpx.
 
@@ -453,24 +457,29 @@ def run_concurrency_bench(
                 "min_p": sampling["min_p"],
                 "repeat_penalty": sampling["repeat_penalty"],
             }
+        # Both servers get the same sampling in every request (a server's defaults differ:
+        # llama-server's repeat penalty is 1.0, DeskLM's the setting's 1.1, and over a
+        # 262k-token vocabulary the penalty alone is ~7% of a decode step).
+        asked = dict(sampling)
+        peer_extra = {"ignore_eos": True, **asked}
         # warm up every path once
-        _client_round(url, 1, 8, -1, {})
+        _client_round(url, 1, 8, -1, asked)
         if peer_url:
-            _client_round(peer_url, 1, 8, -1, {"ignore_eos": True})
+            _client_round(peer_url, 1, 8, -1, peer_extra)
         if raw_llm is not None:
             _raw_round(raw_llm, prompt_tokens, 1, 8, -1, sampling_raw)
         round_ = 0
         for _ in range(runs):
             for c in levels:
                 round_ += 1
-                r = _client_round(url, c, gen_tokens, round_, {})
+                r = _client_round(url, c, gen_tokens, round_, asked)
                 results["desklm"].setdefault(c, []).append(r)
                 line = f"{c} clients: DeskLM {r['aggregate_tok_s']:.1f} tok/s"
                 w = _window_round(url, runner, eng, s, c, gen_tokens, round_)
                 window.setdefault(c, []).append(w)
                 line += f" (a window reply's first token {w * 1000:.0f} ms)"
                 if peer_url:
-                    r = _client_round(peer_url, c, gen_tokens, round_, {"ignore_eos": True})
+                    r = _client_round(peer_url, c, gen_tokens, round_, peer_extra)
                     results["peer"].setdefault(c, []).append(r)
                     line += f", llama-server {r['aggregate_tok_s']:.1f}"
                 if raw_llm is not None:
