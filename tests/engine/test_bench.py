@@ -52,7 +52,7 @@ def test_the_cli_uses_tuned_threads(model_path):
 
 
 def test_bench_engine_paths_json():
-    r = run_cli("bench", "--runs", "1", "--gen-tokens", "16", "--no-gui", "--json")
+    r = run_cli("bench", "--runs", "1", "--gen-tokens", "16", "--turns", "5", "--no-gui", "--json")
     assert r.returncode == 0, r.stderr[-800:]
     out = json.loads(r.stdout)
     med = out["median"]
@@ -64,7 +64,7 @@ def test_bench_engine_paths_json():
     # work, llama.cpp's spinning threads made one path 100x slower than the other in one run
     # of this suite (0.9 vs 92 tok/s), either way round
     assert out["summary"]["engine_gen_ratio"] > 0
-    assert len(out["multi_turn"]) == 20
+    assert len(out["multi_turn"]) == 5  # --turns
     later = [t["evaluated"] for t in out["multi_turn"][1:]]
     assert max(later) < out["multi_turn"][-1]["prompt_tokens"] / 4  # the prefix is reused
     names = [t["target"] for t in out["targets"]]
@@ -81,6 +81,8 @@ def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
         "16",
         "--long-tokens",
         "300",
+        "--turns",
+        "3",
         "--plot",
         str(png),
         env={"QT_QPA_PLATFORM": "offscreen"},
@@ -90,7 +92,7 @@ def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
     for needle in (
         "generation tok/s",
         "gui/raw",
-        "multi-turn (20 turns)",
+        "multi-turn (3 turns)",
         "long reply",
         "longest UI event-loop stall",
         "window visible after launch",
@@ -100,6 +102,16 @@ def test_bench_with_the_window_prints_a_table_and_a_chart(tmp_path):
     assert "long reply (" in r.stdout and "long reply (1200" not in r.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "why"),
+    [("--long-tokens", "10", "at least 50"), ("--turns", "1", "at least 2")],
+)
+def test_bench_refuses_too_small_a_run_in_one_line(flag, value, why):
+    r = run_cli("bench", "--runs", "1", flag, value)
+    assert r.returncode == 2 and why in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
 def test_vram_is_this_process_s_share_read_through_nvml(monkeypatch):

@@ -18,7 +18,7 @@ from desklm.engine.settings import Settings
 TARGETS = [
     ("engine generation tok/s vs raw", "engine_gen_ratio", ">=", 0.97),
     ("GUI generation tok/s vs raw", "gui_gen_ratio", ">=", 0.99),
-    ("turn 20 time to first token vs turn 1", "turn20_ttft_ratio", "<=", 1.5),
+    ("last turn's time to first token vs turn 1", "last_turn_ttft_ratio", "<=", 1.5),
     ("longest UI event-loop stall while streaming (ms)", "max_stall_ms", "<=", 50.0),
     ("gauge sampling cost (% of one core)", "sampler_core_percent", "<", 1.0),
     ("window visible after launch (s)", "launch_to_window_s", "<=", 1.5),
@@ -56,6 +56,7 @@ def run(
     gen_tokens: int = 128,
     gui: bool = True,
     long_tokens: int = 1200,
+    turns: int = 20,
     say: Any = print,
     long_chats: bool = False,
 ) -> dict[str, Any]:
@@ -94,10 +95,9 @@ def run(
     m["engine_gen_ratio"] = bench.ratio(med["engine"]["gen_tps"], med["raw"]["gen_tps"])
     m["engine_prompt_ratio"] = bench.ratio(med["engine"]["prompt_tps"], med["raw"]["prompt_tps"])
     m["engine_mem_over_raw_mb"] = med["engine"]["memory_mb"] - med["raw"]["memory_mb"]
-    say("multi-turn: 20 turns…")
-    turns = bench.multi_turn(model, s, 20)
-    out["multi_turn"] = turns
-    m["turn20_ttft_ratio"] = bench.ratio(turns[-1]["ttft_s"], turns[0]["ttft_s"])
+    say(f"multi-turn: {turns} turns…")
+    chat = out["multi_turn"] = bench.multi_turn(model, s, turns)
+    m["last_turn_ttft_ratio"] = bench.ratio(chat[-1]["ttft_s"], chat[0]["ttft_s"])
     if gui:
         g = results["gui"]
         m["gui_gen_ratio"] = bench.ratio(med["gui"]["gen_tps"], med["raw"]["gen_tps"])
@@ -195,9 +195,10 @@ def table(out: dict[str, Any]) -> str:
     t = out["multi_turn"]
     lines += [
         "",
-        "multi-turn (20 turns): first token "
+        f"multi-turn ({len(t)} turns): first token "
         f"{t[0]['ttft_s'] * 1000:.0f} ms on turn 1, {t[-1]['ttft_s'] * 1000:.0f} ms on turn"
-        f" 20; prompt tokens evaluated per turn: " + ", ".join(str(x["evaluated"]) for x in t),
+        f" {len(t)}; prompt tokens evaluated per turn: "
+        + ", ".join(str(x["evaluated"]) for x in t),
     ]
     if "long_reply" in out:
         lr = out["long_reply"]
@@ -311,7 +312,7 @@ def plot(out: dict[str, Any], path: Path) -> Path:
     p.drawText(
         QRectF(680, 60, 290, 18),
         Qt.AlignmentFlag.AlignCenter,
-        "first token per turn (ms), 20 turns",
+        f"first token per turn (ms), {len(turns)} turns",
     )
     top = max(t["ttft_s"] for t in turns) * 1000 * 1.2
     p.setPen(QPen(colors["engine"], 2))

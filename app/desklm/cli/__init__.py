@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tokens of the long reply drawn in the window (default 1200)",
     )
+    bench.add_argument(
+        "--turns",
+        type=int,
+        default=20,
+        metavar="N",
+        help="turns of the multi-turn chat (default 20)",
+    )
     bench.add_argument("--plot", metavar="PATH", help="also draw a PNG chart")
     bench.add_argument("--no-gui", action="store_true", help="skip the window's path")
     bench.add_argument(

@@ -58,6 +58,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.long_tokens < 50:
         raise DeskLMError("--long-tokens must be at least 50 (the render cost compares fifths)")
+    if args.turns < 2:
+        raise DeskLMError("--turns must be at least 2 (the last turn is compared with the first)")
     if not args.no_gui:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     out = benchrun.run(
@@ -67,6 +69,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         gen_tokens=args.gen_tokens,
         gui=not args.no_gui,
         long_tokens=args.long_tokens,
+        turns=args.turns,
         say=benchrun._stderr,
         long_chats=args.long_chats,
     )
