@@ -90,3 +90,33 @@ def test_turning_the_api_on_makes_its_slots_and_says_so_once(window, qtbot):
     assert eng.llm is llm and window.controller.api_server.note == ""
     assert len([t for t in window.notices.texts() if "API slots" in t]) == 1
     switch_api(qtbot, panel, False)
+
+
+def test_a_pending_parallel_says_no_reload_until_the_api_has_slots(window, qtbot):
+    """With no API slots made, ``parallel`` alone reloads nothing: the Model group says so
+    (not "reload needed"), and Apply keeps the model; once the API has made its slots, the
+    same change is a reload and the panel says that."""
+    sp, panel, eng = window.settings_panel, window.server_panel, window.controller.runtime.local
+    box, mark = sp.groups["reload"], sp.marks["parallel"]
+    assert eng.n_slots == 0 and box.title() == "Model"
+    sp._edited("parallel", 2)
+    assert sp.pending == {"parallel": 2} and sp.reload_marked("parallel")
+    assert box.title() == "Model — press Apply (no reload)" and "no reload now" in mark.toolTip()
+    n_ctx = int(sp.settings["n_ctx"])
+    sp._edited("n_ctx", n_ctx // 2)  # a load setting beside it: applying both reloads
+    assert box.title() == "Model — reload needed" and mark.toolTip().startswith("reload needed")
+    sp._edited("n_ctx", n_ctx)
+    assert sp.pending == {"parallel": 2} and "no reload" in box.title()
+    llm = eng.llm
+    with qtbot.waitSignal(window.controller.settingsLoaded, timeout=LOAD_TIMEOUT_MS):
+        sp.apply_button.click()
+    assert eng.llm is llm and not sp.pending and box.title() == "Model"
+    panel.port.setValue(0)
+    switch_api(qtbot, panel, True)  # the slots: 2 now
+    assert eng.n_slots == 2
+    sp._edited("parallel", 3)
+    assert box.title() == "Model — reload needed"
+    switch_api(qtbot, panel, False)  # the slots stay made: still a reload
+    assert box.title() == "Model — reload needed" and "reload needed" in mark.toolTip()
+    sp._edited("parallel", 2)
+    assert box.title() == "Model"

@@ -100,6 +100,7 @@ class MainWindow(QMainWindow):
         self._shown_id = c.conversation_id  # the (empty) chat a fresh session starts with
         self._build_central()
         self.settings_panel = SettingsPanel(settings)
+        self.settings_panel.reloads = lambda values: c.session.reloads(values)
         self.gauges = GaugePanel()
         self.chats = ConversationList()
         self.search = SearchPanel(c.search_index)

@@ -8,7 +8,8 @@ settings applied live) and "Sampling (next reply)".
 
 Sampling settings and threads apply as soon as they change (sampling on the next reply, threads
 live). A changed reload setting gets a dot in a fixed-width column beside its label and the
-group title says "reload needed" until Apply reloads the model; nothing else moves: labels keep
+group title says "reload needed" until Apply reloads the model (or "no reload" where applying
+reloads nothing: ``parallel`` alone while no API slots are made); nothing else moves: labels keep
 their text, sliders their size and value. A click on a slider's track moves it by a page step.
 """
 
@@ -43,6 +44,7 @@ from desklm.ui import theme
 
 GROUPS = (("reload", "Model"), ("live", "Threads (live)"), ("sampling", "Sampling (next reply)"))
 MARK = "●"
+SLOTS_LATER = "press Apply: no reload now, the API's slots are made when the API is turned on"
 
 
 def powers_of_two(lo: int, hi: int, extra: Any = None) -> list[int]:
@@ -259,6 +261,9 @@ class SettingsPanel(QWidget):
         self.gpu_available = False
         # the API slots' KV cache is counted while the API is on (made then, not before)
         self.api_on = False
+        # whether applying these values reloads the model (the window's session answers; the
+        # parallel setting alone reloads nothing while no API slots are made); None: always
+        self.reloads: Callable[[dict[str, Any]], bool] | None = None
         self.n_layers = 0
         self.model_info: Any = None  # GGUFInfo of the loaded model
         self.free: tuple[Any, Any] | None = None  # (free RAM, free VRAM) from the sampler
@@ -550,7 +555,7 @@ class SettingsPanel(QWidget):
         """The API started or stopped: the memory estimate counts its slots, or not."""
         if on != self.api_on:
             self.api_on = on
-            self.update_fit()
+            self._mark()  # a pending parallel reloads with the API's slots, not without
 
     def update_fit(self) -> None:
         from desklm.engine import estimate
@@ -609,13 +614,18 @@ class SettingsPanel(QWidget):
             self._edited("parallel", best.parallel)
 
     def _mark(self) -> None:
+        reload = bool(self.pending) and (self.reloads is None or self.reloads(dict(self.pending)))
+        tip = "reload needed: press Apply" if reload or not self.pending else SLOTS_LATER
         for name, mark in self.marks.items():
             mark.setText(MARK if name in self.pending else "")
+            mark.setToolTip(tip)
         box = self.groups["reload"]
         box.setTitle(
             "Model — set on the server"
             if getattr(self, "remote", False)
             else "Model — reload needed"
+            if reload
+            else "Model — press Apply (no reload)"
             if self.pending
             else "Model"
         )
