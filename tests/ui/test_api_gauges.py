@@ -102,9 +102,11 @@ def test_a_pending_parallel_says_no_reload_until_the_api_has_slots(window, qtbot
     sp._edited("parallel", 2)
     assert sp.pending == {"parallel": 2} and sp.reload_marked("parallel")
     assert box.title() == "Model — press Apply (no reload)" and "no reload now" in mark.toolTip()
+    assert sp.apply_button.text() == "Apply"
     n_ctx = int(sp.settings["n_ctx"])
     sp._edited("n_ctx", n_ctx // 2)  # a load setting beside it: applying both reloads
     assert box.title() == "Model — reload needed" and mark.toolTip().startswith("reload needed")
+    assert sp.apply_button.text() == "Apply && reload"  # && is the button's literal &
     sp._edited("n_ctx", n_ctx)
     assert sp.pending == {"parallel": 2} and "no reload" in box.title()
     llm = eng.llm

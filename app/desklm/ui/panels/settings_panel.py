@@ -630,6 +630,7 @@ class SettingsPanel(QWidget):
             else "Model"
         )
         self.apply_button.setEnabled(bool(self.pending))
+        self.apply_button.setText("Apply && reload" if reload or not self.pending else "Apply")
         self.update_fit()
 
     def apply(self) -> None:
