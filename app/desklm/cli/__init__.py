@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         metavar="N,N,...",
         help="clients at once, e.g. 1,2,4,8: aggregate tokens/s, median and p95 time to "
-        "first token and per-request tokens/s of DeskLM's API against raw llama-cpp-python "
+        "first token and per-request tokens/s of DeskLM's API against DeskLM with parallel 1 "
+        "and raw llama-cpp-python "
         "(and --peer); --gen-tokens per request (64 unless given)",
     )
     bench.add_argument(
