@@ -106,25 +106,35 @@ def test_3_the_wheel_scrolls_the_panel_not_the_setting_under_it(window, qtbot):
 
 def test_4_regenerate_and_edit_stream_and_update_the_gauges(make_window, qtbot):
     w = make_window(max_tokens=10)
+    with qtbot.waitSignal(w.failed, timeout=REPLY_TIMEOUT_MS) as nothing:
+        w.submit("/edit Name a colour.")  # typed before any message: one line says why
+    assert "nothing to edit" in nothing.args[0]
+    qtbot.waitUntil(lambda: w.controller.state is State.IDLE, timeout=REPLY_TIMEOUT_MS)
     send_and_wait(qtbot, w, "Name a fruit.")
     g = w.gauges
     firsts: list[int] = []
     w.firstToken.connect(lambda: firsts.append(1))
-    for run in ("regen", "edit"):
+    for run, versions in (("regen", "2/2"), ("edit", "2/2"), ("typed /edit", "3/3")):
         firsts.clear()
         with qtbot.waitSignal(w.replyFinished, timeout=REPLY_TIMEOUT_MS) as done:
             if run == "regen":
                 w.chat.hover(w.chat.items[-1])
                 w.chat.action_bar.buttons["Regenerate"].click()
-            else:
+            elif run == "edit":
                 w.edit_message(w.chat.items[-2].msg_id, "Name a vegetable.")
+                w.input.submit()
+            else:  # typed: the same streamed turn as the action
+                w.input.setPlainText("/edit Name a colour.")
                 w.input.submit()
         s = done.args[0].stats
         assert firsts, f"{run} streamed nothing"  # it streams like any reply
         assert g.tps.value_text == f"{s.gen_tokens_per_s:.1f}" and g.tps.detail == "last reply"
         assert g.ctx.value_text == f"{s.context_used:,} / {s.n_ctx:,}" and s.context_used > 0
         qtbot.waitUntil(lambda: w.controller.state is State.IDLE, timeout=REPLY_TIMEOUT_MS)
-        qtbot.waitUntil(lambda: "2/2" in w.chat.toPlainText(), timeout=REPLY_TIMEOUT_MS)
+        qtbot.waitUntil(lambda v=versions: v in w.chat.toPlainText(), timeout=REPLY_TIMEOUT_MS)
+    # the edited message is shown once, in place (not echoed as a command, not twice)
+    text = w.chat.toPlainText()
+    assert text.count("Name a colour.") == 1 and "/edit" not in text
 
 
 def test_6_a_small_window_keeps_the_chat_readable(make_window, qtbot):

@@ -326,8 +326,11 @@ class ChatController(QObject):
         return waiting
 
     def _dispatch(self, text: str) -> None:
-        if text.strip().lower() == "/regen":  # typed: the same streamed turn as the button
+        word, _, arg = text.strip().partition(" ")
+        if word.lower() == "/regen" and not arg:  # typed: the same streamed turn as the button
             self.regenerate()
+        elif word.lower() == "/edit" and arg.strip():  # typed: streamed like the Edit action
+            self.edit_last_message(arg.strip())
         elif is_command(text):
             self._command(text)
         elif self.load_info is None:
@@ -567,7 +570,10 @@ class ChatController(QObject):
         """A new version of the last reply (the earlier ones kept: "‹ 2/2 ›"), streamed like
         any reply: the gauges and the transcript follow it."""
         self._branch_turn(
-            "regen", "", "", lambda on_text, on_start: self.session.regenerate(on_text, on_start)
+            "regen",
+            "",
+            "",
+            lambda on_text, on_start, _mid: self.session.regenerate(on_text, on_start),
         )
 
     def select_version(self, message_id: str, index: int) -> None:
@@ -583,12 +589,34 @@ class ChatController(QObject):
             "edit",
             message_id,
             text,
-            lambda on_text, on_start: self.session.edit_and_resend(
-                message_id, text, on_text, on_start
+            lambda on_text, on_start, mid: self.session.edit_and_resend(
+                mid, text, on_text, on_start
             ),
         )
 
-    def _branch_turn(self, mode: str, message_id: str, text: str, run: Any) -> None:
+    def edit_last_message(self, text: str) -> None:
+        """``/edit TEXT`` typed: your last message replaced by ``text`` and answered again,
+        streamed like the Edit action (which names its message; this one is found on the
+        inference thread, where the conversation lives)."""
+
+        def last_user_id() -> str:
+            for m in reversed(self.session.conversation.messages):
+                if m.role == "user":
+                    return str(m.id)
+            raise DeskLMError("nothing to edit: no message has been sent yet")
+
+        self._branch_turn(
+            "edit",
+            last_user_id,
+            text,
+            lambda on_text, on_start, mid: self.session.edit_and_resend(
+                mid, text, on_text, on_start
+            ),
+        )
+
+    def _branch_turn(
+        self, mode: str, message_id: str | Callable[[], str], text: str, run: Any
+    ) -> None:
         """A reply that makes a new version (regenerate, edit): a GENERATING job like a sent
         message, so Stop, the queue, the live gauges and the streaming transcript all work;
         turnStarted carries ``mode`` and ``message_id`` so the transcript replaces the old
@@ -603,9 +631,11 @@ class ChatController(QObject):
             return
 
         def body(_job: Job[Any]) -> None:
-            on_text, started = self._turn_observers(text, mode=mode, message_id=message_id)
             try:
-                result = run(on_text, started)
+                # a typed /edit names no message: its id is found as the job runs
+                mid = message_id() if callable(message_id) else message_id
+                on_text, started = self._turn_observers(text, mode=mode, message_id=mid)
+                result = run(on_text, started, mid)
             except DeskLMError as e:
                 self.turnFailed.emit(str(e), "")
                 self.conversationOpened.emit(self.session.record())
