@@ -149,6 +149,17 @@ def test_an_unchanged_folder_is_not_rescanned_and_a_later_save_is_seen(index, st
     assert index.search("lyon").hits
 
 
+def test_the_index_file_is_opened_by_the_first_sync_not_by_its_maker(store, tmp_path):
+    p = tmp_path / "later" / "index.sqlite3"
+    ix = SearchIndex(store, path=p)  # what the window does on its UI thread
+    assert not p.parent.exists()  # no file work yet
+    ix.start_background_sync().join(60)
+    assert p.exists() and not ix.problems
+    assert ix.search("python").hits
+    ix.close()
+    ix.close()  # twice is harmless (the window closes it on quit)
+
+
 def test_a_damaged_index_is_rebuilt(store, tmp_path):
     p = tmp_path / "broken.sqlite3"
     p.write_bytes(b"this is not a database" * 100)

@@ -167,9 +167,19 @@ class SearchIndex:
         self._building = False
         self._thread: threading.Thread | None = None
         self.problems: list[str] = []
-        self._con = self._open()
+        self._opened: sqlite3.Connection | None = None
 
     # -- the database --
+    @property
+    def _con(self) -> sqlite3.Connection:
+        """The connection, opened (and created, or rebuilt if damaged) on first use: by the
+        thread that first syncs or searches, never by whoever builds the index (the window
+        builds it on the UI thread, which does no file work)."""
+        with self._lock:
+            if self._opened is None:
+                self._opened = self._open()
+            return self._opened
+
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in (1, 2):
@@ -212,7 +222,9 @@ class SearchIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._con.close()
+            if self._opened is not None:
+                self._opened.close()
+                self._opened = None
 
     # -- keeping up with the folder --
     def _remove(self, conv_id: str) -> None:
