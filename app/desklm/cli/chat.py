@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -200,6 +202,51 @@ def read_lines(inp: Any) -> Any:
             yield raw.decode("utf-8", errors="replace")
 
 
+class InputLines:
+    """The input's lines (as :func:`read_lines` gives them), read by a thread of its own: the
+    chat loop, on the main thread, and the tool-consent question, on the inference thread,
+    take them from one queue. A question the turn's Stop ends (Ctrl+C, SIGTERM) stops waiting
+    without taking a line, so the next line typed goes to the chat; a blocking read on the
+    inference thread could only end with Enter. Waits poll, so a signal's handler runs on
+    the main thread at once on every platform."""
+
+    POLL_S = 0.1
+
+    def __init__(self, inp: Any) -> None:
+        self._q: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(inp,), name="desklm-input", daemon=True).start()
+
+    def _pump(self, inp: Any) -> None:
+        try:
+            for line in read_lines(inp):
+                self._q.put(line)
+        except (OSError, ValueError) as e:  # the input closed under us: the same as its end
+            print(f"desklm: note: input ended: {e}", file=sys.stderr, flush=True)
+        finally:
+            self._q.put(None)
+
+    def get(self, cancelled: Callable[[], bool] = lambda: False) -> str | None:
+        """The next line; None at the end of the input, or once ``cancelled()`` is True."""
+        while not cancelled():
+            try:
+                line = self._q.get(timeout=self.POLL_S)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._q.put(None)  # the end stays the end for the next reader
+            return line
+        return None
+
+    def __iter__(self) -> InputLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.get()
+        if line is None:
+            raise StopIteration
+        return line
+
+
 def resume_recap(rec: dict[str, Any], last: int = 2) -> str:
     """One line: which conversation goes on, and its last messages."""
     from desklm.engine.chat.conversation import preview
@@ -243,7 +290,7 @@ def chat_loop(
         out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         out.flush()
 
-    lines = read_lines(inp)
+    lines = InputLines(inp)
     if getattr(session, "tools", None) is not None:  # asks here before every tool call
         from desklm.cli.tools import terminal_consent, tool_event_printer
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from desklm.errors import DeskLMError
@@ -190,10 +190,12 @@ ANSWERS = {
 
 
 def terminal_consent(
-    lines: Iterator[str], write: Callable[[str], None], as_json: bool
+    lines: Any, write: Callable[[str], None], as_json: bool
 ) -> Callable[[Any], Any]:
     """Asks in the terminal before a tool runs; the answer is the next input line: ``o``nce,
-    ``a``lways for this tool, ``d``eny (anything else, or the end of input, denies)."""
+    ``a``lways for this tool, ``d``eny (anything else, or the end of input, denies).
+    ``lines`` is the chat's :class:`~desklm.cli.chat.InputLines`: Stop (Ctrl+C) ends the
+    wait at once, as a denial, and leaves the next line to the chat."""
     from desklm.engine.chat.tools import Decision
 
     def ask(req: Any) -> Decision:
@@ -218,7 +220,11 @@ def terminal_consent(
                 f"{req.arguments_text()}\nallow it? [o]nce, [a]lways for this tool, "
                 "[d]eny: "
             )
-        line = next(lines, None)
+        line = lines.get(req.cancelled)
+        if req.cancelled():  # Stop while asking: the turn records "stopped while asking"
+            if not as_json:
+                write("stopped\n")
+            return Decision.DENY
         answer = ANSWERS.get((line or "").strip().lower())
         if answer is None:
             if not as_json:
