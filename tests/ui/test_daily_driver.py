@@ -283,3 +283,35 @@ def test_12_small_things(make_window, qtbot):
         sp.apply_button.click()
     settle(qtbot, 100)
     assert sb.value() == at
+
+
+def test_the_hover_bar_follows_its_message_through_a_theme_switch_and_a_resize(make_window, qtbot):
+    from PySide6.QtGui import QCursor
+
+    w = make_window(max_tokens=6)
+    w.resize(1280, 800)
+    w.show()
+    send_and_wait(qtbot, w, "Name a fruit.")
+    settle(qtbot, 100)
+    chat, last = w.chat, w.chat.items[-1]
+    QCursor.setPos(chat.viewport().mapToGlobal(chat.item_rect(last).center()))
+    chat.hover(last)
+
+    def on_its_message() -> bool:
+        bar = chat.action_bar
+        return bar.isVisible() and chat.item_rect(last).contains(bar.geometry().topLeft())
+
+    assert on_its_message()
+    try:
+        for change in ("theme", "resize"):
+            if change == "theme":  # the transcript is rendered again in the new colours
+                theme.set_mode("dark" if theme.current().name != "dark" else "light")
+            else:
+                w.resize(1000, 700)
+            # back without a mouse move (it came back only at the next one)
+            qtbot.waitUntil(on_its_message, timeout=5_000)
+        QCursor.setPos(w.mapToGlobal(QPoint(-50, -50)))  # the mouse left: a resize hides it
+        w.resize(1100, 700)
+        qtbot.waitUntil(lambda: not chat.action_bar.isVisible(), timeout=5_000)
+    finally:
+        theme.set_mode("system")

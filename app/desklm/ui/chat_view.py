@@ -284,6 +284,7 @@ class ChatView(QTextBrowser):
         for it in self.items[self.first_rendered :]:
             self._insert_item(it, at_start=False)
         self._scroll(bottom)
+        self._rehover()
 
     # -- building blocks --
     def _at_bottom(self) -> bool:
@@ -343,7 +344,15 @@ class ChatView(QTextBrowser):
         if self.follow:
             self._to_bottom()
         self._place_jump()
-        self.action_bar.hide()
+        self.action_bar.hide()  # where the bubbles were; shown again where they are now
+        QTimer.singleShot(0, self, self._rehover)
+
+    def _rehover(self) -> None:
+        """The hover bar on the message under the mouse, after the layout changed under it
+        (a resize, a theme's re-render): it used to come back only at the next mouse move."""
+        pos = self.viewport().mapFromGlobal(QCursor.pos())
+        inside = self.isVisible() and self.viewport().rect().contains(pos)
+        self.hover(self.item_at(pos) if inside else None)
 
     # -- the hover bar: a message's actions where the mouse is --
     def item_at(self, pos: QPoint) -> Item | None:
