@@ -298,7 +298,7 @@ def chat_loop(
             out.write(text)
             out.flush()
 
-        session.consent = terminal_consent(lines, write, as_json)
+        session.consent = terminal_consent(lines.get, write, as_json)
         if not as_json:
             session.on_tool = tool_event_printer(write)
     while not state.get("quit") and not getattr(out, "broken", False):

@@ -190,12 +190,14 @@ ANSWERS = {
 
 
 def terminal_consent(
-    lines: Any, write: Callable[[str], None], as_json: bool
+    read_line: Callable[[Callable[[], bool]], str | None],
+    write: Callable[[str], None],
+    as_json: bool,
 ) -> Callable[[Any], Any]:
     """Asks in the terminal before a tool runs; the answer is the next input line: ``o``nce,
     ``a``lways for this tool, ``d``eny (anything else, or the end of input, denies).
-    ``lines`` is the chat's :class:`~desklm.cli.chat.InputLines`: Stop (Ctrl+C) ends the
-    wait at once, as a denial, and leaves the next line to the chat."""
+    ``read_line`` is the chat's :meth:`~desklm.cli.chat.InputLines.get`: Stop (Ctrl+C) ends
+    the wait at once, as a denial, and leaves the next line to the chat."""
     from desklm.engine.chat.tools import Decision
 
     def ask(req: Any) -> Decision:
@@ -220,7 +222,7 @@ def terminal_consent(
                 f"{req.arguments_text()}\nallow it? [o]nce, [a]lways for this tool, "
                 "[d]eny: "
             )
-        line = lines.get(req.cancelled)
+        line = read_line(req.cancelled)
         if req.cancelled():  # Stop while asking: the turn records "stopped while asking"
             if not as_json:
                 write("stopped\n")

@@ -39,7 +39,13 @@ from desklm.engine.chat.attachments import (
     typed_text,
 )
 from desklm.engine.chat.branches import version_label
-from desklm.engine.chat.commands import CommandResult, help_rows, is_command
+from desklm.engine.chat.commands import (
+    CommandResult,
+    help_rows,
+    is_command,
+    message_to_edit,
+)
+from desklm.engine.chat.commands import parse as parse_command
 from desklm.engine.chat.conversation import PromptPlan
 from desklm.engine.chat.presets import Preset, PresetStore, apply_preset
 from desklm.engine.chat.session import ChatSession, TurnResult
@@ -269,6 +275,8 @@ __all__ = [
     "list_gguf_files",
     "llama_info",
     "logical_cores",
+    "message_to_edit",
+    "parse_command",
     "parse_tool_calls",
     "probe_server",
     "read_attachment",

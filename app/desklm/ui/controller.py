@@ -76,6 +76,8 @@ from desklm.engine import (
     embedded_model_path,
     help_rows,
     is_command,
+    message_to_edit,
+    parse_command,
     remember_model,
 )
 from desklm.server import ApiServer
@@ -326,13 +328,18 @@ class ChatController(QObject):
         return waiting
 
     def _dispatch(self, text: str) -> None:
-        word, _, arg = text.strip().partition(" ")
-        if word.lower() == "/regen" and not arg:  # typed: the same streamed turn as the button
-            self.regenerate()
-        elif word.lower() == "/edit" and arg.strip():  # typed: streamed like the Edit action
-            self.edit_last_message(arg.strip())
-        elif is_command(text):
-            self._command(text)
+        if is_command(text):
+            try:
+                cmd, arg = parse_command(text)
+                name = cmd.name
+            except DeskLMError:  # an unknown command: the command job says why, in one line
+                name, arg = "", ""
+            if name == "regen" and not arg:  # typed: the same streamed turn as the button
+                self.regenerate()
+            elif name == "edit" and arg:  # typed: streamed like the Edit action
+                self.edit_last_message(arg)
+            else:
+                self._command(text)
         elif self.load_info is None:
             self.turnFailed.emit("no model is loaded: open one with File > Models", text)
         else:
@@ -571,7 +578,7 @@ class ChatController(QObject):
         any reply: the gauges and the transcript follow it."""
         self._branch_turn(
             "regen",
-            "",
+            lambda: "",
             "",
             lambda on_text, on_start, _mid: self.session.regenerate(on_text, on_start),
         )
@@ -585,6 +592,15 @@ class ChatController(QObject):
     def edit_message(self, message_id: str, text: str) -> None:
         """Replace a sent message and answer it again, streamed: the chat branches there, the
         old branch kept as a version."""
+        self._edit_turn(lambda: message_id, text)
+
+    def edit_last_message(self, text: str) -> None:
+        """``/edit TEXT`` typed: your last message replaced by ``text`` and answered again,
+        streamed like the Edit action (which names its message; this one is found on the
+        inference thread, where the conversation lives)."""
+        self._edit_turn(lambda: str(message_to_edit(self.session).id), text)
+
+    def _edit_turn(self, message_id: Callable[[], str], text: str) -> None:
         self._branch_turn(
             "edit",
             message_id,
@@ -594,33 +610,11 @@ class ChatController(QObject):
             ),
         )
 
-    def edit_last_message(self, text: str) -> None:
-        """``/edit TEXT`` typed: your last message replaced by ``text`` and answered again,
-        streamed like the Edit action (which names its message; this one is found on the
-        inference thread, where the conversation lives)."""
-
-        def last_user_id() -> str:
-            for m in reversed(self.session.conversation.messages):
-                if m.role == "user":
-                    return str(m.id)
-            raise DeskLMError("nothing to edit: no message has been sent yet")
-
-        self._branch_turn(
-            "edit",
-            last_user_id,
-            text,
-            lambda on_text, on_start, mid: self.session.edit_and_resend(
-                mid, text, on_text, on_start
-            ),
-        )
-
-    def _branch_turn(
-        self, mode: str, message_id: str | Callable[[], str], text: str, run: Any
-    ) -> None:
+    def _branch_turn(self, mode: str, message_id: Callable[[], str], text: str, run: Any) -> None:
         """A reply that makes a new version (regenerate, edit): a GENERATING job like a sent
         message, so Stop, the queue, the live gauges and the streaming transcript all work;
-        turnStarted carries ``mode`` and ``message_id`` so the transcript replaces the old
-        version in place. Queued while busy."""
+        turnStarted carries ``mode`` and the message's id (``message_id()``, asked as the job
+        runs) so the transcript replaces the old version in place. Queued while busy."""
         if self.state is State.CLOSING:
             return
         if self.busy:
@@ -632,8 +626,7 @@ class ChatController(QObject):
 
         def body(_job: Job[Any]) -> None:
             try:
-                # a typed /edit names no message: its id is found as the job runs
-                mid = message_id() if callable(message_id) else message_id
+                mid = message_id()  # on this thread (a typed /edit's is found here)
                 on_text, started = self._turn_observers(text, mode=mode, message_id=mid)
                 result = run(on_text, started, mid)
             except DeskLMError as e:

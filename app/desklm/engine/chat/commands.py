@@ -211,10 +211,16 @@ def _alt(session: Any, arg: str, on_text: OnText) -> CommandResult:
 def _edit(session: Any, arg: str, on_text: OnText) -> CommandResult:
     if not arg:
         raise DeskLMError("usage: /edit TEXT (replaces your last message and resends it)")
+    user = message_to_edit(session)
+    return _turn_result("edit", session, session.edit_and_resend(user.id, arg, on_text))
+
+
+def message_to_edit(session: Any) -> Any:
+    """The message ``/edit TEXT`` replaces: your last one (the window's typed /edit asks too)."""
     user = _last(session, "user")
     if user is None:
         raise DeskLMError("nothing to edit: no message has been sent yet")
-    return _turn_result("edit", session, session.edit_and_resend(user.id, arg, on_text))
+    return user
 
 
 @command(
